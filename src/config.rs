@@ -1,0 +1,107 @@
+//! Command-line flags shared by every service binary (DESIGN §5): flags with
+//! environment fall-backs, where Consul's and OpenTelemetry's own variable
+//! names win.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
+
+/// Flags every service takes (flatten into the binary's `clap::Parser`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServiceArgs {
+    /// Address to serve gRPC on; port 0 picks a free port (the bound one is registered).
+    /// Default: 127.0.0.1 and the service's well-known port.
+    #[arg(long, env = "MESH_LISTEN")]
+    pub listen: Option<SocketAddr>,
+
+    /// IP address registered in Consul. Default: the bound IP, or, when bound to
+    /// an unspecified address (0.0.0.0), the local IP that routes to Consul.
+    #[arg(long, env = "MESH_ADVERTISE")]
+    pub advertise: Option<IpAddr>,
+
+    /// Folder of the service's SQLite database (`<service>.db`), used unless
+    /// `DATABASE_URL` is set.
+    #[arg(long, env = "MESH_DATA_DIR", default_value = ".mesh/data")]
+    pub data_dir: PathBuf,
+
+    /// A database URL (`postgres://…` or `sqlite://…`) that replaces the SQLite
+    /// file in `--data-dir`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// This instance's id; the Consul service ID is `<service>-<instance-id>`.
+    /// Default: `<hostname>-<port>`.
+    #[arg(long, env = "MESH_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+
+    /// Address to serve Prometheus `/metrics` on (off when unset).
+    #[arg(long, env = "MESH_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
+    /// How long to keep serving after deregistering on SIGTERM, so that
+    /// clients' Consul watches converge before the listener closes.
+    #[arg(long, env = "MESH_DRAIN_MS", default_value_t = 2000)]
+    pub drain_ms: u64,
+
+    /// Serve without registering in Consul (standalone).
+    #[arg(long, env = "MESH_NO_CONSUL")]
+    pub no_consul: bool,
+
+    /// Consul agent connection.
+    #[command(flatten)]
+    pub consul: ConsulArgs,
+
+    /// Logging.
+    #[command(flatten)]
+    pub log: LogArgs,
+
+    /// Test-only: delay every application RPC by this many milliseconds.
+    #[arg(long, env = "MESH_INJECT_LATENCY_MS", hide = true)]
+    pub inject_latency_ms: Option<u64>,
+}
+
+impl ServiceArgs {
+    /// The drain period after deregistration.
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+}
+
+/// How to reach the Consul agent.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConsulArgs {
+    /// Consul agent HTTP address, with or without `http://`.
+    #[arg(
+        long = "consul-addr",
+        env = "CONSUL_HTTP_ADDR",
+        default_value = "127.0.0.1:8500"
+    )]
+    pub address: String,
+
+    /// ACL token sent on every Consul call (never logged).
+    #[arg(
+        long = "consul-token",
+        env = "CONSUL_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+}
+
+/// Log output settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LogArgs {
+    /// `text` for people, `json` for log pipelines. Filter with `RUST_LOG`.
+    #[arg(long, env = "MESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// Log line format.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}

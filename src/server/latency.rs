@@ -1,0 +1,60 @@
+//! Test-only latency injection (`--inject-latency-ms`), so balancing tests can
+//! slow one real instance down. Health and reflection are never delayed: only
+//! the application service is wrapped.
+
+use std::{
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::future::BoxFuture;
+use tonic::server::NamedService;
+use tower::Service;
+
+/// Delays each request to the wrapped service by a fixed time (or not at all).
+#[derive(Debug, Clone)]
+pub(crate) struct InjectLatency<S> {
+    inner: S,
+    delay: Option<Duration>,
+}
+
+impl<S> InjectLatency<S> {
+    pub(crate) fn new(inner: S, delay_ms: Option<u64>) -> Self {
+        Self {
+            inner,
+            delay: delay_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for InjectLatency<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S, Request> Service<Request> for InjectLatency<S>
+where
+    S: Service<Request> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    Request: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let Some(delay) = self.delay else {
+            return Box::pin(self.inner.call(request));
+        };
+        // Take the service that was driven to readiness; leave a clone behind.
+        let clone = self.inner.clone();
+        let mut ready = std::mem::replace(&mut self.inner, clone);
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            ready.call(request).await
+        })
+    }
+}

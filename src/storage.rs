@@ -1,0 +1,146 @@
+//! Each service's own database: SQLite in `--data-dir` by default (several local
+//! instances of one service share the file in WAL mode), or PostgreSQL (or any
+//! sqlx "any" URL) from `DATABASE_URL`. Queries use `$1`-style placeholders,
+//! which both drivers accept, and portable SQL (TEXT, BIGINT).
+
+use std::{path::Path, sync::Once, time::Duration};
+
+use sqlx::{
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::Migrator,
+    AnyPool, Executor,
+};
+
+/// Why a database could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}: {source}")]
+    DataDir {
+        /// The folder.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The database URL is malformed or names an unsupported driver.
+    #[error("invalid database URL for {service} (expected postgres://… or sqlite://…): {source}")]
+    Url {
+        /// The service.
+        service: String,
+        /// The cause.
+        source: sqlx::Error,
+    },
+    /// Connecting failed.
+    #[error("cannot connect to the {service} database: {source}")]
+    Connect {
+        /// The service.
+        service: String,
+        /// The cause.
+        source: sqlx::Error,
+    },
+    /// A migration failed.
+    #[error("migrating the {service} database failed: {source}")]
+    Migrate {
+        /// The service.
+        service: String,
+        /// The cause.
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+static DRIVERS: Once = Once::new();
+
+/// The URL of `service`'s database: `database_url` when given, else the SQLite
+/// file `<data_dir>/<service>.db` (created if missing).
+pub fn database_url(service: &str, database_url: Option<&str>, data_dir: &Path) -> String {
+    match database_url {
+        Some(url) => url.to_owned(),
+        None => format!(
+            "sqlite://{}?mode=rwc",
+            data_dir.join(format!("{service}.db")).display()
+        ),
+    }
+}
+
+/// Opens `service`'s database and applies `migrator`'s migrations.
+pub async fn open(
+    service: &str,
+    database_url_override: Option<&str>,
+    data_dir: &Path,
+    migrator: &Migrator,
+) -> Result<AnyPool, StorageError> {
+    DRIVERS.call_once(sqlx::any::install_default_drivers);
+    if database_url_override.is_none() {
+        std::fs::create_dir_all(data_dir).map_err(|source| StorageError::DataDir {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
+    }
+    let url = database_url(service, database_url_override, data_dir);
+    let options: AnyConnectOptions = url.parse().map_err(|source| StorageError::Url {
+        service: service.to_owned(),
+        source,
+    })?;
+    let is_sqlite = url.starts_with("sqlite:");
+    let pool = AnyPoolOptions::new()
+        .max_connections(if is_sqlite { 4 } else { 10 })
+        .acquire_timeout(Duration::from_secs(10))
+        .after_connect(move |connection, _| {
+            Box::pin(async move {
+                if is_sqlite {
+                    // WAL lets instances sharing the file read while one writes;
+                    // busy_timeout makes writers queue instead of failing.
+                    connection
+                        .execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
+                        .await?;
+                }
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .map_err(|source| StorageError::Connect {
+            service: service.to_owned(),
+            source,
+        })?;
+    migrate(service, &pool, migrator).await?;
+    Ok(pool)
+}
+
+/// Applies migrations. Instances of one service that start together race to
+/// migrate a shared SQLite file (which has no migration lock); the loser sees
+/// an error, waits, and finds the work done on its next attempt.
+async fn migrate(service: &str, pool: &AnyPool, migrator: &Migrator) -> Result<(), StorageError> {
+    let mut attempt = 0;
+    loop {
+        match migrator.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(source) if attempt >= 5 => {
+                return Err(StorageError::Migrate {
+                    service: service.to_owned(),
+                    source,
+                })
+            }
+            Err(error) => {
+                tracing::debug!(%error, attempt, "migration raced another instance; retrying");
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+        }
+    }
+}
+
+/// Whether `error` is a unique-constraint violation (a duplicate key).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|database_error| database_error.is_unique_violation())
+}
+
+/// Milliseconds since the Unix epoch, for `*_unix_ms` columns.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

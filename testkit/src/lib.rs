@@ -1,0 +1,26 @@
+//! The one test harness of the mesh (DESIGN §7): free loopback ports, real
+//! child processes (a Consul dev agent, service binaries, grpcurl) behind
+//! guards that kill and reap them on drop — also when a test fails — and
+//! readiness waits with bounded timeouts.
+//!
+//! Tools come from the project's tools folder (`scripts/install-tools`
+//! fills it; `MESH_TOOLS_DIR` overrides). A missing tool is a test failure,
+//! never a silent skip.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod consul;
+mod grpcurl;
+mod paths;
+mod ports;
+mod process;
+mod service;
+mod wait;
+
+pub use consul::ConsulAgent;
+pub use grpcurl::{grpcurl, GrpcurlOutput};
+pub use paths::{binary, tool};
+pub use ports::free_port;
+pub use process::ChildGuard;
+pub use service::{ServiceOptions, ServiceProcess};
+pub use wait::wait_until;
