@@ -1,0 +1,842 @@
+#!/usr/bin/env python3
+"""Asserts the mesh's deployment properties on rendered Kubernetes manifests.
+
+    python3 scripts/k8s_properties.py RENDERED.yaml...
+
+Each file is the output of `kubectl kustomize k8s/overlays/<overlay>`; a file named
+dev.yaml or prod.yaml (after its overlay) is also held to that overlay's counts (Consul
+servers, replicas). Prints one line per checked property ("ok" or "FAIL", with the object
+and the reason) and ends with exactly `k8s: N passed, M failed`; exits 1 on any failure.
+
+NetworkPolicies are checked by evaluating them (ingress of the destination AND egress of
+the source, as Kubernetes does) for the flows the mesh needs and for flows it must not have.
+Needs PyYAML (scripts/install-tools puts it in .tools/venv).
+"""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import os
+import re
+import shlex
+import sys
+import urllib.parse
+from dataclasses import dataclass, field
+
+import yaml
+
+NAMESPACE = "mesh"
+PART_OF = ("app.kubernetes.io/part-of", "mesh")
+NAME_LABEL = "app.kubernetes.io/name"
+METRICS_PORT = 9100
+DEFAULT_DRAIN_MS = 2000
+SERVICE_UID = 10001
+# Consul name -> (gRPC port, full gRPC service name). Contract: docs DESIGN.md section 2.
+SERVICES = {
+    "users": (50051, "mesh.users.v1.Users"),
+    "inventory": (50052, "mesh.inventory.v1.Inventory"),
+    "payments": (50053, "mesh.payments.v1.Payments"),
+    "orders": (50054, "mesh.orders.v1.Orders"),
+}
+BACKENDS = ("users", "inventory", "payments")
+CONSUL_STS = "consul-server"
+POSTGRES_STS = "postgres"
+# Consul server-to-server ports.
+CONSUL_PEER_PORTS = [(8300, "TCP"), (8301, "TCP"), (8301, "UDP"), (8302, "TCP"), (8302, "UDP"),
+                     (8500, "TCP"), (8600, "TCP"), (8600, "UDP")]
+# Expectations per overlay (file stem): Consul servers, service replicas (min, max or None).
+OVERLAYS = {
+    "dev": {"consul_servers": 1, "replicas": (1, 1)},
+    "prod": {"consul_servers": 3, "replicas": (2, None)},
+}
+
+
+class Failed(Exception):
+    """A property does not hold; the message says why."""
+
+
+def need(cond, why: str):
+    if not cond:
+        raise Failed(why)
+
+
+class Report:
+    def __init__(self):
+        self.passed = 0
+        self.failed = 0
+
+    def check(self, label: str, fn):
+        try:
+            detail = fn()
+        except Failed as e:
+            self.failed += 1
+            print(f"FAIL {label}: {e}")
+            return
+        except Exception as e:  # a missing field, a wrong type: the property fails
+            self.failed += 1
+            print(f"FAIL {label}: {type(e).__name__}: {e}")
+            return
+        self.passed += 1
+        print(f"ok   {label}" + (f" ({detail})" if detail else ""))
+
+
+# ---------------------------------------------------------------------------------------
+# Rendered objects
+
+
+class Rendered:
+    def __init__(self, path: str):
+        self.path = path
+        with open(path) as f:
+            self.docs = [d for d in yaml.safe_load_all(f) if d]
+        self.by_kind: dict[str, dict[str, dict]] = {}
+        for d in self.docs:
+            self.by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+
+    def get(self, kind: str, name: str) -> dict:
+        obj = self.by_kind.get(kind, {}).get(name)
+        need(obj is not None, f"no {kind} named {name!r} in {self.path}")
+        return obj
+
+    def has(self, kind: str, name: str) -> bool:
+        return name in self.by_kind.get(kind, {})
+
+    def all(self, kind: str) -> list[dict]:
+        return list(self.by_kind.get(kind, {}).values())
+
+    def workloads(self) -> list[dict]:
+        return self.all("Deployment") + self.all("StatefulSet") + self.all("DaemonSet")
+
+
+def pod_spec(workload: dict) -> dict:
+    return workload["spec"]["template"]["spec"]
+
+
+def pod_labels(workload: dict) -> dict:
+    return workload["spec"]["template"]["metadata"].get("labels", {}) or {}
+
+
+def containers(workload: dict, init: bool = True) -> list[dict]:
+    spec = pod_spec(workload)
+    return list(spec.get("containers", [])) + (list(spec.get("initContainers", []) or []) if init else [])
+
+
+def main_container(workload: dict) -> dict:
+    cs = pod_spec(workload)["containers"]
+    need(len(cs) >= 1, "no container")
+    return cs[0]
+
+
+def selects(selector, labels: dict) -> bool:
+    """Kubernetes LabelSelector semantics ({} selects everything)."""
+    if selector is None:
+        return False
+    for k, v in (selector.get("matchLabels") or {}).items():
+        if labels.get(k) != v:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and key in labels and labels[key] in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def service_selects(svc: dict, labels: dict) -> bool:
+    sel = svc["spec"].get("selector") or {}
+    return bool(sel) and all(labels.get(k) == v for k, v in sel.items())
+
+
+def container_port(container: dict, name_or_number) -> int | None:
+    for p in container.get("ports", []) or []:
+        if p.get("name") == name_or_number or p.get("containerPort") == name_or_number:
+            return p["containerPort"]
+    return None
+
+
+def port_of(addr: str) -> int:
+    """Port of HOST:PORT or URL."""
+    if "://" in addr:
+        return urllib.parse.urlsplit(addr).port
+    return int(addr.rsplit(":", 1)[1])
+
+
+def env_source(r: Rendered, container: dict, name: str):
+    """What env var NAME resolves to: ('value', str) | ('fieldRef', path) |
+    ('secret', (secret, key)) | ('configMap', str) | None. Explicit env wins over envFrom."""
+    for e in container.get("env", []) or []:
+        if e["name"] != name:
+            continue
+        if "value" in e:
+            return ("value", e["value"])
+        vf = e.get("valueFrom", {})
+        if "fieldRef" in vf:
+            return ("fieldRef", vf["fieldRef"]["fieldPath"])
+        if "secretKeyRef" in vf:
+            return ("secret", (vf["secretKeyRef"]["name"], vf["secretKeyRef"]["key"]))
+        if "configMapKeyRef" in vf:
+            cm = r.get("ConfigMap", vf["configMapKeyRef"]["name"])
+            return ("configMap", cm.get("data", {}).get(vf["configMapKeyRef"]["key"]))
+        return ("other", vf)
+    for ef in container.get("envFrom", []) or []:
+        prefix = ef.get("prefix", "")
+        if "configMapRef" in ef and r.has("ConfigMap", ef["configMapRef"]["name"]):
+            data = r.get("ConfigMap", ef["configMapRef"]["name"]).get("data", {}) or {}
+            for k, v in data.items():
+                if prefix + k == name:
+                    return ("configMap", v)
+    return None
+
+
+def env_text(r: Rendered, container: dict, name: str) -> str:
+    src = env_source(r, container, name)
+    need(src is not None, f"{name} is not set")
+    need(src[0] in ("value", "configMap"), f"{name} is not a plain value but {src}")
+    return src[1]
+
+
+def secret_value(r: Rendered, name: str, key: str) -> str | None:
+    if not r.has("Secret", name):
+        return None
+    s = r.get("Secret", name)
+    if key in (s.get("stringData") or {}):
+        return s["stringData"][key]
+    if key in (s.get("data") or {}):
+        return base64.b64decode(s["data"][key]).decode()
+    return None
+
+
+def prestop_seconds(container: dict) -> float:
+    pre = (container.get("lifecycle") or {}).get("preStop")
+    need(pre, "no preStop hook")
+    if "sleep" in pre:
+        return float(pre["sleep"]["seconds"])
+    if "exec" in pre:
+        cmd = pre["exec"]["command"]
+        if os.path.basename(cmd[0]) == "sleep" and len(cmd) == 2:
+            return float(cmd[1])
+        return 0.0
+    return 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# NetworkPolicy evaluation
+
+
+@dataclass
+class Endpoint:
+    name: str
+    namespace: str | None = None       # None: outside the cluster
+    labels: dict = field(default_factory=dict)
+    ports: list = field(default_factory=list)  # container ports (for named ports)
+    ip: str | None = None               # for outside endpoints
+
+
+def namespace_labels(r: Rendered, ns: str) -> dict:
+    labels = {"kubernetes.io/metadata.name": ns}
+    if r.has("Namespace", ns):
+        labels.update(r.get("Namespace", ns)["metadata"].get("labels", {}) or {})
+    return labels
+
+
+def peer_matches(r: Rendered, peer: dict, policy_ns: str, ep: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        if ep.ip is None:
+            return False  # pod IPs are not modelled; the mesh's policies use selectors
+        ip = ipaddress.ip_address(ep.ip)
+        block = peer["ipBlock"]
+        return ip in ipaddress.ip_network(block["cidr"]) and not any(
+            ip in ipaddress.ip_network(x) for x in block.get("except", []) or [])
+    if ep.namespace is None:
+        return False
+    ns_sel = peer.get("namespaceSelector")
+    if ns_sel is None:
+        if ep.namespace != policy_ns:
+            return False
+    elif not selects(ns_sel, namespace_labels(r, ep.namespace)):
+        return False
+    pod_sel = peer.get("podSelector")
+    return pod_sel is None or selects(pod_sel, ep.labels)
+
+
+def port_matches(ports, dst: Endpoint, port: int, proto: str) -> bool:
+    if not ports:
+        return True
+    for p in ports:
+        if p.get("protocol", "TCP") != proto:
+            continue
+        want = p.get("port")
+        if want is None:
+            return True
+        if isinstance(want, str):
+            named = [cp["containerPort"] for cp in dst.ports
+                     if cp.get("name") == want and cp.get("protocol", "TCP") == proto]
+            if port in named:
+                return True
+        elif "endPort" in p:
+            if want <= port <= p["endPort"]:
+                return True
+        elif want == port:
+            return True
+    return False
+
+
+def policy_types(np: dict) -> list[str]:
+    spec = np["spec"]
+    if "policyTypes" in spec:
+        return spec["policyTypes"]
+    return ["Ingress"] + (["Egress"] if "egress" in spec else [])
+
+
+def direction_allowed(r: Rendered, subject: Endpoint, other: Endpoint, dst: Endpoint,
+                      port: int, proto: str, direction: str) -> bool:
+    """Is SUBJECT's DIRECTION ('Ingress'/'Egress') allowed for this flow?"""
+    if subject.namespace is None:
+        return True
+    pols = [np for np in r.all("NetworkPolicy")
+            if np["metadata"].get("namespace") == subject.namespace
+            and direction in policy_types(np)
+            and selects(np["spec"].get("podSelector", {}), subject.labels)]
+    if not pols:
+        return True  # not isolated in this direction
+    key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    for np in pols:
+        for rule in np["spec"].get(key, []) or []:
+            peers = rule.get(peers_key)
+            if peers and not any(peer_matches(r, p, subject.namespace, other) for p in peers):
+                continue
+            if port_matches(rule.get("ports"), dst, port, proto):
+                return True
+    return False
+
+
+def flow_allowed(r: Rendered, src: Endpoint, dst: Endpoint, port: int, proto: str = "TCP") -> bool:
+    return (direction_allowed(r, src, dst, dst, port, proto, "Egress")
+            and direction_allowed(r, dst, src, dst, port, proto, "Ingress"))
+
+
+def workload_endpoint(w: dict) -> Endpoint:
+    ports = [p for c in containers(w) for p in (c.get("ports") or [])]
+    return Endpoint(w["metadata"]["name"], w["metadata"].get("namespace"), pod_labels(w), ports)
+
+
+# ---------------------------------------------------------------------------------------
+# The properties
+
+
+def check_overlay(rep: Report, r: Rendered, overlay: str | None):
+    tag = f"[{overlay or os.path.basename(r.path)}]"
+    expect = OVERLAYS.get(overlay or "", {})
+
+    def c(label, fn):
+        rep.check(f"{tag} {label}", fn)
+
+    # -- namespace and labels ----------------------------------------------------------
+    c("Namespace mesh exists", lambda: need(r.has("Namespace", NAMESPACE), "missing"))
+
+    def all_namespaced():
+        wrong = [f"{d['kind']}/{d['metadata']['name']}" for d in r.docs
+                 if d["kind"] != "Namespace" and d["metadata"].get("namespace") != NAMESPACE]
+        need(not wrong, f"not in namespace {NAMESPACE}: {', '.join(wrong)}")
+        return f"{len(r.docs) - 1} objects"
+    c("every namespaced object is in namespace mesh", all_namespaced)
+
+    def all_labelled():
+        k, v = PART_OF
+        wrong = [f"{d['kind']}/{d['metadata']['name']}" for d in r.docs
+                 if (d["metadata"].get("labels") or {}).get(k) != v]
+        wrong += [f"{w['kind']}/{w['metadata']['name']} (pod template)" for w in r.workloads()
+                  if pod_labels(w).get(k) != v or NAME_LABEL not in pod_labels(w)]
+        need(not wrong, f"missing {k}={v} or {NAME_LABEL}: {', '.join(wrong)}")
+    c(f"every object and pod template is labelled {PART_OF[0]}={PART_OF[1]}", all_labelled)
+
+    # -- every workload: restricted pod security, resources ------------------------------
+    for w in r.workloads():
+        wid = f"{w['kind']}/{w['metadata']['name']}"
+        spec = pod_spec(w)
+        psc = spec.get("securityContext") or {}
+
+        def non_root(psc=psc, spec=spec):
+            need(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot is not true")
+            need(psc.get("runAsUser", 1) != 0, "runAsUser is 0")
+            need("fsGroup" in psc, "no fsGroup (volumes would not be writable)")
+            return f"uid {psc.get('runAsUser')}, fsGroup {psc.get('fsGroup')}"
+        c(f"{wid}: runs as non-root with an fsGroup", non_root)
+
+        def seccomp(psc=psc, w=w):
+            bad = [ct["name"] for ct in containers(w)
+                   if ((ct.get("securityContext") or {}).get("seccompProfile")
+                       or psc.get("seccompProfile") or {}).get("type") != "RuntimeDefault"]
+            need(not bad, f"seccompProfile is not RuntimeDefault for {bad}")
+        c(f"{wid}: seccompProfile RuntimeDefault", seccomp)
+
+        for ct in containers(w):
+            cid = f"{wid} container {ct['name']}"
+            sc = ct.get("securityContext") or {}
+            c(f"{cid}: readOnlyRootFilesystem",
+              lambda sc=sc: need(sc.get("readOnlyRootFilesystem") is True, "not true"))
+            c(f"{cid}: allowPrivilegeEscalation false",
+              lambda sc=sc: need(sc.get("allowPrivilegeEscalation") is False, "not false"))
+
+            def caps(sc=sc):
+                cp = sc.get("capabilities") or {}
+                need("ALL" in (cp.get("drop") or []), "capabilities.drop lacks ALL")
+                need(not cp.get("add"), f"adds capabilities {cp.get('add')}")
+                need(not sc.get("privileged"), "privileged")
+            c(f"{cid}: capabilities drop ALL, none added, not privileged", caps)
+
+            def resources(ct=ct):
+                res = ct.get("resources") or {}
+                for kind in ("requests", "limits"):
+                    for what in ("cpu", "memory"):
+                        need(what in (res.get(kind) or {}), f"no {kind}.{what}")
+                return f"requests {res['requests']['cpu']}/{res['requests']['memory']}, " \
+                       f"limits {res['limits']['cpu']}/{res['limits']['memory']}"
+            c(f"{cid}: resources requests and limits (cpu, memory)", resources)
+
+        def restricted_volumes(spec=spec):
+            allowed = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                       "persistentVolumeClaim", "projected", "secret"}
+            bad = [v["name"] for v in spec.get("volumes", []) or []
+                   if not (set(v) - {"name"}) <= allowed]
+            need(not bad, f"volume types outside the restricted profile: {bad}")
+            need(not spec.get("hostNetwork") and not spec.get("hostPID") and not spec.get("hostIPC"),
+                 "uses host namespaces")
+        c(f"{wid}: only restricted-profile volumes, no host namespaces", restricted_volumes)
+
+        c(f"{wid}: no service account token mounted",
+          lambda spec=spec: need(spec.get("automountServiceAccountToken") is False, "automountServiceAccountToken is not false"))
+
+    # -- the four services ---------------------------------------------------------------
+    images = {}
+    db_secrets = {}
+    databases = {}
+    deployments = {name: r.by_kind.get("Deployment", {}).get(name) for name in SERVICES}
+    for svc, (grpc_port, full) in SERVICES.items():
+        did = f"Deployment/{svc}"
+        d = deployments[svc]
+        c(f"{did} exists", lambda d=d: need(d is not None, "missing"))
+        if d is None:
+            continue
+        ct = main_container(d)
+        spec = pod_spec(d)
+        labels = pod_labels(d)
+
+        def image(ct=ct, svc=svc):
+            images[svc] = ct["image"]
+            need(ct.get("command") == [f"/usr/local/bin/{svc}"],
+                 f"command is {ct.get('command')}, want ['/usr/local/bin/{svc}']")
+            return f"{ct['image']} {ct['command'][0]}"
+        c(f"{did}: runs /usr/local/bin/{svc} from the mesh image", image)
+
+        def ports(ct=ct, grpc_port=grpc_port):
+            need(container_port(ct, "grpc") == grpc_port, f"container port 'grpc' is not {grpc_port}")
+            need(container_port(ct, "metrics") == METRICS_PORT, f"container port 'metrics' is not {METRICS_PORT}")
+            need(port_of(env_text(r, ct, "MESH_LISTEN")) == grpc_port, "MESH_LISTEN port differs from the grpc port")
+            need(port_of(env_text(r, ct, "MESH_METRICS_LISTEN")) == METRICS_PORT,
+                 "MESH_METRICS_LISTEN port differs from the metrics port")
+            return f"grpc {grpc_port}, metrics {METRICS_PORT}"
+        c(f"{did}: ports match MESH_LISTEN / MESH_METRICS_LISTEN", ports)
+
+        def readiness(ct=ct, grpc_port=grpc_port, full=full):
+            g = (ct.get("readinessProbe") or {}).get("grpc")
+            need(g, "readinessProbe is not a gRPC probe")
+            need(g.get("port") == grpc_port, f"port {g.get('port')} != {grpc_port}")
+            need(g.get("service") == full, f"service {g.get('service')!r} != {full!r}")
+            return f"grpc {grpc_port} service {full}"
+        c(f"{did}: readinessProbe uses grpc for the full service name", readiness)
+
+        def liveness(ct=ct, grpc_port=grpc_port):
+            g = (ct.get("livenessProbe") or {}).get("grpc")
+            need(g, "livenessProbe is not a gRPC probe")
+            need(g.get("port") == grpc_port, f"port {g.get('port')} != {grpc_port}")
+            need(g.get("service", "") == "", f"service {g.get('service')!r} is not \"\"")
+            return f"grpc {grpc_port} service \"\""
+        c(f"{did}: livenessProbe uses grpc for service \"\"", liveness)
+
+        def startup(ct=ct, grpc_port=grpc_port):
+            p = ct.get("startupProbe") or {}
+            g = p.get("grpc")
+            need(g, "startupProbe is not a gRPC probe")
+            need(g.get("port") == grpc_port, f"port {g.get('port')} != {grpc_port}")
+            budget = p.get("periodSeconds", 10) * p.get("failureThreshold", 3)
+            need(budget >= 30, f"only {budget}s to start (open storage, run migrations)")
+            return f"grpc {grpc_port}, {budget}s budget"
+        c(f"{did}: startupProbe uses grpc", startup)
+
+        def grace(ct=ct, spec=spec):
+            pre = prestop_seconds(ct)
+            src = env_source(r, ct, "MESH_DRAIN_MS")
+            drain_ms = int(src[1]) if src and src[0] in ("value", "configMap") else DEFAULT_DRAIN_MS
+            tgps = spec.get("terminationGracePeriodSeconds", 30)
+            want = pre + drain_ms / 1000 + 5
+            need(tgps >= want, f"terminationGracePeriodSeconds {tgps} < preStop {pre}s + drain "
+                               f"{drain_ms / 1000}s + 5s")
+            return f"{tgps}s >= preStop {pre:g}s + drain {drain_ms / 1000:g}s + 5s"
+        c(f"{did}: preStop hook, terminationGracePeriodSeconds covers preStop + drain + 5s", grace)
+
+        def writable(ct=ct, spec=spec):
+            need(spec["securityContext"].get("runAsUser") == SERVICE_UID,
+                 f"runAsUser is not the image's uid {SERVICE_UID}")
+            mounts = {m["mountPath"]: m["name"] for m in ct.get("volumeMounts", []) or []}
+            vols = {v["name"]: v for v in spec.get("volumes", []) or []}
+            data_dir = env_text(r, ct, "MESH_DATA_DIR")
+            for path in ("/tmp", data_dir):
+                need(path in mounts and "emptyDir" in vols.get(mounts[path], {})
+                     or path in mounts and "persistentVolumeClaim" in vols.get(mounts[path], {}),
+                     f"{path} is not a writable volume (read-only root filesystem)")
+            return f"uid {SERVICE_UID}, /tmp and MESH_DATA_DIR={data_dir} writable"
+        c(f"{did}: image uid, writable /tmp and data dir on a read-only root", writable)
+
+        def advertise(ct=ct):
+            need(env_source(r, ct, "MESH_ADVERTISE") == ("fieldRef", "status.podIP"),
+                 f"MESH_ADVERTISE is {env_source(r, ct, 'MESH_ADVERTISE')}")
+        c(f"{did}: MESH_ADVERTISE from status.podIP", advertise)
+
+        def instance(ct=ct):
+            need(env_source(r, ct, "MESH_INSTANCE_ID") == ("fieldRef", "metadata.name"),
+                 f"MESH_INSTANCE_ID is {env_source(r, ct, 'MESH_INSTANCE_ID')}")
+        c(f"{did}: MESH_INSTANCE_ID from metadata.name", instance)
+
+        def consul_addr(ct=ct):
+            addr = env_text(r, ct, "CONSUL_HTTP_ADDR")
+            u = urllib.parse.urlsplit(addr if "://" in addr else "http://" + addr)
+            host = u.hostname.split(".")[0]
+            s = r.get("Service", host)
+            need(any(p["port"] == u.port for p in s["spec"]["ports"]), f"Service {host} has no port {u.port}")
+            consul = r.get("StatefulSet", CONSUL_STS)
+            need(service_selects(s, pod_labels(consul)), f"Service {host} does not select the Consul servers")
+            return addr
+        c(f"{did}: CONSUL_HTTP_ADDR set to the Consul API Service", consul_addr)
+
+        def config_map(ct=ct):
+            refs = [ef["configMapRef"]["name"] for ef in ct.get("envFrom", []) or [] if "configMapRef" in ef]
+            need(refs, "no envFrom configMapRef")
+            for ref in refs:
+                need(r.has("ConfigMap", ref), f"ConfigMap {ref} is not rendered")
+            return ", ".join(refs)
+        c(f"{did}: settings from its own ConfigMap (envFrom)", config_map)
+
+        def database(ct=ct, svc=svc):
+            src = env_source(r, ct, "DATABASE_URL")
+            need(src and src[0] == "secret", f"DATABASE_URL is not from a Secret: {src}")
+            name, key = src[1]
+            need(re.fullmatch(rf"{svc}-db(-[a-z0-9]+)?", name), f"Secret {name} is not named {svc}-db")
+            db_secrets[svc] = (name, key)
+            url = secret_value(r, name, key)
+            if url is None:
+                need(overlay != "dev", f"Secret {name} is not rendered in the dev overlay")
+                return f"Secret {name} supplied at deploy time"
+            u = urllib.parse.urlsplit(url)
+            need(u.scheme in ("postgres", "postgresql"), f"scheme {u.scheme}")
+            db = u.path.lstrip("/")
+            databases[svc] = db
+            need(db == svc, f"database {db!r} is not {svc!r}")
+            need(urllib.parse.unquote(u.username or "") == svc, f"role {u.username!r} is not {svc!r}")
+            host = u.hostname
+            need(r.has("Service", host) and service_selects(r.get("Service", host),
+                                                            pod_labels(r.get("StatefulSet", POSTGRES_STS))),
+                 f"host {host} is not the PostgreSQL Service")
+            return f"postgres://{svc}:***@{host}:{u.port or 5432}/{db}"
+        c(f"{did}: DATABASE_URL from a Secret naming its own database", database)
+
+        def annotations(d=d):
+            a = d["spec"]["template"]["metadata"].get("annotations") or {}
+            need(a.get("prometheus.io/scrape") == "true", "prometheus.io/scrape is not \"true\"")
+            need(a.get("prometheus.io/port") == str(METRICS_PORT), f"prometheus.io/port is not {METRICS_PORT}")
+        c(f"{did}: Prometheus scrape annotations", annotations)
+
+        def replicas(d=d):
+            n = d["spec"].get("replicas", 1)
+            lo, hi = expect["replicas"]
+            need(n >= lo and (hi is None or n <= hi), f"{n} replicas, want {lo}..{hi or ''}")
+            return f"{n}"
+        if expect:
+            c(f"{did}: replica count for {overlay}", replicas)
+
+        # Service, HPA, PDB, NetworkPolicy of this service
+        def service(svc=svc, labels=labels, ct=ct, grpc_port=grpc_port):
+            s = r.get("Service", svc)
+            need(s["spec"].get("type", "ClusterIP") == "ClusterIP", "not ClusterIP")
+            need(service_selects(s, labels), "selector does not match the pods")
+            others = [o for o in SERVICES if o != svc and deployments.get(o)
+                      and service_selects(s, pod_labels(deployments[o]))]
+            need(not others, f"selector also matches {others}")
+            by_name = {p["name"]: p for p in s["spec"]["ports"]}
+            g = by_name.get("grpc")
+            need(g and g["port"] == grpc_port and container_port(ct, g.get("targetPort", g["port"])) == grpc_port,
+                 f"no port grpc {grpc_port} reaching the container")
+            need(g.get("appProtocol") == "grpc", "grpc port lacks appProtocol: grpc")
+            m = by_name.get("metrics")
+            need(m and container_port(ct, m.get("targetPort", m["port"])) == METRICS_PORT, "no metrics port")
+        c(f"Service/{svc}: ClusterIP, grpc (appProtocol grpc) and metrics ports to the pods", service)
+
+        def hpa(svc=svc, d=d):
+            h = r.get("HorizontalPodAutoscaler", svc)
+            need(h["apiVersion"] == "autoscaling/v2", h["apiVersion"])
+            ref = h["spec"]["scaleTargetRef"]
+            need(ref["kind"] == "Deployment" and ref["name"] == svc, f"targets {ref}")
+            cpu = [m for m in h["spec"].get("metrics", []) if m.get("type") == "Resource"
+                   and m["resource"]["name"] == "cpu"]
+            need(cpu and cpu[0]["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70},
+                 "no CPU 70 % utilization target")
+            lo, hi = h["spec"].get("minReplicas", 1), h["spec"]["maxReplicas"]
+            need(lo == d["spec"].get("replicas", 1), f"minReplicas {lo} != Deployment replicas")
+            need(hi > lo or overlay == "dev", f"maxReplicas {hi} leaves no room above {lo}")
+            return f"{lo}..{hi} at 70 % CPU"
+        c(f"HorizontalPodAutoscaler/{svc}: autoscaling/v2 on CPU 70 %", hpa)
+
+        def pdb(svc=svc, labels=labels, d=d):
+            p = r.get("PodDisruptionBudget", svc)
+            need(selects(p["spec"]["selector"], labels), "selector does not match the pods")
+            n = d["spec"].get("replicas", 1)
+            if "maxUnavailable" in p["spec"]:
+                need(p["spec"]["maxUnavailable"] not in (0, "0%"), "maxUnavailable 0 blocks every drain")
+                return f"maxUnavailable {p['spec']['maxUnavailable']}"
+            need(p["spec"]["minAvailable"] < n, f"minAvailable {p['spec']['minAvailable']} blocks drains at {n} replicas")
+            return f"minAvailable {p['spec']['minAvailable']}"
+        c(f"PodDisruptionBudget/{svc}: selects the pods and lets a drain proceed", pdb)
+
+        def netpol(labels=labels):
+            own = [np["metadata"]["name"] for np in r.all("NetworkPolicy")
+                   if np["spec"].get("podSelector") and selects(np["spec"]["podSelector"], labels)
+                   and (np["spec"]["podSelector"].get("matchLabels") or np["spec"]["podSelector"].get("matchExpressions"))]
+            need(own, "no NetworkPolicy selecting these pods")
+            return ", ".join(own)
+        c(f"NetworkPolicy for {svc}", netpol)
+
+    def one_image():
+        need(len(set(images.values())) == 1, f"several images: {images}")
+        return next(iter(images.values()), "")
+    c("all four services run the same image", one_image)
+
+    def distinct_databases():
+        secrets = list(db_secrets.values())
+        need(len(set(secrets)) == len(secrets), f"two services share a DATABASE_URL Secret: {db_secrets}")
+        dbs = list(databases.values())
+        need(len(set(dbs)) == len(dbs), f"two services share a database: {databases}")
+        return "databases " + ", ".join(dbs) if dbs else "one Secret per service"
+    c("no two services share a database", distinct_databases)
+
+    # -- PostgreSQL --------------------------------------------------------------------
+    def postgres():
+        pg = r.get("StatefulSet", POSTGRES_STS)
+        ct = main_container(pg)
+        need(ct["image"].startswith("postgres:16"), f"image {ct['image']}")
+        need(pod_spec(pg)["securityContext"].get("runAsUser") == 999, "not running as the image's postgres uid 999")
+        s = r.get("Service", POSTGRES_STS)
+        need(service_selects(s, pod_labels(pg)) and any(p["port"] == 5432 for p in s["spec"]["ports"]),
+             "Service postgres does not expose 5432 of the pods")
+        return ct["image"]
+    c(f"StatefulSet/{POSTGRES_STS}: postgres:16 as uid 999 behind Service postgres:5432", postgres)
+
+    def postgres_init():
+        pg = r.get("StatefulSet", POSTGRES_STS)
+        ct = main_container(pg)
+        mount = [m for m in ct.get("volumeMounts", []) if m["mountPath"] == "/docker-entrypoint-initdb.d"]
+        need(mount, "nothing mounted at /docker-entrypoint-initdb.d")
+        vol = [v for v in pod_spec(pg)["volumes"] if v["name"] == mount[0]["name"]][0]
+        cm = r.get("ConfigMap", vol["configMap"]["name"])
+        need(any(k.endswith(".sh") for k in cm.get("data", {})), "no init script in the ConfigMap")
+        for svc in SERVICES:
+            src = env_source(r, ct, f"{svc.upper()}_DATABASE_URL")
+            need(src and src[0] == "secret" and src[1] == db_secrets.get(svc),
+                 f"{svc.upper()}_DATABASE_URL is not the Secret {svc} reads ({src} vs {db_secrets.get(svc)})")
+        return "roles and databases from the services' own Secrets"
+    c(f"StatefulSet/{POSTGRES_STS}: init script creates each service's database from its Secret", postgres_init)
+
+    # -- Consul servers ----------------------------------------------------------------
+    consul = r.by_kind.get("StatefulSet", {}).get(CONSUL_STS)
+    c(f"StatefulSet/{CONSUL_STS} exists", lambda: need(consul is not None, "missing"))
+    if consul is not None:
+        cid = f"StatefulSet/{CONSUL_STS}"
+        ct = main_container(consul)
+        args = list(ct.get("command", [])[1:]) + list(ct.get("args", []))
+
+        def flag_values(name):
+            out = []
+            for i, a in enumerate(args):
+                if a.startswith(f"-{name}="):
+                    out.append(a.split("=", 1)[1])
+                elif a == f"-{name}" and i + 1 < len(args):
+                    out.append(args[i + 1])
+            return out
+
+        def bootstrap():
+            be = flag_values("bootstrap-expect")
+            need(len(be) == 1, f"-bootstrap-expect given {len(be)} times")
+            n = consul["spec"]["replicas"]
+            need(int(be[0]) == n, f"replicas {n} != -bootstrap-expect {be[0]}")
+            if expect:
+                need(n == expect["consul_servers"], f"{n} servers, want {expect['consul_servers']} for {overlay}")
+            need(n % 2 == 1, f"{n} servers: use an odd number")
+            return f"{n} servers, -bootstrap-expect={be[0]}"
+        c(f"{cid}: replicas equals -bootstrap-expect", bootstrap)
+
+        def retry_join():
+            svc = consul["spec"]["serviceName"]
+            n = consul["spec"]["replicas"]
+            want = {f"{CONSUL_STS}-{i}.{svc}.{NAMESPACE}.svc" for i in range(n)}
+            got = {j.split(":")[0].removesuffix(".cluster.local") for j in flag_values("retry-join")}
+            need(got == want, f"-retry-join {sorted(got)}, want {sorted(want)}")
+            return f"{len(got)} stable DNS names"
+        c(f"{cid}: -retry-join names every server through the headless Service", retry_join)
+
+        def advertise():
+            need(flag_values("advertise") == ["$(POD_IP)"], f"-advertise is {flag_values('advertise')}")
+            need(env_source(r, ct, "POD_IP") == ("fieldRef", "status.podIP"), "POD_IP is not status.podIP")
+            need("-server" in args and "-ui" in args, "not started with -server -ui")
+        c(f"{cid}: -server -ui, advertises the pod IP", advertise)
+
+        def parallel():
+            need(consul["spec"].get("podManagementPolicy") == "Parallel",
+                 "OrderedReady deadlocks: pod 0 is never Ready without a leader")
+        c(f"{cid}: podManagementPolicy Parallel", parallel)
+
+        def headless():
+            s = r.get("Service", consul["spec"]["serviceName"])
+            need(s["spec"].get("clusterIP") == "None", "not headless")
+            need(s["spec"].get("publishNotReadyAddresses") is True, "publishNotReadyAddresses is not true")
+            need(service_selects(s, pod_labels(consul)), "does not select the servers")
+            return s["metadata"]["name"]
+        c(f"{cid}: headless governing Service with publishNotReadyAddresses", headless)
+
+        def consul_pdb():
+            pdbs = [p for p in r.all("PodDisruptionBudget") if selects(p["spec"]["selector"], pod_labels(consul))]
+            need(pdbs, "no PodDisruptionBudget")
+            need(pdbs[0]["spec"].get("maxUnavailable") == 1, "maxUnavailable is not 1")
+            return pdbs[0]["metadata"]["name"]
+        c(f"{cid}: PodDisruptionBudget maxUnavailable 1", consul_pdb)
+
+        def anti_affinity():
+            aa = (pod_spec(consul).get("affinity") or {}).get("podAntiAffinity") or {}
+            terms = list(aa.get("requiredDuringSchedulingIgnoredDuringExecution", []) or []) + \
+                [t["podAffinityTerm"] for t in aa.get("preferredDuringSchedulingIgnoredDuringExecution", []) or []]
+            ok = [t for t in terms if t.get("topologyKey") == "kubernetes.io/hostname"
+                  and selects(t.get("labelSelector"), pod_labels(consul))]
+            need(ok, "no podAntiAffinity on kubernetes.io/hostname against its own pods")
+        c(f"{cid}: podAntiAffinity on hostname", anti_affinity)
+
+        def readiness():
+            p = ct.get("readinessProbe") or {}
+            need(p, "no readinessProbe")
+            text = " ".join(p.get("exec", {}).get("command", [])) or str(p)
+            need("/v1/status/leader" in text and "exec" in p, "does not wait for an elected leader")
+            need(ct.get("livenessProbe"), "no livenessProbe")
+        c(f"{cid}: readinessProbe passes only with an elected leader", readiness)
+
+        def data_volume():
+            vcts = {v["metadata"]["name"] for v in consul["spec"].get("volumeClaimTemplates", [])}
+            mounts = {m["name"] for m in ct.get("volumeMounts", []) if m["mountPath"] == "/consul/data"}
+            need(mounts and mounts <= vcts, "/consul/data is not on a volumeClaimTemplate")
+            need(flag_values("data-dir") == ["/consul/data"], "-data-dir is not /consul/data")
+        c(f"{cid}: /consul/data on a PersistentVolumeClaim", data_volume)
+
+        def ui_service():
+            s = r.get("Service", "consul-ui")
+            need(s["spec"].get("type", "ClusterIP") == "ClusterIP", "not ClusterIP")
+            need(service_selects(s, pod_labels(consul)), "does not select the servers")
+            p = [p for p in s["spec"]["ports"] if p["port"] == 80]
+            need(p and container_port(ct, p[0]["targetPort"]) == 8500, "no port 80 -> 8500")
+        c("Service/consul-ui: ClusterIP port 80 -> 8500", ui_service)
+
+    # -- NetworkPolicies ---------------------------------------------------------------
+    def default_deny():
+        ok = [np for np in r.all("NetworkPolicy") if np["spec"].get("podSelector") == {}
+              and set(policy_types(np)) == {"Ingress", "Egress"}
+              and not np["spec"].get("ingress") and not np["spec"].get("egress")]
+        need(ok, "no NetworkPolicy selecting every pod with no ingress and no egress rule")
+        return ok[0]["metadata"]["name"]
+    c("NetworkPolicy: default deny of ingress and egress", default_deny)
+
+    pods = {w["metadata"]["name"]: workload_endpoint(w) for w in r.workloads()}
+    kube_dns = Endpoint("kube-dns", "kube-system", {"k8s-app": "kube-dns"},
+                        [{"name": "dns", "containerPort": 53, "protocol": "UDP"}])
+    prometheus = Endpoint("prometheus", "monitoring", {NAME_LABEL: "prometheus"})
+    debug = Endpoint("a client pod in mesh", NAMESPACE, {"run": "grpcurl", "app.kubernetes.io/component": "client"})
+    stranger = Endpoint("an unlabelled pod in mesh", NAMESPACE, {"run": "grpcurl"})
+    foreign = Endpoint("a pod in another namespace", "default", {"run": "grpcurl"})
+    internet = Endpoint("203.0.113.10", ip="203.0.113.10")
+
+    def flow(src: Endpoint | None, dst: Endpoint | None, port: int, proto: str, want: bool):
+        def f():
+            need(src is not None and dst is not None, "workload missing")
+            got = flow_allowed(r, src, dst, port, proto)
+            need(got == want, "allowed" if got else "denied")
+        verb = "allowed" if want else "denied"
+        sname = src.name if src else "?"
+        dname = dst.name if dst else "?"
+        c(f"NetworkPolicy: {sname} -> {dname}:{port}/{proto} {verb}", f)
+
+    def one_side(src: Endpoint | None, dst: Endpoint | None, port: int, direction: str):
+        """Defence in depth: DIRECTION alone (the other side's policy aside) denies the flow."""
+        def f():
+            need(src is not None and dst is not None, "workload missing")
+            subject, other = (dst, src) if direction == "Ingress" else (src, dst)
+            need(not direction_allowed(r, subject, other, dst, port, "TCP", direction),
+                 f"{subject.name}'s {direction.lower()} rules allow it")
+        sname = src.name if src else "?"
+        dname = dst.name if dst else "?"
+        side = dname if direction == "Ingress" else sname
+        c(f"NetworkPolicy: {sname} -> {dname}:{port}/TCP denied by {side}'s {direction.lower()} alone", f)
+
+    for name, ep in sorted(pods.items()):
+        flow(ep, kube_dns, 53, "UDP", True)
+        flow(ep, kube_dns, 53, "TCP", True)
+    orders = pods.get("orders")
+    consul_ep = pods.get(CONSUL_STS)
+    pg = pods.get(POSTGRES_STS)
+    for svc, (port, _) in SERVICES.items():
+        ep = pods.get(svc)
+        if svc in BACKENDS:
+            flow(orders, ep, port, "TCP", True)
+            flow(debug, ep, port, "TCP", False)
+            flow(ep, orders, SERVICES["orders"][0], "TCP", False)
+            for other in BACKENDS:
+                if other != svc:
+                    flow(ep, pods.get(other), SERVICES[other][0], "TCP", False)
+                    one_side(pods.get(other), ep, port, "Ingress")
+                    one_side(ep, pods.get(other), SERVICES[other][0], "Egress")
+            one_side(pg, ep, port, "Ingress")
+        flow(consul_ep, ep, port, "TCP", True)
+        flow(ep, consul_ep, 8500, "TCP", True)
+        flow(ep, pg, 5432, "TCP", True)
+        flow(prometheus, ep, METRICS_PORT, "TCP", True)
+        flow(prometheus, ep, port, "TCP", False)
+        flow(foreign, ep, port, "TCP", False)
+        flow(ep, internet, 443, "TCP", False)
+    flow(debug, orders, SERVICES["orders"][0], "TCP", True)
+    flow(stranger, orders, SERVICES["orders"][0], "TCP", False)
+    flow(stranger, consul_ep, 8500, "TCP", False)
+    for port, proto in CONSUL_PEER_PORTS:
+        flow(consul_ep, consul_ep, port, proto, True)
+    flow(debug, consul_ep, 8500, "TCP", True)
+    flow(prometheus, consul_ep, 8500, "TCP", True)
+    flow(foreign, consul_ep, 8500, "TCP", False)
+    flow(debug, pg, 5432, "TCP", False)
+    flow(consul_ep, pg, 5432, "TCP", False)
+    flow(pg, consul_ep, 8500, "TCP", False)
+    flow(consul_ep, internet, 443, "TCP", False)
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    rep = Report()
+    for path in argv:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        overlay = stem if stem in OVERLAYS else None
+        check_overlay(rep, Rendered(path), overlay)
+    print(f"k8s: {rep.passed} passed, {rep.failed} failed")
+    return 1 if rep.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
