@@ -8,6 +8,7 @@
 //! 3. on SIGTERM/SIGINT: health NOT_SERVING, deregister, drain, stop
 //!    accepting, finish in-flight RPCs, return `Ok(())`.
 
+mod deadline_scope;
 mod identity;
 mod latency;
 mod shutdown;
@@ -20,6 +21,7 @@ use tonic::{body::Body, server::NamedService};
 use tonic_health::ServingStatus;
 use tower::Service;
 
+use deadline_scope::DeadlineScope;
 pub use identity::ServiceIdentity;
 use latency::InjectLatency;
 
@@ -123,7 +125,10 @@ impl BoundServer {
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
-            .add_service(InjectLatency::new(service, self.args.inject_latency_ms))
+            .add_service(DeadlineScope::new(InjectLatency::new(
+                service,
+                self.args.inject_latency_ms,
+            )))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
                 let _ = stopped.await;
             });

@@ -1,0 +1,278 @@
+//! Passive health ("failure accrual", as linkerd calls it): an endpoint that
+//! fails `threshold` times in a row — transport errors or UNAVAILABLE answers —
+//! reports itself not ready for a backoff period, so the balancer routes
+//! around it. When the period ends it is ready again on probation: one more
+//! failure ejects it for twice as long (up to the maximum, with jitter), one
+//! success restores it fully.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::time::{Instant, Sleep};
+use tower::{load::Load, Service};
+
+use super::retry::response_code;
+
+/// Ejection settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EjectPolicy {
+    pub(crate) threshold: u32,
+    pub(crate) min_backoff: Duration,
+    pub(crate) max_backoff: Duration,
+}
+
+#[derive(Debug)]
+struct Health {
+    consecutive_failures: u32,
+    ejected_until: Option<Instant>,
+    next_backoff: Duration,
+    ejections: u64,
+}
+
+/// What happened to a request, as ejection counts it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Success,
+    Failure,
+}
+
+/// An endpoint service with failure accrual.
+pub(crate) struct Ejectable<S> {
+    inner: S,
+    policy: EjectPolicy,
+    health: Arc<Mutex<Health>>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    on_eject: Arc<dyn Fn(Duration) + Send + Sync>,
+}
+
+impl<S> Ejectable<S> {
+    pub(crate) fn new(
+        inner: S,
+        policy: EjectPolicy,
+        on_eject: Arc<dyn Fn(Duration) + Send + Sync>,
+    ) -> Self {
+        Self {
+            inner,
+            policy,
+            health: Arc::new(Mutex::new(Health {
+                consecutive_failures: 0,
+                ejected_until: None,
+                next_backoff: policy.min_backoff,
+                ejections: 0,
+            })),
+            sleep: None,
+            on_eject,
+        }
+    }
+
+    #[cfg(test)]
+    fn ejections(&self) -> u64 {
+        self.health.lock().expect("health lock").ejections
+    }
+}
+
+fn record(
+    health: &Mutex<Health>,
+    policy: EjectPolicy,
+    outcome: Outcome,
+    on_eject: &(dyn Fn(Duration) + Send + Sync),
+) {
+    let mut health = health.lock().expect("health lock");
+    match outcome {
+        Outcome::Success => {
+            health.consecutive_failures = 0;
+            health.next_backoff = policy.min_backoff;
+        }
+        Outcome::Failure => {
+            health.consecutive_failures += 1;
+            if health.consecutive_failures >= policy.threshold && health.ejected_until.is_none() {
+                let backoff = jitter(health.next_backoff);
+                health.ejected_until = Some(Instant::now() + backoff);
+                health.next_backoff = (health.next_backoff * 2).min(policy.max_backoff);
+                // On probation after the backoff: the next failure ejects again.
+                health.consecutive_failures = policy.threshold - 1;
+                health.ejections += 1;
+                drop(health);
+                on_eject(backoff);
+            }
+        }
+    }
+}
+
+/// ±25 % so that endpoints ejected together do not return together.
+fn jitter(backoff: Duration) -> Duration {
+    backoff.mul_f64(rand::random_range(0.75..1.25))
+}
+
+impl<S, B> Service<http::Request<B>> for Ejectable<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        let ejected_until = self.health.lock().expect("health lock").ejected_until;
+        if let Some(until) = ejected_until {
+            if Instant::now() < until {
+                let sleep = self
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(until)));
+                if sleep.deadline() != until {
+                    sleep.as_mut().reset(until);
+                }
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            self.health.lock().expect("health lock").ejected_until = None;
+            self.sleep = None;
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let health = self.health.clone();
+        let policy = self.policy;
+        let on_eject = self.on_eject.clone();
+        let future = self.inner.call(request);
+        Box::pin(async move {
+            let result = future.await;
+            let outcome = match &result {
+                Ok(response) if response_code(response) == Some(tonic::Code::Unavailable) => {
+                    Outcome::Failure
+                }
+                Ok(_) => Outcome::Success,
+                Err(_) => Outcome::Failure,
+            };
+            record(&health, policy, outcome, &*on_eject);
+            result
+        })
+    }
+}
+
+impl<S: Load> Load for Ejectable<S> {
+    type Metric = S::Metric;
+
+    fn load(&self) -> Self::Metric {
+        self.inner.load()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tokio_test::{assert_pending, assert_ready_ok};
+    use tower_test::mock;
+
+    fn policy() -> EjectPolicy {
+        EjectPolicy {
+            threshold: 3,
+            min_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(8),
+        }
+    }
+
+    fn unavailable() -> http::Response<tonic::body::Body> {
+        tonic::Status::unavailable("down").into_http()
+    }
+
+    fn ok() -> http::Response<tonic::body::Body> {
+        http::Response::new(tonic::body::Body::empty())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ejects_after_consecutive_failures_and_readmits_after_the_backoff() {
+        let (service, mut handle) =
+            mock::pair::<http::Request<()>, http::Response<tonic::body::Body>>();
+        let ejected = Arc::new(AtomicU64::new(0));
+        let counter = ejected.clone();
+        let mut service = mock::Spawn::new(Ejectable::new(
+            service,
+            policy(),
+            Arc::new(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }),
+        ));
+        handle.allow(100);
+
+        for _ in 0..3 {
+            assert_ready_ok!(service.poll_ready());
+            let response = service.call(http::Request::new(()));
+            handle
+                .next_request()
+                .await
+                .unwrap()
+                .1
+                .send_response(unavailable());
+            response.await.unwrap();
+        }
+        assert_eq!(ejected.load(Ordering::SeqCst), 1);
+        assert_pending!(service.poll_ready());
+
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert_ready_ok!(service.poll_ready());
+
+        // On probation: one more failure ejects again, for longer.
+        let response = service.call(http::Request::new(()));
+        handle
+            .next_request()
+            .await
+            .unwrap()
+            .1
+            .send_response(unavailable());
+        response.await.unwrap();
+        assert_eq!(service.get_ref().ejections(), 2);
+        assert_pending!(service.poll_ready());
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert_pending!(
+            service.poll_ready(),
+            "the second ejection lasts about twice as long"
+        );
+        tokio::time::advance(Duration::from_millis(1300)).await;
+        assert_ready_ok!(service.poll_ready());
+
+        // A success restores it: three more failures are needed again.
+        let response = service.call(http::Request::new(()));
+        handle.next_request().await.unwrap().1.send_response(ok());
+        response.await.unwrap();
+        for _ in 0..2 {
+            assert_ready_ok!(service.poll_ready());
+            let response = service.call(http::Request::new(()));
+            handle
+                .next_request()
+                .await
+                .unwrap()
+                .1
+                .send_response(unavailable());
+            response.await.unwrap();
+        }
+        assert_ready_ok!(service.poll_ready());
+        assert_eq!(service.get_ref().ejections(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_errors_codes_do_not_count_as_failures() {
+        let (service, mut handle) =
+            mock::pair::<http::Request<()>, http::Response<tonic::body::Body>>();
+        let mut service = mock::Spawn::new(Ejectable::new(service, policy(), Arc::new(|_| {})));
+        handle.allow(100);
+        for _ in 0..5 {
+            assert_ready_ok!(service.poll_ready());
+            let response = service.call(http::Request::new(()));
+            let answer = tonic::Status::failed_precondition("business rule").into_http();
+            handle.next_request().await.unwrap().1.send_response(answer);
+            response.await.unwrap();
+        }
+        assert_ready_ok!(service.poll_ready());
+        assert_eq!(service.get_ref().ejections(), 0);
+    }
+}

@@ -1,0 +1,139 @@
+//! The client's errors, and the one place where every failure becomes the
+//! `tonic::Status` a caller sees.
+
+use std::{error::Error as StdError, io};
+
+use tonic::{Code, Status};
+use tower::BoxError;
+
+/// No endpoint of the target became ready within the fail-fast period.
+#[derive(Debug, thiserror::Error)]
+#[error("no healthy instance of {service} (none passing in Consul, or all ejected after failures)")]
+pub struct NoHealthyEndpoint {
+    /// The target service.
+    pub service: String,
+}
+
+/// One attempt ran past its per-try timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("attempt timed out after {0:?}")]
+pub struct PerTryTimeout(pub std::time::Duration);
+
+/// The call's overall deadline passed (all attempts included).
+#[derive(Debug, thiserror::Error)]
+#[error("deadline exceeded calling {service} after {attempts} attempt(s)")]
+pub struct DeadlineExceeded {
+    /// The target service.
+    pub service: String,
+    /// Attempts started.
+    pub attempts: u32,
+}
+
+/// The request body could not be buffered for replay.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot buffer the request: {0}")]
+pub(crate) struct BodyError(pub(crate) BoxError);
+
+/// Whether the request provably never reached a server: the connection was
+/// refused, no endpoint was ready, or the server refused the stream before
+/// processing it (HTTP/2 REFUSED_STREAM). Such a request is safe to retry
+/// whatever the method.
+pub(crate) fn never_reached_server(error: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(error) = current {
+        if error.is::<NoHealthyEndpoint>() {
+            return true;
+        }
+        if let Some(io) = error.downcast_ref::<io::Error>() {
+            if matches!(io.kind(), io::ErrorKind::ConnectionRefused) {
+                return true;
+            }
+        }
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return true;
+            }
+        }
+        // hyper-util's connector reports a refused connect as a ConnectError
+        // whose message is the only stable marker across versions.
+        let text = error.to_string();
+        if text.contains("Connection refused") || text.contains("tcp connect error") {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// Turns any error of the stack into the `Status` the caller sees (tonic
+/// keeps a boxed `Status` as it is).
+pub(crate) fn into_status(error: BoxError, service: &str) -> Status {
+    if let Some(status) = error.downcast_ref::<Status>() {
+        return status.clone();
+    }
+    if error.is::<NoHealthyEndpoint>() {
+        return Status::unavailable(error.to_string());
+    }
+    if error.is::<DeadlineExceeded>() {
+        return Status::deadline_exceeded(error.to_string());
+    }
+    if let Some(timeout) = error.downcast_ref::<PerTryTimeout>() {
+        return Status::deadline_exceeded(format!("calling {service}: {timeout}"));
+    }
+    if error.is::<BodyError>() {
+        return Status::new(Code::Internal, error.to_string());
+    }
+    Status::unavailable(format!("calling {service}: {}", chain(&*error)))
+}
+
+/// An error and its sources, joined by ": ".
+pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_refused_anywhere_in_the_chain_never_reached_a_server() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("transport error")]
+        struct Wrapper(#[source] io::Error);
+        let refused = Wrapper(io::Error::from(io::ErrorKind::ConnectionRefused));
+        assert!(never_reached_server(&refused));
+        let reset = Wrapper(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(!never_reached_server(&reset));
+        let none = NoHealthyEndpoint {
+            service: "payments".into(),
+        };
+        assert!(never_reached_server(&none));
+    }
+
+    #[test]
+    fn maps_errors_to_the_codes_callers_expect() {
+        let none: BoxError = Box::new(NoHealthyEndpoint {
+            service: "payments".into(),
+        });
+        let status = into_status(none, "payments");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert!(status.message().contains("no healthy instance of payments"));
+        let kept: BoxError = Box::new(Status::failed_precondition("short"));
+        assert_eq!(into_status(kept, "x").code(), Code::FailedPrecondition);
+        let late: BoxError = Box::new(DeadlineExceeded {
+            service: "x".into(),
+            attempts: 2,
+        });
+        assert_eq!(into_status(late, "x").code(), Code::DeadlineExceeded);
+    }
+}

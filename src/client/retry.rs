@@ -1,0 +1,288 @@
+//! The retry policy (tower::retry with linkerd's budget, gRPC A6 rules):
+//!
+//! - a request that provably never reached a server (connection refused, no
+//!   ready endpoint, REFUSED_STREAM) may be retried whatever the method;
+//! - otherwise only methods the protos mark `IDEMPOTENT` or `NO_SIDE_EFFECTS`,
+//!   and only on UNAVAILABLE, RESOURCE_EXHAUSTED, a per-try timeout, or a
+//!   transport error;
+//! - never on answers such as INVALID_ARGUMENT or FAILED_PRECONDITION;
+//! - a call is committed once response headers without an error arrive;
+//! - at most `max_attempts`, within the overall deadline, each retry paid
+//!   from a shared [`TpsBudget`]; `grpc-retry-pushback-ms` is honoured
+//!   (negative or malformed: do not retry).
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+use tonic::Code;
+use tower::{
+    retry::budget::{Budget, TpsBudget},
+    BoxError,
+};
+
+use super::{
+    error::{never_reached_server, PerTryTimeout},
+    metrics::TargetMetrics,
+};
+use crate::idempotency;
+
+/// The number of attempts already made, carried in request extensions and
+/// sent as `grpc-previous-rpc-attempts`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct PreviousAttempts(pub(crate) u32);
+
+/// The call's overall deadline, carried in request extensions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallDeadline(pub(crate) Instant);
+
+/// Whether an outcome may be retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retryable {
+    /// Not at all.
+    No,
+    /// Only for idempotent methods.
+    IfIdempotent,
+    /// Always: the request never reached a server.
+    Always,
+}
+
+/// The gRPC status in response headers (a trailers-only error answer).
+pub(crate) fn response_code(response: &http::Response<tonic::body::Body>) -> Option<Code> {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<i32>().ok())
+        .map(Code::from)
+        .filter(|code| *code != Code::Ok)
+}
+
+/// Classifies one attempt's result.
+pub(crate) fn classify(result: &Result<http::Response<tonic::body::Body>, BoxError>) -> Retryable {
+    match result {
+        Ok(response) => match response_code(response) {
+            Some(Code::Unavailable | Code::ResourceExhausted) => Retryable::IfIdempotent,
+            _ => Retryable::No,
+        },
+        Err(error) if never_reached_server(&**error) => Retryable::Always,
+        Err(error) if error.is::<PerTryTimeout>() => Retryable::IfIdempotent,
+        Err(error) => match error.downcast_ref::<tonic::Status>() {
+            Some(status) => match status.code() {
+                Code::Unavailable | Code::ResourceExhausted => Retryable::IfIdempotent,
+                _ => Retryable::No,
+            },
+            // Transport errors after the request may have been sent.
+            None => Retryable::IfIdempotent,
+        },
+    }
+}
+
+/// `grpc-retry-pushback-ms`: `Some(Some(delay))` to wait, `Some(None)` when the
+/// server said not to retry, `None` when absent.
+fn pushback(
+    result: &Result<http::Response<tonic::body::Body>, BoxError>,
+) -> Option<Option<Duration>> {
+    let value = result
+        .as_ref()
+        .ok()?
+        .headers()
+        .get("grpc-retry-pushback-ms")?;
+    Some(
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| text.parse::<i64>().ok())
+            .filter(|millis| *millis >= 0)
+            .map(|millis| Duration::from_millis(millis as u64)),
+    )
+}
+
+/// The per-call retry policy; cloned for each call, sharing the budget.
+#[derive(Clone)]
+pub(crate) struct RetryPolicy {
+    pub(crate) budget: Arc<TpsBudget>,
+    pub(crate) max_attempts: u32,
+    pub(crate) metrics: TargetMetrics,
+    attempts: u32,
+}
+
+impl RetryPolicy {
+    pub(crate) fn new(budget: Arc<TpsBudget>, max_attempts: u32, metrics: TargetMetrics) -> Self {
+        Self {
+            budget,
+            max_attempts,
+            metrics,
+            attempts: 0,
+        }
+    }
+}
+
+type Request = http::Request<Bytes>;
+type Response = http::Response<tonic::body::Body>;
+
+impl tower::retry::Policy<Request, Response, BoxError> for RetryPolicy {
+    type Future = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+    fn retry(
+        &mut self,
+        request: &mut Request,
+        result: &mut Result<Response, BoxError>,
+    ) -> Option<Self::Future> {
+        self.attempts += 1;
+        if self.attempts == 1 {
+            self.budget.deposit();
+        }
+        let retryable = match classify(result) {
+            Retryable::No => return None,
+            Retryable::IfIdempotent
+                if !idempotency::of_path(request.uri().path()).is_retry_safe() =>
+            {
+                return None
+            }
+            retryable => retryable,
+        };
+        if self.attempts >= self.max_attempts {
+            return None;
+        }
+        let delay = match pushback(result) {
+            Some(None) => return None,
+            Some(Some(delay)) => delay,
+            // A short jittered pause; a refused connect is retried at once (another endpoint).
+            None if retryable == Retryable::Always => Duration::ZERO,
+            None => Duration::from_millis(rand::random_range(5..25)),
+        };
+        if let Some(CallDeadline(deadline)) = request.extensions().get::<CallDeadline>() {
+            if Instant::now() + delay >= *deadline {
+                return None;
+            }
+        }
+        if !self.budget.withdraw() {
+            self.metrics.budget_exhausted();
+            return None;
+        }
+        self.metrics.retried();
+        request
+            .extensions_mut()
+            .insert(PreviousAttempts(self.attempts));
+        Some(Box::pin(tokio::time::sleep(delay)))
+    }
+
+    fn clone_request(&mut self, request: &Request) -> Option<Request> {
+        Some(request.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::retry::Policy;
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy::new(
+            Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            max_attempts,
+            TargetMetrics::default(),
+        )
+    }
+
+    fn request(path: &str) -> Request {
+        http::Request::builder()
+            .uri(format!("http://x{path}"))
+            .body(Bytes::new())
+            .unwrap()
+    }
+
+    fn answer(status: tonic::Status) -> Result<Response, BoxError> {
+        Ok(status.into_http())
+    }
+
+    #[tokio::test]
+    async fn retries_idempotent_methods_on_unavailable_only() {
+        let mut policy = policy(3);
+        let mut get = request("/mesh.users.v1.Users/GetUser");
+        assert!(policy
+            .retry(&mut get, &mut answer(tonic::Status::unavailable("x")))
+            .is_some());
+        assert!(policy
+            .retry(&mut get, &mut answer(tonic::Status::invalid_argument("x")))
+            .is_none());
+        assert!(policy
+            .retry(
+                &mut get,
+                &mut answer(tonic::Status::failed_precondition("x"))
+            )
+            .is_none());
+        let mut charge = request("/mesh.payments.v1.Payments/Charge");
+        assert!(policy
+            .retry(&mut charge, &mut answer(tonic::Status::unavailable("x")))
+            .is_none());
+    }
+
+    #[tokio::test]
+    async fn retries_any_method_that_never_reached_a_server() {
+        let mut policy = policy(3);
+        let mut charge = request("/mesh.payments.v1.Payments/Charge");
+        let refused: BoxError =
+            Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        assert!(policy.retry(&mut charge, &mut Err(refused)).is_some());
+        let reset: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        assert!(
+            policy.retry(&mut charge, &mut Err(reset)).is_none(),
+            "a reset may have reached the server"
+        );
+        assert_eq!(
+            charge.extensions().get::<PreviousAttempts>().map(|p| p.0),
+            Some(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn stops_at_max_attempts_and_honours_pushback() {
+        let mut policy = policy(2);
+        let mut get = request("/mesh.users.v1.Users/GetUser");
+        assert!(policy
+            .retry(&mut get, &mut answer(tonic::Status::unavailable("x")))
+            .is_some());
+        assert!(policy
+            .retry(&mut get, &mut answer(tonic::Status::unavailable("x")))
+            .is_none());
+
+        let mut policy = self::policy(3);
+        let mut response = tonic::Status::unavailable("x").into_http();
+        response
+            .headers_mut()
+            .insert("grpc-retry-pushback-ms", "-1".parse().unwrap());
+        assert!(policy.retry(&mut get, &mut Ok(response)).is_none());
+    }
+
+    #[tokio::test]
+    async fn the_budget_caps_retries() {
+        // No deposits but the first, a floor of 1 retry per second.
+        let budget = Arc::new(TpsBudget::new(Duration::from_secs(1), 1, 0.0));
+        let metrics = TargetMetrics::default();
+        let mut allowed = 0;
+        for _ in 0..50 {
+            let mut policy = RetryPolicy::new(budget.clone(), 3, metrics.clone());
+            let mut get = request("/mesh.users.v1.Users/GetUser");
+            if policy
+                .retry(&mut get, &mut answer(tonic::Status::unavailable("x")))
+                .is_some()
+            {
+                allowed += 1;
+            }
+        }
+        assert!(allowed <= 2, "the budget allowed {allowed} retries");
+        assert!(metrics.snapshot().budget_exhausted >= 48);
+    }
+
+    #[tokio::test]
+    async fn does_not_retry_past_the_deadline() {
+        let mut policy = policy(3);
+        let mut get = request("/mesh.users.v1.Users/GetUser");
+        get.extensions_mut().insert(CallDeadline(Instant::now()));
+        assert!(policy
+            .retry(&mut get, &mut answer(tonic::Status::unavailable("x")))
+            .is_none());
+    }
+}
