@@ -45,6 +45,10 @@ pub struct ServiceArgs {
     #[arg(long, env = "MESH_DRAIN_MS", default_value_t = 2000)]
     pub drain_ms: u64,
 
+    /// Interval of the gRPC health check the Consul agent runs against us.
+    #[arg(long, env = "MESH_CHECK_INTERVAL_MS", default_value_t = 2000)]
+    pub check_interval_ms: u64,
+
     /// Serve without registering in Consul (standalone).
     #[arg(long, env = "MESH_NO_CONSUL")]
     pub no_consul: bool,

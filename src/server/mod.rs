@@ -11,6 +11,7 @@
 mod deadline_scope;
 mod identity;
 mod latency;
+mod registration;
 mod shutdown;
 
 use std::{convert::Infallible, net::SocketAddr};
@@ -50,6 +51,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The Consul settings are invalid.
+    #[error("invalid Consul settings: {0}")]
+    Consul(#[from] discovery::ConfigError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
@@ -112,6 +116,7 @@ impl BoundServer {
     {
         let mut signals = shutdown::Signals::install().map_err(ServeError::Signals)?;
         let identity = self.identity;
+        let instance_id = self.instance_id();
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -140,6 +145,7 @@ impl BoundServer {
                 .await;
         }
         tracing::info!(service = identity.name, address = %self.local_addr, "serving");
+        let registrar = registration::start(identity, &self.args, self.local_addr, &instance_id)?;
 
         let signal = tokio::select! {
             signal = signals.recv() => signal,
@@ -153,6 +159,15 @@ impl BoundServer {
             health
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;
+        }
+        if let Some(registrar) = registrar {
+            match registrar.deregister().await {
+                Ok(()) => tracing::info!(service = identity.name, "deregistered from Consul"),
+                // Not fatal: the critical check and DeregisterCriticalServiceAfter remove us.
+                Err(error) => {
+                    tracing::warn!(service = identity.name, %error, "deregistration failed")
+                }
+            }
         }
         tokio::time::sleep(self.args.drain()).await;
         let _ = stop_accepting.send(());

@@ -97,6 +97,19 @@ impl ConsulAgent {
             .read_to_string()
     }
 
+    /// PUT `body` (JSON text, may be empty) to `path` (e.g.
+    /// `/v1/agent/service/register`); returns the answer's text. A non-2xx
+    /// answer is an error.
+    pub fn put_text(&self, path: &str, body: &str) -> Result<String, ureq::Error> {
+        ureq::put(&format!("http://{}{path}", self.http_addr()))
+            .config()
+            .timeout_global(Some(Duration::from_secs(5)))
+            .build()
+            .send(body)?
+            .body_mut()
+            .read_to_string()
+    }
+
     /// GET `path` as JSON; panics if the agent does not answer.
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let text = self
