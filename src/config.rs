@@ -40,6 +40,15 @@ pub struct ServiceArgs {
     #[arg(long, env = "MESH_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
 
+    /// OTLP/gRPC collector to export traces to, e.g. `http://127.0.0.1:4317`
+    /// (export is off when unset).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
+    /// `service.name` of the exported traces. Default: the service's name.
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otel_service_name: Option<String>,
+
     /// How long to keep serving after deregistering on SIGTERM, so that
     /// clients' Consul watches converge before the listener closes.
     #[arg(long, env = "MESH_DRAIN_MS", default_value_t = 2000)]

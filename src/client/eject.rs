@@ -4,6 +4,13 @@
 //! around it. When the period ends it is ready again on probation: one more
 //! failure ejects it for twice as long (up to the maximum, with jitter), one
 //! success restores it fully.
+//!
+//! Its load, for the balancer, is `(failing, peak-EWMA cost)` compared in
+//! that order: an endpoint whose last answer was a failure loses every
+//! power-of-two comparison against one that is not failing, however fast
+//! its failures come back (a refused connection is quicker than any real
+//! answer, and would otherwise attract traffic). An endpoint on probation
+//! is not penalised, so that it receives its probe.
 
 use std::{
     future::Future,
@@ -32,6 +39,7 @@ struct Health {
     ejected_until: Option<Instant>,
     next_backoff: Duration,
     ejections: u64,
+    probation: bool,
 }
 
 /// What happened to a request, as ejection counts it.
@@ -64,6 +72,7 @@ impl<S> Ejectable<S> {
                 ejected_until: None,
                 next_backoff: policy.min_backoff,
                 ejections: 0,
+                probation: false,
             })),
             sleep: None,
             on_eject,
@@ -87,6 +96,7 @@ fn record(
         Outcome::Success => {
             health.consecutive_failures = 0;
             health.next_backoff = policy.min_backoff;
+            health.probation = false;
         }
         Outcome::Failure => {
             health.consecutive_failures += 1;
@@ -97,6 +107,7 @@ fn record(
                 // On probation after the backoff: the next failure ejects again.
                 health.consecutive_failures = policy.threshold - 1;
                 health.ejections += 1;
+                health.probation = false;
                 drop(health);
                 on_eject(backoff);
             }
@@ -132,7 +143,10 @@ where
                     return Poll::Pending;
                 }
             }
-            self.health.lock().expect("health lock").ejected_until = None;
+            let mut health = self.health.lock().expect("health lock");
+            health.ejected_until = None;
+            health.probation = true;
+            drop(health);
             self.sleep = None;
         }
         self.inner.poll_ready(cx)
@@ -159,10 +173,13 @@ where
 }
 
 impl<S: Load> Load for Ejectable<S> {
-    type Metric = S::Metric;
+    /// `(1 if failing and not on probation else 0, the inner load)`.
+    type Metric = (u8, S::Metric);
 
     fn load(&self) -> Self::Metric {
-        self.inner.load()
+        let health = self.health.lock().expect("health lock");
+        let failing = health.consecutive_failures > 0 && !health.probation;
+        (u8::from(failing), self.inner.load())
     }
 }
 
@@ -257,6 +274,55 @@ mod tests {
         }
         assert_ready_ok!(service.poll_ready());
         assert_eq!(service.get_ref().ejections(), 2);
+    }
+
+    #[derive(Clone)]
+    struct Fixed<S>(S);
+    impl<S: Service<R>, R> Service<R> for Fixed<S> {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = S::Future;
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+            self.0.poll_ready(cx)
+        }
+        fn call(&mut self, request: R) -> S::Future {
+            self.0.call(request)
+        }
+    }
+    impl<S> Load for Fixed<S> {
+        type Metric = u32;
+        fn load(&self) -> u32 {
+            7
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_endpoint_loses_every_load_comparison_until_it_succeeds() {
+        let (service, mut handle) =
+            mock::pair::<http::Request<()>, http::Response<tonic::body::Body>>();
+        let mut service =
+            mock::Spawn::new(Ejectable::new(Fixed(service), policy(), Arc::new(|_| {})));
+        handle.allow(100);
+        assert_eq!(service.get_ref().load(), (0, 7));
+        assert_ready_ok!(service.poll_ready());
+        let response = service.call(http::Request::new(()));
+        handle
+            .next_request()
+            .await
+            .unwrap()
+            .1
+            .send_response(unavailable());
+        response.await.unwrap();
+        assert_eq!(service.get_ref().load(), (1, 7));
+        assert!(
+            service.get_ref().load() > (0, 1_000_000),
+            "failing outranks any latency"
+        );
+        assert_ready_ok!(service.poll_ready());
+        let response = service.call(http::Request::new(()));
+        handle.next_request().await.unwrap().1.send_response(ok());
+        response.await.unwrap();
+        assert_eq!(service.get_ref().load(), (0, 7));
     }
 
     #[tokio::test(start_paused = true)]

@@ -65,6 +65,19 @@ pub(crate) fn never_reached_server(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// Whether an attempt ran out of time: our per-try timer, or tonic's own
+/// enforcement of the `grpc-timeout` header we set.
+pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(error) = current {
+        if error.is::<PerTryTimeout>() || error.is::<tonic::TimeoutExpired>() {
+            return true;
+        }
+        current = error.source();
+    }
+    false
+}
+
 /// Turns any error of the stack into the `Status` the caller sees (tonic
 /// keeps a boxed `Status` as it is).
 pub(crate) fn into_status(error: BoxError, service: &str) -> Status {
@@ -77,8 +90,8 @@ pub(crate) fn into_status(error: BoxError, service: &str) -> Status {
     if error.is::<DeadlineExceeded>() {
         return Status::deadline_exceeded(error.to_string());
     }
-    if let Some(timeout) = error.downcast_ref::<PerTryTimeout>() {
-        return Status::deadline_exceeded(format!("calling {service}: {timeout}"));
+    if is_timeout(&*error) {
+        return Status::deadline_exceeded(format!("calling {service}: {}", chain(&*error)));
     }
     if error.is::<BodyError>() {
         return Status::new(Code::Internal, error.to_string());

@@ -18,10 +18,12 @@
 //! ```
 
 mod attempt;
+mod collector;
 pub mod deadline;
 mod eject;
 mod error;
 mod failfast;
+mod instrument;
 mod metrics;
 mod options;
 mod retry;
@@ -34,6 +36,7 @@ use std::{
 
 use discovery::{ConsulConfig, Resolver, ResolverOptions};
 use tonic::body::Body;
+use tonic::Status;
 use tower::{util::BoxCloneSyncService, BoxError, ServiceExt};
 
 pub use error::{DeadlineExceeded, NoHealthyEndpoint, PerTryTimeout};
@@ -41,12 +44,16 @@ pub use metrics::{TargetCounts, TargetMetrics};
 pub use options::ClientOptions;
 
 /// A gRPC transport that generated clients accept (`UsersClient::new(channel)`).
-pub type Channel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+///
+/// Its error type is the concrete `tonic::Status` (the status the caller
+/// sees), not a boxed `dyn Error`: tonic keeps it as it is, and futures of
+/// generated clients over it stay provably `Send` inside handlers.
+pub type Channel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Status>;
 
 /// Wraps a plain tonic channel (one address, no balancing, no retries): the
 /// `--via direct` baseline of the benchmarks, and a building block of tests.
 pub fn direct(channel: tonic::transport::Channel) -> Channel {
-    BoxCloneSyncService::new(channel.map_err(BoxError::from))
+    BoxCloneSyncService::new(channel.map_err(|error| Status::from_error(BoxError::from(error))))
 }
 
 /// The process's entry to the mesh: one Consul watch and one balancer per
@@ -72,13 +79,15 @@ struct Target {
 impl MeshClient {
     /// A client that resolves through the Consul agent at `consul`.
     pub fn new(consul: ConsulConfig, options: ClientOptions) -> Self {
-        Self {
+        let client = Self {
             shared: Arc::new(Shared {
                 consul,
                 options,
                 targets: Mutex::default(),
             }),
-        }
+        };
+        collector::track(&client);
+        client
     }
 
     fn target(&self, service: &str) -> Target {

@@ -22,7 +22,7 @@ use tower::{
 };
 
 use super::{
-    error::{never_reached_server, PerTryTimeout},
+    error::{is_timeout, never_reached_server},
     metrics::TargetMetrics,
 };
 use crate::idempotency;
@@ -66,7 +66,7 @@ pub(crate) fn classify(result: &Result<http::Response<tonic::body::Body>, BoxErr
             _ => Retryable::No,
         },
         Err(error) if never_reached_server(&**error) => Retryable::Always,
-        Err(error) if error.is::<PerTryTimeout>() => Retryable::IfIdempotent,
+        Err(error) if is_timeout(&**error) => Retryable::IfIdempotent,
         Err(error) => match error.downcast_ref::<tonic::Status>() {
             Some(status) => match status.code() {
                 Code::Unavailable | Code::ResourceExhausted => Retryable::IfIdempotent,

@@ -8,10 +8,11 @@
 //! 3. [`Attempt`]: per-try timeout and gRPC retry headers;
 //! 4. `tower::buffer::Buffer`: one balancer shared by every clone of the channel;
 //! 5. [`FailFast`]: UNAVAILABLE instead of waiting forever for an endpoint;
-//! 6. `tower::balance::p2c::Balance` over `PeakEwmaDiscover`: power of two
-//!    choices by peak-EWMA latency;
-//! 7. [`Ejectable`]: passive health per endpoint;
-//! 8. one lazily connected tonic `Channel` (HTTP/2) per endpoint, from
+//! 6. `tower::balance::p2c::Balance`: power of two choices by load;
+//! 7. [`Ejectable`]: passive health per endpoint; its load ranks failing
+//!    endpoints last, then by
+//! 8. `PeakEwma` latency;
+//! 9. one lazily connected tonic `Channel` (HTTP/2) per endpoint, from
 //!    `discovery::Resolver`'s Consul watch.
 
 use std::{
@@ -26,12 +27,12 @@ use bytes::Bytes;
 use discovery::Resolver;
 use futures::StreamExt;
 use http_body_util::{BodyExt, Limited};
-use tonic::body::Body;
+use tonic::{body::Body, Status};
 use tower::{
     balance::p2c::Balance,
     buffer::Buffer,
     discover::Change,
-    load::{CompleteOnResponse, PeakEwmaDiscover},
+    load::{CompleteOnResponse, PeakEwma},
     retry::{budget::TpsBudget, Retry},
     util::BoxService,
     BoxError, Service, ServiceExt,
@@ -43,6 +44,7 @@ use super::{
     eject::{EjectPolicy, Ejectable},
     error::{into_status, BodyError, DeadlineExceeded},
     failfast::FailFast,
+    instrument::{ClientTrace, EndpointObserve},
     metrics::TargetMetrics,
     options::ClientOptions,
     retry::{response_code, CallDeadline, PreviousAttempts, RetryPolicy},
@@ -72,12 +74,15 @@ pub(crate) fn build(
         RetryPolicy::new(budget, options.max_attempts, metrics.clone()),
         Attempt::new(balanced, options.per_try_timeout),
     );
-    Channel::new(MeshCall {
-        service: service.into(),
-        retry,
-        default_deadline: options.default_deadline,
-        metrics,
-    })
+    Channel::new(ClientTrace::new(
+        service,
+        MeshCall {
+            service: service.into(),
+            retry,
+            default_deadline: options.default_deadline,
+            metrics,
+        },
+    ))
 }
 
 fn balancer(
@@ -92,6 +97,8 @@ fn balancer(
         max_backoff: options.eject_max_backoff,
     };
     let connect_timeout = options.connect_timeout;
+    let default_rtt = options.ewma_default_rtt;
+    let decay_ns = options.ewma_decay.as_nanos() as f64;
     let target = service.to_owned();
     let endpoints = resolver.discover().map(move |change| {
         change.map(|change| match change {
@@ -103,7 +110,9 @@ fn balancer(
                     metrics.ejected();
                     tracing::warn!(%service, %address, ?backoff, "endpoint ejected after consecutive failures");
                 });
-                Change::Insert(id, Ejectable::new(connect(endpoint.address, connect_timeout), policy, on_eject))
+                let observed = EndpointObserve::new(&target, endpoint.address, connect(endpoint.address, connect_timeout));
+                let measured = PeakEwma::new(observed, default_rtt, decay_ns, CompleteOnResponse::default());
+                Change::Insert(id, Ejectable::new(measured, policy, on_eject))
             }
             Change::Remove(id) => {
                 tracing::debug!(service = %target, %id, "endpoint removed");
@@ -111,13 +120,7 @@ fn balancer(
             }
         })
     });
-    let discover = PeakEwmaDiscover::new(
-        endpoints,
-        options.ewma_default_rtt,
-        options.ewma_decay,
-        CompleteOnResponse::default(),
-    );
-    let balance = Balance::new(discover);
+    let balance = Balance::new(endpoints);
     let fail_fast = FailFast::new(balance, service, options.fail_fast_after);
     Buffer::new(BoxService::new(fail_fast), 1024)
 }
@@ -152,10 +155,10 @@ where
     S::Future: Send + 'static,
 {
     type Response = http::Response<Body>;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, BoxError>> + Send>>;
+    type Error = Status;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Status>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
         // Readiness is awaited per call, under the call's deadline.
         Poll::Ready(Ok(()))
     }
@@ -192,7 +195,7 @@ where
                 Ok(response) if response_code(response).is_none() => {}
                 _ => metrics.failed(),
             }
-            result.map_err(BoxError::from)
+            result
         })
     }
 }

@@ -1,6 +1,8 @@
-//! Test-only latency injection (`--inject-latency-ms`), so balancing tests can
-//! slow one real instance down. Health and reflection are never delayed: only
-//! the application service is wrapped.
+//! Test-only latency injection (`--inject-latency-ms`), so balancing and retry
+//! tests can slow one real instance down. The delay is added to the *reply*:
+//! the handler runs at once and its work is done, only the answer comes late
+//! (the hazardous case for retries). Health and reflection are never delayed:
+//! only the application service is wrapped.
 
 use std::{
     task::{Context, Poll},
@@ -35,6 +37,8 @@ impl<S, Request> Service<Request> for InjectLatency<S>
 where
     S: Service<Request> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    S::Response: Send + 'static,
+    S::Error: Send + 'static,
     Request: Send + 'static,
 {
     type Response = S::Response;
@@ -53,8 +57,9 @@ where
         let clone = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, clone);
         Box::pin(async move {
+            let response = ready.call(request).await;
             tokio::time::sleep(delay).await;
-            ready.call(request).await
+            response
         })
     }
 }

@@ -11,6 +11,7 @@
 mod deadline_scope;
 mod identity;
 mod latency;
+mod observe;
 mod registration;
 mod shutdown;
 
@@ -23,8 +24,10 @@ use tonic_health::ServingStatus;
 use tower::Service;
 
 use deadline_scope::DeadlineScope;
+pub(crate) use identity::instance_id as identity_instance_id;
 pub use identity::ServiceIdentity;
 use latency::InjectLatency;
+use observe::Observe;
 
 use crate::config::ServiceArgs;
 
@@ -75,11 +78,14 @@ pub async fn bind(
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
     tracing::info!(service = identity.name, %local_addr, "bound");
+    let mut args = args.clone();
+    let metrics = observe::bind_metrics(&mut args).await?;
     Ok(BoundServer {
         identity,
-        args: args.clone(),
+        args,
         listener,
         local_addr,
+        metrics,
     })
 }
 
@@ -90,12 +96,18 @@ pub struct BoundServer {
     args: ServiceArgs,
     listener: TcpListener,
     local_addr: SocketAddr,
+    metrics: Option<TcpListener>,
 }
 
 impl BoundServer {
     /// The bound address (with the real port when `--listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound `--metrics-listen` address, if any.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and(self.args.metrics_listen)
     }
 
     /// The instance id: `--instance-id`, or `<hostname>-<port>`.
@@ -130,14 +142,15 @@ impl BoundServer {
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
-            .add_service(DeadlineScope::new(InjectLatency::new(
+            .add_service(Observe::new(DeadlineScope::new(InjectLatency::new(
                 service,
                 self.args.inject_latency_ms,
-            )))
+            ))))
             .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
                 let _ = stopped.await;
             });
         let mut server = tokio::spawn(server);
+        let _metrics = self.metrics.map(observe::serve_metrics);
 
         for name in ["", identity.grpc_service] {
             health

@@ -11,18 +11,22 @@
 
 mod consul;
 mod grpcurl;
+mod metrics;
 mod paths;
 mod ports;
 mod postgres;
 mod process;
+mod run;
 mod service;
 mod wait;
 
 pub use consul::ConsulAgent;
 pub use grpcurl::{grpcurl, GrpcurlOutput};
+pub use metrics::{scrape_metrics, Scrape};
 pub use paths::{binary, tool};
 pub use ports::free_port;
 pub use postgres::Postgres;
 pub use process::ChildGuard;
+pub use run::output_within;
 pub use service::{ServiceOptions, ServiceProcess};
 pub use wait::wait_until;

@@ -1,1 +1,56 @@
+//! The users service (`mesh.users.v1.Users`): the shop's customer accounts.
+//!
+//! - [`domain`]: request validation and the rules (emails, names, page tokens);
+//! - [`store`]: the SQL over `sqlx::AnyPool` (SQLite by default, PostgreSQL via
+//!   `DATABASE_URL`);
+//! - [`grpc`]: the tonic service, mapping errors to gRPC codes in one place.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod domain;
+pub mod grpc;
+pub mod store;
+
+use mesh::{
+    proto::users::v1::users_server::UsersServer,
+    server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
+};
+
+/// The names this service is known by (DESIGN §2).
+pub const IDENTITY: ServiceIdentity = ServiceIdentity {
+    name: "users",
+    grpc_service: "mesh.users.v1.Users",
+    default_port: 50051,
+};
+
+/// The schema, embedded at compile time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The `users` binary's flags.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "users", version, about = "The users service of the mesh")]
+pub struct Config {
+    /// Flags every service takes.
+    #[command(flatten)]
+    pub service: mesh::config::ServiceArgs,
+}
+
+/// Binds, opens the database, and serves until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
+    let pool = mesh::storage::open(
+        IDENTITY.name,
+        config.service.database_url.as_deref(),
+        &config.service.data_dir,
+        &MIGRATOR,
+    )
+    .await?;
+    let handler = grpc::UsersService::new(store::Store::new(pool));
+    bound
+        .serve(
+            UsersServer::new(handler)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .await
+}

@@ -1,0 +1,55 @@
+//! Consul self-registration and health-aware discovery (DESIGN §3, §4 "discover").
+//!
+//! - [`Registrar`] registers a service instance with the local Consul agent
+//!   (a gRPC health check included), keeps the registration alive across
+//!   agent restarts, and deregisters on shutdown. Serving never waits for it.
+//! - [`Resolver`] watches `/v1/health/service/<name>?passing` with blocking
+//!   queries and offers the healthy instances as [`Snapshot`]s and as a tower
+//!   [`Discover`] stream. While Consul is unreachable it keeps the last set.
+//!
+//! The crate knows nothing of the mesh's protos: endpoints are addresses plus
+//! Consul's tags and meta. The Consul token travels as `X-Consul-Token` on
+//! every request and is never logged or printed.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use discovery::{ConsulConfig, GrpcCheck, Registrar, RegistrarOptions, Resolver, ResolverOptions, ServiceRegistration};
+//!
+//! let consul = ConsulConfig::from_env()?;
+//! let registration = ServiceRegistration {
+//!     id: "users-1".into(),
+//!     name: "users".into(),
+//!     address: "127.0.0.1".parse()?,
+//!     port: 50051,
+//!     tags: vec![],
+//!     meta: [("version".to_owned(), "0.1.0".to_owned())].into(),
+//!     check: GrpcCheck::new("mesh.users.v1.Users"),
+//! };
+//! let registrar = Registrar::try_spawn(consul.clone(), registration, RegistrarOptions::default())?;
+//! let resolver = Resolver::spawn(consul, "users", ResolverOptions::default());
+//! let discover = resolver.discover(); // hand to tower::balance
+//! # drop(discover);
+//! registrar.deregister().await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod agent;
+mod backoff;
+mod config;
+mod discover;
+mod error;
+mod health;
+mod http;
+mod registrar;
+mod registration;
+mod resolver;
+
+pub use config::{ConsulConfig, DEFAULT_ADDRESS};
+pub use discover::Discover;
+pub use error::{ConfigError, ConsulError};
+pub use health::Endpoint;
+pub use registrar::{Registrar, RegistrarHandle, RegistrarOptions, RegistrationState};
+pub use registration::{GrpcCheck, ServiceRegistration};
+pub use resolver::{Resolver, ResolverOptions, Snapshot};

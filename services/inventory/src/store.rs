@@ -1,0 +1,763 @@
+//! Stock and reservations over `sqlx::AnyPool`: portable SQL with `$n`
+//! placeholders that SQLite and PostgreSQL both accept, `i64`/`String` columns.
+//!
+//! Concurrency (several instances may share one SQLite file, or one
+//! PostgreSQL database):
+//! - stock only moves through conditional updates (`… WHERE available >= $n`)
+//!   whose affected rows are checked, so stock can never be oversold;
+//! - each Reserve/Release/Commit is ONE transaction whose first statement is a
+//!   write (claiming the reservation id, or moving its state), so a SQLite
+//!   transaction never has to upgrade a read snapshot to a write (which fails
+//!   with SQLITE_BUSY under contention), and on PostgreSQL a second caller with
+//!   the same reservation id waits on the row instead of reserving twice;
+//! - item rows are updated in SKU order, so two transactions never lock the
+//!   same items in opposite orders.
+
+use std::collections::HashMap;
+
+use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
+
+use crate::domain::{self, Line, ReservationRequest, Shortage, State, StockAddition, Transition};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No item has this SKU.
+    #[error("sku {0} not found")]
+    ItemNotFound(String),
+    /// No reservation has this id.
+    #[error("reservation {0} not found")]
+    ReservationNotFound(String),
+    /// Some lines could not be reserved; nothing was.
+    #[error("{}", domain::shortage_message(.0))]
+    Insufficient(Vec<Shortage>),
+    /// The reservation id exists with other items.
+    #[error("reservation_id {0} was already used with different items")]
+    ReservationIdReused(String),
+    /// Release of a committed or Commit of a released reservation.
+    #[error("reservation {reservation_id} is already {}", .state.words())]
+    WrongState {
+        /// The reservation.
+        reservation_id: String,
+        /// Where it is.
+        state: State,
+    },
+    /// Adding would hold more than [`domain::MAX_STOCK`] units of one SKU.
+    #[error(
+        "adding {quantity} units to {sku} would hold more than {} units",
+        domain::MAX_STOCK
+    )]
+    StockLimit {
+        /// The SKU.
+        sku: String,
+        /// Units asked to add.
+        quantity: i64,
+    },
+    /// Σ quantity × price does not fit in 64 bits.
+    #[error("the reservation's total price is too large")]
+    TotalTooLarge,
+    /// The stored data breaks an invariant (a bug or a hand edit).
+    #[error("inconsistent inventory data: {0}")]
+    Inconsistent(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// A SKU's stock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemRecord {
+    /// The SKU.
+    pub sku: String,
+    /// Units that can be reserved.
+    pub available: i64,
+    /// Units held by open reservations.
+    pub reserved: i64,
+    /// The current unit price.
+    pub unit_price_cents: i64,
+}
+
+/// One line of a stored reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineRecord {
+    /// The SKU.
+    pub sku: String,
+    /// Units reserved.
+    pub quantity: i64,
+    /// The unit price when the reservation was made.
+    pub unit_price_cents: i64,
+}
+
+/// A stored reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationRecord {
+    /// The caller's id.
+    pub reservation_id: String,
+    /// Where it is in its life.
+    pub state: State,
+    /// Its lines, in the order they were asked for.
+    pub lines: Vec<LineRecord>,
+    /// Σ quantity × unit price.
+    pub total_cents: i64,
+}
+
+/// The inventory database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Wraps an open, migrated pool.
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// Adds units to a SKU (creating it) and sets its price, in one statement.
+    pub async fn add_stock(
+        &self,
+        addition: &StockAddition,
+        now_unix_ms: i64,
+    ) -> Result<ItemRecord, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO items (sku, available, reserved, unit_price_cents, updated_at_unix_ms) \
+             VALUES ($1, $2, 0, $3, $4) \
+             ON CONFLICT (sku) DO UPDATE SET \
+                available = items.available + excluded.available, \
+                unit_price_cents = excluded.unit_price_cents, \
+                updated_at_unix_ms = excluded.updated_at_unix_ms \
+             WHERE items.available + items.reserved <= $5 \
+             RETURNING sku, available, reserved, unit_price_cents",
+        )
+        .bind(&addition.sku)
+        .bind(addition.quantity)
+        .bind(addition.unit_price_cents)
+        .bind(now_unix_ms)
+        .bind(domain::MAX_STOCK - addition.quantity)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => item(&row),
+            None => Err(StoreError::StockLimit {
+                sku: addition.sku.clone(),
+                quantity: addition.quantity,
+            }),
+        }
+    }
+
+    /// One SKU's stock.
+    pub async fn item(&self, sku: &str) -> Result<ItemRecord, StoreError> {
+        sqlx::query("SELECT sku, available, reserved, unit_price_cents FROM items WHERE sku = $1")
+            .bind(sku)
+            .fetch_optional(&self.pool)
+            .await?
+            .map_or_else(
+                || Err(StoreError::ItemNotFound(sku.to_owned())),
+                |row| item(&row),
+            )
+    }
+
+    /// One reservation.
+    pub async fn reservation(&self, reservation_id: &str) -> Result<ReservationRecord, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        load_reservation(&mut connection, reservation_id)
+            .await?
+            .ok_or_else(|| StoreError::ReservationNotFound(reservation_id.to_owned()))
+    }
+
+    /// Reserves every line or none, in one transaction. A repeat of a known
+    /// reservation id with the same items returns the stored reservation
+    /// (whatever its state) without reserving again; with other items it is
+    /// [`StoreError::ReservationIdReused`].
+    pub async fn reserve(
+        &self,
+        request: &ReservationRequest,
+        now_unix_ms: i64,
+    ) -> Result<ReservationRecord, StoreError> {
+        let id = &request.reservation_id;
+        let mut tx = self.pool.begin().await?;
+
+        // First statement a write: claim the id (or find it taken).
+        let claimed = sqlx::query(
+            "INSERT INTO reservations \
+                (reservation_id, state, total_cents, created_at_unix_ms, updated_at_unix_ms) \
+             VALUES ($1, $2, 0, $3, $3) \
+             ON CONFLICT (reservation_id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(State::Reserved.as_str())
+        .bind(now_unix_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            let existing = load_reservation(&mut tx, id).await?.ok_or_else(|| {
+                StoreError::Inconsistent(format!("reservation {id} vanished while read"))
+            })?;
+            tx.rollback().await?;
+            let existing_lines: Vec<Line> = existing
+                .lines
+                .iter()
+                .map(|line| Line {
+                    sku: line.sku.clone(),
+                    quantity: line.quantity,
+                })
+                .collect();
+            return if domain::same_items(&existing_lines, &request.lines) {
+                Ok(existing)
+            } else {
+                Err(StoreError::ReservationIdReused(id.clone()))
+            };
+        }
+
+        // Take the stock, SKU by SKU in SKU order, each a conditional update.
+        let mut by_sku: Vec<&Line> = request.lines.iter().collect();
+        by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
+        let mut prices = HashMap::new();
+        let mut short = Vec::new();
+        for line in by_sku {
+            let taken = sqlx::query(
+                "UPDATE items SET available = available - $1, reserved = reserved + $1, \
+                    updated_at_unix_ms = $3 \
+                 WHERE sku = $2 AND available >= $1 \
+                 RETURNING unit_price_cents",
+            )
+            .bind(line.quantity)
+            .bind(&line.sku)
+            .bind(now_unix_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match taken {
+                Some(row) => {
+                    prices.insert(
+                        line.sku.as_str(),
+                        row.try_get::<i64, _>("unit_price_cents")?,
+                    );
+                }
+                None => short.push(line),
+            }
+        }
+
+        if !short.is_empty() {
+            // Name every short line, in the caller's order, with what is there.
+            let mut shortages = Vec::new();
+            for line in &request.lines {
+                if !short.iter().any(|s| s.sku == line.sku) {
+                    continue;
+                }
+                let available = sqlx::query("SELECT available FROM items WHERE sku = $1")
+                    .bind(&line.sku)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|row| row.try_get::<i64, _>("available"))
+                    .transpose()?;
+                shortages.push(Shortage {
+                    sku: line.sku.clone(),
+                    asked: line.quantity,
+                    available,
+                });
+            }
+            tx.rollback().await?;
+            return Err(StoreError::Insufficient(shortages));
+        }
+
+        let lines: Vec<LineRecord> = request
+            .lines
+            .iter()
+            .map(|line| LineRecord {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+                unit_price_cents: prices[line.sku.as_str()],
+            })
+            .collect();
+        let Some(total_cents) =
+            domain::total_cents(lines.iter().map(|l| (l.quantity, l.unit_price_cents)))
+        else {
+            tx.rollback().await?;
+            return Err(StoreError::TotalTooLarge);
+        };
+        for (line_no, line) in lines.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO reservation_lines \
+                    (reservation_id, line_no, sku, quantity, unit_price_cents) \
+                 VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(id)
+            .bind(line_no as i64)
+            .bind(&line.sku)
+            .bind(line.quantity)
+            .bind(line.unit_price_cents)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("UPDATE reservations SET total_cents = $2 WHERE reservation_id = $1")
+            .bind(id)
+            .bind(total_cents)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ReservationRecord {
+            reservation_id: id.clone(),
+            state: State::Reserved,
+            lines,
+            total_cents,
+        })
+    }
+
+    /// RESERVED → RELEASED, its units back to available. Idempotent.
+    pub async fn release(
+        &self,
+        reservation_id: &str,
+        now_unix_ms: i64,
+    ) -> Result<ReservationRecord, StoreError> {
+        self.settle(reservation_id, State::Released, now_unix_ms)
+            .await
+    }
+
+    /// RESERVED → COMMITTED, its units leave stock for good. Idempotent.
+    pub async fn commit(
+        &self,
+        reservation_id: &str,
+        now_unix_ms: i64,
+    ) -> Result<ReservationRecord, StoreError> {
+        self.settle(reservation_id, State::Committed, now_unix_ms)
+            .await
+    }
+
+    /// Moves a RESERVED reservation to `target` (Released or Committed) with
+    /// its stock, in one transaction whose first statement is the state change.
+    async fn settle(
+        &self,
+        reservation_id: &str,
+        target: State,
+        now_unix_ms: i64,
+    ) -> Result<ReservationRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query(
+            "UPDATE reservations SET state = $2, updated_at_unix_ms = $3 \
+             WHERE reservation_id = $1 AND state = $4",
+        )
+        .bind(reservation_id)
+        .bind(target.as_str())
+        .bind(now_unix_ms)
+        .bind(State::Reserved.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+
+        let Some(mut reservation) = load_reservation(&mut tx, reservation_id).await? else {
+            tx.rollback().await?;
+            return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
+        };
+        if moved == 0 {
+            tx.rollback().await?;
+            let transition = match target {
+                State::Released => reservation.state.on_release(),
+                _ => reservation.state.on_commit(),
+            };
+            return match transition {
+                Transition::AlreadyDone => Ok(reservation),
+                Transition::Refuse => Err(StoreError::WrongState {
+                    reservation_id: reservation_id.to_owned(),
+                    state: reservation.state,
+                }),
+                // Not moved yet still RESERVED cannot happen inside one transaction.
+                Transition::Apply => Err(StoreError::Inconsistent(format!(
+                    "reservation {reservation_id} is reserved but could not be moved"
+                ))),
+            };
+        }
+
+        // Release puts the units back on the shelf; Commit lets them go.
+        let statement = if target == State::Released {
+            "UPDATE items SET reserved = reserved - $1, available = available + $1, \
+                updated_at_unix_ms = $3 \
+             WHERE sku = $2 AND reserved >= $1"
+        } else {
+            "UPDATE items SET reserved = reserved - $1, updated_at_unix_ms = $3 \
+             WHERE sku = $2 AND reserved >= $1"
+        };
+        let mut by_sku: Vec<&LineRecord> = reservation.lines.iter().collect();
+        by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
+        for line in by_sku {
+            let updated = sqlx::query(statement)
+                .bind(line.quantity)
+                .bind(&line.sku)
+                .bind(now_unix_ms)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if updated != 1 {
+                tx.rollback().await?;
+                return Err(StoreError::Inconsistent(format!(
+                    "{} holds fewer reserved units than reservation {reservation_id} ({})",
+                    line.sku, line.quantity
+                )));
+            }
+        }
+        tx.commit().await?;
+        reservation.state = target;
+        Ok(reservation)
+    }
+}
+
+async fn load_reservation(
+    connection: &mut AnyConnection,
+    reservation_id: &str,
+) -> Result<Option<ReservationRecord>, StoreError> {
+    let Some(row) =
+        sqlx::query("SELECT state, total_cents FROM reservations WHERE reservation_id = $1")
+            .bind(reservation_id)
+            .fetch_optional(&mut *connection)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let state_text: String = row.try_get("state")?;
+    let state = State::parse(&state_text).ok_or_else(|| {
+        StoreError::Inconsistent(format!(
+            "reservation {reservation_id} has the unknown state {state_text:?}"
+        ))
+    })?;
+    let lines = sqlx::query(
+        "SELECT sku, quantity, unit_price_cents FROM reservation_lines \
+         WHERE reservation_id = $1 ORDER BY line_no",
+    )
+    .bind(reservation_id)
+    .fetch_all(&mut *connection)
+    .await?
+    .iter()
+    .map(|row| {
+        Ok(LineRecord {
+            sku: row.try_get("sku")?,
+            quantity: row.try_get("quantity")?,
+            unit_price_cents: row.try_get("unit_price_cents")?,
+        })
+    })
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some(ReservationRecord {
+        reservation_id: reservation_id.to_owned(),
+        state,
+        lines,
+        total_cents: row.try_get("total_cents")?,
+    }))
+}
+
+fn item(row: &AnyRow) -> Result<ItemRecord, StoreError> {
+    Ok(ItemRecord {
+        sku: row.try_get("sku")?,
+        available: row.try_get("available")?,
+        reserved: row.try_get("reserved")?,
+        unit_price_cents: row.try_get("unit_price_cents")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn open(dir: &std::path::Path) -> Store {
+        let pool = mesh::storage::open("inventory", None, dir, &crate::MIGRATOR)
+            .await
+            .expect("open the inventory database");
+        Store::new(pool)
+    }
+
+    async fn stock(store: &Store, sku: &str, quantity: i64, price: i64) -> ItemRecord {
+        store
+            .add_stock(
+                &StockAddition {
+                    sku: sku.into(),
+                    quantity,
+                    unit_price_cents: price,
+                },
+                1,
+            )
+            .await
+            .unwrap()
+    }
+
+    fn request(id: &str, lines: &[(&str, i64)]) -> ReservationRequest {
+        ReservationRequest {
+            reservation_id: id.into(),
+            lines: lines
+                .iter()
+                .map(|(sku, quantity)| Line {
+                    sku: (*sku).into(),
+                    quantity: *quantity,
+                })
+                .collect(),
+        }
+    }
+
+    fn levels(item: &ItemRecord) -> (i64, i64) {
+        (item.available, item.reserved)
+    }
+
+    #[tokio::test]
+    async fn add_stock_upserts_adds_units_and_sets_the_price() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let first = stock(&store, "W-1", 5, 100).await;
+        assert_eq!(
+            first,
+            ItemRecord {
+                sku: "W-1".into(),
+                available: 5,
+                reserved: 0,
+                unit_price_cents: 100
+            }
+        );
+        let second = stock(&store, "W-1", 3, 120).await;
+        assert_eq!((second.available, second.unit_price_cents), (8, 120));
+        assert_eq!(store.item("W-1").await.unwrap(), second);
+        assert!(matches!(
+            store.item("NOPE").await,
+            Err(StoreError::ItemNotFound(sku)) if sku == "NOPE"
+        ));
+    }
+
+    #[tokio::test]
+    async fn add_stock_refuses_to_hold_more_than_the_maximum() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "BIG", domain::MAX_STOCK, 1).await;
+        let refused = store
+            .add_stock(
+                &StockAddition {
+                    sku: "BIG".into(),
+                    quantity: 1,
+                    unit_price_cents: 1,
+                },
+                2,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::StockLimit { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(
+            store.item("BIG").await.unwrap().available,
+            domain::MAX_STOCK
+        );
+    }
+
+    #[tokio::test]
+    async fn reserve_takes_every_line_with_its_price_and_total() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "A", 10, 250).await;
+        stock(&store, "B", 4, 1000).await;
+        let reservation = store
+            .reserve(&request("r1", &[("B", 1), ("A", 3)]), 2)
+            .await
+            .unwrap();
+        assert_eq!(reservation.state, State::Reserved);
+        assert_eq!(reservation.total_cents, 3 * 250 + 1000);
+        assert_eq!(
+            reservation.lines,
+            vec![
+                LineRecord {
+                    sku: "B".into(),
+                    quantity: 1,
+                    unit_price_cents: 1000
+                },
+                LineRecord {
+                    sku: "A".into(),
+                    quantity: 3,
+                    unit_price_cents: 250
+                },
+            ]
+        );
+        assert_eq!(levels(&store.item("A").await.unwrap()), (7, 3));
+        assert_eq!(levels(&store.item("B").await.unwrap()), (3, 1));
+        assert_eq!(store.reservation("r1").await.unwrap(), reservation);
+
+        // The price is captured: a later price change does not alter it.
+        stock(&store, "A", 1, 999).await;
+        assert_eq!(store.reservation("r1").await.unwrap().total_cents, 1750);
+    }
+
+    #[tokio::test]
+    async fn a_short_line_reserves_nothing_and_every_short_sku_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "OK-1", 10, 1).await;
+        stock(&store, "WIDGET-1", 2, 1).await;
+        let refused = store
+            .reserve(
+                &request("r1", &[("WIDGET-1", 5), ("OK-1", 4), ("GADGET-9", 1)]),
+                2,
+            )
+            .await;
+        match refused {
+            Err(error @ StoreError::Insufficient(_)) => assert_eq!(
+                error.to_string(),
+                "insufficient stock: WIDGET-1 (asked 5, available 2); GADGET-9 (unknown sku)"
+            ),
+            other => panic!("expected Insufficient, got {other:?}"),
+        }
+        assert_eq!(levels(&store.item("OK-1").await.unwrap()), (10, 0));
+        assert_eq!(levels(&store.item("WIDGET-1").await.unwrap()), (2, 0));
+        assert!(matches!(
+            store.reservation("r1").await,
+            Err(StoreError::ReservationNotFound(_))
+        ));
+        // The id was not burnt: once stock arrives the same request succeeds.
+        stock(&store, "WIDGET-1", 3, 1).await;
+        stock(&store, "GADGET-9", 1, 1).await;
+        let reservation = store
+            .reserve(
+                &request("r1", &[("WIDGET-1", 5), ("OK-1", 4), ("GADGET-9", 1)]),
+                3,
+            )
+            .await
+            .unwrap();
+        assert_eq!(reservation.total_cents, 10);
+    }
+
+    #[tokio::test]
+    async fn reserve_is_idempotent_on_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "A", 10, 5).await;
+        stock(&store, "B", 10, 5).await;
+        let first = store
+            .reserve(&request("r1", &[("A", 2), ("B", 1)]), 2)
+            .await
+            .unwrap();
+        // Same items, any order: the same reservation, nothing reserved twice.
+        let again = store
+            .reserve(&request("r1", &[("B", 1), ("A", 2)]), 3)
+            .await
+            .unwrap();
+        assert_eq!(again, first);
+        assert_eq!(levels(&store.item("A").await.unwrap()), (8, 2));
+        // Different items: refused, nothing changes.
+        let reused = store.reserve(&request("r1", &[("A", 3)]), 4).await;
+        match reused {
+            Err(error @ StoreError::ReservationIdReused(_)) => assert_eq!(
+                error.to_string(),
+                "reservation_id r1 was already used with different items"
+            ),
+            other => panic!("expected ReservationIdReused, got {other:?}"),
+        }
+        assert_eq!(levels(&store.item("A").await.unwrap()), (8, 2));
+        // Whatever its state: after release, a repeat answers RELEASED and takes nothing.
+        store.release("r1", 5).await.unwrap();
+        let after_release = store
+            .reserve(&request("r1", &[("A", 2), ("B", 1)]), 6)
+            .await
+            .unwrap();
+        assert_eq!(after_release.state, State::Released);
+        assert_eq!(levels(&store.item("A").await.unwrap()), (10, 0));
+    }
+
+    #[tokio::test]
+    async fn release_returns_stock_and_is_idempotent_but_not_after_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "A", 10, 5).await;
+        store.reserve(&request("r1", &[("A", 4)]), 2).await.unwrap();
+        let released = store.release("r1", 3).await.unwrap();
+        assert_eq!(released.state, State::Released);
+        assert_eq!(levels(&store.item("A").await.unwrap()), (10, 0));
+        let again = store.release("r1", 4).await.unwrap();
+        assert_eq!(again, released);
+        assert_eq!(levels(&store.item("A").await.unwrap()), (10, 0));
+        // A released reservation cannot be committed.
+        match store.commit("r1", 5).await {
+            Err(error @ StoreError::WrongState { .. }) => {
+                assert_eq!(error.to_string(), "reservation r1 is already released")
+            }
+            other => panic!("expected WrongState, got {other:?}"),
+        }
+        assert!(matches!(
+            store.release("nope", 6).await,
+            Err(StoreError::ReservationNotFound(id)) if id == "nope"
+        ));
+    }
+
+    #[tokio::test]
+    async fn commit_sells_the_units_and_is_idempotent_but_not_after_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "A", 10, 5).await;
+        store.reserve(&request("r2", &[("A", 4)]), 2).await.unwrap();
+        let committed = store.commit("r2", 3).await.unwrap();
+        assert_eq!(committed.state, State::Committed);
+        assert_eq!(committed.total_cents, 20);
+        assert_eq!(levels(&store.item("A").await.unwrap()), (6, 0));
+        assert_eq!(store.commit("r2", 4).await.unwrap(), committed);
+        assert_eq!(levels(&store.item("A").await.unwrap()), (6, 0));
+        match store.release("r2", 5).await {
+            Err(error @ StoreError::WrongState { .. }) => {
+                assert_eq!(error.to_string(), "reservation r2 is already committed")
+            }
+            other => panic!("expected WrongState, got {other:?}"),
+        }
+        assert_eq!(levels(&store.item("A").await.unwrap()), (6, 0));
+        assert!(matches!(
+            store.commit("nope", 6).await,
+            Err(StoreError::ReservationNotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_overflowing_total_reserves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(
+            &store,
+            "GOLD",
+            domain::MAX_STOCK,
+            domain::MAX_UNIT_PRICE_CENTS,
+        )
+        .await;
+        let refused = store
+            .reserve(&request("r1", &[("GOLD", domain::MAX_STOCK)]), 2)
+            .await;
+        assert!(
+            matches!(refused, Err(StoreError::TotalTooLarge)),
+            "{refused:?}"
+        );
+        assert_eq!(
+            levels(&store.item("GOLD").await.unwrap()),
+            (domain::MAX_STOCK, 0)
+        );
+        assert!(store.reservation("r1").await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_pools_on_one_file_never_oversell() {
+        // Two service instances: two pools on the same SQLite file.
+        let dir = tempfile::tempdir().unwrap();
+        let first = open(dir.path()).await;
+        let second = open(dir.path()).await;
+        stock(&first, "LAST", 10, 7).await;
+        let attempts: Vec<_> = (0..20)
+            .map(|i| {
+                let store = if i % 2 == 0 {
+                    first.clone()
+                } else {
+                    second.clone()
+                };
+                tokio::spawn(async move {
+                    store
+                        .reserve(&request(&format!("r{i}"), &[("LAST", 1)]), 2)
+                        .await
+                })
+            })
+            .collect();
+        let (mut won, mut short) = (0, 0);
+        for attempt in attempts {
+            match attempt.await.unwrap() {
+                Ok(_) => won += 1,
+                Err(StoreError::Insufficient(_)) => short += 1,
+                Err(other) => panic!("unexpected error {other:?}"),
+            }
+        }
+        assert_eq!((won, short), (10, 10));
+        assert_eq!(levels(&first.item("LAST").await.unwrap()), (0, 10));
+    }
+}

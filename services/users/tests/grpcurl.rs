@@ -1,0 +1,236 @@
+//! The users binary as a person sees it through the real grpcurl: the service
+//! list, its description, a create/get round trip, readable errors, health on
+//! SIGTERM, and data that survives a restart.
+
+use std::time::Duration;
+
+use testkit::{grpcurl, wait_until, ServiceOptions, ServiceProcess};
+
+const SERVICE: &str = "mesh.users.v1.Users";
+
+fn start() -> ServiceProcess {
+    ServiceProcess::start("users", ServiceOptions::default())
+}
+
+fn call(process: &ServiceProcess, method: &str, body: &str) -> testkit::GrpcurlOutput {
+    grpcurl(&["-d", body, &process.addr(), &format!("{SERVICE}/{method}")])
+}
+
+#[test]
+fn list_shows_the_service_health_and_reflection() {
+    let users = start();
+    let output = grpcurl(&[&users.addr(), "list"]);
+    assert!(output.success, "{output:?}");
+    let services: Vec<&str> = output.stdout.lines().collect();
+    for expected in [
+        SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(
+            services.contains(&expected),
+            "{expected} missing from {services:?}"
+        );
+    }
+}
+
+#[test]
+fn describe_shows_every_rpc() {
+    let users = start();
+    let output = grpcurl(&[&users.addr(), "describe", SERVICE]);
+    assert!(output.success, "{output:?}");
+    for rpc in [
+        "rpc CreateUser ( .mesh.users.v1.CreateUserRequest ) returns ( .mesh.users.v1.User )",
+        "rpc GetUser ( .mesh.users.v1.GetUserRequest ) returns ( .mesh.users.v1.User )",
+        "rpc ListUsers ( .mesh.users.v1.ListUsersRequest ) returns ( .mesh.users.v1.ListUsersResponse )",
+    ] {
+        assert!(output.stdout.contains(rpc), "{rpc} missing from:\n{}", output.stdout);
+    }
+}
+
+#[test]
+fn create_then_get_round_trips_with_a_normalised_email() {
+    let users = start();
+    let created = call(
+        &users,
+        "CreateUser",
+        r#"{"email":"  Ada.Lovelace@Example.COM ","display_name":" Ada Lovelace "}"#,
+    );
+    assert!(created.success, "{created:?}");
+    let user = created.json();
+    let user_id = user["userId"].as_str().expect("userId").to_owned();
+    assert!(
+        user_id.starts_with("u_") && user_id.len() == 34,
+        "{user_id}"
+    );
+    assert_eq!(user["email"], "ada.lovelace@example.com");
+    assert_eq!(user["displayName"], "Ada Lovelace");
+    let created_at: i64 = user["createdAtUnixMs"]
+        .as_str()
+        .expect("int64 is a JSON string")
+        .parse()
+        .unwrap();
+    assert!(created_at > 1_600_000_000_000, "{created_at}");
+
+    let fetched = call(&users, "GetUser", &format!(r#"{{"user_id":"{user_id}"}}"#));
+    assert!(fetched.success, "{fetched:?}");
+    assert_eq!(fetched.json(), user);
+}
+
+#[test]
+fn invalid_input_is_invalid_argument_naming_each_field() {
+    let users = start();
+    let output = call(
+        &users,
+        "CreateUser",
+        r#"{"email":"not-an-email","display_name":"   "}"#,
+    );
+    assert!(!output.success);
+    assert!(
+        output.stderr.contains("Code: InvalidArgument"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains(
+            "Message: invalid CreateUserRequest: email: must contain exactly one '@'; display_name: must not be empty"
+        ),
+        "{}",
+        output.stderr
+    );
+
+    let output = call(&users, "GetUser", r#"{"user_id":""}"#);
+    assert!(
+        output.stderr.contains("Code: InvalidArgument"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("user_id: must not be empty"),
+        "{}",
+        output.stderr
+    );
+
+    let output = call(&users, "ListUsers", r#"{"page_size":1001}"#);
+    assert!(
+        output.stderr.contains("Code: InvalidArgument"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output
+            .stderr
+            .contains("page_size: must be between 1 and 1000"),
+        "{}",
+        output.stderr
+    );
+
+    let output = call(&users, "ListUsers", r#"{"page_token":"not-ours"}"#);
+    assert!(
+        output.stderr.contains("Code: InvalidArgument"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output
+            .stderr
+            .contains("page_token is not a token this service issued"),
+        "{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn a_second_user_with_the_same_email_is_already_exists() {
+    let users = start();
+    let first = call(
+        &users,
+        "CreateUser",
+        r#"{"email":"a@b.co","display_name":"A"}"#,
+    );
+    assert!(first.success, "{first:?}");
+    let second = call(
+        &users,
+        "CreateUser",
+        r#"{"email":" A@B.CO","display_name":"B"}"#,
+    );
+    assert!(!second.success);
+    assert!(
+        second.stderr.contains("Code: AlreadyExists"),
+        "{}",
+        second.stderr
+    );
+    assert!(
+        second
+            .stderr
+            .contains("Message: a user with email a@b.co already exists"),
+        "{}",
+        second.stderr
+    );
+}
+
+#[test]
+fn an_unknown_user_is_not_found() {
+    let users = start();
+    let output = call(&users, "GetUser", r#"{"user_id":"u_123"}"#);
+    assert!(!output.success);
+    assert!(
+        output.stderr.contains("Code: NotFound"),
+        "{}",
+        output.stderr
+    );
+    assert!(
+        output.stderr.contains("Message: user u_123 not found"),
+        "{}",
+        output.stderr
+    );
+}
+
+#[test]
+fn health_turns_not_serving_on_sigterm_and_the_process_exits_0() {
+    let mut users = ServiceProcess::start(
+        "users",
+        ServiceOptions {
+            drain_ms: Some(1500),
+            ..Default::default()
+        },
+    );
+    assert_eq!(users.health(SERVICE), "SERVING");
+    users.child.terminate();
+    wait_until(
+        "NOT_SERVING during the drain",
+        Duration::from_millis(1400),
+        || (users.health("") == "NOT_SERVING").then_some(()),
+    );
+    assert_eq!(users.health(SERVICE), "NOT_SERVING");
+    let status = users
+        .child
+        .wait(Duration::from_secs(15))
+        .expect("users exits after draining");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn data_survives_a_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let options = ServiceOptions {
+        data_dir: Some(data_dir.path().to_owned()),
+        ..Default::default()
+    };
+    let mut first = ServiceProcess::start("users", options.clone());
+    let created = call(
+        &first,
+        "CreateUser",
+        r#"{"email":"keep@b.co","display_name":"Keep"}"#,
+    );
+    assert!(created.success, "{created:?}");
+    first.child.terminate();
+    let status = first.child.wait(Duration::from_secs(15)).expect("exits");
+    assert!(status.success(), "{status:?}");
+
+    let second = ServiceProcess::start("users", options);
+    let user_id = created.json()["userId"].as_str().unwrap().to_owned();
+    let fetched = call(&second, "GetUser", &format!(r#"{{"user_id":"{user_id}"}}"#));
+    assert!(fetched.success, "{fetched:?}");
+    assert_eq!(fetched.json(), created.json());
+}

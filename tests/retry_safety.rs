@@ -1,0 +1,117 @@
+//! Retries never run a non-idempotent call twice: a Charge whose attempt
+//! timed out is not retried (it may have run), while a Charge refused at
+//! connect time is (it provably never reached a server). Counted on the
+//! servers.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{drive, wait_endpoints, PaymentsMesh};
+use mesh::{
+    client::ClientOptions,
+    proto::payments::v1::{payments_client::PaymentsClient, ChargeRequest},
+};
+
+fn charges(mesh: &PaymentsMesh, outcome: &str) -> f64 {
+    mesh.instances
+        .iter()
+        .map(|instance| {
+            testkit::scrape_metrics(&instance.metrics)
+                .sum("payments_charges_total", &[("outcome", outcome)])
+        })
+        .sum()
+}
+
+fn charge(i: usize, prefix: &str) -> ChargeRequest {
+    ChargeRequest {
+        idempotency_key: format!("{prefix}-{i}"),
+        user_id: "u_retry".into(),
+        amount_cents: 100 + i as i64,
+        currency: "EUR".into(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_timed_out_charge_is_never_executed_twice() {
+    let slow = vec!["--inject-latency-ms".to_owned(), "400".to_owned()];
+    let mesh = PaymentsMesh::start_with(&[Vec::new(), Vec::new(), slow]);
+    let client = mesh.client(ClientOptions {
+        per_try_timeout: Duration::from_millis(150),
+        ..ClientOptions::default()
+    });
+    wait_endpoints(&client, "payments", 3).await;
+    let payments = PaymentsClient::new(client.channel("payments"));
+    let outcomes = drive(300, 8, move |i| {
+        common::charge(&payments, charge(i, "timeout"))
+    })
+    .await;
+    // Let the slow instance finish the attempts the client gave up on.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+
+    let created = charges(&mesh, "created");
+    let replayed = charges(&mesh, "replayed");
+    eprintln!("outcomes {outcomes:?}; created {created}, replayed {replayed}");
+    assert!(
+        outcomes
+            .errors
+            .get("DeadlineExceeded")
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the slow instance should have timed some attempts out: {outcomes:?}"
+    );
+    assert_eq!(replayed, 0.0, "a Charge reached a server a second time");
+    assert_eq!(created, 300.0, "every call ran exactly once");
+    assert_eq!(client.metrics("payments").snapshot().retries, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_charge_refused_at_connect_is_retried_elsewhere() {
+    // A long check interval keeps the dead instance in Consul (and so in the
+    // balancer) for the whole test; ejection is off so that it keeps being tried.
+    let slow_checks = vec!["--check-interval-ms".to_owned(), "6000".to_owned()];
+    let mut mesh = PaymentsMesh::start_with(&vec![slow_checks; 3]);
+    let client = mesh.client(ClientOptions {
+        eject_after_failures: 1000,
+        ..ClientOptions::default()
+    });
+    wait_endpoints(&client, "payments", 3).await;
+    let payments = PaymentsClient::new(client.channel("payments"));
+    // Warm every connection, then kill one instance: its port now refuses.
+    let warm = drive(60, 6, {
+        let payments = payments.clone();
+        move |i| common::charge(&payments, charge(i, "warm"))
+    })
+    .await;
+    assert_eq!(warm.failed(), 0, "{warm:?}");
+    let mut victim = mesh.instances.remove(0);
+    victim.process.child.kill();
+    // Let the client see its connection close: a request written into a
+    // connection the peer is closing ("broken pipe") may have reached it and
+    // is rightly not retried; a new connection attempt is refused for sure.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let outcomes = drive(200, 8, move |i| {
+        common::charge(&payments, charge(i, "refused"))
+    })
+    .await;
+    let created = charges(&mesh, "created");
+    let replayed = charges(&mesh, "replayed");
+    eprintln!(
+        "outcomes {outcomes:?}; survivors created {created}, replayed {replayed}; client {:?}",
+        client.metrics("payments").snapshot()
+    );
+    assert_eq!(outcomes.failed(), 0, "{outcomes:?}");
+    assert_eq!(replayed, 0.0);
+    assert!(created >= 200.0, "the survivors created {created} payments");
+    assert_eq!(
+        mesh.agent.passing_ids("payments").len(),
+        3,
+        "the dead instance was still in Consul"
+    );
+    assert!(
+        client.metrics("payments").snapshot().retries >= 1,
+        "no Charge met the refused endpoint, so nothing was proven"
+    );
+}
