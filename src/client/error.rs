@@ -84,19 +84,28 @@ pub(crate) fn into_status(error: BoxError, service: &str) -> Status {
     if let Some(status) = error.downcast_ref::<Status>() {
         return status.clone();
     }
-    if error.is::<NoHealthyEndpoint>() {
-        return Status::unavailable(error.to_string());
-    }
-    if error.is::<DeadlineExceeded>() {
-        return Status::deadline_exceeded(error.to_string());
-    }
-    if is_timeout(&*error) {
-        return Status::deadline_exceeded(format!("calling {service}: {}", chain(&*error)));
-    }
-    if error.is::<BodyError>() {
-        return Status::new(Code::Internal, error.to_string());
-    }
-    Status::unavailable(format!("calling {service}: {}", chain(&*error)))
+    let mut status = if error.is::<NoHealthyEndpoint>() {
+        Status::unavailable(error.to_string())
+    } else if error.is::<DeadlineExceeded>() {
+        Status::deadline_exceeded(error.to_string())
+    } else if is_timeout(&*error) {
+        Status::deadline_exceeded(format!("calling {service}: {}", chain(&*error)))
+    } else if error.is::<BodyError>() {
+        Status::new(Code::Internal, error.to_string())
+    } else {
+        Status::unavailable(format!("calling {service}: {}", chain(&*error)))
+    };
+    // Keep the cause, so callers can tell "never sent" from "outcome unknown".
+    status.set_source(std::sync::Arc::from(error));
+    status
+}
+
+/// Whether a failed call's `status` proves that the request never reached a
+/// server (connection refused, no healthy endpoint, REFUSED_STREAM), so its
+/// effects certainly did not happen. A non-idempotent call is only retried
+/// in that case, so this holds for every attempt the mesh client made.
+pub fn never_reached_server_status(status: &Status) -> bool {
+    std::error::Error::source(status).is_some_and(never_reached_server)
 }
 
 /// An error and its sources, joined by ": ".

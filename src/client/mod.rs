@@ -39,7 +39,7 @@ use tonic::body::Body;
 use tonic::Status;
 use tower::{util::BoxCloneSyncService, BoxError, ServiceExt};
 
-pub use error::{DeadlineExceeded, NoHealthyEndpoint, PerTryTimeout};
+pub use error::{never_reached_server_status, DeadlineExceeded, NoHealthyEndpoint, PerTryTimeout};
 pub use metrics::{TargetCounts, TargetMetrics};
 pub use options::ClientOptions;
 

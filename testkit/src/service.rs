@@ -39,6 +39,8 @@ pub struct ServiceProcess {
     /// The process.
     pub child: ChildGuard,
     _data_dir: Option<tempfile::TempDir>,
+    // Dropped after `child`, whose drop prints the log's tail when a test fails.
+    _log_dir: tempfile::TempDir,
 }
 
 impl ServiceProcess {
@@ -84,17 +86,22 @@ impl ServiceProcess {
         );
         command.env_remove("DATABASE_URL");
         command.envs(options.env.iter().map(|(key, value)| (key, value)));
-        let log = std::env::temp_dir().join(format!(
-            "mesh-test-{instance_id}-{}.log",
-            std::process::id()
-        ));
-        let child = ChildGuard::spawn(name, command, &log);
+        let log_dir = tempfile::Builder::new()
+            .prefix("mesh-test-log-")
+            .tempdir()
+            .expect("temp dir");
+        let child = ChildGuard::spawn(
+            name,
+            command,
+            &log_dir.path().join(format!("{instance_id}.log")),
+        );
         Self {
             name: name.to_owned(),
             port,
             instance_id,
             child,
             _data_dir: owned_dir,
+            _log_dir: log_dir,
         }
     }
 

@@ -1,1 +1,145 @@
+//! The `orders` service (`mesh.orders.v1.Orders`): places orders with a saga
+//! over users, inventory and payments, and owns only its own database
+//! (orders and order lines).
+//!
+//! - [`domain`]: validation, the order status machine, derived ids;
+//! - [`store`]: the orders database;
+//! - [`saga`]: PlaceOrder (its state machine is documented there) and CancelOrder;
+//! - [`deadline`]: per-call timeouts under the caller's `grpc-timeout`;
+//! - [`grpc`]: the tonic service and the one mapping of errors to gRPC codes.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod deadline;
+pub mod domain;
+pub mod grpc;
+pub mod saga;
+pub mod store;
+
+use std::time::Duration;
+
+use mesh::{
+    proto::orders::v1::orders_server::OrdersServer,
+    server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
+};
+
+/// Who this service is (DESIGN §2).
+pub const IDENTITY: ServiceIdentity = ServiceIdentity {
+    name: "orders",
+    grpc_service: "mesh.orders.v1.Orders",
+    default_port: 50054,
+};
+
+/// The schema, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The `orders` binary's flags.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "orders", version, about = "The mesh's orders service.")]
+pub struct Config {
+    /// Flags every service takes.
+    #[command(flatten)]
+    pub service: mesh::config::ServiceArgs,
+
+    /// Longest a single call to users, inventory or payments may take
+    /// (shorter when the incoming request's deadline is nearer).
+    #[arg(long, env = "MESH_UPSTREAM_TIMEOUT_MS", default_value_t = 2000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub upstream_timeout_ms: u64,
+
+    /// A fixed address for `users` instead of resolving it through Consul
+    /// (debugging, or a deployment without Consul). Default: the mesh client.
+    #[arg(long, env = "MESH_USERS_ADDR")]
+    pub users_addr: Option<http::uri::Authority>,
+
+    /// A fixed address for `inventory` instead of Consul.
+    #[arg(long, env = "MESH_INVENTORY_ADDR")]
+    pub inventory_addr: Option<http::uri::Authority>,
+
+    /// A fixed address for `payments` instead of Consul.
+    #[arg(long, env = "MESH_PAYMENTS_ADDR")]
+    pub payments_addr: Option<http::uri::Authority>,
+}
+
+impl Config {
+    /// The per-call timeout of upstream calls.
+    pub fn upstream_timeout(&self) -> Duration {
+        Duration::from_millis(self.upstream_timeout_ms)
+    }
+}
+
+/// The services orders calls, as mesh transports.
+#[derive(Clone)]
+pub struct Upstreams {
+    /// `users`.
+    pub users: mesh::client::Channel,
+    /// `inventory`.
+    pub inventory: mesh::client::Channel,
+    /// `payments`.
+    pub payments: mesh::client::Channel,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").finish_non_exhaustive()
+    }
+}
+
+/// Serves orders until SIGTERM/SIGINT (DESIGN §3), calling users, inventory
+/// and payments through the mesh client (Consul-resolved, balanced,
+/// retrying), or directly where a fixed address was given.
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let upstreams = Upstreams::from_config(&config)?;
+    run_with(config, upstreams).await
+}
+
+impl Upstreams {
+    /// One shared mesh client for the three upstreams; `--<service>-addr`
+    /// replaces a service's Consul resolution by a plain channel.
+    pub fn from_config(config: &Config) -> Result<Self, ServeError> {
+        let consul = discovery::ConsulConfig::new(
+            &config.service.consul.address,
+            config.service.consul.token.clone(),
+        )?;
+        let mesh = mesh::client::MeshClient::new(consul, mesh::client::ClientOptions::default());
+        let channel = |service: &str, fixed: &Option<http::uri::Authority>| match fixed {
+            Some(address) => {
+                tracing::info!(%service, %address, "calling a fixed address instead of resolving through Consul");
+                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                    .expect("an authority makes a valid http URI");
+                mesh::client::direct(endpoint.connect_lazy())
+            }
+            None => mesh.channel(service),
+        };
+        Ok(Self {
+            users: channel("users", &config.users_addr),
+            inventory: channel("inventory", &config.inventory_addr),
+            payments: channel("payments", &config.payments_addr),
+        })
+    }
+}
+
+/// Serves orders, calling `upstreams`, until SIGTERM/SIGINT (DESIGN §3).
+pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeError> {
+    let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
+    let pool = mesh::storage::open(
+        IDENTITY.name,
+        config.service.database_url.as_deref(),
+        &config.service.data_dir,
+        &MIGRATOR,
+    )
+    .await?;
+    let saga = saga::Saga::new(
+        store::Store::new(pool),
+        upstreams,
+        config.upstream_timeout(),
+    );
+    let handler = grpc::OrdersService::new(saga, config.upstream_timeout());
+    bound
+        .serve(
+            OrdersServer::new(handler)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .await
+}

@@ -1,1 +1,77 @@
+//! The `payments` service (`mesh.payments.v1.Payments`): charges users,
+//! exactly once per idempotency key, and refunds captured charges.
+//!
+//! - [`domain`]: request validation and the deterministic decline rule;
+//! - [`store`]: the payments table (idempotency enforced by a UNIQUE index, so
+//!   that instances sharing one database never charge a key twice);
+//! - [`grpc`]: the tonic service and the one mapping of errors to gRPC codes.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod domain;
+pub mod grpc;
+pub mod store;
+
+use mesh::{
+    proto::payments::v1::payments_server::PaymentsServer,
+    server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
+};
+
+/// Who this service is (DESIGN §2).
+pub const IDENTITY: ServiceIdentity = ServiceIdentity {
+    name: "payments",
+    grpc_service: "mesh.payments.v1.Payments",
+    default_port: 50053,
+};
+
+/// The schema, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
+
+/// The `payments` binary's flags.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "payments", version, about = "The mesh's payments service.")]
+pub struct Config {
+    /// Flags every service takes.
+    #[command(flatten)]
+    pub service: mesh::config::ServiceArgs,
+
+    /// Charges above this many cents are declined (recorded with status
+    /// DECLINED and a reason): the deterministic stand-in for a card issuer.
+    #[arg(
+        long,
+        env = "MESH_DECLINE_OVER_CENTS",
+        default_value_t = 100_000,
+        value_parser = clap::value_parser!(i64).range(0..)
+    )]
+    pub decline_over_cents: i64,
+}
+
+/// Serves payments until SIGTERM/SIGINT (DESIGN §3).
+pub async fn run(config: Config) -> Result<(), ServeError> {
+    let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
+    let pool = mesh::storage::open(
+        IDENTITY.name,
+        config.service.database_url.as_deref(),
+        &config.service.data_dir,
+        &MIGRATOR,
+    )
+    .await?;
+    let handler = grpc::PaymentsService::new(store::Store::new(pool), config.decline_over_cents);
+    // Prometheus `payments_charges_total{outcome}`, read from the counters at each scrape.
+    for outcome in ["created", "replayed"] {
+        let counters = handler.counters();
+        let read = move || match outcome {
+            "created" => counters.created.load(std::sync::atomic::Ordering::Relaxed),
+            _ => counters.replayed.load(std::sync::atomic::Ordering::Relaxed),
+        };
+        let (help, labels) = ("Charge calls, by outcome", [("outcome", outcome)]);
+        mesh::telemetry::metrics::register_counter_fn("payments_charges", help, &labels, read);
+    }
+    bound
+        .serve(
+            PaymentsServer::new(handler)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .await
+}

@@ -1,0 +1,726 @@
+//! The saga's state machine against scripted in-process upstreams (real
+//! tonic servers, no network), for the branches real processes reach only
+//! by luck: a charge whose answer is lost after it happened, a release or a
+//! commit that fails, a concurrent repeat, a broken invariant.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
+};
+
+use mesh::{
+    client::Channel,
+    proto::{
+        inventory::v1::{
+            inventory_server::{Inventory, InventoryServer},
+            AddStockRequest, CommitRequest, GetItemRequest, Item, ReleaseRequest, Reservation,
+            ReservationState, ReserveRequest, ReservedLine,
+        },
+        payments::v1::{
+            payments_server::{Payments, PaymentsServer},
+            ChargeRequest, GetPaymentRequest, Payment, PaymentStatus, RefundRequest,
+        },
+        users::v1::{
+            users_server::{Users, UsersServer},
+            CreateUserRequest, GetUserRequest, ListUsersRequest, ListUsersResponse, User,
+        },
+    },
+};
+use tonic::{body::Body, metadata::MetadataMap, Code, Request, Response, Status};
+use tower::{util::BoxCloneSyncService, Service, ServiceExt};
+
+use super::*;
+use crate::domain::{Item as OrderItem, PlaceOrder};
+
+// ---- scripted upstreams -------------------------------------------------
+
+struct FakeUsers;
+
+#[tonic::async_trait]
+impl Users for FakeUsers {
+    async fn create_user(&self, _: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        match request.get_ref().user_id.as_str() {
+            "u_1" => Ok(Response::new(User {
+                user_id: "u_1".into(),
+                ..User::default()
+            })),
+            other => Err(Status::not_found(format!("user {other} not found"))),
+        }
+    }
+    async fn list_users(
+        &self,
+        _: Request<ListUsersRequest>,
+    ) -> Result<Response<ListUsersResponse>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+}
+
+#[derive(Default)]
+struct FakeInventory {
+    /// sku → (available, unit price)
+    stock: Mutex<HashMap<String, (i64, i64)>>,
+    reservations: Mutex<HashMap<String, Reservation>>,
+    fail_release: AtomicBool,
+    fail_commit: AtomicBool,
+    reserve_calls: AtomicU64,
+}
+
+impl FakeInventory {
+    fn with_stock(items: &[(&str, i64, i64)]) -> Arc<Self> {
+        let inventory = Self::default();
+        for (sku, available, price) in items {
+            inventory
+                .stock
+                .lock()
+                .unwrap()
+                .insert((*sku).into(), (*available, *price));
+        }
+        Arc::new(inventory)
+    }
+
+    fn available(&self, sku: &str) -> i64 {
+        self.stock.lock().unwrap()[sku].0
+    }
+
+    fn state(&self, reservation_id: &str) -> Option<ReservationState> {
+        self.reservations
+            .lock()
+            .unwrap()
+            .get(reservation_id)
+            .map(Reservation::state)
+    }
+
+    /// Releases a reservation behind the saga's back.
+    fn release_now(&self, reservation_id: &str) {
+        let mut reservations = self.reservations.lock().unwrap();
+        let reservation = reservations.get_mut(reservation_id).unwrap();
+        reservation.set_state(ReservationState::Released);
+        let mut stock = self.stock.lock().unwrap();
+        for line in &reservation.items {
+            stock.get_mut(&line.sku).unwrap().0 += line.quantity;
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Inventory for FakeInventory {
+    async fn add_stock(&self, _: Request<AddStockRequest>) -> Result<Response<Item>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+    async fn get_item(&self, _: Request<GetItemRequest>) -> Result<Response<Item>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+    async fn reserve(
+        &self,
+        request: Request<ReserveRequest>,
+    ) -> Result<Response<Reservation>, Status> {
+        self.reserve_calls.fetch_add(1, Ordering::SeqCst);
+        let request = request.into_inner();
+        let mut reservations = self.reservations.lock().unwrap();
+        if let Some(existing) = reservations.get(&request.reservation_id) {
+            return Ok(Response::new(existing.clone()));
+        }
+        let mut stock = self.stock.lock().unwrap();
+        let mut lines = Vec::new();
+        for line in &request.items {
+            match stock.get(&line.sku) {
+                Some((available, price)) if *available >= line.quantity => {
+                    lines.push(ReservedLine {
+                        sku: line.sku.clone(),
+                        quantity: line.quantity,
+                        unit_price_cents: *price,
+                    })
+                }
+                _ => {
+                    return Err(Status::failed_precondition(format!(
+                        "insufficient stock: {} (asked {})",
+                        line.sku, line.quantity
+                    )))
+                }
+            }
+        }
+        for line in &lines {
+            stock.get_mut(&line.sku).unwrap().0 -= line.quantity;
+        }
+        let mut reservation = Reservation {
+            reservation_id: request.reservation_id.clone(),
+            total_cents: lines.iter().map(|l| l.quantity * l.unit_price_cents).sum(),
+            items: lines,
+            ..Reservation::default()
+        };
+        reservation.set_state(ReservationState::Reserved);
+        reservations.insert(request.reservation_id, reservation.clone());
+        Ok(Response::new(reservation))
+    }
+    async fn release(
+        &self,
+        request: Request<ReleaseRequest>,
+    ) -> Result<Response<Reservation>, Status> {
+        if self.fail_release.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("inventory is down (scripted)"));
+        }
+        let id = request.into_inner().reservation_id;
+        let state = self
+            .state(&id)
+            .ok_or_else(|| Status::not_found(format!("reservation {id} not found")))?;
+        match state {
+            ReservationState::Reserved => self.release_now(&id),
+            ReservationState::Committed => return Err(Status::failed_precondition("committed")),
+            _ => {}
+        }
+        Ok(Response::new(
+            self.reservations.lock().unwrap()[&id].clone(),
+        ))
+    }
+    async fn commit(
+        &self,
+        request: Request<CommitRequest>,
+    ) -> Result<Response<Reservation>, Status> {
+        if self.fail_commit.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("inventory is down (scripted)"));
+        }
+        let id = request.into_inner().reservation_id;
+        let mut reservations = self.reservations.lock().unwrap();
+        let reservation = reservations
+            .get_mut(&id)
+            .ok_or_else(|| Status::not_found(format!("reservation {id} not found")))?;
+        match reservation.state() {
+            ReservationState::Reserved | ReservationState::Committed => {
+                reservation.set_state(ReservationState::Committed)
+            }
+            _ => return Err(Status::failed_precondition("released")),
+        }
+        Ok(Response::new(reservation.clone()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Charge normally (decline above 100 000 cents).
+    Normal,
+    /// Record the charge, then lose the answer (DEADLINE_EXCEEDED).
+    ChargeThenTimeOut,
+    /// Refuse with INVALID_ARGUMENT.
+    Refuse,
+    /// Answer UNIMPLEMENTED (the request was not run).
+    Unimplemented,
+    /// Charge normally after a delay.
+    Slow(u64),
+}
+
+struct FakePayments {
+    mode: Mutex<Mode>,
+    charges: Mutex<HashMap<String, Payment>>,
+    charge_calls: AtomicU64,
+}
+
+impl FakePayments {
+    fn new(mode: Mode) -> Arc<Self> {
+        Arc::new(Self {
+            mode: Mutex::new(mode),
+            charges: Mutex::default(),
+            charge_calls: AtomicU64::new(0),
+        })
+    }
+
+    fn set_mode(&self, mode: Mode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    fn payments(&self) -> Vec<Payment> {
+        self.charges.lock().unwrap().values().cloned().collect()
+    }
+}
+
+#[tonic::async_trait]
+impl Payments for FakePayments {
+    async fn charge(&self, request: Request<ChargeRequest>) -> Result<Response<Payment>, Status> {
+        self.charge_calls.fetch_add(1, Ordering::SeqCst);
+        let mode = *self.mode.lock().unwrap();
+        match mode {
+            Mode::Refuse => return Err(Status::invalid_argument("currency: not accepted")),
+            Mode::Unimplemented => return Err(Status::unimplemented("no Charge here")),
+            Mode::Slow(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
+            Mode::Normal | Mode::ChargeThenTimeOut => {}
+        }
+        let request = request.into_inner();
+        let payment = {
+            let mut charges = self.charges.lock().unwrap();
+            let payment = charges
+                .entry(request.idempotency_key.clone())
+                .or_insert_with(|| {
+                    let mut payment = Payment {
+                        payment_id: format!("pay_{}", payment_id_for(&request)),
+                        idempotency_key: request.idempotency_key.clone(),
+                        user_id: request.user_id.clone(),
+                        amount_cents: request.amount_cents,
+                        currency: request.currency.clone(),
+                        ..Payment::default()
+                    };
+                    if request.amount_cents > 100_000 {
+                        payment.set_status(PaymentStatus::Declined);
+                        payment.decline_reason = format!(
+                            "amount {} exceeds the limit of 100000",
+                            request.amount_cents
+                        );
+                    } else {
+                        payment.set_status(PaymentStatus::Captured);
+                    }
+                    payment
+                });
+            if payment.amount_cents != request.amount_cents {
+                return Err(Status::invalid_argument("key reused"));
+            }
+            payment.clone()
+        };
+        if mode == Mode::ChargeThenTimeOut {
+            return Err(Status::deadline_exceeded("the answer was lost (scripted)"));
+        }
+        Ok(Response::new(payment))
+    }
+    async fn refund(&self, request: Request<RefundRequest>) -> Result<Response<Payment>, Status> {
+        let id = request.into_inner().payment_id;
+        let mut charges = self.charges.lock().unwrap();
+        let payment = charges
+            .values_mut()
+            .find(|p| p.payment_id == id)
+            .ok_or_else(|| Status::not_found("no such payment"))?;
+        payment.set_status(PaymentStatus::Refunded);
+        Ok(Response::new(payment.clone()))
+    }
+    async fn get_payment(
+        &self,
+        _: Request<GetPaymentRequest>,
+    ) -> Result<Response<Payment>, Status> {
+        Err(Status::unimplemented("not in this fake"))
+    }
+}
+
+fn payment_id_for(request: &ChargeRequest) -> String {
+    request.idempotency_key.replace(':', "_")
+}
+
+/// An in-process server as a mesh channel.
+fn channel<S>(server: S) -> Channel
+where
+    S: Service<
+            tonic::codegen::http::Request<Body>,
+            Response = tonic::codegen::http::Response<Body>,
+            Error = Infallible,
+        > + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    BoxCloneSyncService::new(server.map_err(|never: Infallible| match never {}))
+}
+
+/// A channel to a loopback port nobody listens on: connections are refused.
+fn refused() -> Channel {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    mesh::client::direct(
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_lazy(),
+    )
+}
+
+struct World {
+    _dir: tempfile::TempDir,
+    store: Store,
+    inventory: Arc<FakeInventory>,
+    payments: Arc<FakePayments>,
+}
+
+impl World {
+    async fn new(stock: &[(&str, i64, i64)], mode: Mode) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = mesh::storage::open("orders", None, dir.path(), &crate::MIGRATOR)
+            .await
+            .unwrap();
+        Self {
+            _dir: dir,
+            store: Store::new(pool),
+            inventory: FakeInventory::with_stock(stock),
+            payments: FakePayments::new(mode),
+        }
+    }
+
+    /// A saga (an orders instance) over the world's store and upstreams.
+    fn saga(&self) -> Arc<Saga> {
+        self.saga_with_payments(channel(PaymentsServer::from_arc(Arc::clone(
+            &self.payments,
+        ))))
+    }
+
+    fn saga_with_payments(&self, payments: Channel) -> Arc<Saga> {
+        Saga::new(
+            self.store.clone(),
+            Upstreams {
+                users: channel(UsersServer::new(FakeUsers)),
+                inventory: channel(InventoryServer::from_arc(Arc::clone(&self.inventory))),
+                payments,
+            },
+            Duration::from_secs(2),
+        )
+    }
+}
+
+fn budget() -> CallBudget {
+    CallBudget::detached(Duration::from_secs(2))
+}
+
+fn place(request_id: &str, lines: &[(&str, i64)]) -> PlaceOrder {
+    PlaceOrder {
+        request_id: request_id.into(),
+        user_id: "u_1".into(),
+        items: lines
+            .iter()
+            .map(|(sku, quantity)| OrderItem {
+                sku: (*sku).into(),
+                quantity: *quantity,
+            })
+            .collect(),
+        currency: "EUR".into(),
+    }
+}
+
+async fn stored(world: &World, request_id: &str) -> Order {
+    world
+        .store
+        .find_by_request(request_id)
+        .await
+        .unwrap()
+        .expect("the order is recorded")
+}
+
+// ---- the state machine ---------------------------------------------------
+
+#[tokio::test]
+async fn a_placed_order_is_priced_charged_committed_and_confirmed() {
+    let world = World::new(&[("A", 10, 300), ("B", 5, 50)], Mode::Normal).await;
+    let order = world
+        .saga()
+        .place(place("r1", &[("A", 2), ("B", 1)]), budget())
+        .await
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(order.total_cents, 650);
+    assert_eq!(
+        order
+            .lines
+            .iter()
+            .map(|l| l.unit_price_cents)
+            .collect::<Vec<_>>(),
+        [300, 50]
+    );
+    let payments = world.payments.payments();
+    assert_eq!(payments.len(), 1);
+    assert_eq!(order.payment_id, payments[0].payment_id);
+    assert_eq!(payments[0].idempotency_key, charge_key("r1"));
+    assert_eq!(
+        world.inventory.state(&reservation_id("r1", 0)),
+        Some(ReservationState::Committed)
+    );
+    assert_eq!(world.inventory.available("A"), 8);
+}
+
+#[tokio::test]
+async fn an_unknown_user_records_nothing() {
+    let world = World::new(&[("A", 10, 300)], Mode::Normal).await;
+    let mut command = place("r1", &[("A", 1)]);
+    command.user_id = "u_404".into();
+    let error = world.saga().place(command, budget()).await.unwrap_err();
+    assert!(
+        matches!(error, OrderError::UserNotFound { .. }),
+        "{error:?}"
+    );
+    assert_eq!(world.store.find_by_request("r1").await.unwrap(), None);
+    assert_eq!(world.inventory.reserve_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn insufficient_stock_rejects_without_charging() {
+    let world = World::new(&[("A", 1, 300)], Mode::Normal).await;
+    let error = world
+        .saga()
+        .place(place("r1", &[("A", 2)]), budget())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "order rejected: insufficient stock: A (asked 2)"
+    );
+    let order = stored(&world, "r1").await;
+    assert_eq!(order.status, OrderStatus::Rejected);
+    assert_eq!(order.rejection_reason, "insufficient stock: A (asked 2)");
+    assert_eq!(world.payments.charge_calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_decline_whose_release_fails_stays_pending_until_a_replay_releases_and_rejects() {
+    let world = World::new(&[("TV", 2, 150_000)], Mode::Normal).await;
+    world.inventory.fail_release.store(true, Ordering::SeqCst);
+    let error = world
+        .saga()
+        .place(place("r1", &[("TV", 1)]), budget())
+        .await
+        .unwrap_err();
+    assert_eq!(Status::from(error).code(), Code::Unavailable);
+    let order = stored(&world, "r1").await;
+    assert_eq!(
+        order.status,
+        OrderStatus::Pending,
+        "not rejected while stock is held"
+    );
+    assert_eq!(
+        world.inventory.state(&reservation_id("r1", 0)),
+        Some(ReservationState::Reserved)
+    );
+
+    world.inventory.fail_release.store(false, Ordering::SeqCst);
+    let error = world
+        .saga()
+        .place(place("r1", &[("TV", 1)]), budget())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "order rejected: payment declined: amount 150000 exceeds the limit of 100000"
+    );
+    assert_eq!(stored(&world, "r1").await.status, OrderStatus::Rejected);
+    assert_eq!(
+        world.inventory.state(&reservation_id("r1", 0)),
+        Some(ReservationState::Released)
+    );
+    assert_eq!(world.inventory.available("TV"), 2);
+    assert_eq!(
+        world.payments.payments().len(),
+        1,
+        "the decline is one record"
+    );
+}
+
+#[tokio::test]
+async fn a_lost_charge_answer_keeps_the_stock_and_a_replay_charges_once() {
+    let world = World::new(&[("A", 5, 100)], Mode::ChargeThenTimeOut).await;
+    let error = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    assert_eq!(Status::from(error).code(), Code::DeadlineExceeded);
+    let order = stored(&world, "r1").await;
+    assert_eq!(order.status, OrderStatus::Pending);
+    assert!(order.charge_sent, "a charge may exist");
+    assert_eq!(
+        world.inventory.state(&reservation_id("r1", 0)),
+        Some(ReservationState::Reserved),
+        "stock is not released while money may have been taken"
+    );
+    let charged = world.payments.payments();
+    assert_eq!(charged.len(), 1, "the charge did happen");
+
+    world.payments.set_mode(Mode::Normal);
+    let order = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(order.payment_id, charged[0].payment_id);
+    assert_eq!(world.payments.payments().len(), 1, "charged once");
+    assert_eq!(world.payments.charge_calls.load(Ordering::SeqCst), 2);
+    assert_eq!(world.inventory.available("A"), 4);
+}
+
+#[tokio::test]
+async fn a_refused_connection_releases_and_the_replay_reserves_anew() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    let error = world
+        .saga_with_payments(refused())
+        .place(place("r1", &[("A", 2)]), budget())
+        .await
+        .unwrap_err();
+    assert_eq!(Status::from(error).code(), Code::Unavailable);
+    let order = stored(&world, "r1").await;
+    assert_eq!(order.status, OrderStatus::Pending);
+    assert!(!order.charge_sent, "provably never charged");
+    assert_eq!(
+        world.inventory.state(&reservation_id("r1", 0)),
+        Some(ReservationState::Released)
+    );
+    assert_eq!(world.inventory.available("A"), 5);
+
+    // Another instance (or the same, later) with payments reachable.
+    let order = world
+        .saga()
+        .place(place("r1", &[("A", 2)]), budget())
+        .await
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(order.reservation_attempt, 1);
+    assert_eq!(
+        world.inventory.state(&reservation_id("r1", 1)),
+        Some(ReservationState::Committed)
+    );
+    assert_eq!(world.inventory.available("A"), 3);
+    assert_eq!(world.payments.payments().len(), 1);
+}
+
+#[tokio::test]
+async fn a_charge_not_run_by_payments_releases_and_stays_pending() {
+    let world = World::new(&[("A", 5, 100)], Mode::Unimplemented).await;
+    let error = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    assert_eq!(Status::from(error).code(), Code::Unavailable);
+    assert_eq!(stored(&world, "r1").await.status, OrderStatus::Pending);
+    assert_eq!(world.inventory.available("A"), 5);
+}
+
+#[tokio::test]
+async fn a_refused_charge_releases_and_rejects() {
+    let world = World::new(&[("A", 5, 100)], Mode::Refuse).await;
+    let error = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "order rejected: payment failed: currency: not accepted"
+    );
+    assert_eq!(world.inventory.available("A"), 5);
+    let order = stored(&world, "r1").await;
+    assert_eq!(order.status, OrderStatus::Rejected);
+    assert!(!order.charge_sent);
+}
+
+#[tokio::test]
+async fn a_failed_commit_keeps_the_payment_and_a_replay_confirms_without_charging_again() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    world.inventory.fail_commit.store(true, Ordering::SeqCst);
+    let error = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    assert_eq!(Status::from(error).code(), Code::Unavailable);
+    let pending = stored(&world, "r1").await;
+    assert_eq!(pending.status, OrderStatus::Pending);
+    assert!(pending.payment_id.starts_with("pay_"));
+
+    world.inventory.fail_commit.store(false, Ordering::SeqCst);
+    let order = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(order.payment_id, pending.payment_id);
+    assert_eq!(world.payments.payments().len(), 1);
+    assert_eq!(world.inventory.available("A"), 4);
+}
+
+#[tokio::test]
+async fn a_repeat_during_a_run_waits_for_its_outcome_or_answers_busy() {
+    let world = World::new(&[("A", 5, 100)], Mode::Slow(600)).await;
+    let first = {
+        let saga = world.saga();
+        tokio::spawn(async move { saga.place(place("r1", &[("A", 1)]), budget()).await })
+    };
+    // Let the first run record the order and take its lease.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    // A repeat that may wait 100 ms gives up…
+    let mut metadata = MetadataMap::new();
+    metadata.insert("grpc-timeout", "100m".parse().unwrap());
+    let impatient = CallBudget::from_incoming(&metadata, Duration::from_secs(2));
+    let error = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), impatient)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OrderError::Busy { .. }), "{error:?}");
+
+    // …one that may wait longer gets the first run's order.
+    let second = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(second.order_id, first.order_id);
+    assert_eq!(second.status, OrderStatus::Confirmed);
+    assert_eq!(world.payments.charge_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(world.inventory.available("A"), 4);
+}
+
+#[tokio::test]
+async fn a_reservation_released_behind_a_possible_charge_is_left_for_an_operator() {
+    let world = World::new(&[("A", 5, 100)], Mode::ChargeThenTimeOut).await;
+    world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    world.inventory.release_now(&reservation_id("r1", 0));
+    world.payments.set_mode(Mode::Normal);
+
+    let error = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, OrderError::Inconsistent { .. }),
+        "{error:?}"
+    );
+    assert_eq!(Status::from(error).code(), Code::Internal);
+    assert_eq!(stored(&world, "r1").await.status, OrderStatus::Pending);
+    assert_eq!(
+        world.payments.charge_calls.load(Ordering::SeqCst),
+        1,
+        "no guess with money"
+    );
+}
+
+#[tokio::test]
+async fn cancel_refunds_once_and_is_idempotent() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    let saga = world.saga();
+    let order = saga
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let cancelled = saga.cancel(&order.order_id, budget()).await.unwrap();
+        assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    }
+    assert_eq!(
+        world.payments.payments()[0].status(),
+        PaymentStatus::Refunded
+    );
+    // A replay of the placed request answers the cancelled order as it is.
+    let replay = saga
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    assert_eq!(replay.status, OrderStatus::Cancelled);
+}

@@ -1,0 +1,234 @@
+//! The real `orders` binary driven by the real grpcurl: what an operator
+//! sees on the wire.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{start_orders, start_orders_with, Upstreams};
+use testkit::{grpcurl, GrpcurlOutput, ServiceOptions, ServiceProcess};
+
+const SERVICE: &str = "mesh.orders.v1.Orders";
+
+fn call(p: &ServiceProcess, method: &str, body: &str) -> GrpcurlOutput {
+    grpcurl(&["-d", body, &p.addr(), &format!("{SERVICE}/{method}")])
+}
+
+/// orders alone: its upstream channels are lazy, so it serves without them.
+fn orders_alone(options: ServiceOptions) -> ServiceProcess {
+    ServiceProcess::start("orders", options)
+}
+
+#[test]
+fn list_shows_orders_health_and_reflection() {
+    let p = orders_alone(ServiceOptions::default());
+    let out = grpcurl(&[&p.addr(), "list"]);
+    assert!(out.success, "{out:?}");
+    let services: Vec<&str> = out.stdout.lines().collect();
+    for expected in [
+        SERVICE,
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ] {
+        assert!(services.contains(&expected), "{expected} missing: {out:?}");
+    }
+}
+
+#[test]
+fn describe_shows_the_rpcs() {
+    let p = orders_alone(ServiceOptions::default());
+    let out = grpcurl(&[&p.addr(), "describe", SERVICE]);
+    assert!(out.success, "{out:?}");
+    for rpc in [
+        "rpc PlaceOrder",
+        "rpc GetOrder",
+        "rpc ListOrders",
+        "rpc CancelOrder",
+    ] {
+        assert!(out.stdout.contains(rpc), "{rpc} missing: {}", out.stdout);
+    }
+}
+
+#[test]
+fn invalid_requests_name_each_bad_field() {
+    let p = orders_alone(ServiceOptions::default());
+    let out = call(
+        &p,
+        "PlaceOrder",
+        r#"{"request_id":"","user_id":"u_1","items":[{"sku":"A","quantity":0},{"sku":"A","quantity":1}],"currency":"EURO"}"#,
+    );
+    assert!(!out.success, "{out:?}");
+    for expected in [
+        "Code: InvalidArgument",
+        "request_id: must not be empty",
+        "items[0].quantity: must be greater than 0 (got 0)",
+        "items[1].sku: A appears more than once",
+        "currency: must be a 3-letter ISO 4217 code",
+    ] {
+        assert!(
+            out.stderr.contains(expected),
+            "{expected:?} missing: {}",
+            out.stderr
+        );
+    }
+
+    let out = call(&p, "PlaceOrder", r#"{"request_id":"r","user_id":"u_1"}"#);
+    assert!(
+        out.stderr.contains("items: must contain at least one line"),
+        "{}",
+        out.stderr
+    );
+
+    let out = call(
+        &p,
+        "ListOrders",
+        r#"{"user_id":"u_1","page_size":500,"page_token":"nonsense"}"#,
+    );
+    assert!(
+        out.stderr.contains("Code: InvalidArgument"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("page_size: must be between 1 and 100"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("page_token: is not a token this service issued"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn unknown_orders_are_not_found() {
+    let p = orders_alone(ServiceOptions::default());
+    for method in ["GetOrder", "CancelOrder"] {
+        let out = call(&p, method, r#"{"order_id":"ord_missing"}"#);
+        assert!(out.stderr.contains("Code: NotFound"), "{method}: {out:?}");
+        assert!(
+            out.stderr.contains("order ord_missing not found"),
+            "{method}: {out:?}"
+        );
+    }
+}
+
+#[test]
+fn place_then_get_and_list_round_trip() {
+    let shop = Upstreams::start(&[]);
+    let orders = start_orders(&shop, &[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let user = runtime.block_on(shop.user("alan"));
+    runtime.block_on(shop.stock("PEN-1", 20, 120));
+
+    let mut placed = Vec::new();
+    for request in ["r-a", "r-b", "r-c"] {
+        let out = call(
+            &orders,
+            "PlaceOrder",
+            &format!(
+                r#"{{"request_id":"{request}","user_id":"{user}","items":[{{"sku":"PEN-1","quantity":2}}],"currency":"usd"}}"#
+            ),
+        );
+        assert!(out.success, "{out:?}");
+        let order = out.json();
+        assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED");
+        assert_eq!(order["currency"], "USD");
+        assert_eq!(order["totalCents"], "240");
+        assert_eq!(order["items"][0]["unitPriceCents"], "120");
+        placed.push(order);
+        // Distinct creation times make the expected order unambiguous.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let id = placed[0]["orderId"].as_str().unwrap();
+    let got = call(&orders, "GetOrder", &format!(r#"{{"order_id":"{id}"}}"#));
+    assert!(got.success, "{got:?}");
+    assert_eq!(got.json(), placed[0]);
+
+    let first = call(
+        &orders,
+        "ListOrders",
+        &format!(r#"{{"user_id":"{user}","page_size":2}}"#),
+    )
+    .json();
+    let ids: Vec<&str> = first["orders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["orderId"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            placed[2]["orderId"].as_str().unwrap(),
+            placed[1]["orderId"].as_str().unwrap()
+        ],
+        "newest first"
+    );
+    let token = first["nextPageToken"].as_str().expect("a next page");
+    let second = call(
+        &orders,
+        "ListOrders",
+        &format!(r#"{{"user_id":"{user}","page_size":2,"page_token":"{token}"}}"#),
+    )
+    .json();
+    assert_eq!(second["orders"].as_array().unwrap().len(), 1);
+    assert_eq!(second["orders"][0]["orderId"], placed[0]["orderId"]);
+    assert!(second.get("nextPageToken").is_none(), "last page: {second}");
+}
+
+#[test]
+fn health_turns_not_serving_on_sigterm_then_the_process_exits_0() {
+    let mut p = orders_alone(ServiceOptions {
+        drain_ms: Some(1500),
+        ..ServiceOptions::default()
+    });
+    assert_eq!(p.health(SERVICE), "SERVING");
+    let terminated = Instant::now();
+    p.child.terminate();
+    testkit::wait_until(
+        "health NOT_SERVING during the drain",
+        Duration::from_millis(1400),
+        || (p.health("") == "NOT_SERVING").then_some(()),
+    );
+    assert!(terminated.elapsed() < Duration::from_millis(1500));
+    let status = p
+        .child
+        .wait(Duration::from_secs(10))
+        .expect("orders exits after draining");
+    assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn orders_survive_a_restart_and_replays_still_return_them() {
+    let shop = Upstreams::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let options = || ServiceOptions {
+        data_dir: Some(dir.path().to_owned()),
+        ..ServiceOptions::default()
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let user = runtime.block_on(shop.user("hedy"));
+    runtime.block_on(shop.stock("RADIO-1", 3, 700));
+    let body = format!(
+        r#"{{"request_id":"keep","user_id":"{user}","items":[{{"sku":"RADIO-1","quantity":1}}]}}"#
+    );
+
+    let first = start_orders_with(&shop, &[], options());
+    let placed = call(&first, "PlaceOrder", &body);
+    assert!(placed.success, "{placed:?}");
+    let placed = placed.json();
+    drop(first);
+
+    let second = start_orders_with(&shop, &[], options());
+    let id = placed["orderId"].as_str().unwrap();
+    let got = call(&second, "GetOrder", &format!(r#"{{"order_id":"{id}"}}"#));
+    assert!(got.success, "{got:?}");
+    assert_eq!(got.json(), placed);
+    let replay = call(&second, "PlaceOrder", &body);
+    assert_eq!(replay.json(), placed);
+    assert_eq!(runtime.block_on(shop.item("RADIO-1")).available, 2);
+}
