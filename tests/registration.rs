@@ -144,7 +144,7 @@ fn a_sigkilled_instance_turns_critical() {
         "the killed instance to turn critical",
         Duration::from_secs(5),
         || {
-            let entries = agent.get_json(&format!("/v1/health/checks/users"));
+            let entries = agent.get_json("/v1/health/checks/users");
             entries
                 .as_array()?
                 .iter()

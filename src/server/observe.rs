@@ -372,6 +372,43 @@ where
     }
 }
 
+/// Binds `--metrics-listen` (port 0 allowed) and writes the bound address
+/// back into `args`, so that Consul advertises the real `metrics_port`.
+pub(crate) async fn bind_metrics(
+    args: &mut ServiceArgs,
+) -> Result<Option<tokio::net::TcpListener>, ServeError> {
+    let Some(address) = args.metrics_listen else {
+        return Ok(None);
+    };
+    let bind_error = |source| ServeError::Bind { address, source };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
+    args.metrics_listen = Some(bound);
+    tracing::info!(metrics = %bound, "Prometheus metrics at http://{bound}/metrics");
+    Ok(Some(listener))
+}
+
+/// Serves `/metrics` on `listener` until the returned guard is dropped.
+pub(crate) fn serve_metrics(listener: tokio::net::TcpListener) -> AbortOnDrop {
+    let task = tokio::spawn(async move {
+        if let Err(error) = crate::telemetry::metrics::serve(listener).await {
+            tracing::error!(%error, "the metrics server stopped");
+        }
+    });
+    AbortOnDrop(task.abort_handle())
+}
+
+/// Aborts a task when dropped: the metrics server ends with `serve`, on every path.
+pub(crate) struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::convert::Infallible;
@@ -564,42 +601,5 @@ mod tests {
         ));
         // The handler ran inside the span: its event is on the span.
         assert_eq!(span.events.len(), 1);
-    }
-}
-
-/// Binds `--metrics-listen` (port 0 allowed) and writes the bound address
-/// back into `args`, so that Consul advertises the real `metrics_port`.
-pub(crate) async fn bind_metrics(
-    args: &mut ServiceArgs,
-) -> Result<Option<tokio::net::TcpListener>, ServeError> {
-    let Some(address) = args.metrics_listen else {
-        return Ok(None);
-    };
-    let bind_error = |source| ServeError::Bind { address, source };
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(bind_error)?;
-    let bound = listener.local_addr().map_err(bind_error)?;
-    args.metrics_listen = Some(bound);
-    tracing::info!(metrics = %bound, "Prometheus metrics at http://{bound}/metrics");
-    Ok(Some(listener))
-}
-
-/// Serves `/metrics` on `listener` until the returned guard is dropped.
-pub(crate) fn serve_metrics(listener: tokio::net::TcpListener) -> AbortOnDrop {
-    let task = tokio::spawn(async move {
-        if let Err(error) = crate::telemetry::metrics::serve(listener).await {
-            tracing::error!(%error, "the metrics server stopped");
-        }
-    });
-    AbortOnDrop(task.abort_handle())
-}
-
-/// Aborts a task when dropped: the metrics server ends with `serve`, on every path.
-pub(crate) struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }

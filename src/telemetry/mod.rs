@@ -97,6 +97,17 @@ pub fn init(identity: &ServiceIdentity, args: &ServiceArgs) -> Telemetry {
     if let Some(error) = setup_error {
         tracing::error!(%error, "cannot start the OTLP exporter: spans are not exported");
     } else if pipeline.exporting() {
+        for variable in [
+            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+            "OTEL_EXPORTER_OTLP_PROTOCOL",
+        ] {
+            match std::env::var(variable) {
+                Ok(protocol) if !protocol.is_empty() && protocol != "grpc" => {
+                    tracing::warn!(%variable, %protocol, "only OTLP over gRPC is supported: exporting with grpc");
+                }
+                _ => {}
+            }
+        }
         tracing::info!(
             endpoint = settings.endpoint.as_deref().unwrap_or("(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)"),
             service_name = %settings.service_name,

@@ -3,6 +3,7 @@
 //! ([`impl From<OrderError> for Status`](OrderError)).
 
 use std::{sync::Arc, time::Duration};
+use tracing::Instrument;
 
 use mesh::proto::orders::v1::{
     self as proto, orders_server::Orders, CancelOrderRequest, GetOrderRequest, ListOrdersRequest,
@@ -42,14 +43,16 @@ impl Orders for OrdersService {
         // Its own task: if the caller gives up (or its deadline drops this
         // handler), the saga still reaches a consistent stopping point.
         let saga = Arc::clone(&self.saga);
-        let order = tokio::spawn(async move { saga.place(command, budget).await })
-            .await
-            .map_err(|error| {
-                tracing::error!(%error, "the PlaceOrder task failed");
-                Status::internal(
-                    "placing the order failed unexpectedly; retry with the same request_id",
-                )
-            })??;
+        // `in_current_span`: the saga's upstream calls stay in this RPC's trace.
+        let order =
+            tokio::spawn(async move { saga.place(command, budget).await }.in_current_span())
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "the PlaceOrder task failed");
+                    Status::internal(
+                        "placing the order failed unexpectedly; retry with the same request_id",
+                    )
+                })??;
         Ok(Response::new(to_proto(&order)))
     }
 
