@@ -59,7 +59,7 @@ pub struct ServiceArgs {
     pub check_interval_ms: u64,
 
     /// Serve without registering in Consul (standalone).
-    #[arg(long, env = "MESH_NO_CONSUL")]
+    #[arg(long, env = "MESH_NO_CONSUL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_consul: bool,
 
     /// Consul agent connection.

@@ -137,10 +137,84 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
         .is_some_and(|database_error| database_error.is_unique_violation())
 }
 
+/// Whether `error` is worth a retry (the service answers UNAVAILABLE): pool
+/// exhaustion, lost connections, SQLite busy/locked (5, 6, 517), PostgreSQL
+/// serialization failures, deadlocks, shutdowns and connection errors
+/// (40001, 40P01, 57P01, class 08).
+pub fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                "5" | "6" | "517" | "40001" | "40P01" | "57P01"
+            ) || code.starts_with("08")
+        }),
+        _ => false,
+    }
+}
+
 /// Milliseconds since the Unix epoch, for `*_unix_ms` columns.
 pub fn now_unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_and_io_errors_are_transient_others_are_not() {
+        assert!(is_transient(&sqlx::Error::PoolTimedOut));
+        assert!(is_transient(&sqlx::Error::Io(std::io::Error::from(
+            std::io::ErrorKind::ConnectionReset
+        ))));
+        assert!(!is_transient(&sqlx::Error::RowNotFound));
+    }
+
+    #[tokio::test]
+    async fn a_locked_sqlite_database_is_transient() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        sqlx::any::install_default_drivers();
+        let holder = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        let waiter = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&url)
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x BIGINT)")
+            .execute(&holder)
+            .await
+            .unwrap();
+        let mut lock = holder.begin().await.unwrap();
+        sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        // No busy_timeout on this pool: the second writer fails at once.
+        let error = sqlx::query("INSERT INTO t VALUES (2)")
+            .execute(&waiter)
+            .await
+            .unwrap_err();
+        assert!(is_transient(&error), "{error:?}");
+        assert!(!is_unique_violation(&error));
+    }
+
+    #[test]
+    fn the_default_database_is_a_sqlite_file_in_the_data_dir() {
+        let url = database_url("users", None, Path::new("/var/lib/mesh"));
+        assert_eq!(url, "sqlite:///var/lib/mesh/users.db?mode=rwc");
+        assert_eq!(
+            database_url("users", Some("postgres://x/users"), Path::new("/d")),
+            "postgres://x/users"
+        );
+    }
 }

@@ -143,7 +143,7 @@ impl From<StoreError> for Status {
                 tracing::error!(error = %message, "inventory data inconsistent");
                 Status::internal("the inventory data is inconsistent; the error was logged")
             }
-            StoreError::Database(error) if is_transient(&error) => {
+            StoreError::Database(error) if mesh::storage::is_transient(&error) => {
                 tracing::warn!(%error, "inventory database busy or unreachable");
                 Status::unavailable("the inventory database is busy or unreachable; try again")
             }
@@ -153,21 +153,6 @@ impl From<StoreError> for Status {
                 Status::internal("the inventory database failed; the error was logged")
             }
         }
-    }
-}
-
-/// Errors worth a retry: pool exhaustion, lost connections, SQLite busy/locked,
-/// PostgreSQL serialization failures, deadlocks and connection errors.
-fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
-            matches!(
-                code.as_ref(),
-                "5" | "6" | "517" | "40001" | "40P01" | "57P01"
-            ) || code.starts_with("08")
-        }),
-        _ => false,
     }
 }
 

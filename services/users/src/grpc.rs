@@ -76,7 +76,7 @@ impl From<StoreError> for Status {
             StoreError::EmailTaken(email) => {
                 Status::already_exists(format!("a user with email {email} already exists"))
             }
-            StoreError::Database(error) if is_transient(&error) => {
+            StoreError::Database(error) if mesh::storage::is_transient(&error) => {
                 tracing::warn!(%error, "users database busy or unreachable");
                 Status::unavailable("the users database is busy or unreachable; try again")
             }
@@ -86,21 +86,6 @@ impl From<StoreError> for Status {
                 Status::internal("the users database failed; the error was logged")
             }
         }
-    }
-}
-
-/// Errors worth a retry: pool exhaustion, lost connections, SQLite busy/locked,
-/// PostgreSQL serialization failures, deadlocks and connection errors.
-fn is_transient(error: &sqlx::Error) -> bool {
-    match error {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Database(database_error) => database_error.code().is_some_and(|code| {
-            matches!(
-                code.as_ref(),
-                "5" | "6" | "517" | "40001" | "40P01" | "57P01"
-            ) || code.starts_with("08")
-        }),
-        _ => false,
     }
 }
 
