@@ -1,1 +1,87 @@
-fn main() {}
+//! `mesh`: the command line of the mesh.
+//!
+//! - `mesh up`: Consul (found or started), every service as supervised
+//!   processes, demo data, ready-to-paste grpcurl commands;
+//! - `mesh status`: every registered instance and its health, from Consul;
+//! - `mesh bench`: load one RPC through the mesh client, a direct channel or a proxy;
+//! - `mesh serve <service>`: one service in this process (what `mesh up` runs);
+//! - `mesh health ADDR`: a gRPC health check for container healthchecks.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod bench;
+mod consul;
+mod health;
+mod output;
+mod process;
+mod serve;
+mod services;
+mod shop;
+mod signals;
+mod status;
+mod tools;
+mod up;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::Parser;
+
+/// The `mesh` command.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mesh",
+    version,
+    about = "A gRPC service mesh on Consul: run it, watch it, load it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once at start-up: the size of `serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Run Consul (unless one answers) and every service, supervised, with demo data.
+    Up(up::UpArgs),
+    /// Show every registered instance and its health (exit 1 if any is critical).
+    Status(status::StatusArgs),
+    /// Load one RPC and report throughput and latency.
+    Bench(bench::BenchArgs),
+    /// Run one service in this process.
+    Serve(serve::ServeArgs),
+    /// gRPC health check of one server (exit 0 only when SERVING).
+    Health(health::HealthArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mesh: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
+            Command::Health(args) => health::run(args).await,
+        }
+    });
+    // Background tasks (Consul watches, connections) must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("mesh: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

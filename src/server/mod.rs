@@ -68,6 +68,9 @@ pub async fn bind(
     identity: &'static ServiceIdentity,
     args: &ServiceArgs,
 ) -> Result<BoundServer, ServeError> {
+    // First of all, so that a SIGTERM during start-up (migrations) is not
+    // lost: `serve` sees it at once and shuts down cleanly.
+    let signals = shutdown::Signals::install().map_err(ServeError::Signals)?;
     let address = args
         .listen
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], identity.default_port)));
@@ -86,6 +89,7 @@ pub async fn bind(
         listener,
         local_addr,
         metrics,
+        signals,
     })
 }
 
@@ -97,6 +101,7 @@ pub struct BoundServer {
     listener: TcpListener,
     local_addr: SocketAddr,
     metrics: Option<TcpListener>,
+    signals: shutdown::Signals,
 }
 
 impl BoundServer {
@@ -126,9 +131,9 @@ impl BoundServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let mut signals = shutdown::Signals::install().map_err(ServeError::Signals)?;
         let identity = self.identity;
         let instance_id = self.instance_id();
+        let mut signals = self.signals;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
             tonic_reflection::server::Builder::configure()

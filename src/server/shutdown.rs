@@ -5,6 +5,7 @@ use std::fmt;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Installed handlers for the stop signals.
+#[derive(Debug)]
 pub(crate) struct Signals {
     terminate: Signal,
     interrupt: Signal,

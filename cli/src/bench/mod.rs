@@ -1,0 +1,256 @@
+//! `mesh bench`: load one RPC through the mesh client, a direct channel or a
+//! proxy, and report throughput, errors by code and latency percentiles.
+//!
+//! Exit 0 when the run completed (errors are part of the report), 1 when it
+//! could not run (no connection, preparation failed) or no request succeeded.
+
+mod load;
+mod report;
+mod rpc;
+mod via;
+
+use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use mesh::client::Channel;
+use tonic::Code;
+
+use load::{Plan, Stop};
+use report::Report;
+use rpc::{Rpc, TimedCaller};
+use via::Via;
+
+/// Length of a run given neither `--duration` nor `--requests`.
+const DEFAULT_DURATION: Duration = Duration::from_secs(10);
+
+/// `mesh bench` arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct BenchArgs {
+    /// The RPC to load.
+    #[arg(long, value_enum)]
+    rpc: Rpc,
+
+    /// `mesh` (Consul-resolved, balanced, retrying), `direct ADDR` (one plain
+    /// channel to one instance) or `proxy ADDR` (one plain channel to a proxy).
+    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ADDR"], default_value = "mesh")]
+    via: Vec<String>,
+
+    /// Requests in flight at once (one per worker task).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+    concurrency: u16,
+
+    /// How long to send requests: `10s`, `500ms`, `2m` (default 10s).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+    duration: Option<Duration>,
+
+    /// Send exactly this many requests instead of running for a duration.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    requests: Option<u64>,
+
+    /// Cap the rate over all workers: `500/s` (or `500`).
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<f64>,
+
+    /// Deadline of each request.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    timeout: Duration,
+
+    /// Print one JSON object instead of the text report (no progress bar).
+    #[arg(long)]
+    json: bool,
+
+    /// The Consul agent (for `--via mesh`).
+    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR", default_value = discovery::DEFAULT_ADDRESS)]
+    consul_addr: String,
+
+    /// ACL token for Consul.
+    #[arg(
+        long = "consul-token",
+        env = "CONSUL_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    consul_token: Option<String>,
+}
+
+/// Prepares, loads, reports.
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let via = Via::parse(&args.via)?;
+    let rpc = args.rpc;
+    let stop = match (args.requests, args.duration) {
+        (Some(requests), _) => Stop::Requests(requests),
+        (None, duration) => Stop::After(duration.unwrap_or(DEFAULT_DURATION)),
+    };
+    let mesh = || via::mesh_client(&args.consul_addr, args.consul_token.clone());
+
+    let channel: Channel = match &via {
+        Via::Mesh => mesh()?.channel(rpc.service()),
+        Via::Direct(address) | Via::Proxy(address) => via::plain_channel(address).await?,
+    };
+    let fixture = prepare(rpc, &via, &channel, args.requests, mesh).await?;
+
+    let plan = Plan {
+        concurrency: usize::from(args.concurrency),
+        stop,
+        rate: args.rate,
+    };
+    let progress = progress_bar(stop, args.json);
+    if !args.json {
+        eprintln!(
+            "bench {} via {via}: concurrency {}, {}{}",
+            rpc.name(),
+            args.concurrency,
+            match stop {
+                Stop::Requests(n) => format!("{n} requests"),
+                Stop::After(duration) => format!("{duration:?}"),
+            },
+            args.rate
+                .map(|rate| format!(", at most {rate}/s"))
+                .unwrap_or_default()
+        );
+    }
+    let caller = TimedCaller::new(rpc, &fixture, channel, args.timeout);
+    let outcome = load::run(plan, caller, &progress).await;
+    progress.finish_and_clear();
+
+    let report = Report::new(
+        via.label(),
+        via.address().map(str::to_owned),
+        rpc.name(),
+        rpc.service(),
+        plan.concurrency,
+        &outcome,
+    );
+    if args.json {
+        crate::output::print_line(&serde_json::to_string(&report)?);
+    } else {
+        crate::output::print(&report.text());
+    }
+    Ok(if report.ok == 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Prepares through the channel under test; a direct channel to one service
+/// cannot make another's fixtures (UNIMPLEMENTED), so those come through the
+/// mesh instead.
+async fn prepare(
+    rpc: Rpc,
+    via: &Via,
+    channel: &Channel,
+    requests: Option<u64>,
+    mesh: impl Fn() -> anyhow::Result<mesh::client::MeshClient>,
+) -> anyhow::Result<rpc::Fixture> {
+    let failed = |status: tonic::Status| {
+        anyhow::anyhow!(
+            "preparing {} failed: {}: {}",
+            rpc.name(),
+            report::code_name(status.code()),
+            status.message()
+        )
+    };
+    if *via == Via::Mesh {
+        let mesh = mesh()?;
+        return rpc::prepare(rpc, |service| mesh.channel(service), requests)
+            .await
+            .map_err(failed);
+    }
+    match rpc::prepare(rpc, |_| channel.clone(), requests).await {
+        Ok(fixture) => Ok(fixture),
+        Err(status) if status.code() == Code::Unimplemented => {
+            let mesh = mesh()?;
+            eprintln!(
+                "{via} does not serve {}: preparing {} through the mesh (Consul) instead",
+                rpc.preparation_services().join(" and "),
+                rpc.name()
+            );
+            rpc::prepare(rpc, |service| mesh.channel(service), requests)
+                .await
+                .map_err(failed)
+                .context("(the load itself still goes through --via)")
+        }
+        Err(status) => Err(failed(status)),
+    }
+}
+
+/// A bar on stderr, hidden for `--json` or when stderr is not a terminal.
+fn progress_bar(stop: Stop, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (length, template) = match stop {
+        Stop::Requests(requests) => (
+            requests,
+            "{bar:40} {pos}/{len} {msg} ({per_sec}, eta {eta})",
+        ),
+        Stop::After(duration) => (
+            duration.as_millis().try_into().unwrap_or(u64::MAX),
+            "{bar:40} {elapsed_precise} {msg}",
+        ),
+    };
+    let bar = ProgressBar::new(length);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// `10s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
+    };
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(format!("{text:?} must be longer than zero"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))
+}
+
+/// `500/s` or `500`: requests per second, more than zero.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.trim().parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("{text:?} is not a rate like 500/s")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        for bad in ["", "0s", "ten", "5 parsecs", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn parses_rates() {
+        assert_eq!(parse_rate("500/s"), Ok(500.0));
+        assert_eq!(parse_rate("2.5"), Ok(2.5));
+        for bad in ["0/s", "-3", "fast", "inf"] {
+            assert!(parse_rate(bad).is_err(), "{bad:?}");
+        }
+    }
+}

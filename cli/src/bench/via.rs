@@ -1,0 +1,123 @@
+//! `--via`: what the benchmark's requests go through.
+
+use std::{fmt, time::Duration};
+
+use anyhow::{bail, Context as _};
+use mesh::client::{direct, Channel, ClientOptions, MeshClient};
+use tonic::transport::Endpoint;
+
+/// The transport under test.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Via {
+    /// The mesh client: Consul-resolved, p2c/PeakEWMA-balanced, retrying.
+    Mesh,
+    /// One plain tonic channel to one instance: the baseline.
+    Direct(String),
+    /// One plain tonic channel to a proxy (e.g. nginx `grpc_pass`).
+    Proxy(String),
+}
+
+impl Via {
+    /// Parses `--via`'s values: `mesh`, `direct ADDR`, `proxy ADDR` (also
+    /// `direct=ADDR`).
+    pub(crate) fn parse(values: &[String]) -> anyhow::Result<Self> {
+        let words: Vec<&str> = match values {
+            [single] => single.splitn(2, ['=', ' ']).collect(),
+            many => many.iter().map(String::as_str).collect(),
+        };
+        match words.as_slice() {
+            ["mesh"] => Ok(Via::Mesh),
+            ["direct", address] if !address.is_empty() => Ok(Via::Direct((*address).to_owned())),
+            ["proxy", address] if !address.is_empty() => Ok(Via::Proxy((*address).to_owned())),
+            ["direct" | "proxy"] => bail!(
+                "--via {} needs an address: --via {0} 127.0.0.1:50052",
+                words[0]
+            ),
+            _ => bail!("--via takes `mesh`, `direct ADDR` or `proxy ADDR`, not {values:?}"),
+        }
+    }
+
+    /// `mesh`, `direct` or `proxy`.
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            Via::Mesh => "mesh",
+            Via::Direct(_) => "direct",
+            Via::Proxy(_) => "proxy",
+        }
+    }
+
+    /// The address of a direct or proxy run.
+    pub(crate) fn address(&self) -> Option<&str> {
+        match self {
+            Via::Mesh => None,
+            Via::Direct(address) | Via::Proxy(address) => Some(address),
+        }
+    }
+}
+
+impl fmt::Display for Via {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.address() {
+            Some(address) => write!(f, "{} {address}", self.label()),
+            None => f.write_str(self.label()),
+        }
+    }
+}
+
+/// A plain tonic channel to `address`, connected now (so a wrong address
+/// fails before the run, not as thousands of errors).
+pub(crate) async fn plain_channel(address: &str) -> anyhow::Result<Channel> {
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let channel = Endpoint::from_shared(uri)
+        .with_context(|| format!("{address:?} is not an address"))?
+        .connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!(
+                "cannot connect to {address}: {}",
+                crate::process::error_chain(&error)
+            )
+        })?;
+    Ok(direct(channel))
+}
+
+/// A mesh client resolving through the agent at `consul_addr`.
+pub(crate) fn mesh_client(consul_addr: &str, token: Option<String>) -> anyhow::Result<MeshClient> {
+    let consul = discovery::ConsulConfig::new(consul_addr, token)?;
+    Ok(MeshClient::new(consul, ClientOptions::default()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(values: &[&str]) -> anyhow::Result<Via> {
+        Via::parse(&values.iter().map(|v| (*v).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn parses_the_three_forms() {
+        assert_eq!(parse(&["mesh"]).unwrap(), Via::Mesh);
+        assert_eq!(
+            parse(&["direct", "127.0.0.1:1"]).unwrap(),
+            Via::Direct("127.0.0.1:1".into())
+        );
+        assert_eq!(
+            parse(&["direct=127.0.0.1:1"]).unwrap(),
+            Via::Direct("127.0.0.1:1".into())
+        );
+        assert_eq!(
+            parse(&["proxy", "127.0.0.1:8080"]).unwrap().to_string(),
+            "proxy 127.0.0.1:8080"
+        );
+        assert!(parse(&["direct"]).is_err());
+        assert!(parse(&["carrier-pigeon"]).is_err());
+        assert!(parse(&["mesh", "x"]).is_err());
+    }
+}

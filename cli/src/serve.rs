@@ -1,0 +1,51 @@
+//! `mesh serve <service> [flags…]`: one service in this process, exactly as
+//! its own binary runs it (same flags, same lifecycle). `mesh up` starts
+//! every instance this way, so one executable is enough.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+/// `mesh serve` arguments: the service and its own flags.
+#[derive(clap::Args, Debug)]
+pub(crate) struct ServeArgs {
+    #[command(subcommand)]
+    service: ServiceConfig,
+}
+
+/// Each service's own flags (its `Config`), under its Consul name.
+#[derive(clap::Subcommand, Debug)]
+enum ServiceConfig {
+    /// The users service (mesh.users.v1.Users).
+    Users(users::Config),
+    /// The inventory service (mesh.inventory.v1.Inventory).
+    Inventory(inventory::Config),
+    /// The payments service (mesh.payments.v1.Payments).
+    Payments(payments::Config),
+    /// The orders service (mesh.orders.v1.Orders).
+    Orders(orders::Config),
+}
+
+/// Sets up logging and serves until SIGTERM/SIGINT (then drains, exits 0).
+pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (name, result) = match args.service {
+        ServiceConfig::Users(config) => {
+            let _telemetry = mesh::telemetry::init(&users::IDENTITY, &config.service);
+            ("users", users::run(config).await)
+        }
+        ServiceConfig::Inventory(config) => {
+            let _telemetry = mesh::telemetry::init(&inventory::IDENTITY, &config.service);
+            ("inventory", inventory::run(config).await)
+        }
+        ServiceConfig::Payments(config) => {
+            let _telemetry = mesh::telemetry::init(&payments::IDENTITY, &config.service);
+            ("payments", payments::run(config).await)
+        }
+        ServiceConfig::Orders(config) => {
+            let _telemetry = mesh::telemetry::init(&orders::IDENTITY, &config.service);
+            ("orders", orders::run(config).await)
+        }
+    };
+    result.with_context(|| format!("{name} stopped"))?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,216 @@
+//! What `mesh up` prints once everything passes: where the UI is, every
+//! instance, grpcurl commands to paste, where the logs are.
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Duration};
+
+use super::{
+    plan::InstancePlan,
+    seed::{Demo, DEMO_STOCK},
+};
+use crate::{consul::model::HealthEntry, services, tools};
+
+/// Everything the banner shows.
+#[derive(Debug)]
+pub(crate) struct Banner<'a> {
+    /// `host:port` of the Consul agent.
+    pub(crate) consul_addr: &'a str,
+    /// Whether `mesh up` started that agent.
+    pub(crate) consul_started: bool,
+    /// The instances, in plan order.
+    pub(crate) plan: &'a [InstancePlan],
+    /// Their passing entries, by service ID.
+    pub(crate) passing: &'a BTreeMap<String, HealthEntry>,
+    /// Current pids by name (`consul`, `users-1`…).
+    pub(crate) pids: &'a BTreeMap<String, u32>,
+    /// The demo data, when seeded.
+    pub(crate) demo: Option<&'a Demo>,
+    /// The logs folder as the user gave it.
+    pub(crate) logs_dir: &'a Path,
+    /// The pid file.
+    pub(crate) pid_file: &'a Path,
+    /// How long it took to get here.
+    pub(crate) elapsed: Duration,
+}
+
+impl Banner<'_> {
+    /// The text to print.
+    pub(crate) fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nmesh is up: {} instances passing in Consul after {:.1} s\n",
+            self.plan.len(),
+            self.elapsed.as_secs_f64()
+        );
+        let _ = writeln!(out, "Consul UI: http://{}/ui/", self.consul_addr);
+        if !self.consul_started {
+            let _ = writeln!(
+                out,
+                "           (an agent that was already running; left running on exit)"
+            );
+        }
+        let _ = writeln!(out);
+        self.render_instances(&mut out);
+        self.render_demo(&mut out);
+        self.render_commands(&mut out);
+        let _ = writeln!(
+            out,
+            "Logs: {}/ (consul.log when started here, <service>-<n>.log); pids: {}",
+            self.logs_dir.display(),
+            self.pid_file.display()
+        );
+        let _ = writeln!(
+            out,
+            "Ctrl-C stops every instance (drained) and Consul if started here."
+        );
+        out
+    }
+
+    fn address_of(&self, instance: &InstancePlan) -> String {
+        self.passing.get(&instance.id()).map_or_else(
+            || format!("127.0.0.1:{}", instance.port),
+            HealthEntry::socket_address,
+        )
+    }
+
+    fn render_instances(&self, out: &mut String) {
+        let mut rows: Vec<[String; 4]> = vec![[
+            "INSTANCE".into(),
+            "ADDRESS".into(),
+            "PID".into(),
+            "LOG".into(),
+        ]];
+        if let Some(pid) = self.pids.get("consul") {
+            rows.push([
+                "consul".into(),
+                self.consul_addr.to_owned(),
+                pid.to_string(),
+                self.logs_dir.join("consul.log").display().to_string(),
+            ]);
+        }
+        for instance in self.plan {
+            let id = instance.id();
+            rows.push([
+                id.clone(),
+                self.address_of(instance),
+                self.pids.get(&id).map(u32::to_string).unwrap_or_default(),
+                self.logs_dir
+                    .join(format!("{id}.log"))
+                    .display()
+                    .to_string(),
+            ]);
+        }
+        let widths: Vec<usize> = (0..4)
+            .map(|column| rows.iter().map(|row| row[column].len()).max().unwrap_or(0))
+            .collect();
+        for row in rows {
+            let _ = writeln!(
+                out,
+                "  {:<w0$}  {:<w1$}  {:<w2$}  {}",
+                row[0],
+                row[1],
+                row[2],
+                row[3],
+                w0 = widths[0],
+                w1 = widths[1],
+                w2 = widths[2]
+            );
+        }
+        let _ = writeln!(out);
+    }
+
+    fn render_demo(&self, out: &mut String) {
+        let Some(demo) = self.demo else {
+            return;
+        };
+        let stock: Vec<String> = demo
+            .stock
+            .iter()
+            .map(|(item, added)| {
+                format!(
+                    "{} {} available{}",
+                    item.sku,
+                    item.available,
+                    if *added { " (added now)" } else { "" }
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "Demo data: user {} (user_id {}); {}\n",
+            demo.user.email,
+            demo.user.user_id,
+            stock.join(", ")
+        );
+    }
+
+    fn render_commands(&self, out: &mut String) {
+        let grpcurl = format!("{} -plaintext", tools::grpcurl_command());
+        let user_id = self
+            .demo
+            .map_or("<user id>", |demo| demo.user.user_id.as_str());
+        let sku = DEMO_STOCK[0].0;
+        let _ = writeln!(
+            out,
+            "Try it (every service has reflection; instance 1 of each):"
+        );
+        for service in services::ALL {
+            let Some(instance) = self.plan.iter().find(|i| i.service == service) else {
+                continue;
+            };
+            let address = self.address_of(instance);
+            let method = |name: &str| format!("{}/{name}", service.grpc_service);
+            let _ = writeln!(out, "  # {}", service.name);
+            let _ = writeln!(out, "  {grpcurl} {address} list {}", service.grpc_service);
+            let call = match service.name {
+                "users" => Some((format!(r#"{{"user_id":"{user_id}"}}"#), method("GetUser"))),
+                "inventory" => Some((format!(r#"{{"sku":"{sku}"}}"#), method("GetItem"))),
+                "payments" => Some((
+                    r#"{"payment_id":"no-such-payment"}"#.to_owned(),
+                    method("GetPayment"),
+                )),
+                "orders" => Some((
+                    format!(
+                        r#"{{"request_id":"{}","user_id":"{user_id}","items":[{{"sku":"{sku}","quantity":1}}]}}"#,
+                        uuid::Uuid::new_v4()
+                    ),
+                    method("PlaceOrder"),
+                )),
+                _ => None,
+            };
+            if let Some((body, method)) = call {
+                let _ = writeln!(out, "  {grpcurl} -d '{body}' {address} {method}");
+            }
+        }
+        let mesh = mesh_command();
+        let consul = if self.consul_addr == discovery::DEFAULT_ADDRESS {
+            String::new()
+        } else {
+            format!(" --consul-addr {}", self.consul_addr)
+        };
+        let _ = writeln!(out, "  # the whole mesh");
+        let _ = writeln!(out, "  {mesh} status{consul}");
+        let _ = writeln!(
+            out,
+            "  {mesh} bench --rpc place-order --duration 10s{consul}\n"
+        );
+    }
+}
+
+/// How to run this program again: `mesh` when that is what `PATH` finds,
+/// else its full path.
+fn mesh_command() -> String {
+    let current = std::env::current_exe().ok();
+    match (tools::on_path("mesh"), current) {
+        (Some(found), Some(current)) if same_file(&found, &current) => "mesh".to_owned(),
+        (_, Some(current)) => current.display().to_string(),
+        (_, None) => "mesh".to_owned(),
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}

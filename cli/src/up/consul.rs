@@ -1,0 +1,64 @@
+//! Consul for `mesh up`: the agent at the configured address if one answers,
+//! else a dev agent of our own on that (loopback) address.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+
+use super::console::say;
+use crate::{
+    consul::{ApiError, ConsulApi, DevAgent},
+    tools,
+};
+
+/// How long an answering agent may take to have a leader.
+const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether an agent answers at the configured address.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Found {
+    /// It answers and has a leader: use it.
+    Running,
+    /// Nothing listens there (loopback only): start our own.
+    Absent,
+}
+
+/// Asks `GET /v1/status/leader`. An agent without a leader yet gets 30 s.
+pub(crate) async fn probe(api: &ConsulApi) -> anyhow::Result<Found> {
+    let deadline = Instant::now() + LEADER_TIMEOUT;
+    loop {
+        match api.leader().await {
+            Ok(leader) if !leader.is_empty() => return Ok(Found::Running),
+            Ok(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Ok(_) => bail!(
+                "the Consul agent at {} has no leader after {LEADER_TIMEOUT:?}",
+                api.address()
+            ),
+            Err(ApiError::Unreachable { .. }) if api.is_loopback() => return Ok(Found::Absent),
+            Err(error @ ApiError::Unreachable { .. }) => bail!(
+                "{error}. `mesh up` starts an agent of its own only on this machine's loopback: \
+                 start that agent, or point CONSUL_HTTP_ADDR (--consul-addr) at 127.0.0.1:<port>"
+            ),
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Finds (or installs) `consul` and starts a dev agent on `api`'s port.
+pub(crate) async fn start(api: &ConsulApi, log: &Path) -> anyhow::Result<DevAgent> {
+    let program = tools::consul().await?;
+    let agent = DevAgent::spawn(&program, api.port(), log)?;
+    say(format!(
+        "consul: no agent answered at {}; started a dev agent there (pid {}, {}, log {})",
+        api.address(),
+        agent.pid().unwrap_or_default(),
+        program.display(),
+        log.display()
+    ));
+    Ok(agent)
+}

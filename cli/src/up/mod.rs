@@ -1,0 +1,344 @@
+//! `mesh up`: the whole mesh on this machine, supervised (ADR 0005).
+//!
+//! 1. Consul: the agent at `CONSUL_HTTP_ADDR` if it answers, else a dev agent
+//!    started here (installing `consul` with `scripts/install-tools` if needed);
+//! 2. every instance as its own `mesh serve <service>` process, restarted with
+//!    backoff when it crashes;
+//! 3. wait until Consul reports all of them passing, seed demo data through
+//!    the mesh client, print where everything is;
+//! 4. on SIGINT/SIGTERM/SIGHUP: SIGTERM every instance, wait for their drain
+//!    (+5 s), SIGKILL what is left, stop the agent if we started it, exit 0.
+//!    A second signal skips the wait.
+
+mod backoff;
+mod banner;
+mod console;
+mod consul;
+mod pids;
+mod plan;
+mod ready;
+mod seed;
+mod supervisor;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use mesh::client::{ClientOptions, MeshClient};
+
+use self::{
+    console::say,
+    pids::PidFile,
+    plan::{InstanceCounts, PortMode},
+    supervisor::{Settings, Supervisor},
+};
+use crate::{
+    consul::{ConsulApi, DevAgent},
+    signals::{StopSignal, StopSignals},
+};
+
+/// `mesh up` arguments.
+#[derive(clap::Args, Debug)]
+pub(crate) struct UpArgs {
+    /// Instances per service, e.g. `users=3,orders=1` (others: 2), or one
+    /// count for all (`1`).
+    #[arg(long, default_value = "2")]
+    instances: InstanceCounts,
+
+    /// The Consul agent; when nothing answers there (on loopback), a dev
+    /// agent is started on that port.
+    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR", default_value = discovery::DEFAULT_ADDRESS)]
+    consul_addr: String,
+
+    /// ACL token for Consul (passed to the instances in their environment).
+    #[arg(
+        long = "consul-token",
+        env = "CONSUL_HTTP_TOKEN",
+        hide_env_values = true
+    )]
+    consul_token: Option<String>,
+
+    /// Folder for the databases (`data/`), logs (`logs/`) and the pid file.
+    #[arg(long, default_value = ".mesh")]
+    state_dir: PathBuf,
+
+    /// Port of users' instance 1; inventory, payments and orders take the next
+    /// three (with `--ports fixed`).
+    #[arg(long, default_value_t = crate::services::FIRST_PORT)]
+    base_port: u16,
+
+    /// `fixed`: instance 1 of each service on its well-known port, others on
+    /// free ports. `dynamic`: every instance on a free port (Consul knows
+    /// them), so nothing collides with another mesh.
+    #[arg(long, value_enum, default_value_t = PortMode::Fixed)]
+    ports: PortMode,
+
+    /// Do not create the demo user and stock.
+    #[arg(long)]
+    no_seed: bool,
+
+    /// How long a stopping instance keeps serving after deregistering.
+    #[arg(long, default_value_t = 2000)]
+    drain_ms: u64,
+
+    /// How long to wait for every instance to pass in Consul, in seconds.
+    #[arg(long, default_value_t = 90)]
+    ready_timeout_secs: u64,
+}
+
+/// What has been started and must be stopped, whatever happens.
+#[derive(Debug, Default)]
+struct Running {
+    agent: Option<DevAgent>,
+    supervisor: Option<Supervisor>,
+    /// The agent the instances register with, and their service IDs.
+    registrations: Option<(ConsulApi, Vec<String>)>,
+}
+
+/// Runs the mesh until a stop signal; exit 0 after a clean stop, 1 when it
+/// could not come up (everything started is stopped in both cases).
+pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    let mut signals = StopSignals::install().context("cannot install signal handlers")?;
+    let plan = plan::instances(&args.instances, args.ports, args.base_port)?;
+    let shown_state_dir = args.state_dir.clone();
+    for folder in ["data", "logs"] {
+        let path = args.state_dir.join(folder);
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    let state_dir = args
+        .state_dir
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", args.state_dir.display()))?;
+    let pids = Arc::new(PidFile::claim(&state_dir)?);
+
+    let mut running = Running::default();
+    let outcome = drive(
+        &args,
+        plan,
+        &state_dir,
+        &shown_state_dir,
+        &pids,
+        &mut signals,
+        &mut running,
+    )
+    .await;
+    if let Err(error) = &outcome {
+        eprintln!("mesh up: {error:#}");
+    }
+    teardown(running, &pids, &mut signals).await;
+    pids.delete();
+    Ok(match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::FAILURE,
+    })
+}
+
+/// Everything up to the stop signal. Whatever it started is in `running`.
+async fn drive(
+    args: &UpArgs,
+    plan: Vec<plan::InstancePlan>,
+    state_dir: &Path,
+    shown_state_dir: &Path,
+    pids: &Arc<PidFile>,
+    signals: &mut StopSignals,
+    running: &mut Running,
+) -> anyhow::Result<()> {
+    let started_at = Instant::now();
+    let api = ConsulApi::new(&args.consul_addr, args.consul_token.as_deref())?;
+
+    // 1. Consul.
+    let found = tokio::select! {
+        found = consul::probe(&api) => found?,
+        signal = signals.recv() => return stopped_early(signal),
+    };
+    if found == consul::Found::Absent {
+        let agent = running
+            .agent
+            .insert(consul::start(&api, &state_dir.join("logs/consul.log")).await?);
+        if let Some(pid) = agent.pid() {
+            pids.set("consul", pid);
+        }
+        tokio::select! {
+            ready = agent.wait_leader(&api) => ready?,
+            signal = signals.recv() => return stopped_early(signal),
+        }
+    } else {
+        say(format!("consul: using the agent at {}", api.address()));
+    }
+
+    // 2. The instances.
+    plan::check_ports_free(&plan)?;
+    let settings = Settings {
+        program: std::env::current_exe().context("cannot find this executable")?,
+        data_dir: state_dir.join("data"),
+        logs_dir: state_dir.join("logs"),
+        consul_addr: api.address().to_owned(),
+        consul_token: args.consul_token.clone().filter(|token| !token.is_empty()),
+        drain: Duration::from_millis(args.drain_ms),
+    };
+    say(format!(
+        "starting {} instances ({}), logs in {}",
+        plan.len(),
+        args.instances,
+        shown_state_dir.join("logs").display()
+    ));
+    let plan_for_banner = plan.clone();
+    running.registrations = Some((
+        api.clone(),
+        plan.iter().map(plan::InstancePlan::id).collect(),
+    ));
+    running.supervisor = Some(Supervisor::start(settings.clone(), plan, Arc::clone(pids)));
+
+    // 3. Ready, seeded, announced.
+    let bring_up = async {
+        let timeout = Duration::from_secs(args.ready_timeout_secs);
+        let passing = match ready::wait_passing(&api, &plan_for_banner, timeout).await {
+            Ok(passing) => passing,
+            Err(not_ready) => {
+                for id in &not_ready.missing {
+                    let log = settings.logs_dir.join(format!("{id}.log"));
+                    eprintln!(
+                        "---- the end of {} ----\n{}",
+                        log.display(),
+                        crate::process::log_tail(&log, 10)
+                    );
+                }
+                return Err(anyhow::Error::from(not_ready));
+            }
+        };
+        let demo = if args.no_seed {
+            None
+        } else {
+            let consul = discovery::ConsulConfig::new(api.address(), args.consul_token.clone())?;
+            let mesh = MeshClient::new(consul, ClientOptions::default());
+            match seed::seed(&mesh).await {
+                Ok(demo) => Some(demo),
+                Err(error) => {
+                    say(format!("warning: could not seed the demo data: {error:#}"));
+                    None
+                }
+            }
+        };
+        let pid_snapshot = pids.snapshot();
+        let banner = banner::Banner {
+            consul_addr: api.address(),
+            consul_started: running.agent.is_some(),
+            plan: &plan_for_banner,
+            passing: &passing,
+            pids: &pid_snapshot,
+            demo: demo.as_ref(),
+            logs_dir: &shown_state_dir.join("logs"),
+            pid_file: &shown_state_dir.join("pids"),
+            elapsed: started_at.elapsed(),
+        };
+        say(banner.render());
+        anyhow::Ok(())
+    };
+    tokio::select! {
+        result = bring_up => result?,
+        signal = signals.recv() => return stopped_early(signal),
+    }
+
+    // 4. Supervise until asked to stop.
+    let signal = signals.recv().await;
+    say(format!("\n{signal}: stopping"));
+    Ok(())
+}
+
+fn stopped_early(signal: StopSignal) -> anyhow::Result<()> {
+    say(format!("{signal} while starting: stopping"));
+    Ok(())
+}
+
+/// Stops the instances (a further signal SIGKILLs them at once), then the
+/// agent if we started it.
+async fn teardown(running: Running, pids: &PidFile, signals: &mut StopSignals) {
+    if let Some(supervisor) = running.supervisor {
+        let kill_switch = supervisor.kill_switch();
+        let stopping = supervisor.stop();
+        tokio::pin!(stopping);
+        let stopped = loop {
+            tokio::select! {
+                stopped = &mut stopping => break stopped,
+                signal = signals.recv() => {
+                    say(format!("{signal} again: killing every instance now"));
+                    kill_switch.kill();
+                }
+            }
+        };
+        let killed: Vec<&str> = stopped
+            .iter()
+            .filter(|s| s.killed)
+            .map(|s| s.id.as_str())
+            .collect();
+        let unclean: Vec<String> = stopped
+            .iter()
+            .filter(|s| !s.killed)
+            .filter_map(|s| {
+                let status = s.status?;
+                (!status.success())
+                    .then(|| format!("{} ({})", s.id, crate::process::describe(status)))
+            })
+            .collect();
+        say(format!(
+            "stopped {} instance(s){}{}",
+            stopped.len(),
+            if killed.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; SIGKILLed (grace period over, or a second signal): {}",
+                    killed.join(", ")
+                )
+            },
+            if unclean.is_empty() {
+                String::new()
+            } else {
+                format!("; exited with an error: {}", unclean.join(", "))
+            }
+        ));
+    }
+    if let (None, Some((api, ids))) = (&running.agent, &running.registrations) {
+        remove_leftover_registrations(api, ids).await;
+    }
+    if let Some(agent) = running.agent {
+        match agent.stop().await {
+            Ok(false) => say("consul: stopped"),
+            Ok(true) => say("consul: SIGKILLed (it did not stop within 10 s of SIGTERM)"),
+            Err(error) => eprintln!("consul: could not be stopped cleanly: {error}"),
+        }
+        pids.remove("consul");
+    }
+}
+
+/// An instance stopped before it could deregister (killed after the grace
+/// period, or stopped while starting, before its signal handlers were
+/// installed) leaves its registration behind; in an agent we did not start
+/// (and so do not stop), remove those of our instances.
+async fn remove_leftover_registrations(api: &ConsulApi, ids: &[String]) {
+    let registered = match api.agent_service_ids().await {
+        Ok(registered) => registered,
+        Err(error) => {
+            eprintln!("consul: cannot check for leftover registrations: {error}");
+            return;
+        }
+    };
+    let mut removed = Vec::new();
+    for id in ids.iter().filter(|id| registered.contains(id)) {
+        match api.deregister(id).await {
+            Ok(()) => removed.push(id.as_str()),
+            Err(error) => eprintln!("consul: cannot deregister {id}: {error}"),
+        }
+    }
+    if !removed.is_empty() {
+        say(format!(
+            "consul: removed registrations left by stopped instances: {}",
+            removed.join(", ")
+        ));
+    }
+}

@@ -1,0 +1,168 @@
+//! `mesh bench`: the report counts what the servers did — 300 AddStock of one
+//! unit grow BENCH-ADD by exactly 300, directly and through the mesh.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{mesh, stderr, stdout};
+use testkit::{grpcurl, ConsulAgent, ServiceOptions, ServiceProcess};
+
+/// BENCH-ADD's available units, read with grpcurl (0 when unknown).
+fn bench_add_stock(address: &str) -> i64 {
+    let item = grpcurl(&[
+        "-d",
+        r#"{"sku":"BENCH-ADD"}"#,
+        address,
+        "mesh.inventory.v1.Inventory/GetItem",
+    ]);
+    if !item.success {
+        assert!(item.stderr.contains("NotFound"), "{item:?}");
+        return 0;
+    }
+    let json = item.json();
+    json["available"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .or_else(|| json["available"].as_i64())
+        .unwrap_or_else(|| panic!("no available count: {json}"))
+}
+
+/// Runs the bench and returns its JSON report, checking the stable fields.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let output = mesh(args);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim())
+        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {}", stdout(&output)));
+    for field in [
+        "via",
+        "rpc",
+        "concurrency",
+        "requests",
+        "ok",
+        "errors",
+        "duration_s",
+        "rps",
+    ] {
+        assert!(!report[field].is_null(), "no {field}: {report}");
+    }
+    for field in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(
+            report["latency_us"][field].as_u64().is_some(),
+            "no latency {field}: {report}"
+        );
+    }
+    report
+}
+
+fn assert_300_ok(report: &serde_json::Value, via: &str) {
+    assert_eq!(report["via"], via, "{report}");
+    assert_eq!(report["rpc"], "add-stock", "{report}");
+    assert_eq!(report["concurrency"], 8, "{report}");
+    assert_eq!(report["requests"], 300, "{report}");
+    assert_eq!(report["ok"], 300, "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    assert!(report["latency_us"]["p50"].as_u64() <= report["latency_us"]["max"].as_u64());
+}
+
+#[test]
+fn bench_direct_add_stock_counts_exactly_300_on_the_server() {
+    let inventory = ServiceProcess::start("inventory", ServiceOptions::default());
+    let address = inventory.addr();
+    let before = bench_add_stock(&address);
+    let report = bench_json(&[
+        "bench",
+        "--rpc",
+        "add-stock",
+        "--requests",
+        "300",
+        "--concurrency",
+        "8",
+        "--via",
+        "direct",
+        &address,
+        "--json",
+    ]);
+    assert_300_ok(&report, "direct");
+    assert_eq!(report["address"], address.as_str());
+    assert_eq!(bench_add_stock(&address) - before, 300);
+}
+
+#[test]
+fn bench_through_the_mesh_spreads_300_add_stock_over_two_instances_exactly() {
+    let agent = ConsulAgent::start();
+    let data = tempfile::tempdir().expect("temp dir");
+    let options = |instance: &str| ServiceOptions {
+        consul: Some(agent.http_addr()),
+        data_dir: Some(data.path().to_owned()),
+        instance_id: Some(instance.to_owned()),
+        args: vec!["--check-interval-ms".into(), "500".into()],
+        ..ServiceOptions::default()
+    };
+    let first = ServiceProcess::start("inventory", options("a"));
+    let _second = ServiceProcess::start("inventory", options("b"));
+    agent.wait_passing("inventory", 2, Duration::from_secs(30));
+    let before = bench_add_stock(&first.addr());
+
+    let consul = agent.http_addr();
+    let report = bench_json(&[
+        "bench",
+        "--rpc",
+        "add-stock",
+        "--requests",
+        "300",
+        "--concurrency",
+        "8",
+        "--via",
+        "mesh",
+        "--consul-addr",
+        &consul,
+        "--json",
+    ]);
+    assert_300_ok(&report, "mesh");
+    // Both instances share one database: either one shows the total.
+    assert_eq!(bench_add_stock(&first.addr()) - before, 300);
+}
+
+#[test]
+fn bench_prints_a_text_report_for_a_paced_timed_run() {
+    let inventory = ServiceProcess::start("inventory", ServiceOptions::default());
+    let address = inventory.addr();
+    let output = mesh(&[
+        "bench",
+        "--rpc",
+        "get-item",
+        "--duration",
+        "1s",
+        "--rate",
+        "200/s",
+        "--concurrency",
+        "4",
+        "--via",
+        "direct",
+        &address,
+    ]);
+    let text = stdout(&output);
+    assert!(output.status.success(), "{text}{}", stderr(&output));
+    assert!(text.contains("get-item (inventory) via direct"), "{text}");
+    assert!(
+        text.contains("latency µs") && text.contains("p99.9"),
+        "{text}"
+    );
+    // 200/s for 1 s: about 200 requests, and never far more.
+    let requests: u64 = text
+        .split_whitespace()
+        .skip_while(|word| *word != "requests")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no request count: {text}"));
+    assert!(
+        (150..=205).contains(&requests),
+        "{requests} requests at 200/s for 1 s:\n{text}"
+    );
+}

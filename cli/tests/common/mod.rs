@@ -1,0 +1,149 @@
+//! What the CLI's tests share: running `mesh`, reading what it printed,
+//! checking processes. Processes and waits come from testkit.
+#![allow(dead_code)] // each test file uses a part
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use nix::{sys::signal::kill, unistd::Pid};
+use testkit::{binary, output_within, ChildGuard};
+
+/// The four services, as `mesh up` runs them.
+pub const SERVICES: [&str; 4] = ["users", "inventory", "payments", "orders"];
+
+/// `mesh <args>` with `env` added, to completion (bounded).
+pub fn mesh_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(binary("mesh"));
+    command.args(args);
+    command
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("CONSUL_HTTP_TOKEN");
+    command.envs(env.iter().copied());
+    output_within(command, Duration::from_secs(90))
+}
+
+/// `mesh <args>` to completion (bounded).
+pub fn mesh(args: &[&str]) -> Output {
+    mesh_env(args, &[])
+}
+
+/// Standard output as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Whether a process with this pid exists (an unreaped zombie counts).
+pub fn alive(pid: u32) -> bool {
+    kill(Pid::from_raw(pid as i32), None).is_ok()
+}
+
+/// `<state-dir>/pids` as written by `mesh up`.
+pub fn pids(state_dir: &Path) -> BTreeMap<String, u32> {
+    std::fs::read_to_string(state_dir.join("pids"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let (name, pid) = line.split_once(' ')?;
+            Some((name.to_owned(), pid.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// A `mesh up` in the background. Dropped while it runs (a failing test), it
+/// is asked to stop (SIGINT) and, should that not work, it and the processes
+/// its pid file lists are SIGKILLed, so a failed test leaves nothing behind.
+pub struct Up {
+    /// The `mesh up` process.
+    pub child: ChildGuard,
+    state_dir: std::path::PathBuf,
+}
+
+impl Up {
+    /// Its output so far.
+    pub fn log(&self) -> String {
+        self.child.log()
+    }
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        if !self.child.is_running() {
+            return;
+        }
+        let listed = pids(&self.state_dir);
+        self.child.signal(nix::sys::signal::Signal::SIGINT);
+        if self.child.wait(Duration::from_secs(20)).is_none() {
+            self.child.kill();
+        }
+        for (name, pid) in listed {
+            let ours = match name.as_str() {
+                "up" => false,
+                "consul" => cmdline(pid).iter().any(|arg| arg == "agent"),
+                _ => cmdline(pid).iter().any(|arg| arg == "serve"),
+            };
+            if ours {
+                let _ = kill(Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+}
+
+/// A process's arguments.
+pub fn cmdline(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|byte| *byte == 0)
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect()
+}
+
+/// Starts `mesh up <args>` in the background (output to a fresh
+/// `<state-dir>/up-<n>.log`, so that each run's output stands alone).
+pub fn spawn_up(state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
+    let mut command = Command::new(binary("mesh"));
+    command
+        .arg("up")
+        .arg("--state-dir")
+        .arg(state_dir)
+        .args(args)
+        .env_remove("CONSUL_HTTP_ADDR")
+        .env_remove("CONSUL_HTTP_TOKEN")
+        .envs(env.iter().copied());
+    std::fs::create_dir_all(state_dir).expect("state dir");
+    Up {
+        child: ChildGuard::spawn("mesh up", command, &fresh_log(state_dir)),
+        state_dir: state_dir.to_owned(),
+    }
+}
+
+/// Waits until `mesh up` prints `text`; panics with its output if it exits first.
+pub fn wait_for_output(up: &mut Up, text: &str, timeout: Duration) {
+    testkit::wait_until(&format!("`mesh up` to print {text:?}"), timeout, || {
+        if up.child.log().contains(text) {
+            return Some(());
+        }
+        assert!(
+            up.child.is_running(),
+            "`mesh up` exited early:\n{}",
+            up.child.log()
+        );
+        None
+    });
+}
+
+/// `<dir>/up-<n>.log` for the first `n` not taken.
+fn fresh_log(dir: &Path) -> std::path::PathBuf {
+    (1..)
+        .map(|n| dir.join(format!("up-{n}.log")))
+        .find(|path| !path.exists())
+        .expect("a free log name")
+}

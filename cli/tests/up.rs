@@ -1,0 +1,280 @@
+//! `mesh up`: the whole mesh as real processes — every service passing in
+//! Consul and answering grpcurl, demo data seeded once, a crashed instance
+//! restarted, and on SIGINT a clean stop with nothing left behind.
+
+mod common;
+
+use std::{net::TcpStream, time::Duration};
+
+use common::{alive, pids, spawn_up, wait_for_output, SERVICES};
+use nix::{
+    sys::signal::{kill, Signal},
+    unistd::Pid,
+};
+use testkit::{free_port, grpcurl, wait_until, ConsulAgent};
+
+/// `mesh up` prints this once everything passes and the demo data is in.
+const READY_LINE: &str = "mesh is up";
+/// Four services from cold start (the dev build, two cores shared).
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// SIGINT to exit: drain 300 ms + Consul deregistration, generously.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// 1 instance each on free ports, short drain.
+const LIGHT: [&str; 6] = [
+    "--instances",
+    "1",
+    "--ports",
+    "dynamic",
+    "--drain-ms",
+    "300",
+];
+
+/// `127.0.0.1:<port>` of `service`'s passing instance, from Consul.
+fn address(agent: &ConsulAgent, service: &str) -> String {
+    let entries = agent.get_json(&format!("/v1/health/service/{service}?passing"));
+    let port = entries[0]["Service"]["Port"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no passing {service}: {entries}"));
+    format!("127.0.0.1:{port}")
+}
+
+fn demo_user_id(agent: &ConsulAgent) -> (String, usize) {
+    let users = grpcurl(&[
+        "-d",
+        r#"{"page_size":1000}"#,
+        &address(agent, "users"),
+        "mesh.users.v1.Users/ListUsers",
+    ]);
+    assert!(users.success, "{users:?}");
+    let json = users.json();
+    let demo: Vec<&serde_json::Value> = json["users"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|user| user["email"] == "demo@example.com")
+        .collect();
+    assert!(!demo.is_empty(), "no demo user: {json}");
+    (
+        demo[0]["userId"].as_str().expect("userId").to_owned(),
+        demo.len(),
+    )
+}
+
+fn widget_available(agent: &ConsulAgent) -> i64 {
+    let item = grpcurl(&[
+        "-d",
+        r#"{"sku":"WIDGET-1"}"#,
+        &address(agent, "inventory"),
+        "mesh.inventory.v1.Inventory/GetItem",
+    ]);
+    assert!(item.success, "{item:?}");
+    item.json()["available"]
+        .as_str()
+        .and_then(|n| n.parse().ok())
+        .or_else(|| item.json()["available"].as_i64())
+        .unwrap_or(0)
+}
+
+#[test]
+fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseeding() {
+    let agent = ConsulAgent::start();
+    let state = tempfile::tempdir().expect("temp dir");
+    let consul = agent.http_addr();
+    let mut args = vec!["--consul-addr", consul.as_str()];
+    args.extend(LIGHT);
+
+    let started = std::time::Instant::now();
+    let mut up = spawn_up(state.path(), &args, &[]);
+    wait_for_output(&mut up, READY_LINE, READY_TIMEOUT);
+    eprintln!("mesh up: ready after {:?}", started.elapsed());
+
+    // Every service passes in Consul, with the instance ids mesh up gives.
+    for service in SERVICES {
+        assert_eq!(
+            agent.passing_ids(service),
+            [format!("{service}-1")],
+            "{}",
+            up.log()
+        );
+    }
+    // It used the agent it was given, and did not start one.
+    let first_pids = pids(state.path());
+    assert!(!first_pids.contains_key("consul"), "{first_pids:?}");
+    for service in SERVICES {
+        let pid = first_pids[&format!("{service}-1")];
+        assert!(alive(pid), "{service}-1 (pid {pid}) is not running");
+    }
+    assert!(
+        up.log().contains("grpcurl"),
+        "no grpcurl commands printed:\n{}",
+        up.log()
+    );
+
+    // Each service answers grpcurl; the demo data is there.
+    let (user_id, demo_users) = demo_user_id(&agent);
+    assert_eq!(demo_users, 1);
+    assert!(
+        up.log().contains(&user_id),
+        "the demo user id is not in the printed commands"
+    );
+    assert_eq!(widget_available(&agent), 100);
+    let payment = grpcurl(&[
+        "-d",
+        r#"{"payment_id":"no-such-payment"}"#,
+        &address(&agent, "payments"),
+        "mesh.payments.v1.Payments/GetPayment",
+    ]);
+    assert!(
+        !payment.success && payment.stderr.contains("NotFound"),
+        "{payment:?}"
+    );
+    let list_orders = format!(r#"{{"user_id":"{user_id}"}}"#);
+    let orders = grpcurl(&[
+        "-d",
+        &list_orders,
+        &address(&agent, "orders"),
+        "mesh.orders.v1.Orders/ListOrders",
+    ]);
+    assert!(orders.success, "{orders:?}");
+    // orders reaches users, inventory and payments through the mesh.
+    let place = format!(
+        r#"{{"request_id":"up-test-1","user_id":"{user_id}","items":[{{"sku":"WIDGET-1","quantity":1}}]}}"#
+    );
+    let order = grpcurl(&[
+        "-d",
+        &place,
+        &address(&agent, "orders"),
+        "mesh.orders.v1.Orders/PlaceOrder",
+    ]);
+    assert!(order.success, "{order:?}");
+    assert_eq!(
+        order.json()["status"],
+        "ORDER_STATUS_CONFIRMED",
+        "{order:?}"
+    );
+    assert_eq!(widget_available(&agent), 99);
+
+    // A crashed instance is restarted (new pid, passing again).
+    let old_payments = address(&agent, "payments");
+    let crashed = first_pids["payments-1"];
+    kill(Pid::from_raw(crashed as i32), Signal::SIGKILL).expect("SIGKILL payments-1");
+    let restarted = wait_until("payments-1 restarted", Duration::from_secs(30), || {
+        let pid = *pids(state.path()).get("payments-1")?;
+        (pid != crashed && up.log().contains("restarted payments-1")).then_some(pid)
+    });
+    // Passing again: the new process (a new port) has registered.
+    wait_until(
+        "the restarted payments-1 to pass in Consul",
+        Duration::from_secs(30),
+        || {
+            let now = agent.get_json("/v1/health/service/payments?passing");
+            let port = now[0]["Service"]["Port"].as_u64()?;
+            (format!("127.0.0.1:{port}") != old_payments).then_some(())
+        },
+    );
+    assert!(!alive(crashed), "the crashed payments-1 was not reaped");
+
+    // SIGINT: exit 0, every process gone, every registration gone.
+    up.child.signal(Signal::SIGINT);
+    let status = up
+        .child
+        .wait(STOP_TIMEOUT)
+        .expect("mesh up did not stop after SIGINT");
+    assert!(
+        status.success(),
+        "mesh up exited with {status}:\n{}",
+        up.log()
+    );
+    let mut all: Vec<u32> = first_pids.values().copied().collect();
+    all.push(restarted);
+    for pid in all {
+        assert!(
+            !alive(pid),
+            "pid {pid} is left after mesh up stopped:\n{}",
+            up.log()
+        );
+    }
+    for service in SERVICES {
+        assert_eq!(
+            agent.registered_ids(service),
+            Vec::<String>::new(),
+            "{service} still registered"
+        );
+    }
+    assert!(
+        !state.path().join("pids").exists(),
+        "the pid file was not removed"
+    );
+    drop(up);
+
+    // A second run on the same state keeps the data as it is.
+    let mut again = spawn_up(state.path(), &args, &[]);
+    wait_for_output(&mut again, READY_LINE, READY_TIMEOUT);
+    assert_eq!(demo_user_id(&agent), (user_id, 1));
+    assert_eq!(widget_available(&agent), 99, "a re-run added stock again");
+    again.child.signal(Signal::SIGINT);
+    let status = again
+        .child
+        .wait(STOP_TIMEOUT)
+        .expect("second mesh up did not stop");
+    assert!(status.success(), "{}", again.log());
+}
+
+#[test]
+fn up_starts_its_own_consul_when_none_answers_and_stops_it() {
+    let port = free_port();
+    let consul = format!("127.0.0.1:{port}");
+    let state = tempfile::tempdir().expect("temp dir");
+    let started = std::time::Instant::now();
+    let mut up = spawn_up(
+        state.path(),
+        &LIGHT,
+        &[("CONSUL_HTTP_ADDR", consul.as_str())],
+    );
+    wait_for_output(&mut up, READY_LINE, READY_TIMEOUT);
+    eprintln!(
+        "mesh up with its own Consul: ready after {:?}",
+        started.elapsed()
+    );
+
+    assert!(up.log().contains("started a dev agent"), "{}", up.log());
+    let listed = pids(state.path());
+    let agent_pid = *listed.get("consul").expect("consul in the pid file");
+    assert!(alive(agent_pid));
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "the agent does not listen"
+    );
+    assert!(state.path().join("logs/consul.log").is_file());
+
+    // The agent is usable: `mesh status` through it sees all four passing.
+    let status = common::mesh_env(&["status"], &[("CONSUL_HTTP_ADDR", consul.as_str())]);
+    let table = common::stdout(&status);
+    assert_eq!(
+        status.status.code(),
+        Some(0),
+        "{table}{}",
+        common::stderr(&status)
+    );
+    for service in SERVICES {
+        assert!(table.contains(&format!("{service}-1")), "{table}");
+    }
+
+    up.child.signal(Signal::SIGINT);
+    let exit = up
+        .child
+        .wait(STOP_TIMEOUT)
+        .expect("mesh up did not stop after SIGINT");
+    assert!(exit.success(), "mesh up exited with {exit}:\n{}", up.log());
+    for (name, pid) in listed {
+        assert!(
+            !alive(pid),
+            "{name} (pid {pid}) is left after mesh up stopped"
+        );
+    }
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something still listens on the agent's port"
+    );
+}
