@@ -139,6 +139,8 @@ impl BoundServer {
             tonic_reflection::server::Builder::configure()
                 .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
                 .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // google.rpc error details (BadRequest…), so grpcurl prints them readably.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tonic::transport::Server::builder()

@@ -98,6 +98,15 @@ fn invalid_input_is_invalid_argument_naming_each_field() {
         "{}",
         output.stderr
     );
+    // The field violations also travel as google.rpc.BadRequest details,
+    // which grpcurl decodes through reflection.
+    assert!(
+        output
+            .stderr
+            .contains(r#""fieldViolations":[{"field":"email""#),
+        "{}",
+        output.stderr
+    );
 
     let output = call(&users, "GetUser", r#"{"user_id":""}"#);
     assert!(
