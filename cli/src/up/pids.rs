@@ -95,12 +95,13 @@ impl PidFile {
     }
 
     fn write(&self) -> anyhow::Result<()> {
-        let text = {
-            let entries = self.entries.lock().expect("pid file lock");
-            render(&entries)
-        };
+        // The lock is held until the rename: instances start and stop on
+        // several tasks at once, and a writer that rendered older entries
+        // must not replace the file after a newer one (nor share its
+        // temporary file).
+        let entries = self.entries.lock().expect("pid file lock");
         let temporary = self.path.with_extension("tmp");
-        fs::write(&temporary, text)
+        fs::write(&temporary, render(&entries))
             .and_then(|()| fs::rename(&temporary, &self.path))
             .with_context(|| format!("cannot write {}", self.path.display()))
     }
