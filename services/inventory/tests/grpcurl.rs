@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use testkit::{grpcurl, wait_until, ServiceOptions, ServiceProcess};
+use testkit::{grpcurl, ServiceOptions, ServiceProcess};
 
 const SERVICE: &str = "mesh.inventory.v1.Inventory";
 
@@ -18,20 +18,7 @@ fn call(process: &ServiceProcess, method: &str, body: &str) -> testkit::GrpcurlO
 
 #[test]
 fn list_shows_the_service_health_and_reflection() {
-    let inventory = start();
-    let output = grpcurl(&[&inventory.addr(), "list"]);
-    assert!(output.success, "{output:?}");
-    let services: Vec<&str> = output.stdout.lines().collect();
-    for expected in [
-        SERVICE,
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ] {
-        assert!(
-            services.contains(&expected),
-            "{expected} missing from {services:?}"
-        );
-    }
+    testkit::conformance::assert_lists_service_health_and_reflection(&start(), SERVICE);
 }
 
 #[test]
@@ -172,26 +159,7 @@ fn a_short_reservation_is_failed_precondition_naming_each_sku() {
 
 #[test]
 fn health_turns_not_serving_on_sigterm_and_the_process_exits_0() {
-    let mut inventory = ServiceProcess::start(
-        "inventory",
-        ServiceOptions {
-            drain_ms: Some(1500),
-            ..Default::default()
-        },
-    );
-    assert_eq!(inventory.health(SERVICE), "SERVING");
-    inventory.child.terminate();
-    wait_until(
-        "NOT_SERVING during the drain",
-        Duration::from_millis(1400),
-        || (inventory.health("") == "NOT_SERVING").then_some(()),
-    );
-    assert_eq!(inventory.health(SERVICE), "NOT_SERVING");
-    let status = inventory
-        .child
-        .wait(Duration::from_secs(15))
-        .expect("inventory exits after draining");
-    assert!(status.success(), "exit status {status:?}");
+    testkit::conformance::assert_drains_on_sigterm("inventory", SERVICE, ServiceOptions::default());
 }
 
 #[test]

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{start_orders, start_orders_with, Upstreams};
 use testkit::{grpcurl, GrpcurlOutput, ServiceOptions, ServiceProcess};
@@ -21,17 +21,10 @@ fn orders_alone(options: ServiceOptions) -> ServiceProcess {
 
 #[test]
 fn list_shows_orders_health_and_reflection() {
-    let p = orders_alone(ServiceOptions::default());
-    let out = grpcurl(&[&p.addr(), "list"]);
-    assert!(out.success, "{out:?}");
-    let services: Vec<&str> = out.stdout.lines().collect();
-    for expected in [
+    testkit::conformance::assert_lists_service_health_and_reflection(
+        &orders_alone(ServiceOptions::default()),
         SERVICE,
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ] {
-        assert!(services.contains(&expected), "{expected} missing: {out:?}");
-    }
+    );
 }
 
 #[test]
@@ -182,24 +175,7 @@ fn place_then_get_and_list_round_trip() {
 
 #[test]
 fn health_turns_not_serving_on_sigterm_then_the_process_exits_0() {
-    let mut p = orders_alone(ServiceOptions {
-        drain_ms: Some(1500),
-        ..ServiceOptions::default()
-    });
-    assert_eq!(p.health(SERVICE), "SERVING");
-    let terminated = Instant::now();
-    p.child.terminate();
-    testkit::wait_until(
-        "health NOT_SERVING during the drain",
-        Duration::from_millis(1400),
-        || (p.health("") == "NOT_SERVING").then_some(()),
-    );
-    assert!(terminated.elapsed() < Duration::from_millis(1500));
-    let status = p
-        .child
-        .wait(Duration::from_secs(10))
-        .expect("orders exits after draining");
-    assert!(status.success(), "exit status {status:?}");
+    testkit::conformance::assert_drains_on_sigterm("orders", SERVICE, ServiceOptions::default());
 }
 
 #[test]

@@ -1,8 +1,6 @@
 //! The real `payments` binary driven by the real grpcurl: what an operator
 //! sees on the wire.
 
-use std::time::{Duration, Instant};
-
 use testkit::{grpcurl, ServiceOptions, ServiceProcess};
 
 const SERVICE: &str = "mesh.payments.v1.Payments";
@@ -17,17 +15,10 @@ fn call(p: &ServiceProcess, method: &str, body: &str) -> testkit::GrpcurlOutput 
 
 #[test]
 fn list_shows_payments_health_and_reflection() {
-    let p = ServiceProcess::start("payments", ServiceOptions::default());
-    let out = grpcurl(&[&p.addr(), "list"]);
-    assert!(out.success, "{out:?}");
-    let services: Vec<&str> = out.stdout.lines().collect();
-    for expected in [
+    testkit::conformance::assert_lists_service_health_and_reflection(
+        &ServiceProcess::start("payments", ServiceOptions::default()),
         SERVICE,
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ] {
-        assert!(services.contains(&expected), "{expected} missing: {out:?}");
-    }
+    );
 }
 
 #[test]
@@ -242,27 +233,7 @@ fn refund_is_idempotent_and_refuses_declined_and_unknown_payments() {
 
 #[test]
 fn health_turns_not_serving_on_sigterm_then_the_process_exits_0() {
-    let mut p = ServiceProcess::start(
-        "payments",
-        ServiceOptions {
-            drain_ms: Some(1500),
-            ..ServiceOptions::default()
-        },
-    );
-    assert_eq!(p.health(SERVICE), "SERVING");
-    let terminated = Instant::now();
-    p.child.terminate();
-    testkit::wait_until(
-        "health NOT_SERVING during the drain",
-        Duration::from_millis(1400),
-        || (p.health("") == "NOT_SERVING").then_some(()),
-    );
-    assert!(terminated.elapsed() < Duration::from_millis(1500));
-    let status = p
-        .child
-        .wait(Duration::from_secs(10))
-        .expect("payments exits after draining");
-    assert!(status.success(), "exit status {status:?}");
+    testkit::conformance::assert_drains_on_sigterm("payments", SERVICE, ServiceOptions::default());
 }
 
 #[test]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use testkit::{grpcurl, wait_until, ServiceOptions, ServiceProcess};
+use testkit::{grpcurl, ServiceOptions, ServiceProcess};
 
 const SERVICE: &str = "mesh.users.v1.Users";
 
@@ -18,20 +18,7 @@ fn call(process: &ServiceProcess, method: &str, body: &str) -> testkit::GrpcurlO
 
 #[test]
 fn list_shows_the_service_health_and_reflection() {
-    let users = start();
-    let output = grpcurl(&[&users.addr(), "list"]);
-    assert!(output.success, "{output:?}");
-    let services: Vec<&str> = output.stdout.lines().collect();
-    for expected in [
-        SERVICE,
-        "grpc.health.v1.Health",
-        "grpc.reflection.v1alpha.ServerReflection",
-    ] {
-        assert!(
-            services.contains(&expected),
-            "{expected} missing from {services:?}"
-        );
-    }
+    testkit::conformance::assert_lists_service_health_and_reflection(&start(), SERVICE);
 }
 
 #[test]
@@ -197,26 +184,7 @@ fn an_unknown_user_is_not_found() {
 
 #[test]
 fn health_turns_not_serving_on_sigterm_and_the_process_exits_0() {
-    let mut users = ServiceProcess::start(
-        "users",
-        ServiceOptions {
-            drain_ms: Some(1500),
-            ..Default::default()
-        },
-    );
-    assert_eq!(users.health(SERVICE), "SERVING");
-    users.child.terminate();
-    wait_until(
-        "NOT_SERVING during the drain",
-        Duration::from_millis(1400),
-        || (users.health("") == "NOT_SERVING").then_some(()),
-    );
-    assert_eq!(users.health(SERVICE), "NOT_SERVING");
-    let status = users
-        .child
-        .wait(Duration::from_secs(15))
-        .expect("users exits after draining");
-    assert!(status.success(), "exit status {status:?}");
+    testkit::conformance::assert_drains_on_sigterm("users", SERVICE, ServiceOptions::default());
 }
 
 #[test]
