@@ -16,7 +16,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = find_protos(Path::new("proto"))?;
     println!("cargo:rerun-if-changed=proto");
 
-    // A protoc from crates.io, so a machine with only Rust can build.
+    // protoc shipped inside a Rust crate (protoc-bin-vendored): a machine with
+    // only Rust can build.
     env::set_var("PROTOC", protoc_bin_vendored::protoc_bin_path()?);
 
     let descriptor_path = out_dir.join("mesh_descriptor.bin");
