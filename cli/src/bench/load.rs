@@ -21,7 +21,7 @@ use indicatif::ProgressBar;
 use tokio::time::Instant;
 use tonic::Code;
 
-use super::report::code_name;
+use mesh::telemetry::grpc_code_name as code_name;
 
 /// Highest latency recorded exactly (larger ones count as this), in µs.
 const MAX_LATENCY_US: u64 = 60_000_000;

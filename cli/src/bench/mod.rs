@@ -147,7 +147,7 @@ async fn prepare(
         anyhow::anyhow!(
             "preparing {} failed: {}: {}",
             rpc.name(),
-            report::code_name(status.code()),
+            mesh::telemetry::grpc_code_name(status.code()),
             status.message()
         )
     };

@@ -5,7 +5,6 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
-use tonic::Code;
 
 use super::load::Outcome;
 
@@ -146,29 +145,6 @@ impl Report {
     }
 }
 
-/// The canonical name of a gRPC code (`UNAVAILABLE`).
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -219,11 +195,5 @@ mod tests {
             "{}",
             report.text()
         );
-    }
-
-    #[test]
-    fn code_names_are_canonical() {
-        assert_eq!(code_name(Code::DeadlineExceeded), "DEADLINE_EXCEEDED");
-        assert_eq!(code_name(Code::Unavailable), "UNAVAILABLE");
     }
 }
