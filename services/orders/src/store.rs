@@ -401,21 +401,14 @@ impl Store {
         payment_id: &str,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE orders SET status = $1, payment_id = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0 \
-             WHERE order_id = $4 AND lease_owner = $5 AND status = $6",
+        self.finish(
+            order_id,
+            owner,
+            OrderStatus::Confirmed,
+            Outcome::PaymentId(payment_id),
+            now_unix_ms,
         )
-        .bind(OrderStatus::Confirmed.as_str())
-        .bind(payment_id)
-        .bind(now_unix_ms)
-        .bind(order_id)
-        .bind(owner)
-        .bind(OrderStatus::Pending.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        leased(updated, order_id)?;
-        self.get(order_id).await
+        .await
     }
 
     /// PENDING → REJECTED with `reason`; frees the lease.
@@ -426,19 +419,44 @@ impl Store {
         reason: &str,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE orders SET status = $1, rejection_reason = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0 \
-             WHERE order_id = $4 AND lease_owner = $5 AND status = $6",
+        self.finish(
+            order_id,
+            owner,
+            OrderStatus::Rejected,
+            Outcome::RejectionReason(reason),
+            now_unix_ms,
         )
-        .bind(OrderStatus::Rejected.as_str())
-        .bind(reason)
-        .bind(now_unix_ms)
-        .bind(order_id)
-        .bind(owner)
-        .bind(OrderStatus::Pending.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .await
+    }
+
+    /// PENDING → `status`, recording `outcome`, only for the lease holder;
+    /// frees the lease.
+    async fn finish(
+        &self,
+        order_id: &str,
+        owner: &str,
+        status: OrderStatus,
+        outcome: Outcome<'_>,
+        now_unix_ms: i64,
+    ) -> Result<Order, StoreError> {
+        let (column, value) = match outcome {
+            Outcome::PaymentId(payment_id) => ("payment_id", payment_id),
+            Outcome::RejectionReason(reason) => ("rejection_reason", reason),
+        };
+        let sql = format!(
+            "UPDATE orders SET status = $1, {column} = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0 \
+             WHERE order_id = $4 AND lease_owner = $5 AND status = $6"
+        );
+        let updated = sqlx::query(&sql)
+            .bind(status.as_str())
+            .bind(value)
+            .bind(now_unix_ms)
+            .bind(order_id)
+            .bind(owner)
+            .bind(OrderStatus::Pending.as_str())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         leased(updated, order_id)?;
         self.get(order_id).await
     }
@@ -477,6 +495,14 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(order)
     }
+}
+
+/// What a finished order records beside its status.
+enum Outcome<'a> {
+    /// CONFIRMED: the captured payment.
+    PaymentId(&'a str),
+    /// REJECTED: why.
+    RejectionReason(&'a str),
 }
 
 fn leased(updated: u64, order_id: &str) -> Result<(), StoreError> {
