@@ -206,6 +206,22 @@ mod tests {
         http::Response::new(tonic::body::Body::empty())
     }
 
+    type Handle = mock::Handle<http::Request<()>, http::Response<tonic::body::Body>>;
+
+    /// One request through `service`, answered with `answer` by the mock.
+    async fn exchange<S>(
+        service: &mut mock::Spawn<S>,
+        handle: &mut Handle,
+        answer: http::Response<tonic::body::Body>,
+    ) where
+        S: Service<http::Request<()>, Response = http::Response<tonic::body::Body>>,
+        S::Error: std::fmt::Debug,
+    {
+        let response = service.call(http::Request::new(()));
+        handle.next_request().await.unwrap().1.send_response(answer);
+        response.await.unwrap();
+    }
+
     #[tokio::test(start_paused = true)]
     async fn ejects_after_consecutive_failures_and_readmits_after_the_backoff() {
         let (service, mut handle) =
@@ -223,14 +239,7 @@ mod tests {
 
         for _ in 0..3 {
             assert_ready_ok!(service.poll_ready());
-            let response = service.call(http::Request::new(()));
-            handle
-                .next_request()
-                .await
-                .unwrap()
-                .1
-                .send_response(unavailable());
-            response.await.unwrap();
+            exchange(&mut service, &mut handle, unavailable()).await;
         }
         assert_eq!(ejected.load(Ordering::SeqCst), 1);
         assert_pending!(service.poll_ready());
@@ -239,14 +248,7 @@ mod tests {
         assert_ready_ok!(service.poll_ready());
 
         // On probation: one more failure ejects again, for longer.
-        let response = service.call(http::Request::new(()));
-        handle
-            .next_request()
-            .await
-            .unwrap()
-            .1
-            .send_response(unavailable());
-        response.await.unwrap();
+        exchange(&mut service, &mut handle, unavailable()).await;
         assert_eq!(service.get_ref().ejections(), 2);
         assert_pending!(service.poll_ready());
         tokio::time::advance(Duration::from_millis(1300)).await;
@@ -258,19 +260,10 @@ mod tests {
         assert_ready_ok!(service.poll_ready());
 
         // A success restores it: three more failures are needed again.
-        let response = service.call(http::Request::new(()));
-        handle.next_request().await.unwrap().1.send_response(ok());
-        response.await.unwrap();
+        exchange(&mut service, &mut handle, ok()).await;
         for _ in 0..2 {
             assert_ready_ok!(service.poll_ready());
-            let response = service.call(http::Request::new(()));
-            handle
-                .next_request()
-                .await
-                .unwrap()
-                .1
-                .send_response(unavailable());
-            response.await.unwrap();
+            exchange(&mut service, &mut handle, unavailable()).await;
         }
         assert_ready_ok!(service.poll_ready());
         assert_eq!(service.get_ref().ejections(), 2);
@@ -305,23 +298,14 @@ mod tests {
         handle.allow(100);
         assert_eq!(service.get_ref().load(), (0, 7));
         assert_ready_ok!(service.poll_ready());
-        let response = service.call(http::Request::new(()));
-        handle
-            .next_request()
-            .await
-            .unwrap()
-            .1
-            .send_response(unavailable());
-        response.await.unwrap();
+        exchange(&mut service, &mut handle, unavailable()).await;
         assert_eq!(service.get_ref().load(), (1, 7));
         assert!(
             service.get_ref().load() > (0, 1_000_000),
             "failing outranks any latency"
         );
         assert_ready_ok!(service.poll_ready());
-        let response = service.call(http::Request::new(()));
-        handle.next_request().await.unwrap().1.send_response(ok());
-        response.await.unwrap();
+        exchange(&mut service, &mut handle, ok()).await;
         assert_eq!(service.get_ref().load(), (0, 7));
     }
 
@@ -333,10 +317,12 @@ mod tests {
         handle.allow(100);
         for _ in 0..5 {
             assert_ready_ok!(service.poll_ready());
-            let response = service.call(http::Request::new(()));
-            let answer = tonic::Status::failed_precondition("business rule").into_http();
-            handle.next_request().await.unwrap().1.send_response(answer);
-            response.await.unwrap();
+            exchange(
+                &mut service,
+                &mut handle,
+                tonic::Status::failed_precondition("business rule").into_http(),
+            )
+            .await;
         }
         assert_ready_ok!(service.poll_ready());
         assert_eq!(service.get_ref().ejections(), 0);
