@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import json
 import os
 import re
 import shlex
@@ -30,6 +31,8 @@ NAMESPACE = "mesh"
 PART_OF = ("app.kubernetes.io/part-of", "mesh")
 NAME_LABEL = "app.kubernetes.io/name"
 METRICS_PORT = 9100
+# Plaintext grpc.health.v1 only (kubelet probes, Consul's check); the grpc port is mTLS-only.
+HEALTH_PORT = 8081
 DEFAULT_DRAIN_MS = 2000
 SERVICE_UID = 10001
 # Consul name -> (gRPC port, full gRPC service name). Contract: docs DESIGN.md section 2.
@@ -438,36 +441,44 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         def ports(ct=ct, grpc_port=grpc_port):
             need(container_port(ct, "grpc") == grpc_port, f"container port 'grpc' is not {grpc_port}")
             need(container_port(ct, "metrics") == METRICS_PORT, f"container port 'metrics' is not {METRICS_PORT}")
+            need(container_port(ct, "health") == HEALTH_PORT, f"container port 'health' is not {HEALTH_PORT}")
+            need(port_of(env_text(r, ct, "MESH_HEALTH_LISTEN")) == HEALTH_PORT,
+                 "MESH_HEALTH_LISTEN port differs from the health port")
             need(port_of(env_text(r, ct, "MESH_LISTEN")) == grpc_port, "MESH_LISTEN port differs from the grpc port")
             need(port_of(env_text(r, ct, "MESH_METRICS_LISTEN")) == METRICS_PORT,
                  "MESH_METRICS_LISTEN port differs from the metrics port")
-            return f"grpc {grpc_port}, metrics {METRICS_PORT}"
-        c(f"{did}: ports match MESH_LISTEN / MESH_METRICS_LISTEN", ports)
+            return f"grpc {grpc_port}, metrics {METRICS_PORT}, health {HEALTH_PORT}"
+        c(f"{did}: ports match MESH_LISTEN / MESH_METRICS_LISTEN / MESH_HEALTH_LISTEN", ports)
+
+        def mtls(ct=ct):
+            need(env_text(r, ct, "MESH_MTLS") == "required", "MESH_MTLS is not 'required'")
+            return "MESH_MTLS=required"
+        c(f"{did}: the grpc port is Connect mTLS only", mtls)
 
         def readiness(ct=ct, grpc_port=grpc_port, full=full):
             g = (ct.get("readinessProbe") or {}).get("grpc")
             need(g, "readinessProbe is not a gRPC probe")
-            need(g.get("port") == grpc_port, f"port {g.get('port')} != {grpc_port}")
+            need(g.get("port") == HEALTH_PORT, f"port {g.get('port')} != the health port {HEALTH_PORT}")
             need(g.get("service") == full, f"service {g.get('service')!r} != {full!r}")
-            return f"grpc {grpc_port} service {full}"
+            return f"grpc {HEALTH_PORT} service {full}"
         c(f"{did}: readinessProbe uses grpc for the full service name", readiness)
 
         def liveness(ct=ct, grpc_port=grpc_port):
             g = (ct.get("livenessProbe") or {}).get("grpc")
             need(g, "livenessProbe is not a gRPC probe")
-            need(g.get("port") == grpc_port, f"port {g.get('port')} != {grpc_port}")
+            need(g.get("port") == HEALTH_PORT, f"port {g.get('port')} != the health port {HEALTH_PORT}")
             need(g.get("service", "") == "", f"service {g.get('service')!r} is not \"\"")
-            return f"grpc {grpc_port} service \"\""
+            return f"grpc {HEALTH_PORT} service \"\""
         c(f"{did}: livenessProbe uses grpc for service \"\"", liveness)
 
         def startup(ct=ct, grpc_port=grpc_port):
             p = ct.get("startupProbe") or {}
             g = p.get("grpc")
             need(g, "startupProbe is not a gRPC probe")
-            need(g.get("port") == grpc_port, f"port {g.get('port')} != {grpc_port}")
+            need(g.get("port") == HEALTH_PORT, f"port {g.get('port')} != the health port {HEALTH_PORT}")
             budget = p.get("periodSeconds", 10) * p.get("failureThreshold", 3)
             need(budget >= 30, f"only {budget}s to start (open storage, run migrations)")
-            return f"grpc {grpc_port}, {budget}s budget"
+            return f"grpc {HEALTH_PORT}, {budget}s budget"
         c(f"{did}: startupProbe uses grpc", startup)
 
         def grace(ct=ct, spec=spec):
@@ -738,6 +749,33 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need(flag_values("data-dir") == ["/consul/data"], "-data-dir is not /consul/data")
         c(f"{cid}: /consul/data on a PersistentVolumeClaim", data_volume)
 
+        def connect_and_intentions():
+            files = flag_values("config-file")
+            need(files, "no -config-file (Connect and the intentions)")
+            mounts = {m["mountPath"]: m["name"] for m in ct.get("volumeMounts", [])}
+            configs = {}
+            for path in files:
+                folder, name = path.rsplit("/", 1)
+                vol = [v for v in pod_spec(consul)["volumes"] if v["name"] == mounts.get(folder)]
+                need(vol and "configMap" in vol[0], f"{folder} is not a ConfigMap volume")
+                data = r.get("ConfigMap", vol[0]["configMap"]["name"]).get("data", {})
+                need(name in data, f"{name} is not in the ConfigMap")
+                configs.update(json.loads(data[name]))
+            need((configs.get("connect") or {}).get("enabled") is True, "connect.enabled is not true")
+            entries = [e for e in configs.get("config_entries", {}).get("bootstrap", [])
+                       if e.get("kind") == "service-intentions"]
+            allowed = {(src["name"], e["name"]) for e in entries for src in e.get("sources", [])
+                       if src.get("action") == "allow"}
+            denied = {(src["name"], e["name"]) for e in entries for src in e.get("sources", [])
+                      if src.get("action") == "deny"}
+            need(("*", "*") in denied, "no default-deny intention * -> *")
+            for backend in BACKENDS:
+                need(("orders", backend) in allowed, f"orders -> {backend} is not allowed")
+                callers = {s for (s, d) in allowed if d in (backend, "*")}
+                need(callers <= {"orders", "operator"}, f"{backend} may be called by {sorted(callers)}")
+            return f"{len(allowed)} allow, {len(denied)} deny"
+        c(f"{cid}: Connect on, default-deny intentions for the shop's call graph", connect_and_intentions)
+
         def ui_service():
             s = r.get("Service", "consul-ui")
             need(s["spec"].get("type", "ClusterIP") == "ClusterIP", "not ClusterIP")
@@ -804,7 +842,8 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
                     one_side(pods.get(other), ep, port, "Ingress")
                     one_side(ep, pods.get(other), SERVICES[other][0], "Egress")
             one_side(pg, ep, port, "Ingress")
-        flow(consul_ep, ep, port, "TCP", True)
+        flow(consul_ep, ep, HEALTH_PORT, "TCP", True)
+        flow(consul_ep, ep, port, "TCP", False)
         flow(ep, consul_ep, 8500, "TCP", True)
         flow(ep, pg, 5432, "TCP", True)
         flow(prometheus, ep, METRICS_PORT, "TCP", True)

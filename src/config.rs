@@ -58,6 +58,25 @@ pub struct ServiceArgs {
     #[arg(long, env = "MESH_CHECK_INTERVAL_MS", default_value_t = 2000)]
     pub check_interval_ms: u64,
 
+    /// `required` (default): the service port accepts only Consul Connect mTLS
+    /// and authorizes callers by intentions, and upstream calls use mTLS too.
+    /// `off`: plaintext end to end (local experiments only). `--no-consul`
+    /// needs `off`: without an agent there is no Connect certificate.
+    #[arg(long, env = "MESH_MTLS", value_enum, default_value_t = crate::connect::MtlsMode::Required)]
+    pub mtls: crate::connect::MtlsMode,
+
+    /// Plaintext port serving only `grpc.health.v1` (for Consul's check and
+    /// kubelet probes, which cannot present a Connect certificate). Default:
+    /// the listen IP and a free port (registered in Consul as the check target).
+    #[arg(long, env = "MESH_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
+    /// How often a live inbound connection's authorization is checked again
+    /// (cached per caller identity), so that a revoked intention closes it.
+    #[arg(long, env = "MESH_AUTHZ_RECHECK_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    pub authz_recheck_ms: u64,
+
     /// Serve without registering in Consul (standalone).
     #[arg(long, env = "MESH_NO_CONSUL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_consul: bool,
@@ -79,6 +98,11 @@ impl ServiceArgs {
     /// The drain period after deregistration.
     pub fn drain(&self) -> Duration {
         Duration::from_millis(self.drain_ms)
+    }
+
+    /// The re-check period of live connections' authorization.
+    pub fn authz_recheck(&self) -> Duration {
+        Duration::from_millis(self.authz_recheck_ms)
     }
 }
 

@@ -5,13 +5,17 @@
 //! - `mesh status`: every registered instance and its health, from Consul;
 //! - `mesh bench`: load one RPC through the mesh client, a direct channel or a proxy;
 //! - `mesh serve <service>`: one service in this process (what `mesh up` runs);
-//! - `mesh health ADDR`: a gRPC health check for container healthchecks.
+//! - `mesh health ADDR`: a gRPC health check for container healthchecks;
+//! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 mod bench;
+mod cert;
 mod consul;
 mod health;
+mod intentions;
+mod mtls;
 mod output;
 mod process;
 mod serve;
@@ -52,6 +56,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// gRPC health check of one server (exit 0 only when SERVING).
     Health(health::HealthArgs),
+    /// Write a Connect certificate of an identity (ca.pem, cert.pem, key.pem) for grpcurl.
+    Cert(cert::CertArgs),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +79,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Health(args) => health::run(args).await,
+            Command::Cert(args) => cert::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

@@ -5,7 +5,10 @@
 use std::{collections::HashMap, time::Duration};
 
 use consulrs::{
-    api::{check::common::AgentServiceCheck, service::requests::RegisterServiceRequest},
+    api::{
+        check::common::AgentServiceCheck,
+        service::{common::AgentServiceConnect, requests::RegisterServiceRequest},
+    },
     client::{ConsulClient, ConsulClientSettings},
     error::ClientError,
     service,
@@ -91,6 +94,12 @@ impl Agent {
                     .collect::<HashMap<_, _>>(),
             )
             .check(check);
+        if registration.connect_native {
+            request.connect(Box::new(AgentServiceConnect {
+                native: Some(true),
+                sidecar_service: None,
+            }));
+        }
         let call = service::register(&self.consul, &registration.name, Some(&mut request));
         match tokio::time::timeout(timeout, call).await {
             Ok(result) => result

@@ -46,6 +46,7 @@ pub(crate) struct HealthQuery {
     tag: Option<String>,
     stale: bool,
     wait: Duration,
+    connect: bool,
 }
 
 impl HealthQuery {
@@ -61,11 +62,20 @@ impl HealthQuery {
             tag: tag.map(str::to_owned),
             stale,
             wait,
+            connect: false,
         }
     }
 
+    /// Asks `/v1/health/connect/<service>` (Connect-capable instances) instead
+    /// of `/v1/health/service/<service>`.
+    pub(crate) fn connect(mut self, connect: bool) -> Self {
+        self.connect = connect;
+        self
+    }
+
     fn path(&self) -> String {
-        format!("/v1/health/service/{}", encode(&self.service))
+        let kind = if self.connect { "connect" } else { "service" };
+        format!("/v1/health/{kind}/{}", encode(&self.service))
     }
 
     /// The request; `index` 0 means a plain (non-blocking) read.
@@ -428,6 +438,12 @@ mod tests {
         assert_eq!(
             query.path_and_query(3),
             "/v1/health/service/my%20svc?passing&tag=zone%20a&stale&index=3&wait=600000ms"
+        );
+        let connect =
+            HealthQuery::new("payments", None, false, Duration::from_secs(5)).connect(true);
+        assert_eq!(
+            connect.path_and_query(0),
+            "/v1/health/connect/payments?passing"
         );
         assert_eq!(query.http_timeout(3), MAX_WAIT + MAX_WAIT / 16 + HTTP_SLACK);
         let query = HealthQuery::new("users", None, false, Duration::ZERO);

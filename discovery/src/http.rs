@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
@@ -34,7 +34,7 @@ pub(crate) struct Answer {
 /// Pooled keep-alive connections to one Consul agent.
 #[derive(Clone, Debug)]
 pub(crate) struct ConsulHttp {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     base_url: String,
     token: Option<HeaderValue>,
 }
@@ -67,7 +67,20 @@ impl ConsulHttp {
         path_and_query: &str,
         timeout: Duration,
     ) -> Result<Answer, ConsulError> {
-        self.send(Method::GET, path, path_and_query, timeout).await
+        self.send(Method::GET, path, path_and_query, Bytes::new(), timeout)
+            .await
+    }
+
+    /// `method` (PUT, POST, DELETE…) `path_and_query` with a JSON `body` (may be empty).
+    pub(crate) async fn send_json(
+        &self,
+        method: Method,
+        path: &str,
+        path_and_query: &str,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Answer, ConsulError> {
+        self.send(method, path, path_and_query, body, timeout).await
     }
 
     async fn send(
@@ -75,6 +88,7 @@ impl ConsulHttp {
         method: Method,
         path: &str,
         path_and_query: &str,
+        body: Bytes,
         timeout: Duration,
     ) -> Result<Answer, ConsulError> {
         let transport = |message: String| ConsulError::Transport {
@@ -86,7 +100,8 @@ impl ConsulHttp {
             .method(method.clone())
             .uri(format!("{}{}", self.base_url, path_and_query))
             .header(header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(body))
             .map_err(|error| transport(format!("cannot build the request: {error}")))?;
         if let Some(token) = &self.token {
             request

@@ -24,6 +24,7 @@
 //!     tags: vec![],
 //!     meta: [("version".to_owned(), "0.1.0".to_owned())].into(),
 //!     check: GrpcCheck::new("mesh.users.v1.Users"),
+//!     connect_native: false,
 //! };
 //! let registrar = Registrar::try_spawn(consul.clone(), registration, RegistrarOptions::default())?;
 //! let resolver = Resolver::spawn(consul, "users", ResolverOptions::default());
@@ -38,6 +39,7 @@
 mod agent;
 mod backoff;
 mod config;
+pub mod connect;
 mod discover;
 mod error;
 mod health;

@@ -25,6 +25,10 @@ pub struct ServiceRegistration {
     pub meta: BTreeMap<String, String>,
     /// The gRPC health check Consul runs against the instance.
     pub check: GrpcCheck,
+    /// Registered as Connect-native (`"Connect": {"Native": true}`): the
+    /// instance speaks Connect mTLS itself, so Consul shows it in the mesh,
+    /// intentions apply to it and `/v1/health/connect/<name>` lists it.
+    pub connect_native: bool,
 }
 
 /// A Consul `GRPC` check: Consul calls `grpc.health.v1.Health/Check` for
@@ -40,6 +44,10 @@ pub struct GrpcCheck {
     /// Consul removes the instance after its check was critical this long
     /// (default 1 min, which is also Consul's minimum).
     pub deregister_critical_after: Duration,
+    /// The port Consul checks when health is served on its own plaintext port
+    /// (Consul's check cannot present a Connect client certificate); `None`:
+    /// the service port.
+    pub port: Option<u16>,
 }
 
 impl GrpcCheck {
@@ -51,6 +59,7 @@ impl GrpcCheck {
             interval: Duration::from_secs(2),
             timeout: Duration::from_secs(1),
             deregister_critical_after: Duration::from_secs(60),
+            port: None,
         }
     }
 }
@@ -62,9 +71,14 @@ impl ServiceRegistration {
     }
 
     /// The check target Consul dials: `127.0.0.1:50051/mesh.users.v1.Users`,
-    /// `[::1]:50051/mesh.users.v1.Users`.
+    /// `[::1]:50051/mesh.users.v1.Users` (the health port when there is one).
     pub fn check_target(&self) -> String {
-        format!("{}/{}", self.socket_addr(), self.check.grpc_service)
+        let port = self.check.port.unwrap_or(self.port);
+        format!(
+            "{}/{}",
+            SocketAddr::new(self.address, port),
+            self.check.grpc_service
+        )
     }
 
     /// Refuses registrations Consul would reject or that no client could use.
@@ -118,6 +132,7 @@ pub(crate) fn example(address: IpAddr, port: u16) -> ServiceRegistration {
         tags: vec!["v1".into()],
         meta: BTreeMap::from([("version".into(), "0.1.0".into())]),
         check: GrpcCheck::new("mesh.users.v1.Users"),
+        connect_native: false,
     }
 }
 
@@ -141,6 +156,12 @@ mod tests {
         assert_eq!(v4.check_target(), "127.0.0.1:50051/mesh.users.v1.Users");
         let v6 = example(Ipv6Addr::LOCALHOST.into(), 50051);
         assert_eq!(v6.check_target(), "[::1]:50051/mesh.users.v1.Users");
+        let mut health_port = example(Ipv4Addr::LOCALHOST.into(), 50051);
+        health_port.check.port = Some(51051);
+        assert_eq!(
+            health_port.check_target(),
+            "127.0.0.1:51051/mesh.users.v1.Users"
+        );
     }
 
     #[test]

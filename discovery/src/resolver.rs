@@ -33,6 +33,9 @@ pub struct ResolverOptions {
     pub min_backoff: Duration,
     /// Longest retry delay (default 10 s).
     pub max_backoff: Duration,
+    /// Watch `/v1/health/connect/<name>` (Connect-native instances only: what an
+    /// mTLS client may dial) instead of `/v1/health/service/<name>` (default false).
+    pub connect: bool,
 }
 
 impl Default for ResolverOptions {
@@ -43,6 +46,7 @@ impl Default for ResolverOptions {
             stale: false,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
+            connect: false,
         }
     }
 }
@@ -118,7 +122,8 @@ impl Resolver {
     /// good set is kept and [`Snapshot::stale`] is true. Must be called inside a
     /// tokio runtime.
     pub fn spawn(config: ConsulConfig, service: &str, options: ResolverOptions) -> Resolver {
-        let query = HealthQuery::new(service, options.tag.as_deref(), options.stale, options.wait);
+        let query = HealthQuery::new(service, options.tag.as_deref(), options.stale, options.wait)
+            .connect(options.connect);
         let (sender, snapshots) = watch::channel(Snapshot::default());
         let span = tracing::info_span!("consul_watch", service = %service);
         let task =

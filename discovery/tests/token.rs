@@ -171,6 +171,7 @@ async fn the_token_goes_on_every_call_and_nowhere_else() {
         tags: vec!["blue".into()],
         meta: BTreeMap::from([("version".into(), "0.1.0".into())]),
         check,
+        connect_native: false,
     };
     let options = RegistrarOptions {
         anti_entropy_interval: Duration::from_millis(200),

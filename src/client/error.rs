@@ -29,6 +29,23 @@ pub struct DeadlineExceeded {
     pub attempts: u32,
 }
 
+/// The connection to an endpoint could not be established (TCP connect, TLS
+/// handshake, or the server's Connect identity was not the target's): the
+/// request was never sent.
+#[derive(Debug, thiserror::Error)]
+#[error("no connection to {target} at {address}, nothing was sent: {reason}")]
+pub struct NotConnected {
+    /// `host:port` dialled.
+    pub address: String,
+    /// The target service.
+    pub target: String,
+    /// What failed.
+    pub reason: String,
+    /// The I/O error, when there is one.
+    #[source]
+    pub source: Option<io::Error>,
+}
+
 /// The request body could not be buffered for replay.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot buffer the request: {0}")]
@@ -41,7 +58,7 @@ pub(crate) struct BodyError(pub(crate) BoxError);
 pub(crate) fn never_reached_server(error: &(dyn StdError + 'static)) -> bool {
     let mut current: Option<&(dyn StdError + 'static)> = Some(error);
     while let Some(error) = current {
-        if error.is::<NoHealthyEndpoint>() {
+        if error.is::<NoHealthyEndpoint>() || error.is::<NotConnected>() {
             return true;
         }
         if let Some(io) = error.downcast_ref::<io::Error>() {
@@ -140,6 +157,16 @@ mod tests {
             service: "payments".into(),
         };
         assert!(never_reached_server(&none));
+        #[derive(Debug, thiserror::Error)]
+        #[error("connect error")]
+        struct ConnectWrapper(#[source] NotConnected);
+        let handshake = ConnectWrapper(NotConnected {
+            address: "127.0.0.1:1".into(),
+            target: "payments".into(),
+            reason: "the server is spiffe://td/ns/default/dc/dc1/svc/inventory".into(),
+            source: None,
+        });
+        assert!(never_reached_server(&handshake));
     }
 
     #[test]

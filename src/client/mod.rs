@@ -19,6 +19,7 @@
 
 mod attempt;
 mod collector;
+mod connector;
 pub mod deadline;
 mod eject;
 mod error;
@@ -39,7 +40,10 @@ use tonic::body::Body;
 use tonic::Status;
 use tower::{util::BoxCloneSyncService, BoxError, ServiceExt};
 
-pub use error::{never_reached_server_status, DeadlineExceeded, NoHealthyEndpoint, PerTryTimeout};
+pub use connector::{connect_endpoint, endpoint_channel};
+pub use error::{
+    never_reached_server_status, DeadlineExceeded, NoHealthyEndpoint, NotConnected, PerTryTimeout,
+};
 pub use metrics::{TargetCounts, TargetMetrics};
 pub use options::ClientOptions;
 
@@ -102,6 +106,7 @@ impl MeshClient {
                     ResolverOptions {
                         tag: options.tag.clone(),
                         wait: options.watch_wait,
+                        connect: options.identity.is_some(),
                         ..ResolverOptions::default()
                     },
                 );

@@ -35,6 +35,11 @@ pub struct ClientOptions {
     pub tag: Option<String>,
     /// Consul blocking-query wait.
     pub watch_wait: Duration,
+    /// The Connect identity to present (`--mtls=required`): every endpoint is
+    /// dialled with mTLS and must prove the target's identity — never
+    /// plaintext, whatever its registration says — and endpoints come from
+    /// `/v1/health/connect/<target>`. `None` (`--mtls=off`): plaintext.
+    pub identity: Option<crate::connect::Identity>,
 }
 
 impl Default for ClientOptions {
@@ -55,6 +60,7 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_millis(500),
             tag: None,
             watch_wait: Duration::from_secs(300),
+            identity: None,
         }
     }
 }

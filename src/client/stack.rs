@@ -12,8 +12,9 @@
 //! 7. [`Ejectable`]: passive health per endpoint; its load ranks failing
 //!    endpoints last, then by
 //! 8. `PeakEwma` latency;
-//! 9. one lazily connected tonic `Channel` (HTTP/2) per endpoint, from
-//!    `discovery::Resolver`'s Consul watch.
+//! 9. one lazily connected tonic `Channel` (HTTP/2, Connect mTLS when the
+//!    options carry an identity) per endpoint, from `discovery::Resolver`'s
+//!    Consul watch.
 
 use std::{
     future::Future,
@@ -40,6 +41,7 @@ use tower::{
 
 use super::{
     attempt::Attempt,
+    connector::endpoint_channel,
     deadline,
     eject::{EjectPolicy, Ejectable},
     error::{into_status, BodyError, DeadlineExceeded},
@@ -97,6 +99,7 @@ fn balancer(
         max_backoff: options.eject_max_backoff,
     };
     let connect_timeout = options.connect_timeout;
+    let identity = options.identity.clone();
     let default_rtt = options.ewma_default_rtt;
     let decay_ns = options.ewma_decay.as_nanos() as f64;
     let target = service.to_owned();
@@ -110,7 +113,9 @@ fn balancer(
                     metrics.ejected();
                     tracing::warn!(%service, %address, ?backoff, "endpoint ejected after consecutive failures");
                 });
-                let observed = EndpointObserve::new(&target, endpoint.address, connect(endpoint.address, connect_timeout));
+                let channel = endpoint_channel(&endpoint.address.to_string(), &target, identity.as_ref(), connect_timeout)
+                    .expect("a socket address is a valid URI authority");
+                let observed = EndpointObserve::new(&target, endpoint.address, channel);
                 let measured = PeakEwma::new(observed, default_rtt, decay_ns, CompleteOnResponse::default());
                 Change::Insert(id, Ejectable::new(measured, policy, on_eject))
             }
@@ -123,18 +128,6 @@ fn balancer(
     let balance = Balance::new(endpoints);
     let fail_fast = FailFast::new(balance, service, options.fail_fast_after);
     Buffer::new(BoxService::new(fail_fast), 1024)
-}
-
-/// One HTTP/2 connection to an endpoint, opened on first use and re-opened
-/// after failures by tonic.
-fn connect(address: std::net::SocketAddr, connect_timeout: Duration) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-        .expect("a socket address is a valid URI authority")
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .connect_lazy()
 }
 
 /// The outermost layer (see the module docs).

@@ -1,24 +1,34 @@
 //! The one bootstrap every service runs (DESIGN §3):
 //!
 //! 1. [`bind`] the listen address (port 0 allowed: the bound port is what
-//!    gets registered), so the caller can open its storage knowing its address;
+//!    gets registered) and the plaintext health port, so the caller can open
+//!    its storage knowing its address; with `--mtls=required` start watching
+//!    the service's Connect certificate;
 //! 2. [`BoundServer::serve`] the service beside gRPC health (`""` and the full
-//!    service name) and reflection v1 and v1alpha, turn health SERVING and
-//!    register in Consul (retrying in the background: serving never waits);
+//!    service name) and reflection v1 and v1alpha on the mesh port (Connect
+//!    mTLS + intentions, see [`tls`]), health alone on the health port; once
+//!    the certificate is there turn health SERVING and register in Consul as
+//!    Connect-native (retrying in the background: serving never waits);
 //! 3. on SIGTERM/SIGINT: health NOT_SERVING, deregister, drain, stop
 //!    accepting, finish in-flight RPCs, return `Ok(())`.
 
+mod authz;
 mod deadline_scope;
+mod guard;
+mod health_port;
 mod identity;
 mod latency;
 mod observe;
 mod registration;
 mod shutdown;
+mod timeout;
+mod tls;
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
+use discovery::{connect::ConnectCa, ConsulConfig};
 use tokio::net::TcpListener;
-use tonic::{body::Body, server::NamedService, transport::server::TcpIncoming};
+use tonic::{body::Body, server::NamedService, service::Routes};
 use tonic_health::ServingStatus;
 use tower::Service;
 
@@ -27,8 +37,13 @@ pub(crate) use identity::instance_id as identity_instance_id;
 pub use identity::ServiceIdentity;
 use latency::InjectLatency;
 use observe::Observe;
+use timeout::GrpcTimeout;
+use tls::Admission;
 
-use crate::config::ServiceArgs;
+use crate::{
+    config::ServiceArgs,
+    connect::{Identity, MtlsMode},
+};
 
 /// Largest request or response message a service accepts (4 MiB).
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
@@ -59,6 +74,12 @@ pub enum ServeError {
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    /// `--mtls=required` with `--no-consul`: no agent, so no Connect certificate.
+    #[error("--mtls=required needs the Consul agent's Connect CA, but --no-consul is set: add --mtls=off (plaintext, local experiments only) or drop --no-consul")]
+    MtlsNeedsConsul,
+    /// The mesh port's accept loop ended without being asked to.
+    #[error("the mesh port stopped accepting connections on its own")]
+    Stopped,
 }
 
 /// Binds `identity`'s listen address from `args` (default: 127.0.0.1 and the
@@ -79,7 +100,24 @@ pub async fn bind(
     let local_addr = listener
         .local_addr()
         .map_err(|source| ServeError::Bind { address, source })?;
-    tracing::info!(service = identity.name, %local_addr, "bound");
+    let health_address = args
+        .health_listen
+        .unwrap_or_else(|| SocketAddr::new(local_addr.ip(), 0));
+    let health_listener =
+        TcpListener::bind(health_address)
+            .await
+            .map_err(|source| ServeError::Bind {
+                address: health_address,
+                source,
+            })?;
+    let health_addr = health_listener
+        .local_addr()
+        .map_err(|source| ServeError::Bind {
+            address: health_address,
+            source,
+        })?;
+    tracing::info!(service = identity.name, %local_addr, %health_addr, mtls = %args.mtls, "bound");
+    let admission = admission(identity, args)?;
     let mut args = args.clone();
     let metrics = observe::bind_metrics(&mut args).await?;
     Ok(BoundServer {
@@ -87,9 +125,37 @@ pub async fn bind(
         args,
         listener,
         local_addr,
+        health_listener,
+        health_addr,
+        admission,
         metrics,
         signals,
     })
+}
+
+/// `--mtls`: plaintext, or Connect mTLS with this service's identity (its
+/// certificate watch starts now) and the intentions.
+fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission, ServeError> {
+    match args.mtls {
+        MtlsMode::Off => {
+            args.mtls.warn_if_off(identity.name);
+            Ok(Admission::Plaintext)
+        }
+        MtlsMode::Required => {
+            if args.no_consul {
+                return Err(ServeError::MtlsNeedsConsul);
+            }
+            let consul = ConsulConfig::new(&args.consul.address, args.consul.token.clone())?;
+            Ok(Admission::Mtls {
+                identity: Identity::watch(&consul, identity.name),
+                authorizer: authz::Authorizer::new(
+                    ConnectCa::new(&consul),
+                    identity.name,
+                    args.authz_recheck(),
+                ),
+            })
+        }
+    }
 }
 
 /// A service whose listen socket is bound but which does not serve yet.
@@ -99,6 +165,9 @@ pub struct BoundServer {
     args: ServiceArgs,
     listener: TcpListener,
     local_addr: SocketAddr,
+    health_listener: TcpListener,
+    health_addr: SocketAddr,
+    admission: Admission,
     metrics: Option<TcpListener>,
     signals: shutdown::Signals,
 }
@@ -107,6 +176,20 @@ impl BoundServer {
     /// The bound address (with the real port when `--listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound plaintext health address (`--health-listen`).
+    pub fn health_addr(&self) -> SocketAddr {
+        self.health_addr
+    }
+
+    /// The service's Connect identity (`None` with `--mtls=off`): what its
+    /// upstream clients present too (see `ClientOptions::identity`).
+    pub fn connect_identity(&self) -> Option<Identity> {
+        match &self.admission {
+            Admission::Plaintext => None,
+            Admission::Mtls { identity, .. } => Some(identity.clone()),
+        }
     }
 
     /// The bound `--metrics-listen` address, if any.
@@ -132,6 +215,7 @@ impl BoundServer {
     {
         let identity = self.identity;
         let instance_id = self.instance_id();
+        let mtls_identity = self.connect_identity();
         let mut signals = self.signals;
         let (health, health_service) = tonic_health::server::health_reporter();
         let reflection = || {
@@ -142,38 +226,62 @@ impl BoundServer {
                 .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-        // The builder's `tcp_nodelay` only reaches listeners tonic binds itself;
-        // ours is handed in, so Nagle is turned off on each accepted socket here.
-        // Without it a small response waits for the peer's delayed ACK (40 ms).
-        let incoming = TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let server = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(std::time::Duration::from_secs(30)))
-            .add_service(health_service)
+        let routes = Routes::new(health_service.clone())
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
             .add_service(Observe::new(DeadlineScope::new(InjectLatency::new(
                 service,
                 self.args.inject_latency_ms,
             ))))
-            .serve_with_incoming_shutdown(incoming, async {
+            .prepare();
+        let mut server = tokio::spawn(tls::serve(
+            self.listener,
+            self.admission,
+            GrpcTimeout::new(routes),
+            async {
                 let _ = stopped.await;
-            });
-        let mut server = tokio::spawn(server);
+            },
+        ));
+        let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
+        let health_server = tokio::spawn(health_port::serve(
+            self.health_listener,
+            health_service,
+            async {
+                let _ = health_stopped.await;
+            },
+        ));
         let _metrics = self.metrics.map(observe::serve_metrics);
 
-        for name in ["", identity.grpc_service] {
-            health
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
-        tracing::info!(service = identity.name, address = %self.local_addr, "serving");
-        let registrar = registration::start(identity, &self.args, self.local_addr, &instance_id)?;
-
-        let signal = tokio::select! {
-            signal = signals.recv() => signal,
-            finished = &mut server => {
-                // The server stopped on its own: that is an error.
-                return finished.unwrap_or_else(|join| panic!("server task panicked: {join}")).map_err(ServeError::from);
+        let start_serving = async {
+            if let Some(connect) = &mtls_identity {
+                wait_for_identity(connect).await;
+            }
+            for name in ["", identity.grpc_service] {
+                health
+                    .set_service_status(name, ServingStatus::Serving)
+                    .await;
+            }
+            tracing::info!(service = identity.name, address = %self.local_addr, health = %self.health_addr, "serving");
+            registration::start(
+                identity,
+                &self.args,
+                self.local_addr,
+                self.health_addr.port(),
+                &instance_id,
+            )
+        };
+        let (signal, registrar) = tokio::select! {
+            signal = signals.recv() => (signal, None),
+            started = start_serving => {
+                let registrar = started?;
+                tokio::select! {
+                    signal = signals.recv() => (signal, registrar),
+                    finished = &mut server => {
+                        // The server stopped on its own: that is an error.
+                        finished.unwrap_or_else(|join| panic!("server task panicked: {join}"));
+                        return Err(ServeError::Stopped);
+                    }
+                }
             }
         };
         tracing::info!(service = identity.name, %signal, drain_ms = self.args.drain_ms, "shutting down: NOT_SERVING, draining");
@@ -195,8 +303,34 @@ impl BoundServer {
         let _ = stop_accepting.send(());
         server
             .await
-            .unwrap_or_else(|join| panic!("server task panicked: {join}"))?;
+            .unwrap_or_else(|join| panic!("server task panicked: {join}"));
+        let _ = stop_health.send(());
+        health_server
+            .await
+            .unwrap_or_else(|join| panic!("health server task panicked: {join}"))?;
         tracing::info!(service = identity.name, "stopped");
         Ok(())
+    }
+}
+
+/// Waits for the first Connect certificate, saying every few seconds what is missing.
+async fn wait_for_identity(identity: &Identity) {
+    loop {
+        match identity.ready(Duration::from_secs(5)).await {
+            Ok(current) => {
+                if let Err(error) = current
+                    .credentials
+                    .check_fresh(std::time::SystemTime::now())
+                {
+                    tracing::error!(%error, "waiting for a fresh Connect certificate");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "not serving yet: waiting for the Connect certificate")
+            }
+        }
     }
 }

@@ -262,7 +262,11 @@ where
             rpc.method = &*method.method,
             rpc.grpc.status_code = Empty,
             trace_id = Empty,
+            peer.service = Empty,
         );
+        if let Some(peer) = request.extensions().get::<crate::connect::PeerIdentity>() {
+            span.record("peer.service", &*peer.identity.service);
+        }
         if !span.is_disabled() {
             let parent = traces::extract(request.headers());
             let _ = span.set_parent(parent);

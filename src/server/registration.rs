@@ -12,13 +12,14 @@ use discovery::{
 };
 
 use super::{ServeError, ServiceIdentity};
-use crate::config::ServiceArgs;
+use crate::{config::ServiceArgs, connect::MtlsMode};
 
 /// Starts registering in the background (never blocks serving); `None` with `--no-consul`.
 pub(crate) fn start(
     identity: &ServiceIdentity,
     args: &ServiceArgs,
     bound: SocketAddr,
+    health_port: u16,
     instance_id: &str,
 ) -> Result<Option<RegistrarHandle>, ServeError> {
     if args.no_consul {
@@ -38,9 +39,13 @@ pub(crate) fn start(
     if let Some(metrics) = args.metrics_listen {
         meta.insert("metrics_port".to_owned(), metrics.port().to_string());
     }
+    meta.insert("health_port".to_owned(), health_port.to_string());
+    meta.insert("mtls".to_owned(), args.mtls.as_str().to_owned());
     let mut check = GrpcCheck::new(identity.grpc_service);
     check.interval = Duration::from_millis(args.check_interval_ms.max(100));
     check.timeout = check.interval.min(Duration::from_secs(1));
+    // Consul's check cannot present a Connect certificate: it asks the plaintext health port.
+    check.port = Some(health_port);
     let registration = ServiceRegistration {
         id: format!("{}-{instance_id}", identity.name),
         name: identity.name.to_owned(),
@@ -49,6 +54,7 @@ pub(crate) fn start(
         tags: vec!["grpc".to_owned(), format!("v{}", env!("CARGO_PKG_VERSION"))],
         meta,
         check,
+        connect_native: args.mtls == MtlsMode::Required,
     };
     tracing::info!(id = %registration.id, %address, port = bound.port(), consul = %consul.address(), "registering in Consul");
     Ok(Some(Registrar::try_spawn(

@@ -10,6 +10,7 @@
 #![warn(missing_docs)]
 
 pub mod conformance;
+mod connect;
 mod consul;
 mod grpcurl;
 mod metrics;
@@ -21,6 +22,7 @@ mod run;
 mod service;
 mod wait;
 
+pub use connect::{grpcurl_mtls, CertFiles};
 pub use consul::ConsulAgent;
 pub use grpcurl::{grpcurl, GrpcurlOutput};
 pub use metrics::{scrape_metrics, Scrape};

@@ -9,10 +9,19 @@ use std::{
 use crate::{grpcurl::grpcurl, paths::binary, ports::free_port, process::ChildGuard};
 
 /// How to start a service process.
+///
+/// The harness always passes `--mtls` explicitly (the binaries' own default is
+/// `required`): `off` unless [`ServiceOptions::mtls`] is set, so that plain
+/// `grpcurl -plaintext` works; with `mtls: true` (needs `consul`) the service
+/// serves Connect mTLS only: call it with [`crate::grpcurl_mtls`] and a
+/// leaf from [`crate::ConsulAgent::cert_files`], or in-process with a
+/// `mesh::connect::Identity`. Health is always plaintext on its own port.
 #[derive(Debug, Clone, Default)]
 pub struct ServiceOptions {
     /// The Consul agent's HTTP address; `None` runs with `--no-consul`.
     pub consul: Option<String>,
+    /// `--mtls=required` (Connect mTLS + intentions) instead of `--mtls=off`.
+    pub mtls: bool,
     /// The data folder (shared by instances of one service); a fresh temp dir when `None`.
     pub data_dir: Option<PathBuf>,
     /// `--instance-id`; default `<service>-<port>`.
@@ -34,6 +43,10 @@ pub struct ServiceProcess {
     pub name: String,
     /// The gRPC port on 127.0.0.1.
     pub port: u16,
+    /// The plaintext health port on 127.0.0.1 (`--health-listen`).
+    pub health_port: u16,
+    /// Whether it serves Connect mTLS (`--mtls=required`).
+    pub mtls: bool,
     /// The instance id it was given.
     pub instance_id: String,
     /// The process.
@@ -55,6 +68,11 @@ impl ServiceProcess {
     /// Starts `name` without waiting for it.
     pub fn spawn(name: &str, options: ServiceOptions) -> Self {
         let port = options.port.unwrap_or_else(free_port);
+        let health_port = free_port();
+        assert!(
+            !options.mtls || options.consul.is_some(),
+            "mtls needs a Consul agent (the Connect CA issues the certificates)"
+        );
         let instance_id = options
             .instance_id
             .unwrap_or_else(|| format!("{name}-{port}"));
@@ -74,7 +92,11 @@ impl ServiceProcess {
             .arg("--instance-id")
             .arg(&instance_id)
             .arg("--drain-ms")
-            .arg(options.drain_ms.unwrap_or(300).to_string());
+            .arg(options.drain_ms.unwrap_or(300).to_string())
+            .arg("--health-listen")
+            .arg(format!("127.0.0.1:{health_port}"))
+            .arg("--mtls")
+            .arg(if options.mtls { "required" } else { "off" });
         match &options.consul {
             Some(address) => command.arg("--consul-addr").arg(address),
             None => command.arg("--no-consul"),
@@ -98,6 +120,8 @@ impl ServiceProcess {
         Self {
             name: name.to_owned(),
             port,
+            health_port,
+            mtls: options.mtls,
             instance_id,
             child,
             _data_dir: owned_dir,
@@ -110,11 +134,21 @@ impl ServiceProcess {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// The health status grpcurl reads for `service` (`""` = the server), or
-    /// grpcurl's error text.
+    /// `127.0.0.1:<health port>`.
+    pub fn health_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.health_port)
+    }
+
+    /// The health status grpcurl reads (plaintext, on the health port) for
+    /// `service` (`""` = the server), or grpcurl's error text.
     pub fn health(&self, service: &str) -> String {
         let request = format!(r#"{{"service":"{service}"}}"#);
-        let output = grpcurl(&["-d", &request, &self.addr(), "grpc.health.v1.Health/Check"]);
+        let output = grpcurl(&[
+            "-d",
+            &request,
+            &self.health_addr(),
+            "grpc.health.v1.Health/Check",
+        ]);
         if output.success {
             output.json()["status"].as_str().unwrap_or("").to_owned()
         } else {
@@ -128,7 +162,7 @@ impl ServiceProcess {
         let deadline = Instant::now() + timeout;
         // Cheap TCP probe first, grpcurl once the port is open.
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            if std::net::TcpStream::connect(("127.0.0.1", self.health_port)).is_ok()
                 && self.health("") == "SERVING"
             {
                 return;

@@ -71,6 +71,11 @@ pub(crate) struct BenchArgs {
         hide_env_values = true
     )]
     consul_token: Option<String>,
+
+    /// Connect mTLS to the services (`--via mesh` and `--via direct`; a
+    /// `--via proxy` is dialled in the clear: the proxy is outside the mesh).
+    #[command(flatten)]
+    mtls: crate::mtls::MtlsArgs,
 }
 
 /// Prepares, loads, reports.
@@ -81,11 +86,26 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         (Some(requests), _) => Stop::Requests(requests),
         (None, duration) => Stop::After(duration.unwrap_or(DEFAULT_DURATION)),
     };
-    let mesh = || via::mesh_client(&args.consul_addr, args.consul_token.clone());
+    let consul = discovery::ConsulConfig::new(&args.consul_addr, args.consul_token.clone())?;
+    let identity = match via {
+        Via::Proxy(_) => None,
+        Via::Mesh | Via::Direct(_) => args.mtls.client_identity(&consul).await?,
+    };
+    let mesh_identity = match via {
+        // Fixtures made through the mesh need an identity even when the load goes to a proxy.
+        Via::Proxy(_) if args.mtls.mtls == mesh::connect::MtlsMode::Required => {
+            args.mtls.client_identity(&consul).await?
+        }
+        _ => identity.clone(),
+    };
+    let mesh = || Ok(via::mesh_client(consul.clone(), mesh_identity.clone()));
 
     let channel: Channel = match &via {
         Via::Mesh => mesh()?.channel(rpc.service()),
-        Via::Direct(address) | Via::Proxy(address) => via::plain_channel(address).await?,
+        Via::Direct(address) => {
+            via::direct_channel(address, rpc.service(), identity.as_ref()).await?
+        }
+        Via::Proxy(address) => via::direct_channel(address, rpc.service(), None).await?,
     };
     let fixture = prepare(rpc, &via, &channel, args.requests, mesh).await?;
 
@@ -97,8 +117,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let progress = progress_bar(stop, args.json);
     if !args.json {
         eprintln!(
-            "bench {} via {via}: concurrency {}, {}{}",
+            "bench {} via {via} ({}): concurrency {}, {}{}",
             rpc.name(),
+            match identity {
+                Some(_) => format!("mTLS as {}", args.mtls.identity),
+                None => "plaintext".to_owned(),
+            },
             args.concurrency,
             match stop {
                 Stop::Requests(n) => format!("{n} requests"),

@@ -2,9 +2,11 @@
 
 use std::{fmt, time::Duration};
 
-use anyhow::{bail, Context as _};
-use mesh::client::{direct, Channel, ClientOptions, MeshClient};
-use tonic::transport::Endpoint;
+use anyhow::bail;
+use mesh::{
+    client::{connect_endpoint, direct, Channel, ClientOptions, MeshClient},
+    connect::Identity,
+};
 
 /// The transport under test.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,19 +66,16 @@ impl fmt::Display for Via {
     }
 }
 
-/// A plain tonic channel to `address`, connected now (so a wrong address
-/// fails before the run, not as thousands of errors).
-pub(crate) async fn plain_channel(address: &str) -> anyhow::Result<Channel> {
-    let uri = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    };
-    let channel = Endpoint::from_shared(uri)
-        .with_context(|| format!("{address:?} is not an address"))?
-        .connect_timeout(Duration::from_secs(3))
-        .tcp_nodelay(true)
-        .connect()
+/// One tonic channel to `address` (`host:port`, or `http://host:port`) serving
+/// `service`: Connect mTLS with `identity`, plaintext without. Connected now,
+/// so a wrong address fails before the run, not as thousands of errors.
+pub(crate) async fn direct_channel(
+    address: &str,
+    service: &str,
+    identity: Option<&Identity>,
+) -> anyhow::Result<Channel> {
+    let authority = address.strip_prefix("http://").unwrap_or(address);
+    let channel = connect_endpoint(authority, service, identity, Duration::from_secs(3))
         .await
         .map_err(|error| {
             anyhow::anyhow!(
@@ -87,10 +86,18 @@ pub(crate) async fn plain_channel(address: &str) -> anyhow::Result<Channel> {
     Ok(direct(channel))
 }
 
-/// A mesh client resolving through the agent at `consul_addr`.
-pub(crate) fn mesh_client(consul_addr: &str, token: Option<String>) -> anyhow::Result<MeshClient> {
-    let consul = discovery::ConsulConfig::new(consul_addr, token)?;
-    Ok(MeshClient::new(consul, ClientOptions::default()))
+/// A mesh client resolving through `consul`, presenting `identity` (mTLS) or none (plaintext).
+pub(crate) fn mesh_client(
+    consul: discovery::ConsulConfig,
+    identity: Option<Identity>,
+) -> MeshClient {
+    MeshClient::new(
+        consul,
+        ClientOptions {
+            identity,
+            ..ClientOptions::default()
+        },
+    )
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use super::{
     plan::InstancePlan,
     seed::{Demo, DEMO_STOCK},
 };
-use crate::{consul::model::HealthEntry, services, tools};
+use crate::{cert::CertFiles, consul::model::HealthEntry, services, tools};
 
 /// Everything the banner shows.
 #[derive(Debug)]
@@ -24,6 +24,8 @@ pub(crate) struct Banner<'a> {
     pub(crate) pids: &'a BTreeMap<String, u32>,
     /// The demo data, when seeded.
     pub(crate) demo: Option<&'a Demo>,
+    /// The operator's certificate files (`None` with `--mtls=off`).
+    pub(crate) operator: Option<&'a CertFiles>,
     /// The logs folder as the user gave it.
     pub(crate) logs_dir: &'a Path,
     /// The pid file.
@@ -145,15 +147,31 @@ impl Banner<'_> {
     }
 
     fn render_commands(&self, out: &mut String) {
-        let grpcurl = format!("{} -plaintext", tools::grpcurl_command());
+        let grpcurl = match self.operator {
+            Some(files) => format!("{} {}", tools::grpcurl_command(), files.grpcurl_flags()),
+            None => format!("{} -plaintext", tools::grpcurl_command()),
+        };
         let user_id = self
             .demo
             .map_or("<user id>", |demo| demo.user.user_id.as_str());
         let sku = DEMO_STOCK[0].0;
-        let _ = writeln!(
-            out,
-            "Try it (every service has reflection; instance 1 of each):"
-        );
+        match self.operator {
+            Some(files) => {
+                let _ = writeln!(
+                    out,
+                    "Try it over mTLS as {} (every service has reflection; instance 1 of each;\n\
+                     -insecure: Connect certificates name services by SPIFFE URI only, which grpcurl\n\
+                     cannot check — the services still verify and authorize this certificate):",
+                    files.service_uri
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "Try it (plaintext; every service has reflection; instance 1 of each):"
+                );
+            }
+        }
         for service in services::ALL {
             let Some(instance) = self.plan.iter().find(|i| i.service == service) else {
                 continue;

@@ -2,11 +2,13 @@
 //!
 //! 1. Consul: the agent at `CONSUL_HTTP_ADDR` if it answers, else a dev agent
 //!    started here (installing `consul` with `scripts/install-tools` if needed);
-//! 2. every instance as its own `mesh serve <service>` process, restarted with
+//! 2. with `--mtls=required` (the default): the default intentions
+//!    (default-deny) and an `operator` certificate for grpcurl;
+//! 3. every instance as its own `mesh serve <service>` process, restarted with
 //!    backoff when it crashes;
-//! 3. wait until Consul reports all of them passing, seed demo data through
-//!    the mesh client, print where everything is;
-//! 4. on SIGINT/SIGTERM/SIGHUP: SIGTERM every instance, wait for their drain
+//! 4. wait until Consul reports all of them passing, seed demo data through
+//!    the mesh client, print where everything is (grpcurl commands included);
+//! 5. on SIGINT/SIGTERM/SIGHUP: SIGTERM every instance, wait for their drain
 //!    (+5 s), SIGKILL what is left, stop the agent if we started it, exit 0.
 //!    A second signal skips the wait.
 
@@ -28,7 +30,11 @@ use std::{
 };
 
 use anyhow::Context as _;
-use mesh::client::{ClientOptions, MeshClient};
+use discovery::connect::ConnectCa;
+use mesh::{
+    client::{ClientOptions, MeshClient},
+    connect::{Identity, MtlsMode},
+};
 
 use self::{
     console::say,
@@ -88,6 +94,13 @@ pub(crate) struct UpArgs {
     /// How long to wait for every instance to pass in Consul, in seconds.
     #[arg(long, default_value_t = 90)]
     ready_timeout_secs: u64,
+
+    /// `required`: every instance serves Connect mTLS only, the default
+    /// intentions (default-deny, the shop's call graph, `operator` everywhere)
+    /// are set, and an `operator` certificate is written to `<state-dir>/certs/operator`
+    /// for grpcurl. `off`: plaintext (local experiments only).
+    #[arg(long, env = "MESH_MTLS", value_enum, default_value_t = MtlsMode::Required)]
+    mtls: MtlsMode,
 }
 
 /// What has been started and must be stopped, whatever happens.
@@ -171,7 +184,37 @@ async fn drive(
         say(format!("consul: using the agent at {}", api.address()));
     }
 
-    // 2. The instances.
+    // 2. Zero trust: intentions first (no instance ever serves without them),
+    //    and the operator's certificate for grpcurl.
+    let consul_config = discovery::ConsulConfig::new(api.address(), args.consul_token.clone())?;
+    let operator = match args.mtls {
+        MtlsMode::Required => {
+            let ca = ConnectCa::new(&consul_config);
+            crate::intentions::apply(&ca).await?;
+            say(format!(
+                "consul: intentions set: {}",
+                crate::intentions::describe().join(", ")
+            ));
+            let files = crate::cert::write(
+                &ca,
+                crate::mtls::OPERATOR,
+                &state_dir.join("certs").join(crate::mtls::OPERATOR),
+            )
+            .await?;
+            say(format!(
+                "certificate of {} for grpcurl in {}",
+                files.service_uri,
+                files.dir.display()
+            ));
+            Some(files)
+        }
+        MtlsMode::Off => {
+            say("warning: --mtls=off: the mesh is plaintext, unauthenticated and unauthorized");
+            None
+        }
+    };
+
+    // 3. The instances.
     plan::check_ports_free(&plan)?;
     let settings = Settings {
         program: std::env::current_exe().context("cannot find this executable")?,
@@ -180,6 +223,7 @@ async fn drive(
         consul_addr: api.address().to_owned(),
         consul_token: args.consul_token.clone().filter(|token| !token.is_empty()),
         drain: Duration::from_millis(args.drain_ms),
+        mtls: args.mtls,
     };
     say(format!(
         "starting {} instances ({}), logs in {}",
@@ -194,7 +238,7 @@ async fn drive(
     ));
     running.supervisor = Some(Supervisor::start(settings.clone(), plan, Arc::clone(pids)));
 
-    // 3. Ready, seeded, announced.
+    // 4. Ready, seeded, announced.
     let bring_up = async {
         let timeout = Duration::from_secs(args.ready_timeout_secs);
         let passing = match ready::wait_passing(&api, &plan_for_banner, timeout).await {
@@ -214,8 +258,16 @@ async fn drive(
         let demo = if args.no_seed {
             None
         } else {
-            let consul = discovery::ConsulConfig::new(api.address(), args.consul_token.clone())?;
-            let mesh = MeshClient::new(consul, ClientOptions::default());
+            let identity = operator
+                .as_ref()
+                .map(|_| Identity::watch(&consul_config, crate::mtls::OPERATOR));
+            let mesh = MeshClient::new(
+                consul_config.clone(),
+                ClientOptions {
+                    identity,
+                    ..ClientOptions::default()
+                },
+            );
             match seed::seed(&mesh).await {
                 Ok(demo) => Some(demo),
                 Err(error) => {
@@ -232,6 +284,7 @@ async fn drive(
             passing: &passing,
             pids: &pid_snapshot,
             demo: demo.as_ref(),
+            operator: operator.as_ref(),
             logs_dir: &shown_state_dir.join("logs"),
             pid_file: &shown_state_dir.join("pids"),
             elapsed: started_at.elapsed(),
@@ -244,7 +297,7 @@ async fn drive(
         signal = signals.recv() => return stopped_early(signal),
     }
 
-    // 4. Supervise until asked to stop.
+    // 5. Supervise until asked to stop.
     let signal = signals.recv().await;
     say(format!("\n{signal}: stopping"));
     Ok(())

@@ -37,6 +37,8 @@ pub(crate) struct Settings {
     pub(crate) consul_token: Option<String>,
     /// `--drain-ms` of every instance.
     pub(crate) drain: Duration,
+    /// `--mtls` of every instance.
+    pub(crate) mtls: mesh::connect::MtlsMode,
 }
 
 impl Settings {
@@ -265,10 +267,18 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         .arg("--metrics-listen")
         .arg("127.0.0.1:0")
         .arg("--drain-ms")
-        .arg(settings.drain.as_millis().to_string());
+        .arg(settings.drain.as_millis().to_string())
+        .arg("--mtls")
+        .arg(settings.mtls.as_str());
     // The user's environment must not turn the local mesh into something
     // else: one database for all four, or no Consul.
-    for variable in ["DATABASE_URL", "MESH_NO_CONSUL", "CONSUL_HTTP_TOKEN_FILE"] {
+    // A fixed --health-listen would make every instance collide: each takes a free port.
+    for variable in [
+        "DATABASE_URL",
+        "MESH_NO_CONSUL",
+        "CONSUL_HTTP_TOKEN_FILE",
+        "MESH_HEALTH_LISTEN",
+    ] {
         command.env_remove(variable);
     }
     match &settings.consul_token {

@@ -80,6 +80,7 @@ pub fn registration(id: &str, name: &str, server: &HealthServer) -> ServiceRegis
             ("instance".to_owned(), id.to_owned()),
         ]),
         check,
+        connect_native: false,
     }
 }
 

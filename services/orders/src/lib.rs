@@ -101,13 +101,31 @@ impl Upstreams {
             &config.service.consul.address,
             config.service.consul.token.clone(),
         )?;
-        let mesh = mesh::client::MeshClient::new(consul, mesh::client::ClientOptions::default());
+        // With --mtls=required the calls present orders' Connect identity (the
+        // same certificate watch as the server's) and accept only the target's.
+        let identity = match config.service.mtls {
+            mesh::connect::MtlsMode::Required => {
+                Some(mesh::connect::Identity::watch(&consul, IDENTITY.name))
+            }
+            mesh::connect::MtlsMode::Off => None,
+        };
+        let options = mesh::client::ClientOptions {
+            identity: identity.clone(),
+            ..mesh::client::ClientOptions::default()
+        };
+        let connect_timeout = options.connect_timeout;
+        let mesh = mesh::client::MeshClient::new(consul, options);
         let channel = |service: &str, fixed: &Option<http::uri::Authority>| match fixed {
             Some(address) => {
                 tracing::info!(%service, %address, "calling a fixed address instead of resolving through Consul");
-                let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                    .expect("an authority makes a valid http URI");
-                mesh::client::direct(endpoint.connect_lazy())
+                let channel = mesh::client::endpoint_channel(
+                    address.as_str(),
+                    service,
+                    identity.as_ref(),
+                    connect_timeout,
+                )
+                .expect("an authority makes a valid http URI");
+                mesh::client::direct(channel)
             }
             None => mesh.channel(service),
         };

@@ -1,0 +1,156 @@
+//! How the mesh client dials an endpoint: plaintext HTTP/2 (`--mtls=off`), or
+//! TCP + a TLS 1.3 handshake that presents our Connect leaf and accepts only
+//! the exact SPIFFE identity of the target service (see
+//! `mesh::connect`). A failure before the handshake completes is a
+//! [`NotConnected`]: no request byte was sent, so any method may be retried.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use http::Uri;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::{client::TlsStream, TlsConnector};
+use tower::{BoxError, Service};
+
+use super::error::NotConnected;
+use crate::connect::{Identity, WrongPeerIdentity};
+
+/// HTTP/2 keepalive of every endpoint connection.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One lazily connected HTTP/2 channel to `authority` (`host:port`) for the
+/// service `target`: mTLS with `identity`, plaintext when `None`. Re-connects
+/// after failures (tonic).
+pub fn endpoint_channel(
+    authority: &str,
+    target: &str,
+    identity: Option<&Identity>,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let endpoint = endpoint(authority, connect_timeout)?;
+    Ok(match identity {
+        None => endpoint.connect_lazy(),
+        Some(identity) => {
+            endpoint.connect_with_connector_lazy(MtlsConnector::new(identity, target))
+        }
+    })
+}
+
+/// Like [`endpoint_channel`], but connects (and, with mTLS, completes the
+/// handshake) before returning, so a wrong address or identity fails here.
+pub async fn connect_endpoint(
+    authority: &str,
+    target: &str,
+    identity: Option<&Identity>,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    let endpoint = endpoint(authority, connect_timeout)?;
+    match identity {
+        None => endpoint.connect().await,
+        Some(identity) => {
+            endpoint
+                .connect_with_connector(MtlsConnector::new(identity, target))
+                .await
+        }
+    }
+}
+
+fn endpoint(
+    authority: &str,
+    connect_timeout: Duration,
+) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{authority}"))?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT),
+    )
+}
+
+/// TCP then TLS with our Connect identity, expecting `target`'s.
+#[derive(Clone, Debug)]
+struct MtlsConnector {
+    identity: Identity,
+    target: Arc<str>,
+}
+
+impl MtlsConnector {
+    fn new(identity: &Identity, target: &str) -> Self {
+        Self {
+            identity: identity.clone(),
+            target: target.into(),
+        }
+    }
+}
+
+impl Service<Uri> for MtlsConnector {
+    type Response = TokioIo<TlsStream<TcpStream>>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let (identity, target) = (self.identity.clone(), self.target.clone());
+        Box::pin(async move {
+            let authority = uri
+                .authority()
+                .map(|a| a.as_str().to_owned())
+                .unwrap_or_default();
+            let fail = |reason: String, source: Option<std::io::Error>| -> BoxError {
+                Box::new(NotConnected {
+                    address: authority.clone(),
+                    target: target.to_string(),
+                    reason,
+                    source,
+                })
+            };
+            let config = identity
+                .client_config(&target)
+                .map_err(|error| fail(error.to_string(), None))?;
+            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+            let port = uri.port_u16().unwrap_or(80);
+            let tcp = TcpStream::connect((host, port))
+                .await
+                .map_err(|error| fail(format!("TCP connect: {error}"), Some(error)))?;
+            let _ = tcp.set_nodelay(true);
+            let server_name = match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => ServerName::IpAddress(ip.into()),
+                Err(_) => ServerName::try_from(host.to_owned())
+                    .map_err(|error| fail(format!("bad host name: {error}"), None))?,
+            };
+            let stream = TlsConnector::from(config)
+                .connect(server_name, tcp)
+                .await
+                .map_err(|error| fail(describe(&error), Some(error)))?;
+            Ok(TokioIo::new(stream))
+        })
+    }
+}
+
+/// A handshake error in words: names the identity found when it is the wrong one.
+fn describe(error: &std::io::Error) -> String {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return format!("TLS handshake: {error}");
+    };
+    if let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = tls {
+        if let Some(wrong) = other.0.downcast_ref::<WrongPeerIdentity>() {
+            return format!("refusing the server's certificate: {wrong}");
+        }
+    }
+    format!("TLS handshake: {tls}")
+}
