@@ -1,21 +1,27 @@
 //! `mesh bench`: the report counts what the servers did — 300 AddStock of one
-//! unit grow BENCH-ADD by exactly 300, directly and through the mesh.
+//! unit grow BENCH-ADD by exactly 300, directly (plaintext, `--mtls off`) and
+//! through the mesh (Connect mTLS, the default).
 
 mod common;
 
 use std::time::Duration;
 
 use common::{mesh, stderr, stdout};
-use testkit::{grpcurl, ConsulAgent, ServiceOptions, ServiceProcess};
+use testkit::{grpcurl, grpcurl_mtls, CertFiles, ConsulAgent, ServiceOptions, ServiceProcess};
 
-/// BENCH-ADD's available units, read with grpcurl (0 when unknown).
-fn bench_add_stock(address: &str) -> i64 {
-    let item = grpcurl(&[
+/// BENCH-ADD's available units, read with grpcurl (0 when unknown); over
+/// mTLS with `certs`, else plaintext.
+fn bench_add_stock(address: &str, certs: Option<&CertFiles>) -> i64 {
+    let args = [
         "-d",
         r#"{"sku":"BENCH-ADD"}"#,
         address,
         "mesh.inventory.v1.Inventory/GetItem",
-    ]);
+    ];
+    let item = match certs {
+        Some(certs) => grpcurl_mtls(certs, &args),
+        None => grpcurl(&args),
+    };
     if !item.success {
         assert!(item.stderr.contains("NotFound"), "{item:?}");
         return 0;
@@ -74,9 +80,11 @@ fn assert_300_ok(report: &serde_json::Value, via: &str) {
 fn bench_direct_add_stock_counts_exactly_300_on_the_server() {
     let inventory = ServiceProcess::start("inventory", ServiceOptions::default());
     let address = inventory.addr();
-    let before = bench_add_stock(&address);
+    let before = bench_add_stock(&address, None);
     let report = bench_json(&[
         "bench",
+        "--mtls",
+        "off",
         "--rpc",
         "add-stock",
         "--requests",
@@ -90,7 +98,7 @@ fn bench_direct_add_stock_counts_exactly_300_on_the_server() {
     ]);
     assert_300_ok(&report, "direct");
     assert_eq!(report["address"], address.as_str());
-    assert_eq!(bench_add_stock(&address) - before, 300);
+    assert_eq!(bench_add_stock(&address, None) - before, 300);
 }
 
 #[test]
@@ -102,12 +110,15 @@ fn bench_through_the_mesh_spreads_300_add_stock_over_two_instances_exactly() {
         data_dir: Some(data.path().to_owned()),
         instance_id: Some(instance.to_owned()),
         args: vec!["--check-interval-ms".into(), "500".into()],
+        mtls: true,
         ..ServiceOptions::default()
     };
     let first = ServiceProcess::start("inventory", options("a"));
     let _second = ServiceProcess::start("inventory", options("b"));
     agent.wait_passing("inventory", 2, Duration::from_secs(30));
-    let before = bench_add_stock(&first.addr());
+    // The test agent has no intentions: Consul's default (ACLs off) allows.
+    let certs = agent.cert_files("operator");
+    let before = bench_add_stock(&first.addr(), Some(&certs));
 
     let consul = agent.http_addr();
     let report = bench_json(&[
@@ -126,7 +137,7 @@ fn bench_through_the_mesh_spreads_300_add_stock_over_two_instances_exactly() {
     ]);
     assert_300_ok(&report, "mesh");
     // Both instances share one database: either one shows the total.
-    assert_eq!(bench_add_stock(&first.addr()) - before, 300);
+    assert_eq!(bench_add_stock(&first.addr(), Some(&certs)) - before, 300);
 }
 
 #[test]
@@ -135,6 +146,8 @@ fn bench_prints_a_text_report_for_a_paced_timed_run() {
     let address = inventory.addr();
     let output = mesh(&[
         "bench",
+        "--mtls",
+        "off",
         "--rpc",
         "get-item",
         "--duration",

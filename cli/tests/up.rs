@@ -1,6 +1,7 @@
 //! `mesh up`: the whole mesh as real processes — every service passing in
-//! Consul and answering grpcurl, demo data seeded once, a crashed instance
-//! restarted, and on SIGINT a clean stop with nothing left behind.
+//! Consul and answering grpcurl over Connect mTLS (the printed commands work
+//! verbatim), default-deny intentions, demo data seeded once, a crashed
+//! instance restarted, and on SIGINT a clean stop with nothing left behind.
 
 mod common;
 
@@ -11,7 +12,7 @@ use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
 };
-use testkit::{free_port, grpcurl, wait_until, ConsulAgent};
+use testkit::{free_port, grpcurl, grpcurl_mtls, wait_until, CertFiles, ConsulAgent};
 
 /// `mesh up` prints this once everything passes and the demo data is in.
 const READY_LINE: &str = "mesh is up";
@@ -39,13 +40,16 @@ fn address(agent: &ConsulAgent, service: &str) -> String {
     format!("127.0.0.1:{port}")
 }
 
-fn demo_user_id(agent: &ConsulAgent) -> (String, usize) {
-    let users = grpcurl(&[
-        "-d",
-        r#"{"page_size":1000}"#,
-        &address(agent, "users"),
-        "mesh.users.v1.Users/ListUsers",
-    ]);
+fn demo_user_id(agent: &ConsulAgent, certs: &CertFiles) -> (String, usize) {
+    let users = grpcurl_mtls(
+        certs,
+        &[
+            "-d",
+            r#"{"page_size":1000}"#,
+            &address(agent, "users"),
+            "mesh.users.v1.Users/ListUsers",
+        ],
+    );
     assert!(users.success, "{users:?}");
     let json = users.json();
     let demo: Vec<&serde_json::Value> = json["users"]
@@ -61,19 +65,48 @@ fn demo_user_id(agent: &ConsulAgent) -> (String, usize) {
     )
 }
 
-fn widget_available(agent: &ConsulAgent) -> i64 {
-    let item = grpcurl(&[
-        "-d",
-        r#"{"sku":"WIDGET-1"}"#,
-        &address(agent, "inventory"),
-        "mesh.inventory.v1.Inventory/GetItem",
-    ]);
+fn widget_available(agent: &ConsulAgent, certs: &CertFiles) -> i64 {
+    let item = grpcurl_mtls(
+        certs,
+        &[
+            "-d",
+            r#"{"sku":"WIDGET-1"}"#,
+            &address(agent, "inventory"),
+            "mesh.inventory.v1.Inventory/GetItem",
+        ],
+    );
     assert!(item.success, "{item:?}");
     item.json()["available"]
         .as_str()
         .and_then(|n| n.parse().ok())
         .or_else(|| item.json()["available"].as_i64())
         .unwrap_or(0)
+}
+
+/// Runs every grpcurl command `mesh up` printed, as a shell would; each
+/// succeeds except the lookup of a payment that does not exist (NotFound).
+fn run_printed_grpcurl_commands(log: &str) {
+    let commands: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.contains("grpcurl") && line.contains(" -cacert "))
+        .collect();
+    assert!(
+        commands.len() >= 8,
+        "too few grpcurl commands printed:\n{log}"
+    );
+    for command in commands {
+        let output = std::process::Command::new("sh")
+            .args(["-c", command])
+            .output()
+            .expect("run sh");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if command.contains("no-such-payment") {
+            assert!(stderr.contains("NotFound"), "{command}: {stderr}");
+        } else {
+            assert!(output.status.success(), "{command}: {stderr}");
+        }
+    }
 }
 
 #[test]
@@ -111,49 +144,84 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
         up.log()
     );
 
-    // Each service answers grpcurl; the demo data is there.
-    let (user_id, demo_users) = demo_user_id(&agent);
+    // Each service answers grpcurl over mTLS as `operator`; the demo data is there.
+    let certs = agent.cert_files("operator");
+    let (user_id, demo_users) = demo_user_id(&agent, &certs);
     assert_eq!(demo_users, 1);
     assert!(
         up.log().contains(&user_id),
         "the demo user id is not in the printed commands"
     );
-    assert_eq!(widget_available(&agent), 100);
-    let payment = grpcurl(&[
-        "-d",
-        r#"{"payment_id":"no-such-payment"}"#,
-        &address(&agent, "payments"),
-        "mesh.payments.v1.Payments/GetPayment",
-    ]);
+    assert_eq!(widget_available(&agent, &certs), 100);
+    let payment = grpcurl_mtls(
+        &certs,
+        &[
+            "-d",
+            r#"{"payment_id":"no-such-payment"}"#,
+            &address(&agent, "payments"),
+            "mesh.payments.v1.Payments/GetPayment",
+        ],
+    );
     assert!(
         !payment.success && payment.stderr.contains("NotFound"),
         "{payment:?}"
     );
     let list_orders = format!(r#"{{"user_id":"{user_id}"}}"#);
-    let orders = grpcurl(&[
-        "-d",
-        &list_orders,
-        &address(&agent, "orders"),
-        "mesh.orders.v1.Orders/ListOrders",
-    ]);
+    let orders = grpcurl_mtls(
+        &certs,
+        &[
+            "-d",
+            &list_orders,
+            &address(&agent, "orders"),
+            "mesh.orders.v1.Orders/ListOrders",
+        ],
+    );
     assert!(orders.success, "{orders:?}");
     // orders reaches users, inventory and payments through the mesh.
     let place = format!(
         r#"{{"request_id":"up-test-1","user_id":"{user_id}","items":[{{"sku":"WIDGET-1","quantity":1}}]}}"#
     );
-    let order = grpcurl(&[
-        "-d",
-        &place,
-        &address(&agent, "orders"),
-        "mesh.orders.v1.Orders/PlaceOrder",
-    ]);
+    let order = grpcurl_mtls(
+        &certs,
+        &[
+            "-d",
+            &place,
+            &address(&agent, "orders"),
+            "mesh.orders.v1.Orders/PlaceOrder",
+        ],
+    );
     assert!(order.success, "{order:?}");
     assert_eq!(
         order.json()["status"],
         "ORDER_STATUS_CONFIRMED",
         "{order:?}"
     );
-    assert_eq!(widget_available(&agent), 99);
+    assert_eq!(widget_available(&agent, &certs), 99);
+
+    // The printed grpcurl commands work verbatim (the PlaceOrder one orders a widget).
+    run_printed_grpcurl_commands(&up.log());
+    assert_eq!(widget_available(&agent, &certs), 98);
+
+    // Zero trust: no plaintext, and default-deny intentions (users may not call payments).
+    let plaintext = grpcurl(&[&address(&agent, "orders"), "list"]);
+    assert!(
+        !plaintext.success && plaintext.stderr.contains("Unauthenticated"),
+        "{plaintext:?}"
+    );
+    let as_users = agent.cert_files("users");
+    let denied = grpcurl_mtls(
+        &as_users,
+        &[
+            "-d",
+            r#"{"payment_id":"no-such-payment"}"#,
+            &address(&agent, "payments"),
+            "mesh.payments.v1.Payments/GetPayment",
+        ],
+    );
+    assert!(
+        !denied.success && denied.stderr.contains("PermissionDenied"),
+        "{denied:?}"
+    );
 
     // A crashed instance is restarted (new pid, passing again).
     let old_payments = address(&agent, "payments");
@@ -211,8 +279,12 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     // A second run on the same state keeps the data as it is.
     let mut again = spawn_up(state.path(), &args, &[]);
     wait_for_output(&mut again, READY_LINE, READY_TIMEOUT);
-    assert_eq!(demo_user_id(&agent), (user_id, 1));
-    assert_eq!(widget_available(&agent), 99, "a re-run added stock again");
+    assert_eq!(demo_user_id(&agent, &certs), (user_id, 1));
+    assert_eq!(
+        widget_available(&agent, &certs),
+        98,
+        "a re-run added stock again"
+    );
     again.child.signal(Signal::SIGINT);
     let status = again
         .child

@@ -20,7 +20,7 @@ use tokio_rustls::{client::TlsStream, TlsConnector};
 use tower::{BoxError, Service};
 
 use super::error::NotConnected;
-use crate::connect::{Identity, WrongPeerIdentity};
+use crate::connect::{inspect, Identity, PeerCertificate, WrongPeerIdentity};
 
 /// HTTP/2 keepalive of every endpoint connection.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -137,6 +137,25 @@ impl Service<Uri> for MtlsConnector {
             Ok(TokioIo::new(stream))
         })
     }
+}
+
+/// Opens one TLS connection to `authority` as `identity`, expecting
+/// `target`, and returns the certificate the server presented (its identity,
+/// serial and expiry); nothing is sent over it. For diagnostics and tests
+/// (which leaf does a server present right now?).
+pub async fn peer_certificate(
+    authority: &str,
+    target: &str,
+    identity: &Identity,
+) -> Result<PeerCertificate, BoxError> {
+    let uri: Uri = format!("http://{authority}").parse()?;
+    let stream = MtlsConnector::new(identity, target).call(uri).await?;
+    let (_, connection) = stream.inner().get_ref();
+    let leaf = connection
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .ok_or("the server presented no certificate")?;
+    Ok(inspect(leaf)?)
 }
 
 /// A handshake error in words: names the identity found when it is the wrong one.

@@ -22,7 +22,7 @@ mod collector;
 mod connector;
 pub mod deadline;
 mod eject;
-mod error;
+pub(crate) mod error;
 mod failfast;
 mod instrument;
 mod metrics;
@@ -40,7 +40,7 @@ use tonic::body::Body;
 use tonic::Status;
 use tower::{util::BoxCloneSyncService, BoxError, ServiceExt};
 
-pub use connector::{connect_endpoint, endpoint_channel};
+pub use connector::{connect_endpoint, endpoint_channel, peer_certificate};
 pub use error::{
     never_reached_server_status, DeadlineExceeded, NoHealthyEndpoint, NotConnected, PerTryTimeout,
 };

@@ -383,3 +383,6 @@ async fn serve_http2<I, S>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
