@@ -31,7 +31,7 @@ struct Cached {
 /// Asks the agent whether callers may connect to `target`.
 #[derive(Debug, Clone)]
 pub(crate) struct Authorizer {
-    ca: ConnectCa,
+    ca: Arc<ConnectCa>,
     target: Arc<str>,
     recheck: Duration,
     cache: Arc<Mutex<HashMap<String, Cached>>>,
@@ -40,7 +40,7 @@ pub(crate) struct Authorizer {
 impl Authorizer {
     pub(crate) fn new(ca: ConnectCa, target: &str, recheck: Duration) -> Self {
         Self {
-            ca,
+            ca: Arc::new(ca),
             target: target.into(),
             recheck,
             cache: Arc::default(),
