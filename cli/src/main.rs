@@ -4,6 +4,7 @@
 //!   processes, demo data, ready-to-paste grpcurl commands;
 //! - `mesh status`: every registered instance and its health, from Consul;
 //! - `mesh bench`: load one RPC through the mesh client, a direct channel or a proxy;
+//! - `mesh bench-discovery`: how fast the client follows a 1,000-instance service;
 //! - `mesh serve <service>`: one service in this process (what `mesh up` runs);
 //! - `mesh health ADDR`: a gRPC health check for container healthchecks;
 //! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
@@ -52,6 +53,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Load one RPC and report throughput and latency.
     Bench(bench::BenchArgs),
+    /// Time discovery changes of a large service through to the balancer, and its memory.
+    BenchDiscovery(bench::discovery::DiscoveryArgs),
     /// Run one service in this process.
     Serve(serve::ServeArgs),
     /// gRPC health check of one server (exit 0 only when SERVING).
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::BenchDiscovery(args) => bench::discovery::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Cert(args) => cert::run(args).await,

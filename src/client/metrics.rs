@@ -18,6 +18,7 @@ struct Counters {
     retries: AtomicU64,
     budget_exhausted: AtomicU64,
     ejections: AtomicU64,
+    endpoints: AtomicU64,
 }
 
 /// A point-in-time copy of [`TargetMetrics`].
@@ -33,6 +34,9 @@ pub struct TargetCounts {
     pub budget_exhausted: u64,
     /// Endpoint ejections.
     pub ejections: u64,
+    /// Endpoints in the balancer's set, as of the last change it took from
+    /// the resolver (it takes them when next polled, i.e. by a request).
+    pub endpoints: u64,
 }
 
 impl TargetMetrics {
@@ -51,6 +55,10 @@ impl TargetMetrics {
     pub(crate) fn ejected(&self) {
         self.inner.ejections.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn set_endpoints(&self, count: usize) {
+        let count = u64::try_from(count).unwrap_or(u64::MAX);
+        self.inner.endpoints.store(count, Ordering::Relaxed);
+    }
 
     /// The counts now.
     pub fn snapshot(&self) -> TargetCounts {
@@ -61,6 +69,7 @@ impl TargetMetrics {
             retries: c.retries.load(Ordering::Relaxed),
             budget_exhausted: c.budget_exhausted.load(Ordering::Relaxed),
             ejections: c.ejections.load(Ordering::Relaxed),
+            endpoints: c.endpoints.load(Ordering::Relaxed),
         }
     }
 }

@@ -103,9 +103,14 @@ fn balancer(
     let default_rtt = options.ewma_default_rtt;
     let decay_ns = options.ewma_decay.as_nanos() as f64;
     let target = service.to_owned();
+    // The ids the balancer holds, for the `endpoints` count (an Insert may
+    // replace an endpoint whose address changed).
+    let mut held = std::collections::HashSet::new();
     let endpoints = resolver.discover().map(move |change| {
         change.map(|change| match change {
             Change::Insert(id, endpoint) => {
+                held.insert(id.clone());
+                metrics.set_endpoints(held.len());
                 tracing::debug!(service = %target, %id, address = %endpoint.address, "endpoint added");
                 let metrics = metrics.clone();
                 let (service, address) = (target.clone(), endpoint.address);
@@ -120,6 +125,8 @@ fn balancer(
                 Change::Insert(id, Ejectable::new(measured, policy, on_eject))
             }
             Change::Remove(id) => {
+                held.remove(&id);
+                metrics.set_endpoints(held.len());
                 tracing::debug!(service = %target, %id, "endpoint removed");
                 Change::Remove(id)
             }

@@ -50,6 +50,19 @@ pub(crate) struct Plan {
     pub(crate) stop: Stop,
     /// Requests per second over all workers; unlimited when `None`.
     pub(crate) rate: Option<f64>,
+    /// Keep every request's start and latency (for a timeline).
+    pub(crate) keep_samples: bool,
+}
+
+/// One request of a run whose samples are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Sample {
+    /// When it started, µs after the run began.
+    pub(crate) start_us: u64,
+    /// How long it took, µs.
+    pub(crate) latency_us: u64,
+    /// Answered OK.
+    pub(crate) ok: bool,
 }
 
 /// What a run measured.
@@ -63,6 +76,8 @@ pub(crate) struct Outcome {
     pub(crate) errors: BTreeMap<&'static str, u64>,
     /// From the first request to the last answer.
     pub(crate) elapsed: Duration,
+    /// Every request, when the plan keeps samples (unordered).
+    pub(crate) samples: Vec<Sample>,
 }
 
 impl Outcome {
@@ -73,6 +88,7 @@ impl Outcome {
             ok: 0,
             errors: BTreeMap::new(),
             elapsed: Duration::ZERO,
+            samples: Vec::new(),
         }
     }
 
@@ -89,6 +105,7 @@ impl Outcome {
         for (code, count) in other.errors {
             *self.errors.entry(code).or_default() += count;
         }
+        self.samples.extend(other.samples);
     }
 }
 
@@ -166,6 +183,14 @@ async fn worker<C: Call>(shared: Arc<Shared>, mut caller: C) -> Outcome {
         outcome
             .latency
             .saturating_record(micros.clamp(1, MAX_LATENCY_US));
+        if shared.plan.keep_samples {
+            let start = sent.saturating_duration_since(shared.start);
+            outcome.samples.push(Sample {
+                start_us: u64::try_from(start.as_micros()).unwrap_or(u64::MAX),
+                latency_us: micros,
+                ok: result.is_ok(),
+            });
+        }
         match result {
             Ok(()) => outcome.ok += 1,
             Err(code) => {
@@ -230,6 +255,7 @@ mod tests {
             concurrency: 7,
             stop: Stop::Requests(300),
             rate: None,
+            keep_samples: true,
         };
         let outcome = run(plan, Fake(Arc::clone(&calls)), &ProgressBar::hidden()).await;
         assert_eq!(calls.load(Ordering::Relaxed), 300);
@@ -237,6 +263,8 @@ mod tests {
         assert_eq!(outcome.ok, 200);
         assert_eq!(outcome.errors.get("UNAVAILABLE"), Some(&100));
         assert_eq!(outcome.latency.len(), 300);
+        assert_eq!(outcome.samples.len(), 300);
+        assert_eq!(outcome.samples.iter().filter(|s| s.ok).count(), 200);
     }
 
     #[tokio::test]
@@ -246,8 +274,10 @@ mod tests {
             concurrency: 4,
             stop: Stop::Requests(50),
             rate: Some(250.0),
+            keep_samples: false,
         };
         let outcome = run(plan, Fake(calls), &ProgressBar::hidden()).await;
+        assert!(outcome.samples.is_empty(), "samples only when asked");
         // 50 requests at 250/s: the last may start at 49/250 s = 196 ms.
         assert_eq!(outcome.requests(), 50);
         assert!(
@@ -269,6 +299,7 @@ mod tests {
             concurrency: 2,
             stop: Stop::After(Duration::from_millis(200)),
             rate: Some(100.0),
+            keep_samples: false,
         };
         let outcome = run(plan, Fake(calls), &ProgressBar::hidden()).await;
         // About 20 requests (100/s for 0.2 s), never many more.

@@ -4,6 +4,7 @@
 //! Exit 0 when the run completed (errors are part of the report), 1 when it
 //! could not run (no connection, preparation failed) or no request succeeded.
 
+pub(crate) mod discovery;
 mod load;
 mod report;
 mod rpc;
@@ -51,6 +52,11 @@ pub(crate) struct BenchArgs {
     /// Cap the rate over all workers: `500/s` (or `500`).
     #[arg(long, value_parser = parse_rate)]
     rate: Option<f64>,
+
+    /// Also report a timeline: requests, errors and latency per window of
+    /// this length (`100ms`), by start time.
+    #[arg(long, value_parser = parse_duration)]
+    timeline: Option<Duration>,
 
     /// Deadline of each request.
     #[arg(long, value_parser = parse_duration, default_value = "10s")]
@@ -113,6 +119,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         concurrency: usize::from(args.concurrency),
         stop,
         rate: args.rate,
+        keep_samples: args.timeline.is_some(),
     };
     let progress = progress_bar(stop, args.json);
     if !args.json {
@@ -144,6 +151,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         rpc.service(),
         plan.concurrency,
         &outcome,
+        args.timeline,
     );
     if args.json {
         crate::output::print_line(&serde_json::to_string(&report)?);

@@ -1,12 +1,14 @@
 //! The benchmark's report: text for people, one JSON object for scripts
 //! (stable field names: via, rpc, concurrency, requests, ok, errors,
-//! duration_s, rps, latency_us {p50, p90, p99, p999, max}).
+//! duration_s, rps, latency_us {p50, p90, p99, p999, max}, and with
+//! `--timeline` a timeline of windows {t_ms, requests, errors, p50_us,
+//! p99_us, max_us}).
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::load::Outcome;
+use super::load::{Outcome, Sample};
 
 /// The report of one run.
 #[derive(Debug, Serialize)]
@@ -33,6 +35,58 @@ pub(crate) struct Report {
     pub(crate) rps: f64,
     /// Latency percentiles of all requests, µs.
     pub(crate) latency_us: Latency,
+    /// Requests by start time, in windows (with `--timeline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) timeline: Option<Vec<Window>>,
+}
+
+/// The requests that started in one window of a run.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// Start of the window, ms after the run began.
+    pub(crate) t_ms: u64,
+    /// Requests started in it.
+    pub(crate) requests: u64,
+    /// Of which failed.
+    pub(crate) errors: u64,
+    /// Latency percentiles of its requests, µs.
+    pub(crate) p50_us: u64,
+    pub(crate) p99_us: u64,
+    pub(crate) max_us: u64,
+}
+
+/// `samples` grouped by start time into windows of `width` (empty windows
+/// included, so gaps show).
+pub(crate) fn timeline(samples: &[Sample], width: std::time::Duration) -> Vec<Window> {
+    let width_us = u64::try_from(width.as_micros()).unwrap_or(u64::MAX).max(1);
+    let count = samples
+        .iter()
+        .map(|sample| sample.start_us / width_us + 1)
+        .max()
+        .unwrap_or(0);
+    let mut windows: Vec<Vec<&Sample>> = (0..count).map(|_| Vec::new()).collect();
+    for sample in samples {
+        windows[usize::try_from(sample.start_us / width_us).unwrap_or(usize::MAX)].push(sample);
+    }
+    windows
+        .into_iter()
+        .enumerate()
+        .map(|(n, mut window)| {
+            window.sort_by_key(|sample| sample.latency_us);
+            let at = |quantile: f64| {
+                let rank = ((window.len() as f64 * quantile).ceil() as usize).max(1);
+                window.get(rank - 1).map_or(0, |sample| sample.latency_us)
+            };
+            Window {
+                t_ms: n as u64 * width_us / 1000,
+                requests: window.len() as u64,
+                errors: window.iter().filter(|sample| !sample.ok).count() as u64,
+                p50_us: at(0.50),
+                p99_us: at(0.99),
+                max_us: window.last().map_or(0, |sample| sample.latency_us),
+            }
+        })
+        .collect()
 }
 
 /// Latency percentiles, µs.
@@ -59,6 +113,7 @@ impl Report {
         service: &'static str,
         concurrency: usize,
         outcome: &Outcome,
+        timeline_window: Option<std::time::Duration>,
     ) -> Self {
         let requests = outcome.requests();
         let duration_s = outcome.elapsed.as_secs_f64();
@@ -96,6 +151,7 @@ impl Report {
                     histogram.max()
                 },
             },
+            timeline: timeline_window.map(|width| timeline(&outcome.samples, width)),
         }
     }
 
@@ -164,6 +220,7 @@ mod tests {
             ok: 990,
             errors: BTreeMap::from([("UNAVAILABLE", 10)]),
             elapsed: Duration::from_secs(2),
+            samples: Vec::new(),
         };
         let report = Report::new(
             "direct",
@@ -172,6 +229,7 @@ mod tests {
             "inventory",
             8,
             &outcome,
+            None,
         );
         let json: serde_json::Value = serde_json::to_value(&report).unwrap();
         assert_eq!(json["via"], "direct");
@@ -195,5 +253,53 @@ mod tests {
             "{}",
             report.text()
         );
+        assert!(json.get("timeline").is_none(), "{json}");
+    }
+
+    #[test]
+    fn timeline_groups_requests_by_start_window_and_keeps_gaps() {
+        let sample = |start_us, latency_us, ok| Sample {
+            start_us,
+            latency_us,
+            ok,
+        };
+        let samples = [
+            sample(10, 100, true),
+            sample(90_000, 300, true),
+            sample(50_000, 200, false),
+            // nothing between 100 and 200 ms
+            sample(250_000, 40_000, true),
+        ];
+        let windows = timeline(&samples, Duration::from_millis(100));
+        assert_eq!(
+            windows,
+            [
+                Window {
+                    t_ms: 0,
+                    requests: 3,
+                    errors: 1,
+                    p50_us: 200,
+                    p99_us: 300,
+                    max_us: 300
+                },
+                Window {
+                    t_ms: 100,
+                    requests: 0,
+                    errors: 0,
+                    p50_us: 0,
+                    p99_us: 0,
+                    max_us: 0
+                },
+                Window {
+                    t_ms: 200,
+                    requests: 1,
+                    errors: 0,
+                    p50_us: 40_000,
+                    p99_us: 40_000,
+                    max_us: 40_000
+                },
+            ]
+        );
+        assert!(timeline(&[], Duration::from_millis(100)).is_empty());
     }
 }

@@ -12,6 +12,7 @@ use mesh::{
     },
 };
 use tonic::{Code, Request, Status};
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 use super::load::Call;
 use crate::shop;
@@ -36,6 +37,10 @@ const ORDER_STOCK: i64 = 10_000_000;
 /// An RPC to load.
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Rpc {
+    /// `grpc.health.v1.Health/Check` of an inventory instance: no storage,
+    /// no handler work, so the run measures the transport (client, proxies,
+    /// HTTP/2), not the database.
+    Health,
     /// inventory GetItem of a bench SKU (read only).
     GetItem,
     /// users GetUser of the bench user (read only).
@@ -52,6 +57,7 @@ impl Rpc {
     /// The `--rpc` spelling.
     pub(crate) fn name(self) -> &'static str {
         match self {
+            Rpc::Health => "health",
             Rpc::GetItem => "get-item",
             Rpc::GetUser => "get-user",
             Rpc::AddStock => "add-stock",
@@ -63,7 +69,7 @@ impl Rpc {
     /// The Consul service that serves it.
     pub(crate) fn service(self) -> &'static str {
         match self {
-            Rpc::GetItem | Rpc::AddStock => "inventory",
+            Rpc::Health | Rpc::GetItem | Rpc::AddStock => "inventory",
             Rpc::GetUser => "users",
             Rpc::PlaceOrder => "orders",
             Rpc::Charge => "payments",
@@ -76,7 +82,7 @@ impl Rpc {
             Rpc::GetItem => &["inventory"],
             Rpc::GetUser => &["users"],
             Rpc::PlaceOrder => &["users", "inventory"],
-            Rpc::AddStock | Rpc::Charge => &[],
+            Rpc::Health | Rpc::AddStock | Rpc::Charge => &[],
         }
     }
 }
@@ -113,13 +119,15 @@ pub(crate) async fn prepare(
                 user_id: Some(user.user_id),
             })
         }
-        Rpc::AddStock | Rpc::Charge => Ok(Fixture::default()),
+        Rpc::Health | Rpc::AddStock | Rpc::Charge => Ok(Fixture::default()),
     }
 }
 
 /// One worker's client for the RPC under load.
 #[derive(Debug, Clone)]
 pub(crate) enum Caller {
+    /// Health Check of the whole server.
+    Health(HealthClient<Channel>),
     /// GetItem.
     GetItem(InventoryClient<Channel>),
     /// GetUser of this user id.
@@ -144,6 +152,7 @@ impl TimedCaller {
     pub(crate) fn new(rpc: Rpc, fixture: &Fixture, channel: Channel, timeout: Duration) -> Self {
         let user_id = fixture.user_id.clone().unwrap_or_default();
         let caller = match rpc {
+            Rpc::Health => Caller::Health(HealthClient::new(channel)),
             Rpc::GetItem => Caller::GetItem(InventoryClient::new(channel)),
             Rpc::GetUser => Caller::GetUser(UsersClient::new(channel), user_id),
             Rpc::AddStock => Caller::AddStock(InventoryClient::new(channel)),
@@ -157,6 +166,13 @@ impl TimedCaller {
         let timeout = self.timeout;
         let fresh_id = || uuid::Uuid::new_v4().to_string();
         match &mut self.caller {
+            Caller::Health(client) => {
+                // "" is the server as a whole: every instance answers it.
+                let message = HealthCheckRequest {
+                    service: String::new(),
+                };
+                client.check(timed(message, timeout)).await.map(drop)
+            }
             Caller::GetItem(client) => {
                 let message = GetItemRequest {
                     sku: GET_ITEM_SKU.to_owned(),

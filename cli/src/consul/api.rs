@@ -5,7 +5,7 @@ use std::{net::IpAddr, time::Duration};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::{
     client::legacy::{connect::HttpConnector, Client},
     rt::TokioExecutor,
@@ -61,7 +61,7 @@ pub(crate) enum ApiError {
 /// The HTTP API of one Consul agent.
 #[derive(Clone, Debug)]
 pub(crate) struct ConsulApi {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     address: String,
     token: Option<HeaderValue>,
 }
@@ -159,16 +159,33 @@ impl ConsulApi {
 
     /// Removes the service `id` from this agent.
     pub(crate) async fn deregister(&self, id: &str) -> Result<(), ApiError> {
-        self.send(Method::PUT, &format!("/v1/agent/service/deregister/{id}"))
-            .await
-            .map(drop)
+        self.send(
+            Method::PUT,
+            &format!("/v1/agent/service/deregister/{id}"),
+            Bytes::new(),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// PUT `body` as JSON to `path` (e.g. `/v1/catalog/register`).
+    pub(crate) async fn put_json(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> Result<(), ApiError> {
+        let body = serde_json::to_vec(body).map_err(|error| ApiError::Unreachable {
+            address: self.address.clone(),
+            reason: format!("cannot encode the request: {error}"),
+        })?;
+        self.send(Method::PUT, path, body.into()).await.map(drop)
     }
 
     async fn get(&self, path: &str) -> Result<Bytes, ApiError> {
-        self.send(Method::GET, path).await
+        self.send(Method::GET, path, Bytes::new()).await
     }
 
-    async fn send(&self, method: Method, path: &str) -> Result<Bytes, ApiError> {
+    async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<Bytes, ApiError> {
         let unreachable = |reason: String| ApiError::Unreachable {
             address: self.address.clone(),
             reason,
@@ -177,7 +194,7 @@ impl ConsulApi {
             .method(method.clone())
             .uri(format!("http://{}{path}", self.address))
             .header(header::ACCEPT, "application/json")
-            .body(Empty::<Bytes>::new())
+            .body(Full::new(body))
             .map_err(|error| unreachable(format!("cannot build the request: {error}")))?;
         if let Some(token) = &self.token {
             request
