@@ -54,7 +54,7 @@ enum Command {
     /// Load one RPC and report throughput and latency.
     Bench(bench::BenchArgs),
     /// Time discovery changes of a large service through to the balancer, and its memory.
-    BenchDiscovery(bench::discovery::DiscoveryArgs),
+    BenchDiscovery(bench::scale::DiscoveryArgs),
     /// Run one service in this process.
     Serve(serve::ServeArgs),
     /// gRPC health check of one server (exit 0 only when SERVING).
@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
-            Command::BenchDiscovery(args) => bench::discovery::run(args).await,
+            Command::BenchDiscovery(args) => bench::scale::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Cert(args) => cert::run(args).await,

@@ -4,7 +4,7 @@
 //! Exit 0 when the run completed (errors are part of the report), 1 when it
 //! could not run (no connection, preparation failed) or no request succeeded.
 
-pub(crate) mod discovery;
+pub(crate) mod scale;
 mod load;
 mod report;
 mod rpc;

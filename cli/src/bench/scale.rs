@@ -252,12 +252,12 @@ async fn wait_for(done: impl Fn() -> bool, timeout: Duration) -> anyhow::Result<
     Ok(())
 }
 
-async fn for_each_id<F, Fut>(ids: &[String], action: F) -> anyhow::Result<()>
+async fn for_each_id<'a, F, Fut>(ids: &'a [String], action: F) -> anyhow::Result<()>
 where
-    F: Fn(&str) -> Fut,
+    F: Fn(&'a str) -> Fut,
     Fut: Future<Output = anyhow::Result<()>>,
 {
-    stream::iter(ids.iter().map(|id| action(id)))
+    stream::iter(ids.iter().map(|id| action(id.as_str())))
         .buffer_unordered(REGISTER_CONCURRENCY)
         .try_collect()
         .await
