@@ -251,7 +251,7 @@ http {{
     def haproxy(self, role, name, body):
         path = self.state / f"{name}.cfg"
         path.write_text(f"""global
-  maxconn 20000
+  maxconn 4000
 defaults
   mode http
   timeout connect 3s
@@ -383,7 +383,7 @@ backend {variant}-inventory
         """The server alone: h2load over one connection, 32 streams."""
         body = self.state / "health-check.bin"
         body.write_bytes(b"\x00\x00\x00\x00\x00")  # gRPC frame of an empty HealthCheckRequest
-        argv = [self.args.h2load, "-c", "1", "-m", "32", "-D", str(self.seconds), "-d", str(body),
+        argv = [self.args.h2load, "-c", "1", "-m", "32", "-D", str(max(1, round(self.seconds))), "-d", str(body),
                 "-H", "content-type: application/grpc", "-H", "te: trailers",
                 f"http://127.0.0.1:{port}/grpc.health.v1.Health/Check"]
         text = subprocess.run(argv, capture_output=True, text=True, check=True).stdout

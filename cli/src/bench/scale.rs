@@ -179,7 +179,8 @@ async fn measure(
     let mut changes = Vec::new();
     for n in 0..args.changes {
         tokio::time::sleep(CHANGE_SPACING).await;
-        let id = &ids[n as usize % ids.len()];
+        // Remove an entry, then add the same one back.
+        let id = &ids[(n / 2) as usize % ids.len()];
         let (change, count) = if n % 2 == 0 {
             deregister(api, id).await?;
             ("remove", expected - 1)
@@ -207,7 +208,7 @@ async fn measure(
     }
     if args.changes % 2 == 1 {
         // Leave every entry registered, as the warm-up below expects.
-        register(api, args, &ids[(args.changes as usize - 1) % ids.len()]).await?;
+        register(api, args, &ids[((args.changes - 1) / 2) as usize % ids.len()]).await?;
         wait_for(|| held(&metrics) == expected, CHANGE_TIMEOUT).await?;
     }
     load.until(args.warm_requests).await;
