@@ -164,7 +164,8 @@ class Bench:
         self.state = Path(tempfile.mkdtemp(prefix="mesh-bench-"))
         self.procs = Processes(self.state)
         self.seconds = args.seconds
-        self.results = {"seconds": self.seconds, "runs": {}, "rss_kib": {}}
+        self.results = {"seconds": self.seconds, "profile": args.profile, "fixed_rate": FIXED_RATE,
+                        "runs": {}, "rss_kib": {}}
         self.mtls = "--mtls" in subprocess.run(
             [self.bin / "mesh", "bench", "--help"], capture_output=True, text=True).stdout
 
@@ -458,6 +459,7 @@ def main():
     parser.add_argument("--haproxy", required=True)
     parser.add_argument("--h2load", required=True)
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--profile", default="release")
     parser.add_argument("--out", default="target/bench")
     parser.add_argument("--docs", default="docs")
     args = parser.parse_args()

@@ -45,10 +45,7 @@ def tail_checks(results):
 
 
 def rate_of(results):
-    for key, report in results["runs"].items():
-        if ".rate." in key:
-            return round(report["requests"] / max(report["duration_s"], 1e-9), -2)
-    return 0
+    return results["fixed_rate"]
 
 
 def aims(results):
@@ -64,7 +61,7 @@ def aims(results):
         if run(results, rpc, "sat", "mesh-mtls"):
             pairs.append(("mesh-mtls", "sidecar-tls", "TLS on both"))
         else:
-            pairs.append(("mesh", "sidecar-tls", "mesh plaintext: mTLS not in these binaries"))
+            pairs.append(("mesh", "sidecar-tls", "TLS pair vs plaintext mesh: no --mtls in these binaries"))
         for mesh_variant, pair_variant, note in pairs:
             mesh, pair = run(results, rpc, "sat", mesh_variant), run(results, rpc, "sat", pair_variant)
             if mesh and pair:
@@ -125,7 +122,7 @@ def rpc_tables(results, labels):
             rows.append(row)
         out.append(f"#### {title}\n\n" + table(
             ["variant", "RPS (sat.)", "vs direct", "errors (sat.)", "c=1 p50 / p99 / p99.9 µs",
-             f"{rate_of(results):.0f}/s p50 / p99 / p99.9 µs", "sat. p50 / p99 / p99.9 µs"], rows))
+             f"{rate_of(results)}/s p50 / p99 / p99.9 µs", "sat. p50 / p99 / p99.9 µs"], rows))
         cpu_rows = []
         for variant in variants:
             sat = run(results, rpc, "sat", variant)
@@ -154,7 +151,8 @@ def markdown(results, labels):
     discovery = results.get("discovery")
     failover = results["runs"].get("failover")
     parts = [
-        f"Run of {m['date']} on {m['cores']} cores ({m['cpu']}), {results['seconds']:g} s per run, "
+        f"Run of {m['date']} on {m['cores']} cores ({m['cpu']}), {results['profile']} build, "
+        f"{results['seconds']:g} s per run, "
         f"{results['wall_s'] / 60:.1f} min in all; load average before the run {m['load_before']:.2f}"
         + (" — **the machine was busy: read ratios, not absolute numbers**" if m["load_before"] > 1 else "")
         + ".",
@@ -221,7 +219,7 @@ def charts(results, labels, folder):
             axis.bar([i + n * width for i in range(len(variants))], values, width, label=name)
         axis.set_xticks([i + width for i in range(len(variants))], variants, rotation=20)
         axis.set_yscale("log")
-        axis.set_title(f"Health/Check, {LOADS[load]}" + (f" ({rate_of(results):.0f}/s)" if load == "rate" else ""))
+        axis.set_title(f"Health/Check, {LOADS[load]}" + (f" ({rate_of(results)}/s)" if load == "rate" else ""))
         axis.grid(axis="y", which="both", alpha=0.3)
     axes[0].set_ylabel("latency, µs (log)")
     axes[0].legend()
