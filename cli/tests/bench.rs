@@ -179,3 +179,98 @@ fn bench_prints_a_text_report_for_a_paced_timed_run() {
         "{requests} requests at 200/s for 1 s:\n{text}"
     );
 }
+
+#[test]
+fn bench_health_needs_no_storage_and_reports_a_timeline() {
+    let inventory = ServiceProcess::start("inventory", ServiceOptions::default());
+    let address = inventory.addr();
+    let report = bench_json(&[
+        "bench",
+        "--mtls",
+        "off",
+        "--rpc",
+        "health",
+        "--duration",
+        "1s",
+        "--concurrency",
+        "2",
+        "--timeline",
+        "250ms",
+        "--via",
+        "direct",
+        &address,
+        "--json",
+    ]);
+    assert_eq!(report["rpc"], "health", "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    let ok = report["ok"].as_u64().unwrap();
+    assert!(ok > 0, "{report}");
+    let windows = report["timeline"].as_array().expect("a timeline");
+    // 1 s in 250 ms windows (a last request may start just before the end).
+    assert!((4..=5).contains(&windows.len()), "{report}");
+    for (n, window) in windows.iter().enumerate() {
+        assert_eq!(window["t_ms"], n as u64 * 250, "{window}");
+        assert!(
+            window["p50_us"].as_u64() <= window["max_us"].as_u64(),
+            "{window}"
+        );
+    }
+    let counted: u64 = windows
+        .iter()
+        .map(|w| w["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, report["requests"].as_u64().unwrap(), "{report}");
+}
+
+#[test]
+fn bench_discovery_follows_a_large_service_into_the_balancer_and_cleans_up() {
+    let agent = ConsulAgent::start();
+    // The target only answers health checks; it need not be registered.
+    let target = ServiceProcess::start("users", ServiceOptions::default());
+    let consul = agent.http_addr();
+    let output = mesh(&[
+        "bench-discovery",
+        "--endpoints",
+        "40",
+        "--changes",
+        "4",
+        "--warm-requests",
+        "200",
+        "--target",
+        &target.addr(),
+        "--consul-addr",
+        &consul,
+        "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim())
+        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {}", stdout(&output)));
+    assert_eq!(report["endpoints"], 40, "{report}");
+    let changes = report["changes"].as_array().expect("changes");
+    let kinds: Vec<&str> = changes
+        .iter()
+        .map(|c| c["change"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["remove", "add", "remove", "add"], "{report}");
+    for change in changes {
+        // The balancer takes the set after the resolver has published it.
+        assert!(
+            change["balancer_ms"].as_f64() >= change["resolver_ms"].as_f64(),
+            "{change}"
+        );
+    }
+    let connections = report["connections"].as_u64().unwrap();
+    assert!((1..=40).contains(&connections), "{report}");
+    assert!(
+        report["bytes_per_endpoint"].as_f64().unwrap() >= 0.0,
+        "{report}"
+    );
+    // Every catalog entry is gone again.
+    let left = agent.get_json("/v1/catalog/service/mesh-bench-discovery");
+    assert_eq!(left, serde_json::json!([]), "{left}");
+}

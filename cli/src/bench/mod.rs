@@ -4,10 +4,10 @@
 //! Exit 0 when the run completed (errors are part of the report), 1 when it
 //! could not run (no connection, preparation failed) or no request succeeded.
 
-pub(crate) mod scale;
 mod load;
 mod report;
 mod rpc;
+pub(crate) mod scale;
 mod via;
 
 use std::{io::IsTerminal as _, process::ExitCode, time::Duration};

@@ -13,6 +13,9 @@
 //!
 //! It also reports the client's resident memory per endpoint held (lazily
 //! connected) and per open connection. Every entry is deregistered at the end.
+//!
+//! The client is plaintext (the catalog entries are not Connect-native):
+//! mTLS changes how endpoints are dialled, not how the set is followed.
 
 use std::{
     collections::HashSet,
@@ -208,7 +211,12 @@ async fn measure(
     }
     if args.changes % 2 == 1 {
         // Leave every entry registered, as the warm-up below expects.
-        register(api, args, &ids[((args.changes - 1) / 2) as usize % ids.len()]).await?;
+        register(
+            api,
+            args,
+            &ids[((args.changes - 1) / 2) as usize % ids.len()],
+        )
+        .await?;
         wait_for(|| held(&metrics) == expected, CHANGE_TIMEOUT).await?;
     }
     load.until(args.warm_requests).await;
@@ -349,7 +357,8 @@ impl Load {
 
 /// This process's resident memory, KiB.
 fn rss_kib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
+    let status =
+        std::fs::read_to_string("/proc/self/status").context("reading /proc/self/status")?;
     status
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
@@ -371,7 +380,11 @@ fn connections_to(target: std::net::SocketAddr) -> anyhow::Result<usize> {
             inodes.insert(inode);
         }
     }
-    let table = if target.is_ipv4() { "/proc/net/tcp" } else { "/proc/net/tcp6" };
+    let table = if target.is_ipv4() {
+        "/proc/net/tcp"
+    } else {
+        "/proc/net/tcp6"
+    };
     let port = format!(":{:04X}", target.port());
     let table = std::fs::read_to_string(table).with_context(|| format!("reading {table}"))?;
     Ok(table
