@@ -5,10 +5,23 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The field violations found in one request.
+/// Most lines one order (and so one inventory reservation) may have: the one
+/// limit orders and inventory both enforce.
+pub const MAX_ORDER_LINES: usize = 100;
+
+/// Most violations one status names; further ones are only counted, so an
+/// error message stays small whatever the request's size.
+pub const MAX_VIOLATIONS: usize = 20;
+
+/// Longest description or field name kept, in characters.
+const MAX_TEXT_CHARS: usize = 200;
+
+/// The field violations found in one request (the first
+/// [`MAX_VIOLATIONS`]; the rest are counted).
 #[derive(Debug, Default)]
 pub struct Violations {
     fields: Vec<(String, String)>,
+    more: usize,
 }
 
 impl Violations {
@@ -19,7 +32,17 @@ impl Violations {
 
     /// Records that `field` is invalid, with a description a person understands.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.fields.push((field.into(), description.into()));
+        if self.fields.len() >= MAX_VIOLATIONS {
+            self.more += 1;
+            return;
+        }
+        self.fields
+            .push((bounded(field.into()), bounded(description.into())));
+    }
+
+    /// Whether the list is full: validation of a long request may stop here.
+    pub fn is_full(&self) -> bool {
+        self.fields.len() >= MAX_VIOLATIONS
     }
 
     /// Records a violation of `field` unless `ok`.
@@ -40,7 +63,13 @@ impl Violations {
         if self.fields.is_empty() {
             return Ok(());
         }
-        let message = format!(
+        Err(self.into_status(request))
+    }
+
+    /// The `INVALID_ARGUMENT` status of the violations recorded so far (for
+    /// a caller that knows there is at least one).
+    pub fn into_status(self, request: &str) -> Status {
+        let mut message = format!(
             "invalid {request}: {}",
             self.fields
                 .iter()
@@ -48,15 +77,29 @@ impl Violations {
                 .collect::<Vec<_>>()
                 .join("; ")
         );
+        if self.is_full() {
+            message.push_str(&format!(
+                "; (stopped after {MAX_VIOLATIONS} problems{})",
+                if self.more > 0 {
+                    format!(", at least {} more", self.more)
+                } else {
+                    String::new()
+                }
+            ));
+        }
         let mut details = ErrorDetails::new();
         for (field, description) in self.fields {
             details.add_bad_request_violation(field, description);
         }
-        Err(Status::with_error_details(
-            Code::InvalidArgument,
-            message,
-            details,
-        ))
+        Status::with_error_details(Code::InvalidArgument, message, details)
+    }
+}
+
+/// `text` cut to [`MAX_TEXT_CHARS`] characters (with "…" when cut).
+fn bounded(text: String) -> String {
+    match text.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
     }
 }
 
@@ -86,5 +129,27 @@ mod tests {
             .expect("BadRequest details");
         assert_eq!(bad_request.field_violations.len(), 2);
         assert_eq!(bad_request.field_violations[0].field, "email");
+    }
+
+    #[test]
+    fn a_huge_request_gives_a_small_status() {
+        let mut violations = Violations::new();
+        for index in 0..2_000_000 {
+            if violations.is_full() {
+                violations.add("items", "one more");
+                break;
+            }
+            violations.add(format!("items[{index}].sku"), "x".repeat(10_000));
+        }
+        let status = violations.into_result("PlaceOrderRequest").unwrap_err();
+        assert!(
+            status.message().len() < 8 * 1024,
+            "{}",
+            status.message().len()
+        );
+        assert!(status
+            .message()
+            .contains("stopped after 20 problems, at least 1 more"));
+        assert!(status.details().len() < 8 * 1024);
     }
 }

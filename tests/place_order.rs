@@ -76,6 +76,7 @@ async fn orders_survive_the_loss_of_a_payments_instance() {
             sku: "WIDGET-1".into(),
             quantity: 1000,
             unit_price_cents: 250,
+            currency: "EUR".into(),
         })
         .await
         .expect("add stock");

@@ -68,6 +68,7 @@ async fn the_shop_runs_on_postgresql_one_database_per_service() {
             sku: "PG-1".into(),
             quantity: 10,
             unit_price_cents: 700,
+            currency: "EUR".into(),
         })
         .await
         .expect("add stock");

@@ -196,6 +196,7 @@ async fn one_place_order_is_one_trace_across_four_services() {
             sku: "TEA".into(),
             quantity: 10,
             unit_price_cents: 450,
+            currency: "EUR".into(),
         })
         .await
         .expect("add stock");

@@ -126,6 +126,7 @@ pub(crate) async fn add_stock(
             sku: sku.to_owned(),
             quantity,
             unit_price_cents,
+            currency: "EUR".into(),
         }))
         .await?
         .into_inner())

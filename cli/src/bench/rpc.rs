@@ -190,6 +190,7 @@ impl TimedCaller {
                     sku: ADD_STOCK_SKU.to_owned(),
                     quantity: 1,
                     unit_price_cents: PRICE_CENTS,
+                    currency: "EUR".into(),
                 };
                 client.add_stock(timed(message, timeout)).await.map(drop)
             }

@@ -8,7 +8,7 @@ use std::{collections::HashSet, fmt};
 use mesh::{
     proto::inventory::v1::{
         AddStockRequest, CommitRequest, GetItemRequest, ReleaseRequest, ReservationState,
-        ReserveRequest,
+        ReserveRequest, RestockRequest,
     },
     validate::Violations,
 };
@@ -18,8 +18,10 @@ use tonic::Status;
 pub const MAX_SKU_CHARS: usize = 64;
 /// Longest reservation id, in characters.
 pub const MAX_RESERVATION_ID_CHARS: usize = 128;
-/// Most lines one reservation may have.
-pub const MAX_LINES: usize = 100;
+/// Most lines one reservation may have: the same limit as an order's.
+pub const MAX_LINES: usize = mesh::validate::MAX_ORDER_LINES;
+/// The currency of a price whose request names none.
+pub const DEFAULT_CURRENCY: &str = "EUR";
 /// Most units one SKU may hold (available + reserved), and so the most one
 /// AddStock or one reservation line may ask for.
 pub const MAX_STOCK: i64 = 1_000_000_000_000;
@@ -35,6 +37,8 @@ pub struct StockAddition {
     pub quantity: i64,
     /// The new unit price (> 0).
     pub unit_price_cents: i64,
+    /// The price's currency (upper-case ISO 4217).
+    pub currency: String,
 }
 
 /// One line of a reservation request.
@@ -53,6 +57,10 @@ pub struct ReservationRequest {
     pub reservation_id: String,
     /// The lines, in the caller's order.
     pub lines: Vec<Line>,
+    /// How long it may hold stock, as asked (0: the server's default).
+    pub ttl_ms: i64,
+    /// The currency every price must be in; empty: any one currency.
+    pub currency: String,
 }
 
 /// Where a reservation is in its life.
@@ -64,6 +72,8 @@ pub enum State {
     Released,
     /// Stock sold.
     Committed,
+    /// Sold, then the units went back to stock (a cancelled sale).
+    Restocked,
 }
 
 /// What a Release or Commit does to a reservation in a given state.
@@ -95,6 +105,7 @@ impl State {
             Self::Reserved => "RESERVED",
             Self::Released => "RELEASED",
             Self::Committed => "COMMITTED",
+            Self::Restocked => "RESTOCKED",
         }
     }
 
@@ -104,6 +115,7 @@ impl State {
             "RESERVED" => Some(Self::Reserved),
             "RELEASED" => Some(Self::Released),
             "COMMITTED" => Some(Self::Committed),
+            "RESTOCKED" => Some(Self::Restocked),
             _ => None,
         }
     }
@@ -114,6 +126,7 @@ impl State {
             Self::Reserved => ReservationState::Reserved,
             Self::Released => ReservationState::Released,
             Self::Committed => ReservationState::Committed,
+            Self::Restocked => ReservationState::Restocked,
         }
     }
 
@@ -123,6 +136,7 @@ impl State {
             Self::Reserved => "reserved",
             Self::Released => "released",
             Self::Committed => "committed",
+            Self::Restocked => "restocked",
         }
     }
 
@@ -132,7 +146,7 @@ impl State {
         match self {
             Self::Reserved => Transition::Apply,
             Self::Released => Transition::AlreadyDone,
-            Self::Committed => Transition::Refuse,
+            Self::Committed | Self::Restocked => Transition::Refuse,
         }
     }
 
@@ -142,7 +156,17 @@ impl State {
         match self {
             Self::Reserved => Transition::Apply,
             Self::Committed => Transition::AlreadyDone,
-            Self::Released => Transition::Refuse,
+            Self::Released | Self::Restocked => Transition::Refuse,
+        }
+    }
+
+    /// What Restock does from this state: COMMITTED → RESTOCKED, RESTOCKED
+    /// stays (idempotent), a reservation never sold cannot be restocked.
+    pub fn on_restock(self) -> Transition {
+        match self {
+            Self::Committed => Transition::Apply,
+            Self::Restocked => Transition::AlreadyDone,
+            Self::Reserved | Self::Released => Transition::Refuse,
         }
     }
 }
@@ -178,6 +202,34 @@ pub fn same_items(a: &[Line], b: &[Line]) -> bool {
     a.sort();
     b.sort();
     a == b
+}
+
+/// The one currency of a reservation's items (`(sku, currency)` pairs), which
+/// must be `expected` unless that is empty; otherwise a message naming them.
+pub fn one_currency(items: &[(String, String)], expected: &str) -> Result<String, String> {
+    let mut currencies: Vec<&str> = items.iter().map(|(_, c)| c.as_str()).collect();
+    currencies.sort_unstable();
+    currencies.dedup();
+    let listing = || {
+        items
+            .iter()
+            .take(10)
+            .map(|(sku, currency)| format!("{sku} ({currency})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match currencies.as_slice() {
+        [one] if expected.is_empty() || *one == expected => Ok((*one).to_owned()),
+        [one] => Err(format!(
+            "the items are priced in {one}, not in {expected}: {}",
+            listing()
+        )),
+        _ => Err(format!(
+            "the items are priced in different currencies ({}): {}; order them separately",
+            currencies.join(", "),
+            listing()
+        )),
+    }
 }
 
 /// Σ quantity × unit price, or `None` if it does not fit in an i64.
@@ -237,11 +289,13 @@ pub fn validate_add_stock(request: &AddStockRequest) -> Result<StockAddition, St
             format!("must be at most {MAX_UNIT_PRICE_CENTS}"),
         );
     }
+    let currency = currency_or_default(&mut violations, &request.currency);
     violations.into_result("AddStockRequest")?;
     Ok(StockAddition {
         sku: request.sku.clone(),
         quantity: request.quantity,
         unit_price_cents: request.unit_price_cents,
+        currency,
     })
 }
 
@@ -273,8 +327,22 @@ pub fn validate_reserve(request: &ReserveRequest) -> Result<ReservationRequest, 
             ),
         );
     }
+    if request.ttl_ms < 0 {
+        violations.add(
+            "ttl_ms",
+            "must not be negative (0 means the server's default)",
+        );
+    }
+    let currency = if request.currency.is_empty() {
+        String::new()
+    } else {
+        currency_or_default(&mut violations, &request.currency)
+    };
     let mut seen = HashSet::new();
     for (index, item) in request.items.iter().enumerate().take(MAX_LINES) {
+        if violations.is_full() {
+            break;
+        }
         match check_sku(&item.sku) {
             Err(problem) => violations.add(format!("items[{index}].sku"), problem),
             Ok(()) if !seen.insert(item.sku.as_str()) => violations.add(
@@ -303,7 +371,30 @@ pub fn validate_reserve(request: &ReserveRequest) -> Result<ReservationRequest, 
                 quantity: item.quantity,
             })
             .collect(),
+        ttl_ms: request.ttl_ms,
+        currency,
     })
+}
+
+/// Validates `Restock`: returns the reservation id.
+pub fn validate_restock(request: &RestockRequest) -> Result<String, Status> {
+    validate_reservation_id(&request.reservation_id, "RestockRequest")
+}
+
+/// Upper-case ISO 4217 code of `currency`, empty meaning
+/// [`DEFAULT_CURRENCY`]; a violation if it is not three letters.
+fn currency_or_default(violations: &mut Violations, currency: &str) -> String {
+    if currency.is_empty() {
+        return DEFAULT_CURRENCY.to_owned();
+    }
+    if currency.len() == 3 && currency.bytes().all(|byte| byte.is_ascii_alphabetic()) {
+        return currency.to_ascii_uppercase();
+    }
+    violations.add(
+        "currency",
+        "must be a 3-letter ISO 4217 code such as EUR, or empty for EUR",
+    );
+    String::new()
 }
 
 /// Validates `Release`: returns the reservation id.

@@ -3,7 +3,7 @@
 
 use mesh::proto::inventory::v1::{
     inventory_server::Inventory, AddStockRequest, CommitRequest, GetItemRequest, Item,
-    ReleaseRequest, Reservation, ReserveRequest, ReservedLine,
+    ReleaseRequest, Reservation, ReserveRequest, ReservedLine, RestockRequest,
 };
 use tonic::{Code, Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -13,16 +13,34 @@ use crate::{
     store::{ItemRecord, ReservationRecord, Store, StoreError},
 };
 
+/// How long reservations may hold stock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ttl {
+    /// For a Reserve that asks for none (ttl_ms = 0).
+    pub default_ms: i64,
+    /// The most a Reserve may ask for; longer asks are cut to it.
+    pub max_ms: i64,
+}
+
+impl Ttl {
+    /// The expiry of a reservation asked with `ttl_ms` at `now_unix_ms`.
+    pub fn expires_at(self, ttl_ms: i64, now_unix_ms: i64) -> i64 {
+        let ttl = if ttl_ms == 0 { self.default_ms } else { ttl_ms };
+        now_unix_ms.saturating_add(ttl.clamp(1, self.max_ms.max(1)))
+    }
+}
+
 /// The `mesh.inventory.v1.Inventory` implementation.
 #[derive(Debug, Clone)]
 pub struct InventoryService {
     store: Store,
+    ttl: Ttl,
 }
 
 impl InventoryService {
-    /// Serves from `store`.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// Serves from `store`, reservations holding stock as `ttl` says.
+    pub fn new(store: Store, ttl: Ttl) -> Self {
+        Self { store, ttl }
     }
 }
 
@@ -49,9 +67,14 @@ impl Inventory for InventoryService {
         request: Request<ReserveRequest>,
     ) -> Result<Response<Reservation>, Status> {
         let reservation = domain::validate_reserve(request.get_ref())?;
+        let now = mesh::storage::now_unix_ms();
         let stored = self
             .store
-            .reserve(&reservation, mesh::storage::now_unix_ms())
+            .reserve(
+                &reservation,
+                self.ttl.expires_at(reservation.ttl_ms, now),
+                now,
+            )
             .await?;
         tracing::info!(reservation_id = %stored.reservation_id, state = stored.state.as_str(), "reserve");
         Ok(Response::new(reservation_to_proto(stored)))
@@ -82,6 +105,19 @@ impl Inventory for InventoryService {
         tracing::info!(%reservation_id, "commit");
         Ok(Response::new(reservation_to_proto(stored)))
     }
+
+    async fn restock(
+        &self,
+        request: Request<RestockRequest>,
+    ) -> Result<Response<Reservation>, Status> {
+        let reservation_id = domain::validate_restock(request.get_ref())?;
+        let stored = self
+            .store
+            .restock(&reservation_id, mesh::storage::now_unix_ms())
+            .await?;
+        tracing::info!(%reservation_id, "restock");
+        Ok(Response::new(reservation_to_proto(stored)))
+    }
 }
 
 fn item_to_proto(item: ItemRecord) -> Item {
@@ -90,6 +126,8 @@ fn item_to_proto(item: ItemRecord) -> Item {
         available: item.available,
         reserved: item.reserved,
         unit_price_cents: item.unit_price_cents,
+        committed: item.committed,
+        currency: item.currency,
     }
 }
 
@@ -107,6 +145,8 @@ fn reservation_to_proto(reservation: ReservationRecord) -> Reservation {
             })
             .collect(),
         total_cents: reservation.total_cents,
+        currency: reservation.currency,
+        expires_at_unix_ms: reservation.expires_at_unix_ms,
     }
 }
 
@@ -133,12 +173,13 @@ impl From<StoreError> for Status {
                 }
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
-            StoreError::ReservationIdReused(_) | StoreError::TotalTooLarge => {
-                Status::invalid_argument(message)
-            }
-            StoreError::WrongState { .. } | StoreError::StockLimit { .. } => {
-                Status::failed_precondition(message)
-            }
+            StoreError::ReservationIdReused(_)
+            | StoreError::TotalTooLarge
+            | StoreError::Currency(_) => Status::invalid_argument(message),
+            StoreError::WrongState { .. }
+            | StoreError::StockLimit { .. }
+            | StoreError::CurrencyChange { .. }
+            | StoreError::Expired(_) => Status::failed_precondition(message),
             StoreError::Inconsistent(_) => {
                 tracing::error!(error = %message, "inventory data inconsistent");
                 Status::internal("the inventory data is inconsistent; the error was logged")
@@ -194,6 +235,11 @@ mod tests {
                 },
                 Code::FailedPrecondition,
                 "reservation r1 is already released",
+            ),
+            (
+                StoreError::Expired("r1".into()),
+                Code::FailedPrecondition,
+                "reservation r1 expired before it was committed; its stock was released",
             ),
             (
                 StoreError::Database(sqlx::Error::PoolTimedOut),

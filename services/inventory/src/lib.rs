@@ -38,6 +38,21 @@ pub struct Config {
     /// Flags every service takes.
     #[command(flatten)]
     pub service: mesh::config::ServiceArgs,
+
+    /// How long a reservation holds its stock when Reserve asks for no TTL.
+    #[arg(long, env = "MESH_RESERVATION_TTL_MS", default_value_t = 15 * 60 * 1000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub reservation_ttl_ms: i64,
+
+    /// The longest TTL a Reserve may ask for (longer asks are cut to it).
+    #[arg(long, env = "MESH_RESERVATION_MAX_TTL_MS", default_value_t = 60 * 60 * 1000,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub reservation_max_ttl_ms: i64,
+
+    /// How often expired reservations are released.
+    #[arg(long, env = "MESH_RESERVATION_SWEEP_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub reservation_sweep_ms: u64,
 }
 
 /// Binds, opens the database, and serves until SIGTERM/SIGINT.
@@ -50,7 +65,19 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         &MIGRATOR,
     )
     .await?;
-    let handler = grpc::InventoryService::new(store::Store::new(pool));
+    let store = store::Store::new(pool);
+    let sweeper = tokio::spawn(release_expired(
+        store.clone(),
+        std::time::Duration::from_millis(config.reservation_sweep_ms),
+    ));
+    let handler = grpc::InventoryService::new(
+        store,
+        grpc::Ttl {
+            default_ms: config.reservation_ttl_ms,
+            max_ms: config.reservation_max_ttl_ms,
+        },
+    );
+    let _stop_sweeper = AbortOnDrop(sweeper);
     bound
         .serve(
             InventoryServer::new(handler)
@@ -58,4 +85,31 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .await
+}
+
+/// Releases expired reservations every `period`, forever (the backstop for
+/// a caller that never commits nor releases).
+async fn release_expired(store: store::Store, period: std::time::Duration) {
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match store
+            .release_expired(mesh::storage::now_unix_ms(), 100)
+            .await
+        {
+            Ok(0) => {}
+            Ok(released) => tracing::info!(released, "released expired reservations"),
+            Err(error) => tracing::warn!(%error, "cannot release expired reservations now"),
+        }
+    }
+}
+
+/// Aborts the task when dropped (the server stopped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -53,6 +53,22 @@ pub enum StoreError {
         /// Units asked to add.
         quantity: i64,
     },
+    /// The items are priced in several currencies, or not in the one asked.
+    #[error("{0}")]
+    Currency(String),
+    /// AddStock would change the currency of a SKU with units held by open reservations.
+    #[error("{sku} is priced in {current} and has units held by open reservations; its currency cannot become {asked} now")]
+    CurrencyChange {
+        /// The SKU.
+        sku: String,
+        /// Its currency.
+        current: String,
+        /// The currency asked for.
+        asked: String,
+    },
+    /// Commit of a reservation that expired (its stock is released).
+    #[error("reservation {0} expired before it was committed; its stock was released")]
+    Expired(String),
     /// Σ quantity × price does not fit in 64 bits.
     #[error("the reservation's total price is too large")]
     TotalTooLarge,
@@ -75,6 +91,10 @@ pub struct ItemRecord {
     pub reserved: i64,
     /// The current unit price.
     pub unit_price_cents: i64,
+    /// Units sold (committed, minus restocked).
+    pub committed: i64,
+    /// The price's currency.
+    pub currency: String,
 }
 
 /// One line of a stored reservation.
@@ -99,6 +119,10 @@ pub struct ReservationRecord {
     pub lines: Vec<LineRecord>,
     /// Σ quantity × unit price.
     pub total_cents: i64,
+    /// The currency of every price.
+    pub currency: String,
+    /// When it stops holding stock if still RESERVED (0: never).
+    pub expires_at_unix_ms: i64,
 }
 
 /// The inventory database.
@@ -119,35 +143,49 @@ impl Store {
         addition: &StockAddition,
         now_unix_ms: i64,
     ) -> Result<ItemRecord, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO items (sku, available, reserved, unit_price_cents, updated_at_unix_ms) \
-             VALUES ($1, $2, 0, $3, $4) \
+        let row = sqlx::query(&format!(
+            "INSERT INTO items (sku, available, reserved, unit_price_cents, updated_at_unix_ms, committed, currency) \
+             VALUES ($1, $2, 0, $3, $4, 0, $6) \
              ON CONFLICT (sku) DO UPDATE SET \
                 available = items.available + excluded.available, \
                 unit_price_cents = excluded.unit_price_cents, \
+                currency = excluded.currency, \
                 updated_at_unix_ms = excluded.updated_at_unix_ms \
              WHERE items.available + items.reserved <= $5 \
-             RETURNING sku, available, reserved, unit_price_cents",
-        )
+               AND (items.currency = excluded.currency OR items.reserved = 0) \
+             RETURNING {ITEM_COLUMNS}"
+        ))
         .bind(&addition.sku)
         .bind(addition.quantity)
         .bind(addition.unit_price_cents)
         .bind(now_unix_ms)
         .bind(domain::MAX_STOCK - addition.quantity)
+        .bind(&addition.currency)
         .fetch_optional(&self.pool)
         .await?;
         match row {
             Some(row) => item(&row),
-            None => Err(StoreError::StockLimit {
-                sku: addition.sku.clone(),
-                quantity: addition.quantity,
-            }),
+            None => {
+                let current = self.item(&addition.sku).await?;
+                if current.currency != addition.currency {
+                    Err(StoreError::CurrencyChange {
+                        sku: addition.sku.clone(),
+                        current: current.currency,
+                        asked: addition.currency.clone(),
+                    })
+                } else {
+                    Err(StoreError::StockLimit {
+                        sku: addition.sku.clone(),
+                        quantity: addition.quantity,
+                    })
+                }
+            }
         }
     }
 
     /// One SKU's stock.
     pub async fn item(&self, sku: &str) -> Result<ItemRecord, StoreError> {
-        sqlx::query("SELECT sku, available, reserved, unit_price_cents FROM items WHERE sku = $1")
+        sqlx::query(&format!("SELECT {ITEM_COLUMNS} FROM items WHERE sku = $1"))
             .bind(sku)
             .fetch_optional(&self.pool)
             .await?
@@ -165,13 +203,15 @@ impl Store {
             .ok_or_else(|| StoreError::ReservationNotFound(reservation_id.to_owned()))
     }
 
-    /// Reserves every line or none, in one transaction. A repeat of a known
-    /// reservation id with the same items returns the stored reservation
-    /// (whatever its state) without reserving again; with other items it is
+    /// Reserves every line or none, in one transaction, holding the stock
+    /// until `expires_at_unix_ms`. A repeat of a known reservation id with
+    /// the same items returns the stored reservation (whatever its state)
+    /// without reserving again; with other items it is
     /// [`StoreError::ReservationIdReused`].
     pub async fn reserve(
         &self,
         request: &ReservationRequest,
+        expires_at_unix_ms: i64,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
         let id = &request.reservation_id;
@@ -180,13 +220,14 @@ impl Store {
         // First statement a write: claim the id (or find it taken).
         let claimed = sqlx::query(
             "INSERT INTO reservations \
-                (reservation_id, state, total_cents, created_at_unix_ms, updated_at_unix_ms) \
-             VALUES ($1, $2, 0, $3, $3) \
+                (reservation_id, state, total_cents, created_at_unix_ms, updated_at_unix_ms, currency, expires_at_unix_ms) \
+             VALUES ($1, $2, 0, $3, $3, '', $4) \
              ON CONFLICT (reservation_id) DO NOTHING",
         )
         .bind(id)
         .bind(State::Reserved.as_str())
         .bind(now_unix_ms)
+        .bind(expires_at_unix_ms)
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -214,13 +255,14 @@ impl Store {
         let mut by_sku: Vec<&Line> = request.lines.iter().collect();
         by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
         let mut prices = HashMap::new();
+        let mut currencies: Vec<(String, String)> = Vec::new();
         let mut short = Vec::new();
         for line in by_sku {
             let taken = sqlx::query(
                 "UPDATE items SET available = available - $1, reserved = reserved + $1, \
                     updated_at_unix_ms = $3 \
                  WHERE sku = $2 AND available >= $1 \
-                 RETURNING unit_price_cents",
+                 RETURNING unit_price_cents, currency",
             )
             .bind(line.quantity)
             .bind(&line.sku)
@@ -233,6 +275,7 @@ impl Store {
                         line.sku.as_str(),
                         row.try_get::<i64, _>("unit_price_cents")?,
                     );
+                    currencies.push((line.sku.clone(), row.try_get("currency")?));
                 }
                 None => short.push(line),
             }
@@ -260,6 +303,13 @@ impl Store {
             tx.rollback().await?;
             return Err(StoreError::Insufficient(shortages));
         }
+        let currency = match domain::one_currency(&currencies, &request.currency) {
+            Ok(currency) => currency,
+            Err(problem) => {
+                tx.rollback().await?;
+                return Err(StoreError::Currency(problem));
+            }
+        };
 
         let lines: Vec<LineRecord> = request
             .lines
@@ -290,17 +340,22 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        sqlx::query("UPDATE reservations SET total_cents = $2 WHERE reservation_id = $1")
-            .bind(id)
-            .bind(total_cents)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE reservations SET total_cents = $2, currency = $3 WHERE reservation_id = $1",
+        )
+        .bind(id)
+        .bind(total_cents)
+        .bind(&currency)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(ReservationRecord {
             reservation_id: id.clone(),
             state: State::Reserved,
             lines,
             total_cents,
+            currency,
+            expires_at_unix_ms,
         })
     }
 
@@ -314,33 +369,84 @@ impl Store {
             .await
     }
 
-    /// RESERVED → COMMITTED, its units leave stock for good. Idempotent.
+    /// RESERVED → COMMITTED, its units leave stock for good (counted as
+    /// committed). Idempotent. An expired reservation is released instead
+    /// and the commit refused ([`StoreError::Expired`]).
     pub async fn commit(
         &self,
         reservation_id: &str,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
-        self.settle(reservation_id, State::Committed, now_unix_ms)
+        match self
+            .settle(reservation_id, State::Committed, now_unix_ms)
+            .await
+        {
+            Err(StoreError::Expired(_)) => {
+                self.release(reservation_id, now_unix_ms).await?;
+                Err(StoreError::Expired(reservation_id.to_owned()))
+            }
+            other => other,
+        }
+    }
+
+    /// COMMITTED → RESTOCKED, its units back to available. Idempotent.
+    pub async fn restock(
+        &self,
+        reservation_id: &str,
+        now_unix_ms: i64,
+    ) -> Result<ReservationRecord, StoreError> {
+        self.settle(reservation_id, State::Restocked, now_unix_ms)
             .await
     }
 
-    /// Moves a RESERVED reservation to `target` (Released or Committed) with
-    /// its stock, in one transaction whose first statement is the state change.
+    /// Releases up to `limit` RESERVED reservations that expired by
+    /// `now_unix_ms`; returns how many.
+    pub async fn release_expired(&self, now_unix_ms: i64, limit: i64) -> Result<usize, StoreError> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT reservation_id FROM reservations \
+             WHERE state = $1 AND expires_at_unix_ms > 0 AND expires_at_unix_ms <= $2 LIMIT $3",
+        )
+        .bind(State::Reserved.as_str())
+        .bind(now_unix_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        for id in &ids {
+            // A concurrent Commit or Release may win: either is fine.
+            match self.release(id, now_unix_ms).await {
+                Ok(_) | Err(StoreError::WrongState { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(ids.len())
+    }
+
+    /// Moves a reservation to `target` (RESERVED → Released or Committed,
+    /// COMMITTED → Restocked) with its stock, in one transaction whose first
+    /// statement is the state change. Commit does not move an expired one.
     async fn settle(
         &self,
         reservation_id: &str,
         target: State,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
+        let (from, unexpired) = match target {
+            State::Restocked => (State::Committed, ""),
+            State::Committed => (
+                State::Reserved,
+                " AND (expires_at_unix_ms = 0 OR expires_at_unix_ms > $3)",
+            ),
+            _ => (State::Reserved, ""),
+        };
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(
+        let moved = sqlx::query(&format!(
             "UPDATE reservations SET state = $2, updated_at_unix_ms = $3 \
-             WHERE reservation_id = $1 AND state = $4",
-        )
+             WHERE reservation_id = $1 AND state = $4{unexpired}"
+        ))
         .bind(reservation_id)
         .bind(target.as_str())
         .bind(now_unix_ms)
-        .bind(State::Reserved.as_str())
+        .bind(from.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -353,6 +459,7 @@ impl Store {
             tx.rollback().await?;
             let transition = match target {
                 State::Released => reservation.state.on_release(),
+                State::Restocked => reservation.state.on_restock(),
                 _ => reservation.state.on_commit(),
             };
             return match transition {
@@ -361,21 +468,34 @@ impl Store {
                     reservation_id: reservation_id.to_owned(),
                     state: reservation.state,
                 }),
-                // Not moved yet still RESERVED cannot happen inside one transaction.
+                // Still RESERVED but not moved: only Commit of an expired one.
+                Transition::Apply if target == State::Committed => {
+                    Err(StoreError::Expired(reservation_id.to_owned()))
+                }
                 Transition::Apply => Err(StoreError::Inconsistent(format!(
                     "reservation {reservation_id} is reserved but could not be moved"
                 ))),
             };
         }
 
-        // Release puts the units back on the shelf; Commit lets them go.
-        let statement = if target == State::Released {
-            "UPDATE items SET reserved = reserved - $1, available = available + $1, \
-                updated_at_unix_ms = $3 \
-             WHERE sku = $2 AND reserved >= $1"
-        } else {
-            "UPDATE items SET reserved = reserved - $1, updated_at_unix_ms = $3 \
-             WHERE sku = $2 AND reserved >= $1"
+        // Release puts the units back on the shelf; Commit sells them;
+        // Restock returns sold units to the shelf.
+        let statement = match target {
+            State::Released => {
+                "UPDATE items SET reserved = reserved - $1, available = available + $1, \
+                    updated_at_unix_ms = $3 \
+                 WHERE sku = $2 AND reserved >= $1"
+            }
+            State::Restocked => {
+                "UPDATE items SET committed = committed - $1, available = available + $1, \
+                    updated_at_unix_ms = $3 \
+                 WHERE sku = $2 AND committed >= $1"
+            }
+            _ => {
+                "UPDATE items SET reserved = reserved - $1, committed = committed + $1, \
+                    updated_at_unix_ms = $3 \
+                 WHERE sku = $2 AND reserved >= $1"
+            }
         };
         let mut by_sku: Vec<&LineRecord> = reservation.lines.iter().collect();
         by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
@@ -390,7 +510,7 @@ impl Store {
             if updated != 1 {
                 tx.rollback().await?;
                 return Err(StoreError::Inconsistent(format!(
-                    "{} holds fewer reserved units than reservation {reservation_id} ({})",
+                    "{} holds fewer reserved or sold units than reservation {reservation_id} ({})",
                     line.sku, line.quantity
                 )));
             }
@@ -406,7 +526,7 @@ async fn load_reservation(
     reservation_id: &str,
 ) -> Result<Option<ReservationRecord>, StoreError> {
     let Some(row) =
-        sqlx::query("SELECT state, total_cents FROM reservations WHERE reservation_id = $1")
+        sqlx::query("SELECT state, total_cents, currency, expires_at_unix_ms FROM reservations WHERE reservation_id = $1")
             .bind(reservation_id)
             .fetch_optional(&mut *connection)
             .await?
@@ -440,6 +560,8 @@ async fn load_reservation(
         state,
         lines,
         total_cents: row.try_get("total_cents")?,
+        currency: row.try_get("currency")?,
+        expires_at_unix_ms: row.try_get("expires_at_unix_ms")?,
     }))
 }
 
@@ -449,8 +571,12 @@ fn item(row: &AnyRow) -> Result<ItemRecord, StoreError> {
         available: row.try_get("available")?,
         reserved: row.try_get("reserved")?,
         unit_price_cents: row.try_get("unit_price_cents")?,
+        committed: row.try_get("committed")?,
+        currency: row.try_get("currency")?,
     })
 }
+
+const ITEM_COLUMNS: &str = "sku, available, reserved, unit_price_cents, committed, currency";
 
 #[cfg(test)]
 mod tests {

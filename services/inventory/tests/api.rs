@@ -14,6 +14,7 @@ use std::{
 use mesh::proto::inventory::v1::{
     inventory_client::InventoryClient, AddStockRequest, CommitRequest, GetItemRequest, Item,
     LineItem, ReleaseRequest, Reservation, ReservationState, ReserveRequest, ReservedLine,
+    RestockRequest,
 };
 use testkit::{ServiceOptions, ServiceProcess};
 use tonic::{transport::Channel, Code};
@@ -35,6 +36,7 @@ async fn add(inventory: &mut InventoryClient<Channel>, sku: &str, quantity: i64,
             sku: sku.into(),
             quantity,
             unit_price_cents: price,
+            currency: "EUR".into(),
         })
         .await
         .unwrap();
@@ -58,6 +60,7 @@ fn reserve_request(id: &str, lines: &[(&str, i64)]) -> ReserveRequest {
                 quantity: *quantity,
             })
             .collect(),
+        ..ReserveRequest::default()
     }
 }
 
@@ -96,6 +99,8 @@ async fn reserve_release_commit_life_cycle() {
                 },
             ],
             total_cents: 2750,
+            currency: "EUR".into(),
+            expires_at_unix_ms: r1.expires_at_unix_ms,
         }
     );
     assert_eq!(levels(&item(&mut inventory, "A").await), (7, 3));
@@ -316,4 +321,171 @@ async fn two_instances_racing_for_the_last_units_never_oversell() {
         assert!(available >= 0, "stock went negative: {available}");
         assert_eq!(available + reserved, 10, "units appeared or vanished");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_reservation_gives_its_stock_back_and_cannot_be_committed() {
+    let process = ServiceProcess::start(
+        "inventory",
+        ServiceOptions {
+            args: vec![
+                "--reservation-max-ttl-ms".into(),
+                "300".into(),
+                "--reservation-sweep-ms".into(),
+                "50".into(),
+            ],
+            ..ServiceOptions::default()
+        },
+    );
+    let mut inventory = client(&process).await;
+    add(&mut inventory, "A", 10, 250).await;
+    // Asks for an hour; the server caps it at 300 ms.
+    let mut request = reserve_request("short", &[("A", 4)]);
+    request.ttl_ms = 3_600_000;
+    let reserved = inventory.reserve(request).await.unwrap().into_inner();
+    let now = mesh::storage::now_unix_ms();
+    assert!(reserved.expires_at_unix_ms <= now + 300, "{reserved:?}");
+    assert_eq!(levels(&item(&mut inventory, "A").await), (6, 4));
+
+    // The sweeper releases it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while levels(&item(&mut inventory, "A").await) != (10, 0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the expired reservation was not released"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = inventory
+        .commit(CommitRequest {
+            reservation_id: "short".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.message(), "reservation short is already released");
+    // A repeat of the Reserve answers RELEASED: the id is never reused.
+    let again = inventory
+        .reserve(reserve_request("short", &[("A", 4)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.state(), ReservationState::Released);
+    assert_eq!(levels(&item(&mut inventory, "A").await), (10, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_of_an_expired_reservation_releases_it_and_is_refused() {
+    // The sweeper is slow here: Commit itself notices the expiry.
+    let process = ServiceProcess::start(
+        "inventory",
+        ServiceOptions {
+            args: vec!["--reservation-sweep-ms".into(), "3600000".into()],
+            ..ServiceOptions::default()
+        },
+    );
+    let mut inventory = client(&process).await;
+    add(&mut inventory, "A", 10, 250).await;
+    let mut request = reserve_request("r", &[("A", 3)]);
+    request.ttl_ms = 1;
+    inventory.reserve(request).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let status = inventory
+        .commit(CommitRequest {
+            reservation_id: "r".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.message(),
+        "reservation r expired before it was committed; its stock was released"
+    );
+    assert_eq!(levels(&item(&mut inventory, "A").await), (10, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restock_returns_sold_units_once() {
+    let process = ServiceProcess::start("inventory", ServiceOptions::default());
+    let mut inventory = client(&process).await;
+    add(&mut inventory, "A", 10, 250).await;
+    inventory
+        .reserve(reserve_request("sale", &[("A", 3)]))
+        .await
+        .unwrap();
+    let restock = |inventory: &mut InventoryClient<Channel>| {
+        let mut inventory = inventory.clone();
+        async move {
+            inventory
+                .restock(RestockRequest {
+                    reservation_id: "sale".into(),
+                })
+                .await
+        }
+    };
+    // Not sold yet: nothing to restock.
+    let status = restock(&mut inventory).await.unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    inventory
+        .commit(CommitRequest {
+            reservation_id: "sale".into(),
+        })
+        .await
+        .unwrap();
+    let sold = item(&mut inventory, "A").await;
+    assert_eq!((sold.available, sold.reserved, sold.committed), (7, 0, 3));
+    for _ in 0..2 {
+        let restocked = restock(&mut inventory).await.unwrap().into_inner();
+        assert_eq!(restocked.state(), ReservationState::Restocked);
+    }
+    let back = item(&mut inventory, "A").await;
+    assert_eq!((back.available, back.reserved, back.committed), (10, 0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_carry_the_sellers_currency() {
+    let process = ServiceProcess::start("inventory", ServiceOptions::default());
+    let mut inventory = client(&process).await;
+    let added = inventory
+        .add_stock(AddStockRequest {
+            sku: "CHEESE".into(),
+            quantity: 5,
+            unit_price_cents: 700,
+            currency: "chf".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(added.currency, "CHF");
+    add(&mut inventory, "BREAD", 5, 300).await;
+    let mut request = reserve_request("mixed", &[("CHEESE", 1), ("BREAD", 1)]);
+    let status = inventory.reserve(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        status.message(),
+        "the items are priced in different currencies (CHF, EUR): BREAD (EUR), CHEESE (CHF); order them separately"
+    );
+    request.items.truncate(1);
+    request.currency = "EUR".into();
+    let status = inventory.reserve(request.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    request.currency = "CHF".into();
+    let reserved = inventory.reserve(request).await.unwrap().into_inner();
+    assert_eq!(
+        (reserved.currency.as_str(), reserved.total_cents),
+        ("CHF", 700)
+    );
+    // Nothing held by the refused attempts beyond the one reservation.
+    assert_eq!(levels(&item(&mut inventory, "BREAD").await), (5, 0));
+    // The currency of a SKU with open reservations cannot change.
+    let status = inventory
+        .add_stock(AddStockRequest {
+            sku: "CHEESE".into(),
+            quantity: 1,
+            unit_price_cents: 800,
+            currency: "EUR".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
 }

@@ -18,18 +18,22 @@ pub const MAX_ID_CHARS: usize = 128;
 pub const DEFAULT_PAGE_SIZE: u32 = 20;
 /// Largest `ListOrders` page.
 pub const MAX_PAGE_SIZE: u32 = 100;
-/// The currency of a request that names none.
-pub const DEFAULT_CURRENCY: &str = "EUR";
+/// Most lines one order may have (the same limit inventory enforces).
+pub const MAX_LINES: usize = mesh::validate::MAX_ORDER_LINES;
+/// Rejection reasons starting with this answer INVALID_ARGUMENT (the order
+/// itself is wrong, e.g. its items' currencies), the others FAILED_PRECONDITION.
+pub const INVALID_ORDER_PREFIX: &str = "invalid order: ";
 
-/// Where an order is in its life.
+/// Where an order is in its life, as callers see it.
 ///
 /// ```text
-///   (new) ──► PENDING ──► CONFIRMED ──CancelOrder──► CANCELLED
+///   (new) ──► PENDING ──► CONFIRMED ──CancelOrder──► CANCELLING ──► CANCELLED
 ///                │
 ///                └──────► REJECTED
 /// ```
-/// PENDING is the only state the saga writes in; the other three are final
-/// for `PlaceOrder` (CANCELLED is reached only from CONFIRMED).
+/// PENDING and CANCELLING are the states the saga works in (its finer
+/// [`Step`] says where); CONFIRMED, REJECTED and CANCELLED are final for the
+/// saga (CONFIRMED only leaves through CancelOrder).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderStatus {
     /// The saga has not finished (a repeat of PlaceOrder resumes it).
@@ -38,8 +42,10 @@ pub enum OrderStatus {
     Confirmed,
     /// Not placed: out of stock, payment declined…; nothing is held.
     Rejected,
-    /// Confirmed, then cancelled and refunded.
+    /// Confirmed, then cancelled: refunded and restocked.
     Cancelled,
+    /// CancelOrder accepted; refund and restock in progress.
+    Cancelling,
 }
 
 impl OrderStatus {
@@ -50,7 +56,13 @@ impl OrderStatus {
             OrderStatus::Confirmed => "CONFIRMED",
             OrderStatus::Rejected => "REJECTED",
             OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::Cancelling => "CANCELLING",
         }
+    }
+
+    /// Whether the saga still has work to do on an order in this status.
+    pub fn is_unfinished(self) -> bool {
+        matches!(self, OrderStatus::Pending | OrderStatus::Cancelling)
     }
 
     /// Parses a `status` column value.
@@ -60,6 +72,7 @@ impl OrderStatus {
             "CONFIRMED" => Some(OrderStatus::Confirmed),
             "REJECTED" => Some(OrderStatus::Rejected),
             "CANCELLED" => Some(OrderStatus::Cancelled),
+            "CANCELLING" => Some(OrderStatus::Cancelling),
             _ => None,
         }
     }
@@ -71,13 +84,14 @@ impl OrderStatus {
             OrderStatus::Confirmed => proto::OrderStatus::Confirmed,
             OrderStatus::Rejected => proto::OrderStatus::Rejected,
             OrderStatus::Cancelled => proto::OrderStatus::Cancelled,
+            OrderStatus::Cancelling => proto::OrderStatus::Cancelling,
         }
     }
 
     /// What `CancelOrder` does from this status.
     pub fn on_cancel(self) -> CancelStep {
         match self {
-            OrderStatus::Confirmed => CancelStep::RefundThenCancel,
+            OrderStatus::Confirmed | OrderStatus::Cancelling => CancelStep::RefundThenCancel,
             OrderStatus::Cancelled => CancelStep::AlreadyCancelled,
             OrderStatus::Pending | OrderStatus::Rejected => CancelStep::Refuse,
         }
@@ -87,12 +101,68 @@ impl OrderStatus {
 /// What `CancelOrder` does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelStep {
-    /// Refund the payment, then mark the order CANCELLED.
+    /// Record CANCELLING, refund the payment and restock, then CANCELLED.
     RefundThenCancel,
     /// Nothing: return the order as it is (idempotent).
     AlreadyCancelled,
     /// FAILED_PRECONDITION naming the status.
     Refuse,
+}
+
+/// Where the saga is inside PENDING or CANCELLING. Each step is persisted
+/// BEFORE the remote calls it allows, so it names everything that may have
+/// happened outside orders (the state machine is in [`crate::saga`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A reservation `reservation_id(request_id, attempt)` may exist.
+    Reserve,
+    /// Reserved and priced (total and currency frozen); a charge under
+    /// `charge_key(request_id)` may exist.
+    Charge,
+    /// The charge is captured (payment_id known); the reservation is held.
+    Commit,
+    /// Rejecting (the reason is stored): refund the payment if captured,
+    /// release the reservation.
+    Undo,
+    /// Cancelling a confirmed order: refund the payment, restock the units.
+    Cancel,
+    /// Nothing left to do: the status is final.
+    Done,
+}
+
+impl Step {
+    /// The value stored in the `step` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Reserve => "RESERVE",
+            Step::Charge => "CHARGE",
+            Step::Commit => "COMMIT",
+            Step::Undo => "UNDO",
+            Step::Cancel => "CANCEL",
+            Step::Done => "DONE",
+        }
+    }
+
+    /// Parses a `step` column value.
+    pub fn parse(value: &str) -> Option<Self> {
+        [
+            Step::Reserve,
+            Step::Charge,
+            Step::Commit,
+            Step::Undo,
+            Step::Cancel,
+            Step::Done,
+        ]
+        .into_iter()
+        .find(|step| step.as_str() == value)
+    }
+
+    /// Whether a charge may exist once the order is at this step (the
+    /// reservation must then not be released before the charge's outcome is
+    /// known).
+    pub fn charge_may_exist(self) -> bool {
+        !matches!(self, Step::Reserve)
+    }
 }
 
 /// One requested line: a SKU and a positive quantity.
@@ -113,25 +183,40 @@ pub struct PlaceOrder {
     pub user_id: String,
     /// Non-empty, distinct SKUs, in the caller's order.
     pub items: Vec<Item>,
-    /// Upper-case ISO 4217 code.
+    /// Upper-case ISO 4217 code the caller expects, or empty: the seller's.
     pub currency: String,
 }
 
 impl PlaceOrder {
-    /// Whether `other` asks for the same order as `self` (same user,
-    /// currency and lines, in any line order).
+    /// Whether the stored order (`user_id`, `currency`, `items`) is the one
+    /// this request asks for: same user and lines (in any line order), and
+    /// the same currency if this request names one.
     pub fn same_order(&self, user_id: &str, currency: &str, items: &[Item]) -> bool {
         let mut mine = self.items.clone();
         let mut theirs = items.to_vec();
         mine.sort();
         theirs.sort();
-        self.user_id == user_id && self.currency == currency && mine == theirs
+        self.user_id == user_id
+            && (self.currency.is_empty() || self.currency == currency)
+            && mine == theirs
     }
 }
 
-/// Validates a `PlaceOrderRequest`, naming every bad field.
+/// Validates a `PlaceOrderRequest`, naming its bad fields (the first
+/// [`mesh::validate::MAX_VIOLATIONS`]; a request over [`MAX_LINES`] lines is
+/// refused without looking at its lines). Ids are trimmed.
 pub fn validate_place_order(request: &PlaceOrderRequest) -> Result<PlaceOrder, Status> {
     let mut violations = Violations::new();
+    if request.items.len() > MAX_LINES {
+        violations.add(
+            "items",
+            format!(
+                "must have at most {MAX_LINES} lines (got {}); split the order",
+                request.items.len()
+            ),
+        );
+        return Err(violations.into_status("PlaceOrderRequest"));
+    }
     check_id(
         &mut violations,
         "request_id",
@@ -144,6 +229,9 @@ pub fn validate_place_order(request: &PlaceOrderRequest) -> Result<PlaceOrder, S
     }
     let mut seen = HashSet::new();
     for (index, line) in request.items.iter().enumerate() {
+        if violations.is_full() {
+            break;
+        }
         let field = format!("items[{index}]");
         check_id(
             &mut violations,
@@ -168,28 +256,25 @@ pub fn validate_place_order(request: &PlaceOrderRequest) -> Result<PlaceOrder, S
         }
     }
     let currency = if request.currency.is_empty() {
-        Some(DEFAULT_CURRENCY.to_owned())
+        Some(String::new())
     } else {
         normalize_currency(&request.currency)
     };
     if currency.is_none() {
         violations.add(
             "currency",
-            format!(
-                "must be a 3-letter ISO 4217 code such as EUR, or empty for EUR (got {:?})",
-                request.currency
-            ),
+            "must be a 3-letter ISO 4217 code such as EUR, or empty for the seller's currency",
         );
     }
     violations.into_result("PlaceOrderRequest")?;
     Ok(PlaceOrder {
-        request_id: request.request_id.clone(),
-        user_id: request.user_id.clone(),
+        request_id: request.request_id.trim().to_owned(),
+        user_id: request.user_id.trim().to_owned(),
         items: request
             .items
             .iter()
             .map(|line| Item {
-                sku: line.sku.clone(),
+                sku: line.sku.trim().to_owned(),
                 quantity: line.quantity,
             })
             .collect(),
@@ -346,6 +431,7 @@ pub fn reservation_id(request_id: &str, attempt: i64) -> String {
 /// (`code` is FAILED_PRECONDITION, NOT_FOUND or INVALID_ARGUMENT).
 pub fn stock_rejection_reason(code: Code, message: &str) -> String {
     match code {
+        Code::InvalidArgument => format!("{INVALID_ORDER_PREFIX}{message}"),
         Code::FailedPrecondition
             if message
                 .to_ascii_lowercase()
@@ -435,9 +521,9 @@ mod tests {
     }
 
     #[test]
-    fn a_valid_order_defaults_to_eur_and_upper_cases_currencies() {
+    fn a_valid_order_leaves_the_currency_to_the_seller_and_upper_cases_one_given() {
         let order = validate_place_order(&place(vec![line("apple", 2)], "")).unwrap();
-        assert_eq!(order.currency, "EUR");
+        assert_eq!(order.currency, "");
         assert_eq!(
             order.items,
             vec![Item {
@@ -447,6 +533,42 @@ mod tests {
         );
         let order = validate_place_order(&place(vec![line("apple", 2)], "usd")).unwrap();
         assert_eq!(order.currency, "USD");
+    }
+
+    #[test]
+    fn ids_are_trimmed() {
+        let mut request = place(vec![line(" apple ", 2)], "");
+        request.user_id = "  u_1 ".into();
+        request.request_id = " r1\t".into();
+        let order = validate_place_order(&request).unwrap();
+        assert_eq!(
+            (order.user_id.as_str(), order.request_id.as_str()),
+            ("u_1", "r1")
+        );
+        assert_eq!(order.items[0].sku, "apple");
+    }
+
+    #[test]
+    fn more_than_100_lines_are_refused_without_looking_at_them() {
+        let ok = validate_place_order(&place(vec![line("a", 1); 1], "")).is_ok();
+        assert!(ok);
+        let lines: Vec<OrderLine> = (0..MAX_LINES).map(|i| line(&format!("s{i}"), 1)).collect();
+        assert!(validate_place_order(&place(lines, "")).is_ok());
+        let huge = vec![OrderLine::default(); 2_000_000];
+        let status = validate_place_order(&place(huge, "")).unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "invalid PlaceOrderRequest: items: must have at most 100 lines (got 2000000); split the order"
+        );
+    }
+
+    #[test]
+    fn validation_stops_after_a_bounded_number_of_violations() {
+        let lines = vec![OrderLine::default(); MAX_LINES];
+        let status = validate_place_order(&place(lines, "")).unwrap_err();
+        assert!(status.message().len() < 4096, "{}", status.message());
+        assert!(status.message().contains("stopped after 20 problems"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::{
     deadline::CallBudget,
     domain::{self, PageKey},
-    saga::{OrderError, Saga},
+    saga::{rejected_as_invalid, OrderError, Saga},
     store::{Order, StoreError},
 };
 
@@ -105,7 +105,16 @@ impl Orders for OrdersService {
         let order_id = request.get_ref().order_id.clone();
         domain::validate_order_id("CancelOrderRequest", &order_id)?;
         let budget = CallBudget::from_incoming(request.metadata(), self.per_call);
-        let order = self.saga.cancel(&order_id, budget).await?;
+        // Its own task, like PlaceOrder: a caller giving up never stops a
+        // refund halfway (and the recovery loop finishes what is left).
+        let saga = Arc::clone(&self.saga);
+        let order =
+            tokio::spawn(async move { saga.cancel(&order_id, budget).await }.in_current_span())
+                .await
+                .map_err(|error| {
+                    tracing::error!(%error, "the CancelOrder task failed");
+                    Status::internal("cancelling the order failed unexpectedly; retry")
+                })??;
         Ok(Response::new(to_proto(&order)))
     }
 }
@@ -127,6 +136,9 @@ impl From<OrderError> for Status {
                 Status::internal("orders storage failure; see the service log")
             }
             OrderError::RequestReused { .. } => Status::invalid_argument(message),
+            OrderError::Rejected { reason } if rejected_as_invalid(reason) => {
+                Status::invalid_argument(message)
+            }
             OrderError::Rejected { .. } | OrderError::NotCancellable { .. } => {
                 Status::failed_precondition(message)
             }
@@ -201,6 +213,11 @@ mod tests {
                 "order rejected: insufficient stock: apple",
             ),
             (
+                OrderError::Rejected { reason: "invalid order: the items are priced in EUR, not in USD: a (EUR)".into() },
+                Code::InvalidArgument,
+                "order rejected: invalid order: the items are priced in EUR, not in USD: a (EUR)",
+            ),
+            (
                 OrderError::NotCancellable { order_id: "ord_1".into(), status: OrderStatus::Pending },
                 Code::FailedPrecondition,
                 "order ord_1 is PENDING and cannot be cancelled; only confirmed orders can",
@@ -213,12 +230,12 @@ mod tests {
                     cause: Status::unavailable("connection refused"),
                 },
                 Code::Unavailable,
-                "cannot charge the payment (payments: connection refused); order ord_1 is pending: retry with the same request_id",
+                "cannot charge the payment (payments: connection refused); order ord_1 is not final yet and will be finished automatically: GetOrder shows its outcome, or retry with the same request_id",
             ),
             (
                 OrderError::Busy { order_id: "ord_1".into() },
                 Code::Unavailable,
-                "order ord_1 is being placed by another request; retry with the same request_id",
+                "order ord_1 is being worked on by another request; GetOrder shows its outcome, or retry with the same request_id",
             ),
             (
                 OrderError::Inconsistent { order_id: "ord_1".into(), detail: "x".into() },

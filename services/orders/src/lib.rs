@@ -4,7 +4,8 @@
 //!
 //! - [`domain`]: validation, the order status machine, derived ids;
 //! - [`store`]: the orders database;
-//! - [`saga`]: PlaceOrder (its state machine is documented there) and CancelOrder;
+//! - [`saga`]: PlaceOrder and CancelOrder as recoverable sagas (the state
+//!   machine is documented there), and the recovery loop;
 //! - [`deadline`]: per-call timeouts under the caller's `grpc-timeout`;
 //! - [`grpc`]: the tonic service and the one mapping of errors to gRPC codes.
 #![forbid(unsafe_code)]
@@ -30,6 +31,12 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     default_port: 50054,
 };
 
+/// The largest request orders decodes. A valid order is at most 100 lines
+/// of 128-character SKUs (about 60 KiB even in 4-byte characters); anything
+/// larger is refused with RESOURCE_EXHAUSTED before it is decoded, so a
+/// 4 MiB request of millions of empty lines costs no memory.
+pub const MAX_REQUEST_BYTES: usize = 128 * 1024;
+
 /// The schema, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!();
 
@@ -46,6 +53,28 @@ pub struct Config {
     #[arg(long, env = "MESH_UPSTREAM_TIMEOUT_MS", default_value_t = 2000,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub upstream_timeout_ms: u64,
+
+    /// How long a saga run holds an order without renewing its lease
+    /// (renewed before each remote step; raised to 3 × the upstream timeout
+    /// if shorter). After a crash, another run takes the order over once
+    /// this has passed.
+    #[arg(long, env = "MESH_SAGA_LEASE_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub saga_lease_ms: u64,
+
+    /// How often the recovery loop looks for unfinished orders (PENDING,
+    /// CANCELLING) and drives them to a final state. An order whose
+    /// upstreams are reachable is final within about
+    /// lease + interval + 4 × upstream timeout.
+    #[arg(long, env = "MESH_RECOVERY_INTERVAL_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub recovery_interval_ms: u64,
+
+    /// How long inventory keeps an order's reservation if orders neither
+    /// commits nor releases it (the backstop for lost bookkeeping).
+    #[arg(long, env = "MESH_RESERVATION_TTL_MS", default_value_t = 15 * 60 * 1000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub reservation_ttl_ms: u64,
 
     /// A fixed address for `users` instead of resolving it through Consul
     /// (debugging, or a deployment without Consul). Default: the mesh client.
@@ -65,6 +94,16 @@ impl Config {
     /// The per-call timeout of upstream calls.
     pub fn upstream_timeout(&self) -> Duration {
         Duration::from_millis(self.upstream_timeout_ms)
+    }
+
+    /// The saga's timing from the flags.
+    pub fn saga_options(&self) -> saga::SagaOptions {
+        saga::SagaOptions {
+            per_call: self.upstream_timeout(),
+            lease: Duration::from_millis(self.saga_lease_ms),
+            reservation_ttl: Duration::from_millis(self.reservation_ttl_ms),
+            recovery_interval: Duration::from_millis(self.recovery_interval_ms),
+        }
     }
 }
 
@@ -147,17 +186,24 @@ pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeE
         &MIGRATOR,
     )
     .await?;
-    let saga = saga::Saga::new(
-        store::Store::new(pool),
-        upstreams,
-        config.upstream_timeout(),
-    );
+    let saga = saga::Saga::new(store::Store::new(pool), upstreams, config.saga_options());
+    let recovery = saga.spawn_recovery();
+    let _stop_recovery = AbortOnDrop(recovery);
     let handler = grpc::OrdersService::new(saga, config.upstream_timeout());
     bound
         .serve(
             OrdersServer::new(handler)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MAX_REQUEST_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .await
+}
+
+/// Aborts the task when dropped (the server stopped).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

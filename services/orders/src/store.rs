@@ -1,13 +1,15 @@
 //! The orders database (orders + order lines) over `sqlx::AnyPool`.
 //!
-//! The saga's writes are single conditional UPDATEs guarded by the lease
-//! (`lease_owner = $me AND status = 'PENDING'`), so a saga run that lost its
-//! lease — or an order that left PENDING — is never overwritten; multi-row
-//! writes run in one transaction that starts with a write.
+//! The saga's writes are single conditional UPDATEs fenced by the lease:
+//! `lease_owner = $me AND lease_version = $v AND status IN (PENDING,
+//! CANCELLING)`. `lease_version` is a counter the database bumps at every
+//! acquisition (not a clock), so a run whose lease expired and was taken over
+//! can no longer write, whatever the clocks say; multi-row writes run in one
+//! transaction that starts with the fenced write.
 
 use sqlx::{any::AnyRow, AnyPool, Row};
 
-use crate::domain::{Item, OrderStatus, PageKey};
+use crate::domain::{Item, OrderStatus, PageKey, Step};
 
 /// A stored order line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,23 +31,23 @@ pub struct Order {
     pub request_id: String,
     /// Who ordered.
     pub user_id: String,
-    /// Upper-case ISO 4217 code.
+    /// Upper-case ISO 4217 code: the one asked (or empty) until priced, then
+    /// the seller's.
     pub currency: String,
     /// Where the order is.
     pub status: OrderStatus,
+    /// Where the saga is inside PENDING/CANCELLING.
+    pub step: Step,
     /// Sum of the priced lines (0 until priced).
     pub total_cents: i64,
     /// The captured payment, once known.
     pub payment_id: String,
-    /// Why it was rejected; empty otherwise.
+    /// Why it was (or is being) rejected; empty otherwise.
     pub rejection_reason: String,
     /// When it was placed.
     pub created_at_unix_ms: i64,
     /// How many of its reservations were released before the current one.
     pub reservation_attempt: i64,
-    /// Whether a Charge may have been sent (its outcome then must be learnt
-    /// before stock is released).
-    pub charge_sent: bool,
     /// The lines, in the order they were requested.
     pub lines: Vec<Line>,
 }
@@ -72,7 +74,7 @@ pub struct NewOrder<'a> {
     pub request_id: &'a str,
     /// Who orders.
     pub user_id: &'a str,
-    /// Upper-case currency.
+    /// Upper-case currency asked for, or empty.
     pub currency: &'a str,
     /// The lines.
     pub items: &'a [Item],
@@ -80,11 +82,23 @@ pub struct NewOrder<'a> {
     pub now_unix_ms: i64,
 }
 
+/// The right to write an order's saga state: who holds its lease, and the
+/// lease's version (the fencing token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The order.
+    pub order_id: String,
+    /// The run holding the lease.
+    pub owner: String,
+    /// The lease version this run got.
+    pub version: i64,
+}
+
 /// What `insert_pending` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Inserted {
     /// The order was recorded, leased to the caller.
-    New(Order),
+    New(Order, Fence),
     /// An order with this `request_id` already existed: here it is.
     Existing(Order),
 }
@@ -99,8 +113,8 @@ pub enum StoreError {
         order_id: String,
     },
     /// The saga run no longer holds the order (its lease expired and another
-    /// request took over, or the order left PENDING).
-    #[error("order {order_id} is being placed by another request")]
+    /// run took over, or the order left PENDING/CANCELLING).
+    #[error("order {order_id} is being worked on by another run")]
     LeaseLost {
         /// The order.
         order_id: String,
@@ -113,7 +127,11 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
-const COLUMNS: &str = "order_id, request_id, user_id, currency, status, total_cents, payment_id, rejection_reason, created_at_unix_ms, reservation_attempt, charge_sent";
+const COLUMNS: &str = "order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, reservation_attempt";
+
+/// The fencing condition of every saga write (`$F1` owner, `$F2` version).
+const FENCED: &str =
+    "lease_owner = $F1 AND lease_version = $F2 AND status IN ('PENDING', 'CANCELLING')";
 
 /// The orders database.
 #[derive(Debug, Clone)]
@@ -127,9 +145,9 @@ impl Store {
         Self { pool }
     }
 
-    /// Records `order` as PENDING, leased to `owner` until `lease_until`,
-    /// with its lines — in one transaction — unless its `request_id` is
-    /// taken: then returns that order.
+    /// Records `order` as PENDING at step RESERVE, leased to `owner` until
+    /// `lease_until`, with its lines — in one transaction — unless its
+    /// `request_id` is taken: then returns that order.
     pub async fn insert_pending(
         &self,
         order: &NewOrder<'_>,
@@ -138,8 +156,8 @@ impl Store {
     ) -> Result<Inserted, StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO orders (order_id, request_id, user_id, currency, status, total_cents, payment_id, rejection_reason, created_at_unix_ms, updated_at_unix_ms, reservation_attempt, charge_sent, lease_owner, lease_until_unix_ms) \
-             VALUES ($1, $2, $3, $4, $5, 0, '', '', $6, $6, 0, 0, $7, $8) \
+            "INSERT INTO orders (order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, updated_at_unix_ms, reservation_attempt, lease_owner, lease_until_unix_ms, lease_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, '', '', $7, $7, 0, $8, $9, 1) \
              ON CONFLICT (request_id) DO NOTHING",
         )
         .bind(order.order_id)
@@ -147,6 +165,7 @@ impl Store {
         .bind(order.user_id)
         .bind(order.currency)
         .bind(OrderStatus::Pending.as_str())
+        .bind(Step::Reserve.as_str())
         .bind(order.now_unix_ms)
         .bind(owner)
         .bind(lease_until_unix_ms)
@@ -178,7 +197,12 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(Inserted::New(self.get(order.order_id).await?))
+        let fence = Fence {
+            order_id: order.order_id.to_owned(),
+            owner: owner.to_owned(),
+            version: 1,
+        };
+        Ok(Inserted::New(self.get(order.order_id).await?, fence))
     }
 
     /// One order.
@@ -206,7 +230,6 @@ impl Store {
             Some(row) => Ok(Some(self.with_lines(order_from_row(&row)?).await?)),
         }
     }
-
     /// A page of `user_id`'s orders, newest first, after `after` (exclusive).
     /// Returns up to `limit` orders.
     pub async fn list(
@@ -247,98 +270,127 @@ impl Store {
         Ok(orders)
     }
 
-    /// Leases a PENDING order to `owner` until `lease_until` if no live lease
-    /// holds it. Returns whether `owner` now holds it.
+    /// Up to `limit` unfinished orders (PENDING or CANCELLING) whose lease
+    /// is free or expired at `now_unix_ms`, longest-waiting first: the
+    /// recovery loop's work list.
+    pub async fn unfinished(
+        &self,
+        now_unix_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT order_id FROM orders WHERE status IN ('PENDING', 'CANCELLING') \
+             AND lease_until_unix_ms <= $1 ORDER BY lease_until_unix_ms, updated_at_unix_ms LIMIT $2",
+        )
+        .bind(now_unix_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Leases an unfinished order to `owner` until `lease_until` if no live
+    /// lease holds it, bumping its lease version. Returns the fence, or
+    /// `None` when another run holds it or it is finished.
     pub async fn try_lease(
         &self,
         order_id: &str,
         owner: &str,
         now_unix_ms: i64,
         lease_until_unix_ms: i64,
-    ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE orders SET lease_owner = $1, lease_until_unix_ms = $2 \
-             WHERE order_id = $3 AND status = $4 AND (lease_until_unix_ms <= $5 OR lease_owner = $1)",
+    ) -> Result<Option<Fence>, StoreError> {
+        let version: Option<i64> = sqlx::query_scalar(
+            "UPDATE orders SET lease_owner = $1, lease_until_unix_ms = $2, lease_version = lease_version + 1 \
+             WHERE order_id = $3 AND status IN ('PENDING', 'CANCELLING') \
+             AND (lease_until_unix_ms <= $4 OR lease_owner = '') \
+             RETURNING lease_version",
         )
         .bind(owner)
         .bind(lease_until_unix_ms)
         .bind(order_id)
-        .bind(OrderStatus::Pending.as_str())
         .bind(now_unix_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(version.map(|version| Fence {
+            order_id: order_id.to_owned(),
+            owner: owner.to_owned(),
+            version,
+        }))
     }
 
-    /// Gives the lease up (no-op if `owner` does not hold it).
-    pub async fn release_lease(&self, order_id: &str, owner: &str) -> Result<(), StoreError> {
+    /// Extends the lease (a run renews before each remote step).
+    pub async fn renew(&self, fence: &Fence, lease_until_unix_ms: i64) -> Result<(), StoreError> {
+        self.fenced(
+            fence,
+            "lease_until_unix_ms = $1",
+            &[Int(lease_until_unix_ms)],
+        )
+        .await
+    }
+
+    /// Gives the lease up (no-op if the fence is stale).
+    pub async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0 \
-             WHERE order_id = $1 AND lease_owner = $2",
+             WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3",
         )
-        .bind(order_id)
-        .bind(owner)
+        .bind(&fence.order_id)
+        .bind(&fence.owner)
+        .bind(fence.version)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
-    /// Moves to reservation `attempt` (the previous one was released).
-    pub async fn set_reservation_attempt(
+    /// RESERVE: moves to reservation `attempt` (the previous one was released).
+    pub async fn next_attempt(
         &self,
-        order_id: &str,
-        owner: &str,
+        fence: &Fence,
         attempt: i64,
         now_unix_ms: i64,
     ) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE orders SET reservation_attempt = $1, updated_at_unix_ms = $2 \
-             WHERE order_id = $3 AND lease_owner = $4 AND status = $5",
+        self.fenced(
+            fence,
+            "reservation_attempt = $1, updated_at_unix_ms = $2",
+            &[Int(attempt), Int(now_unix_ms)],
         )
-        .bind(attempt)
-        .bind(now_unix_ms)
-        .bind(order_id)
-        .bind(owner)
-        .bind(OrderStatus::Pending.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        leased(updated, order_id)
+        .await
     }
 
-    /// Stores inventory's unit prices (by SKU) and the total, in one transaction.
-    pub async fn record_prices(
+    /// RESERVE → CHARGE: stores inventory's unit prices (by SKU), the total
+    /// and the seller's currency, in one transaction, before any Charge.
+    pub async fn priced(
         &self,
-        order_id: &str,
-        owner: &str,
+        fence: &Fence,
         prices: &[(String, i64)],
         total_cents: i64,
+        currency: &str,
         now_unix_ms: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(
-            "UPDATE orders SET total_cents = $1, updated_at_unix_ms = $2 \
-             WHERE order_id = $3 AND lease_owner = $4 AND status = $5",
-        )
+        let updated = sqlx::query(&fenced_sql(
+            "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4",
+            5,
+        ))
+        .bind(Step::Charge.as_str())
         .bind(total_cents)
+        .bind(currency)
         .bind(now_unix_ms)
-        .bind(order_id)
-        .bind(owner)
-        .bind(OrderStatus::Pending.as_str())
+        .bind(&fence.order_id)
+        .bind(&fence.owner)
+        .bind(fence.version)
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if updated != 1 {
             tx.rollback().await?;
-            return leased(updated, order_id);
+            return leased(updated, &fence.order_id);
         }
         for (sku, price) in prices {
             sqlx::query(
                 "UPDATE order_lines SET unit_price_cents = $1 WHERE order_id = $2 AND sku = $3",
             )
             .bind(price)
-            .bind(order_id)
+            .bind(&fence.order_id)
             .bind(sku)
             .execute(&mut *tx)
             .await?;
@@ -347,126 +399,76 @@ impl Store {
         Ok(())
     }
 
-    /// Records whether a Charge may have been sent.
-    pub async fn set_charge_sent(
+    /// CHARGE → COMMIT: the captured payment.
+    pub async fn captured(
         &self,
-        order_id: &str,
-        owner: &str,
-        sent: bool,
-        now_unix_ms: i64,
-    ) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE orders SET charge_sent = $1, updated_at_unix_ms = $2 \
-             WHERE order_id = $3 AND lease_owner = $4 AND status = $5",
-        )
-        .bind(i64::from(sent))
-        .bind(now_unix_ms)
-        .bind(order_id)
-        .bind(owner)
-        .bind(OrderStatus::Pending.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        leased(updated, order_id)
-    }
-
-    /// Records the captured payment of a still-PENDING order.
-    pub async fn record_payment(
-        &self,
-        order_id: &str,
-        owner: &str,
+        fence: &Fence,
         payment_id: &str,
         now_unix_ms: i64,
     ) -> Result<(), StoreError> {
-        let updated = sqlx::query(
-            "UPDATE orders SET payment_id = $1, updated_at_unix_ms = $2 \
-             WHERE order_id = $3 AND lease_owner = $4 AND status = $5",
-        )
-        .bind(payment_id)
-        .bind(now_unix_ms)
-        .bind(order_id)
-        .bind(owner)
-        .bind(OrderStatus::Pending.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        leased(updated, order_id)
-    }
-
-    /// PENDING → CONFIRMED with `payment_id`; frees the lease.
-    pub async fn confirm(
-        &self,
-        order_id: &str,
-        owner: &str,
-        payment_id: &str,
-        now_unix_ms: i64,
-    ) -> Result<Order, StoreError> {
-        self.finish(
-            order_id,
-            owner,
-            OrderStatus::Confirmed,
-            Outcome::PaymentId(payment_id),
-            now_unix_ms,
+        self.fenced(
+            fence,
+            "step = $1, payment_id = $2, updated_at_unix_ms = $3",
+            &[
+                Text(Step::Commit.as_str()),
+                Text(payment_id),
+                Int(now_unix_ms),
+            ],
         )
         .await
     }
 
-    /// PENDING → REJECTED with `reason`; frees the lease.
+    /// → UNDO: the order will be rejected for `reason` once its payment (if
+    /// captured) is refunded and its reservation released.
+    pub async fn undo(
+        &self,
+        fence: &Fence,
+        reason: &str,
+        now_unix_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.fenced(
+            fence,
+            "step = $1, rejection_reason = $2, updated_at_unix_ms = $3",
+            &[Text(Step::Undo.as_str()), Text(reason), Int(now_unix_ms)],
+        )
+        .await
+    }
+
+    /// PENDING → CONFIRMED.
+    pub async fn confirm(&self, fence: &Fence, now_unix_ms: i64) -> Result<Order, StoreError> {
+        self.finish(fence, OrderStatus::Confirmed, None, now_unix_ms)
+            .await
+    }
+
+    /// PENDING → REJECTED with `reason` (nothing is held any more).
     pub async fn reject(
         &self,
-        order_id: &str,
-        owner: &str,
+        fence: &Fence,
         reason: &str,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
-        self.finish(
-            order_id,
-            owner,
-            OrderStatus::Rejected,
-            Outcome::RejectionReason(reason),
-            now_unix_ms,
-        )
-        .await
+        self.finish(fence, OrderStatus::Rejected, Some(reason), now_unix_ms)
+            .await
     }
 
-    /// PENDING → `status`, recording `outcome`, only for the lease holder;
-    /// frees the lease.
-    async fn finish(
+    /// CANCELLING → CANCELLED.
+    pub async fn cancelled(&self, fence: &Fence, now_unix_ms: i64) -> Result<Order, StoreError> {
+        self.finish(fence, OrderStatus::Cancelled, None, now_unix_ms)
+            .await
+    }
+
+    /// CONFIRMED → CANCELLING at step CANCEL (before any refund or
+    /// restock). Returns whether this call changed it.
+    pub async fn request_cancel(
         &self,
         order_id: &str,
-        owner: &str,
-        status: OrderStatus,
-        outcome: Outcome<'_>,
         now_unix_ms: i64,
-    ) -> Result<Order, StoreError> {
-        let (column, value) = match outcome {
-            Outcome::PaymentId(payment_id) => ("payment_id", payment_id),
-            Outcome::RejectionReason(reason) => ("rejection_reason", reason),
-        };
-        let sql = format!(
-            "UPDATE orders SET status = $1, {column} = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0 \
-             WHERE order_id = $4 AND lease_owner = $5 AND status = $6"
-        );
-        let updated = sqlx::query(&sql)
-            .bind(status.as_str())
-            .bind(value)
-            .bind(now_unix_ms)
-            .bind(order_id)
-            .bind(owner)
-            .bind(OrderStatus::Pending.as_str())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        leased(updated, order_id)?;
-        self.get(order_id).await
-    }
-
-    /// CONFIRMED → CANCELLED. Returns whether this call changed it.
-    pub async fn cancel(&self, order_id: &str, now_unix_ms: i64) -> Result<bool, StoreError> {
+    ) -> Result<bool, StoreError> {
         let updated = sqlx::query(
-            "UPDATE orders SET status = $1, updated_at_unix_ms = $2 WHERE order_id = $3 AND status = $4",
+            "UPDATE orders SET status = $1, step = $2, updated_at_unix_ms = $3 WHERE order_id = $4 AND status = $5",
         )
-        .bind(OrderStatus::Cancelled.as_str())
+        .bind(OrderStatus::Cancelling.as_str())
+        .bind(Step::Cancel.as_str())
         .bind(now_unix_ms)
         .bind(order_id)
         .bind(OrderStatus::Confirmed.as_str())
@@ -476,6 +478,56 @@ impl Store {
         Ok(updated == 1)
     }
 
+    /// The unfinished order → a final `status` (step DONE), frees the lease.
+    async fn finish(
+        &self,
+        fence: &Fence,
+        status: OrderStatus,
+        reason: Option<&str>,
+        now_unix_ms: i64,
+    ) -> Result<Order, StoreError> {
+        let set = match reason {
+            Some(_) => "status = $1, step = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0, rejection_reason = $4",
+            None => "status = $1, step = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
+        };
+        let mut values = vec![
+            Text(status.as_str()),
+            Text(Step::Done.as_str()),
+            Int(now_unix_ms),
+        ];
+        values.extend(reason.map(Text));
+        self.fenced(fence, set, &values).await?;
+        self.get(&fence.order_id).await
+    }
+
+    /// `UPDATE orders SET <set> WHERE <fenced>`, `values` bound to the
+    /// `$1…$n` of `set`; the order id and fence follow them.
+    async fn fenced(
+        &self,
+        fence: &Fence,
+        set: &str,
+        values: &[Value<'_>],
+    ) -> Result<(), StoreError> {
+        let sql = fenced_sql(set, values.len() + 1);
+        let mut query = sqlx::query(&sql);
+        for value in values {
+            query = match value {
+                Text(text) => query.bind(*text),
+                Int(number) => query.bind(*number),
+            };
+        }
+        let updated = query
+            .bind(fence.order_id.as_str())
+            .bind(fence.owner.as_str())
+            .bind(fence.version)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        leased(updated, &fence.order_id)
+    }
+}
+
+impl Store {
     async fn with_lines(&self, mut order: Order) -> Result<Order, StoreError> {
         let rows = sqlx::query(
             "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
@@ -497,12 +549,20 @@ impl Store {
     }
 }
 
-/// What a finished order records beside its status.
-enum Outcome<'a> {
-    /// CONFIRMED: the captured payment.
-    PaymentId(&'a str),
-    /// REJECTED: why.
-    RejectionReason(&'a str),
+/// A value bound to a fenced update.
+enum Value<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+use Value::{Int, Text};
+
+/// `UPDATE orders SET <set> WHERE order_id = $n AND <fence>`, the order id
+/// and fence numbered from `first`.
+fn fenced_sql(set: &str, first: usize) -> String {
+    let condition = FENCED
+        .replace("$F1", &format!("${}", first + 1))
+        .replace("$F2", &format!("${}", first + 2));
+    format!("UPDATE orders SET {set} WHERE order_id = ${first} AND {condition}")
 }
 
 fn leased(updated: u64, order_id: &str) -> Result<(), StoreError> {
@@ -517,7 +577,7 @@ fn leased(updated: u64, order_id: &str) -> Result<(), StoreError> {
 
 fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
     let status: String = row.try_get("status")?;
-    let charge_sent: i64 = row.try_get("charge_sent")?;
+    let step: String = row.try_get("step")?;
     Ok(Order {
         order_id: row.try_get("order_id")?,
         request_id: row.try_get("request_id")?,
@@ -525,12 +585,13 @@ fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
         currency: row.try_get("currency")?,
         status: OrderStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown order status {status:?}")))?,
+        step: Step::parse(&step)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown saga step {step:?}")))?,
         total_cents: row.try_get("total_cents")?,
         payment_id: row.try_get("payment_id")?,
         rejection_reason: row.try_get("rejection_reason")?,
         created_at_unix_ms: row.try_get("created_at_unix_ms")?,
         reservation_attempt: row.try_get("reservation_attempt")?,
-        charge_sent: charge_sent != 0,
         lines: Vec::new(),
     })
 }
@@ -584,17 +645,23 @@ mod tests {
             .unwrap()
     }
 
+    fn fence_of(inserted: Inserted) -> (Order, Fence) {
+        match inserted {
+            Inserted::New(order, fence) => (order, fence),
+            Inserted::Existing(order) => panic!("expected a new order, got {order:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn an_order_is_recorded_pending_with_its_lines_once_per_request_id() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
-        let Inserted::New(order) = insert(&store, "ord_1", "r1", "u_1", 10).await else {
-            panic!("first insert is new")
-        };
+        let (order, fence) = fence_of(insert(&store, "ord_1", "r1", "u_1", 10).await);
         assert_eq!(order.status, OrderStatus::Pending);
+        assert_eq!(order.step, Step::Reserve);
+        assert_eq!(fence.version, 1);
         assert_eq!(order.items(), items());
         assert!(order.lines.iter().all(|line| line.unit_price_cents == 0));
-        assert!(!order.charge_sent);
         assert_eq!(order.reservation_attempt, 0);
 
         // A second insert with the same request_id returns the first order
@@ -610,107 +677,158 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn saga_writes_need_the_lease_and_a_pending_order() {
+    async fn saga_writes_are_fenced_by_the_lease_version() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
-        insert(&store, "ord_1", "r1", "u_1", 10).await;
+        let (_, first) = fence_of(insert(&store, "ord_1", "r1", "u_1", 10).await);
 
-        // Another owner cannot take a live lease, nor write.
-        assert!(!store
-            .try_lease("ord_1", "owner-2", 500, 5000)
-            .await
-            .unwrap());
-        assert!(matches!(
-            store.set_charge_sent("ord_1", "owner-2", true, 20).await,
-            Err(StoreError::LeaseLost { .. })
-        ));
-        // It can once the lease has expired; the first owner then cannot write.
-        assert!(store
+        // Another owner cannot take a live lease.
+        assert_eq!(
+            store
+                .try_lease("ord_1", "owner-2", 500, 5000)
+                .await
+                .unwrap(),
+            None
+        );
+        // It can once the lease has expired, with a higher version; the first
+        // run's writes are then refused, even its renewals.
+        let second = store
             .try_lease("ord_1", "owner-2", 1010, 5000)
             .await
-            .unwrap());
+            .unwrap()
+            .expect("expired lease is taken");
+        assert_eq!(second.version, 2);
+        for stale in [
+            store.next_attempt(&first, 1, 20).await,
+            store.renew(&first, 99_999).await,
+            store.undo(&first, "late", 21).await,
+        ] {
+            assert!(
+                matches!(stale, Err(StoreError::LeaseLost { .. })),
+                "{stale:?}"
+            );
+        }
+        // Even the same owner with an old version is fenced out.
+        let stale_same_owner = Fence {
+            version: 1,
+            ..second.clone()
+        };
         assert!(matches!(
-            store
-                .set_reservation_attempt("ord_1", "owner-1", 1, 20)
-                .await,
+            store.captured(&stale_same_owner, "pay_x", 22).await,
             Err(StoreError::LeaseLost { .. })
         ));
 
+        store.next_attempt(&second, 1, 30).await.unwrap();
         store
-            .record_prices(
-                "ord_1",
-                "owner-2",
+            .priced(
+                &second,
                 &[("apple".into(), 150), ("pear".into(), 200)],
                 500,
-                30,
+                "USD",
+                31,
             )
             .await
             .unwrap();
-        store
-            .set_charge_sent("ord_1", "owner-2", true, 31)
-            .await
-            .unwrap();
-        store
-            .set_reservation_attempt("ord_1", "owner-2", 1, 32)
-            .await
-            .unwrap();
-        store
-            .record_payment("ord_1", "owner-2", "pay_1", 33)
-            .await
-            .unwrap();
         let order = store.get("ord_1").await.unwrap();
-        assert_eq!(order.total_cents, 500);
+        assert_eq!(
+            (order.step, order.total_cents, order.currency.as_str()),
+            (Step::Charge, 500, "USD")
+        );
         assert_eq!(order.lines[0].unit_price_cents, 150);
         assert_eq!(order.lines[1].unit_price_cents, 200);
-        assert!(order.charge_sent);
         assert_eq!(order.reservation_attempt, 1);
-        assert_eq!(order.payment_id, "pay_1");
-
-        let confirmed = store
-            .confirm("ord_1", "owner-2", "pay_1", 40)
-            .await
-            .unwrap();
-        assert_eq!(confirmed.status, OrderStatus::Confirmed);
-        // A confirmed order is final for the saga: no lease, no rejection.
-        assert!(!store
-            .try_lease("ord_1", "owner-3", 1_000_000, 2_000_000)
-            .await
-            .unwrap());
+        store.captured(&second, "pay_1", 32).await.unwrap();
+        let confirmed = store.confirm(&second, 40).await.unwrap();
+        assert_eq!(
+            (confirmed.status, confirmed.step),
+            (OrderStatus::Confirmed, Step::Done)
+        );
+        assert_eq!(confirmed.payment_id, "pay_1");
+        // A confirmed order is final for the saga: no lease, no write.
+        assert_eq!(
+            store
+                .try_lease("ord_1", "owner-3", 1_000_000, 2_000_000)
+                .await
+                .unwrap(),
+            None
+        );
         assert!(matches!(
-            store.reject("ord_1", "owner-2", "late", 50).await,
+            store.reject(&second, "late", 50).await,
             Err(StoreError::LeaseLost { .. })
         ));
-        assert!(store.cancel("ord_1", 60).await.unwrap());
-        assert!(!store.cancel("ord_1", 61).await.unwrap());
+
+        // Cancel: CONFIRMED → CANCELLING once, then leased and finished.
+        assert!(store.request_cancel("ord_1", 60).await.unwrap());
+        assert!(!store.request_cancel("ord_1", 61).await.unwrap());
+        let cancelling = store.get("ord_1").await.unwrap();
         assert_eq!(
-            store.get("ord_1").await.unwrap().status,
-            OrderStatus::Cancelled
+            (cancelling.status, cancelling.step),
+            (OrderStatus::Cancelling, Step::Cancel)
         );
+        assert_eq!(
+            store.unfinished(70, 10).await.unwrap(),
+            vec!["ord_1".to_owned()]
+        );
+        let third = store
+            .try_lease("ord_1", "owner-3", 70, 5000)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(third.version, 3);
+        let cancelled = store.cancelled(&third, 80).await.unwrap();
+        assert_eq!(cancelled.status, OrderStatus::Cancelled);
+        assert!(store.unfinished(90, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
-    async fn rejecting_keeps_the_reason_and_frees_the_lease() {
+    async fn undo_keeps_the_reason_until_the_rejection() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
-        insert(&store, "ord_1", "r1", "u_1", 10).await;
+        let (_, fence) = fence_of(insert(&store, "ord_1", "r1", "u_1", 10).await);
+        store
+            .undo(&fence, "payment declined: too much", 20)
+            .await
+            .unwrap();
+        let undoing = store.get("ord_1").await.unwrap();
+        assert_eq!(
+            (undoing.status, undoing.step),
+            (OrderStatus::Pending, Step::Undo)
+        );
+        assert_eq!(undoing.rejection_reason, "payment declined: too much");
         let rejected = store
-            .reject("ord_1", "owner-1", "insufficient stock: apple", 20)
+            .reject(&fence, "payment declined: too much", 30)
             .await
             .unwrap();
         assert_eq!(rejected.status, OrderStatus::Rejected);
-        assert_eq!(rejected.rejection_reason, "insufficient stock: apple");
-        assert!(!store.cancel("ord_1", 30).await.unwrap());
+        assert!(!store.request_cancel("ord_1", 40).await.unwrap());
     }
 
     #[tokio::test]
-    async fn a_released_lease_can_be_taken_at_once() {
+    async fn a_released_lease_can_be_taken_at_once_and_only_unfinished_orders_are_listed() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
-        insert(&store, "ord_1", "r1", "u_1", 10).await;
-        store.release_lease("ord_1", "someone-else").await.unwrap();
-        assert!(!store.try_lease("ord_1", "owner-2", 20, 5000).await.unwrap());
-        store.release_lease("ord_1", "owner-1").await.unwrap();
-        assert!(store.try_lease("ord_1", "owner-2", 20, 5000).await.unwrap());
+        let (_, fence) = fence_of(insert(&store, "ord_1", "r1", "u_1", 10).await);
+        // Held until 1010: not on the recovery list before that.
+        assert!(store.unfinished(20, 10).await.unwrap().is_empty());
+        let stranger = Fence {
+            owner: "someone-else".into(),
+            ..fence.clone()
+        };
+        store.release_lease(&stranger).await.unwrap();
+        assert_eq!(
+            store.try_lease("ord_1", "owner-2", 20, 5000).await.unwrap(),
+            None
+        );
+        store.release_lease(&fence).await.unwrap();
+        assert_eq!(
+            store.unfinished(20, 10).await.unwrap(),
+            vec!["ord_1".to_owned()]
+        );
+        assert!(store
+            .try_lease("ord_1", "owner-2", 20, 5000)
+            .await
+            .unwrap()
+            .is_some());
     }
 
     #[tokio::test]
@@ -755,7 +873,7 @@ mod tests {
         let results = futures::future::join_all(attempts).await;
         let new = results
             .iter()
-            .filter(|result| matches!(result, Inserted::New(_)))
+            .filter(|result| matches!(result, Inserted::New(..)))
             .count();
         assert_eq!(new, 1, "{results:?}");
         let order = store_order(&stores[0]).await;

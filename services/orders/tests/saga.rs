@@ -8,10 +8,13 @@ use std::collections::HashSet;
 
 use common::{order, orders_client, start_orders, Upstreams};
 use mesh::proto::{
-    orders::v1::{CancelOrderRequest, GetOrderRequest, ListOrdersRequest, OrderStatus},
+    orders::v1::{
+        orders_client::OrdersClient, CancelOrderRequest, GetOrderRequest, ListOrdersRequest,
+        OrderLine, OrderStatus,
+    },
     payments::v1::{GetPaymentRequest, PaymentStatus},
 };
-use tonic::Code;
+use tonic::{transport::Channel, Code};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_placed_order_takes_the_stock_and_captures_one_payment() {
@@ -237,9 +240,9 @@ async fn out_of_stock_is_rejected_naming_the_sku() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_payments_killed_the_order_stays_pending_and_a_replay_confirms_it_once() {
+async fn with_payments_killed_the_order_stays_pending_and_recovery_confirms_it_once() {
     let mut shop = Upstreams::start(&[]);
-    let orders = start_orders(&shop, &[]);
+    let orders = start_orders(&shop, &["--recovery-interval-ms", "200"]);
     let user = shop.user("edsger").await;
     shop.stock("DESK-9", 10, 12_000).await;
     let mut client = orders_client(&orders).await;
@@ -258,39 +261,20 @@ async fn with_payments_killed_the_order_stays_pending_and_a_replay_confirms_it_o
         .unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert!(
-        status
-            .message()
-            .contains("is pending: retry with the same request_id"),
+        status.message().contains("will be finished automatically"),
         "{status:?}"
     );
-    // The charge provably never left orders: the reservation was released…
-    let desk = shop.item("DESK-9").await;
-    assert_eq!((desk.available, desk.reserved), (9, 0));
-    // …and the order waits, PENDING, for the replay.
-    let listed = client
-        .list_orders(ListOrdersRequest {
-            user_id: user.clone(),
-            page_size: 10,
-            page_token: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let pending = listed
-        .orders
-        .iter()
-        .find(|o| o.request_id == "while-down")
-        .expect("the order is recorded");
+    // The order is recorded at CHARGE, the stock held for it.
+    let pending = pending_order(&mut client, &user, "while-down").await;
     assert_eq!(pending.status(), OrderStatus::Pending);
+    let desk = shop.item("DESK-9").await;
+    assert_eq!((desk.available, desk.reserved), (7, 2));
 
+    // Nobody repeats the request: payments comes back, the recovery loop
+    // finishes the order.
     shop.restart_payments(None);
-    let confirmed = client
-        .place_order(order("while-down", &user, &[("DESK-9", 2)]))
-        .await
-        .expect("the replay completes the order")
-        .into_inner();
+    let confirmed = wait_final(&mut client, &pending.order_id).await;
     assert_eq!(confirmed.status(), OrderStatus::Confirmed);
-    assert_eq!(confirmed.order_id, pending.order_id);
     assert_eq!(confirmed.total_cents, 24_000);
     let desk = shop.item("DESK-9").await;
     assert_eq!((desk.available, desk.reserved), (7, 0));
@@ -299,13 +283,28 @@ async fn with_payments_killed_the_order_stays_pending_and_a_replay_confirms_it_o
         2,
         "warm-up + exactly one charge"
     );
+    // A late repeat answers the same order.
+    let replay = client
+        .place_order(order("while-down", &user, &[("DESK-9", 2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replay.order_id, pending.order_id);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_charge_with_an_unknown_outcome_keeps_the_stock_until_a_replay_settles_it() {
+async fn a_charge_with_an_unknown_outcome_keeps_the_stock_until_recovery_settles_it() {
     // payments answers only after 3 s; orders gives each call 500 ms.
     let mut shop = Upstreams::start(&["--inject-latency-ms", "3000"]);
-    let orders = start_orders(&shop, &["--upstream-timeout-ms", "500"]);
+    let orders = start_orders(
+        &shop,
+        &[
+            "--upstream-timeout-ms",
+            "500",
+            "--recovery-interval-ms",
+            "200",
+        ],
+    );
     let user = shop.user("barbara").await;
     shop.stock("CHAIR-5", 4, 5_000).await;
     let mut client = orders_client(&orders).await;
@@ -320,15 +319,62 @@ async fn a_charge_with_an_unknown_outcome_keeps_the_stock_until_a_replay_settles
     assert_eq!((chair.available, chair.reserved), (3, 1));
 
     shop.restart_payments(Some(&[]));
-    let confirmed = client
-        .place_order(order("slow", &user, &[("CHAIR-5", 1)]))
-        .await
-        .expect("the replay settles the charge and confirms")
-        .into_inner();
+    let pending = pending_order(&mut client, &user, "slow").await;
+    let confirmed = wait_final(&mut client, &pending.order_id).await;
     assert_eq!(confirmed.status(), OrderStatus::Confirmed);
     let chair = shop.item("CHAIR-5").await;
     assert_eq!((chair.available, chair.reserved), (3, 0));
     assert_eq!(shop.payments_of(&user).await, 1);
+}
+
+/// The user's order placed with `request_id`, as ListOrders shows it.
+async fn pending_order(
+    client: &mut OrdersClient<Channel>,
+    user: &str,
+    request_id: &str,
+) -> mesh::proto::orders::v1::Order {
+    client
+        .list_orders(ListOrdersRequest {
+            user_id: user.to_owned(),
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .orders
+        .into_iter()
+        .find(|o| o.request_id == request_id)
+        .expect("the order is recorded")
+}
+
+/// Polls GetOrder until the order is no longer PENDING/CANCELLING (bounded).
+async fn wait_final(
+    client: &mut OrdersClient<Channel>,
+    order_id: &str,
+) -> mesh::proto::orders::v1::Order {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let order = client
+            .get_order(GetOrderRequest {
+                order_id: order_id.to_owned(),
+            })
+            .await
+            .expect("get order")
+            .into_inner();
+        if !matches!(
+            order.status(),
+            OrderStatus::Pending | OrderStatus::Cancelling
+        ) {
+            return order;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "order {order_id} still {:?} after 30 s",
+            order.status()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,6 +412,12 @@ async fn cancel_refunds_a_confirmed_order_and_refuses_the_others() {
         .unwrap()
         .into_inner();
     assert_eq!(payment.status(), PaymentStatus::Refunded);
+    let book = shop.item("BOOK-1").await;
+    assert_eq!(
+        (book.available, book.reserved, book.committed),
+        (5, 0, 0),
+        "the cancelled unit is back in stock"
+    );
 
     // A rejected order cannot be cancelled.
     client
@@ -409,4 +461,146 @@ async fn cancel_refunds_a_confirmed_order_and_refuses_the_others() {
         .unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     assert_eq!(status.message(), "order ord_unknown not found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_are_in_the_sellers_currency_and_a_mismatch_is_invalid() {
+    let shop = Upstreams::start(&[]);
+    let orders = start_orders(&shop, &[]);
+    let user = shop.user("grace").await;
+    shop.stock_in("CHEESE", 10, 700, "CHF").await;
+    shop.stock("BREAD", 10, 300).await;
+    let mut client = orders_client(&orders).await;
+
+    // No currency in the request: the seller's.
+    let placed = client
+        .place_order(order("cheese", &user, &[("CHEESE", 2)]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (placed.currency.as_str(), placed.total_cents),
+        ("CHF", 1400)
+    );
+    let payment = shop
+        .payments_client()
+        .await
+        .get_payment(GetPaymentRequest {
+            payment_id: placed.payment_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (payment.currency.as_str(), payment.amount_cents),
+        ("CHF", 1400)
+    );
+
+    // The buyer cannot pick another currency, nor mix two.
+    let mut in_euros = order("cheese-eur", &user, &[("CHEESE", 1)]);
+    in_euros.currency = "EUR".into();
+    for (request, expected) in [
+        (in_euros, "the items are priced in CHF, not in EUR"),
+        (
+            order("mixed", &user, &[("CHEESE", 1), ("BREAD", 1)]),
+            "the items are priced in different currencies (CHF, EUR)",
+        ),
+    ] {
+        let status = client.place_order(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains(expected), "{status:?}");
+    }
+    for sku in ["CHEESE", "BREAD"] {
+        assert_eq!(shop.item(sku).await.reserved, 0, "{sku}");
+    }
+    assert_eq!(
+        shop.payments_of(&user).await,
+        1,
+        "only the first order was charged"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_over_100_lines_is_invalid_and_nothing_is_stored() {
+    let shop = Upstreams::start(&[]);
+    let orders = start_orders(&shop, &[]);
+    let user = shop.user("alan").await;
+    let mut client = orders_client(&orders).await;
+
+    let mut request = order("huge", &user, &[]);
+    request.items = (0..10_000)
+        .map(|i| OrderLine {
+            sku: format!("SKU-{i}"),
+            quantity: 1,
+            unit_price_cents: 0,
+        })
+        .collect();
+    let status = client.place_order(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert_eq!(
+        status.message(),
+        "invalid PlaceOrderRequest: items: must have at most 100 lines (got 10000); split the order"
+    );
+    let listed = client
+        .list_orders(ListOrdersRequest {
+            user_id: user,
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.orders.is_empty(), "nothing stored: {listed:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_million_line_order_is_refused_cheaply() {
+    let shop = Upstreams::start(&[]);
+    let orders = start_orders(&shop, &[]);
+    let user = shop.user("kurt").await;
+    let mut client = orders_client(&orders)
+        .await
+        .max_encoding_message_size(8 * 1024 * 1024);
+    let before = peak_rss_kib(orders.child.pid());
+
+    let mut request = order("two-million", &user, &[]);
+    request.items = vec![OrderLine::default(); 2_000_000];
+    let started = std::time::Instant::now();
+    let status = client.place_order(request).await.unwrap_err();
+    let elapsed = started.elapsed();
+    let after = peak_rss_kib(orders.child.pid());
+    eprintln!(
+        "2M-line PlaceOrder: {:?} in {elapsed:?}; orders peak RSS (VmHWM) {before} KiB before, {after} KiB after",
+        status.code()
+    );
+    // Refused before decoding: the request is larger than any valid order.
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert!(
+        status.message().contains("message length too large"),
+        "{status:?}"
+    );
+    // Decoding 2 M lines would take well over 100 MiB; refusing takes next to nothing.
+    assert!(
+        after < before + 32 * 1024,
+        "orders' peak RSS grew from {before} KiB to {after} KiB"
+    );
+    // Still serving.
+    client
+        .list_orders(ListOrdersRequest {
+            user_id: user,
+            page_size: 10,
+            page_token: String::new(),
+        })
+        .await
+        .expect("orders still answers");
+}
+
+/// A process's peak resident set size (VmHWM), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc status")
 }

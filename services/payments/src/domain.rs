@@ -106,6 +106,57 @@ pub fn decide(amount_cents: i64, limit_cents: i64) -> Decision {
     }
 }
 
+/// The decline limit of each currency: amounts are only comparable within
+/// one currency, so each has its own limit, and currencies not listed share
+/// the default one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeclineLimits {
+    /// The limit of a currency not in `per_currency`, in cents.
+    pub default_cents: i64,
+    /// Upper-case ISO 4217 code → limit in that currency's cents.
+    pub per_currency: std::collections::BTreeMap<String, i64>,
+}
+
+impl DeclineLimits {
+    /// One limit for every currency.
+    pub fn uniform(default_cents: i64) -> Self {
+        Self {
+            default_cents,
+            per_currency: Default::default(),
+        }
+    }
+
+    /// The limit of `currency` (upper case).
+    pub fn limit_for(&self, currency: &str) -> i64 {
+        self.per_currency
+            .get(currency)
+            .copied()
+            .unwrap_or(self.default_cents)
+    }
+
+    /// What the issuer decides for `amount_cents` in `currency`.
+    pub fn decide(&self, amount_cents: i64, currency: &str) -> Decision {
+        decide(amount_cents, self.limit_for(currency))
+    }
+}
+
+/// Parses one `CUR=CENTS` per-currency limit (a flag value).
+pub fn parse_currency_limit(text: &str) -> Result<(String, i64), String> {
+    let (currency, cents) = text
+        .split_once('=')
+        .ok_or_else(|| format!("expected CUR=CENTS such as USD=120000, got {text:?}"))?;
+    let currency = normalize_currency(currency.trim())
+        .ok_or_else(|| format!("{currency:?} is not a 3-letter ISO 4217 code"))?;
+    let cents: i64 = cents
+        .trim()
+        .parse()
+        .map_err(|_| format!("{cents:?} is not a whole number of cents"))?;
+    if cents < 0 {
+        return Err(format!("the limit of {currency} must not be negative"));
+    }
+    Ok((currency, cents))
+}
+
 /// `currency` upper-cased, if it is three ASCII letters.
 pub fn normalize_currency(currency: &str) -> Option<String> {
     (currency.len() == 3 && currency.bytes().all(|byte| byte.is_ascii_alphabetic()))
@@ -290,5 +341,18 @@ mod tests {
         );
         assert!(validate_payment_id("RefundRequest", "pay_1").is_ok());
         assert!(new_payment_id().starts_with("pay_"));
+    }
+
+    #[test]
+    fn each_currency_has_its_own_limit() {
+        let mut limits = DeclineLimits::uniform(1000);
+        let (currency, cents) = parse_currency_limit("jpy=50").unwrap();
+        limits.per_currency.insert(currency, cents);
+        assert_eq!(limits.decide(900, "EUR"), Decision::Capture);
+        assert_eq!(limits.decide(900, "JPY").status(), PaymentStatus::Declined);
+        assert_eq!(limits.decide(50, "JPY"), Decision::Capture);
+        assert!(parse_currency_limit("EUR").is_err());
+        assert!(parse_currency_limit("EURO=5").is_err());
+        assert!(parse_currency_limit("EUR=-5").is_err());
     }
 }

@@ -12,7 +12,7 @@ use mesh::proto::payments::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{self, decide},
+    domain::{self, DeclineLimits},
     store::{ChargeOutcome, Payment, Store, StoreError},
 };
 
@@ -31,16 +31,16 @@ pub struct ChargeCounters {
 #[derive(Debug, Clone)]
 pub struct PaymentsService {
     store: Store,
-    decline_over_cents: i64,
+    limits: DeclineLimits,
     counters: Arc<ChargeCounters>,
 }
 
 impl PaymentsService {
-    /// A service over `store` that declines charges above `decline_over_cents`.
-    pub fn new(store: Store, decline_over_cents: i64) -> Self {
+    /// A service over `store` that declines charges above their currency's limit.
+    pub fn new(store: Store, limits: DeclineLimits) -> Self {
         Self {
             store,
-            decline_over_cents,
+            limits,
             counters: Arc::default(),
         }
     }
@@ -58,7 +58,7 @@ impl Payments for PaymentsService {
         request: Request<ChargeRequest>,
     ) -> Result<Response<proto::Payment>, Status> {
         let charge = domain::validate_charge(request.get_ref())?;
-        let decision = decide(charge.amount_cents, self.decline_over_cents);
+        let decision = self.limits.decide(charge.amount_cents, &charge.currency);
         let outcome = self
             .store
             .charge(
@@ -154,7 +154,7 @@ mod tests {
         let pool = mesh::storage::open("payments", None, dir, &crate::MIGRATOR)
             .await
             .unwrap();
-        PaymentsService::new(Store::new(pool), limit)
+        PaymentsService::new(Store::new(pool), DeclineLimits::uniform(limit))
     }
 
     fn charge(key: &str, amount: i64) -> Request<ChargeRequest> {

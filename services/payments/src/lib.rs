@@ -44,6 +44,22 @@ pub struct Config {
         value_parser = clap::value_parser!(i64).range(0..)
     )]
     pub decline_over_cents: i64,
+
+    /// A currency's own decline limit, `CUR=CENTS` (repeat the flag, or
+    /// separate with commas); currencies not named use --decline-over-cents.
+    #[arg(long = "decline-over", env = "MESH_DECLINE_OVER", value_delimiter = ',',
+          value_parser = domain::parse_currency_limit)]
+    pub decline_over: Vec<(String, i64)>,
+}
+
+impl Config {
+    /// The decline limit of every currency.
+    pub fn decline_limits(&self) -> domain::DeclineLimits {
+        domain::DeclineLimits {
+            default_cents: self.decline_over_cents,
+            per_currency: self.decline_over.iter().cloned().collect(),
+        }
+    }
 }
 
 /// Serves payments until SIGTERM/SIGINT (DESIGN §3).
@@ -56,7 +72,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         &MIGRATOR,
     )
     .await?;
-    let handler = grpc::PaymentsService::new(store::Store::new(pool), config.decline_over_cents);
+    let handler = grpc::PaymentsService::new(store::Store::new(pool), config.decline_limits());
     // Prometheus `payments_charges_total{outcome}`, read from the counters at each scrape.
     for outcome in ["created", "replayed"] {
         let counters = handler.counters();

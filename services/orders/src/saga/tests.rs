@@ -19,7 +19,7 @@ use mesh::{
         inventory::v1::{
             inventory_server::{Inventory, InventoryServer},
             AddStockRequest, CommitRequest, GetItemRequest, Item, ReleaseRequest, Reservation,
-            ReservationState, ReserveRequest, ReservedLine,
+            ReservationState, ReserveRequest, ReservedLine, RestockRequest,
         },
         payments::v1::{
             payments_server::{Payments, PaymentsServer},
@@ -35,7 +35,7 @@ use tonic::{body::Body, metadata::MetadataMap, Code, Request, Response, Status};
 use tower::{util::BoxCloneSyncService, Service, ServiceExt};
 
 use super::*;
-use crate::domain::{Item as OrderItem, PlaceOrder};
+use crate::domain::{charge_key, reservation_id, Item as OrderItem, PlaceOrder, Step};
 
 // ---- scripted upstreams -------------------------------------------------
 
@@ -154,6 +154,7 @@ impl Inventory for FakeInventory {
             reservation_id: request.reservation_id.clone(),
             total_cents: lines.iter().map(|l| l.quantity * l.unit_price_cents).sum(),
             items: lines,
+            currency: "EUR".into(),
             ..Reservation::default()
         };
         reservation.set_state(ReservationState::Reserved);
@@ -196,7 +197,33 @@ impl Inventory for FakeInventory {
             ReservationState::Reserved | ReservationState::Committed => {
                 reservation.set_state(ReservationState::Committed)
             }
-            _ => return Err(Status::failed_precondition("released")),
+            _ => {
+                return Err(Status::failed_precondition(format!(
+                    "reservation {id} expired before it was committed"
+                )))
+            }
+        }
+        Ok(Response::new(reservation.clone()))
+    }
+    async fn restock(
+        &self,
+        request: Request<RestockRequest>,
+    ) -> Result<Response<Reservation>, Status> {
+        let id = request.into_inner().reservation_id;
+        let mut reservations = self.reservations.lock().unwrap();
+        let reservation = reservations
+            .get_mut(&id)
+            .ok_or_else(|| Status::not_found(format!("reservation {id} not found")))?;
+        match reservation.state() {
+            ReservationState::Committed => {
+                reservation.set_state(ReservationState::Restocked);
+                let mut stock = self.stock.lock().unwrap();
+                for line in &reservation.items {
+                    stock.get_mut(&line.sku).unwrap().0 += line.quantity;
+                }
+            }
+            ReservationState::Restocked => {}
+            _ => return Err(Status::failed_precondition("not committed")),
         }
         Ok(Response::new(reservation.clone()))
     }
@@ -374,7 +401,7 @@ impl World {
                 inventory: channel(InventoryServer::from_arc(Arc::clone(&self.inventory))),
                 payments,
             },
-            Duration::from_secs(2),
+            SagaOptions::with_per_call(Duration::from_secs(2)),
         )
     }
 }
@@ -394,7 +421,7 @@ fn place(request_id: &str, lines: &[(&str, i64)]) -> PlaceOrder {
                 quantity: *quantity,
             })
             .collect(),
-        currency: "EUR".into(),
+        currency: String::new(),
     }
 }
 
@@ -482,26 +509,35 @@ async fn a_decline_whose_release_fails_stays_pending_until_a_replay_releases_and
     assert_eq!(Status::from(error).code(), Code::Unavailable);
     let order = stored(&world, "r1").await;
     assert_eq!(
-        order.status,
-        OrderStatus::Pending,
-        "not rejected while stock is held"
+        (order.status, order.step),
+        (OrderStatus::Pending, Step::Undo),
+        "not rejected while stock is held, but the decision is recorded"
+    );
+    assert_eq!(
+        order.rejection_reason,
+        "payment declined: amount 150000 exceeds the limit of 100000"
     );
     assert_eq!(
         world.inventory.state(&reservation_id("r1", 0)),
         Some(ReservationState::Reserved)
     );
 
+    // Nobody repeats the request: the recovery loop finishes the undo.
     world.inventory.fail_release.store(false, Ordering::SeqCst);
-    let error = world
-        .saga()
-        .place(place("r1", &[("TV", 1)]), budget())
-        .await
-        .unwrap_err();
+    let round = world.saga().recover_once().await.unwrap();
     assert_eq!(
-        error.to_string(),
-        "order rejected: payment declined: amount 150000 exceeds the limit of 100000"
+        round,
+        recovery::Round {
+            found: 1,
+            finished: 1
+        }
     );
-    assert_eq!(stored(&world, "r1").await.status, OrderStatus::Rejected);
+    let order = stored(&world, "r1").await;
+    assert_eq!(order.status, OrderStatus::Rejected);
+    assert_eq!(
+        order.rejection_reason,
+        "payment declined: amount 150000 exceeds the limit of 100000"
+    );
     assert_eq!(
         world.inventory.state(&reservation_id("r1", 0)),
         Some(ReservationState::Released)
@@ -515,7 +551,7 @@ async fn a_decline_whose_release_fails_stays_pending_until_a_replay_releases_and
 }
 
 #[tokio::test]
-async fn a_lost_charge_answer_keeps_the_stock_and_a_replay_charges_once() {
+async fn a_lost_charge_answer_keeps_the_stock_and_recovery_charges_once() {
     let world = World::new(&[("A", 5, 100)], Mode::ChargeThenTimeOut).await;
     let error = world
         .saga()
@@ -524,8 +560,11 @@ async fn a_lost_charge_answer_keeps_the_stock_and_a_replay_charges_once() {
         .unwrap_err();
     assert_eq!(Status::from(error).code(), Code::DeadlineExceeded);
     let order = stored(&world, "r1").await;
-    assert_eq!(order.status, OrderStatus::Pending);
-    assert!(order.charge_sent, "a charge may exist");
+    assert_eq!(
+        (order.status, order.step),
+        (OrderStatus::Pending, Step::Charge),
+        "a charge may exist"
+    );
     assert_eq!(
         world.inventory.state(&reservation_id("r1", 0)),
         Some(ReservationState::Reserved),
@@ -535,20 +574,21 @@ async fn a_lost_charge_answer_keeps_the_stock_and_a_replay_charges_once() {
     assert_eq!(charged.len(), 1, "the charge did happen");
 
     world.payments.set_mode(Mode::Normal);
-    let order = world
-        .saga()
-        .place(place("r1", &[("A", 1)]), budget())
-        .await
-        .unwrap();
+    world.saga().recover_once().await.unwrap();
+    let order = stored(&world, "r1").await;
     assert_eq!(order.status, OrderStatus::Confirmed);
     assert_eq!(order.payment_id, charged[0].payment_id);
     assert_eq!(world.payments.payments().len(), 1, "charged once");
-    assert_eq!(world.payments.charge_calls.load(Ordering::SeqCst), 2);
+    // The run retried the same Charge itself before letting go.
+    assert_eq!(
+        world.payments.charge_calls.load(Ordering::SeqCst),
+        u64::from(steps::RETRIES_PER_RUN) + 2
+    );
     assert_eq!(world.inventory.available("A"), 4);
 }
 
 #[tokio::test]
-async fn a_refused_connection_releases_and_the_replay_reserves_anew() {
+async fn a_refused_connection_keeps_the_order_at_charge_until_payments_answers() {
     let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
     let error = world
         .saga_with_payments(refused())
@@ -557,32 +597,26 @@ async fn a_refused_connection_releases_and_the_replay_reserves_anew() {
         .unwrap_err();
     assert_eq!(Status::from(error).code(), Code::Unavailable);
     let order = stored(&world, "r1").await;
-    assert_eq!(order.status, OrderStatus::Pending);
-    assert!(!order.charge_sent, "provably never charged");
+    assert_eq!(
+        (order.status, order.step),
+        (OrderStatus::Pending, Step::Charge)
+    );
     assert_eq!(
         world.inventory.state(&reservation_id("r1", 0)),
-        Some(ReservationState::Released)
+        Some(ReservationState::Reserved)
     );
-    assert_eq!(world.inventory.available("A"), 5);
 
-    // Another instance (or the same, later) with payments reachable.
-    let order = world
-        .saga()
-        .place(place("r1", &[("A", 2)]), budget())
-        .await
-        .unwrap();
+    // Another instance with payments reachable finishes it on its own.
+    world.saga().recover_once().await.unwrap();
+    let order = stored(&world, "r1").await;
     assert_eq!(order.status, OrderStatus::Confirmed);
-    assert_eq!(order.reservation_attempt, 1);
-    assert_eq!(
-        world.inventory.state(&reservation_id("r1", 1)),
-        Some(ReservationState::Committed)
-    );
+    assert_eq!(order.reservation_attempt, 0);
     assert_eq!(world.inventory.available("A"), 3);
     assert_eq!(world.payments.payments().len(), 1);
 }
 
 #[tokio::test]
-async fn a_charge_not_run_by_payments_releases_and_stays_pending() {
+async fn a_charge_not_run_by_payments_stays_at_charge() {
     let world = World::new(&[("A", 5, 100)], Mode::Unimplemented).await;
     let error = world
         .saga()
@@ -590,8 +624,14 @@ async fn a_charge_not_run_by_payments_releases_and_stays_pending() {
         .await
         .unwrap_err();
     assert_eq!(Status::from(error).code(), Code::Unavailable);
-    assert_eq!(stored(&world, "r1").await.status, OrderStatus::Pending);
-    assert_eq!(world.inventory.available("A"), 5);
+    let order = stored(&world, "r1").await;
+    assert_eq!(
+        (order.status, order.step),
+        (OrderStatus::Pending, Step::Charge)
+    );
+    world.payments.set_mode(Mode::Normal);
+    world.saga().recover_once().await.unwrap();
+    assert_eq!(stored(&world, "r1").await.status, OrderStatus::Confirmed);
 }
 
 #[tokio::test]
@@ -608,12 +648,18 @@ async fn a_refused_charge_releases_and_rejects() {
     );
     assert_eq!(world.inventory.available("A"), 5);
     let order = stored(&world, "r1").await;
-    assert_eq!(order.status, OrderStatus::Rejected);
-    assert!(!order.charge_sent);
+    assert_eq!(
+        (order.status, order.step),
+        (OrderStatus::Rejected, Step::Done)
+    );
+    assert_eq!(
+        world.inventory.state(&reservation_id("r1", 0)),
+        Some(ReservationState::Released)
+    );
 }
 
 #[tokio::test]
-async fn a_failed_commit_keeps_the_payment_and_a_replay_confirms_without_charging_again() {
+async fn a_failed_commit_keeps_the_payment_and_recovery_confirms_without_charging_again() {
     let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
     world.inventory.fail_commit.store(true, Ordering::SeqCst);
     let error = world
@@ -623,15 +669,15 @@ async fn a_failed_commit_keeps_the_payment_and_a_replay_confirms_without_chargin
         .unwrap_err();
     assert_eq!(Status::from(error).code(), Code::Unavailable);
     let pending = stored(&world, "r1").await;
-    assert_eq!(pending.status, OrderStatus::Pending);
+    assert_eq!(
+        (pending.status, pending.step),
+        (OrderStatus::Pending, Step::Commit)
+    );
     assert!(pending.payment_id.starts_with("pay_"));
 
     world.inventory.fail_commit.store(false, Ordering::SeqCst);
-    let order = world
-        .saga()
-        .place(place("r1", &[("A", 1)]), budget())
-        .await
-        .unwrap();
+    world.saga().recover_once().await.unwrap();
+    let order = stored(&world, "r1").await;
     assert_eq!(order.status, OrderStatus::Confirmed);
     assert_eq!(order.payment_id, pending.payment_id);
     assert_eq!(world.payments.payments().len(), 1);
@@ -673,31 +719,116 @@ async fn a_repeat_during_a_run_waits_for_its_outcome_or_answers_busy() {
 }
 
 #[tokio::test]
-async fn a_reservation_released_behind_a_possible_charge_is_left_for_an_operator() {
+async fn a_reservation_that_expired_behind_a_charge_is_refunded_and_rejected() {
     let world = World::new(&[("A", 5, 100)], Mode::ChargeThenTimeOut).await;
     world
         .saga()
         .place(place("r1", &[("A", 1)]), budget())
         .await
         .unwrap_err();
+    // The charge happened; then the reservation's TTL ran out.
     world.inventory.release_now(&reservation_id("r1", 0));
     world.payments.set_mode(Mode::Normal);
 
-    let error = world
-        .saga()
+    world.saga().recover_once().await.unwrap();
+    let order = stored(&world, "r1").await;
+    assert_eq!(order.status, OrderStatus::Rejected);
+    assert!(
+        order.rejection_reason.contains("the payment is refunded"),
+        "{}",
+        order.rejection_reason
+    );
+    let payments = world.payments.payments();
+    assert_eq!(payments.len(), 1);
+    assert_eq!(
+        payments[0].status(),
+        PaymentStatus::Refunded,
+        "no money kept"
+    );
+    assert_eq!(world.inventory.available("A"), 5);
+}
+
+#[tokio::test]
+async fn an_order_abandoned_by_a_crashed_run_is_finished_once_its_lease_expires() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    // A run recorded the order and died before any remote call.
+    let items = [OrderItem {
+        sku: "A".into(),
+        quantity: 1,
+    }];
+    let now = now_unix_ms();
+    world
+        .store
+        .insert_pending(
+            &crate::store::NewOrder {
+                order_id: "ord_crashed",
+                request_id: "r1",
+                user_id: "u_1",
+                currency: "",
+                items: &items,
+                now_unix_ms: now,
+            },
+            "dead-run",
+            now + 300,
+        )
+        .await
+        .unwrap();
+    // Two instances recover concurrently; the lease lets one at a time in.
+    let (a, b) = (world.saga(), world.saga());
+    assert_eq!(a.recover_once().await.unwrap().found, 0, "lease still live");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let (first, second) = tokio::join!(a.recover_once(), b.recover_once());
+    assert_eq!(first.unwrap().finished + second.unwrap().finished, 1);
+    let order = stored(&world, "r1").await;
+    assert_eq!(order.status, OrderStatus::Confirmed);
+    assert_eq!(world.payments.charge_calls.load(Ordering::SeqCst), 1);
+    assert_eq!(world.inventory.available("A"), 4);
+}
+
+#[tokio::test]
+async fn a_fenced_out_run_cannot_write_and_its_late_calls_change_nothing() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    let saga = world.saga();
+    let order = saga
         .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    // A stale run of the same order (an old lease version) wakes up and
+    // re-sends its Charge and Commit: same keys, same outcome, no write.
+    let stale = crate::store::Fence {
+        order_id: order.order_id.clone(),
+        owner: "stale".into(),
+        version: 1,
+    };
+    let mut replayed = order.clone();
+    replayed.status = OrderStatus::Pending;
+    replayed.step = Step::Charge;
+    let error = saga
+        .charge(&mut replayed, &stale, &budget())
         .await
         .unwrap_err();
     assert!(
-        matches!(error, OrderError::Inconsistent { .. }),
+        matches!(
+            error,
+            OrderError::Store(crate::store::StoreError::LeaseLost { .. })
+        ),
         "{error:?}"
     );
-    assert_eq!(Status::from(error).code(), Code::Internal);
-    assert_eq!(stored(&world, "r1").await.status, OrderStatus::Pending);
     assert_eq!(
         world.payments.charge_calls.load(Ordering::SeqCst),
+        2,
+        "the late Charge was sent"
+    );
+    assert_eq!(
+        world.payments.payments().len(),
         1,
-        "no guess with money"
+        "and charged nothing more"
+    );
+    assert_eq!(stored(&world, "r1").await.status, OrderStatus::Confirmed);
+    // Nor can it drive the order at all.
+    assert!(
+        saga.drive(order, &stale, &budget()).await.is_ok(),
+        "a final order is only answered"
     );
 }
 
@@ -717,10 +848,48 @@ async fn cancel_refunds_once_and_is_idempotent() {
         world.payments.payments()[0].status(),
         PaymentStatus::Refunded
     );
+    assert_eq!(
+        world.inventory.available("A"),
+        5,
+        "the unit is back in stock"
+    );
+    assert_eq!(
+        world.inventory.state(&reservation_id("r1", 0)),
+        Some(ReservationState::Restocked)
+    );
     // A replay of the placed request answers the cancelled order as it is.
     let replay = saga
         .place(place("r1", &[("A", 1)]), budget())
         .await
         .unwrap();
     assert_eq!(replay.status, OrderStatus::Cancelled);
+}
+
+#[tokio::test]
+async fn a_cancel_whose_refund_fails_stays_cancelling_and_recovery_finishes_it() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    let order = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    let error = world
+        .saga_with_payments(refused())
+        .cancel(&order.order_id, budget())
+        .await
+        .unwrap_err();
+    assert_eq!(Status::from(error).code(), Code::Unavailable);
+    let cancelling = world.store.get(&order.order_id).await.unwrap();
+    assert_eq!(
+        (cancelling.status, cancelling.step),
+        (OrderStatus::Cancelling, Step::Cancel)
+    );
+    world.saga().recover_once().await.unwrap();
+    let cancelled = world.store.get(&order.order_id).await.unwrap();
+    assert_eq!(cancelled.status, OrderStatus::Cancelled);
+    assert_eq!(
+        world.payments.payments()[0].status(),
+        PaymentStatus::Refunded
+    );
+    assert_eq!(world.inventory.available("A"), 5);
 }

@@ -126,14 +126,20 @@ impl Upstreams {
             .user_id
     }
 
-    /// Adds `quantity` units of `sku` at `unit_price_cents`.
+    /// Adds `quantity` units of `sku` at `unit_price_cents` (EUR).
     pub async fn stock(&self, sku: &str, quantity: i64, unit_price_cents: i64) {
+        self.stock_in(sku, quantity, unit_price_cents, "EUR").await
+    }
+
+    /// Adds `quantity` units of `sku` at `unit_price_cents` in `currency`.
+    pub async fn stock_in(&self, sku: &str, quantity: i64, unit_price_cents: i64, currency: &str) {
         self.inventory_client()
             .await
             .add_stock(AddStockRequest {
                 sku: sku.into(),
                 quantity,
                 unit_price_cents,
+                currency: currency.into(),
             })
             .await
             .expect("add stock");

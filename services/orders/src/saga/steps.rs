@@ -1,0 +1,373 @@
+//! The saga's steps: each reads the persisted step, makes the remote calls it
+//! allows, and records the next step (fenced) before anything further
+//! happens. See the state machine in [`super`].
+
+use std::time::Duration;
+
+use mesh::{
+    proto::{
+        inventory::v1::{LineItem, Reservation, ReservationState, ReserveRequest},
+        payments::v1::{ChargeRequest, PaymentStatus},
+    },
+    storage::now_unix_ms,
+};
+use tonic::{Code, Status};
+
+use super::{millis, outcome, OrderError, Saga};
+use crate::{
+    deadline::CallBudget,
+    domain::{
+        charge_key, classify_failure, reservation_id, stock_rejection_reason, CallFailure, Step,
+    },
+    store::{Fence, Order},
+};
+
+/// Transient failures one run retries itself (within the caller's deadline)
+/// before leaving the order to the recovery loop.
+pub(super) const RETRIES_PER_RUN: u32 = 3;
+/// The first pause before such a retry is the upstream timeout divided by
+/// this; it doubles.
+const FIRST_RETRY_PAUSE_DIVISOR: u32 = 4;
+/// More reservation attempts than this in one order means something else
+/// keeps releasing its reservations.
+const MAX_RESERVATION_ATTEMPTS: i64 = 20;
+
+impl Saga {
+    /// Runs steps until the order is final, or a step fails in a way only
+    /// time can fix (then the order stays at that step for the next run).
+    pub(super) async fn drive(
+        &self,
+        mut order: Order,
+        fence: &Fence,
+        budget: &CallBudget,
+    ) -> Result<Order, OrderError> {
+        let mut retries = 0;
+        loop {
+            if order.step == Step::Done || !order.status.is_unfinished() {
+                return outcome(order);
+            }
+            // Renewal: the lease outlives every step that starts under it.
+            self.store
+                .renew(fence, now_unix_ms() + self.lease_ms())
+                .await?;
+            let step = match order.step {
+                Step::Reserve => self.reserve(&mut order, fence, budget).await,
+                Step::Charge => self.charge(&mut order, fence, budget).await,
+                Step::Commit => self.commit(&mut order, fence, budget).await,
+                Step::Undo => self.undo(&mut order, fence).await,
+                Step::Cancel => self.cancel_step(&mut order, fence, budget).await,
+                Step::Done => continue,
+            };
+            match step {
+                Ok(()) => retries = 0,
+                Err(error) if error.is_transient() && retries < RETRIES_PER_RUN => {
+                    let pause =
+                        self.options.per_call / FIRST_RETRY_PAUSE_DIVISOR * 2u32.pow(retries);
+                    if budget.remaining() <= pause + self.options.per_call / 4 {
+                        return Err(error);
+                    }
+                    retries += 1;
+                    tracing::debug!(order_id = %order.order_id, %error, "retrying the step");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    /// RESERVE: a live reservation of the order's items, then CHARGE.
+    async fn reserve(
+        &self,
+        order: &mut Order,
+        fence: &Fence,
+        budget: &CallBudget,
+    ) -> Result<(), OrderError> {
+        let id = reservation_id(&order.request_id, order.reservation_attempt);
+        let request = ReserveRequest {
+            reservation_id: id.clone(),
+            items: order
+                .lines
+                .iter()
+                .map(|line| LineItem {
+                    sku: line.sku.clone(),
+                    quantity: line.quantity,
+                })
+                .collect(),
+            ttl_ms: millis(self.options.reservation_ttl),
+            currency: order.currency.clone(),
+        };
+        let reservation = match self.reserve_stock(request, budget).await {
+            Ok(reservation) => reservation,
+            Err(status) => {
+                return match classify_failure(&status) {
+                    // All-or-nothing: a refused Reserve holds nothing.
+                    CallFailure::Refused => {
+                        let reason = stock_rejection_reason(status.code(), status.message());
+                        *order = self.store.reject(fence, &reason, now_unix_ms()).await?;
+                        Ok(())
+                    }
+                    _ => Err(pending(order, "reserve stock", "inventory", status)),
+                };
+            }
+        };
+        match reservation.state() {
+            ReservationState::Reserved => self.record_prices(order, fence, &reservation).await,
+            // Expired or released by an earlier run: never reused.
+            ReservationState::Released if order.reservation_attempt < MAX_RESERVATION_ATTEMPTS => {
+                order.reservation_attempt += 1;
+                self.store
+                    .next_attempt(fence, order.reservation_attempt, now_unix_ms())
+                    .await?;
+                Ok(())
+            }
+            state => Err(inconsistent(
+                order,
+                format!(
+                    "reservation {id} is {} before any charge (attempt {})",
+                    state.as_str_name(),
+                    order.reservation_attempt
+                ),
+            )),
+        }
+    }
+
+    /// Stores inventory's prices, total and currency on the order: CHARGE.
+    async fn record_prices(
+        &self,
+        order: &mut Order,
+        fence: &Fence,
+        reservation: &Reservation,
+    ) -> Result<(), OrderError> {
+        let mut prices = Vec::with_capacity(order.lines.len());
+        for line in &order.lines {
+            let Some(reserved) = reservation.items.iter().find(|r| r.sku == line.sku) else {
+                let detail = format!(
+                    "reservation {} has no line for sku {}",
+                    reservation.reservation_id, line.sku
+                );
+                return Err(inconsistent(order, detail));
+            };
+            prices.push((line.sku.clone(), reserved.unit_price_cents));
+        }
+        if reservation.total_cents <= 0 || reservation.currency.is_empty() {
+            let detail = format!(
+                "reservation {} has a total of {} cents in {:?}",
+                reservation.reservation_id, reservation.total_cents, reservation.currency
+            );
+            return Err(inconsistent(order, detail));
+        }
+        self.store
+            .priced(
+                fence,
+                &prices,
+                reservation.total_cents,
+                &reservation.currency,
+                now_unix_ms(),
+            )
+            .await?;
+        for (line, (_, price)) in order.lines.iter_mut().zip(&prices) {
+            line.unit_price_cents = *price;
+        }
+        order.total_cents = reservation.total_cents;
+        order.currency = reservation.currency.clone();
+        order.step = Step::Charge;
+        Ok(())
+    }
+
+    /// CHARGE: the payment's fate, always learnt by re-sending the same
+    /// Charge: captured → COMMIT, declined or refused → UNDO.
+    pub(super) async fn charge(
+        &self,
+        order: &mut Order,
+        fence: &Fence,
+        budget: &CallBudget,
+    ) -> Result<(), OrderError> {
+        let request = ChargeRequest {
+            idempotency_key: charge_key(&order.request_id),
+            user_id: order.user_id.clone(),
+            amount_cents: order.total_cents,
+            currency: order.currency.clone(),
+        };
+        match self.charge_payment(request, budget).await {
+            Ok(payment) => match payment.status() {
+                PaymentStatus::Captured => {
+                    self.store
+                        .captured(fence, &payment.payment_id, now_unix_ms())
+                        .await?;
+                    order.payment_id = payment.payment_id;
+                    order.step = Step::Commit;
+                    Ok(())
+                }
+                PaymentStatus::Declined => {
+                    let reason = format!("payment declined: {}", payment.decline_reason);
+                    self.start_undo(order, fence, reason).await
+                }
+                status => {
+                    let detail = format!(
+                        "payment {} is {} instead of captured or declined",
+                        payment.payment_id,
+                        status.as_str_name()
+                    );
+                    Err(inconsistent(order, detail))
+                }
+            },
+            // payments said no: no charge exists under this key.
+            Err(status) if classify_failure(&status) == CallFailure::Refused => {
+                let reason = format!("payment failed: {}", status.message());
+                self.start_undo(order, fence, reason).await
+            }
+            // Unknown or not applied: the same Charge is sent again later.
+            Err(status) => {
+                if classify_failure(&status) == CallFailure::Unknown {
+                    tracing::warn!(order_id = %order.order_id, %status, "charge outcome unknown; keeping the reservation");
+                }
+                Err(pending(order, "charge the payment", "payments", status))
+            }
+        }
+    }
+
+    /// COMMIT: the sale, then CONFIRMED; an expired reservation means the
+    /// sale cannot happen: UNDO refunds the payment.
+    async fn commit(
+        &self,
+        order: &mut Order,
+        fence: &Fence,
+        budget: &CallBudget,
+    ) -> Result<(), OrderError> {
+        let id = reservation_id(&order.request_id, order.reservation_attempt);
+        match self.commit_stock(&id, budget).await {
+            Ok(reservation) if reservation.state() == ReservationState::Committed => {
+                *order = self.store.confirm(fence, now_unix_ms()).await?;
+                Ok(())
+            }
+            Ok(reservation) => {
+                let detail = format!(
+                    "reservation {id} is {} after committing it",
+                    reservation.state().as_str_name()
+                );
+                Err(inconsistent(order, detail))
+            }
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                let reason = format!(
+                    "the stock could not be kept until the payment was taken ({}); the payment is refunded",
+                    status.message()
+                );
+                self.start_undo(order, fence, reason).await
+            }
+            Err(status) if classify_failure(&status) == CallFailure::Refused => {
+                let detail = format!(
+                    "inventory refused to commit reservation {id} after payment {} was captured: {}",
+                    order.payment_id,
+                    status.message()
+                );
+                Err(inconsistent(order, detail))
+            }
+            Err(status) => Err(pending(
+                order,
+                "commit the reserved stock",
+                "inventory",
+                status,
+            )),
+        }
+    }
+
+    /// Records UNDO with `reason` (before any compensation is sent).
+    async fn start_undo(
+        &self,
+        order: &mut Order,
+        fence: &Fence,
+        reason: String,
+    ) -> Result<(), OrderError> {
+        self.store.undo(fence, &reason, now_unix_ms()).await?;
+        order.rejection_reason = reason;
+        order.step = Step::Undo;
+        Ok(())
+    }
+
+    /// UNDO: refund the captured payment (if any), release the reservation,
+    /// then REJECTED. Compensations get their own timeout, whatever is left
+    /// of the caller's.
+    async fn undo(&self, order: &mut Order, fence: &Fence) -> Result<(), OrderError> {
+        let budget = CallBudget::detached(self.options.per_call);
+        if !order.payment_id.is_empty() {
+            self.refund_payment(order, &budget).await?;
+        }
+        let id = reservation_id(&order.request_id, order.reservation_attempt);
+        match self.release_stock(&id, &budget).await {
+            Ok(reservation) if reservation.state() == ReservationState::Released => {}
+            Ok(reservation) => {
+                let detail = format!(
+                    "reservation {id} is {} while the order is being rejected",
+                    reservation.state().as_str_name()
+                );
+                return Err(inconsistent(order, detail));
+            }
+            // Nothing held under this id.
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) if classify_failure(&status) == CallFailure::Refused => {
+                let detail = format!("inventory refused to release {id}: {}", status.message());
+                return Err(inconsistent(order, detail));
+            }
+            Err(status) => {
+                return Err(pending(
+                    order,
+                    "release the reserved stock",
+                    "inventory",
+                    status,
+                ))
+            }
+        }
+        let reason = order.rejection_reason.clone();
+        *order = self.store.reject(fence, &reason, now_unix_ms()).await?;
+        Ok(())
+    }
+
+    /// payments.Refund of the order's payment: REFUNDED, or why not.
+    pub(super) async fn refund_payment(
+        &self,
+        order: &Order,
+        budget: &CallBudget,
+    ) -> Result<(), OrderError> {
+        match self.refund(&order.payment_id, budget).await {
+            Ok(payment) if payment.status() == PaymentStatus::Refunded => Ok(()),
+            Ok(payment) => {
+                let detail = format!(
+                    "payment {} is {} after refunding it",
+                    order.payment_id,
+                    payment.status().as_str_name()
+                );
+                Err(inconsistent(order, detail))
+            }
+            Err(status) if classify_failure(&status) == CallFailure::Refused => {
+                let detail = format!(
+                    "payments refused to refund {}: {}",
+                    order.payment_id,
+                    status.message()
+                );
+                Err(inconsistent(order, detail))
+            }
+            Err(status) => Err(pending(order, "refund the payment", "payments", status)),
+        }
+    }
+}
+
+pub(super) fn pending(
+    order: &Order,
+    step: &'static str,
+    service: &'static str,
+    cause: Status,
+) -> OrderError {
+    OrderError::Pending {
+        order_id: order.order_id.clone(),
+        step,
+        service,
+        cause,
+    }
+}
+
+pub(super) fn inconsistent(order: &Order, detail: String) -> OrderError {
+    OrderError::Inconsistent {
+        order_id: order.order_id.clone(),
+        detail,
+    }
+}
