@@ -442,6 +442,7 @@ mod tests {
         validate_reserve(&ReserveRequest {
             reservation_id: id.into(),
             items,
+            ..ReserveRequest::default()
         })
     }
 
@@ -468,6 +469,7 @@ mod tests {
             sku: "W-1".into(),
             quantity: 5,
             unit_price_cents: 250,
+            currency: String::new(),
         })
         .unwrap();
         assert_eq!(
@@ -475,13 +477,15 @@ mod tests {
             StockAddition {
                 sku: "W-1".into(),
                 quantity: 5,
-                unit_price_cents: 250
+                unit_price_cents: 250,
+                currency: "EUR".into(),
             }
         );
         let status = validate_add_stock(&AddStockRequest {
             sku: "bad sku".into(),
             quantity: 0,
             unit_price_cents: -1,
+            currency: String::new(),
         })
         .unwrap_err();
         assert_eq!(status.code(), Code::InvalidArgument);
@@ -494,6 +498,7 @@ mod tests {
             sku: "W".into(),
             quantity: i64::MAX,
             unit_price_cents: i64::MAX,
+            currency: String::new(),
         })
         .unwrap_err();
         assert!(status.message().contains("quantity: must be at most"));

@@ -596,6 +596,7 @@ mod tests {
                     sku: sku.into(),
                     quantity,
                     unit_price_cents: price,
+                    currency: "EUR".into(),
                 },
                 1,
             )
@@ -613,6 +614,8 @@ mod tests {
                     quantity: *quantity,
                 })
                 .collect(),
+            ttl_ms: 0,
+            currency: String::new(),
         }
     }
 
@@ -631,7 +634,9 @@ mod tests {
                 sku: "W-1".into(),
                 available: 5,
                 reserved: 0,
-                unit_price_cents: 100
+                unit_price_cents: 100,
+                committed: 0,
+                currency: "EUR".into(),
             }
         );
         let second = stock(&store, "W-1", 3, 120).await;
@@ -654,6 +659,7 @@ mod tests {
                     sku: "BIG".into(),
                     quantity: 1,
                     unit_price_cents: 1,
+                    currency: "EUR".into(),
                 },
                 2,
             )
@@ -675,7 +681,7 @@ mod tests {
         stock(&store, "A", 10, 250).await;
         stock(&store, "B", 4, 1000).await;
         let reservation = store
-            .reserve(&request("r1", &[("B", 1), ("A", 3)]), 2)
+            .reserve(&request("r1", &[("B", 1), ("A", 3)]), 0, 2)
             .await
             .unwrap();
         assert_eq!(reservation.state, State::Reserved);
@@ -713,6 +719,7 @@ mod tests {
         let refused = store
             .reserve(
                 &request("r1", &[("WIDGET-1", 5), ("OK-1", 4), ("GADGET-9", 1)]),
+                0,
                 2,
             )
             .await;
@@ -735,6 +742,7 @@ mod tests {
         let reservation = store
             .reserve(
                 &request("r1", &[("WIDGET-1", 5), ("OK-1", 4), ("GADGET-9", 1)]),
+                0,
                 3,
             )
             .await
@@ -749,18 +757,18 @@ mod tests {
         stock(&store, "A", 10, 5).await;
         stock(&store, "B", 10, 5).await;
         let first = store
-            .reserve(&request("r1", &[("A", 2), ("B", 1)]), 2)
+            .reserve(&request("r1", &[("A", 2), ("B", 1)]), 0, 2)
             .await
             .unwrap();
         // Same items, any order: the same reservation, nothing reserved twice.
         let again = store
-            .reserve(&request("r1", &[("B", 1), ("A", 2)]), 3)
+            .reserve(&request("r1", &[("B", 1), ("A", 2)]), 0, 3)
             .await
             .unwrap();
         assert_eq!(again, first);
         assert_eq!(levels(&store.item("A").await.unwrap()), (8, 2));
         // Different items: refused, nothing changes.
-        let reused = store.reserve(&request("r1", &[("A", 3)]), 4).await;
+        let reused = store.reserve(&request("r1", &[("A", 3)]), 0, 4).await;
         match reused {
             Err(error @ StoreError::ReservationIdReused(_)) => assert_eq!(
                 error.to_string(),
@@ -772,7 +780,7 @@ mod tests {
         // Whatever its state: after release, a repeat answers RELEASED and takes nothing.
         store.release("r1", 5).await.unwrap();
         let after_release = store
-            .reserve(&request("r1", &[("A", 2), ("B", 1)]), 6)
+            .reserve(&request("r1", &[("A", 2), ("B", 1)]), 0, 6)
             .await
             .unwrap();
         assert_eq!(after_release.state, State::Released);
@@ -784,7 +792,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
         stock(&store, "A", 10, 5).await;
-        store.reserve(&request("r1", &[("A", 4)]), 2).await.unwrap();
+        store.reserve(&request("r1", &[("A", 4)]), 0, 2).await.unwrap();
         let released = store.release("r1", 3).await.unwrap();
         assert_eq!(released.state, State::Released);
         assert_eq!(levels(&store.item("A").await.unwrap()), (10, 0));
@@ -809,7 +817,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
         stock(&store, "A", 10, 5).await;
-        store.reserve(&request("r2", &[("A", 4)]), 2).await.unwrap();
+        store.reserve(&request("r2", &[("A", 4)]), 0, 2).await.unwrap();
         let committed = store.commit("r2", 3).await.unwrap();
         assert_eq!(committed.state, State::Committed);
         assert_eq!(committed.total_cents, 20);
@@ -841,7 +849,7 @@ mod tests {
         )
         .await;
         let refused = store
-            .reserve(&request("r1", &[("GOLD", domain::MAX_STOCK)]), 2)
+            .reserve(&request("r1", &[("GOLD", domain::MAX_STOCK)]), 0, 2)
             .await;
         assert!(
             matches!(refused, Err(StoreError::TotalTooLarge)),
@@ -870,7 +878,7 @@ mod tests {
                 };
                 tokio::spawn(async move {
                     store
-                        .reserve(&request(&format!("r{i}"), &[("LAST", 1)]), 2)
+                        .reserve(&request(&format!("r{i}"), &[("LAST", 1)]), 0, 2)
                         .await
                 })
             })

@@ -114,7 +114,7 @@ fn place_then_get_and_list_round_trip() {
     let orders = start_orders(&shop, &[]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let user = runtime.block_on(shop.user("alan"));
-    runtime.block_on(shop.stock("PEN-1", 20, 120));
+    runtime.block_on(shop.stock_in("PEN-1", 20, 120, "USD"));
 
     let mut placed = Vec::new();
     for request in ["r-a", "r-b", "r-c"] {

@@ -2,7 +2,6 @@
 //! allows, and records the next step (fenced) before anything further
 //! happens. See the state machine in [`super`].
 
-use std::time::Duration;
 
 use mesh::{
     proto::{
@@ -24,7 +23,7 @@ use crate::{
 
 /// Transient failures one run retries itself (within the caller's deadline)
 /// before leaving the order to the recovery loop.
-pub(super) const RETRIES_PER_RUN: u32 = 3;
+const RETRIES_PER_RUN: u32 = 3;
 /// The first pause before such a retry is the upstream timeout divided by
 /// this; it doubles.
 const FIRST_RETRY_PAUSE_DIVISOR: u32 = 4;
