@@ -792,7 +792,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
         stock(&store, "A", 10, 5).await;
-        store.reserve(&request("r1", &[("A", 4)]), 0, 2).await.unwrap();
+        store
+            .reserve(&request("r1", &[("A", 4)]), 0, 2)
+            .await
+            .unwrap();
         let released = store.release("r1", 3).await.unwrap();
         assert_eq!(released.state, State::Released);
         assert_eq!(levels(&store.item("A").await.unwrap()), (10, 0));
@@ -817,7 +820,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
         stock(&store, "A", 10, 5).await;
-        store.reserve(&request("r2", &[("A", 4)]), 0, 2).await.unwrap();
+        store
+            .reserve(&request("r2", &[("A", 4)]), 0, 2)
+            .await
+            .unwrap();
         let committed = store.commit("r2", 3).await.unwrap();
         assert_eq!(committed.state, State::Committed);
         assert_eq!(committed.total_cents, 20);

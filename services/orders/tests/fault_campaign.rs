@@ -543,6 +543,16 @@ impl Databases {
             .expect("count unfinished orders")
     }
 
+    async fn outcomes(&self) -> BTreeMap<String, i64> {
+        sqlx::query("SELECT status, COUNT(*) AS n FROM orders GROUP BY status")
+            .fetch_all(&self.orders)
+            .await
+            .expect("count orders by status")
+            .iter()
+            .map(|row| (row.get("status"), row.get("n")))
+            .collect()
+    }
+
     /// Every invariant over the whole history; the first broken one.
     async fn check(&self) -> Result<(), String> {
         let orders =
@@ -656,18 +666,17 @@ struct Figures {
     runs: usize,
     orders: usize,
     faults: BTreeMap<Fault, usize>,
+    /// Per run: from the fault healed to every order final.
     recovery_ms: Vec<u64>,
+    /// Runs in which some order was still unfinished when the fault healed.
+    recovering_runs: usize,
+    /// Final statuses of every order of the campaign.
+    outcomes: BTreeMap<String, i64>,
 }
 
 impl Figures {
     fn percentile(&self, p: f64) -> u64 {
-        let mut sorted = self.recovery_ms.clone();
-        sorted.sort_unstable();
-        if sorted.is_empty() {
-            return 0;
-        }
-        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-        sorted[rank.clamp(1, sorted.len()) - 1]
+        percentile(&self.recovery_ms, p)
     }
 
     fn summary(&self, seed: u64, elapsed: Duration) -> String {
@@ -677,17 +686,34 @@ impl Figures {
             self.orders,
             elapsed.as_secs_f64()
         );
+        text.push_str("  faults drawn:\n");
         for (fault, count) in &self.faults {
-            text.push_str(&format!("  {:<55} {count}\n", fault.name()));
+            text.push_str(&format!("    {:<55} {count}\n", fault.name()));
         }
         text.push_str(&format!(
-            "  recovery time after the fault healed (every order final): p50 {} ms, p99 {} ms, max {} ms\n",
+            "  runs with orders still unfinished when the fault healed: {}\n",
+            self.recovering_runs
+        ));
+        text.push_str(&format!("  final orders: {:?}\n", self.outcomes));
+        text.push_str(&format!(
+            "  recovery time, fault healed -> every order final: p50 {} ms, p99 {} ms, max {} ms\n",
             self.percentile(50.0),
             self.percentile(99.0),
             self.recovery_ms.iter().max().copied().unwrap_or(0)
         ));
         text
     }
+}
+
+/// The nearest-rank `p`th percentile of `values` (0 when empty).
+fn percentile(values: &[u64], p: f64) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn main() {
@@ -771,6 +797,9 @@ async fn campaign(args: &Args) -> Result<Figures, String> {
             }
         }
         let healed = Instant::now();
+        if databases.unfinished().await > 0 {
+            figures.recovering_runs += 1;
+        }
 
         // Settle: callers done and every order final.
         let problems = loop {
@@ -800,5 +829,6 @@ async fn campaign(args: &Args) -> Result<Figures, String> {
             eprintln!("{} runs, {:?}", run + 1, figures.faults);
         }
     }
+    figures.outcomes = databases.outcomes().await;
     Ok(figures)
 }

@@ -2,7 +2,6 @@
 //! allows, and records the next step (fenced) before anything further
 //! happens. See the state machine in [`super`].
 
-
 use mesh::{
     proto::{
         inventory::v1::{LineItem, Reservation, ReservationState, ReserveRequest},
