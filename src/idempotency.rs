@@ -46,6 +46,10 @@ mod tests {
         );
         assert_eq!(
             of_path("/mesh.payments.v1.Payments/Charge"),
+            Idempotency::Idempotent
+        );
+        assert_eq!(
+            of_path("/mesh.inventory.v1.Inventory/AddStock"),
             Idempotency::Unknown
         );
         assert_eq!(
@@ -58,7 +62,7 @@ mod tests {
     #[test]
     fn table_is_sorted_and_complete() {
         assert!(METHODS.windows(2).all(|pair| pair[0].0 < pair[1].0));
-        // 3 users + 5 inventory + 3 payments + 4 orders RPCs.
-        assert_eq!(METHODS.len(), 15);
+        // 3 users + 6 inventory + 3 payments + 4 orders RPCs.
+        assert_eq!(METHODS.len(), 16);
     }
 }

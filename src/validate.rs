@@ -150,6 +150,7 @@ mod tests {
         assert!(status
             .message()
             .contains("stopped after 20 problems, at least 1 more"));
-        assert!(status.details().len() < 8 * 1024);
+        // The details repeat the message's violations: still a few KiB.
+        assert!(status.details().len() < 16 * 1024, "{}", status.details().len());
     }
 }

@@ -1,7 +1,10 @@
-//! Retries never run a non-idempotent call twice: a Charge whose attempt
-//! timed out is not retried (it may have run), while a Charge refused at
-//! connect time is (it provably never reached a server). Counted on the
-//! servers.
+//! Retries and Charge, counted on the servers: Charge is IDEMPOTENT by its
+//! key, so an attempt that timed out is re-sent to another instance and the
+//! key is still charged exactly once (the second delivery returns the first
+//! payment); a Charge refused at connect time is retried elsewhere and never
+//! replayed (it provably never reached a server). That a non-idempotent
+//! method is not retried after it may have run is the retry policy's unit
+//! test (`src/client/retry.rs`).
 
 mod common;
 
@@ -33,7 +36,7 @@ fn charge(i: usize, prefix: &str) -> ChargeRequest {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_timed_out_charge_is_never_executed_twice() {
+async fn a_timed_out_charge_is_resent_elsewhere_and_charged_once() {
     let slow = vec!["--inject-latency-ms".to_owned(), "400".to_owned()];
     let mesh = PaymentsMesh::start_with(&[Vec::new(), Vec::new(), slow]);
     let client = mesh.client(ClientOptions {
@@ -51,19 +54,14 @@ async fn a_timed_out_charge_is_never_executed_twice() {
 
     let created = charges(&mesh, "created");
     let replayed = charges(&mesh, "replayed");
-    eprintln!("outcomes {outcomes:?}; created {created}, replayed {replayed}");
+    let retries = client.metrics("payments").snapshot().retries;
+    eprintln!("outcomes {outcomes:?}; created {created}, replayed {replayed}, retries {retries}");
     assert!(
-        outcomes
-            .errors
-            .get("DeadlineExceeded")
-            .copied()
-            .unwrap_or(0)
-            > 0,
-        "the slow instance should have timed some attempts out: {outcomes:?}"
+        retries > 0,
+        "the slow instance timed no attempt out: {outcomes:?}"
     );
-    assert_eq!(replayed, 0.0, "a Charge reached a server a second time");
-    assert_eq!(created, 300.0, "every call ran exactly once");
-    assert_eq!(client.metrics("payments").snapshot().retries, 0);
+    assert!(replayed > 0.0, "no re-sent Charge met its first delivery");
+    assert_eq!(created, 300.0, "every key was charged exactly once");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -213,26 +213,29 @@ mod tests {
                 &mut answer(tonic::Status::failed_precondition("x"))
             )
             .is_none());
-        let mut charge = request("/mesh.payments.v1.Payments/Charge");
+        let mut add_stock = request("/mesh.inventory.v1.Inventory/AddStock");
         assert!(policy
-            .retry(&mut charge, &mut answer(tonic::Status::unavailable("x")))
+            .retry(&mut add_stock, &mut answer(tonic::Status::unavailable("x")))
             .is_none());
     }
 
     #[tokio::test]
     async fn retries_any_method_that_never_reached_a_server() {
         let mut policy = policy(3);
-        let mut charge = request("/mesh.payments.v1.Payments/Charge");
+        let mut add_stock = request("/mesh.inventory.v1.Inventory/AddStock");
         let refused: BoxError =
             Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        assert!(policy.retry(&mut charge, &mut Err(refused)).is_some());
+        assert!(policy.retry(&mut add_stock, &mut Err(refused)).is_some());
         let reset: BoxError = Box::new(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(
-            policy.retry(&mut charge, &mut Err(reset)).is_none(),
+            policy.retry(&mut add_stock, &mut Err(reset)).is_none(),
             "a reset may have reached the server"
         );
         assert_eq!(
-            charge.extensions().get::<PreviousAttempts>().map(|p| p.0),
+            add_stock
+                .extensions()
+                .get::<PreviousAttempts>()
+                .map(|p| p.0),
             Some(1)
         );
     }
