@@ -151,6 +151,10 @@ mod tests {
             .message()
             .contains("stopped after 20 problems, at least 1 more"));
         // The details repeat the message's violations: still a few KiB.
-        assert!(status.details().len() < 16 * 1024, "{}", status.details().len());
+        assert!(
+            status.details().len() < 16 * 1024,
+            "{}",
+            status.details().len()
+        );
     }
 }
