@@ -24,22 +24,34 @@ pub async fn scope<F: Future>(deadline: Option<Instant>, future: F) -> F::Output
     }
 }
 
-/// Parses a `grpc-timeout` value: up to 8 digits and a unit (H, M, S, m, u, n).
+/// Parses a `grpc-timeout` value: 1 to 8 ASCII digits and a unit (H, M, S,
+/// m, u, n), per the gRPC HTTP/2 protocol. Anything else (signs, decimals,
+/// spaces inside, a 9th digit) is `None`.
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    if value.len() < 2 || value.len() > 9 {
+    let value = value.trim();
+    let split = value.len().checked_sub(1)?;
+    let (digits, unit) = (value.get(..split)?, value.get(split..)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let (digits, unit) = value.split_at(value.len() - 1);
     let amount: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(amount.checked_mul(3600)?),
-        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "H" => Duration::from_secs(amount * 3600),
+        "M" => Duration::from_secs(amount * 60),
         "S" => Duration::from_secs(amount),
         "m" => Duration::from_millis(amount),
         "u" => Duration::from_micros(amount),
         "n" => Duration::from_nanos(amount),
         _ => return None,
     })
+}
+
+/// The `grpc-timeout` of a request's headers, if present and valid.
+pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    headers
+        .get("grpc-timeout")
+        .and_then(|value| value.to_str().ok())
+        .and_then(parse_grpc_timeout)
 }
 
 /// Formats `timeout` as a `grpc-timeout` value (milliseconds, rounded up;
@@ -53,11 +65,7 @@ pub fn format_grpc_timeout(timeout: Duration) -> String {
 /// the incoming RPC's remaining time and `default`.
 pub(crate) fn for_request(headers: &http::HeaderMap, default: Duration) -> Instant {
     let now = Instant::now();
-    let own = headers
-        .get("grpc-timeout")
-        .and_then(|value| value.to_str().ok())
-        .and_then(parse_grpc_timeout)
-        .map(|timeout| now + timeout);
+    let own = grpc_timeout(headers).map(|timeout| now + timeout);
     [Some(now + default), own, incoming()]
         .into_iter()
         .flatten()
@@ -77,9 +85,23 @@ mod tests {
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
         assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
         assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
-        assert_eq!(parse_grpc_timeout("S"), None);
-        assert_eq!(parse_grpc_timeout("12x"), None);
-        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(
+            parse_grpc_timeout("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        for bad in [
+            "",
+            "S",
+            "12x",
+            "123456789S",
+            "-1S",
+            "+1S",
+            "1.5S",
+            "é",
+            "1 S",
+        ] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

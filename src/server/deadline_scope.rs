@@ -39,11 +39,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let deadline = request
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(deadline::parse_grpc_timeout)
+        let deadline = deadline::grpc_timeout(request.headers())
             .map(|timeout| tokio::time::Instant::now() + timeout);
         let future = self.inner.call(request);
         Box::pin(deadline::scope(deadline, future))

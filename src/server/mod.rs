@@ -6,9 +6,10 @@
 //!    the service's Connect certificate;
 //! 2. [`BoundServer::serve`] the service beside gRPC health (`""` and the full
 //!    service name) and reflection v1 and v1alpha on the mesh port (Connect
-//!    mTLS + intentions, see [`tls`]), health alone on the health port; once
-//!    the certificate is there turn health SERVING and register in Consul as
-//!    Connect-native (retrying in the background: serving never waits);
+//!    mTLS + intentions, see [`tls`]; reflection lists only those three, see
+//!    [`reflection`]), health alone on the health port; once the certificate
+//!    is there turn health SERVING and register in Consul as Connect-native
+//!    (retrying in the background: serving never waits);
 //! 3. on SIGTERM/SIGINT: health NOT_SERVING, deregister, drain, stop
 //!    accepting, finish in-flight RPCs, return `Ok(())`.
 
@@ -19,9 +20,10 @@ mod health_port;
 mod identity;
 mod latency;
 mod observe;
+pub mod reflection;
 mod registration;
 mod shutdown;
-mod timeout;
+mod status_codes;
 mod tls;
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
@@ -37,7 +39,7 @@ pub(crate) use identity::instance_id as identity_instance_id;
 pub use identity::ServiceIdentity;
 use latency::InjectLatency;
 use observe::Observe;
-use timeout::GrpcTimeout;
+use status_codes::SpecStatusCodes;
 use tls::Admission;
 
 use crate::{
@@ -218,26 +220,18 @@ impl BoundServer {
         let mtls_identity = self.connect_identity();
         let mut signals = self.signals;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-                // google.rpc error details (BadRequest…), so grpcurl prints them readably.
-                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        };
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let routes = Routes::new(health_service.clone())
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?)
-            .add_service(Observe::new(DeadlineScope::new(InjectLatency::new(
-                service,
-                self.args.inject_latency_ms,
+            .add_service(reflection::v1(S::NAME)?)
+            .add_service(reflection::v1alpha(S::NAME)?)
+            .add_service(Observe::new(SpecStatusCodes::new(DeadlineScope::new(
+                InjectLatency::new(service, self.args.inject_latency_ms),
             ))))
             .prepare();
         let mut server = tokio::spawn(tls::serve(
             self.listener,
             self.admission,
-            GrpcTimeout::new(routes),
+            routes,
             async {
                 let _ = stopped.await;
             },

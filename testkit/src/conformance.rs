@@ -1,26 +1,56 @@
 //! What every mesh service must do, as a person sees it with grpcurl:
-//! list itself beside health and reflection, and drain on SIGTERM
+//! list only itself beside health and reflection, and drain on SIGTERM
 //! (NOT_SERVING for `""` and its full name, then exit 0). Each service's
 //! tests call these with its own names.
 
 use std::time::{Duration, Instant};
 
-use crate::{grpcurl::grpcurl, service::ServiceOptions, service::ServiceProcess, wait::wait_until};
+use crate::{
+    grpcurl::grpcurl, reflection::list_services_v1, service::ServiceOptions,
+    service::ServiceProcess, wait::wait_until,
+};
 
-/// `grpcurl list` shows `grpc_service`, gRPC health and reflection (v1alpha,
-/// the version grpcurl 1.8 asks for).
-pub fn assert_lists_service_health_and_reflection(process: &ServiceProcess, grpc_service: &str) {
-    let output = grpcurl(&[&process.addr(), "list"]);
-    assert!(output.success, "{output:?}");
-    let services: Vec<&str> = output.stdout.lines().collect();
-    for expected in [
+/// What every server lists: its own service, gRPC health and both
+/// reflection versions (sorted, as grpcurl prints them).
+fn expected_list(grpc_service: &str) -> Vec<String> {
+    let mut expected: Vec<String> = [
         grpc_service,
         "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
         "grpc.reflection.v1alpha.ServerReflection",
+    ]
+    .map(str::to_owned)
+    .into();
+    expected.sort();
+    expected
+}
+
+/// `grpcurl list` (reflection v1alpha, the version grpcurl 1.8 asks for) and
+/// reflection v1 show exactly `grpc_service`, gRPC health and reflection —
+/// no other service of the mesh — while `describe` still resolves the types
+/// a person meets: health's messages and the google.rpc error details.
+pub fn assert_lists_service_health_and_reflection(process: &ServiceProcess, grpc_service: &str) {
+    let expected = expected_list(grpc_service);
+    let output = grpcurl(&[&process.addr(), "list"]);
+    assert!(output.success, "{output:?}");
+    let listed: Vec<&str> = output.stdout.lines().collect();
+    assert_eq!(listed, expected, "grpcurl list (reflection v1alpha)");
+
+    let mut listed_v1 = list_services_v1(&process.addr());
+    listed_v1.sort();
+    assert_eq!(listed_v1, expected, "reflection v1");
+
+    for symbol in [
+        "google.rpc.BadRequest",
+        "google.rpc.ErrorInfo",
+        "grpc.health.v1.HealthCheckResponse",
     ] {
+        let output = grpcurl(&[&process.addr(), "describe", symbol]);
+        assert!(output.success, "describe {symbol}: {output:?}");
         assert!(
-            services.contains(&expected),
-            "{expected} missing from {services:?}"
+            output.stdout.contains(&format!("{symbol} is a message")),
+            "describe {symbol}: {}",
+            output.stdout
         );
     }
 }

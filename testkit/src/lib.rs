@@ -1,4 +1,4 @@
-//! The one test harness of the mesh (DESIGN §7): free loopback ports, real
+//! The one test harness of the mesh: free loopback ports, real
 //! child processes (a Consul dev agent, service binaries, grpcurl) behind
 //! guards that kill and reap them on drop — also when a test fails — and
 //! readiness waits with bounded timeouts.
@@ -18,6 +18,7 @@ mod paths;
 mod ports;
 mod postgres;
 mod process;
+mod reflection;
 mod run;
 mod service;
 mod wait;
@@ -30,6 +31,7 @@ pub use paths::{binary, tool};
 pub use ports::free_port;
 pub use postgres::Postgres;
 pub use process::ChildGuard;
+pub use reflection::list_services_v1;
 pub use run::output_within;
 pub use service::{ServiceOptions, ServiceProcess};
 pub use wait::wait_until;

@@ -1,12 +1,11 @@
 //! Per-call timeouts for the calls orders makes to users, inventory and
 //! payments, shortened to what is left of the incoming request's
-//! `grpc-timeout`.
-//!
-//! Stand-in: the mesh client will propagate deadlines itself (DESIGN §4);
-//! then [`outgoing`] becomes a plain `tonic::Request::new`.
+//! `grpc-timeout` (read with the mesh's one parser,
+//! [`mesh::client::deadline::grpc_timeout`]).
 
 use std::time::{Duration, Instant};
 
+use mesh::client::deadline::grpc_timeout;
 use tonic::{metadata::MetadataMap, Status};
 
 /// How long upstream calls made for one incoming request may take.
@@ -20,11 +19,8 @@ impl CallBudget {
     /// A budget of `per_call` per call, ending at the incoming request's
     /// deadline if its metadata carries a `grpc-timeout`.
     pub fn from_incoming(metadata: &MetadataMap, per_call: Duration) -> Self {
-        let deadline = metadata
-            .get("grpc-timeout")
-            .and_then(|value| value.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .and_then(|timeout| Instant::now().checked_add(timeout));
+        let deadline =
+            grpc_timeout(metadata.as_ref()).and_then(|timeout| Instant::now().checked_add(timeout));
         Self { per_call, deadline }
     }
 
@@ -70,46 +66,9 @@ pub fn outgoing<T>(message: T, budget: &CallBudget) -> Result<tonic::Request<T>,
     Ok(request)
 }
 
-/// Parses a `grpc-timeout` value: at most 8 digits and a unit
-/// (H, M, S, m, u, n), per the gRPC HTTP/2 protocol.
-pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    let split = value.len().checked_sub(1)?;
-    let (digits, unit) = (value.get(..split)?, value.get(split..)?);
-    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let amount: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(amount * 3600),
-        "M" => Duration::from_secs(amount * 60),
-        "S" => Duration::from_secs(amount),
-        "m" => Duration::from_millis(amount),
-        "u" => Duration::from_micros(amount),
-        "n" => Duration::from_nanos(amount),
-        _ => return None,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_every_unit_and_rejects_garbage() {
-        assert_eq!(parse_grpc_timeout("2H"), Some(Duration::from_secs(7200)));
-        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
-        assert_eq!(parse_grpc_timeout("1S"), Some(Duration::from_secs(1)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(
-            parse_grpc_timeout("99999999u"),
-            Some(Duration::from_micros(99_999_999))
-        );
-        assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
-        for bad in ["", "S", "123456789S", "10x", "-1S", "1.5S", "é"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
-        }
-    }
 
     fn metadata(timeout: &str) -> MetadataMap {
         let mut metadata = MetadataMap::new();
@@ -129,7 +88,7 @@ mod tests {
             .unwrap()
             .to_str()
             .unwrap();
-        let sent = parse_grpc_timeout(header).unwrap();
+        let sent = mesh::client::deadline::parse_grpc_timeout(header).unwrap();
         assert!(sent <= Duration::from_millis(300), "{header}");
     }
 
