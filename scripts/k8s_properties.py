@@ -35,7 +35,8 @@ METRICS_PORT = 9100
 HEALTH_PORT = 8081
 DEFAULT_DRAIN_MS = 2000
 SERVICE_UID = 10001
-# Consul name -> (gRPC port, full gRPC service name). Contract: docs DESIGN.md section 2.
+# Consul name -> (gRPC port, full gRPC service name): each service crate's IDENTITY
+# (a contract: docs/architecture.md, "Services"); a test in cli/src/services.rs checks it.
 SERVICES = {
     "users": (50051, "mesh.users.v1.Users"),
     "inventory": (50052, "mesh.inventory.v1.Inventory"),

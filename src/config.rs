@@ -1,4 +1,4 @@
-//! Command-line flags shared by every service binary (DESIGN §5): flags with
+//! Command-line flags shared by every service binary: flags with
 //! environment fall-backs, where Consul's and OpenTelemetry's own variable
 //! names win.
 
@@ -141,4 +141,11 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// A service binary's flags: its own plus [`ServiceArgs`], which
+/// `mesh::server::main` reads to set up telemetry and serve.
+pub trait ServiceConfig: clap::Parser {
+    /// The flags every service takes.
+    fn service_args(&self) -> &ServiceArgs;
 }

@@ -1,5 +1,6 @@
 //! Self-registration: register until it works, then make sure the agent keeps
-//! knowing the service, and deregister on shutdown (DESIGN §3 steps 3–5).
+//! knowing the service, and deregister on shutdown (steps 3–5 of the
+//! service lifecycle in docs/architecture.md).
 
 use std::time::Duration;
 

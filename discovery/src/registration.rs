@@ -8,7 +8,7 @@ use std::{
 
 use crate::error::ConfigError;
 
-/// One service instance, registered through the local agent (DESIGN §3).
+/// One service instance, registered through the local agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRegistration {
     /// Unique instance ID, by convention `<name>-<instance-id>`.

@@ -1,5 +1,5 @@
 //! The watch of one service's healthy instances: a single blocking-query loop
-//! per [`Resolver`], shared by every subscriber (DESIGN §4 "discover").
+//! per [`Resolver`], shared by every subscriber.
 
 use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 

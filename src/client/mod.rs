@@ -1,4 +1,4 @@
-//! The mesh client (DESIGN §4): what generated tonic clients send through.
+//! The mesh client: what generated tonic clients send through.
 //!
 //! [`Channel`] is the one type every caller holds: a cloneable, boxed gRPC
 //! transport. [`MeshClient::channel`] returns the Consul-resolved, balanced,

@@ -1,4 +1,4 @@
-//! Assembles one target service's stack (DESIGN §4), outermost first:
+//! Assembles one target service's stack, outermost first:
 //!
 //! 1. [`MeshCall`]: buffers the request body (so attempts can replay it),
 //!    fixes the call's deadline (own `grpc-timeout`, the incoming RPC's

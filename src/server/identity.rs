@@ -1,6 +1,6 @@
 //! Who a service is: its Consul name, gRPC service and default port.
 
-/// The names a service is known by (DESIGN §2, a contract).
+/// The names a service is known by (a contract: docs/architecture.md, "Services").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServiceIdentity {
     /// Consul service name and binary name, e.g. `users`.

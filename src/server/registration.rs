@@ -1,4 +1,5 @@
-//! The server's Consul registration (DESIGN §3 step 3): who to register as,
+//! The server's Consul registration (step 3 of the service
+//! lifecycle in docs/architecture.md): who to register as,
 //! at which address, with which gRPC health check.
 
 use std::{
