@@ -103,6 +103,20 @@ fn bounded(text: String) -> String {
     }
 }
 
+/// Records a violation of the id in `field` when it is blank or longer than
+/// `max_chars` characters.
+pub fn check_id(violations: &mut Violations, field: &str, value: &str, max_chars: usize) {
+    let chars = value.chars().count();
+    if value.trim().is_empty() {
+        violations.add(field, "must not be empty");
+    } else if chars > max_chars {
+        violations.add(
+            field,
+            format!("must be at most {max_chars} characters (got {chars})"),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +169,20 @@ mod tests {
             status.details().len() < 16 * 1024,
             "{}",
             status.details().len()
+        );
+    }
+
+    #[test]
+    fn ids_must_be_present_and_bounded() {
+        let mut violations = Violations::new();
+        check_id(&mut violations, "ok", "ord_1", 8);
+        assert!(violations.is_empty());
+        check_id(&mut violations, "blank", "  ", 8);
+        check_id(&mut violations, "long", "ééééééééé", 8);
+        let status = violations.into_result("R").unwrap_err();
+        assert_eq!(
+            status.message(),
+            "invalid R: blank: must not be empty; long: must be at most 8 characters (got 9)"
         );
     }
 }

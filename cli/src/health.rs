@@ -62,7 +62,7 @@ async fn check(addr: &str, service: &str) -> Result<ServingStatus, String> {
         .timeout(TIMEOUT)
         .connect()
         .await
-        .map_err(|error| format!("cannot connect: {}", crate::process::error_chain(&error)))?;
+        .map_err(|error| format!("cannot connect: {}", discovery::error_chain(&error)))?;
     let response = HealthClient::new(channel)
         .check(HealthCheckRequest {
             service: service.to_owned(),

@@ -28,23 +28,24 @@ enum ServiceConfig {
 
 /// Sets up logging and serves until SIGTERM/SIGINT (then drains, exits 0).
 pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    use mesh::server::run_service;
     let (name, result) = match args.service {
-        ServiceConfig::Users(config) => {
-            let _telemetry = mesh::telemetry::init(&users::IDENTITY, &config.service);
-            ("users", users::run(config).await)
-        }
-        ServiceConfig::Inventory(config) => {
-            let _telemetry = mesh::telemetry::init(&inventory::IDENTITY, &config.service);
-            ("inventory", inventory::run(config).await)
-        }
-        ServiceConfig::Payments(config) => {
-            let _telemetry = mesh::telemetry::init(&payments::IDENTITY, &config.service);
-            ("payments", payments::run(config).await)
-        }
-        ServiceConfig::Orders(config) => {
-            let _telemetry = mesh::telemetry::init(&orders::IDENTITY, &config.service);
-            ("orders", orders::run(config).await)
-        }
+        ServiceConfig::Users(config) => (
+            users::IDENTITY.name,
+            run_service(&users::IDENTITY, config, users::run).await,
+        ),
+        ServiceConfig::Inventory(config) => (
+            inventory::IDENTITY.name,
+            run_service(&inventory::IDENTITY, config, inventory::run).await,
+        ),
+        ServiceConfig::Payments(config) => (
+            payments::IDENTITY.name,
+            run_service(&payments::IDENTITY, config, payments::run).await,
+        ),
+        ServiceConfig::Orders(config) => (
+            orders::IDENTITY.name,
+            run_service(&orders::IDENTITY, config, orders::run).await,
+        ),
     };
     result.with_context(|| format!("{name} stopped"))?;
     Ok(ExitCode::SUCCESS)

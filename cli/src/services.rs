@@ -1,66 +1,64 @@
-//! The mesh's four services as the CLI knows them (DESIGN §2, a contract).
+//! The mesh's four services as the CLI knows them: each service crate's own
+//! `IDENTITY` (a contract: docs/architecture.md, "Services"), nothing
+//! restated here.
 
-/// One service: its Consul name (also the `mesh serve` argument), its gRPC
-/// service and its well-known port.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Service {
-    /// Consul service name, e.g. `users`.
-    pub(crate) name: &'static str,
-    /// Full gRPC service name, e.g. `mesh.users.v1.Users`.
-    pub(crate) grpc_service: &'static str,
-    /// Well-known port (users 50051 … orders 50054).
-    pub(crate) port: u16,
-}
+pub(crate) use mesh::server::ServiceIdentity as Service;
 
 /// Every service, in start order (orders, the caller of the others, last).
 pub(crate) const ALL: [Service; 4] = [
-    Service {
-        name: "users",
-        grpc_service: "mesh.users.v1.Users",
-        port: 50051,
-    },
-    Service {
-        name: "inventory",
-        grpc_service: "mesh.inventory.v1.Inventory",
-        port: 50052,
-    },
-    Service {
-        name: "payments",
-        grpc_service: "mesh.payments.v1.Payments",
-        port: 50053,
-    },
-    Service {
-        name: "orders",
-        grpc_service: "mesh.orders.v1.Orders",
-        port: 50054,
-    },
+    users::IDENTITY,
+    inventory::IDENTITY,
+    payments::IDENTITY,
+    orders::IDENTITY,
 ];
 
 /// The lowest well-known port: `--base-port` shifts all four relative to it.
-pub(crate) const FIRST_PORT: u16 = 50051;
-
-/// The service named `name`.
-#[cfg(test)]
-pub(crate) fn by_name(name: &str) -> Option<Service> {
-    ALL.into_iter().find(|service| service.name == name)
-}
+pub(crate) const FIRST_PORT: u16 = ALL[0].default_port;
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_table_matches_the_services_own_identities() {
-        for identity in [
-            users::IDENTITY,
-            inventory::IDENTITY,
-            payments::IDENTITY,
-            orders::IDENTITY,
-        ] {
-            let service = by_name(identity.name).expect("known service");
-            assert_eq!(service.grpc_service, identity.grpc_service);
-            assert_eq!(service.port, identity.default_port);
+    fn ports_are_consecutive_from_the_first_so_base_port_can_shift_them() {
+        for (offset, service) in ALL.iter().enumerate() {
+            assert_eq!(usize::from(service.default_port - FIRST_PORT), offset);
         }
-        assert_eq!(by_name("nope"), None);
+    }
+
+    /// The tables a person or a script reads, checked against the identities.
+    #[test]
+    fn the_readme_architecture_and_kubernetes_tables_match_the_identities() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("the workspace root");
+        let read = |path: &str| {
+            std::fs::read_to_string(root.join(path))
+                .unwrap_or_else(|error| panic!("{path}: {error}"))
+        };
+        let (readme, architecture, k8s) = (
+            read("README.md"),
+            read("docs/architecture.md"),
+            read("scripts/k8s_properties.py"),
+        );
+        for service in ALL {
+            let row = format!(
+                "| `{}` | `{}` | {} |",
+                service.name, service.grpc_service, service.default_port
+            );
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+            assert!(
+                architecture.contains(&row),
+                "docs/architecture.md lacks the row {row}"
+            );
+            let entry = format!(
+                "\"{}\": ({}, \"{}\"),",
+                service.name, service.default_port, service.grpc_service
+            );
+            assert!(
+                k8s.contains(&entry),
+                "scripts/k8s_properties.py lacks {entry}"
+            );
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! Consul self-registration and health-aware discovery (DESIGN §3, §4 "discover").
+//! Consul self-registration and health-aware discovery.
 //!
 //! - [`Registrar`] registers a service instance with the local Consul agent
 //!   (a gRPC health check included), keeps the registration alive across
@@ -42,6 +42,7 @@ mod config;
 pub mod connect;
 mod discover;
 mod error;
+mod error_chain;
 mod health;
 mod http;
 mod registrar;
@@ -51,6 +52,7 @@ mod resolver;
 pub use config::{ConsulConfig, DEFAULT_ADDRESS};
 pub use discover::Discover;
 pub use error::{ConfigError, ConsulError};
+pub use error_chain::error_chain;
 pub use health::Endpoint;
 pub use registrar::{Registrar, RegistrarHandle, RegistrarOptions, RegistrationState};
 pub use registration::{GrpcCheck, ServiceRegistration};

@@ -3,6 +3,7 @@
 
 use std::{error::Error as StdError, io};
 
+use discovery::error_chain;
 use tonic::{Code, Status};
 use tower::BoxError;
 
@@ -106,11 +107,11 @@ pub(crate) fn into_status(error: BoxError, service: &str) -> Status {
     } else if error.is::<DeadlineExceeded>() {
         Status::deadline_exceeded(error.to_string())
     } else if is_timeout(&*error) {
-        Status::deadline_exceeded(format!("calling {service}: {}", chain(&*error)))
+        Status::deadline_exceeded(format!("calling {service}: {}", error_chain(&*error)))
     } else if error.is::<BodyError>() {
         Status::new(Code::Internal, error.to_string())
     } else {
-        Status::unavailable(format!("calling {service}: {}", chain(&*error)))
+        Status::unavailable(format!("calling {service}: {}", error_chain(&*error)))
     };
     // Keep the cause, so callers can tell "never sent" from "outcome unknown".
     status.set_source(std::sync::Arc::from(error));
@@ -123,21 +124,6 @@ pub(crate) fn into_status(error: BoxError, service: &str) -> Status {
 /// in that case, so this holds for every attempt the mesh client made.
 pub fn never_reached_server_status(status: &Status) -> bool {
     std::error::Error::source(status).is_some_and(never_reached_server)
-}
-
-/// An error and its sources, joined by ": ".
-pub(crate) fn chain(error: &(dyn StdError + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

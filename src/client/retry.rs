@@ -49,13 +49,7 @@ pub(crate) enum Retryable {
 
 /// The gRPC status in response headers (a trailers-only error answer).
 pub(crate) fn response_code(response: &http::Response<tonic::body::Body>) -> Option<Code> {
-    response
-        .headers()
-        .get("grpc-status")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<i32>().ok())
-        .map(Code::from)
-        .filter(|code| *code != Code::Ok)
+    crate::telemetry::grpc_status(response.headers()).filter(|code| *code != Code::Ok)
 }
 
 /// Classifies one attempt's result.

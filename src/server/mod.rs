@@ -1,4 +1,5 @@
-//! The one bootstrap every service runs (DESIGN §3):
+//! The one bootstrap every service runs (docs/architecture.md,
+//! "Service lifecycle"):
 //!
 //! 1. [`bind`] the listen address (port 0 allowed: the bound port is what
 //!    gets registered) and the plaintext health port, so the caller can open
@@ -14,6 +15,7 @@
 //!    accepting, finish in-flight RPCs, return `Ok(())`.
 
 mod authz;
+mod binary;
 mod deadline_scope;
 mod guard;
 mod health_port;
@@ -34,6 +36,7 @@ use tonic::{body::Body, server::NamedService, service::Routes};
 use tonic_health::ServingStatus;
 use tower::Service;
 
+pub use binary::{main, run_service};
 use deadline_scope::DeadlineScope;
 pub(crate) use identity::instance_id as identity_instance_id;
 pub use identity::ServiceIdentity;
@@ -202,6 +205,22 @@ impl BoundServer {
     /// The instance id: `--instance-id`, or `<hostname>-<port>`.
     pub fn instance_id(&self) -> String {
         identity::instance_id(self.args.instance_id.as_deref(), self.local_addr.port())
+    }
+
+    /// Opens this service's database (`DATABASE_URL`, else
+    /// `<data-dir>/<name>.db`) and brings its schema up to date with `migrator`.
+    pub async fn open_storage(
+        &self,
+        migrator: &sqlx::migrate::Migrator,
+    ) -> Result<sqlx::AnyPool, ServeError> {
+        let pool = crate::storage::open(
+            self.identity.name,
+            self.args.database_url.as_deref(),
+            &self.args.data_dir,
+            migrator,
+        )
+        .await?;
+        Ok(pool)
     }
 
     /// Serves `service` until SIGTERM or SIGINT, then drains and returns.

@@ -80,7 +80,7 @@ pub(crate) async fn direct_channel(
         .map_err(|error| {
             anyhow::anyhow!(
                 "cannot connect to {address}: {}",
-                crate::process::error_chain(&error)
+                discovery::error_chain(&error)
             )
         })?;
     Ok(direct(channel))

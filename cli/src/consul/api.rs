@@ -206,7 +206,7 @@ impl ConsulApi {
                 .client
                 .request(request)
                 .await
-                .map_err(|error| unreachable(crate::process::error_chain(&error)))?;
+                .map_err(|error| unreachable(discovery::error_chain(&error)))?;
             let (parts, body) = response.into_parts();
             let body = Limited::new(body, MAX_BODY)
                 .collect()

@@ -126,7 +126,7 @@ pub(crate) fn instances(
     for service in services::ALL {
         let fixed = match mode {
             PortMode::Fixed => {
-                let offset = service.port - services::FIRST_PORT;
+                let offset = service.default_port - services::FIRST_PORT;
                 let Some(port) = base_port.checked_add(offset).filter(|port| *port != 0) else {
                     bail!(
                         "--base-port {base_port} leaves no room for {}",

@@ -17,10 +17,10 @@ use mesh::{
     server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
 };
 
-/// The names this service is known by (DESIGN §2).
+/// The names this service is known by.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "inventory",
-    grpc_service: "mesh.inventory.v1.Inventory",
+    grpc_service: mesh::proto::inventory::v1::inventory_server::SERVICE_NAME,
     default_port: 50052,
 };
 
@@ -55,16 +55,16 @@ pub struct Config {
     pub reservation_sweep_ms: u64,
 }
 
+impl mesh::config::ServiceConfig for Config {
+    fn service_args(&self) -> &mesh::config::ServiceArgs {
+        &self.service
+    }
+}
+
 /// Binds, opens the database, and serves until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
-    let pool = mesh::storage::open(
-        IDENTITY.name,
-        config.service.database_url.as_deref(),
-        &config.service.data_dir,
-        &MIGRATOR,
-    )
-    .await?;
+    let pool = bound.open_storage(&MIGRATOR).await?;
     let store = store::Store::new(pool);
     let sweeper = tokio::spawn(release_expired(
         store.clone(),

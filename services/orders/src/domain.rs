@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use mesh::{
     proto::orders::v1::{self as proto, ListOrdersRequest, PlaceOrderRequest},
-    validate::Violations,
+    validate::{check_id, Violations},
 };
 use tonic::{Code, Status};
 
@@ -380,18 +380,6 @@ impl PageKey {
             created_at_unix_ms,
             order_id: order_id.to_owned(),
         })
-    }
-}
-
-fn check_id(violations: &mut Violations, field: &str, value: &str, max_chars: usize) {
-    let chars = value.chars().count();
-    if value.trim().is_empty() {
-        violations.add(field, "must not be empty");
-    } else if chars > max_chars {
-        violations.add(
-            field,
-            format!("must be at most {max_chars} characters (got {chars})"),
-        );
     }
 }
 

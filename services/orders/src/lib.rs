@@ -24,10 +24,10 @@ use mesh::{
     server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
 };
 
-/// Who this service is (DESIGN §2).
+/// Who this service is.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "orders",
-    grpc_service: "mesh.orders.v1.Orders",
+    grpc_service: mesh::proto::orders::v1::orders_server::SERVICE_NAME,
     default_port: 50054,
 };
 
@@ -92,6 +92,12 @@ pub struct Config {
     pub payments_addr: Option<http::uri::Authority>,
 }
 
+impl mesh::config::ServiceConfig for Config {
+    fn service_args(&self) -> &mesh::config::ServiceArgs {
+        &self.service
+    }
+}
+
 impl Config {
     /// The per-call timeout of upstream calls.
     pub fn upstream_timeout(&self) -> Duration {
@@ -126,7 +132,7 @@ impl std::fmt::Debug for Upstreams {
     }
 }
 
-/// Serves orders until SIGTERM/SIGINT (DESIGN §3), calling users, inventory
+/// Serves orders until SIGTERM/SIGINT, calling users, inventory
 /// and payments through the mesh client (Consul-resolved, balanced,
 /// retrying), or directly where a fixed address was given.
 pub async fn run(config: Config) -> Result<(), ServeError> {
@@ -178,16 +184,10 @@ impl Upstreams {
     }
 }
 
-/// Serves orders, calling `upstreams`, until SIGTERM/SIGINT (DESIGN §3).
+/// Serves orders, calling `upstreams`, until SIGTERM/SIGINT.
 pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeError> {
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
-    let pool = mesh::storage::open(
-        IDENTITY.name,
-        config.service.database_url.as_deref(),
-        &config.service.data_dir,
-        &MIGRATOR,
-    )
-    .await?;
+    let pool = bound.open_storage(&MIGRATOR).await?;
     let saga = saga::Saga::new(store::Store::new(pool), upstreams, config.saga_options());
     let recovery = saga.spawn_recovery();
     let _stop_recovery = AbortOnDrop(recovery);

@@ -3,7 +3,7 @@
 
 use mesh::{
     proto::payments::v1::{self as proto, ChargeRequest},
-    validate::Violations,
+    validate::{check_id, Violations},
 };
 use tonic::Status;
 
@@ -216,18 +216,6 @@ pub fn validate_payment_id(request: &str, payment_id: &str) -> Result<(), Status
         MAX_PAYMENT_ID_CHARS,
     );
     violations.into_result(request)
-}
-
-fn check_id(violations: &mut Violations, field: &str, value: &str, max_chars: usize) {
-    let chars = value.chars().count();
-    if value.trim().is_empty() {
-        violations.add(field, "must not be empty");
-    } else if chars > max_chars {
-        violations.add(
-            field,
-            format!("must be at most {max_chars} characters (got {chars})"),
-        );
-    }
 }
 
 /// A new payment id: `pay_` and a random UUID.

@@ -17,10 +17,10 @@ use mesh::{
     server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
 };
 
-/// Who this service is (DESIGN §2).
+/// Who this service is.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "payments",
-    grpc_service: "mesh.payments.v1.Payments",
+    grpc_service: mesh::proto::payments::v1::payments_server::SERVICE_NAME,
     default_port: 50053,
 };
 
@@ -62,16 +62,16 @@ impl Config {
     }
 }
 
-/// Serves payments until SIGTERM/SIGINT (DESIGN §3).
+impl mesh::config::ServiceConfig for Config {
+    fn service_args(&self) -> &mesh::config::ServiceArgs {
+        &self.service
+    }
+}
+
+/// Serves payments until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
-    let pool = mesh::storage::open(
-        IDENTITY.name,
-        config.service.database_url.as_deref(),
-        &config.service.data_dir,
-        &MIGRATOR,
-    )
-    .await?;
+    let pool = bound.open_storage(&MIGRATOR).await?;
     let handler = grpc::PaymentsService::new(store::Store::new(pool), config.decline_limits());
     // Prometheus `payments_charges_total{outcome}`, read from the counters at each scrape.
     for outcome in ["created", "replayed"] {

@@ -16,10 +16,10 @@ use mesh::{
     server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
 };
 
-/// The names this service is known by (DESIGN §2).
+/// The names this service is known by.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "users",
-    grpc_service: "mesh.users.v1.Users",
+    grpc_service: mesh::proto::users::v1::users_server::SERVICE_NAME,
     default_port: 50051,
 };
 
@@ -35,16 +35,16 @@ pub struct Config {
     pub service: mesh::config::ServiceArgs,
 }
 
+impl mesh::config::ServiceConfig for Config {
+    fn service_args(&self) -> &mesh::config::ServiceArgs {
+        &self.service
+    }
+}
+
 /// Binds, opens the database, and serves until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
-    let pool = mesh::storage::open(
-        IDENTITY.name,
-        config.service.database_url.as_deref(),
-        &config.service.data_dir,
-        &MIGRATOR,
-    )
-    .await?;
+    let pool = bound.open_storage(&MIGRATOR).await?;
     let handler = grpc::UsersService::new(store::Store::new(pool));
     bound
         .serve(

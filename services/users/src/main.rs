@@ -1,30 +1,6 @@
-//! The `users` binary: parses flags, sets up logging, serves.
+//! The `users` binary: the mesh's service `main` with users's identity and `run`.
 #![forbid(unsafe_code)]
 
-use clap::Parser;
-
 fn main() -> std::process::ExitCode {
-    let config = users::Config::parse();
-    let telemetry = mesh::telemetry::init(&users::IDENTITY, &config.service);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("users: cannot start the async runtime: {error}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    let result = runtime.block_on(users::run(config));
-    telemetry.shutdown();
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(error) => {
-            let error = anyhow::Error::from(error);
-            tracing::error!(error = format!("{error:#}"), "users stopped");
-            eprintln!("users: {error:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    mesh::server::main(&users::IDENTITY, users::run)
 }
