@@ -53,6 +53,9 @@ const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How the mesh port admits connections.
+// One value per server, cloned per connection only as cheap handles: its size
+// does not matter, and boxing the identity would add an indirection for nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub(crate) enum Admission {
     /// Plaintext, anyone (`--mtls=off`).
