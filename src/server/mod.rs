@@ -247,14 +247,9 @@ impl BoundServer {
                 InjectLatency::new(service, self.args.inject_latency_ms),
             ))))
             .prepare();
-        let mut server = tokio::spawn(tls::serve(
-            self.listener,
-            self.admission,
-            routes,
-            async {
-                let _ = stopped.await;
-            },
-        ));
+        let mut server = tokio::spawn(tls::serve(self.listener, self.admission, routes, async {
+            let _ = stopped.await;
+        }));
         let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
         let health_server = tokio::spawn(health_port::serve(
             self.health_listener,

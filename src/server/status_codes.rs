@@ -64,12 +64,10 @@ where
         Box::pin(async move {
             let response = match timeout {
                 None => answer.await?,
-                Some(timeout) => {
-                    match tokio::time::timeout_at(received + timeout, answer).await {
-                        Ok(response) => response?,
-                        Err(_elapsed) => return Ok(deadline_exceeded(timeout)),
-                    }
-                }
+                Some(timeout) => match tokio::time::timeout_at(received + timeout, answer).await {
+                    Ok(response) => response?,
+                    Err(_elapsed) => return Ok(deadline_exceeded(timeout)),
+                },
             };
             Ok(with_size_limit_as_resource_exhausted(response))
         })
