@@ -125,7 +125,7 @@ async fn a_client_refuses_a_server_with_another_identity() {
     )
     .await
     .expect_err("an impostor was accepted");
-    let text = crate::client::error::chain(&error);
+    let text = discovery::error_chain(&error);
     assert!(
         text.contains("svc/inventory") && text.contains("not the expected"),
         "{text}"
