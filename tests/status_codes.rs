@@ -9,8 +9,6 @@
 //! - a request whose deadline passes on the server → DEADLINE_EXCEEDED, every
 //!   time (tonic's own server answers CANCELLED "Timeout expired").
 
-use std::time::Duration;
-
 use mesh::{
     proto::users::v1::{users_client::UsersClient, GetUserRequest, ListUsersRequest},
     server::MAX_MESSAGE_BYTES,
