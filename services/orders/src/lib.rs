@@ -34,7 +34,7 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
 /// The largest request orders decodes. A valid order is at most 100 lines
 /// of 128-character SKUs (about 60 KiB even in 4-byte characters), and an
 /// order of some thousand lines still gets its readable INVALID_ARGUMENT;
-/// anything larger is refused by tonic with OUT_OF_RANGE ("decoded message
+/// anything larger is refused with RESOURCE_EXHAUSTED ("decoded message
 /// length too large") before it is decoded, so a 4 MiB request of millions
 /// of empty lines costs no memory.
 pub const MAX_REQUEST_BYTES: usize = 256 * 1024;

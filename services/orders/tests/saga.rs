@@ -573,8 +573,8 @@ async fn a_two_million_line_order_is_refused_cheaply() {
         "2M-line PlaceOrder: {:?} in {elapsed:?}; orders peak RSS (VmHWM) {before} KiB before, {after} KiB after",
         status.code()
     );
-    // Refused before decoding (tonic says OUT_OF_RANGE): larger than any valid order.
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // Refused before decoding (the size limit, RESOURCE_EXHAUSTED): larger than any valid order.
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert!(
         status.message().contains("message length too large"),
         "{status:?}"
