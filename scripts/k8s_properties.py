@@ -45,6 +45,10 @@ SERVICES = {
 }
 BACKENDS = ("users", "inventory", "payments")
 CONSUL_STS = "consul-server"
+ACL_JOB = "consul-acl-bootstrap"
+ACL_POLICIES_CM = "consul-acl-policies"
+# The policies as the repository ships them (the CLI compiles the same files in).
+POLICY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "consul", "acl")
 POSTGRES_STS = "postgres"
 # Consul server-to-server ports.
 CONSUL_PEER_PORTS = [(8300, "TCP"), (8301, "TCP"), (8301, "UDP"), (8302, "TCP"), (8302, "UDP"),
@@ -110,7 +114,8 @@ class Rendered:
         return list(self.by_kind.get(kind, {}).values())
 
     def workloads(self) -> list[dict]:
-        return self.all("Deployment") + self.all("StatefulSet") + self.all("DaemonSet")
+        return (self.all("Deployment") + self.all("StatefulSet") + self.all("DaemonSet")
+                + self.all("Job"))
 
 
 def pod_spec(workload: dict) -> dict:
@@ -213,6 +218,39 @@ def secret_value(r: Rendered, name: str, key: str) -> str | None:
         return s["stringData"][key]
     if key in (s.get("data") or {}):
         return base64.b64decode(s["data"][key]).decode()
+    return None
+
+
+def generated(name: str | None, base: str) -> bool:
+    """NAME is BASE, or BASE with the hash suffix kustomize's generators add."""
+    return name is not None and (name == base or re.fullmatch(re.escape(base) + r"-[a-z0-9]{10}", name) is not None)
+
+
+def find_generated(r: Rendered, kind: str, base: str) -> dict:
+    found = [o for n, o in r.by_kind.get(kind, {}).items() if generated(n, base)]
+    need(len(found) == 1, f"{len(found)} {kind} named {base!r} (with or without a hash suffix)")
+    return found[0]
+
+
+def mounted_secret_file(w: dict, container: dict, path: str):
+    """(secret name, key) behind the file PATH in CONTAINER, through a secret or projected volume."""
+    volumes = {v["name"]: v for v in pod_spec(w).get("volumes", []) or []}
+    for m in container.get("volumeMounts", []) or []:
+        mount = m["mountPath"].rstrip("/")
+        if not path.startswith(mount + "/") or m.get("subPath"):
+            continue
+        rel = path[len(mount) + 1:]
+        v = volumes.get(m["name"], {})
+        sources = [{"secret": v["secret"]}] if "secret" in v else \
+            (v.get("projected") or {}).get("sources", [])
+        for src in sources:
+            sec = src.get("secret")
+            if not sec:
+                continue
+            name = sec.get("secretName") or sec.get("name")
+            for item in sec.get("items", []) or []:
+                if item["path"] == rel:
+                    return (name, item["key"])
     return None
 
 
@@ -527,6 +565,16 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             return addr
         c(f"{did}: CONSUL_HTTP_ADDR set to the Consul API Service", consul_addr)
 
+        def consul_token(ct=ct, d=d, svc=svc):
+            need(env_source(r, ct, "CONSUL_HTTP_TOKEN") is None,
+                 "CONSUL_HTTP_TOKEN is set: the token belongs in a file (CONSUL_HTTP_TOKEN_FILE)")
+            path = env_text(r, ct, "CONSUL_HTTP_TOKEN_FILE")
+            src = mounted_secret_file(d, ct, path)
+            need(src and generated(src[0], f"consul-token-{svc}") and src[1] == "token",
+                 f"{path} is {src}, not its own Secret consul-token-{svc}")
+            return f"{path} from Secret consul-token-{svc}"
+        c(f"{did}: its own Consul ACL token, as a file from its own Secret", consul_token)
+
         def config_map(ct=ct):
             refs = [ef["configMapRef"]["name"] for ef in ct.get("envFrom", []) or [] if "configMapRef" in ef]
             need(refs, "no envFrom configMapRef")
@@ -758,6 +806,8 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             for path in files:
                 folder, name = path.rsplit("/", 1)
                 vol = [v for v in pod_spec(consul)["volumes"] if v["name"] == mounts.get(folder)]
+                if vol and "secret" in vol[0]:
+                    continue  # the ACL tokens (checked below), not Connect's settings
                 need(vol and "configMap" in vol[0], f"{folder} is not a ConfigMap volume")
                 data = r.get("ConfigMap", vol[0]["configMap"]["name"]).get("data", {})
                 need(name in data, f"{name} is not in the ConfigMap")
@@ -784,6 +834,96 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             p = [p for p in s["spec"]["ports"] if p["port"] == 80]
             need(p and container_port(ct, p[0]["targetPort"]) == 8500, "no port 80 -> 8500")
         c("Service/consul-ui: ClusterIP port 80 -> 8500", ui_service)
+
+    # -- Consul ACLs ---------------------------------------------------------------------
+    if consul is not None:
+        ct = main_container(consul)
+        args = list(ct.get("args", []))
+
+        def acl_deny():
+            acl = [a for a in args if a.startswith("-hcl=acl")]
+            need(acl, "no -hcl=acl { … } argument")
+            text = acl[0].replace(" ", "")
+            need("enabled=true" in text, f"ACLs not enabled: {acl[0]}")
+            need('default_policy="deny"' in text, f"default_policy is not deny: {acl[0]}")
+            files = [a.split("=", 1)[1] for a in args if a.startswith("-config-file=")]
+            secret_files = [mounted_secret_file(consul, ct, f) for f in files]
+            secret_files = [s for s in secret_files if s is not None]
+            need(secret_files, f"no -config-file from a Secret (the master and agent tokens) in {files}")
+            src = secret_files[0]
+            need(not any("master" in a and "tokens" in a for a in args), "a token on the command line")
+            return f"tokens from Secret {src[0]}"
+        c(f"StatefulSet/{CONSUL_STS}: ACLs on, default_policy deny, tokens from a Secret file", acl_deny)
+
+    def policies_as_shipped():
+        cm = find_generated(r, "ConfigMap", ACL_POLICIES_CM)
+        data = cm.get("data", {}) or {}
+        shipped = sorted(f for f in os.listdir(POLICY_DIR) if f.endswith(".hcl"))
+        need(shipped, f"no policies in {POLICY_DIR}")
+        need(sorted(data) == shipped, f"ConfigMap has {sorted(data)}, deploy/consul/acl has {shipped}")
+        for name in shipped:
+            with open(os.path.join(POLICY_DIR, name)) as f:
+                need(data[name] == f.read(), f"{name} differs from deploy/consul/acl/{name}")
+        return f"{len(shipped)} policies"
+    c(f"ConfigMap/{ACL_POLICIES_CM}: the policies of deploy/consul/acl, unchanged", policies_as_shipped)
+
+    def service_policies():
+        data = find_generated(r, "ConfigMap", ACL_POLICIES_CM).get("data", {}) or {}
+        for svc in SERVICES:
+            rules = data.get(f"{svc}.hcl", "")
+            need(re.search(r'service "%s" \{\s*policy\s*=\s*"write"' % svc, rules),
+                 f"{svc}.hcl lacks service:write on {svc}")
+            writes = re.findall(r'(\w+) "([^"]*)" \{[^}]*policy\s*=\s*"write"', rules)
+            need(writes == [("service", svc)], f"{svc}.hcl writes more than itself: {writes}")
+            need(re.search(r'node_prefix "" \{\s*policy\s*=\s*"read"', rules), f"{svc}.hcl lacks node:read")
+        for backend in BACKENDS:
+            need(re.search(r'service "%s" \{\s*policy\s*=\s*"read"' % backend, data.get("orders.hcl", "")),
+                 f"orders.hcl lacks service:read on {backend}")
+    c(f"ConfigMap/{ACL_POLICIES_CM}: each service writes only itself; orders reads its upstreams", service_policies)
+
+    job = r.by_kind.get("Job", {}).get(ACL_JOB)
+    c(f"Job/{ACL_JOB} exists", lambda: need(job is not None, "missing"))
+    if job is not None:
+        jct = main_container(job)
+
+        def bootstrap_job():
+            cmd = list(jct.get("command", [])) + list(jct.get("args", []))
+            need(cmd[:3] == ["/usr/local/bin/mesh", "acl", "bootstrap"], f"runs {cmd}")
+            def flag(name):
+                need(name in cmd, f"no {name}")
+                return cmd[cmd.index(name) + 1]
+            policies = flag("--policies-dir")
+            volumes = {v["name"]: v for v in pod_spec(job).get("volumes", []) or []}
+            mount = [m for m in jct.get("volumeMounts", []) if m["mountPath"] == policies]
+            need(mount and generated(volumes[mount[0]["name"]].get("configMap", {}).get("name"), ACL_POLICIES_CM),
+                 f"{policies} is not the ConfigMap {ACL_POLICIES_CM}")
+            tokens = flag("--tokens-dir")
+            for svc in list(SERVICES) + ["mesh-read"]:
+                src = mounted_secret_file(job, jct, f"{tokens}/{svc}.token")
+                need(src and generated(src[0], f"consul-token-{svc}") and src[1] == "token",
+                     f"{svc}.token is {src}")
+            master = env_text(r, jct, "CONSUL_HTTP_TOKEN_FILE")
+            src = mounted_secret_file(job, jct, master)
+            need(src is not None, f"the management token {master} is not from a Secret")
+            need(env_source(r, jct, "CONSUL_HTTP_TOKEN") is None, "CONSUL_HTTP_TOKEN in the environment")
+            return f"master token from {src[0]}, service tokens from their Secrets"
+        c(f"Job/{ACL_JOB}: mesh acl bootstrap with the shipped policies and the services' own tokens", bootstrap_job)
+
+    if overlay == "dev":
+        def dev_tokens_agree():
+            import json
+
+            def value(base, key):
+                return secret_value(r, find_generated(r, "Secret", base)["metadata"]["name"], key)
+            tokens = json.loads(value("consul-acl-tokens", "tokens.json"))["acl"]["tokens"]
+            need(tokens["initial_management"] == value("consul-acl-tokens", "master.token"),
+                 "tokens.json's initial_management differs from master.token")
+            need(tokens["agent"] == value("consul-acl-tokens", "agent.token"),
+                 "tokens.json's agent differs from agent.token")
+            values = [value(f"consul-token-{n}", "token") for n in list(SERVICES) + ["mesh-read"]]
+            need(None not in values and len(set(values) | {tokens["initial_management"], tokens["agent"]}) == len(values) + 2,
+                 "token Secrets missing or shared")
+        c("dev Secrets: Consul's tokens agree, every holder has its own token", dev_tokens_agree)
 
     # -- NetworkPolicies ---------------------------------------------------------------
     def default_deny():
@@ -863,6 +1003,12 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     flow(consul_ep, pg, 5432, "TCP", False)
     flow(pg, consul_ep, 8500, "TCP", False)
     flow(consul_ep, internet, 443, "TCP", False)
+    acl_job = pods.get(ACL_JOB)
+    flow(acl_job, consul_ep, 8500, "TCP", True)
+    flow(acl_job, pg, 5432, "TCP", False)
+    flow(acl_job, orders, SERVICES["orders"][0], "TCP", False)
+    flow(acl_job, internet, 443, "TCP", False)
+    flow(orders, acl_job, 8500, "TCP", False)
 
 
 def main(argv: list[str]) -> int:

@@ -106,24 +106,87 @@ impl ServiceArgs {
     }
 }
 
-/// How to reach the Consul agent.
-#[derive(clap::Args, Debug, Clone)]
+/// How to reach the Consul agent: the flags of every binary (services and
+/// `mesh`), each with the environment variable Consul's own CLI reads, with
+/// the same meaning. `Debug` redacts the token.
+#[derive(clap::Args, Clone)]
 pub struct ConsulArgs {
-    /// Consul agent HTTP address, with or without `http://`.
+    /// Consul agent HTTP address: `host:port`, `http://host:port` or
+    /// `https://host:port`.
     #[arg(
         long = "consul-addr",
         env = "CONSUL_HTTP_ADDR",
-        default_value = "127.0.0.1:8500"
+        default_value = discovery::DEFAULT_ADDRESS
     )]
     pub address: String,
 
-    /// ACL token sent on every Consul call (never logged).
+    /// HTTPS to the agent when the address names no scheme.
+    #[arg(long = "consul-ssl", env = "CONSUL_HTTP_SSL", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ssl: Option<bool>,
+
+    /// `false` accepts any agent certificate (test setups only).
+    #[arg(long = "consul-ssl-verify", env = "CONSUL_HTTP_SSL_VERIFY", value_parser = clap::builder::BoolishValueParser::new())]
+    pub ssl_verify: Option<bool>,
+
+    /// PEM file of the CA that signed the agent's certificate (default: the
+    /// system's trust store).
+    #[arg(long = "consul-cacert", env = "CONSUL_CACERT")]
+    pub ca_file: Option<PathBuf>,
+
+    /// PEM client certificate, for an agent that verifies incoming connections.
+    #[arg(long = "consul-client-cert", env = "CONSUL_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
+
+    /// PEM private key of `--consul-client-cert`.
+    #[arg(long = "consul-client-key", env = "CONSUL_CLIENT_KEY")]
+    pub client_key: Option<PathBuf>,
+
+    /// Name the agent's certificate must carry (default: the address's host).
+    #[arg(long = "consul-tls-server-name", env = "CONSUL_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+
+    /// ACL token sent on every Consul call (never logged). Prefer
+    /// `CONSUL_HTTP_TOKEN_FILE`: a flag shows in the process list.
     #[arg(
         long = "consul-token",
         env = "CONSUL_HTTP_TOKEN",
         hide_env_values = true
     )]
     pub token: Option<String>,
+
+    /// File holding the ACL token, read again when it changes (a rotated
+    /// token needs no restart); as in Consul, it wins over the token.
+    #[arg(long = "consul-token-file", env = "CONSUL_HTTP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for ConsulArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The settings' Debug redacts the token.
+        std::fmt::Debug::fmt(&self.settings(), f)
+    }
+}
+
+impl ConsulArgs {
+    /// The settings as the discovery crate takes them.
+    pub fn settings(&self) -> discovery::ConsulSettings {
+        discovery::ConsulSettings {
+            address: Some(self.address.clone()),
+            ssl: self.ssl,
+            ssl_verify: self.ssl_verify,
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            tls_server_name: self.tls_server_name.clone(),
+            token: self.token.clone().filter(|token| !token.is_empty()),
+            token_file: self.token_file.clone(),
+        }
+    }
+
+    /// Checks the flags and loads certificates and the token file.
+    pub fn config(&self) -> Result<discovery::ConsulConfig, discovery::ConfigError> {
+        self.settings().build()
+    }
 }
 
 /// Log output settings.
@@ -148,4 +211,56 @@ pub enum LogFormat {
 pub trait ServiceConfig: clap::Parser {
     /// The flags every service takes.
     fn service_args(&self) -> &ServiceArgs;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    #[derive(clap::Parser, Debug)]
+    struct Flags {
+        #[command(flatten)]
+        consul: ConsulArgs,
+    }
+
+    #[test]
+    fn consul_flags_reach_the_settings_and_the_token_is_redacted() {
+        let flags = Flags::try_parse_from([
+            "test",
+            "--consul-addr",
+            "https://127.0.0.1:8501",
+            "--consul-cacert",
+            "/etc/consul/ca.pem",
+            "--consul-tls-server-name",
+            "server.dc1.consul",
+            "--consul-ssl-verify",
+            "false",
+            "--consul-token",
+            "s3cr3t-value",
+            "--consul-token-file",
+            "/run/secrets/consul-token",
+        ])
+        .expect("flags");
+        let settings = flags.consul.settings();
+        assert_eq!(settings.address.as_deref(), Some("https://127.0.0.1:8501"));
+        assert_eq!(settings.ca_file, Some(PathBuf::from("/etc/consul/ca.pem")));
+        assert_eq!(
+            settings.tls_server_name.as_deref(),
+            Some("server.dc1.consul")
+        );
+        assert_eq!(settings.ssl_verify, Some(false));
+        assert_eq!(settings.token.as_deref(), Some("s3cr3t-value"));
+        assert_eq!(
+            settings.token_file,
+            Some(PathBuf::from("/run/secrets/consul-token"))
+        );
+        let debug = format!("{flags:?}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+        assert!(
+            debug.contains("consul-token"),
+            "the file name is fine: {debug}"
+        );
+    }
 }

@@ -20,17 +20,9 @@ pub(crate) struct CertArgs {
     #[arg(long)]
     out: PathBuf,
 
-    /// The Consul agent.
-    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR", default_value = discovery::DEFAULT_ADDRESS)]
-    consul_addr: String,
-
-    /// ACL token for Consul.
-    #[arg(
-        long = "consul-token",
-        env = "CONSUL_HTTP_TOKEN",
-        hide_env_values = true
-    )]
-    consul_token: Option<String>,
+    /// The Consul agent (the token needs service:write on the identity).
+    #[command(flatten)]
+    consul: mesh::config::ConsulArgs,
 }
 
 /// What was written.
@@ -64,7 +56,7 @@ impl CertFiles {
 
 /// Writes the files; prints where they are and how to use them.
 pub(crate) async fn run(args: CertArgs) -> anyhow::Result<ExitCode> {
-    let consul = discovery::ConsulConfig::new(&args.consul_addr, args.consul_token.clone())?;
+    let consul = args.consul.config()?;
     let files = write(&ConnectCa::new(&consul), &args.identity, &args.out).await?;
     crate::output::print(&format!(
         "{} (serial {}, valid before {})\n  {}\n  {}\n  {}\ngrpcurl {} <host:port> list\n",

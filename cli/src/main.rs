@@ -8,9 +8,11 @@
 //! - `mesh serve <service>`: one service in this process (what `mesh up` runs);
 //! - `mesh health ADDR`: a gRPC health check for container healthchecks;
 //! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
+//! - `mesh acl bootstrap`: the mesh's ACL policies and tokens in a Consul with ACLs on.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod acl;
 mod bench;
 mod cert;
 mod consul;
@@ -61,6 +63,8 @@ enum Command {
     Health(health::HealthArgs),
     /// Write a Connect certificate of an identity (ca.pem, cert.pem, key.pem) for grpcurl.
     Cert(cert::CertArgs),
+    /// Consul ACLs: `mesh acl bootstrap` creates the mesh's policies and tokens.
+    Acl(acl::AclArgs),
 }
 
 fn main() -> ExitCode {
@@ -84,6 +88,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Cert(args) => cert::run(args).await,
+            Command::Acl(args) => acl::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

@@ -1,23 +1,16 @@
-//! The local agent's service endpoints: register and deregister through
-//! consulrs, look a registration up directly (consulrs cannot decode Consul
-//! 1.8's answer, see `docs/adr/0001-consul-client.md`).
+//! The local agent's service endpoints: register, deregister, look a
+//! registration up — all through the crate's one HTTP client (ADR 0011 on
+//! why consulrs no longer sends them).
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
-use consulrs::{
-    api::{
-        check::common::AgentServiceCheck,
-        service::{common::AgentServiceConnect, requests::RegisterServiceRequest},
-    },
-    client::{ConsulClient, ConsulClientSettings},
-    error::ClientError,
-    service,
-};
+use bytes::Bytes;
 use http::StatusCode;
+use serde_json::json;
 
 use crate::{
     config::ConsulConfig,
-    error::{chain, excerpt, ConsulError},
+    error::{excerpt, ConsulError},
     http::{encode, ConsulHttp},
     registration::{go_duration, ServiceRegistration},
 };
@@ -27,40 +20,14 @@ const DEREGISTER_PATH: &str = "/v1/agent/service/deregister";
 const SERVICE_PATH: &str = "/v1/agent/service";
 
 /// The local Consul agent.
+#[derive(Debug, Clone)]
 pub(crate) struct Agent {
-    consul: ConsulClient,
     http: ConsulHttp,
-}
-
-impl std::fmt::Debug for Agent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // consulrs' settings derive Debug with the token in clear: never print them.
-        f.debug_struct("Agent")
-            .field("http", &self.http)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Agent {
     pub(crate) fn new(config: &ConsulConfig) -> Result<Self, ConsulError> {
-        // Every field set explicitly: consulrs' builder would otherwise read
-        // CONSUL_HTTP_TOKEN/CONSUL_CACERT/… behind our back.
-        let settings = ConsulClientSettings {
-            address: config.base_url().to_owned(),
-            ca_certs: Vec::new(),
-            client_cert: None,
-            client_key: None,
-            token: config.token().map(str::to_owned),
-            verify: true,
-            version: 1,
-        };
-        let consul = ConsulClient::new(settings).map_err(|error| ConsulError::Transport {
-            method: "-".into(),
-            path: "/v1/agent".into(),
-            message: format!("cannot build the consulrs client: {}", chain(&error)),
-        })?;
         Ok(Self {
-            consul,
             http: ConsulHttp::new(config),
         })
     }
@@ -71,54 +38,44 @@ impl Agent {
         registration: &ServiceRegistration,
         timeout: Duration,
     ) -> Result<(), ConsulError> {
-        let check = AgentServiceCheck {
-            grpc: Some(registration.check_target()),
-            interval: Some(go_duration(registration.check.interval)),
-            timeout: Some(go_duration(registration.check.timeout)),
-            deregister_critical_service_after: Some(go_duration(
-                registration.check.deregister_critical_after,
-            )),
-            ..AgentServiceCheck::default()
-        };
-        let mut request = RegisterServiceRequest::builder();
-        request
-            .id(registration.id.clone())
-            .address(registration.address.to_string())
-            .port(u64::from(registration.port))
-            .tags(registration.tags.clone())
-            .meta(
-                registration
-                    .meta
-                    .iter()
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect::<HashMap<_, _>>(),
-            )
-            .check(check);
-        if registration.connect_native {
-            request.connect(Box::new(AgentServiceConnect {
-                native: Some(true),
-                sidecar_service: None,
-            }));
-        }
-        let call = service::register(&self.consul, &registration.name, Some(&mut request));
-        match tokio::time::timeout(timeout, call).await {
-            Ok(result) => result
-                .map(drop)
-                .map_err(|error| from_consulrs("PUT", REGISTER_PATH, error)),
-            Err(_) => Err(timed_out("PUT", REGISTER_PATH, timeout)),
-        }
+        let body = register_body(registration);
+        self.http
+            .put(REGISTER_PATH, REGISTER_PATH, body, timeout)
+            .await
+            .map_err(|error| {
+                needs(
+                    error,
+                    format!("the token needs service:write on {:?}", registration.name),
+                )
+            })?
+            .success(&http::Method::PUT, REGISTER_PATH)
+            .map(drop)
     }
 
     /// PUT /v1/agent/service/deregister/<id>. Consul 1.8 answers 200 for an
     /// unknown ID; newer agents answer 404, which counts as done too.
     pub(crate) async fn deregister(&self, id: &str, timeout: Duration) -> Result<(), ConsulError> {
-        let call = service::deregister(&self.consul, id, None);
-        match tokio::time::timeout(timeout, call).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(ClientError::APIError { code: 404, .. })) => Ok(()),
-            Ok(Err(error)) => Err(from_consulrs("PUT", DEREGISTER_PATH, error)),
-            Err(_) => Err(timed_out("PUT", DEREGISTER_PATH, timeout)),
+        let answer = self
+            .http
+            .put(
+                DEREGISTER_PATH,
+                &format!("{DEREGISTER_PATH}/{}", encode(id)),
+                Bytes::new(),
+                timeout,
+            )
+            .await
+            .map_err(|error| {
+                needs(
+                    error,
+                    "the token needs service:write on the service".to_owned(),
+                )
+            })?;
+        if answer.status == StatusCode::NOT_FOUND {
+            return Ok(());
         }
+        answer
+            .success(&http::Method::PUT, DEREGISTER_PATH)
+            .map(drop)
     }
 
     /// GET /v1/agent/service/<id>: whether the agent knows the service (200) or
@@ -135,7 +92,13 @@ impl Agent {
                 &format!("{SERVICE_PATH}/{}", encode(id)),
                 timeout,
             )
-            .await?;
+            .await
+            .map_err(|error| {
+                needs(
+                    error,
+                    "the token needs service:read on the service".to_owned(),
+                )
+            })?;
         match answer.status {
             StatusCode::OK => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -149,33 +112,111 @@ impl Agent {
     }
 }
 
-fn timed_out(method: &str, path: &str, timeout: Duration) -> ConsulError {
-    ConsulError::Timeout {
-        method: method.into(),
-        path: path.into(),
-        timeout,
+/// What a [`ConsulError::Denied`] token lacks, said precisely.
+pub(crate) fn needs(error: ConsulError, what: String) -> ConsulError {
+    match error {
+        ConsulError::Denied {
+            method,
+            path,
+            body,
+            token_origin,
+            ..
+        } => ConsulError::Denied {
+            method,
+            path,
+            body,
+            token_origin,
+            needs: what,
+        },
+        other => other,
     }
 }
 
-fn from_consulrs(method: &str, path: &str, error: ClientError) -> ConsulError {
-    match error {
-        ClientError::APIError { code, message } => ConsulError::Status {
-            method: method.into(),
-            path: path.into(),
-            status: code,
-            body: excerpt(message.unwrap_or_default().as_bytes()),
+/// The agent API's register body: `None` fields are left out, since Consul
+/// 1.8 rejects unknown or null fields it does not expect.
+fn register_body(registration: &ServiceRegistration) -> Bytes {
+    let mut body = json!({
+        "ID": registration.id,
+        "Name": registration.name,
+        "Address": registration.address.to_string(),
+        "Port": registration.port,
+        "Tags": registration.tags,
+        "Meta": registration.meta,
+        "Check": {
+            "GRPC": registration.check_target(),
+            "Interval": go_duration(registration.check.interval),
+            "Timeout": go_duration(registration.check.timeout),
+            "DeregisterCriticalServiceAfter": go_duration(registration.check.deregister_critical_after),
         },
-        other => ConsulError::Transport {
-            method: method.into(),
-            path: path.into(),
-            message: chain(&other),
-        },
+    });
+    if registration.connect_native {
+        body["Connect"] = json!({"Native": true});
     }
+    Bytes::from(body.to_string())
 }
 
 #[cfg(test)]
 mod tests {
-    /// Why the lookup does not go through consulrs: Consul 1.8.7 answers
+    use super::*;
+
+    /// consulrs 0.1 (the user's first choice) is kept as the reference for
+    /// the wire format: our body is what its `RegisterServiceRequest` sends.
+    #[test]
+    fn the_register_body_is_what_consulrs_sends() {
+        use consulrs::api::{
+            check::common::AgentServiceCheck, service::requests::RegisterServiceRequest,
+        };
+        let mut registration = crate::registration::example("127.0.0.1".parse().unwrap(), 50051);
+        registration.connect_native = true;
+        let ours: serde_json::Value =
+            serde_json::from_slice(&register_body(&registration)).unwrap();
+        let check = AgentServiceCheck {
+            grpc: Some(registration.check_target()),
+            interval: Some(go_duration(registration.check.interval)),
+            timeout: Some(go_duration(registration.check.timeout)),
+            deregister_critical_service_after: Some(go_duration(
+                registration.check.deregister_critical_after,
+            )),
+            ..AgentServiceCheck::default()
+        };
+        let theirs = RegisterServiceRequest::builder()
+            .name(registration.name.clone())
+            .id(registration.id.clone())
+            .address(registration.address.to_string())
+            .port(u64::from(registration.port))
+            .tags(registration.tags.clone())
+            .meta(
+                registration
+                    .meta
+                    .clone()
+                    .into_iter()
+                    .collect::<std::collections::HashMap<_, _>>(),
+            )
+            .check(check)
+            .connect(Box::new(
+                consulrs::api::service::common::AgentServiceConnect {
+                    native: Some(true),
+                    sidecar_service: None,
+                },
+            ))
+            .build()
+            .unwrap();
+        // consulrs' transport (rustify) leaves `None` fields out of the body.
+        fn without_nulls(value: serde_json::Value) -> serde_json::Value {
+            match value {
+                serde_json::Value::Object(map) => map
+                    .into_iter()
+                    .filter(|(_, value)| !value.is_null())
+                    .map(|(key, value)| (key, without_nulls(value)))
+                    .collect(),
+                other => other,
+            }
+        }
+        let theirs = without_nulls(serde_json::to_value(&theirs).unwrap());
+        assert_eq!(ours, theirs);
+    }
+
+    /// Why the lookup never went through consulrs: Consul 1.8.7 answers
     /// `GET /v1/agent/service/<id>` with `TaggedAddresses` as objects
     /// (`{"lan_ipv4": {"Address": …, "Port": …}}`), which consulrs 0.1 declares
     /// as `HashMap<String, String>`, so `consulrs::service::read` fails to decode

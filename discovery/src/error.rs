@@ -9,14 +9,29 @@ pub enum ConfigError {
     /// The Consul address is empty.
     #[error("the Consul address is empty")]
     EmptyAddress,
-    /// `https://` addresses need TLS settings, which are not supported yet.
+    /// TLS settings (`CONSUL_CACERT`…) given for a plain-HTTP address.
     #[error(
-        "the Consul address {address:?} uses https://, but TLS to Consul is not supported yet \
-         (CONSUL_CACERT/CONSUL_CLIENT_CERT come later): use an http:// address"
+        "TLS settings (CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME) \
+         are set but the Consul address {address:?} is plain HTTP: use https://host:port or \
+         CONSUL_HTTP_SSL=true"
     )]
-    TlsNotSupported {
+    TlsWithoutHttps {
         /// The address as given.
         address: String,
+    },
+    /// The certificates or keys for HTTPS to the agent cannot be used.
+    #[error("HTTPS to Consul: {reason}")]
+    Tls {
+        /// What is wrong, naming the variable to fix.
+        reason: String,
+    },
+    /// A boolean variable (`CONSUL_HTTP_SSL`…) that is not a boolean.
+    #[error("{name}={value:?} is not a boolean: use true or false")]
+    InvalidBool {
+        /// The variable.
+        name: String,
+        /// Its value.
+        value: String,
     },
     /// A scheme other than `http://` or `https://`.
     #[error("the Consul address {address:?} has the unsupported scheme {scheme:?}: use host:port or http://host:port")]
@@ -36,9 +51,13 @@ pub enum ConfigError {
     },
     /// The token has characters that cannot travel in an HTTP header (it is not echoed).
     #[error(
-        "the Consul token has characters not allowed in an HTTP header (only visible ASCII is)"
+        "the Consul token from {origin} has characters not allowed in an HTTP header \
+         (only visible ASCII is)"
     )]
-    InvalidToken,
+    InvalidToken {
+        /// Where the token came from (never the token).
+        origin: String,
+    },
     /// `CONSUL_HTTP_TOKEN_FILE` names a file that cannot be read.
     #[error("cannot read the Consul token file {path}: {source}")]
     TokenFile {
@@ -92,6 +111,32 @@ pub enum ConsulError {
         path: String,
         /// The limit that was exceeded.
         timeout: Duration,
+    },
+    /// Consul's ACLs refused the call (403): the token is missing, unknown or
+    /// lacks a permission.
+    #[error("Consul denied {method} {path} (403 {body}) with {token_origin}: {needs}")]
+    Denied {
+        /// HTTP method.
+        method: String,
+        /// Request path (without the query).
+        path: String,
+        /// Consul's reason (`Permission denied`, `ACL not found`).
+        body: String,
+        /// Where the token came from (`CONSUL_HTTP_TOKEN_FILE <path>`…), never the token.
+        token_origin: String,
+        /// What the token needs, e.g. `service:write on "users"`.
+        needs: String,
+    },
+    /// HTTPS to the agent failed: untrusted certificate, wrong name, an agent
+    /// that speaks plain HTTP, or HTTP to an HTTPS agent.
+    #[error("Consul {method} {path}: {message}")]
+    Tls {
+        /// HTTP method.
+        method: String,
+        /// Request path (without the query).
+        path: String,
+        /// What happened and what to fix.
+        message: String,
     },
     /// The answer could not be understood.
     #[error("Consul {path}: cannot decode the answer: {message}")]

@@ -130,7 +130,16 @@ pub(crate) async fn fetch(
             &query.path_and_query(index),
             query.http_timeout(index),
         )
-        .await?;
+        .await
+        .map_err(|error| {
+            crate::agent::needs(
+                error,
+                format!(
+                    "the token needs service:read on {:?} and node:read",
+                    query.service
+                ),
+            )
+        })?;
     if answer.status != StatusCode::OK {
         return Err(ConsulError::Status {
             method: "GET".into(),

@@ -7,8 +7,13 @@
 //!   queries and offers the healthy instances as [`Snapshot`]s and as a tower
 //!   [`Discover`] stream. While Consul is unreachable it keeps the last set.
 //!
+//! - [`ConsulHttp`] is the one HTTP client for every other agent call (HTTP or
+//!   HTTPS with rustls, the token from a value or a file re-read on rotation).
+//!
 //! The crate knows nothing of the mesh's protos: endpoints are addresses plus
-//! Consul's tags and meta. The Consul token travels as `X-Consul-Token` on
+//! Consul's tags and meta. [`ConsulSettings`] reads Consul's own environment
+//! variables (`CONSUL_HTTP_ADDR`, `CONSUL_HTTP_SSL`, `CONSUL_CACERT`,
+//! `CONSUL_HTTP_TOKEN_FILE`…). The Consul token travels as `X-Consul-Token` on
 //! every request and is never logged or printed.
 //!
 //! ```no_run
@@ -48,12 +53,15 @@ mod http;
 mod registrar;
 mod registration;
 mod resolver;
+mod tls;
+mod token;
 
-pub use config::{ConsulConfig, DEFAULT_ADDRESS};
+pub use config::{ConsulConfig, ConsulSettings, CONSUL_ENVIRONMENT, DEFAULT_ADDRESS};
 pub use discover::Discover;
 pub use error::{ConfigError, ConsulError};
 pub use error_chain::error_chain;
 pub use health::Endpoint;
+pub use http::{Answer, ConsulHttp};
 pub use registrar::{Registrar, RegistrarHandle, RegistrarOptions, RegistrationState};
 pub use registration::{GrpcCheck, ServiceRegistration};
 pub use resolver::{Resolver, ResolverOptions, Snapshot};

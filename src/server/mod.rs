@@ -30,7 +30,7 @@ mod tls;
 
 use std::{convert::Infallible, net::SocketAddr, time::Duration};
 
-use discovery::{connect::ConnectCa, ConsulConfig};
+use discovery::connect::ConnectCa;
 use tokio::net::TcpListener;
 use tonic::{body::Body, server::NamedService, service::Routes};
 use tonic_health::ServingStatus;
@@ -150,7 +150,7 @@ fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission
             if args.no_consul {
                 return Err(ServeError::MtlsNeedsConsul);
             }
-            let consul = ConsulConfig::new(&args.consul.address, args.consul.token.clone())?;
+            let consul = args.consul.config()?;
             Ok(Admission::Mtls {
                 identity: Identity::watch(&consul, identity.name),
                 authorizer: authz::Authorizer::new(

@@ -8,9 +8,7 @@ use std::{
     time::Duration,
 };
 
-use discovery::{
-    ConsulConfig, GrpcCheck, Registrar, RegistrarHandle, RegistrarOptions, ServiceRegistration,
-};
+use discovery::{GrpcCheck, Registrar, RegistrarHandle, RegistrarOptions, ServiceRegistration};
 
 use super::{ServeError, ServiceIdentity};
 use crate::{config::ServiceArgs, connect::MtlsMode};
@@ -27,7 +25,7 @@ pub(crate) fn start(
         tracing::info!("--no-consul: not registering in Consul");
         return Ok(None);
     }
-    let consul = ConsulConfig::new(&args.consul.address, args.consul.token.clone())?;
+    let consul = args.consul.config()?;
     let address = advertise_address(args.advertise, bound.ip(), consul.address());
     let mut meta = BTreeMap::from([
         ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),

@@ -24,7 +24,8 @@ mod service;
 mod wait;
 
 pub use connect::{grpcurl_mtls, CertFiles};
-pub use consul::ConsulAgent;
+
+pub use consul::{AclToken, ConsulAgent};
 pub use grpcurl::{grpcurl, GrpcurlOutput};
 pub use metrics::{scrape_metrics, Scrape};
 pub use paths::{binary, tool};

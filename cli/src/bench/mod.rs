@@ -67,16 +67,8 @@ pub(crate) struct BenchArgs {
     json: bool,
 
     /// The Consul agent (for `--via mesh`).
-    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR", default_value = discovery::DEFAULT_ADDRESS)]
-    consul_addr: String,
-
-    /// ACL token for Consul.
-    #[arg(
-        long = "consul-token",
-        env = "CONSUL_HTTP_TOKEN",
-        hide_env_values = true
-    )]
-    consul_token: Option<String>,
+    #[command(flatten)]
+    consul: mesh::config::ConsulArgs,
 
     /// Connect mTLS to the services (`--via mesh` and `--via direct`; a
     /// `--via proxy` is dialled in the clear: the proxy is outside the mesh).
@@ -92,7 +84,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         (Some(requests), _) => Stop::Requests(requests),
         (None, duration) => Stop::After(duration.unwrap_or(DEFAULT_DURATION)),
     };
-    let consul = discovery::ConsulConfig::new(&args.consul_addr, args.consul_token.clone())?;
+    let consul = args.consul.config()?;
     let identity = match via {
         Via::Proxy(_) => None,
         Via::Mesh | Via::Direct(_) => args.mtls.client_identity(&consul).await?,

@@ -78,16 +78,8 @@ pub(crate) struct DiscoveryArgs {
     json: bool,
 
     /// The Consul agent.
-    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR", default_value = discovery::DEFAULT_ADDRESS)]
-    consul_addr: String,
-
-    /// ACL token for Consul.
-    #[arg(
-        long = "consul-token",
-        env = "CONSUL_HTTP_TOKEN",
-        hide_env_values = true
-    )]
-    consul_token: Option<String>,
+    #[command(flatten)]
+    consul: mesh::config::ConsulArgs,
 }
 
 /// The timing of one change, ms after Consul acknowledged it.
@@ -138,7 +130,7 @@ impl Summary {
 
 /// Registers, measures, deregisters, reports.
 pub(crate) async fn run(args: DiscoveryArgs) -> anyhow::Result<ExitCode> {
-    let api = ConsulApi::new(&args.consul_addr, args.consul_token.as_deref())?;
+    let api = ConsulApi::new(&args.consul.config()?);
     let ids: Vec<String> = (0..args.endpoints)
         .map(|n| format!("{}-{n}", args.service))
         .collect();
@@ -166,7 +158,7 @@ async fn measure(
 ) -> anyhow::Result<DiscoveryReport> {
     let expected = ids.len();
     let rss_before_kib = rss_kib()?;
-    let consul = discovery::ConsulConfig::new(&args.consul_addr, args.consul_token.clone())?;
+    let consul = args.consul.config()?;
     let mesh = MeshClient::new(consul, mesh::client::ClientOptions::default());
     let started = Instant::now();
     let channel = mesh.channel(&args.service);
@@ -290,15 +282,17 @@ async fn register(api: &ConsulApi, args: &DiscoveryArgs, id: &str) -> anyhow::Re
             "ServiceID": id,
         },
     });
-    api.put_json("/v1/catalog/register", &entry)
+    api.put_json::<serde_json::Value>("/v1/catalog/register", &entry)
         .await
+        .map(drop)
         .with_context(|| format!("registering {id}"))
 }
 
 async fn deregister(api: &ConsulApi, id: &str) -> anyhow::Result<()> {
     let entry = json!({ "Node": NODE, "ServiceID": id });
-    api.put_json("/v1/catalog/deregister", &entry)
+    api.put_json::<serde_json::Value>("/v1/catalog/deregister", &entry)
         .await
+        .map(drop)
         .with_context(|| format!("deregistering {id}"))
 }
 

@@ -33,6 +33,32 @@ impl DevAgent {
     /// `127.0.0.1:<http_port>`, output appended to `log`. Returns at once:
     /// [`DevAgent::wait_leader`] waits for it to be usable.
     pub(crate) fn spawn(program: &Path, http_port: u16, log: &Path) -> anyhow::Result<Self> {
+        let mut args = vec!["-http-port".to_owned(), http_port.to_string()];
+        let flags = [
+            "-dns-port",
+            "-grpc-port",
+            "-serf-lan-port",
+            "-serf-wan-port",
+            "-server-port",
+        ];
+        for (flag, port) in flags.into_iter().zip(free_ports(flags.len(), http_port)?) {
+            args.extend([flag.to_owned(), port.to_string()]);
+        }
+        Self::spawn_with(program, &args, log)
+    }
+
+    /// Starts a dev agent whose ports, ACLs and TLS come from `config_file`
+    /// (`mesh up --secure`).
+    pub(crate) fn spawn_configured(
+        program: &Path,
+        config_file: &Path,
+        log: &Path,
+    ) -> anyhow::Result<Self> {
+        let args = ["-config-file".to_owned(), config_file.display().to_string()];
+        Self::spawn_with(program, &args, log)
+    }
+
+    fn spawn_with(program: &Path, extra: &[String], log: &Path) -> anyhow::Result<Self> {
         let file = File::options()
             .create(true)
             .append(true)
@@ -48,17 +74,7 @@ impl DevAgent {
             "-bind",
             "127.0.0.1",
         ]);
-        command.args(["-http-port", &http_port.to_string()]);
-        let flags = [
-            "-dns-port",
-            "-grpc-port",
-            "-serf-lan-port",
-            "-serf-wan-port",
-            "-server-port",
-        ];
-        for (flag, port) in flags.into_iter().zip(free_ports(flags.len(), http_port)?) {
-            command.args([flag, &port.to_string()]);
-        }
+        command.args(extra);
         command
             .stdin(Stdio::null())
             .stdout(file.try_clone()?)
@@ -118,7 +134,7 @@ impl DevAgent {
 
 /// `count` distinct loopback ports, free for both TCP and UDP now (Consul's
 /// DNS and Serf use both), none equal to `except`.
-fn free_ports(count: usize, except: u16) -> anyhow::Result<Vec<u16>> {
+pub(crate) fn free_ports(count: usize, except: u16) -> anyhow::Result<Vec<u16>> {
     // Holding the listeners until all are chosen keeps the ports distinct.
     let mut held = Vec::new();
     for _ in 0..count * 20 {

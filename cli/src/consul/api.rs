@@ -1,25 +1,18 @@
-//! A small client for the few Consul HTTP endpoints the CLI reads: every
-//! request carries the token (never printed) and has a deadline.
+//! The few Consul HTTP endpoints the CLI reads and writes, through the
+//! discovery crate's one client (HTTP or HTTPS, the token from a value or a
+//! file, never printed, a deadline on every call).
 
 use std::{net::IpAddr, time::Duration};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::TokioExecutor,
-};
+use discovery::{ConsulConfig, ConsulError, ConsulHttp};
+use http::Method;
 use serde::de::DeserializeOwned;
 
 use super::model::HealthEntry;
 
 /// Longest whole request (connect included).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest TCP connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Largest answer read.
-const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Why a Consul call failed.
 #[derive(Debug, thiserror::Error)]
@@ -32,72 +25,47 @@ pub(crate) enum ApiError {
         /// What happened.
         reason: String,
     },
-    /// Consul answered with an error status.
-    #[error("Consul at {address} answered {status} to {method} {path}: {body}")]
-    Status {
+    /// Consul answered with an error, refused the token, or HTTPS failed:
+    /// the message says what to fix.
+    #[error("Consul at {address}: {error}")]
+    Consul {
         /// `host:port`.
         address: String,
-        /// The request method.
-        method: Method,
-        /// The path asked for.
-        path: String,
-        /// The HTTP status.
-        status: StatusCode,
-        /// The start of the answer.
-        body: String,
-    },
-    /// The answer was not what Consul sends (something else listens there?).
-    #[error("unexpected answer from {address} to GET {path} (is that a Consul agent?): {reason}")]
-    Decode {
-        /// `host:port`.
-        address: String,
-        /// The path asked for.
-        path: String,
-        /// The parse error.
-        reason: String,
+        /// What Consul or the TLS handshake said (in the message, not as a
+        /// `source()`: printed once). Boxed: it is large, and results carry it.
+        error: Box<ConsulError>,
     },
 }
 
 /// The HTTP API of one Consul agent.
 #[derive(Clone, Debug)]
 pub(crate) struct ConsulApi {
-    client: Client<HttpConnector, Full<Bytes>>,
-    address: String,
-    token: Option<HeaderValue>,
+    http: ConsulHttp,
+    config: ConsulConfig,
 }
 
 impl ConsulApi {
-    /// `address` in any `CONSUL_HTTP_ADDR` form (`127.0.0.1:8500`, `http://…`);
-    /// `token` is sent as `X-Consul-Token`.
-    pub(crate) fn new(address: &str, token: Option<&str>) -> anyhow::Result<Self> {
-        // The discovery crate owns the rules for CONSUL_HTTP_ADDR and tokens.
-        let config = discovery::ConsulConfig::new(address, token.map(str::to_owned))?;
-        let token = match token.filter(|token| !token.is_empty()) {
-            Some(token) => {
-                let mut value = HeaderValue::from_str(token)?;
-                value.set_sensitive(true);
-                Some(value)
-            }
-            None => None,
-        };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        Ok(Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
-            address: config.address().to_owned(),
-            token,
-        })
+    /// The agent `config` names.
+    pub(crate) fn new(config: &ConsulConfig) -> Self {
+        Self {
+            http: ConsulHttp::new(config),
+            config: config.clone(),
+        }
+    }
+
+    /// The configuration (address, TLS, token source) of this agent.
+    pub(crate) fn config(&self) -> &ConsulConfig {
+        &self.config
     }
 
     /// `host:port` of the agent.
     pub(crate) fn address(&self) -> &str {
-        &self.address
+        self.config.address()
     }
 
-    /// The port of the agent's HTTP API.
+    /// The port of the agent's HTTP(S) API.
     pub(crate) fn port(&self) -> u16 {
-        self.address
+        self.address()
             .rsplit_once(':')
             .and_then(|(_, port)| port.parse().ok())
             .unwrap_or(8500)
@@ -106,10 +74,10 @@ impl ConsulApi {
     /// Whether the agent's address is on this machine's loopback, where
     /// `mesh up` may start an agent of its own.
     pub(crate) fn is_loopback(&self) -> bool {
-        let host = self
-            .address
+        let address = self.address();
+        let host = address
             .rsplit_once(':')
-            .map_or(self.address.as_str(), |(host, _)| host)
+            .map_or(address, |(host, _)| host)
             .trim_start_matches('[')
             .trim_end_matches(']');
         host.eq_ignore_ascii_case("localhost")
@@ -118,12 +86,22 @@ impl ConsulApi {
 
     /// GET `path` and decode the JSON answer.
     pub(crate) async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ApiError> {
-        let body = self.get(path).await?;
-        serde_json::from_slice(&body).map_err(|error| ApiError::Decode {
-            address: self.address.clone(),
-            path: path.to_owned(),
-            reason: error.to_string(),
-        })
+        self.send(Method::GET, path, Bytes::new())
+            .await?
+            .json(path)
+            .map_err(|error| self.consul(error))
+    }
+
+    /// PUT `body` (JSON) to `path` and decode the JSON answer.
+    pub(crate) async fn put_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ApiError> {
+        self.send(Method::PUT, path, Bytes::from(body.to_string()))
+            .await?
+            .json(path)
+            .map_err(|error| self.consul(error))
     }
 
     /// The raft leader's address; empty while there is none.
@@ -157,6 +135,13 @@ impl ConsulApi {
         Ok(services.into_keys().collect())
     }
 
+    /// DELETE `path`.
+    pub(crate) async fn delete(&self, path: &str) -> Result<(), ApiError> {
+        self.send(Method::DELETE, path, Bytes::new())
+            .await
+            .map(drop)
+    }
+
     /// Removes the service `id` from this agent.
     pub(crate) async fn deregister(&self, id: &str) -> Result<(), ApiError> {
         self.send(
@@ -168,67 +153,35 @@ impl ConsulApi {
         .map(drop)
     }
 
-    /// PUT `body` as JSON to `path` (e.g. `/v1/catalog/register`).
-    pub(crate) async fn put_json(
+    async fn send(
         &self,
+        method: Method,
         path: &str,
-        body: &impl serde::Serialize,
-    ) -> Result<(), ApiError> {
-        let body = serde_json::to_vec(body).map_err(|error| ApiError::Unreachable {
-            address: self.address.clone(),
-            reason: format!("cannot encode the request: {error}"),
-        })?;
-        self.send(Method::PUT, path, body.into()).await.map(drop)
-    }
-
-    async fn get(&self, path: &str) -> Result<Bytes, ApiError> {
-        self.send(Method::GET, path, Bytes::new()).await
-    }
-
-    async fn send(&self, method: Method, path: &str, body: Bytes) -> Result<Bytes, ApiError> {
-        let unreachable = |reason: String| ApiError::Unreachable {
-            address: self.address.clone(),
-            reason,
-        };
-        let mut request = Request::builder()
-            .method(method.clone())
-            .uri(format!("http://{}{path}", self.address))
-            .header(header::ACCEPT, "application/json")
-            .body(Full::new(body))
-            .map_err(|error| unreachable(format!("cannot build the request: {error}")))?;
-        if let Some(token) = &self.token {
-            request
-                .headers_mut()
-                .insert("x-consul-token", token.clone());
-        }
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|error| unreachable(discovery::error_chain(&error)))?;
-            let (parts, body) = response.into_parts();
-            let body = Limited::new(body, MAX_BODY)
-                .collect()
-                .await
-                .map_err(|error| unreachable(format!("reading the answer: {error}")))?
-                .to_bytes();
-            Ok((parts.status, body))
-        };
-        let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+        body: Bytes,
+    ) -> Result<discovery::Answer, ApiError> {
+        let route = path.split('?').next().unwrap_or(path);
+        self.http
+            .send(method.clone(), route, path, body, REQUEST_TIMEOUT)
             .await
-            .map_err(|_| unreachable(format!("no answer within {REQUEST_TIMEOUT:?}")))??;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body);
-            return Err(ApiError::Status {
-                address: self.address.clone(),
-                method,
-                path: path.to_owned(),
-                status,
-                body: text.chars().take(200).collect::<String>().trim().to_owned(),
-            });
+            .and_then(|answer| answer.success(&method, route))
+            .map_err(|error| match error {
+                ConsulError::Transport { message, .. } => ApiError::Unreachable {
+                    address: self.address().to_owned(),
+                    reason: message,
+                },
+                ConsulError::Timeout { timeout, .. } => ApiError::Unreachable {
+                    address: self.address().to_owned(),
+                    reason: format!("no answer within {timeout:?}"),
+                },
+                other => self.consul(other),
+            })
+    }
+
+    fn consul(&self, error: ConsulError) -> ApiError {
+        ApiError::Consul {
+            address: self.address().to_owned(),
+            error: Box::new(error),
         }
-        Ok(body)
     }
 }
 
@@ -236,18 +189,20 @@ impl ConsulApi {
 mod tests {
     use super::*;
 
+    fn api(address: &str) -> ConsulApi {
+        ConsulApi::new(&ConsulConfig::new(address, None).unwrap())
+    }
+
     #[test]
     fn normalises_the_address_and_knows_loopback() {
-        let api = ConsulApi::new("http://127.0.0.1:18500/", None).unwrap();
-        assert_eq!(api.address(), "127.0.0.1:18500");
-        assert_eq!(api.port(), 18500);
-        assert!(api.is_loopback());
-        assert!(ConsulApi::new("localhost", None).unwrap().is_loopback());
-        assert!(ConsulApi::new("[::1]:8500", None).unwrap().is_loopback());
-        assert!(!ConsulApi::new("consul.internal:8500", None)
-            .unwrap()
-            .is_loopback());
-        assert!(!ConsulApi::new("10.0.0.7:8500", None).unwrap().is_loopback());
-        assert!(ConsulApi::new("https://127.0.0.1:8501", None).is_err());
+        let api18500 = api("http://127.0.0.1:18500/");
+        assert_eq!(api18500.address(), "127.0.0.1:18500");
+        assert_eq!(api18500.port(), 18500);
+        assert!(api18500.is_loopback());
+        assert!(api("localhost").is_loopback());
+        assert!(api("[::1]:8500").is_loopback());
+        assert!(!api("consul.internal:8500").is_loopback());
+        assert!(!api("10.0.0.7:8500").is_loopback());
+        assert!(api("https://127.0.0.1:8501").config().is_https());
     }
 }

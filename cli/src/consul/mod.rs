@@ -6,5 +6,5 @@ mod agent;
 mod api;
 pub(crate) mod model;
 
-pub(crate) use agent::DevAgent;
+pub(crate) use agent::{free_ports, DevAgent};
 pub(crate) use api::{ApiError, ConsulApi};

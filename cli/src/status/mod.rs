@@ -26,31 +26,28 @@ pub(crate) struct StatusArgs {
     #[arg(long)]
     watch: bool,
 
-    /// The Consul agent to ask.
-    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR", default_value = discovery::DEFAULT_ADDRESS)]
-    consul_addr: String,
-
-    /// ACL token for Consul.
-    #[arg(
-        long = "consul-token",
-        env = "CONSUL_HTTP_TOKEN",
-        hide_env_values = true
-    )]
-    consul_token: Option<String>,
+    /// The Consul agent to ask (a read-only token is enough: service:read
+    /// and node:read on everything).
+    #[command(flatten)]
+    consul: mesh::config::ConsulArgs,
 }
 
 /// Prints the table once, or keeps redrawing it with `--watch`.
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let api = ConsulApi::new(&args.consul_addr, args.consul_token.as_deref())?;
+    let api = ConsulApi::new(&args.consul.config()?);
     if !args.watch {
         return Ok(match rows(&api).await {
             Ok(rows) => {
-                crate::output::print(&frame(&rows));
+                crate::output::print(&frame(&rows, &api));
                 exit_code(&rows)
             }
             Err(error) => {
                 eprintln!("mesh status: {error}");
-                eprintln!("(set CONSUL_HTTP_ADDR or --consul-addr to the agent's HTTP address)");
+                if matches!(error, ApiError::Unreachable { .. }) {
+                    eprintln!(
+                        "(set CONSUL_HTTP_ADDR or --consul-addr to the agent's HTTP address)"
+                    );
+                }
                 ExitCode::from(NO_CONSUL)
             }
         });
@@ -58,7 +55,7 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut signals = StopSignals::install()?;
     loop {
         let text = match rows(&api).await {
-            Ok(rows) => frame(&rows),
+            Ok(rows) => frame(&rows, &api),
             Err(error) => format!("{error}\n"),
         };
         // Clear the screen, cursor home, then the frame.
@@ -95,8 +92,13 @@ async fn rows(api: &ConsulApi) -> Result<Vec<Row>, ApiError> {
     Ok(rows)
 }
 
-fn frame(rows: &[Row]) -> String {
-    if rows.is_empty() {
+fn frame(rows: &[Row], api: &ConsulApi) -> String {
+    if rows.is_empty() && !api.config().has_token() {
+        // With ACLs default-deny, the anonymous token sees nothing at all.
+        "no services registered in Consul (or none visible without a token: with ACLs on, set \
+         CONSUL_HTTP_TOKEN_FILE to a token with service:read and node:read)\n"
+            .to_owned()
+    } else if rows.is_empty() {
         "no services registered in Consul\n".to_owned()
     } else {
         table::render(rows)

@@ -12,8 +12,10 @@ use crate::{cert::CertFiles, consul::model::HealthEntry, services, tools};
 /// Everything the banner shows.
 #[derive(Debug)]
 pub(crate) struct Banner<'a> {
-    /// `host:port` of the Consul agent.
-    pub(crate) consul_addr: &'a str,
+    /// `http(s)://host:port` of the Consul agent.
+    pub(crate) consul_url: &'a str,
+    /// With `--secure`: where the CA and the token files are.
+    pub(crate) secure: Option<&'a super::secure::SecureLayout>,
     /// Whether `mesh up` started that agent.
     pub(crate) consul_started: bool,
     /// The instances, in plan order.
@@ -44,7 +46,16 @@ impl Banner<'_> {
             self.plan.len(),
             self.elapsed.as_secs_f64()
         );
-        let _ = writeln!(out, "Consul UI: http://{}/ui/", self.consul_addr);
+        let _ = writeln!(out, "Consul UI: {}/ui/", self.consul_url);
+        if let Some(secure) = self.secure {
+            let _ = writeln!(
+                out,
+                "           ACLs default-deny, HTTPS only. The browser must trust the CA {}\n           (or accept its warning); then log in (\"Log in\" in the UI) with the read-only\n           token in {}\n           (full rights: the master token in {})",
+                secure.ca_file.display(),
+                secure.token_file("mesh-read").display(),
+                secure.token_file("master").display()
+            );
+        }
         if !self.consul_started {
             let _ = writeln!(
                 out,
@@ -85,7 +96,7 @@ impl Banner<'_> {
         if let Some(pid) = self.pids.get("consul") {
             rows.push([
                 "consul".into(),
-                self.consul_addr.to_owned(),
+                self.consul_url.to_owned(),
                 pid.to_string(),
                 self.logs_dir.join("consul.log").display().to_string(),
             ]);
@@ -201,16 +212,31 @@ impl Banner<'_> {
             }
         }
         let mesh = mesh_command();
-        let consul = if self.consul_addr == discovery::DEFAULT_ADDRESS {
-            String::new()
-        } else {
-            format!(" --consul-addr {}", self.consul_addr)
+        let default_url = format!("http://{}", discovery::DEFAULT_ADDRESS);
+        let (status_env, bench_env, consul) = match self.secure {
+            Some(secure) => {
+                let env = |token: &str| {
+                    format!(
+                        "CONSUL_HTTP_ADDR={} CONSUL_CACERT={} CONSUL_HTTP_TOKEN_FILE={} ",
+                        self.consul_url,
+                        secure.ca_file.display(),
+                        secure.token_file(token).display()
+                    )
+                };
+                (env("mesh-read"), env("orders"), String::new())
+            }
+            None if self.consul_url == default_url => (String::new(), String::new(), String::new()),
+            None => (
+                String::new(),
+                String::new(),
+                format!(" --consul-addr {}", self.consul_url),
+            ),
         };
         let _ = writeln!(out, "  # the whole mesh");
-        let _ = writeln!(out, "  {mesh} status{consul}");
+        let _ = writeln!(out, "  {status_env}{mesh} status{consul}");
         let _ = writeln!(
             out,
-            "  {mesh} bench --rpc place-order --duration 10s{consul}\n"
+            "  {bench_env}{mesh} bench --rpc place-order --duration 10s{consul}\n"
         );
     }
 }

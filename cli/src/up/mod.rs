@@ -14,11 +14,13 @@
 
 mod backoff;
 mod banner;
+mod child_consul;
 mod console;
 mod consul;
 mod pids;
 mod plan;
 mod ready;
+mod secure;
 mod seed;
 mod supervisor;
 
@@ -56,17 +58,18 @@ pub(crate) struct UpArgs {
     instances: InstanceCounts,
 
     /// The Consul agent; when nothing answers there (on loopback), a dev
-    /// agent is started on that port.
-    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR", default_value = discovery::DEFAULT_ADDRESS)]
-    consul_addr: String,
+    /// agent is started on that port. Its TLS and token settings are passed
+    /// to the instances in their environment.
+    #[command(flatten)]
+    consul: mesh::config::ConsulArgs,
 
-    /// ACL token for Consul (passed to the instances in their environment).
-    #[arg(
-        long = "consul-token",
-        env = "CONSUL_HTTP_TOKEN",
-        hide_env_values = true
-    )]
-    consul_token: Option<String>,
+    /// Run the local agent as production runs Consul: ACLs on with
+    /// `default_policy = "deny"`, its API on HTTPS only (certificates from
+    /// `consul tls`), the mesh's policies and one token per service, handed
+    /// to each instance as a file (everything under `<state-dir>/consul` and
+    /// `<state-dir>/secrets`). Always starts its own agent.
+    #[arg(long)]
+    secure: bool,
 
     /// Folder for the databases (`data/`), logs (`logs/`) and the pid file.
     #[arg(long, default_value = ".mesh")]
@@ -162,31 +165,59 @@ async fn drive(
     running: &mut Running,
 ) -> anyhow::Result<()> {
     let started_at = Instant::now();
-    let api = ConsulApi::new(&args.consul_addr, args.consul_token.as_deref())?;
+    let given = args.consul.config()?;
 
     // 1. Consul.
-    let found = tokio::select! {
-        found = consul::probe(&api) => found?,
-        signal = signals.recv() => return stopped_early(signal),
-    };
-    if found == consul::Found::Absent {
-        let agent = running
-            .agent
-            .insert(consul::start(&api, &state_dir.join("logs/consul.log")).await?);
-        if let Some(pid) = agent.pid() {
-            pids.set("consul", pid);
-        }
-        tokio::select! {
-            ready = agent.wait_leader(&api) => ready?,
+    let (api, child_consul, secure) = if args.secure {
+        let (api, layout) = tokio::select! {
+            started = start_secure(&given, state_dir, pids, running) => started?,
             signal = signals.recv() => return stopped_early(signal),
-        }
+        };
+        // Each instance gets its own token file and trusts the agent's CA.
+        let child = child_consul::ChildConsul {
+            settings: discovery::ConsulSettings {
+                address: Some(api.config().base_url().to_owned()),
+                ca_file: Some(layout.ca_file.clone()),
+                ..discovery::ConsulSettings::default()
+            },
+            per_service_tokens: Some(layout.secrets.clone()),
+        };
+        (api, child, Some(layout))
     } else {
-        say(format!("consul: using the agent at {}", api.address()));
-    }
+        let api = ConsulApi::new(&given);
+        let found = tokio::select! {
+            found = consul::probe(&api) => found?,
+            signal = signals.recv() => return stopped_early(signal),
+        };
+        if found == consul::Found::Absent {
+            let agent = running
+                .agent
+                .insert(consul::start(&api, &state_dir.join("logs/consul.log")).await?);
+            if let Some(pid) = agent.pid() {
+                pids.set("consul", pid);
+            }
+            tokio::select! {
+                ready = agent.wait_leader(&api) => ready?,
+                signal = signals.recv() => return stopped_early(signal),
+            }
+        } else {
+            say(format!("consul: using the agent at {}", api.address()));
+        }
+        // The instances get what `mesh up` was given.
+        let child = child_consul::ChildConsul {
+            settings: discovery::ConsulSettings {
+                address: Some(given.base_url().to_owned()),
+                ..given.settings().clone()
+            },
+            per_service_tokens: None,
+        };
+        (api, child, None)
+    };
 
     // 2. Zero trust: intentions first (no instance ever serves without them),
     //    and the operator's certificate for grpcurl.
-    let consul_config = discovery::ConsulConfig::new(api.address(), args.consul_token.clone())?;
+    // `mesh up`'s own calls: with --secure, HTTPS and the master token.
+    let consul_config = api.config().clone();
     let operator = match args.mtls {
         MtlsMode::Required => {
             let ca = ConnectCa::new(&consul_config);
@@ -220,8 +251,7 @@ async fn drive(
         program: std::env::current_exe().context("cannot find this executable")?,
         data_dir: state_dir.join("data"),
         logs_dir: state_dir.join("logs"),
-        consul_addr: api.address().to_owned(),
-        consul_token: args.consul_token.clone().filter(|token| !token.is_empty()),
+        consul: child_consul,
         drain: Duration::from_millis(args.drain_ms),
         mtls: args.mtls,
     };
@@ -278,7 +308,8 @@ async fn drive(
         };
         let pid_snapshot = pids.snapshot();
         let banner = banner::Banner {
-            consul_addr: api.address(),
+            consul_url: api.config().base_url(),
+            secure: secure.as_ref(),
             consul_started: running.agent.is_some(),
             plan: &plan_for_banner,
             passing: &passing,
@@ -301,6 +332,61 @@ async fn drive(
     let signal = signals.recv().await;
     say(format!("\n{signal}: stopping"));
     Ok(())
+}
+
+/// `--secure`: certificates, tokens, the agent with ACLs default-deny and
+/// HTTPS only, then the mesh's policies and tokens.
+async fn start_secure(
+    given: &discovery::ConsulConfig,
+    state_dir: &Path,
+    pids: &Arc<PidFile>,
+    running: &mut Running,
+) -> anyhow::Result<(ConsulApi, secure::SecureLayout)> {
+    let plain = ConsulApi::new(given);
+    if !plain.is_loopback() {
+        anyhow::bail!(
+            "--secure starts its own agent, on this machine's loopback only: use --consul-addr \
+             127.0.0.1:<port> (not {})",
+            plain.address()
+        );
+    }
+    let program = crate::tools::consul().await?;
+    let layout = secure::prepare(&program, state_dir, plain.port()).await?;
+    let config = discovery::ConsulSettings {
+        address: Some(format!("https://127.0.0.1:{}", plain.port())),
+        ca_file: Some(layout.ca_file.clone()),
+        token_file: Some(layout.token_file("master")),
+        ..discovery::ConsulSettings::default()
+    }
+    .build()?;
+    let api = ConsulApi::new(&config);
+    let log = state_dir.join("logs/consul.log");
+    let agent = running.agent.insert(DevAgent::spawn_configured(
+        &program,
+        &layout.config_file,
+        &log,
+    )?);
+    if let Some(pid) = agent.pid() {
+        pids.set("consul", pid);
+    }
+    say(format!(
+        "consul: started a dev agent with ACLs default-deny and HTTPS only at {} (pid {}, log {})",
+        config.base_url(),
+        agent.pid().unwrap_or_default(),
+        log.display()
+    ));
+    agent.wait_leader(&api).await?;
+    let issued = crate::acl::bootstrap(&api, &layout.secrets, None).await?;
+    say(format!(
+        "consul: ACL policies and tokens ready ({}), token files in {}",
+        issued
+            .iter()
+            .map(|token| token.name)
+            .collect::<Vec<_>>()
+            .join(", "),
+        layout.secrets.display()
+    ));
+    Ok((api, layout))
 }
 
 fn stopped_early(signal: StopSignal) -> anyhow::Result<()> {

@@ -31,10 +31,8 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     /// Where `<service>-<n>.log` go.
     pub(crate) logs_dir: PathBuf,
-    /// `--consul-addr`.
-    pub(crate) consul_addr: String,
-    /// Passed as `CONSUL_HTTP_TOKEN` (never on the command line).
-    pub(crate) consul_token: Option<String>,
+    /// Consul's address, TLS and token, passed in the environment.
+    pub(crate) consul: super::child_consul::ChildConsul,
     /// `--drain-ms` of every instance.
     pub(crate) drain: Duration,
     /// `--mtls` of every instance.
@@ -262,8 +260,6 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         .arg(&settings.data_dir)
         .arg("--instance-id")
         .arg(instance.instance_id())
-        .arg("--consul-addr")
-        .arg(&settings.consul_addr)
         .arg("--metrics-listen")
         .arg("127.0.0.1:0")
         .arg("--drain-ms")
@@ -273,18 +269,10 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
     // The user's environment must not turn the local mesh into something
     // else: one database for all four, or no Consul.
     // A fixed --health-listen would make every instance collide: each takes a free port.
-    for variable in [
-        "DATABASE_URL",
-        "MESH_NO_CONSUL",
-        "CONSUL_HTTP_TOKEN_FILE",
-        "MESH_HEALTH_LISTEN",
-    ] {
+    for variable in ["DATABASE_URL", "MESH_NO_CONSUL", "MESH_HEALTH_LISTEN"] {
         command.env_remove(variable);
     }
-    match &settings.consul_token {
-        Some(token) => command.env("CONSUL_HTTP_TOKEN", token),
-        None => command.env_remove("CONSUL_HTTP_TOKEN"),
-    };
+    settings.consul.apply(&mut command, instance.service.name);
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }

@@ -19,9 +19,10 @@ pub const SERVICES: [&str; 4] = ["users", "inventory", "payments", "orders"];
 pub fn mesh_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(binary("mesh"));
     command.args(args);
-    command
-        .env_remove("CONSUL_HTTP_ADDR")
-        .env_remove("CONSUL_HTTP_TOKEN");
+    // A test's `mesh` sees only the Consul variables it sets.
+    for variable in discovery::CONSUL_ENVIRONMENT {
+        command.env_remove(variable);
+    }
     command.envs(env.iter().copied());
     output_within(command, Duration::from_secs(90))
 }
@@ -114,10 +115,12 @@ pub fn spawn_up(state_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Up {
         .arg("up")
         .arg("--state-dir")
         .arg(state_dir)
-        .args(args)
-        .env_remove("CONSUL_HTTP_ADDR")
-        .env_remove("CONSUL_HTTP_TOKEN")
-        .envs(env.iter().copied());
+        .args(args);
+    // A test's `mesh` sees only the Consul variables it sets.
+    for variable in discovery::CONSUL_ENVIRONMENT {
+        command.env_remove(variable);
+    }
+    command.envs(env.iter().copied());
     std::fs::create_dir_all(state_dir).expect("state dir");
     Up {
         child: ChildGuard::spawn("mesh up", command, &fresh_log(state_dir)),

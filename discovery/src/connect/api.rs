@@ -187,7 +187,7 @@ impl ConnectCa {
         .expect("a plain struct serializes");
         let answer = self
             .http
-            .send_json(
+            .send(
                 Method::POST,
                 AUTHORIZE_PATH,
                 AUTHORIZE_PATH,

@@ -110,7 +110,7 @@ impl ConnectCa {
                 let path = format!("{INTENTIONS_PATH}/{}", encode(&known.id));
                 let answer = self
                     .http
-                    .send_json(Method::PUT, INTENTIONS_PATH, &path, json, TIMEOUT)
+                    .send(Method::PUT, INTENTIONS_PATH, &path, json, TIMEOUT)
                     .await?;
                 decode::<serde_json::Value>(INTENTIONS_PATH, answer)?;
                 Ok(known.id)
@@ -118,7 +118,7 @@ impl ConnectCa {
             None => {
                 let answer = self
                     .http
-                    .send_json(
+                    .send(
                         Method::POST,
                         INTENTIONS_PATH,
                         INTENTIONS_PATH,
@@ -148,7 +148,7 @@ impl ConnectCa {
         let path = format!("{INTENTIONS_PATH}/{}", encode(&known.id));
         let answer = self
             .http
-            .send_json(
+            .send(
                 Method::DELETE,
                 INTENTIONS_PATH,
                 &path,

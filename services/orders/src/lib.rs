@@ -144,10 +144,7 @@ impl Upstreams {
     /// One shared mesh client for the three upstreams; `--<service>-addr`
     /// replaces a service's Consul resolution by a plain channel.
     pub fn from_config(config: &Config) -> Result<Self, ServeError> {
-        let consul = discovery::ConsulConfig::new(
-            &config.service.consul.address,
-            config.service.consul.token.clone(),
-        )?;
+        let consul = config.service.consul.config()?;
         // With --mtls=required the calls present orders' Connect identity (the
         // same certificate watch as the server's) and accept only the target's.
         let identity = match config.service.mtls {

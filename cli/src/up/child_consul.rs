@@ -1,0 +1,128 @@
+//! What each instance is told about Consul, through its environment only
+//! (never its command line, which any user can read): the address and TLS
+//! settings, and its token — its own token file with `--secure`, else the
+//! token (file) `mesh up` was given.
+
+use std::path::PathBuf;
+
+use discovery::ConsulSettings;
+use tokio::process::Command;
+
+use crate::acl::secrets;
+
+/// The Consul settings handed to every instance (`Debug` redacts the token).
+#[derive(Debug, Clone)]
+pub(crate) struct ChildConsul {
+    /// Address (with its scheme), TLS and token settings.
+    pub(crate) settings: ConsulSettings,
+    /// With `--secure`: the folder of `<service>.token`, one per service,
+    /// used instead of `settings`' token.
+    pub(crate) per_service_tokens: Option<PathBuf>,
+}
+
+impl ChildConsul {
+    /// Sets the environment of `command`, an instance of `service`.
+    pub(crate) fn apply(&self, command: &mut Command, service: &str) {
+        // Exactly the variables set here, nothing inherited.
+        for variable in discovery::CONSUL_ENVIRONMENT {
+            command.env_remove(variable);
+        }
+        let settings = &self.settings;
+        let boolean = |value: bool| if value { "true" } else { "false" };
+        let paths = [
+            ("CONSUL_CACERT", &settings.ca_file),
+            ("CONSUL_CLIENT_CERT", &settings.client_cert),
+            ("CONSUL_CLIENT_KEY", &settings.client_key),
+        ];
+        if let Some(address) = &settings.address {
+            command.env("CONSUL_HTTP_ADDR", address);
+        }
+        if let Some(ssl) = settings.ssl {
+            command.env("CONSUL_HTTP_SSL", boolean(ssl));
+        }
+        if let Some(verify) = settings.ssl_verify {
+            command.env("CONSUL_HTTP_SSL_VERIFY", boolean(verify));
+        }
+        for (variable, path) in paths {
+            if let Some(path) = path {
+                command.env(variable, path);
+            }
+        }
+        if let Some(name) = &settings.tls_server_name {
+            command.env("CONSUL_TLS_SERVER_NAME", name);
+        }
+        match &self.per_service_tokens {
+            Some(dir) => {
+                command.env("CONSUL_HTTP_TOKEN_FILE", secrets::token_path(dir, service));
+            }
+            None => {
+                if let Some(file) = &settings.token_file {
+                    command.env("CONSUL_HTTP_TOKEN_FILE", file);
+                }
+                if let Some(token) = &settings.token {
+                    command.env("CONSUL_HTTP_TOKEN", token);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn environment(command: &Command) -> Vec<(String, Option<String>)> {
+        command
+            .as_std()
+            .get_envs()
+            .map(|(name, value)| {
+                (
+                    name.to_string_lossy().into_owned(),
+                    value.map(|value| value.to_string_lossy().into_owned()),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn secure_instances_get_their_own_token_file_and_nothing_inherited() {
+        let child = ChildConsul {
+            settings: ConsulSettings {
+                address: Some("https://127.0.0.1:8501".into()),
+                ca_file: Some("/state/consul/tls/ca.pem".into()),
+                token: Some("must-not-leak".into()),
+                ..ConsulSettings::default()
+            },
+            per_service_tokens: Some("/state/secrets".into()),
+        };
+        let mut command = Command::new("true");
+        child.apply(&mut command, "orders");
+        let env = environment(&command);
+        let get = |name: &str| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .and_then(|(_, value)| value.clone())
+        };
+        assert_eq!(
+            get("CONSUL_HTTP_ADDR").as_deref(),
+            Some("https://127.0.0.1:8501")
+        );
+        assert_eq!(
+            get("CONSUL_CACERT").as_deref(),
+            Some("/state/consul/tls/ca.pem")
+        );
+        assert_eq!(
+            get("CONSUL_HTTP_TOKEN_FILE").as_deref(),
+            Some("/state/secrets/orders.token")
+        );
+        assert_eq!(get("CONSUL_HTTP_TOKEN"), None, "removed, not inherited");
+        assert!(env
+            .iter()
+            .any(|(key, value)| key == "CONSUL_HTTP_TOKEN" && value.is_none()));
+        assert!(!format!("{child:?}").contains("must-not-leak"));
+        assert!(command
+            .as_std()
+            .get_args()
+            .all(|arg| arg != "must-not-leak"));
+    }
+}

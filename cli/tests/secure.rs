@@ -1,0 +1,278 @@
+//! `mesh up --secure`: the shop end to end against a real Consul 1.8.7 with
+//! ACLs default-deny and HTTPS only — every instance registered with its own
+//! token file, orders discovering the other three, `mesh status` with the
+//! read-only token, clear refusals for a client that does not trust the
+//! agent's CA or speaks plain HTTP, and no token in any log, command line
+//! or environment.
+
+mod common;
+
+use std::{
+    collections::BTreeMap,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use common::{alive, cmdline, mesh_env, pids, spawn_up, stderr, stdout, wait_for_output, SERVICES};
+use nix::sys::signal::Signal;
+use testkit::{free_port, tool, GrpcurlOutput};
+
+/// Four services and a secure agent from cold start (dev build, shared cores).
+const READY_TIMEOUT: Duration = Duration::from_secs(150);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+const HOLDERS: [&str; 7] = [
+    "master",
+    "agent",
+    "users",
+    "inventory",
+    "payments",
+    "orders",
+    "mesh-read",
+];
+
+/// grpcurl over Connect mTLS with the `operator` certificate `mesh up` wrote
+/// to `<state>/certs/operator` (`-insecure`: Connect leaves carry a SPIFFE URI,
+/// no host name; the server still verifies and authorizes the certificate).
+fn grpcurl_operator(state: &Path, args: &[&str]) -> GrpcurlOutput {
+    let certs = state.join("certs/operator");
+    let output = std::process::Command::new(tool("grpcurl"))
+        .args(["-max-time", "10", "-insecure", "-cacert"])
+        .arg(certs.join("ca.pem"))
+        .arg("-cert")
+        .arg(certs.join("cert.pem"))
+        .arg("-key")
+        .arg(certs.join("key.pem"))
+        .args(args)
+        .output()
+        .expect("run grpcurl");
+    GrpcurlOutput {
+        success: output.status.success(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A process's environment.
+fn environ(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|byte| *byte == 0)
+        .map(|entry| String::from_utf8_lossy(entry).into_owned())
+        .collect()
+}
+
+/// Every file under `dir`, as text.
+fn all_text(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_file() {
+            text.push_str(&std::fs::read_to_string(&path).unwrap_or_default());
+        }
+    }
+    text
+}
+
+/// `SERVICE INSTANCE ADDRESS STATUS …` rows by instance.
+fn rows(table: &str) -> BTreeMap<String, (String, String)> {
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            Some((
+                (*columns.get(1)?).to_owned(),
+                ((*columns.get(2)?).to_owned(), (*columns.get(3)?).to_owned()),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
+    let port = free_port();
+    let state = tempfile::tempdir().expect("temp dir");
+    let consul = format!("127.0.0.1:{port}");
+    let args = [
+        "--secure",
+        "--consul-addr",
+        consul.as_str(),
+        "--instances",
+        "1",
+        "--ports",
+        "dynamic",
+        "--drain-ms",
+        "300",
+    ];
+    let started = std::time::Instant::now();
+    let mut up = spawn_up(state.path(), &args, &[]);
+    wait_for_output(&mut up, "mesh is up", READY_TIMEOUT);
+    eprintln!("mesh up --secure: ready after {:?}", started.elapsed());
+    let url = format!("https://{consul}");
+    let log = up.log();
+    assert!(log.contains(&format!("Consul UI: {url}/ui/")), "{log}");
+    assert!(log.contains("mesh-read.token"), "no UI login hint:\n{log}");
+
+    // Token files: one per holder, 0600 in a 0700 folder.
+    let secrets: PathBuf = state.path().join("secrets");
+    let ca = state.path().join("consul/tls/consul-agent-ca.pem");
+    assert!(ca.is_file());
+    assert_eq!(
+        std::fs::metadata(&secrets)
+            .expect("secrets")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let mut tokens = BTreeMap::new();
+    for holder in HOLDERS {
+        let file = secrets.join(format!("{holder}.token"));
+        let mode = std::fs::metadata(&file)
+            .unwrap_or_else(|error| panic!("{}: {error}", file.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", file.display());
+        let token = std::fs::read_to_string(&file)
+            .expect("token")
+            .trim()
+            .to_owned();
+        assert_eq!(token.len(), 36, "a UUID in {}", file.display());
+        tokens.insert(holder, token);
+    }
+
+    // Each instance got its own token file through its environment, and no
+    // token is on any command line, in any environment, or in any log.
+    let listed = pids(state.path());
+    for service in SERVICES {
+        let pid = listed[&format!("{service}-1")];
+        let env = environ(pid);
+        let expected = format!(
+            "CONSUL_HTTP_TOKEN_FILE={}",
+            secrets.join(format!("{service}.token")).display()
+        );
+        assert!(env.contains(&expected), "{service}: {env:?}");
+        assert!(
+            env.contains(&format!("CONSUL_HTTP_ADDR={url}")),
+            "{service}: {env:?}"
+        );
+    }
+    let logs = format!("{}{}", up.log(), all_text(&state.path().join("logs")));
+    for (holder, token) in &tokens {
+        assert!(
+            !logs.contains(token.as_str()),
+            "the {holder} token is in a log"
+        );
+        for pid in listed.values() {
+            let process = format!("{:?} {:?}", cmdline(*pid), environ(*pid));
+            assert!(
+                !process.contains(token.as_str()),
+                "the {holder} token is in pid {pid}'s command line or environment"
+            );
+        }
+    }
+
+    // `mesh status` with the read-only token sees every instance passing.
+    let read_only = secrets.join("mesh-read.token");
+    let ca_text = ca.display().to_string();
+    let read_only_text = read_only.display().to_string();
+    let secure_env = [
+        ("CONSUL_HTTP_ADDR", url.as_str()),
+        ("CONSUL_CACERT", ca_text.as_str()),
+        ("CONSUL_HTTP_TOKEN_FILE", read_only_text.as_str()),
+    ];
+    let status = mesh_env(&["status"], &secure_env);
+    let table = stdout(&status);
+    assert_eq!(status.status.code(), Some(0), "{table}{}", stderr(&status));
+    let listed_rows = rows(&table);
+    for service in SERVICES {
+        let (_, health) = listed_rows
+            .get(&format!("{service}-1"))
+            .unwrap_or_else(|| panic!("no {service}-1 in:\n{table}"));
+        assert_eq!(health, "passing", "{table}");
+    }
+
+    // orders, with its own token (and its Connect identity, issued under
+    // that token), finds users, inventory and payments: a whole order goes
+    // through over mTLS.
+    let users = grpcurl_operator(
+        state.path(),
+        &[
+            "-d",
+            r#"{"page_size":10}"#,
+            &listed_rows["users-1"].0,
+            "mesh.users.v1.Users/ListUsers",
+        ],
+    );
+    assert!(users.success, "{users:?}");
+    let user_id = users.json()["users"][0]["userId"]
+        .as_str()
+        .expect("the demo user")
+        .to_owned();
+    let place = format!(
+        r#"{{"request_id":"secure-1","user_id":"{user_id}","items":[{{"sku":"WIDGET-1","quantity":1}}]}}"#
+    );
+    let order = grpcurl_operator(
+        state.path(),
+        &[
+            "-d",
+            &place,
+            &listed_rows["orders-1"].0,
+            "mesh.orders.v1.Orders/PlaceOrder",
+        ],
+    );
+    assert!(order.success, "{order:?}");
+    assert_eq!(
+        order.json()["status"],
+        "ORDER_STATUS_CONFIRMED",
+        "{order:?}"
+    );
+
+    // Default deny: no token sees no service at all.
+    let anonymous = mesh_env(
+        &["status"],
+        &[
+            ("CONSUL_HTTP_ADDR", url.as_str()),
+            ("CONSUL_CACERT", ca_text.as_str()),
+        ],
+    );
+    assert!(
+        stdout(&anonymous).contains("none visible without a token"),
+        "{}{}",
+        stdout(&anonymous),
+        stderr(&anonymous)
+    );
+
+    // A client that does not trust the agent's CA refuses to talk to it;
+    // plain HTTP is refused by the agent. One line each, naming the fix.
+    let untrusting = mesh_env(
+        &["status"],
+        &[
+            ("CONSUL_HTTP_ADDR", url.as_str()),
+            ("CONSUL_HTTP_TOKEN_FILE", read_only_text.as_str()),
+        ],
+    );
+    let error = stderr(&untrusting);
+    assert_eq!(untrusting.status.code(), Some(2), "{error}");
+    assert!(
+        error.contains("not trusted") && error.contains("CONSUL_CACERT"),
+        "{error}"
+    );
+    let plain = mesh_env(
+        &["status", "--consul-addr", &format!("http://{consul}")],
+        &[("CONSUL_HTTP_TOKEN_FILE", read_only_text.as_str())],
+    );
+    let error = stderr(&plain);
+    assert_eq!(plain.status.code(), Some(2), "{error}");
+    assert!(error.contains("speaks HTTPS"), "{error}");
+
+    // SIGINT: every instance deregisters with its own token, everything stops.
+    up.child.signal(Signal::SIGINT);
+    let exit = up.child.wait(STOP_TIMEOUT).expect("mesh up did not stop");
+    assert!(exit.success(), "mesh up exited with {exit}:\n{}", up.log());
+    for (name, pid) in listed {
+        assert!(!alive(pid), "{name} (pid {pid}) is left");
+    }
+    assert!(!up.log().contains("cannot deregister"), "{}", up.log());
+}
