@@ -67,6 +67,32 @@ pub(crate) enum Admission {
     },
 }
 
+/// What the mesh port serves on every connection: tonic's routes behind the
+/// bootstrap's layers, as a cloneable service hyper can drive.
+pub(crate) trait MeshPortService:
+    Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<Body>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> MeshPortService for S where
+    S: Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<Body>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves; then stops
 /// accepting, closes every connection gracefully (GOAWAY) and waits for
 /// in-flight requests.
@@ -76,14 +102,7 @@ pub(crate) async fn serve<S>(
     service: S,
     shutdown: impl std::future::Future<Output = ()>,
 ) where
-    S: Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: MeshPortService,
 {
     let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -128,14 +147,7 @@ async fn connection<S>(
     service: S,
     stopping: watch::Receiver<bool>,
 ) where
-    S: Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: MeshPortService,
 {
     match admission {
         Admission::Plaintext => {
@@ -204,14 +216,7 @@ async fn refuse_plaintext<S>(
     service: S,
     stopping: watch::Receiver<bool>,
 ) where
-    S: Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: MeshPortService,
 {
     tracing::info!(%remote, "refusing a plaintext client: this port requires Connect mTLS");
     let denial = Denial::default();
@@ -333,14 +338,7 @@ async fn serve_http2<I, S>(
     recheck: Option<Recheck>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<Body>,
-            Error = Infallible,
-        > + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: MeshPortService,
 {
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
