@@ -227,14 +227,14 @@ async fn intentions_decide_who_may_call_payments_and_a_revoked_one_closes_the_li
     let dial = |identity: Identity| {
         let address = address.clone();
         async move {
-            let channel = connect_endpoint(
-                &address,
-                "payments",
-                Some(&identity),
-                Duration::from_secs(3),
-            )
-            .await
-            .expect("the TLS handshake itself succeeds");
+            let options = ClientOptions {
+                identity: Some(identity),
+                connect_timeout: Duration::from_secs(3),
+                ..ClientOptions::default()
+            };
+            let channel = connect_endpoint(&address, "payments", &options)
+                .await
+                .expect("the TLS handshake itself succeeds");
             PaymentsClient::new(channel)
         }
     };

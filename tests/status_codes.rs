@@ -10,8 +10,8 @@
 //!   time (tonic's own server answers CANCELLED "Timeout expired").
 
 use mesh::{
+    limits::MAX_MESSAGE_BYTES,
     proto::users::v1::{users_client::UsersClient, GetUserRequest, ListUsersRequest},
-    server::MAX_MESSAGE_BYTES,
 };
 use testkit::{ServiceOptions, ServiceProcess};
 use tonic::{transport::Channel, Code};

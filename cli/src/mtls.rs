@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mesh::connect::{Identity, MtlsMode};
+use mesh::{config::MtlsMode, connect::Identity};
 
 /// How long to wait for the agent's first certificate.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);

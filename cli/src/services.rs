@@ -2,7 +2,7 @@
 //! `IDENTITY` (a contract: docs/architecture.md, "Services"), nothing
 //! restated here.
 
-pub(crate) use mesh::server::ServiceIdentity as Service;
+pub(crate) use mesh::service::ServiceIdentity as Service;
 
 /// Every service, in start order (orders, the caller of the others, last).
 pub(crate) const ALL: [Service; 4] = [

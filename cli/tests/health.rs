@@ -46,7 +46,7 @@ fn health_fails_while_an_instance_drains() {
     let mut users = ServiceProcess::start(
         "users",
         ServiceOptions {
-            drain_ms: Some(20_000),
+            drain: Some(Duration::from_secs(20)),
             ..ServiceOptions::default()
         },
     );

@@ -15,13 +15,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use tokio::time::Instant;
 use tonic::body::Body;
-use tower::{BoxError, Service};
+use tower::{layer::layer_fn, BoxError, Layer, Service};
 
 use super::{
-    deadline::format_grpc_timeout,
     error::PerTryTimeout,
     retry::{CallDeadline, PreviousAttempts},
 };
+use crate::deadline::format_grpc_timeout;
 
 #[derive(Clone)]
 pub(crate) struct Attempt<S> {
@@ -30,6 +30,12 @@ pub(crate) struct Attempt<S> {
 }
 
 impl<S> Attempt<S> {
+    /// Attempts of at most `per_try_timeout` each (less when the call's
+    /// deadline is nearer).
+    pub(crate) fn layer(per_try_timeout: Duration) -> impl Layer<S, Service = Self> + Clone {
+        layer_fn(move |inner| Self::new(inner, per_try_timeout))
+    }
+
     pub(crate) fn new(inner: S, per_try_timeout: Duration) -> Self {
         Self {
             inner,

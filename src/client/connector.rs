@@ -9,7 +9,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use http::Uri;
@@ -19,24 +18,19 @@ use tokio::net::TcpStream;
 use tokio_rustls::{client::TlsStream, TlsConnector};
 use tower::{BoxError, Service};
 
-use super::error::NotConnected;
+use super::{error::NotConnected, options::ClientOptions};
 use crate::connect::{inspect, Identity, PeerCertificate, WrongPeerIdentity};
 
-/// HTTP/2 keepalive of every endpoint connection.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// One lazily connected HTTP/2 channel to `authority` (`host:port`) for the
-/// service `target`: mTLS with `identity`, plaintext when `None`. Re-connects
-/// after failures (tonic).
+/// service `target`, dialled as `options` say: mTLS with `options.identity`,
+/// plaintext when it is `None`. Re-connects after failures (tonic).
 pub fn endpoint_channel(
     authority: &str,
     target: &str,
-    identity: Option<&Identity>,
-    connect_timeout: Duration,
+    options: &ClientOptions,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let endpoint = endpoint(authority, connect_timeout)?;
-    Ok(match identity {
+    let endpoint = endpoint(authority, options)?;
+    Ok(match &options.identity {
         None => endpoint.connect_lazy(),
         Some(identity) => {
             endpoint.connect_with_connector_lazy(MtlsConnector::new(identity, target))
@@ -49,11 +43,10 @@ pub fn endpoint_channel(
 pub async fn connect_endpoint(
     authority: &str,
     target: &str,
-    identity: Option<&Identity>,
-    connect_timeout: Duration,
+    options: &ClientOptions,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
-    let endpoint = endpoint(authority, connect_timeout)?;
-    match identity {
+    let endpoint = endpoint(authority, options)?;
+    match &options.identity {
         None => endpoint.connect().await,
         Some(identity) => {
             endpoint
@@ -65,14 +58,14 @@ pub async fn connect_endpoint(
 
 fn endpoint(
     authority: &str,
-    connect_timeout: Duration,
+    options: &ClientOptions,
 ) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
     Ok(
         tonic::transport::Endpoint::from_shared(format!("http://{authority}"))?
-            .connect_timeout(connect_timeout)
+            .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
-            .keep_alive_timeout(KEEPALIVE_TIMEOUT),
+            .http2_keep_alive_interval(options.http2_keepalive_interval)
+            .keep_alive_timeout(options.http2_keepalive_timeout),
     )
 }
 

@@ -21,9 +21,9 @@ use std::{
 };
 
 use tokio::time::{Instant, Sleep};
-use tower::{load::Load, Service};
+use tower::{layer::layer_fn, load::Load, Layer, Service};
 
-use super::retry::response_code;
+use super::{options::ClientOptions, retry::response_code};
 
 /// Ejection settings.
 #[derive(Debug, Clone, Copy)]
@@ -58,7 +58,25 @@ pub(crate) struct Ejectable<S> {
     on_eject: Arc<dyn Fn(Duration) + Send + Sync>,
 }
 
+impl From<&ClientOptions> for EjectPolicy {
+    fn from(options: &ClientOptions) -> Self {
+        Self {
+            threshold: options.eject_after_failures.max(1),
+            min_backoff: options.eject_min_backoff,
+            max_backoff: options.eject_max_backoff,
+        }
+    }
+}
+
 impl<S> Ejectable<S> {
+    /// Failure accrual by `policy`; `on_eject` is told each ejection's period.
+    pub(crate) fn layer(
+        policy: EjectPolicy,
+        on_eject: Arc<dyn Fn(Duration) + Send + Sync>,
+    ) -> impl Layer<S, Service = Self> + Clone {
+        layer_fn(move |inner| Self::new(inner, policy, on_eject.clone()))
+    }
+
     pub(crate) fn new(
         inner: S,
         policy: EjectPolicy,

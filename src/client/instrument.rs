@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::metrics::counter::Counter;
 use tonic::{body::Body, Code};
-use tower::{BoxError, Service};
+use tower::{layer::layer_fn, BoxError, Layer, Service};
 use tracing::{field::Empty, Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -43,11 +43,13 @@ pub(crate) struct ClientTrace<S> {
 }
 
 impl<S> ClientTrace<S> {
-    pub(crate) fn new(target: &str, inner: S) -> Self {
-        Self {
+    /// Spans of calls to the Consul service `target`.
+    pub(crate) fn layer(target: &str) -> impl Layer<S, Service = Self> + Clone {
+        let target: Arc<str> = target.into();
+        layer_fn(move |inner| Self {
             inner,
-            target: target.into(),
-        }
+            target: target.clone(),
+        })
     }
 }
 
@@ -213,18 +215,19 @@ pub(crate) struct EndpointObserve<S> {
 }
 
 impl<S> EndpointObserve<S> {
-    /// Observes `inner`, the connection to `target`'s instance at `address`.
-    pub(crate) fn new(target: &str, address: SocketAddr, inner: S) -> Self {
+    /// Observes the connection to `target`'s instance at `address`.
+    pub(crate) fn layer(target: &str, address: SocketAddr) -> impl Layer<S, Service = Self> {
         let requests = endpoint_requests().get_or_create_owned(&EndpointLabels {
             target: target.to_owned(),
             endpoint: address.to_string(),
         });
-        Self {
+        let ip: Arc<str> = address.ip().to_string().into();
+        layer_fn(move |inner| Self {
             inner,
-            ip: address.ip().to_string().into(),
+            ip: ip.clone(),
             port: address.port(),
-            requests,
-        }
+            requests: requests.clone(),
+        })
     }
 }
 
@@ -279,15 +282,13 @@ mod tests {
         let (dispatch, captured, provider) = capture();
         let _default = tracing::dispatcher::set_default(&dispatch);
         let address: SocketAddr = "127.0.0.7:4000".parse().unwrap();
-        let endpoint = EndpointObserve::new(
-            "users-test-span",
-            address,
-            tower::service_fn(|request: http::Request<Body>| async move {
+        let endpoint = EndpointObserve::layer("users-test-span", address).layer(tower::service_fn(
+            |request: http::Request<Body>| async move {
                 let traceparent = request.headers().get("traceparent").cloned();
                 assert!(traceparent.is_some(), "traceparent reaches the endpoint");
                 Ok::<_, BoxError>(tonic::Status::not_found("nobody").into_http())
-            }),
-        );
+            },
+        ));
         // Stand-in for the retry layer: the second attempt reaches the endpoint.
         let retrying = tower::service_fn(move |mut request: http::Request<Body>| {
             let endpoint = endpoint.clone_for_test();
@@ -303,7 +304,7 @@ mod tests {
             let _entered = outer.enter();
             outer.context().span().span_context().trace_id()
         };
-        let call = ClientTrace::new("users-test-span", retrying);
+        let call = ClientTrace::layer("users-test-span").layer(retrying);
         let request = http::Request::builder()
             .uri("http://users/mesh.users.v1.Users/GetUser")
             .body(Body::empty())

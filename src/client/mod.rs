@@ -18,9 +18,9 @@
 //! ```
 
 mod attempt;
+mod call;
 mod collector;
 mod connector;
-pub mod deadline;
 mod eject;
 pub(crate) mod error;
 mod failfast;

@@ -29,8 +29,16 @@ pub struct ClientOptions {
     pub ewma_default_rtt: Duration,
     /// PeakEWMA: how fast old latency measurements fade.
     pub ewma_decay: Duration,
+    /// Requests waiting for the balancer, shared by every clone of a
+    /// target's channel; a caller beyond it waits for room.
+    pub buffer_capacity: usize,
     /// TCP connect timeout per endpoint.
     pub connect_timeout: Duration,
+    /// HTTP/2 PING interval on every endpoint connection while it carries
+    /// calls, so a silently dead peer fails them instead of hanging.
+    pub http2_keepalive_interval: Duration,
+    /// A PING not answered within this closes the connection.
+    pub http2_keepalive_timeout: Duration,
     /// Only instances with this Consul tag.
     pub tag: Option<String>,
     /// Consul blocking-query wait.
@@ -57,7 +65,10 @@ impl Default for ClientOptions {
             eject_max_backoff: Duration::from_secs(60),
             ewma_default_rtt: Duration::from_millis(30),
             ewma_decay: Duration::from_secs(10),
+            buffer_capacity: 1024,
             connect_timeout: Duration::from_millis(500),
+            http2_keepalive_interval: Duration::from_secs(30),
+            http2_keepalive_timeout: Duration::from_secs(10),
             tag: None,
             watch_wait: Duration::from_secs(300),
             identity: None,

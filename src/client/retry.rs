@@ -17,13 +17,17 @@ use bytes::Bytes;
 use tokio::time::Instant;
 use tonic::Code;
 use tower::{
-    retry::budget::{Budget, TpsBudget},
+    retry::{
+        budget::{Budget, TpsBudget},
+        RetryLayer,
+    },
     BoxError,
 };
 
 use super::{
     error::{is_timeout, never_reached_server},
     metrics::TargetMetrics,
+    options::ClientOptions,
 };
 use crate::idempotency;
 
@@ -102,6 +106,17 @@ pub(crate) struct RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// tower's `Retry` with this policy: at most `max_attempts` attempts per
+    /// call, retries within one budget per target (`budget_*`).
+    pub(crate) fn layer(options: &ClientOptions, metrics: TargetMetrics) -> RetryLayer<Self> {
+        let budget = Arc::new(TpsBudget::new(
+            options.budget_ttl,
+            options.budget_min_per_sec,
+            options.budget_retry_ratio,
+        ));
+        RetryLayer::new(Self::new(budget, options.max_attempts, metrics))
+    }
+
     pub(crate) fn new(budget: Arc<TpsBudget>, max_attempts: u32, metrics: TargetMetrics) -> Self {
         Self {
             budget,

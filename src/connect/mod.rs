@@ -3,19 +3,18 @@
 //! and clients (see `docs/adr/` on Connect-native mTLS).
 //!
 //! - [`Identity`]: a service's live credentials (roots + leaf watch);
-//! - [`SpiffeId`]: `spiffe://<trust domain>/ns/<ns>/dc/<dc>/svc/<service>`;
-//! - [`MtlsMode`]: the `--mtls=required|off` switch every binary reads.
+//! - [`SpiffeId`]: `spiffe://<trust domain>/ns/<ns>/dc/<dc>/svc/<service>`.
+//!
+//! Whether it is used at all is [`crate::config::MtlsMode`].
 
 mod credentials;
 mod identity;
 pub(crate) mod metrics;
-mod mode;
 mod spiffe;
 mod tls;
 
 pub use credentials::{inspect, Credentials, CredentialsError, PeerCertificate};
 pub use identity::{CurrentIdentity, Identity, IdentityError};
-pub use mode::MtlsMode;
 pub use spiffe::{NotAServiceIdentity, SpiffeId};
 pub use tls::WrongPeerIdentity;
 

@@ -5,8 +5,9 @@
 
 use std::{future::Future, process::ExitCode};
 
-use super::{ServeError, ServiceIdentity};
+use super::ServeError;
 use crate::config::ServiceConfig;
+use crate::service::ServiceIdentity;
 
 /// Runs a service binary: `fn main() -> ExitCode { mesh::server::main(&IDENTITY, run) }`.
 pub fn main<C, F>(identity: &'static ServiceIdentity, run: impl FnOnce(C) -> F) -> ExitCode

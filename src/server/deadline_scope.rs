@@ -1,6 +1,6 @@
 //! Makes an incoming RPC's deadline (`grpc-timeout`) visible to the handler's
 //! task, so that the mesh client propagates what remains of it to every call
-//! the handler makes (see `mesh::client::deadline`).
+//! the handler makes (see `mesh::deadline`).
 
 use std::task::{Context, Poll};
 
@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use tonic::server::NamedService;
 use tower::Service;
 
-use crate::client::deadline;
+use crate::deadline;
 
 #[derive(Debug, Clone)]
 pub(crate) struct DeadlineScope<S> {

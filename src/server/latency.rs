@@ -21,10 +21,10 @@ pub(crate) struct InjectLatency<S> {
 }
 
 impl<S> InjectLatency<S> {
-    pub(crate) fn new(inner: S, delay_ms: Option<u64>) -> Self {
+    pub(crate) fn new(inner: S, delay: Option<Duration>) -> Self {
         Self {
             inner,
-            delay: delay_ms.filter(|ms| *ms > 0).map(Duration::from_millis),
+            delay: delay.filter(|delay| !delay.is_zero()),
         }
     }
 }

@@ -19,7 +19,6 @@ mod binary;
 mod deadline_scope;
 mod guard;
 mod health_port;
-mod identity;
 mod latency;
 mod observe;
 pub mod reflection;
@@ -38,20 +37,16 @@ use tower::Service;
 
 pub use binary::{main, run_service};
 use deadline_scope::DeadlineScope;
-pub(crate) use identity::instance_id as identity_instance_id;
-pub use identity::ServiceIdentity;
 use latency::InjectLatency;
 use observe::Observe;
 use status_codes::SpecStatusCodes;
 use tls::Admission;
 
 use crate::{
-    config::ServiceArgs,
-    connect::{Identity, MtlsMode},
+    config::{MtlsMode, ServiceArgs},
+    connect::Identity,
+    service::ServiceIdentity,
 };
-
-/// Largest request or response message a service accepts (4 MiB).
-pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -156,7 +151,7 @@ fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission
                 authorizer: authz::Authorizer::new(
                     ConnectCa::new(&consul),
                     identity.name,
-                    args.authz_recheck(),
+                    args.authz_recheck,
                 ),
             })
         }
@@ -204,7 +199,7 @@ impl BoundServer {
 
     /// The instance id: `--instance-id`, or `<hostname>-<port>`.
     pub fn instance_id(&self) -> String {
-        identity::instance_id(self.args.instance_id.as_deref(), self.local_addr.port())
+        crate::service::instance_id(self.args.instance_id.as_deref(), self.local_addr.port())
     }
 
     /// Opens this service's database (`DATABASE_URL`, else
@@ -244,7 +239,7 @@ impl BoundServer {
             .add_service(reflection::v1(S::NAME)?)
             .add_service(reflection::v1alpha(S::NAME)?)
             .add_service(Observe::new(SpecStatusCodes::new(DeadlineScope::new(
-                InjectLatency::new(service, self.args.inject_latency_ms),
+                InjectLatency::new(service, self.args.inject_latency),
             ))))
             .prepare();
         let mut server = tokio::spawn(tls::serve(self.listener, self.admission, routes, async {
@@ -292,7 +287,7 @@ impl BoundServer {
                 }
             }
         };
-        tracing::info!(service = identity.name, %signal, drain_ms = self.args.drain_ms, "shutting down: NOT_SERVING, draining");
+        tracing::info!(service = identity.name, %signal, drain = ?self.args.drain, "shutting down: NOT_SERVING, draining");
         for name in ["", identity.grpc_service] {
             health
                 .set_service_status(name, ServingStatus::NotServing)
@@ -307,7 +302,7 @@ impl BoundServer {
                 }
             }
         }
-        tokio::time::sleep(self.args.drain()).await;
+        tokio::time::sleep(self.args.drain).await;
         let _ = stop_accepting.send(());
         server
             .await

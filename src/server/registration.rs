@@ -10,8 +10,9 @@ use std::{
 
 use discovery::{GrpcCheck, Registrar, RegistrarHandle, RegistrarOptions, ServiceRegistration};
 
-use super::{ServeError, ServiceIdentity};
-use crate::{config::ServiceArgs, connect::MtlsMode};
+use super::ServeError;
+use crate::config::{MtlsMode, ServiceArgs};
+use crate::service::ServiceIdentity;
 
 /// Starts registering in the background (never blocks serving); `None` with `--no-consul`.
 pub(crate) fn start(
@@ -41,7 +42,7 @@ pub(crate) fn start(
     meta.insert("health_port".to_owned(), health_port.to_string());
     meta.insert("mtls".to_owned(), args.mtls.as_str().to_owned());
     let mut check = GrpcCheck::new(identity.grpc_service);
-    check.interval = Duration::from_millis(args.check_interval_ms.max(100));
+    check.interval = args.check_interval;
     check.timeout = check.interval.min(Duration::from_secs(1));
     // Consul's check cannot present a Connect certificate: it asks the plaintext health port.
     check.port = Some(health_port);

@@ -1,7 +1,7 @@
 //! The one place where the server's answers get the status codes the gRPC
 //! spec gives them where tonic's defaults differ:
 //!
-//! - a message over the size limit ([`crate::server::MAX_MESSAGE_BYTES`]) is
+//! - a message over the size limit ([`crate::limits::MAX_MESSAGE_BYTES`]) is
 //!   RESOURCE_EXHAUSTED. tonic's codec says OUT_OF_RANGE: in the response
 //!   headers when the request was too big, in the trailers when the response
 //!   was; both are rewritten here.
@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use tonic::{body::Body, server::NamedService, Code, Status};
 use tower::Service;
 
-use crate::{client::deadline, telemetry::grpc_status};
+use crate::{deadline, telemetry::grpc_status};
 
 /// Gives the wrapped service's answers their spec status codes (see the
 /// module docs).

@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! # fn run() {}
-//! # let identity = mesh::server::ServiceIdentity { name: "users", grpc_service: "mesh.users.v1.Users", default_port: 50051 };
+//! # let identity = mesh::service::ServiceIdentity { name: "users", grpc_service: "mesh.users.v1.Users", default_port: 50051 };
 //! # let args: mesh::config::ServiceArgs = todo!();
 //! let telemetry = mesh::telemetry::init(&identity, &args);
 //! run();
@@ -26,7 +26,7 @@ pub mod traces;
 
 use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, Layer};
 
-use crate::{config::ServiceArgs, server::ServiceIdentity};
+use crate::{config::ServiceArgs, service::ServiceIdentity};
 
 /// The installed telemetry of a process; [`Telemetry::shutdown`] (or drop)
 /// flushes the spans not exported yet.

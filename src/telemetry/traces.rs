@@ -28,7 +28,7 @@ use opentelemetry_sdk::{
     Resource,
 };
 
-use crate::{config::ServiceArgs, server::ServiceIdentity};
+use crate::{config::ServiceArgs, service::ServiceIdentity};
 
 /// The target of the RPC spans (and of nothing else), so that filters can
 /// keep them whatever `RUST_LOG` says.
@@ -79,7 +79,7 @@ impl Settings {
         let instance_id = match (&args.instance_id, port) {
             (Some(id), _) if !id.is_empty() => id.clone(),
             (_, 0) => format!("{}-pid{}", identity.name, std::process::id()),
-            _ => crate::server::identity_instance_id(None, port),
+            _ => crate::service::instance_id(None, port),
         };
         Self {
             endpoint,

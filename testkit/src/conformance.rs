@@ -63,7 +63,7 @@ pub fn assert_drains_on_sigterm(name: &str, grpc_service: &str, options: Service
     let mut process = ServiceProcess::start(
         name,
         ServiceOptions {
-            drain_ms: Some(drain.as_millis() as u64),
+            drain: Some(drain),
             ..options
         },
     );

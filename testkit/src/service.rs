@@ -29,7 +29,7 @@ pub struct ServiceOptions {
     /// Port to listen on; a free port when `None`.
     pub port: Option<u16>,
     /// `--drain-ms`; 300 ms when `None`, so tests stay quick.
-    pub drain_ms: Option<u64>,
+    pub drain: Option<Duration>,
     /// More flags.
     pub args: Vec<String>,
     /// More environment variables.
@@ -92,7 +92,7 @@ impl ServiceProcess {
             .arg("--instance-id")
             .arg(&instance_id)
             .arg("--drain-ms")
-            .arg(options.drain_ms.unwrap_or(300).to_string())
+            .arg(format!("{}ms", options.drain.unwrap_or(Duration::from_millis(300)).as_millis()))
             .arg("--health-listen")
             .arg(format!("127.0.0.1:{health_port}"))
             .arg("--mtls")

@@ -14,7 +14,7 @@ use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
-use mesh::client::Channel;
+use mesh::{client::Channel, config::duration};
 use tonic::Code;
 
 use load::{Plan, Stop};
@@ -91,7 +91,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let mesh_identity = match via {
         // Fixtures made through the mesh need an identity even when the load goes to a proxy.
-        Via::Proxy(_) if args.mtls.mtls == mesh::connect::MtlsMode::Required => {
+        Via::Proxy(_) if args.mtls.mtls == mesh::config::MtlsMode::Required => {
             args.mtls.client_identity(&consul).await?
         }
         _ => identity.clone(),
@@ -221,27 +221,10 @@ fn progress_bar(stop: Stop, json: bool) -> ProgressBar {
     bar
 }
 
-/// `10s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds.
+/// `10s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds; longer than
+/// zero (the mesh's one duration parser).
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 10s, 500ms or 2m"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => return Err(format!("unknown unit {other:?} (use ms, s, m or h)")),
-    };
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(format!("{text:?} must be longer than zero"));
-    }
-    Duration::try_from_secs_f64(seconds).map_err(|error| format!("{text:?}: {error}"))
+    duration::parser(duration::BareUnit::Seconds, Duration::from_nanos(1))(text)
 }
 
 /// `500/s` or `500`: requests per second, more than zero.

@@ -75,7 +75,12 @@ pub(crate) async fn direct_channel(
     identity: Option<&Identity>,
 ) -> anyhow::Result<Channel> {
     let authority = address.strip_prefix("http://").unwrap_or(address);
-    let channel = connect_endpoint(authority, service, identity, Duration::from_secs(3))
+    let options = ClientOptions {
+        identity: identity.cloned(),
+        connect_timeout: Duration::from_secs(3),
+        ..ClientOptions::default()
+    };
+    let channel = connect_endpoint(authority, service, &options)
         .await
         .map_err(|error| {
             anyhow::anyhow!(

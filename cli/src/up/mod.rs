@@ -35,7 +35,8 @@ use anyhow::Context as _;
 use discovery::connect::ConnectCa;
 use mesh::{
     client::{ClientOptions, MeshClient},
-    connect::{Identity, MtlsMode},
+    config::{duration, MtlsMode},
+    connect::Identity,
 };
 
 use self::{
@@ -90,13 +91,16 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     no_seed: bool,
 
-    /// How long a stopping instance keeps serving after deregistering.
-    #[arg(long, default_value_t = 2000)]
-    drain_ms: u64,
+    /// How long a stopping instance keeps serving after deregistering
+    /// (milliseconds, or with a unit: 2s).
+    #[arg(long = "drain-ms", default_value = "2s", value_parser = duration::millis)]
+    drain: Duration,
 
-    /// How long to wait for every instance to pass in Consul, in seconds.
-    #[arg(long, default_value_t = 90)]
-    ready_timeout_secs: u64,
+    /// How long to wait for every instance to pass in Consul (seconds, or
+    /// with a unit: 2m).
+    #[arg(long = "ready-timeout-secs", default_value = "90s",
+          value_parser = duration::parser(duration::BareUnit::Seconds, Duration::ZERO))]
+    ready_timeout: Duration,
 
     /// `required`: every instance serves Connect mTLS only, the default
     /// intentions (default-deny, the shop's call graph, `operator` everywhere)
@@ -252,7 +256,7 @@ async fn drive(
         data_dir: state_dir.join("data"),
         logs_dir: state_dir.join("logs"),
         consul: child_consul,
-        drain: Duration::from_millis(args.drain_ms),
+        drain: args.drain,
         mtls: args.mtls,
     };
     say(format!(
@@ -270,7 +274,7 @@ async fn drive(
 
     // 4. Ready, seeded, announced.
     let bring_up = async {
-        let timeout = Duration::from_secs(args.ready_timeout_secs);
+        let timeout = args.ready_timeout;
         let passing = match ready::wait_passing(&api, &plan_for_banner, timeout).await {
             Ok(passing) => passing,
             Err(not_ready) => {

@@ -36,7 +36,7 @@ pub(crate) struct Settings {
     /// `--drain-ms` of every instance.
     pub(crate) drain: Duration,
     /// `--mtls` of every instance.
-    pub(crate) mtls: mesh::connect::MtlsMode,
+    pub(crate) mtls: mesh::config::MtlsMode,
 }
 
 impl Settings {

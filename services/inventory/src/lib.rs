@@ -12,9 +12,11 @@ pub mod domain;
 pub mod grpc;
 pub mod store;
 
+use std::time::Duration;
+
 use mesh::{
-    proto::inventory::v1::inventory_server::InventoryServer,
-    server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
+    limits::MAX_MESSAGE_BYTES, proto::inventory::v1::inventory_server::InventoryServer,
+    server::ServeError, service::ServiceIdentity,
 };
 
 /// The names this service is known by.
@@ -40,19 +42,19 @@ pub struct Config {
     pub service: mesh::config::ServiceArgs,
 
     /// How long a reservation holds its stock when Reserve asks for no TTL.
-    #[arg(long, env = "MESH_RESERVATION_TTL_MS", default_value_t = 15 * 60 * 1000,
-          value_parser = clap::value_parser!(i64).range(1..))]
-    pub reservation_ttl_ms: i64,
+    #[arg(long = "reservation-ttl-ms", env = "MESH_RESERVATION_TTL_MS", default_value = "15m",
+          value_parser = mesh::config::duration::positive_millis)]
+    pub reservation_ttl: Duration,
 
     /// The longest TTL a Reserve may ask for (longer asks are cut to it).
-    #[arg(long, env = "MESH_RESERVATION_MAX_TTL_MS", default_value_t = 60 * 60 * 1000,
-          value_parser = clap::value_parser!(i64).range(1..))]
-    pub reservation_max_ttl_ms: i64,
+    #[arg(long = "reservation-max-ttl-ms", env = "MESH_RESERVATION_MAX_TTL_MS", default_value = "1h",
+          value_parser = mesh::config::duration::positive_millis)]
+    pub reservation_max_ttl: Duration,
 
     /// How often expired reservations are released.
-    #[arg(long, env = "MESH_RESERVATION_SWEEP_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub reservation_sweep_ms: u64,
+    #[arg(long = "reservation-sweep-ms", env = "MESH_RESERVATION_SWEEP_MS", default_value = "1s",
+          value_parser = mesh::config::duration::positive_millis)]
+    pub reservation_sweep: Duration,
 }
 
 impl mesh::config::ServiceConfig for Config {
@@ -66,15 +68,12 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
     let pool = bound.open_storage(&MIGRATOR).await?;
     let store = store::Store::new(pool);
-    let sweeper = tokio::spawn(release_expired(
-        store.clone(),
-        std::time::Duration::from_millis(config.reservation_sweep_ms),
-    ));
+    let sweeper = tokio::spawn(release_expired(store.clone(), config.reservation_sweep));
     let handler = grpc::InventoryService::new(
         store,
         grpc::Ttl {
-            default_ms: config.reservation_ttl_ms,
-            max_ms: config.reservation_max_ttl_ms,
+            default_ms: whole_millis(config.reservation_ttl),
+            max_ms: whole_millis(config.reservation_max_ttl),
         },
     );
     let _stop_sweeper = AbortOnDrop(sweeper);
@@ -89,7 +88,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
 
 /// Releases expired reservations every `period`, forever (the backstop for
 /// a caller that never commits nor releases).
-async fn release_expired(store: store::Store, period: std::time::Duration) {
+async fn release_expired(store: store::Store, period: Duration) {
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -103,6 +102,11 @@ async fn release_expired(store: store::Store, period: std::time::Duration) {
             Err(error) => tracing::warn!(%error, "cannot release expired reservations now"),
         }
     }
+}
+
+/// `duration` in whole milliseconds, as the store counts them.
+fn whole_millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Aborts the task when dropped (the server stopped).

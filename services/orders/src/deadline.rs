@@ -1,11 +1,11 @@
 //! Per-call timeouts for the calls orders makes to users, inventory and
 //! payments, shortened to what is left of the incoming request's
 //! `grpc-timeout` (read with the mesh's one parser,
-//! [`mesh::client::deadline::grpc_timeout`]).
+//! [`mesh::deadline::grpc_timeout`]).
 
 use std::time::{Duration, Instant};
 
-use mesh::client::deadline::grpc_timeout;
+use mesh::deadline::grpc_timeout;
 use tonic::{metadata::MetadataMap, Status};
 
 /// How long upstream calls made for one incoming request may take.
@@ -88,7 +88,7 @@ mod tests {
             .unwrap()
             .to_str()
             .unwrap();
-        let sent = mesh::client::deadline::parse_grpc_timeout(header).unwrap();
+        let sent = mesh::deadline::parse_grpc_timeout(header).unwrap();
         assert!(sent <= Duration::from_millis(300), "{header}");
     }
 

@@ -20,8 +20,8 @@ pub mod store;
 use std::time::Duration;
 
 use mesh::{
-    proto::orders::v1::orders_server::OrdersServer,
-    server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
+    limits::MAX_MESSAGE_BYTES, proto::orders::v1::orders_server::OrdersServer, server::ServeError,
+    service::ServiceIdentity,
 };
 
 /// Who this service is.
@@ -52,31 +52,31 @@ pub struct Config {
 
     /// Longest a single call to users, inventory or payments may take
     /// (shorter when the incoming request's deadline is nearer).
-    #[arg(long, env = "MESH_UPSTREAM_TIMEOUT_MS", default_value_t = 2000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub upstream_timeout_ms: u64,
+    #[arg(long = "upstream-timeout-ms", env = "MESH_UPSTREAM_TIMEOUT_MS", default_value = "2s",
+          value_parser = mesh::config::duration::positive_millis)]
+    pub upstream_timeout: Duration,
 
     /// How long a saga run holds an order without renewing its lease
     /// (renewed before each remote step; raised to 3 × the upstream timeout
     /// if shorter). After a crash, another run takes the order over once
     /// this has passed.
-    #[arg(long, env = "MESH_SAGA_LEASE_MS", default_value_t = 10_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub saga_lease_ms: u64,
+    #[arg(long = "saga-lease-ms", env = "MESH_SAGA_LEASE_MS", default_value = "10s",
+          value_parser = mesh::config::duration::positive_millis)]
+    pub saga_lease: Duration,
 
     /// How often the recovery loop looks for unfinished orders (PENDING,
     /// CANCELLING) and drives them to a final state. An order whose
     /// upstreams are reachable is final within about
     /// lease + interval + 4 × upstream timeout.
-    #[arg(long, env = "MESH_RECOVERY_INTERVAL_MS", default_value_t = 1000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub recovery_interval_ms: u64,
+    #[arg(long = "recovery-interval-ms", env = "MESH_RECOVERY_INTERVAL_MS", default_value = "1s",
+          value_parser = mesh::config::duration::positive_millis)]
+    pub recovery_interval: Duration,
 
     /// How long inventory keeps an order's reservation if orders neither
     /// commits nor releases it (the backstop for lost bookkeeping).
-    #[arg(long, env = "MESH_RESERVATION_TTL_MS", default_value_t = 15 * 60 * 1000,
-          value_parser = clap::value_parser!(u64).range(1..))]
-    pub reservation_ttl_ms: u64,
+    #[arg(long = "reservation-ttl-ms", env = "MESH_RESERVATION_TTL_MS", default_value = "15m",
+          value_parser = mesh::config::duration::positive_millis)]
+    pub reservation_ttl: Duration,
 
     /// A fixed address for `users` instead of resolving it through Consul
     /// (debugging, or a deployment without Consul). Default: the mesh client.
@@ -99,18 +99,13 @@ impl mesh::config::ServiceConfig for Config {
 }
 
 impl Config {
-    /// The per-call timeout of upstream calls.
-    pub fn upstream_timeout(&self) -> Duration {
-        Duration::from_millis(self.upstream_timeout_ms)
-    }
-
     /// The saga's timing from the flags.
     pub fn saga_options(&self) -> saga::SagaOptions {
         saga::SagaOptions {
-            per_call: self.upstream_timeout(),
-            lease: Duration::from_millis(self.saga_lease_ms),
-            reservation_ttl: Duration::from_millis(self.reservation_ttl_ms),
-            recovery_interval: Duration::from_millis(self.recovery_interval_ms),
+            per_call: self.upstream_timeout,
+            lease: self.saga_lease,
+            reservation_ttl: self.reservation_ttl,
+            recovery_interval: self.recovery_interval,
         }
     }
 }
@@ -148,27 +143,21 @@ impl Upstreams {
         // With --mtls=required the calls present orders' Connect identity (the
         // same certificate watch as the server's) and accept only the target's.
         let identity = match config.service.mtls {
-            mesh::connect::MtlsMode::Required => {
+            mesh::config::MtlsMode::Required => {
                 Some(mesh::connect::Identity::watch(&consul, IDENTITY.name))
             }
-            mesh::connect::MtlsMode::Off => None,
+            mesh::config::MtlsMode::Off => None,
         };
         let options = mesh::client::ClientOptions {
-            identity: identity.clone(),
+            identity,
             ..mesh::client::ClientOptions::default()
         };
-        let connect_timeout = options.connect_timeout;
-        let mesh = mesh::client::MeshClient::new(consul, options);
+        let mesh = mesh::client::MeshClient::new(consul, options.clone());
         let channel = |service: &str, fixed: &Option<http::uri::Authority>| match fixed {
             Some(address) => {
                 tracing::info!(%service, %address, "calling a fixed address instead of resolving through Consul");
-                let channel = mesh::client::endpoint_channel(
-                    address.as_str(),
-                    service,
-                    identity.as_ref(),
-                    connect_timeout,
-                )
-                .expect("an authority makes a valid http URI");
+                let channel = mesh::client::endpoint_channel(address.as_str(), service, &options)
+                    .expect("an authority makes a valid http URI");
                 mesh::client::direct(channel)
             }
             None => mesh.channel(service),
@@ -188,7 +177,7 @@ pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeE
     let saga = saga::Saga::new(store::Store::new(pool), upstreams, config.saga_options());
     let recovery = saga.spawn_recovery();
     let _stop_recovery = AbortOnDrop(recovery);
-    let handler = grpc::OrdersService::new(saga, config.upstream_timeout());
+    let handler = grpc::OrdersService::new(saga, config.upstream_timeout);
     bound
         .serve(
             OrdersServer::new(handler)

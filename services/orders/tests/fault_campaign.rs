@@ -227,7 +227,7 @@ fn options(
         consul: Some(shop_agent.http_addr()),
         data_dir: Some(data.to_owned()),
         port,
-        drain_ms: Some(0),
+        drain: Some(Duration::ZERO),
         args: [
             &["--check-interval-ms".to_owned(), "200".to_owned()][..],
             args,

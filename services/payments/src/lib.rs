@@ -13,8 +13,8 @@ pub mod grpc;
 pub mod store;
 
 use mesh::{
-    proto::payments::v1::payments_server::PaymentsServer,
-    server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
+    limits::MAX_MESSAGE_BYTES, proto::payments::v1::payments_server::PaymentsServer,
+    server::ServeError, service::ServiceIdentity,
 };
 
 /// Who this service is.

@@ -12,8 +12,8 @@ pub mod grpc;
 pub mod store;
 
 use mesh::{
-    proto::users::v1::users_server::UsersServer,
-    server::{ServeError, ServiceIdentity, MAX_MESSAGE_BYTES},
+    limits::MAX_MESSAGE_BYTES, proto::users::v1::users_server::UsersServer, server::ServeError,
+    service::ServiceIdentity,
 };
 
 /// The names this service is known by.

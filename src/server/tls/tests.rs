@@ -9,7 +9,7 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 use super::{serve, Admission};
 use crate::{
-    client::connect_endpoint,
+    client::{connect_endpoint, ClientOptions},
     connect::{Credentials, CredentialsError, Identity, IdentityError},
     server::authz::Authorizer,
 };
@@ -69,6 +69,15 @@ async fn mesh_port(identity: Identity) -> String {
     address
 }
 
+/// Client options that dial as `identity`.
+fn dialing(identity: &Identity) -> ClientOptions {
+    ClientOptions {
+        identity: Some(identity.clone()),
+        connect_timeout: Duration::from_secs(2),
+        ..ClientOptions::default()
+    }
+}
+
 #[test]
 fn an_expired_leaf_is_refused_for_use() {
     let ca = TestCa::new();
@@ -91,13 +100,13 @@ async fn a_server_with_an_expired_leaf_refuses_to_serve() {
     let client = Identity::fixed(ca.credentials("orders", 2020, 2100)).unwrap();
 
     let expired = mesh_port(Identity::fixed(ca.credentials("users", 2020, 2021)).unwrap()).await;
-    let refused = connect_endpoint(&expired, "users", Some(&client), Duration::from_secs(2)).await;
+    let refused = connect_endpoint(&expired, "users", &dialing(&client)).await;
     assert!(refused.is_err(), "a server with an expired leaf served");
 
     // The same server with a fresh leaf completes the handshake; then, with
     // no agent to ask, the caller is not authorized (fail closed).
     let fresh = mesh_port(Identity::fixed(ca.credentials("users", 2020, 2100)).unwrap()).await;
-    let channel = connect_endpoint(&fresh, "users", Some(&client), Duration::from_secs(2))
+    let channel = connect_endpoint(&fresh, "users", &dialing(&client))
         .await
         .expect("handshake with a fresh leaf");
     let status = HealthClient::new(channel)
@@ -117,14 +126,9 @@ async fn a_client_refuses_a_server_with_another_identity() {
     let client = Identity::fixed(ca.credentials("orders", 2020, 2100)).unwrap();
     let inventory =
         mesh_port(Identity::fixed(ca.credentials("inventory", 2020, 2100)).unwrap()).await;
-    let error = connect_endpoint(
-        &inventory,
-        "payments",
-        Some(&client),
-        Duration::from_secs(2),
-    )
-    .await
-    .expect_err("an impostor was accepted");
+    let error = connect_endpoint(&inventory, "payments", &dialing(&client))
+        .await
+        .expect_err("an impostor was accepted");
     let text = discovery::error_chain(&error);
     assert!(
         text.contains("svc/inventory") && text.contains("not the expected"),

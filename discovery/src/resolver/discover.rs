@@ -13,15 +13,13 @@ use futures::Stream;
 use tokio::sync::watch;
 use tower::discover::Change;
 
-use crate::{
-    health::Endpoint,
-    resolver::{Inner, Snapshot},
-};
+use super::{Inner, Snapshot};
+use crate::health::Endpoint;
 
 type Changes = Pin<Box<dyn Stream<Item = Result<Change<String, Endpoint>, Infallible>> + Send>>;
 
 /// A tower `Discover` of one service's healthy endpoints, keyed by service ID
-/// (made by [`Resolver::discover`](crate::Resolver::discover)). It implements
+/// (made by [`Resolver::discover`](super::Resolver::discover)). It implements
 /// `Stream<Item = Result<Change<String, Endpoint>, Infallible>>`, so it is a
 /// `tower::discover::Discover` with `Key = String`, `Service = Endpoint`.
 /// It keeps the resolver's watch running while it exists.
@@ -43,7 +41,7 @@ struct State {
 }
 
 impl Discover {
-    pub(crate) fn new(mut snapshots: watch::Receiver<Snapshot>, resolver: Arc<Inner>) -> Self {
+    pub(super) fn new(mut snapshots: watch::Receiver<Snapshot>, resolver: Arc<Inner>) -> Self {
         let current = snapshots.borrow_and_update().endpoints.clone();
         let state = State {
             pending: diff(&BTreeMap::new(), &current).into(),

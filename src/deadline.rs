@@ -1,5 +1,7 @@
-//! Deadlines (gRPC's `grpc-timeout`): parsing and formatting the header, and
-//! the task-local deadline of the RPC a handler is serving, so that calls made
+//! Deadlines (gRPC's `grpc-timeout`), shared by the server and the client:
+//! parsing and formatting the header, and the task-local deadline of the RPC
+//! a handler is serving. The server sets it ([`scope`], from the server's
+//! deadline layer); the mesh client reads it ([`incoming`]), so calls made
 //! inside a handler inherit what is left of the caller's deadline.
 
 use std::{future::Future, time::Duration};

@@ -6,10 +6,13 @@ use std::{collections::BTreeMap, fmt, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
 use tracing::Instrument;
 
+mod discover;
+
+pub use discover::Discover;
+
 use crate::{
     backoff::{Backoff, RateLimit},
     config::ConsulConfig,
-    discover::Discover,
     health::{self, Endpoint, HealthQuery, DEFAULT_WAIT},
     http::ConsulHttp,
 };
@@ -89,7 +92,7 @@ pub struct Resolver {
     inner: Arc<Inner>,
 }
 
-pub(crate) struct Inner {
+struct Inner {
     service: String,
     snapshots: watch::Receiver<Snapshot>,
     task: JoinHandle<()>,

@@ -1,4 +1,5 @@
-//! Who a service is: its Consul name, gRPC service and default port.
+//! Who a service is (its Consul name, gRPC service and default port) and
+//! which instance of it this process is.
 
 /// The names a service is known by (a contract: docs/architecture.md, "Services").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

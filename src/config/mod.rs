@@ -8,6 +8,11 @@ use std::{
     time::Duration,
 };
 
+pub mod duration;
+mod mtls_mode;
+
+pub use mtls_mode::MtlsMode;
+
 /// Flags every service takes (flatten into the binary's `clap::Parser`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServiceArgs {
@@ -50,20 +55,24 @@ pub struct ServiceArgs {
     pub otel_service_name: Option<String>,
 
     /// How long to keep serving after deregistering on SIGTERM, so that
-    /// clients' Consul watches converge before the listener closes.
-    #[arg(long, env = "MESH_DRAIN_MS", default_value_t = 2000)]
-    pub drain_ms: u64,
+    /// clients' Consul watches converge before the listener closes
+    /// (milliseconds, or with a unit: 2s).
+    #[arg(long = "drain-ms", env = "MESH_DRAIN_MS", default_value = "2s",
+          value_parser = duration::millis)]
+    pub drain: Duration,
 
-    /// Interval of the gRPC health check the Consul agent runs against us.
-    #[arg(long, env = "MESH_CHECK_INTERVAL_MS", default_value_t = 2000)]
-    pub check_interval_ms: u64,
+    /// Interval of the gRPC health check the Consul agent runs against us
+    /// (milliseconds or with a unit; at least 100 ms).
+    #[arg(long = "check-interval-ms", env = "MESH_CHECK_INTERVAL_MS", default_value = "2s",
+          value_parser = duration::parser(duration::BareUnit::Millis, Duration::from_millis(100)))]
+    pub check_interval: Duration,
 
     /// `required` (default): the service port accepts only Consul Connect mTLS
     /// and authorizes callers by intentions, and upstream calls use mTLS too.
     /// `off`: plaintext end to end (local experiments only). `--no-consul`
     /// needs `off`: without an agent there is no Connect certificate.
-    #[arg(long, env = "MESH_MTLS", value_enum, default_value_t = crate::connect::MtlsMode::Required)]
-    pub mtls: crate::connect::MtlsMode,
+    #[arg(long, env = "MESH_MTLS", value_enum, default_value_t = MtlsMode::Required)]
+    pub mtls: MtlsMode,
 
     /// Plaintext port serving only `grpc.health.v1` (for Consul's check and
     /// kubelet probes, which cannot present a Connect certificate). Default:
@@ -72,10 +81,11 @@ pub struct ServiceArgs {
     pub health_listen: Option<SocketAddr>,
 
     /// How often a live inbound connection's authorization is checked again
-    /// (cached per caller identity), so that a revoked intention closes it.
-    #[arg(long, env = "MESH_AUTHZ_RECHECK_MS", default_value_t = 5000,
-          value_parser = clap::value_parser!(u64).range(100..))]
-    pub authz_recheck_ms: u64,
+    /// (cached per caller identity), so that a revoked intention closes it
+    /// (milliseconds or with a unit; at least 100 ms).
+    #[arg(long = "authz-recheck-ms", env = "MESH_AUTHZ_RECHECK_MS", default_value = "5s",
+          value_parser = duration::parser(duration::BareUnit::Millis, Duration::from_millis(100)))]
+    pub authz_recheck: Duration,
 
     /// Serve without registering in Consul (standalone).
     #[arg(long, env = "MESH_NO_CONSUL", value_parser = clap::builder::BoolishValueParser::new())]
@@ -89,21 +99,10 @@ pub struct ServiceArgs {
     #[command(flatten)]
     pub log: LogArgs,
 
-    /// Test-only: delay every application RPC by this many milliseconds.
-    #[arg(long, env = "MESH_INJECT_LATENCY_MS", hide = true)]
-    pub inject_latency_ms: Option<u64>,
-}
-
-impl ServiceArgs {
-    /// The drain period after deregistration.
-    pub fn drain(&self) -> Duration {
-        Duration::from_millis(self.drain_ms)
-    }
-
-    /// The re-check period of live connections' authorization.
-    pub fn authz_recheck(&self) -> Duration {
-        Duration::from_millis(self.authz_recheck_ms)
-    }
+    /// Test-only: delay every application RPC by this long (milliseconds).
+    #[arg(long = "inject-latency-ms", env = "MESH_INJECT_LATENCY_MS", hide = true,
+          value_parser = duration::millis)]
+    pub inject_latency: Option<Duration>,
 }
 
 /// How to reach the Consul agent: the flags of every binary (services and
