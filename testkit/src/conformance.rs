@@ -1,7 +1,7 @@
 //! What every mesh service must do, as a person sees it with grpcurl:
-//! list only itself beside health and reflection, and drain on SIGTERM
-//! (NOT_SERVING for `""` and its full name, then exit 0). Each service's
-//! tests call these with its own names.
+//! list only itself beside health and reflection, describe its RPCs, and
+//! drain on SIGTERM (NOT_SERVING for `""` and its full name, then exit 0).
+//! Each service's tests call these with its own names.
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +50,22 @@ pub fn assert_lists_service_health_and_reflection(process: &ServiceProcess, grpc
         assert!(
             output.stdout.contains(&format!("{symbol} is a message")),
             "describe {symbol}: {}",
+            output.stdout
+        );
+    }
+}
+
+/// `grpcurl describe <grpc_service>` succeeds and its text contains each of
+/// `rpcs` (whole lines such as `rpc GetUser ( .mesh.users.v1.GetUserRequest )
+/// returns ( .mesh.users.v1.User )`, or just their start, `rpc GetUser`).
+#[track_caller]
+pub fn assert_describes(process: &ServiceProcess, grpc_service: &str, rpcs: &[&str]) {
+    let output = grpcurl(&[&process.addr(), "describe", grpc_service]);
+    assert!(output.success, "describe {grpc_service}: {output:?}");
+    for rpc in rpcs {
+        assert!(
+            output.stdout.contains(rpc),
+            "{rpc} missing from:\n{}",
             output.stdout
         );
     }

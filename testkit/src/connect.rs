@@ -3,11 +3,13 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
-use crate::{consul::ConsulAgent, grpcurl::GrpcurlOutput, paths::tool};
+use crate::{
+    consul::ConsulAgent,
+    grpcurl::{self, GrpcurlOutput},
+};
 
 /// `ca.pem`, `cert.pem` and `key.pem` of one Connect identity, in a temp dir
 /// removed on drop.
@@ -153,15 +155,5 @@ fn intention_body(source: &str, destination: &str, action: &str) -> String {
 
 /// Runs `grpcurl <cert flags> -max-time 10 <args…>` over mTLS with `certs`.
 pub fn grpcurl_mtls(certs: &CertFiles, args: &[&str]) -> GrpcurlOutput {
-    let output = Command::new(tool("grpcurl"))
-        .args(certs.grpcurl_flags())
-        .args(["-max-time", "10"])
-        .args(args)
-        .output()
-        .expect("run grpcurl");
-    GrpcurlOutput {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    grpcurl::run(certs.grpcurl_flags(), args)
 }

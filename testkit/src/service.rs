@@ -6,7 +6,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{grpcurl::grpcurl, paths::binary, ports::free_port, process::ChildGuard};
+use crate::{
+    grpcurl::{grpcurl, GrpcurlOutput},
+    paths::binary,
+    ports::free_port,
+    process::ChildGuard,
+};
 
 /// How to start a service process.
 ///
@@ -92,7 +97,13 @@ impl ServiceProcess {
             .arg("--instance-id")
             .arg(&instance_id)
             .arg("--drain-ms")
-            .arg(format!("{}ms", options.drain.unwrap_or(Duration::from_millis(300)).as_millis()))
+            .arg(format!(
+                "{}ms",
+                options
+                    .drain
+                    .unwrap_or(Duration::from_millis(300))
+                    .as_millis()
+            ))
             .arg("--health-listen")
             .arg(format!("127.0.0.1:{health_port}"))
             .arg("--mtls")
@@ -137,6 +148,17 @@ impl ServiceProcess {
     /// `127.0.0.1:<health port>`.
     pub fn health_addr(&self) -> String {
         format!("127.0.0.1:{}", self.health_port)
+    }
+
+    /// Calls `<grpc_service>/<method>` on this process's gRPC port with the
+    /// JSON request `body`: `grpcurl -plaintext -d <body> <addr> <service>/<method>`.
+    pub fn grpcurl_call(&self, grpc_service: &str, method: &str, body: &str) -> GrpcurlOutput {
+        grpcurl(&[
+            "-d",
+            body,
+            &self.addr(),
+            &format!("{grpc_service}/{method}"),
+        ])
     }
 
     /// The health status grpcurl reads (plaintext, on the health port) for

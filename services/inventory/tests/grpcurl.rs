@@ -4,16 +4,12 @@
 
 use std::time::Duration;
 
-use testkit::{grpcurl, ServiceOptions, ServiceProcess};
+use testkit::{ServiceOptions, ServiceProcess};
 
 const SERVICE: &str = "mesh.inventory.v1.Inventory";
 
 fn start() -> ServiceProcess {
     ServiceProcess::start("inventory", ServiceOptions::default())
-}
-
-fn call(process: &ServiceProcess, method: &str, body: &str) -> testkit::GrpcurlOutput {
-    grpcurl(&["-d", body, &process.addr(), &format!("{SERVICE}/{method}")])
 }
 
 #[test]
@@ -23,25 +19,24 @@ fn list_shows_the_service_health_and_reflection() {
 
 #[test]
 fn describe_shows_every_rpc() {
-    let inventory = start();
-    let output = grpcurl(&[&inventory.addr(), "describe", SERVICE]);
-    assert!(output.success, "{output:?}");
-    for rpc in [
-        "rpc AddStock ( .mesh.inventory.v1.AddStockRequest ) returns ( .mesh.inventory.v1.Item )",
-        "rpc GetItem ( .mesh.inventory.v1.GetItemRequest ) returns ( .mesh.inventory.v1.Item )",
-        "rpc Reserve ( .mesh.inventory.v1.ReserveRequest ) returns ( .mesh.inventory.v1.Reservation )",
-        "rpc Release ( .mesh.inventory.v1.ReleaseRequest ) returns ( .mesh.inventory.v1.Reservation )",
-        "rpc Commit ( .mesh.inventory.v1.CommitRequest ) returns ( .mesh.inventory.v1.Reservation )",
-    ] {
-        assert!(output.stdout.contains(rpc), "{rpc} missing from:\n{}", output.stdout);
-    }
+    testkit::conformance::assert_describes(
+        &start(),
+        SERVICE,
+        &[
+            "rpc AddStock ( .mesh.inventory.v1.AddStockRequest ) returns ( .mesh.inventory.v1.Item )",
+            "rpc GetItem ( .mesh.inventory.v1.GetItemRequest ) returns ( .mesh.inventory.v1.Item )",
+            "rpc Reserve ( .mesh.inventory.v1.ReserveRequest ) returns ( .mesh.inventory.v1.Reservation )",
+            "rpc Release ( .mesh.inventory.v1.ReleaseRequest ) returns ( .mesh.inventory.v1.Reservation )",
+            "rpc Commit ( .mesh.inventory.v1.CommitRequest ) returns ( .mesh.inventory.v1.Reservation )",
+        ],
+    );
 }
 
 #[test]
 fn add_stock_then_get_item_round_trips() {
     let inventory = start();
-    let added = call(
-        &inventory,
+    let added = inventory.grpcurl_call(
+        SERVICE,
         "AddStock",
         r#"{"sku":"WIDGET-1","quantity":5,"unit_price_cents":250}"#,
     );
@@ -51,13 +46,13 @@ fn add_stock_then_get_item_round_trips() {
     assert_eq!(item["available"], "5", "int64 is a JSON string");
     assert_eq!(item["unitPriceCents"], "250");
 
-    let more = call(
-        &inventory,
+    let more = inventory.grpcurl_call(
+        SERVICE,
         "AddStock",
         r#"{"sku":"WIDGET-1","quantity":3,"unit_price_cents":300}"#,
     );
     assert!(more.success, "{more:?}");
-    let fetched = call(&inventory, "GetItem", r#"{"sku":"WIDGET-1"}"#);
+    let fetched = inventory.grpcurl_call(SERVICE, "GetItem", r#"{"sku":"WIDGET-1"}"#);
     assert!(fetched.success, "{fetched:?}");
     assert_eq!(fetched.json(), more.json());
     assert_eq!(fetched.json()["available"], "8");
@@ -67,94 +62,58 @@ fn add_stock_then_get_item_round_trips() {
 #[test]
 fn invalid_input_is_invalid_argument_naming_each_field() {
     let inventory = start();
-    let output = call(
-        &inventory,
+    let output = inventory.grpcurl_call(
+        SERVICE,
         "AddStock",
         r#"{"sku":"WIDGET 1","quantity":0,"unit_price_cents":100}"#,
     );
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output.stderr.contains(
-            "Message: invalid AddStockRequest: sku: may only contain letters A-Z or a-z, digits, '.', '_' and '-'; quantity: must be greater than 0"
-        ),
-        "{}",
-        output.stderr
+    output.assert_status(
+        "InvalidArgument",
+        &["Message: invalid AddStockRequest: sku: may only contain letters A-Z or a-z, digits, '.', '_' and '-'; quantity: must be greater than 0"],
     );
 
-    let output = call(
-        &inventory,
+    let output = inventory.grpcurl_call(
+        SERVICE,
         "Reserve",
         r#"{"reservation_id":"r1","items":[{"sku":"A","quantity":1},{"sku":"A","quantity":2}]}"#,
     );
-    assert!(
-        output.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output
-            .stderr
-            .contains("items[1].sku: A appears more than once"),
-        "{}",
-        output.stderr
+    output.assert_status(
+        "InvalidArgument",
+        &["items[1].sku: A appears more than once"],
     );
 
-    let output = call(&inventory, "Reserve", r#"{"reservation_id":"r1"}"#);
-    assert!(
-        output.stderr.contains("items: must have at least one line"),
-        "{}",
-        output.stderr
-    );
+    let output = inventory.grpcurl_call(SERVICE, "Reserve", r#"{"reservation_id":"r1"}"#);
+    output.assert_status("InvalidArgument", &["items: must have at least one line"]);
 }
 
 #[test]
 fn a_short_reservation_is_failed_precondition_naming_each_sku() {
     let inventory = start();
     assert!(
-        call(
-            &inventory,
-            "AddStock",
-            r#"{"sku":"WIDGET-1","quantity":2,"unit_price_cents":100}"#
-        )
-        .success
+        inventory
+            .grpcurl_call(
+                SERVICE,
+                "AddStock",
+                r#"{"sku":"WIDGET-1","quantity":2,"unit_price_cents":100}"#
+            )
+            .success
     );
-    let output = call(
-        &inventory,
+    let output = inventory.grpcurl_call(
+        SERVICE,
         "Reserve",
         r#"{"reservation_id":"r1","items":[{"sku":"WIDGET-1","quantity":5},{"sku":"GADGET-9","quantity":1}]}"#,
     );
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("Code: FailedPrecondition"),
-        "{}",
-        output.stderr
+    output.assert_status(
+        "FailedPrecondition",
+        &["Message: insufficient stock: WIDGET-1 (asked 5, available 2); GADGET-9 (unknown sku)"],
     );
-    assert!(
-        output.stderr.contains(
-            "Message: insufficient stock: WIDGET-1 (asked 5, available 2); GADGET-9 (unknown sku)"
-        ),
-        "{}",
-        output.stderr
-    );
-    let unchanged = call(&inventory, "GetItem", r#"{"sku":"WIDGET-1"}"#).json();
+    let unchanged = inventory
+        .grpcurl_call(SERVICE, "GetItem", r#"{"sku":"WIDGET-1"}"#)
+        .json();
     assert_eq!(unchanged["available"], "2");
 
-    let output = call(&inventory, "GetItem", r#"{"sku":"GADGET-9"}"#);
-    assert!(
-        output.stderr.contains("Code: NotFound"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output.stderr.contains("Message: sku GADGET-9 not found"),
-        "{}",
-        output.stderr
-    );
+    let output = inventory.grpcurl_call(SERVICE, "GetItem", r#"{"sku":"GADGET-9"}"#);
+    output.assert_status("NotFound", &["Message: sku GADGET-9 not found"]);
 }
 
 #[test]
@@ -171,15 +130,16 @@ fn data_survives_a_restart() {
     };
     let mut first = ServiceProcess::start("inventory", options.clone());
     assert!(
-        call(
-            &first,
-            "AddStock",
-            r#"{"sku":"KEEP","quantity":9,"unit_price_cents":10}"#
-        )
-        .success
+        first
+            .grpcurl_call(
+                SERVICE,
+                "AddStock",
+                r#"{"sku":"KEEP","quantity":9,"unit_price_cents":10}"#
+            )
+            .success
     );
-    let reserved = call(
-        &first,
+    let reserved = first.grpcurl_call(
+        SERVICE,
         "Reserve",
         r#"{"reservation_id":"keep-1","items":[{"sku":"KEEP","quantity":4}]}"#,
     );
@@ -189,14 +149,16 @@ fn data_survives_a_restart() {
     assert!(status.success(), "{status:?}");
 
     let second = ServiceProcess::start("inventory", options);
-    let item = call(&second, "GetItem", r#"{"sku":"KEEP"}"#).json();
+    let item = second
+        .grpcurl_call(SERVICE, "GetItem", r#"{"sku":"KEEP"}"#)
+        .json();
     assert_eq!(
         (item["available"].as_str(), item["reserved"].as_str()),
         (Some("5"), Some("4"))
     );
     // The reservation survived too: a repeat answers it without reserving again.
-    let again = call(
-        &second,
+    let again = second.grpcurl_call(
+        SERVICE,
         "Reserve",
         r#"{"reservation_id":"keep-1","items":[{"sku":"KEEP","quantity":4}]}"#,
     );
@@ -204,7 +166,9 @@ fn data_survives_a_restart() {
     assert_eq!(again.json(), reserved.json());
     assert_eq!(again.json()["state"], "RESERVATION_STATE_RESERVED");
     assert_eq!(
-        call(&second, "GetItem", r#"{"sku":"KEEP"}"#).json()["available"],
+        second
+            .grpcurl_call(SERVICE, "GetItem", r#"{"sku":"KEEP"}"#)
+            .json()["available"],
         "5"
     );
 }

@@ -6,13 +6,9 @@ mod common;
 use std::time::Duration;
 
 use common::{start_orders, start_orders_with, Upstreams};
-use testkit::{grpcurl, GrpcurlOutput, ServiceOptions, ServiceProcess};
+use testkit::{ServiceOptions, ServiceProcess};
 
 const SERVICE: &str = "mesh.orders.v1.Orders";
-
-fn call(p: &ServiceProcess, method: &str, body: &str) -> GrpcurlOutput {
-    grpcurl(&["-d", body, &p.addr(), &format!("{SERVICE}/{method}")])
-}
 
 /// orders alone: its upstream channels are lazy, so it serves without them.
 fn orders_alone(options: ServiceOptions) -> ServiceProcess {
@@ -29,69 +25,57 @@ fn list_shows_orders_health_and_reflection() {
 
 #[test]
 fn describe_shows_the_rpcs() {
-    let p = orders_alone(ServiceOptions::default());
-    let out = grpcurl(&[&p.addr(), "describe", SERVICE]);
-    assert!(out.success, "{out:?}");
-    for rpc in [
-        "rpc PlaceOrder",
-        "rpc GetOrder",
-        "rpc ListOrders",
-        "rpc CancelOrder",
-    ] {
-        assert!(out.stdout.contains(rpc), "{rpc} missing: {}", out.stdout);
-    }
+    testkit::conformance::assert_describes(
+        &orders_alone(ServiceOptions::default()),
+        SERVICE,
+        &[
+            "rpc PlaceOrder",
+            "rpc GetOrder",
+            "rpc ListOrders",
+            "rpc CancelOrder",
+        ],
+    );
 }
 
 #[test]
 fn invalid_requests_name_each_bad_field() {
     let p = orders_alone(ServiceOptions::default());
-    let out = call(
-        &p,
+    let out = p.grpcurl_call(
+        SERVICE,
         "PlaceOrder",
         r#"{"request_id":"","user_id":"u_1","items":[{"sku":"A","quantity":0},{"sku":"A","quantity":1}],"currency":"EURO"}"#,
     );
-    assert!(!out.success, "{out:?}");
-    for expected in [
-        "Code: InvalidArgument",
-        "request_id: must not be empty",
-        "items[0].quantity: must be greater than 0 (got 0)",
-        "items[1].sku: A appears more than once",
-        "currency: must be a 3-letter ISO 4217 code",
-    ] {
-        assert!(
-            out.stderr.contains(expected),
-            "{expected:?} missing: {}",
-            out.stderr
-        );
-    }
-
-    let out = call(&p, "PlaceOrder", r#"{"request_id":"r","user_id":"u_1"}"#);
-    assert!(
-        out.stderr.contains("items: must contain at least one line"),
-        "{}",
-        out.stderr
+    out.assert_status(
+        "InvalidArgument",
+        &[
+            "request_id: must not be empty",
+            "items[0].quantity: must be greater than 0 (got 0)",
+            "items[1].sku: A appears more than once",
+            "currency: must be a 3-letter ISO 4217 code",
+        ],
     );
 
-    let out = call(
-        &p,
+    let out = p.grpcurl_call(
+        SERVICE,
+        "PlaceOrder",
+        r#"{"request_id":"r","user_id":"u_1"}"#,
+    );
+    out.assert_status(
+        "InvalidArgument",
+        &["items: must contain at least one line"],
+    );
+
+    let out = p.grpcurl_call(
+        SERVICE,
         "ListOrders",
         r#"{"user_id":"u_1","page_size":500,"page_token":"nonsense"}"#,
     );
-    assert!(
-        out.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("page_size: must be between 1 and 100"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr
-            .contains("page_token: is not a token this service issued"),
-        "{}",
-        out.stderr
+    out.assert_status(
+        "InvalidArgument",
+        &[
+            "page_size: must be between 1 and 100",
+            "page_token: is not a token this service issued",
+        ],
     );
 }
 
@@ -99,12 +83,8 @@ fn invalid_requests_name_each_bad_field() {
 fn unknown_orders_are_not_found() {
     let p = orders_alone(ServiceOptions::default());
     for method in ["GetOrder", "CancelOrder"] {
-        let out = call(&p, method, r#"{"order_id":"ord_missing"}"#);
-        assert!(out.stderr.contains("Code: NotFound"), "{method}: {out:?}");
-        assert!(
-            out.stderr.contains("order ord_missing not found"),
-            "{method}: {out:?}"
-        );
+        let out = p.grpcurl_call(SERVICE, method, r#"{"order_id":"ord_missing"}"#);
+        out.assert_status("NotFound", &["order ord_missing not found"]);
     }
 }
 
@@ -118,8 +98,8 @@ fn place_then_get_and_list_round_trip() {
 
     let mut placed = Vec::new();
     for request in ["r-a", "r-b", "r-c"] {
-        let out = call(
-            &orders,
+        let out = orders.grpcurl_call(
+            SERVICE,
             "PlaceOrder",
             &format!(
                 r#"{{"request_id":"{request}","user_id":"{user}","items":[{{"sku":"PEN-1","quantity":2}}],"currency":"usd"}}"#
@@ -137,16 +117,17 @@ fn place_then_get_and_list_round_trip() {
     }
 
     let id = placed[0]["orderId"].as_str().unwrap();
-    let got = call(&orders, "GetOrder", &format!(r#"{{"order_id":"{id}"}}"#));
+    let got = orders.grpcurl_call(SERVICE, "GetOrder", &format!(r#"{{"order_id":"{id}"}}"#));
     assert!(got.success, "{got:?}");
     assert_eq!(got.json(), placed[0]);
 
-    let first = call(
-        &orders,
-        "ListOrders",
-        &format!(r#"{{"user_id":"{user}","page_size":2}}"#),
-    )
-    .json();
+    let first = orders
+        .grpcurl_call(
+            SERVICE,
+            "ListOrders",
+            &format!(r#"{{"user_id":"{user}","page_size":2}}"#),
+        )
+        .json();
     let ids: Vec<&str> = first["orders"]
         .as_array()
         .unwrap()
@@ -162,12 +143,13 @@ fn place_then_get_and_list_round_trip() {
         "newest first"
     );
     let token = first["nextPageToken"].as_str().expect("a next page");
-    let second = call(
-        &orders,
-        "ListOrders",
-        &format!(r#"{{"user_id":"{user}","page_size":2,"page_token":"{token}"}}"#),
-    )
-    .json();
+    let second = orders
+        .grpcurl_call(
+            SERVICE,
+            "ListOrders",
+            &format!(r#"{{"user_id":"{user}","page_size":2,"page_token":"{token}"}}"#),
+        )
+        .json();
     assert_eq!(second["orders"].as_array().unwrap().len(), 1);
     assert_eq!(second["orders"][0]["orderId"], placed[0]["orderId"]);
     assert!(second.get("nextPageToken").is_none(), "last page: {second}");
@@ -194,17 +176,17 @@ fn orders_survive_a_restart_and_replays_still_return_them() {
     );
 
     let first = start_orders_with(&shop, &[], options());
-    let placed = call(&first, "PlaceOrder", &body);
+    let placed = first.grpcurl_call(SERVICE, "PlaceOrder", &body);
     assert!(placed.success, "{placed:?}");
     let placed = placed.json();
     drop(first);
 
     let second = start_orders_with(&shop, &[], options());
     let id = placed["orderId"].as_str().unwrap();
-    let got = call(&second, "GetOrder", &format!(r#"{{"order_id":"{id}"}}"#));
+    let got = second.grpcurl_call(SERVICE, "GetOrder", &format!(r#"{{"order_id":"{id}"}}"#));
     assert!(got.success, "{got:?}");
     assert_eq!(got.json(), placed);
-    let replay = call(&second, "PlaceOrder", &body);
+    let replay = second.grpcurl_call(SERVICE, "PlaceOrder", &body);
     assert_eq!(replay.json(), placed);
     assert_eq!(runtime.block_on(shop.item("RADIO-1")).available, 2);
 }

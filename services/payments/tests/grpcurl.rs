@@ -1,16 +1,12 @@
 //! The real `payments` binary driven by the real grpcurl: what an operator
 //! sees on the wire.
 
-use testkit::{grpcurl, ServiceOptions, ServiceProcess};
+use testkit::{GrpcurlOutput, ServiceOptions, ServiceProcess};
 
 const SERVICE: &str = "mesh.payments.v1.Payments";
 
-fn charge(p: &ServiceProcess, body: &str) -> testkit::GrpcurlOutput {
-    grpcurl(&["-d", body, &p.addr(), &format!("{SERVICE}/Charge")])
-}
-
-fn call(p: &ServiceProcess, method: &str, body: &str) -> testkit::GrpcurlOutput {
-    grpcurl(&["-d", body, &p.addr(), &format!("{SERVICE}/{method}")])
+fn charge(p: &ServiceProcess, body: &str) -> GrpcurlOutput {
+    p.grpcurl_call(SERVICE, "Charge", body)
 }
 
 #[test]
@@ -23,12 +19,11 @@ fn list_shows_payments_health_and_reflection() {
 
 #[test]
 fn describe_shows_the_rpcs() {
-    let p = ServiceProcess::start("payments", ServiceOptions::default());
-    let out = grpcurl(&[&p.addr(), "describe", SERVICE]);
-    assert!(out.success, "{out:?}");
-    for rpc in ["rpc Charge", "rpc Refund", "rpc GetPayment"] {
-        assert!(out.stdout.contains(rpc), "{rpc} missing: {}", out.stdout);
-    }
+    testkit::conformance::assert_describes(
+        &ServiceProcess::start("payments", ServiceOptions::default()),
+        SERVICE,
+        &["rpc Charge", "rpc Refund", "rpc GetPayment"],
+    );
 }
 
 #[test]
@@ -46,7 +41,11 @@ fn charge_then_get_round_trips_and_upper_cases_the_currency() {
     assert_eq!(payment["currency"], "EUR");
     assert_eq!(payment["amountCents"], "1250");
 
-    let got = call(&p, "GetPayment", &format!(r#"{{"payment_id":"{id}"}}"#));
+    let got = p.grpcurl_call(
+        SERVICE,
+        "GetPayment",
+        &format!(r#"{{"payment_id":"{id}"}}"#),
+    );
     assert!(got.success, "{got:?}");
     assert_eq!(got.json(), payment);
 }
@@ -58,28 +57,13 @@ fn invalid_charges_name_each_bad_field() {
         &p,
         r#"{"idempotency_key":"","user_id":"u_1","amount_cents":-3,"currency":"EURO"}"#,
     );
-    assert!(!out.success, "{out:?}");
-    assert!(
-        out.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr.contains("idempotency_key: must not be empty"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr
-            .contains("amount_cents: must be greater than 0 (got -3)"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        out.stderr
-            .contains("currency: must be a 3-letter ISO 4217 code"),
-        "{}",
-        out.stderr
+    out.assert_status(
+        "InvalidArgument",
+        &[
+            "idempotency_key: must not be empty",
+            "amount_cents: must be greater than 0 (got -3)",
+            "currency: must be a 3-letter ISO 4217 code",
+        ],
     );
 }
 
@@ -106,18 +90,9 @@ fn the_same_key_with_other_arguments_is_invalid_argument() {
         &p,
         r#"{"idempotency_key":"k1","user_id":"u_1","amount_cents":200,"currency":"EUR"}"#,
     );
-    assert!(!other.success, "{other:?}");
-    assert!(
-        other.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        other.stderr
-    );
-    assert!(
-        other
-            .stderr
-            .contains("idempotency_key k1 was already used with different arguments"),
-        "{}",
-        other.stderr
+    other.assert_status(
+        "InvalidArgument",
+        &["idempotency_key k1 was already used with different arguments"],
     );
 }
 
@@ -196,7 +171,7 @@ fn refund_is_idempotent_and_refuses_declined_and_unknown_payments() {
     let id = captured["paymentId"].as_str().unwrap();
     let body = format!(r#"{{"payment_id":"{id}"}}"#);
     for _ in 0..2 {
-        let out = call(&p, "Refund", &body);
+        let out = p.grpcurl_call(SERVICE, "Refund", &body);
         assert!(out.success, "{out:?}");
         assert_eq!(out.json()["status"], "PAYMENT_STATUS_REFUNDED");
         assert_eq!(out.json()["paymentId"], id);
@@ -208,26 +183,21 @@ fn refund_is_idempotent_and_refuses_declined_and_unknown_payments() {
     )
     .json();
     let declined_id = declined["paymentId"].as_str().unwrap();
-    let out = call(
-        &p,
+    let out = p.grpcurl_call(
+        SERVICE,
         "Refund",
         &format!(r#"{{"payment_id":"{declined_id}"}}"#),
     );
-    assert!(out.stderr.contains("Code: FailedPrecondition"), "{out:?}");
-    assert!(
-        out.stderr.contains(&format!(
+    out.assert_status(
+        "FailedPrecondition",
+        &[&format!(
             "payment {declined_id} was declined; there is nothing to refund"
-        )),
-        "{out:?}"
+        )],
     );
 
     for method in ["Refund", "GetPayment"] {
-        let out = call(&p, method, r#"{"payment_id":"pay_unknown"}"#);
-        assert!(out.stderr.contains("Code: NotFound"), "{method}: {out:?}");
-        assert!(
-            out.stderr.contains("payment pay_unknown not found"),
-            "{method}: {out:?}"
-        );
+        let out = p.grpcurl_call(SERVICE, method, r#"{"payment_id":"pay_unknown"}"#);
+        out.assert_status("NotFound", &["payment pay_unknown not found"]);
     }
 }
 
@@ -253,8 +223,8 @@ fn payments_survive_a_restart() {
 
     let second = ServiceProcess::start("payments", options);
     let id = payment["paymentId"].as_str().unwrap();
-    let got = call(
-        &second,
+    let got = second.grpcurl_call(
+        SERVICE,
         "GetPayment",
         &format!(r#"{{"payment_id":"{id}"}}"#),
     );

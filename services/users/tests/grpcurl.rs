@@ -4,16 +4,12 @@
 
 use std::time::Duration;
 
-use testkit::{grpcurl, ServiceOptions, ServiceProcess};
+use testkit::{ServiceOptions, ServiceProcess};
 
 const SERVICE: &str = "mesh.users.v1.Users";
 
 fn start() -> ServiceProcess {
     ServiceProcess::start("users", ServiceOptions::default())
-}
-
-fn call(process: &ServiceProcess, method: &str, body: &str) -> testkit::GrpcurlOutput {
-    grpcurl(&["-d", body, &process.addr(), &format!("{SERVICE}/{method}")])
 }
 
 #[test]
@@ -23,23 +19,22 @@ fn list_shows_the_service_health_and_reflection() {
 
 #[test]
 fn describe_shows_every_rpc() {
-    let users = start();
-    let output = grpcurl(&[&users.addr(), "describe", SERVICE]);
-    assert!(output.success, "{output:?}");
-    for rpc in [
-        "rpc CreateUser ( .mesh.users.v1.CreateUserRequest ) returns ( .mesh.users.v1.User )",
-        "rpc GetUser ( .mesh.users.v1.GetUserRequest ) returns ( .mesh.users.v1.User )",
-        "rpc ListUsers ( .mesh.users.v1.ListUsersRequest ) returns ( .mesh.users.v1.ListUsersResponse )",
-    ] {
-        assert!(output.stdout.contains(rpc), "{rpc} missing from:\n{}", output.stdout);
-    }
+    testkit::conformance::assert_describes(
+        &start(),
+        SERVICE,
+        &[
+            "rpc CreateUser ( .mesh.users.v1.CreateUserRequest ) returns ( .mesh.users.v1.User )",
+            "rpc GetUser ( .mesh.users.v1.GetUserRequest ) returns ( .mesh.users.v1.User )",
+            "rpc ListUsers ( .mesh.users.v1.ListUsersRequest ) returns ( .mesh.users.v1.ListUsersResponse )",
+        ],
+    );
 }
 
 #[test]
 fn create_then_get_round_trips_with_a_normalised_email() {
     let users = start();
-    let created = call(
-        &users,
+    let created = users.grpcurl_call(
+        SERVICE,
         "CreateUser",
         r#"{"email":"  Ada.Lovelace@Example.COM ","display_name":" Ada Lovelace "}"#,
     );
@@ -59,7 +54,7 @@ fn create_then_get_round_trips_with_a_normalised_email() {
         .unwrap();
     assert!(created_at > 1_600_000_000_000, "{created_at}");
 
-    let fetched = call(&users, "GetUser", &format!(r#"{{"user_id":"{user_id}"}}"#));
+    let fetched = users.grpcurl_call(SERVICE, "GetUser", &format!(r#"{{"user_id":"{user_id}"}}"#));
     assert!(fetched.success, "{fetched:?}");
     assert_eq!(fetched.json(), user);
 }
@@ -67,119 +62,62 @@ fn create_then_get_round_trips_with_a_normalised_email() {
 #[test]
 fn invalid_input_is_invalid_argument_naming_each_field() {
     let users = start();
-    let output = call(
-        &users,
+    let output = users.grpcurl_call(
+        SERVICE,
         "CreateUser",
         r#"{"email":"not-an-email","display_name":"   "}"#,
     );
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output.stderr.contains(
-            "Message: invalid CreateUserRequest: email: must contain exactly one '@'; display_name: must not be empty"
-        ),
-        "{}",
-        output.stderr
-    );
-    // The field violations also travel as google.rpc.BadRequest details,
-    // which grpcurl decodes through reflection.
-    assert!(
-        output
-            .stderr
-            .contains(r#""fieldViolations":[{"field":"email""#),
-        "{}",
-        output.stderr
+    output.assert_status(
+        "InvalidArgument",
+        &[
+            "Message: invalid CreateUserRequest: email: must contain exactly one '@'; display_name: must not be empty",
+            // The field violations also travel as google.rpc.BadRequest
+            // details, which grpcurl decodes through reflection.
+            r#""fieldViolations":[{"field":"email""#,
+        ],
     );
 
-    let output = call(&users, "GetUser", r#"{"user_id":""}"#);
-    assert!(
-        output.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output.stderr.contains("user_id: must not be empty"),
-        "{}",
-        output.stderr
+    let output = users.grpcurl_call(SERVICE, "GetUser", r#"{"user_id":""}"#);
+    output.assert_status("InvalidArgument", &["user_id: must not be empty"]);
+
+    let output = users.grpcurl_call(SERVICE, "ListUsers", r#"{"page_size":1001}"#);
+    output.assert_status(
+        "InvalidArgument",
+        &["page_size: must be between 1 and 1000"],
     );
 
-    let output = call(&users, "ListUsers", r#"{"page_size":1001}"#);
-    assert!(
-        output.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output
-            .stderr
-            .contains("page_size: must be between 1 and 1000"),
-        "{}",
-        output.stderr
-    );
-
-    let output = call(&users, "ListUsers", r#"{"page_token":"not-ours"}"#);
-    assert!(
-        output.stderr.contains("Code: InvalidArgument"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output
-            .stderr
-            .contains("page_token is not a token this service issued"),
-        "{}",
-        output.stderr
+    let output = users.grpcurl_call(SERVICE, "ListUsers", r#"{"page_token":"not-ours"}"#);
+    output.assert_status(
+        "InvalidArgument",
+        &["page_token is not a token this service issued"],
     );
 }
 
 #[test]
 fn a_second_user_with_the_same_email_is_already_exists() {
     let users = start();
-    let first = call(
-        &users,
+    let first = users.grpcurl_call(
+        SERVICE,
         "CreateUser",
         r#"{"email":"a@b.co","display_name":"A"}"#,
     );
     assert!(first.success, "{first:?}");
-    let second = call(
-        &users,
+    let second = users.grpcurl_call(
+        SERVICE,
         "CreateUser",
         r#"{"email":" A@B.CO","display_name":"B"}"#,
     );
-    assert!(!second.success);
-    assert!(
-        second.stderr.contains("Code: AlreadyExists"),
-        "{}",
-        second.stderr
-    );
-    assert!(
-        second
-            .stderr
-            .contains("Message: a user with email a@b.co already exists"),
-        "{}",
-        second.stderr
+    second.assert_status(
+        "AlreadyExists",
+        &["Message: a user with email a@b.co already exists"],
     );
 }
 
 #[test]
 fn an_unknown_user_is_not_found() {
     let users = start();
-    let output = call(&users, "GetUser", r#"{"user_id":"u_123"}"#);
-    assert!(!output.success);
-    assert!(
-        output.stderr.contains("Code: NotFound"),
-        "{}",
-        output.stderr
-    );
-    assert!(
-        output.stderr.contains("Message: user u_123 not found"),
-        "{}",
-        output.stderr
-    );
+    let output = users.grpcurl_call(SERVICE, "GetUser", r#"{"user_id":"u_123"}"#);
+    output.assert_status("NotFound", &["Message: user u_123 not found"]);
 }
 
 #[test]
@@ -195,8 +133,8 @@ fn data_survives_a_restart() {
         ..Default::default()
     };
     let mut first = ServiceProcess::start("users", options.clone());
-    let created = call(
-        &first,
+    let created = first.grpcurl_call(
+        SERVICE,
         "CreateUser",
         r#"{"email":"keep@b.co","display_name":"Keep"}"#,
     );
@@ -207,7 +145,7 @@ fn data_survives_a_restart() {
 
     let second = ServiceProcess::start("users", options);
     let user_id = created.json()["userId"].as_str().unwrap().to_owned();
-    let fetched = call(&second, "GetUser", &format!(r#"{{"user_id":"{user_id}"}}"#));
+    let fetched = second.grpcurl_call(SERVICE, "GetUser", &format!(r#"{{"user_id":"{user_id}"}}"#));
     assert!(fetched.success, "{fetched:?}");
     assert_eq!(fetched.json(), created.json());
 }
