@@ -2,7 +2,7 @@
 //! `orders` may call `users`, `inventory` and `payments`, and the `operator`
 //! identity (grpcurl, `mesh bench`, demo seeding) may call every service.
 //! Nothing else calls `payments` or `inventory`. The Kubernetes manifests
-//! carry the same list (`k8s/base/intentions.yaml`).
+//! carry the same list (`k8s/base/consul/mesh-connect.json`, `service-intentions` config entries).
 
 use anyhow::Context as _;
 use discovery::connect::{ConnectCa, Intention, IntentionAction};

@@ -57,13 +57,13 @@ pub struct ServiceArgs {
     /// How long to keep serving after deregistering on SIGTERM, so that
     /// clients' Consul watches converge before the listener closes
     /// (milliseconds, or with a unit: 2s).
-    #[arg(long = "drain-ms", env = "MESH_DRAIN_MS", default_value = "2s",
+    #[arg(value_name = "DURATION", long = "drain-ms", env = "MESH_DRAIN_MS", default_value = "2s",
           value_parser = duration::millis)]
     pub drain: Duration,
 
     /// Interval of the gRPC health check the Consul agent runs against us
     /// (milliseconds or with a unit; at least 100 ms).
-    #[arg(long = "check-interval-ms", env = "MESH_CHECK_INTERVAL_MS", default_value = "2s",
+    #[arg(value_name = "DURATION", long = "check-interval-ms", env = "MESH_CHECK_INTERVAL_MS", default_value = "2s",
           value_parser = duration::parser(duration::BareUnit::Millis, Duration::from_millis(100)))]
     pub check_interval: Duration,
 
@@ -83,7 +83,7 @@ pub struct ServiceArgs {
     /// How often a live inbound connection's authorization is checked again
     /// (cached per caller identity), so that a revoked intention closes it
     /// (milliseconds or with a unit; at least 100 ms).
-    #[arg(long = "authz-recheck-ms", env = "MESH_AUTHZ_RECHECK_MS", default_value = "5s",
+    #[arg(value_name = "DURATION", long = "authz-recheck-ms", env = "MESH_AUTHZ_RECHECK_MS", default_value = "5s",
           value_parser = duration::parser(duration::BareUnit::Millis, Duration::from_millis(100)))]
     pub authz_recheck: Duration,
 
@@ -100,7 +100,7 @@ pub struct ServiceArgs {
     pub log: LogArgs,
 
     /// Test-only: delay every application RPC by this long (milliseconds).
-    #[arg(long = "inject-latency-ms", env = "MESH_INJECT_LATENCY_MS", hide = true,
+    #[arg(value_name = "DURATION", long = "inject-latency-ms", env = "MESH_INJECT_LATENCY_MS", hide = true,
           value_parser = duration::millis)]
     pub inject_latency: Option<Duration>,
 }

@@ -42,7 +42,7 @@ pub(crate) struct BenchArgs {
     concurrency: u16,
 
     /// How long to send requests: `10s`, `500ms`, `2m` (default 10s).
-    #[arg(long, value_parser = parse_duration, conflicts_with = "requests")]
+    #[arg(value_name = "DURATION", long, value_parser = parse_duration, conflicts_with = "requests")]
     duration: Option<Duration>,
 
     /// Send exactly this many requests instead of running for a duration.
@@ -55,11 +55,11 @@ pub(crate) struct BenchArgs {
 
     /// Also report a timeline: requests, errors and latency per window of
     /// this length (`100ms`), by start time.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(value_name = "DURATION", long, value_parser = parse_duration)]
     timeline: Option<Duration>,
 
     /// Deadline of each request.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    #[arg(value_name = "DURATION", long, value_parser = parse_duration, default_value = "10s")]
     timeout: Duration,
 
     /// Print one JSON object instead of the text report (no progress bar).

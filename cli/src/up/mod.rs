@@ -93,12 +93,12 @@ pub(crate) struct UpArgs {
 
     /// How long a stopping instance keeps serving after deregistering
     /// (milliseconds, or with a unit: 2s).
-    #[arg(long = "drain-ms", default_value = "2s", value_parser = duration::millis)]
+    #[arg(value_name = "DURATION", long = "drain-ms", default_value = "2s", value_parser = duration::millis)]
     drain: Duration,
 
     /// How long to wait for every instance to pass in Consul (seconds, or
     /// with a unit: 2m).
-    #[arg(long = "ready-timeout-secs", default_value = "90s",
+    #[arg(value_name = "DURATION", long = "ready-timeout-secs", default_value = "90s",
           value_parser = duration::parser(duration::BareUnit::Seconds, Duration::ZERO))]
     ready_timeout: Duration,
 
