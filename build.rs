@@ -23,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptor_path = out_dir.join("mesh_descriptor.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor_path)
+        // One file of nested modules for every package (`mesh::users::v1`…),
+        // so a new .proto needs no edit in src/proto.rs.
+        .include_file("mesh_protos.rs")
         .compile_protos(&protos, &[PathBuf::from("proto")])?;
 
     let descriptors = FileDescriptorSet::decode(fs::read(&descriptor_path)?.as_slice())?;

@@ -5,30 +5,9 @@
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));
 
-/// `mesh.users.v1`
-pub mod users {
-    pub mod v1 {
-        tonic::include_proto!("mesh.users.v1");
-    }
-}
+// `pub mod mesh { pub mod users { pub mod v1 { … } } … }`, one module per
+// package under `proto/`, written by build.rs.
+include!(concat!(env!("OUT_DIR"), "/mesh_protos.rs"));
 
-/// `mesh.inventory.v1`
-pub mod inventory {
-    pub mod v1 {
-        tonic::include_proto!("mesh.inventory.v1");
-    }
-}
-
-/// `mesh.payments.v1`
-pub mod payments {
-    pub mod v1 {
-        tonic::include_proto!("mesh.payments.v1");
-    }
-}
-
-/// `mesh.orders.v1`
-pub mod orders {
-    pub mod v1 {
-        tonic::include_proto!("mesh.orders.v1");
-    }
-}
+/// Every package as `mesh::proto::<service>::v1` (`users`, `inventory`…).
+pub use self::mesh::*;
