@@ -17,11 +17,12 @@ pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8500";
 
 /// Every environment variable Consul's CLI reads for its HTTP client, and
 /// [`ConsulSettings::from_env`] too.
-pub const CONSUL_ENVIRONMENT: [&str; 9] = [
+pub const CONSUL_ENVIRONMENT: [&str; 10] = [
     "CONSUL_HTTP_ADDR",
     "CONSUL_HTTP_SSL",
     "CONSUL_HTTP_SSL_VERIFY",
     "CONSUL_CACERT",
+    "CONSUL_CAPATH",
     "CONSUL_CLIENT_CERT",
     "CONSUL_CLIENT_KEY",
     "CONSUL_TLS_SERVER_NAME",
@@ -49,6 +50,9 @@ pub struct ConsulSettings {
     /// `CONSUL_CACERT`: PEM file of the CA(s) that signed the agent's certificate
     /// (default: the system's trust store).
     pub ca_file: Option<PathBuf>,
+    /// `CONSUL_CAPATH`: a folder of PEM files of CAs, every file read; as in
+    /// Consul, `ca_file` wins when both are given.
+    pub ca_path: Option<PathBuf>,
     /// `CONSUL_CLIENT_CERT`: PEM certificate chain shown to an agent that
     /// verifies incoming connections.
     pub client_cert: Option<PathBuf>,
@@ -81,6 +85,7 @@ impl ConsulSettings {
             ssl: flag("CONSUL_HTTP_SSL")?,
             ssl_verify: flag("CONSUL_HTTP_SSL_VERIFY")?,
             ca_file: path("CONSUL_CACERT"),
+            ca_path: path("CONSUL_CAPATH"),
             client_cert: path("CONSUL_CLIENT_CERT"),
             client_key: path("CONSUL_CLIENT_KEY"),
             tls_server_name: text("CONSUL_TLS_SERVER_NAME"),
@@ -104,6 +109,7 @@ impl ConsulSettings {
             None => self.ssl.unwrap_or(false),
         };
         let wants_tls = self.ca_file.is_some()
+            || self.ca_path.is_some()
             || self.client_cert.is_some()
             || self.client_key.is_some()
             || self.tls_server_name.is_some();
@@ -116,6 +122,7 @@ impl ConsulSettings {
             let host = host_of(&authority);
             Some(Arc::new(AgentTls::load(&TlsSettings {
                 ca_file: self.ca_file.clone(),
+                ca_path: self.ca_path.clone(),
                 client_cert: self.client_cert.clone(),
                 client_key: self.client_key.clone(),
                 server_name: self
@@ -145,6 +152,7 @@ impl fmt::Debug for ConsulSettings {
             .field("ssl", &self.ssl)
             .field("ssl_verify", &self.ssl_verify)
             .field("ca_file", &self.ca_file)
+            .field("ca_path", &self.ca_path)
             .field("client_cert", &self.client_cert)
             .field("client_key", &self.client_key)
             .field("tls_server_name", &self.tls_server_name)

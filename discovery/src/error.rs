@@ -11,7 +11,7 @@ pub enum ConfigError {
     EmptyAddress,
     /// TLS settings (`CONSUL_CACERT`…) given for a plain-HTTP address.
     #[error(
-        "TLS settings (CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME) \
+        "TLS settings (CONSUL_CACERT, CONSUL_CAPATH, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY, CONSUL_TLS_SERVER_NAME) \
          are set but the Consul address {address:?} is plain HTTP: use https://host:port or \
          CONSUL_HTTP_SSL=true"
     )]

@@ -279,10 +279,7 @@ impl ConsulHttp {
     fn tls_problem(&self, error: &(dyn StdError + 'static)) -> Option<String> {
         let tls = self.inner.tls.as_ref()?;
         let problem = find_rustls_error(error)?;
-        let trust = match tls.ca_file() {
-            Some(path) => format!("CONSUL_CACERT {}", path.display()),
-            None => "the system's trust store".to_owned(),
-        };
+        let trust = tls.trust();
         Some(match problem {
             rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
@@ -294,7 +291,8 @@ impl ConsulHttp {
             ),
             rustls::Error::InvalidCertificate(_) => format!(
                 "the agent's certificate at {} is not trusted ({problem}; trusting {trust}): set \
-                 CONSUL_CACERT to the CA file that signed it",
+                 CONSUL_CACERT to the CA file that signed it (or CONSUL_CAPATH to a folder \
+                 holding it)",
                 self.inner.address
             ),
             rustls::Error::InvalidMessage(_) | rustls::Error::InappropriateMessage { .. } => {

@@ -17,6 +17,7 @@ use crate::error::ConfigError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TlsSettings {
     pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) ca_path: Option<PathBuf>,
     pub(crate) client_cert: Option<PathBuf>,
     pub(crate) client_key: Option<PathBuf>,
     pub(crate) server_name: String,
@@ -34,6 +35,7 @@ impl fmt::Debug for AgentTls {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AgentTls")
             .field("ca_file", &self.settings.ca_file)
+            .field("ca_path", &self.settings.ca_path)
             .field("client_cert", &self.settings.client_cert)
             .field("server_name", &self.settings.server_name)
             .field("verify", &self.settings.verify)
@@ -55,7 +57,7 @@ impl AgentTls {
             .with_safe_default_protocol_versions()
             .map_err(|error| tls_error(error.to_string()))?;
         let builder = if settings.verify {
-            builder.with_root_certificates(roots(settings.ca_file.as_ref())?)
+            builder.with_root_certificates(roots(settings)?)
         } else {
             tracing::warn!(
                 "CONSUL_HTTP_SSL_VERIFY=false: the Consul agent's certificate is not verified"
@@ -109,9 +111,13 @@ impl AgentTls {
         &self.server_name
     }
 
-    /// Whether the CA came from `CONSUL_CACERT` (for error hints).
-    pub(crate) fn ca_file(&self) -> Option<&PathBuf> {
-        self.settings.ca_file.as_ref()
+    /// Where the trusted CAs came from, in words (for error hints).
+    pub(crate) fn trust(&self) -> String {
+        match (&self.settings.ca_file, &self.settings.ca_path) {
+            (Some(file), _) => format!("CONSUL_CACERT {}", file.display()),
+            (None, Some(folder)) => format!("CONSUL_CAPATH {}", folder.display()),
+            (None, None) => "the system's trust store".to_owned(),
+        }
     }
 }
 
@@ -132,18 +138,26 @@ fn certificates(
     Ok(certificates)
 }
 
-/// The CA file's certificates, or the system's trust store.
-fn roots(ca_file: Option<&PathBuf>) -> Result<RootCertStore, ConfigError> {
+/// The CA file's certificates, else those of every file in the CA folder,
+/// else the system's trust store (Consul's order).
+fn roots(settings: &TlsSettings) -> Result<RootCertStore, ConfigError> {
     let mut store = RootCertStore::empty();
-    match ca_file {
-        Some(path) => {
-            for certificate in certificates(path, "CONSUL_CACERT")? {
-                store.add(certificate).map_err(|error| ConfigError::Tls {
-                    reason: format!("CONSUL_CACERT {}: {error}", path.display()),
-                })?;
+    let mut add = |path: &PathBuf, variable: &str| -> Result<(), ConfigError> {
+        for certificate in certificates(path, variable)? {
+            store.add(certificate).map_err(|error| ConfigError::Tls {
+                reason: format!("{variable} {}: {error}", path.display()),
+            })?;
+        }
+        Ok(())
+    };
+    match (&settings.ca_file, &settings.ca_path) {
+        (Some(file), _) => add(file, "CONSUL_CACERT")?,
+        (None, Some(folder)) => {
+            for file in files_in(folder)? {
+                add(&file, "CONSUL_CAPATH")?;
             }
         }
-        None => {
+        (None, None) => {
             let found = rustls_native_certs::load_native_certs();
             let (added, _ignored) = store.add_parsable_certificates(found.certs);
             if added == 0 {
@@ -156,6 +170,26 @@ fn roots(ca_file: Option<&PathBuf>) -> Result<RootCertStore, ConfigError> {
         }
     }
     Ok(store)
+}
+
+/// The files of the `CONSUL_CAPATH` folder (not its subfolders), in name
+/// order; at least one.
+fn files_in(folder: &PathBuf) -> Result<Vec<PathBuf>, ConfigError> {
+    let unreadable = |reason: String| ConfigError::Tls {
+        reason: format!("cannot read CONSUL_CAPATH {}: {reason}", folder.display()),
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(folder).map_err(|error| unreadable(error.to_string()))? {
+        let path = entry.map_err(|error| unreadable(error.to_string()))?.path();
+        if path.is_file() {
+            files.push(path);
+        }
+    }
+    if files.is_empty() {
+        return Err(unreadable("no certificate file in it".to_owned()));
+    }
+    files.sort();
+    Ok(files)
 }
 
 /// `CONSUL_HTTP_SSL_VERIFY=false`: any certificate, still a real handshake.

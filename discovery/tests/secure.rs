@@ -355,6 +355,60 @@ async fn wrong_trust_name_or_protocol_is_refused_clearly(agent: &ConsulAgent, di
         &["not trusted", "UnknownIssuer", "CONSUL_CACERT"],
     );
 
+    // CONSUL_CAPATH: a folder holding another CA and the agent's is trusted;
+    // the other CA alone is not; a folder with a file that holds no
+    // certificate, or with no file at all, is refused before any call.
+    let folder = |name: &str, files: &[(&str, &[u8])]| {
+        let path = dir.join(name);
+        std::fs::create_dir_all(&path).expect("dir");
+        for (file, content) in files {
+            std::fs::write(path.join(file), content).expect("write");
+        }
+        path
+    };
+    let capath = |path: PathBuf| ConsulSettings {
+        address: Some(agent.url()),
+        ca_path: Some(path),
+        ..ConsulSettings::default()
+    };
+    let agent_ca = std::fs::read(agent.ca_file().expect("the secure agent's CA")).expect("CA");
+    let other_ca = std::fs::read(other.join("consul-agent-ca.pem")).expect("other CA");
+    let both = folder(
+        "ca.d",
+        &[("0-other.pem", &other_ca), ("1-agent.pem", &agent_ca)],
+    );
+    let answer = call(capath(both).build().expect("config"))
+        .await
+        .expect("a CA folder holding the agent's CA is trusted");
+    assert_eq!(answer.status, 200);
+    let only_other = folder("other.d", &[("other.pem", &other_ca)]);
+    expect_tls(
+        call(capath(only_other.clone()).build().expect("config")).await,
+        &[
+            "not trusted",
+            &format!("CONSUL_CAPATH {}", only_other.display()),
+        ],
+    );
+    for (name, files) in [
+        (
+            "junk.d",
+            &[
+                ("agent.pem", &agent_ca[..]),
+                ("README", b"not a certificate"),
+            ][..],
+        ),
+        ("empty.d", &[][..]),
+    ] {
+        let error = capath(folder(name, files))
+            .build()
+            .expect_err("refused at start-up");
+        let text = error.to_string();
+        assert!(
+            text.contains("CONSUL_CAPATH") && text.contains(name),
+            "{text}"
+        );
+    }
+
     // The right CA, the wrong name; then the agent's own name.
     let settings = |name: &str| ConsulSettings {
         address: Some(agent.url()),

@@ -132,6 +132,11 @@ pub struct ConsulArgs {
     #[arg(long = "consul-cacert", env = "CONSUL_CACERT")]
     pub ca_file: Option<PathBuf>,
 
+    /// Folder of PEM files of CAs, every file read (used when no
+    /// `--consul-cacert` is given, as in Consul).
+    #[arg(long = "consul-capath", env = "CONSUL_CAPATH")]
+    pub ca_path: Option<PathBuf>,
+
     /// PEM client certificate, for an agent that verifies incoming connections.
     #[arg(long = "consul-client-cert", env = "CONSUL_CLIENT_CERT")]
     pub client_cert: Option<PathBuf>,
@@ -174,6 +179,7 @@ impl ConsulArgs {
             ssl: self.ssl,
             ssl_verify: self.ssl_verify,
             ca_file: self.ca_file.clone(),
+            ca_path: self.ca_path.clone(),
             client_cert: self.client_cert.clone(),
             client_key: self.client_key.clone(),
             tls_server_name: self.tls_server_name.clone(),
@@ -232,6 +238,8 @@ mod tests {
             "https://127.0.0.1:8501",
             "--consul-cacert",
             "/etc/consul/ca.pem",
+            "--consul-capath",
+            "/etc/consul/ca.d",
             "--consul-tls-server-name",
             "server.dc1.consul",
             "--consul-ssl-verify",
@@ -245,6 +253,7 @@ mod tests {
         let settings = flags.consul.settings();
         assert_eq!(settings.address.as_deref(), Some("https://127.0.0.1:8501"));
         assert_eq!(settings.ca_file, Some(PathBuf::from("/etc/consul/ca.pem")));
+        assert_eq!(settings.ca_path, Some(PathBuf::from("/etc/consul/ca.d")));
         assert_eq!(
             settings.tls_server_name.as_deref(),
             Some("server.dc1.consul")
