@@ -34,6 +34,16 @@ METRICS_PORT = 9100
 # Plaintext grpc.health.v1 only (kubelet probes, Consul's check); the grpc port is mTLS-only.
 HEALTH_PORT = 8081
 DEFAULT_DRAIN_MS = 2000
+
+
+def duration_ms(text):
+    """A `--*-ms` value as the services read it (mesh::config::duration):
+    bare milliseconds, or a number with ms, s, m/min or h."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h)?\s*", str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 2000, 500ms or 2s")
+    factor = {None: 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
+    return float(match.group(1)) * factor[match.group(2)]
 SERVICE_UID = 10001
 # Consul name -> (gRPC port, full gRPC service name): each service crate's IDENTITY
 # (a contract: docs/architecture.md, "Services"); a test in cli/src/services.rs checks it.
@@ -523,7 +533,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         def grace(ct=ct, spec=spec):
             pre = prestop_seconds(ct)
             src = env_source(r, ct, "MESH_DRAIN_MS")
-            drain_ms = int(src[1]) if src and src[0] in ("value", "configMap") else DEFAULT_DRAIN_MS
+            drain_ms = duration_ms(src[1]) if src and src[0] in ("value", "configMap") else DEFAULT_DRAIN_MS
             tgps = spec.get("terminationGracePeriodSeconds", 30)
             want = pre + drain_ms / 1000 + 5
             need(tgps >= want, f"terminationGracePeriodSeconds {tgps} < preStop {pre}s + drain "
