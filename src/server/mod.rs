@@ -13,6 +13,10 @@
 //!    (retrying in the background: serving never waits);
 //! 3. on SIGTERM/SIGINT: health NOT_SERVING, deregister, drain, stop
 //!    accepting, finish in-flight RPCs, return `Ok(())`.
+//!
+//! An edge (the API gateway) runs the same lifecycle with
+//! [`BoundServer::serve_edge`]: it serves the listen socket itself, and is
+//! registered with an HTTP tag and not as Connect-native.
 
 mod authz;
 mod binary;
@@ -27,12 +31,16 @@ mod shutdown;
 mod status_codes;
 mod tls;
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
 use discovery::connect::ConnectCa;
 use tokio::net::TcpListener;
 use tonic::{body::Body, server::NamedService, service::Routes};
-use tonic_health::ServingStatus;
+use tonic_health::{
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+    ServingStatus,
+};
 use tower::Service;
 
 pub use binary::{main, run_service};
@@ -80,6 +88,9 @@ pub enum ServeError {
     /// The mesh port's accept loop ended without being asked to.
     #[error("the mesh port stopped accepting connections on its own")]
     Stopped,
+    /// The service's own settings cannot be used (its files, its flags).
+    #[error(transparent)]
+    Settings(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Binds `identity`'s listen address from `args` (default: 127.0.0.1 and the
@@ -229,12 +240,7 @@ impl BoundServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let identity = self.identity;
-        let instance_id = self.instance_id();
-        let mtls_identity = self.connect_identity();
-        let mut signals = self.signals;
         let (health, health_service) = tonic_health::server::health_reporter();
-        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let routes = Routes::new(health_service.clone())
             .add_service(reflection::v1(S::NAME)?)
             .add_service(reflection::v1alpha(S::NAME)?)
@@ -242,9 +248,52 @@ impl BoundServer {
                 InjectLatency::new(service, self.args.inject_latency),
             ))))
             .prepare();
-        let mut server = tokio::spawn(tls::serve(self.listener, self.admission, routes, async {
-            let _ = stopped.await;
-        }));
+        let front = |listener, admission, stopped| -> FrontTask {
+            Box::pin(tls::serve(listener, admission, routes, stopped))
+        };
+        self.run(health, health_service, front, Registered::ConnectNative)
+            .await
+    }
+
+    /// Serves an edge: `front` serves the bound listen socket itself (the
+    /// API gateway's HTTP port: neither Connect mTLS nor gRPC routes) until
+    /// the future it is given resolves, then finishes its in-flight requests.
+    /// Health, Consul registration (not Connect-native: callers from outside
+    /// the mesh reach it), metrics and the drain are every service's.
+    pub async fn serve_edge<F, Fut>(self, front: F) -> Result<(), ServeError>
+    where
+        F: FnOnce(TcpListener, StopSignal) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let front =
+            |listener, _admission, stopped| -> FrontTask { Box::pin(front(listener, stopped)) };
+        self.run(health, health_service, front, Registered::Edge)
+            .await
+    }
+
+    /// The lifecycle around the listen socket's server (`front`): health,
+    /// metrics, registration once the certificate is there, and on a signal
+    /// NOT_SERVING → deregister → drain → stop accepting → finish.
+    async fn run(
+        self,
+        health: HealthReporter,
+        health_service: HealthServer<impl Health>,
+        front: impl FnOnce(TcpListener, Admission, StopSignal) -> FrontTask,
+        registered: Registered,
+    ) -> Result<(), ServeError> {
+        let identity = self.identity;
+        let instance_id = self.instance_id();
+        let mtls_identity = self.connect_identity();
+        let mut signals = self.signals;
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(front(
+            self.listener,
+            self.admission,
+            Box::pin(async {
+                let _ = stopped.await;
+            }),
+        ));
         let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
         let health_server = tokio::spawn(health_port::serve(
             self.health_listener,
@@ -271,6 +320,7 @@ impl BoundServer {
                 self.local_addr,
                 self.health_addr.port(),
                 &instance_id,
+                registered,
             )
         };
         let (signal, registrar) = tokio::select! {
@@ -314,6 +364,22 @@ impl BoundServer {
         tracing::info!(service = identity.name, "stopped");
         Ok(())
     }
+}
+
+/// Resolves when the listen socket's server must stop accepting.
+pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The listen socket's server, run as a task.
+type FrontTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// How a service is registered in Consul.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Registered {
+    /// A mesh service: Connect-native when mTLS is on.
+    ConnectNative,
+    /// An edge (the API gateway): reached from outside the mesh, never
+    /// Connect-native, though it calls the mesh with its Connect identity.
+    Edge,
 }
 
 /// Waits for the first Connect certificate, saying every few seconds what is missing.

@@ -10,7 +10,7 @@ use std::{
 
 use discovery::{GrpcCheck, Registrar, RegistrarHandle, RegistrarOptions, ServiceRegistration};
 
-use super::ServeError;
+use super::{Registered, ServeError};
 use crate::config::{MtlsMode, ServiceArgs};
 use crate::service::ServiceIdentity;
 
@@ -21,6 +21,7 @@ pub(crate) fn start(
     bound: SocketAddr,
     health_port: u16,
     instance_id: &str,
+    registered: Registered,
 ) -> Result<Option<RegistrarHandle>, ServeError> {
     if args.no_consul {
         tracing::info!("--no-consul: not registering in Consul");
@@ -51,10 +52,17 @@ pub(crate) fn start(
         name: identity.name.to_owned(),
         address,
         port: bound.port(),
-        tags: vec!["grpc".to_owned(), format!("v{}", env!("CARGO_PKG_VERSION"))],
+        tags: vec![
+            match registered {
+                Registered::ConnectNative => "grpc",
+                Registered::Edge => "http",
+            }
+            .to_owned(),
+            format!("v{}", env!("CARGO_PKG_VERSION")),
+        ],
         meta,
         check,
-        connect_native: args.mtls == MtlsMode::Required,
+        connect_native: registered == Registered::ConnectNative && args.mtls == MtlsMode::Required,
     };
     tracing::info!(id = %registration.id, %address, port = bound.port(), consul = %consul.address(), "registering in Consul");
     Ok(Some(Registrar::try_spawn(

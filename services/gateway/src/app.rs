@@ -1,0 +1,333 @@
+//! The gateway's request path, one tower service per connection:
+//!
+//! 1. the client address (the peer, or `X-Forwarded-For` behind a trusted
+//!    proxy) and an `http.server` span continuing the caller's `traceparent`;
+//! 2. the URL limit (414);
+//! 3. dispatch: `application/grpc*` → gRPC and gRPC-Web ([`crate::grpc`]),
+//!    `GET /` → the shop page, `GET /openapi.json` → the API document,
+//!    anything else → REST ([`crate::rest`]);
+//! 4. the answer's metrics, span attributes and access-log line.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, StatusCode};
+use mesh::telemetry::traces::{self, RPC_TARGET};
+use tonic::{body::Body, Code};
+use tower::ServiceExt as _;
+use tracing::{field::Empty, Instrument as _};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+
+use crate::{
+    api::Api,
+    auth::Authenticator,
+    errors::ApiError,
+    grpc::GrpcProxy,
+    observe::{access_log::AccessRecord, AccessLog, HttpMetrics},
+    protect::{
+        client_addr::{client_address, Cidr},
+        deadline::Deadlines,
+        rate::{CallerKey, RateLimits},
+    },
+    upstream::Upstreams,
+};
+
+/// Request size limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body (REST JSON, or one gRPC message).
+    pub max_body_bytes: usize,
+    /// Longest path and query.
+    pub max_url_bytes: usize,
+}
+
+/// Everything a request needs, shared by every connection.
+pub struct Gateway {
+    pub(crate) api: Arc<Api>,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) auth: Authenticator,
+    pub(crate) rates: RateLimits,
+    pub(crate) deadlines: Deadlines,
+    pub(crate) limits: Limits,
+    pub(crate) trusted_proxies: Vec<Cidr>,
+    pub(crate) openapi: Bytes,
+    pub(crate) metrics: HttpMetrics,
+    pub(crate) access_log: AccessLog,
+    pub(crate) cors: tower_http::cors::CorsLayer,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("methods", &self.api.methods().len())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// 429 when `key`'s bucket is empty.
+    pub(crate) fn rate_limit(&self, key: &CallerKey) -> Result<(), ApiError> {
+        self.rates
+            .check(key)
+            .map_err(crate::rest::too_many_requests)
+    }
+
+    /// The service of one connection from `peer`, behind the CORS layer.
+    pub fn connection(self: &Arc<Self>, peer: SocketAddr) -> ConnectionService {
+        tower::Layer::layer(
+            &self.cors,
+            GatewayService {
+                gateway: self.clone(),
+                grpc: tower::Layer::layer(
+                    &tonic_web::GrpcWebLayer::new(),
+                    GrpcProxy {
+                        gateway: self.clone(),
+                    },
+                ),
+                peer,
+            },
+        )
+    }
+}
+
+/// What one request did, filled in along its way, for the access log,
+/// the metrics and the span.
+#[derive(Debug, Clone)]
+pub(crate) struct ExchangeInfo {
+    pub(crate) client: IpAddr,
+    pub(crate) route: String,
+    pub(crate) subject: Option<String>,
+    pub(crate) code: Option<Code>,
+}
+
+/// A shared handle on one request's [`ExchangeInfo`] (it travels in the
+/// request's extensions through tonic-web to the gRPC side).
+#[derive(Debug, Clone)]
+pub(crate) struct Exchange(Arc<Mutex<ExchangeInfo>>);
+
+impl Default for Exchange {
+    fn default() -> Self {
+        Self::new(IpAddr::from([0, 0, 0, 0]))
+    }
+}
+
+impl Exchange {
+    fn new(client: IpAddr) -> Self {
+        Self(Arc::new(Mutex::new(ExchangeInfo {
+            client,
+            route: String::new(),
+            subject: None,
+            code: None,
+        })))
+    }
+
+    pub(crate) fn update(&self, change: impl FnOnce(&mut ExchangeInfo)) {
+        change(&mut self.0.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub(crate) fn client(&self) -> IpAddr {
+        self.snapshot().client
+    }
+
+    fn snapshot(&self) -> ExchangeInfo {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// One connection's service: CORS, then the gateway.
+pub type ConnectionService = tower_http::cors::Cors<GatewayService>;
+
+/// The gateway as one connection's tower service.
+#[derive(Clone)]
+pub struct GatewayService {
+    gateway: Arc<Gateway>,
+    grpc: tonic_web::GrpcWebService<GrpcProxy>,
+    peer: SocketAddr,
+}
+
+impl<B> tower::Service<http::Request<B>> for GatewayService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<tower::BoxError>,
+{
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<http::Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(request.map(Body::new)).await) })
+    }
+}
+
+/// Which protocol a request speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Rest,
+    Grpc,
+    GrpcWeb,
+}
+
+impl Protocol {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        if content_type.starts_with("application/grpc-web") {
+            Self::GrpcWeb
+        } else if content_type.starts_with("application/grpc") {
+            Self::Grpc
+        } else {
+            Self::Rest
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Rest => "rest",
+            Self::Grpc => "grpc",
+            Self::GrpcWeb => "grpc-web",
+        }
+    }
+}
+
+impl GatewayService {
+    async fn handle(self, mut request: http::Request<Body>) -> http::Response<Body> {
+        let started = Instant::now();
+        let time = now_rfc3339();
+        let gateway = self.gateway.clone();
+        let method = request.method().clone();
+        let client = client_address(self.peer.ip(), request.headers(), &gateway.trusted_proxies);
+        let exchange = Exchange::new(client);
+        let protocol = Protocol::of(request.headers());
+        let span = tracing::info_span!(
+            target: RPC_TARGET,
+            "http.server",
+            otel.name = Empty,
+            otel.kind = "server",
+            otel.status_code = Empty,
+            http.request.method = method.as_str(),
+            http.route = Empty,
+            http.response.status_code = Empty,
+            url.path = Empty,
+            network.protocol.name = protocol.as_str(),
+            client.address = %client,
+            enduser.id = Empty,
+            trace_id = Empty,
+        );
+        if !span.is_disabled() {
+            let _ = span.set_parent(traces::extract(request.headers()));
+        }
+        let trace_id = traces::trace_id(&span);
+        if let Some(trace_id) = &trace_id {
+            span.record("trace_id", trace_id.as_str());
+        }
+        let path_and_query_len = request
+            .uri()
+            .path_and_query()
+            .map_or(0, |pq| pq.as_str().len());
+        let response = async {
+            if path_and_query_len > gateway.limits.max_url_bytes {
+                return ApiError::new(
+                    StatusCode::URI_TOO_LONG,
+                    Code::InvalidArgument,
+                    format!(
+                        "the URL is longer than {} bytes",
+                        gateway.limits.max_url_bytes
+                    ),
+                )
+                .into_response();
+            }
+            match protocol {
+                Protocol::Grpc | Protocol::GrpcWeb => {
+                    request.extensions_mut().insert(exchange.clone());
+                    match self.grpc.clone().oneshot(request).await {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    }
+                }
+                Protocol::Rest => match (request.method(), request.uri().path()) {
+                    (&http::Method::GET, "/") => {
+                        exchange.update(|e| e.route = "/".into());
+                        crate::page::index()
+                    }
+                    (&http::Method::GET, "/openapi.json") => {
+                        exchange.update(|e| e.route = "/openapi.json".into());
+                        json_document(gateway.openapi.clone())
+                    }
+                    _ => crate::rest::serve(&gateway, request, &exchange).await,
+                },
+            }
+        }
+        .instrument(span.clone())
+        .await;
+        let info = exchange.snapshot();
+        let status = response.status().as_u16();
+        let elapsed = started.elapsed();
+        if !span.is_disabled() {
+            let name = if info.route.is_empty() {
+                method.as_str().to_owned()
+            } else if protocol == Protocol::Rest {
+                format!("{} {}", method, info.route)
+            } else {
+                info.route.trim_start_matches('/').to_owned()
+            };
+            span.record("otel.name", name.as_str());
+            span.record("http.response.status_code", status);
+            if !info.route.is_empty() {
+                span.record("http.route", info.route.as_str());
+            }
+            if let Some(subject) = &info.subject {
+                span.record("enduser.id", subject.as_str());
+            }
+            if status >= 500 {
+                span.record("otel.status_code", "ERROR");
+            }
+        }
+        gateway
+            .metrics
+            .record(&method, &info.route, status, elapsed.as_secs_f64());
+        gateway.access_log.write(&AccessRecord {
+            time,
+            method: method.as_str(),
+            route: &info.route,
+            status,
+            grpc_status: info.code.map(|code| code as i32),
+            latency_ms: elapsed.as_secs_f64() * 1000.0,
+            trace_id: trace_id.as_deref(),
+            subject: info.subject.as_deref(),
+            client: info.client.to_string(),
+            protocol: protocol.as_str(),
+        });
+        response
+    }
+}
+
+fn json_document(body: Bytes) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::new(http_body_util::Full::new(body)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
