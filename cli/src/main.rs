@@ -9,6 +9,7 @@
 //! - `mesh health ADDR`: a gRPC health check for container healthchecks;
 //! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
 //! - `mesh acl bootstrap`: the mesh's ACL policies and tokens in a Consul with ACLs on.
+//! - `mesh token USER_ID`: a short-lived bearer token for the local API gateway.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -26,6 +27,7 @@ mod services;
 mod shop;
 mod signals;
 mod status;
+mod token;
 mod tools;
 mod up;
 
@@ -65,6 +67,8 @@ enum Command {
     Cert(cert::CertArgs),
     /// Consul ACLs: `mesh acl bootstrap` creates the mesh's policies and tokens.
     Acl(acl::AclArgs),
+    /// Print a short-lived bearer token for the local API gateway (`mesh up`'s key).
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
             Command::Health(args) => health::run(args).await,
             Command::Cert(args) => cert::run(args).await,
             Command::Acl(args) => acl::run(args).await,
+            Command::Token(args) => token::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

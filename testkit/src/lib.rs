@@ -14,6 +14,7 @@ mod connect;
 mod consul;
 mod grpcurl;
 mod metrics;
+pub mod otlp;
 mod paths;
 mod ports;
 mod postgres;

@@ -21,6 +21,7 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
 use mesh::telemetry::traces::{self, RPC_TARGET};
+use opentelemetry::trace::TraceContextExt as _;
 use tonic::{body::Body, Code};
 use tower::ServiceExt as _;
 use tracing::{field::Empty, Instrument as _};
@@ -61,7 +62,7 @@ pub struct Gateway {
     pub(crate) openapi: Bytes,
     pub(crate) metrics: HttpMetrics,
     pub(crate) access_log: AccessLog,
-    pub(crate) cors: tower_http::cors::CorsLayer,
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -81,21 +82,23 @@ impl Gateway {
             .map_err(crate::rest::too_many_requests)
     }
 
-    /// The service of one connection from `peer`, behind the CORS layer.
+    /// The service of one connection from `peer`, behind the CORS layer
+    /// when origins are configured.
     pub fn connection(self: &Arc<Self>, peer: SocketAddr) -> ConnectionService {
-        tower::Layer::layer(
-            &self.cors,
-            GatewayService {
-                gateway: self.clone(),
-                grpc: tower::Layer::layer(
-                    &tonic_web::GrpcWebLayer::new(),
-                    GrpcProxy {
-                        gateway: self.clone(),
-                    },
-                ),
-                peer,
-            },
-        )
+        let service = GatewayService {
+            gateway: self.clone(),
+            grpc: tower::Layer::layer(
+                &tonic_web::GrpcWebLayer::new(),
+                GrpcProxy {
+                    gateway: self.clone(),
+                },
+            ),
+            peer,
+        };
+        match &self.cors {
+            Some(cors) => tower::util::Either::Left(tower::Layer::layer(cors, service)),
+            None => tower::util::Either::Right(service),
+        }
     }
 }
 
@@ -143,8 +146,9 @@ impl Exchange {
     }
 }
 
-/// One connection's service: CORS, then the gateway.
-pub type ConnectionService = tower_http::cors::Cors<GatewayService>;
+/// One connection's service: CORS (with `--cors-origin`), then the gateway.
+pub type ConnectionService =
+    tower::util::Either<tower_http::cors::Cors<GatewayService>, GatewayService>;
 
 /// The gateway as one connection's tower service.
 #[derive(Clone)]
@@ -217,7 +221,6 @@ impl GatewayService {
         let span = tracing::info_span!(
             target: RPC_TARGET,
             "http.server",
-            otel.name = Empty,
             otel.kind = "server",
             otel.status_code = Empty,
             http.request.method = method.as_str(),
@@ -286,7 +289,9 @@ impl GatewayService {
             } else {
                 info.route.trim_start_matches('/').to_owned()
             };
-            span.record("otel.name", name.as_str());
+            // The OTel span exists already (its trace id was read above):
+            // rename it there, the name is known only after routing.
+            span.context().span().update_name(name);
             span.record("http.response.status_code", status);
             if !info.route.is_empty() {
                 span.record("http.route", info.route.as_str());

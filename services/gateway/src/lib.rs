@@ -17,7 +17,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
-mod codec;
+pub mod codec;
 pub mod config;
 pub mod errors;
 mod grpc;
@@ -117,7 +117,9 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         ..mesh::client::ClientOptions::default()
     };
     let mesh_client = mesh::client::MeshClient::new(consul, options);
-    let gateway = Arc::new(build(&config, upstream::Upstreams::new(mesh_client))?);
+    let api = Arc::new(load_api(&config)?);
+    let upstreams = upstream::Upstreams::new(&mesh_client, api.upstream_services());
+    let gateway = Arc::new(build(&config, api, upstreams)?);
     let _reload_keys = AbortOnDrop(gateway.auth.spawn_reload(std::time::Duration::from_secs(1)));
     let _cleanup = AbortOnDrop(
         gateway
@@ -147,11 +149,8 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
         .await
 }
 
-/// The gateway of `config` calling `upstreams`.
-pub fn build(
-    config: &Config,
-    upstreams: upstream::Upstreams,
-) -> Result<app::Gateway, SettingsError> {
+/// The API of the build's descriptors and the `--descriptor-set`s.
+pub fn load_api(config: &Config) -> Result<api::Api, SettingsError> {
     let mut extra = Vec::new();
     for path in &config.descriptor_sets {
         extra.push(
@@ -161,7 +160,15 @@ pub fn build(
             })?,
         );
     }
-    let api = Arc::new(api::Api::load(&extra)?);
+    Ok(api::Api::load(&extra)?)
+}
+
+/// The gateway of `config` serving `api` and calling `upstreams`.
+pub fn build(
+    config: &Config,
+    api: Arc<api::Api>,
+    upstreams: upstream::Upstreams,
+) -> Result<app::Gateway, SettingsError> {
     let auth = if config.jwt_keys.is_empty() {
         tracing::warn!("no --jwt-keys: only public methods can be called");
         auth::Authenticator::without_keys()
@@ -210,10 +217,14 @@ pub fn build(
     })
 }
 
-/// CORS for the configured origins (none: browsers of other origins are
-/// refused), exposing the gRPC status headers gRPC-Web clients read.
-fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, SettingsError> {
+/// CORS for the configured origins, exposing the gRPC status headers
+/// gRPC-Web clients read; `None` without origins (no CORS headers at all:
+/// browsers keep other origins out).
+fn cors(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>, SettingsError> {
     use http::{header, HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return Ok(None);
+    }
     let origins = origins
         .iter()
         .map(|origin| {
@@ -221,30 +232,32 @@ fn cors(origins: &[String]) -> Result<tower_http::cors::CorsLayer, SettingsError
                 .map_err(|_| SettingsError::CorsOrigin(origin.clone()))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(tower_http::cors::CorsLayer::new()
-        .allow_origin(origins)
-        .allow_methods([
-            Method::GET,
-            Method::POST,
-            Method::PUT,
-            Method::PATCH,
-            Method::DELETE,
-        ])
-        .allow_headers([
-            header::AUTHORIZATION,
-            header::CONTENT_TYPE,
-            HeaderName::from_static("x-grpc-web"),
-            HeaderName::from_static("x-user-agent"),
-            HeaderName::from_static("grpc-timeout"),
-            HeaderName::from_static("x-request-timeout"),
-        ])
-        .expose_headers([
-            HeaderName::from_static("grpc-status"),
-            HeaderName::from_static("grpc-message"),
-            HeaderName::from_static("grpc-status-details-bin"),
-            header::RETRY_AFTER,
-        ])
-        .max_age(std::time::Duration::from_secs(3600)))
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("x-grpc-web"),
+                HeaderName::from_static("x-user-agent"),
+                HeaderName::from_static("grpc-timeout"),
+                HeaderName::from_static("x-request-timeout"),
+            ])
+            .expose_headers([
+                HeaderName::from_static("grpc-status"),
+                HeaderName::from_static("grpc-message"),
+                HeaderName::from_static("grpc-status-details-bin"),
+                header::RETRY_AFTER,
+            ])
+            .max_age(std::time::Duration::from_secs(3600)),
+    ))
 }
 
 /// Aborts a background task when dropped.

@@ -5,7 +5,7 @@
 //! (believed by the services because it comes from the `gateway` identity),
 //! and the trace context of the current span (added by the mesh client).
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -14,10 +14,12 @@ use tonic::{metadata::MetadataValue, Status};
 
 use crate::{api::ExposedMethod, auth::Subject, codec::BytesCodec};
 
-/// Where calls go: the mesh (or, for tests and benchmarks, fixed channels).
+/// Where calls go: one mesh channel per upstream service, made at start-up
+/// (so that each Consul watch starts outside any request's span) and
+/// looked up without a lock.
 #[derive(Clone)]
 pub struct Upstreams {
-    mesh: MeshClient,
+    channels: Arc<HashMap<String, Channel>>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -27,14 +29,15 @@ impl std::fmt::Debug for Upstreams {
 }
 
 impl Upstreams {
-    /// Calls through `mesh`.
-    pub fn new(mesh: MeshClient) -> Self {
-        Self { mesh }
-    }
-
-    /// The channel to the Consul service `name`.
-    fn channel(&self, name: &str) -> Channel {
-        self.mesh.channel(name)
+    /// Channels through `mesh` to each of `services` (Consul names).
+    pub fn new<'a>(mesh: &MeshClient, services: impl IntoIterator<Item = &'a str>) -> Self {
+        let channels = services
+            .into_iter()
+            .map(|service| (service.to_owned(), mesh.channel(service)))
+            .collect();
+        Self {
+            channels: Arc::new(channels),
+        }
     }
 
     /// Calls `method` with the encoded `request`; the encoded response, or
@@ -57,7 +60,12 @@ impl Upstreams {
             call.metadata_mut()
                 .insert(mesh::caller::SUBJECT_HEADER, value);
         }
-        let mut grpc = tonic::client::Grpc::new(self.channel(&method.upstream))
+        let channel = self
+            .channels
+            .get(&method.upstream)
+            .cloned()
+            .ok_or_else(|| Status::internal(format!("no channel to {}", method.upstream)))?;
+        let mut grpc = tonic::client::Grpc::new(channel)
             .max_decoding_message_size(mesh::limits::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(mesh::limits::MAX_MESSAGE_BYTES);
         grpc.ready()

@@ -157,6 +157,18 @@ impl Api {
     pub fn router(&self) -> &Router {
         &self.router
     }
+
+    /// The Consul services the exposed methods call, each once.
+    pub fn upstream_services(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self
+            .methods
+            .iter()
+            .map(|method| method.upstream.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        names
+    }
 }
 
 /// `mesh.<service>.<version>` → `<service>`: the Consul service name of a

@@ -28,7 +28,7 @@ pub enum RequestError {
     #[error("{0} takes no request body")]
     UnexpectedBody(String),
     /// A body that is not `application/json`.
-    #[error("the request body must be application/json, not {0:?}")]
+    #[error("the request body must be JSON, not {0:?}: send Content-Type: application/json")]
     UnsupportedMediaType(String),
 }
 
