@@ -29,7 +29,7 @@ pub use connect::{grpcurl_mtls, CertFiles};
 pub use consul::{AclToken, ConsulAgent};
 pub use grpcurl::{grpcurl, GrpcurlOutput};
 pub use metrics::{scrape_metrics, Scrape};
-pub use paths::{binary, tool};
+pub use paths::{binary, tool, tools_dir};
 pub use ports::free_port;
 pub use postgres::Postgres;
 pub use process::ChildGuard;

@@ -287,6 +287,22 @@ fn well_known(name: &str) -> Option<Value> {
 mod tests {
     use super::*;
 
+    /// `docs/openapi.json` is what the gateway serves: regenerate it with
+    /// `MESH_UPDATE_OPENAPI=1 cargo test -p gateway --lib openapi`.
+    #[test]
+    fn the_committed_document_matches_the_annotations() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+        let generated = to_bytes(&Api::load(&[]).unwrap());
+        if std::env::var_os("MESH_UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &generated).unwrap();
+        }
+        let committed = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "docs/openapi.json is stale: run `MESH_UPDATE_OPENAPI=1 cargo test -p gateway --lib openapi` and commit it"
+        );
+    }
+
     #[test]
     fn every_binding_is_an_operation_and_only_those() {
         let api = Api::load(&[]).unwrap();
