@@ -6,13 +6,7 @@
 
 mod mtls_fixture;
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use mesh::{
@@ -20,7 +14,7 @@ use mesh::{
     connect::{Credentials, Identity},
     proto::payments::v1::{payments_client::PaymentsClient, ChargeRequest, GetPaymentRequest},
 };
-use mtls_fixture::payments;
+use mtls_fixture::{payments, Load};
 use rustls::pki_types::ServerName;
 use testkit::{wait_until, ConsulAgent};
 use tokio::{net::TcpStream, sync::oneshot};
@@ -225,38 +219,20 @@ async fn a_connection_closes_when_the_callers_certificate_expires_and_rotation_f
         .into_inner()
         .payment_id;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (mut api, payment_id) = (api.clone(), payment_id.clone());
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let request = GetPaymentRequest {
-                        payment_id: payment_id.clone(),
-                    };
-                    match api.get_payment(request).await {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(status) => {
-                            eprintln!("failed call: {status:?}");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(4, move || {
+        let (mut api, payment_id) = (api.clone(), payment_id.clone());
+        async move {
+            api.get_payment(GetPaymentRequest { payment_id })
+                .await
+                .map(drop)
+        }
+    });
     for _ in 0..ROTATIONS {
         tokio::time::sleep(LIFETIME / 2).await;
         let (next, _) = ca.leaf("orders", LIFETIME);
         rotation.replace(next).expect("rotate");
     }
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.await.expect("worker");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let (ok, failed) = load.stop().await;
     eprintln!("{ROTATIONS} rotations of {LIFETIME:?} leaves under load: {ok} ok, {failed} failed");
 
     let expired_for = SystemTime::now()

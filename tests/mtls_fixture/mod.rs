@@ -5,7 +5,14 @@
 //! are compared by their medians.
 #![allow(dead_code)] // each test file uses a part
 
-use std::time::Duration;
+use std::{
+    future::Future,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use mesh::{
     client::{connect_endpoint, ClientOptions},
@@ -133,4 +140,60 @@ pub fn median_and_failures(
         .copied()
         .unwrap_or(Duration::MAX);
     (median, failures)
+}
+
+/// Workers calling in a loop until stopped, counting answers and failures
+/// (each failure printed).
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `workers` tasks, each running `call()` again as soon as it answers.
+    pub fn start<F, Fut>(workers: usize, call: F) -> Self
+    where
+        F: Fn() -> Fut + Clone + Send + 'static,
+        Fut: Future<Output = Result<(), tonic::Status>> + Send,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let workers = (0..workers)
+            .map(|_| {
+                let (stop, ok, failed, call) =
+                    (stop.clone(), ok.clone(), failed.clone(), call.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        match call().await {
+                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Err(status) => {
+                                eprintln!("failed call: {status:?}");
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            ok,
+            failed,
+            workers,
+        }
+    }
+
+    /// Stops the workers, waits for their last calls: (answered, failed).
+    pub async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.await.expect("load worker");
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
 }

@@ -68,6 +68,9 @@ enum Closing {
     CertificateExpired,
 }
 
+/// Serves HTTP/2 on `io` until the connection ends; a `live` (authorized)
+/// connection also ends when its authorization or its caller's certificate
+/// does (see the module docs).
 pub(super) async fn serve_http2<I, S>(
     io: TokioIo<I>,
     service: S,
