@@ -418,13 +418,14 @@ async fn a_new_root_rotates_every_leaf_under_load_without_a_failed_call() {
     .expect("the client's leaf was never renewed");
     // Load across the swap, and a while after it.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (ok, failed) = load.stop().await;
+    let load = load.stop().await;
+    let (ok, failed) = (load.ok, load.failed);
     eprintln!(
         "rotation under load: {ok} ok, {failed} failed; serial {} -> {}",
         before.serial, rotated.serial
     );
     assert!(ok > 100, "too little load to show anything: {ok}");
-    assert_eq!(failed, 0);
+    assert_eq!(failed, 0, "{:?}", load.failures);
     assert!(
         users.child.log().contains("Connect certificate loaded")
             && users

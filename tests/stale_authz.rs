@@ -103,6 +103,14 @@ async fn stale_decisions_are_served_with_a_warning_then_refused_past_the_bound()
             }
         }
     }
+    if refused.is_some()
+        && !payments
+            .child
+            .log()
+            .contains("authorization too stale (--authz-max-stale): closing the live connection")
+    {
+        violations.push("the live connection itself was not closed at the bound".to_owned());
+    }
     if refused.is_some() {
         match try_dial(&payments.addr(), &orders).await {
             Ok(fresh) => match check(&fresh, CALL_LIMIT).await {

@@ -6,10 +6,11 @@
 #![allow(dead_code)] // each test file uses a part
 
 use std::{
+    collections::BTreeMap,
     future::Future,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex,
     },
     time::Duration,
 };
@@ -143,12 +144,23 @@ pub fn median_and_failures(
 }
 
 /// Workers calling in a loop until stopped, counting answers and failures
-/// (each failure printed).
+/// (each failure printed, and the distinct ones kept for the report).
 pub struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
+    failures: Arc<Mutex<BTreeMap<String, u64>>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+pub struct LoadOutcome {
+    /// Calls answered.
+    pub ok: u64,
+    /// Calls failed.
+    pub failed: u64,
+    /// Each distinct failure ("code: message") and how often it came.
+    pub failures: BTreeMap<String, u64>,
 }
 
 impl Load {
@@ -159,20 +171,24 @@ impl Load {
         Fut: Future<Output = Result<(), tonic::Status>> + Send,
     {
         let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failures = Arc::new(Mutex::new(BTreeMap::new()));
         let workers = (0..workers)
             .map(|_| {
-                let (stop, ok, failed, call) =
-                    (stop.clone(), ok.clone(), failed.clone(), call.clone());
+                let (stop, ok, failures, call) =
+                    (stop.clone(), ok.clone(), failures.clone(), call.clone());
                 tokio::spawn(async move {
                     while !stop.load(Ordering::Relaxed) {
                         match call().await {
-                            Ok(()) => ok.fetch_add(1, Ordering::Relaxed),
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::Relaxed);
+                            }
                             Err(status) => {
                                 eprintln!("failed call: {status:?}");
-                                failed.fetch_add(1, Ordering::Relaxed)
+                                let key = format!("{:?}: {}", status.code(), status.message());
+                                *failures.lock().expect("failures").entry(key).or_insert(0) += 1;
                             }
-                        };
+                        }
                     }
                 })
             })
@@ -180,20 +196,22 @@ impl Load {
         Self {
             stop,
             ok,
-            failed,
+            failures,
             workers,
         }
     }
 
-    /// Stops the workers, waits for their last calls: (answered, failed).
-    pub async fn stop(self) -> (u64, u64) {
+    /// Stops the workers and waits for their last calls.
+    pub async fn stop(self) -> LoadOutcome {
         self.stop.store(true, Ordering::Relaxed);
         for worker in self.workers {
             worker.await.expect("load worker");
         }
-        (
-            self.ok.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
+        let failures = std::mem::take(&mut *self.failures.lock().expect("failures"));
+        LoadOutcome {
+            ok: self.ok.load(Ordering::Relaxed),
+            failed: failures.values().sum(),
+            failures,
+        }
     }
 }
