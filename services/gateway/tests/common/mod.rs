@@ -200,7 +200,7 @@ pub fn url(gateway: &ServiceProcess, path: &str) -> String {
 }
 
 /// What curl received.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Reply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
@@ -208,6 +208,16 @@ pub struct Reply {
     pub body: String,
     /// The body's bytes.
     pub raw: Vec<u8>,
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &self.body)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reply {
