@@ -54,6 +54,11 @@ SERVICES = {
     "orders": (50054, "mesh.orders.v1.Orders"),
 }
 BACKENDS = ("users", "inventory", "payments")
+# The API gateway (an edge: HTTPS, no database): the only workload reached from outside the
+# namespace. It calls these, and never payments.
+GATEWAY = "gateway"
+GATEWAY_PORT = 8443
+GATEWAY_CALLS = ("users", "inventory", "orders")
 CONSUL_STS = "consul-server"
 ACL_JOB = "consul-acl-bootstrap"
 ACL_POLICIES_CM = "consul-acl-policies"
@@ -681,10 +686,12 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             return ", ".join(own)
         c(f"NetworkPolicy for {svc}", netpol)
 
+    check_gateway(c, r, expect, overlay, images)
+
     def one_image():
         need(len(set(images.values())) == 1, f"several images: {images}")
         return next(iter(images.values()), "")
-    c("all four services run the same image", one_image)
+    c("every mesh workload (the four services, the gateway) runs the same image", one_image)
 
     def distinct_databases():
         secrets = list(db_secrets.values())
@@ -833,7 +840,11 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             for backend in BACKENDS:
                 need(("orders", backend) in allowed, f"orders -> {backend} is not allowed")
                 callers = {s for (s, d) in allowed if d in (backend, "*")}
-                need(callers <= {"orders", "operator"}, f"{backend} may be called by {sorted(callers)}")
+                expected = {"orders", "operator"} | ({GATEWAY} if backend in GATEWAY_CALLS else set())
+                need(callers <= expected, f"{backend} may be called by {sorted(callers)}")
+            for target in GATEWAY_CALLS:
+                need((GATEWAY, target) in allowed, f"{GATEWAY} -> {target} is not allowed")
+            need((GATEWAY, "payments") in denied, f"no explicit deny of {GATEWAY} -> payments")
             return f"{len(allowed)} allow, {len(denied)} deny"
         c(f"{cid}: Connect on, default-deny intentions for the shop's call graph", connect_and_intentions)
 
@@ -889,7 +900,12 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         for backend in BACKENDS:
             need(re.search(r'service "%s" \{\s*policy\s*=\s*"read"' % backend, data.get("orders.hcl", "")),
                  f"orders.hcl lacks service:read on {backend}")
-    c(f"ConfigMap/{ACL_POLICIES_CM}: each service writes only itself; orders reads its upstreams", service_policies)
+        gateway = data.get(f"{GATEWAY}.hcl", "")
+        writes = re.findall(r'(\w+) "([^"]*)" \{[^}]*policy\s*=\s*"write"', gateway)
+        need(writes == [("service", GATEWAY)], f"{GATEWAY}.hcl writes {writes}, not only itself")
+        reads = sorted(re.findall(r'service "([^"]*)" \{\s*policy\s*=\s*"read"', gateway))
+        need(reads == sorted(GATEWAY_CALLS), f"{GATEWAY}.hcl reads {reads}, not exactly {sorted(GATEWAY_CALLS)}")
+    c(f"ConfigMap/{ACL_POLICIES_CM}: each service writes only itself; orders and the gateway read their upstreams", service_policies)
 
     job = r.by_kind.get("Job", {}).get(ACL_JOB)
     c(f"Job/{ACL_JOB} exists", lambda: need(job is not None, "missing"))
@@ -908,7 +924,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need(mount and generated(volumes[mount[0]["name"]].get("configMap", {}).get("name"), ACL_POLICIES_CM),
                  f"{policies} is not the ConfigMap {ACL_POLICIES_CM}")
             tokens = flag("--tokens-dir")
-            for svc in list(SERVICES) + ["mesh-read"]:
+            for svc in list(SERVICES) + [GATEWAY, "mesh-read"]:
                 src = mounted_secret_file(job, jct, f"{tokens}/{svc}.token")
                 need(src and generated(src[0], f"consul-token-{svc}") and src[1] == "token",
                      f"{svc}.token is {src}")
@@ -930,7 +946,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
                  "tokens.json's initial_management differs from master.token")
             need(tokens["agent"] == value("consul-acl-tokens", "agent.token"),
                  "tokens.json's agent differs from agent.token")
-            values = [value(f"consul-token-{n}", "token") for n in list(SERVICES) + ["mesh-read"]]
+            values = [value(f"consul-token-{n}", "token") for n in list(SERVICES) + [GATEWAY, "mesh-read"]]
             need(None not in values and len(set(values) | {tokens["initial_management"], tokens["agent"]}) == len(values) + 2,
                  "token Secrets missing or shared")
         c("dev Secrets: Consul's tokens agree, every holder has its own token", dev_tokens_agree)
@@ -1019,6 +1035,110 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     flow(acl_job, orders, SERVICES["orders"][0], "TCP", False)
     flow(acl_job, internet, 443, "TCP", False)
     flow(orders, acl_job, 8500, "TCP", False)
+
+    # The gateway: the one way in from outside the namespace, and what it may call.
+    gateway = pods.get(GATEWAY)
+    flow(internet, gateway, GATEWAY_PORT, "TCP", True)
+    flow(foreign, gateway, GATEWAY_PORT, "TCP", True)
+    for target in GATEWAY_CALLS:
+        flow(gateway, pods.get(target), SERVICES[target][0], "TCP", True)
+    flow(gateway, pods.get("payments"), SERVICES["payments"][0], "TCP", False)
+    one_side(gateway, pods.get("payments"), SERVICES["payments"][0], "Egress")
+    one_side(gateway, pods.get("payments"), SERVICES["payments"][0], "Ingress")
+    flow(gateway, consul_ep, 8500, "TCP", True)
+    flow(gateway, pg, 5432, "TCP", False)
+    flow(gateway, internet, 443, "TCP", False)
+    flow(consul_ep, gateway, HEALTH_PORT, "TCP", True)
+    flow(prometheus, gateway, METRICS_PORT, "TCP", True)
+    flow(foreign, gateway, HEALTH_PORT, "TCP", False)
+
+    def only_the_gateway_from_outside():
+        reachable = []
+        for name, ep in sorted(pods.items()):
+            for port in sorted({p["containerPort"] for p in ep.ports if p.get("protocol", "TCP") == "TCP"}):
+                for outsider in (internet, foreign):
+                    if flow_allowed(r, outsider, ep, port, "TCP"):
+                        reachable.append(f"{name}:{port} from {outsider.name}")
+        need(reachable == [f"{GATEWAY}:{GATEWAY_PORT} from {internet.name}",
+                           f"{GATEWAY}:{GATEWAY_PORT} from {foreign.name}"],
+             f"reachable from outside the namespace: {reachable}")
+        return f"{GATEWAY}:{GATEWAY_PORT} only"
+    c("NetworkPolicy: only the gateway's HTTPS port accepts traffic from outside the namespace",
+      only_the_gateway_from_outside)
+
+
+def check_gateway(c, r: Rendered, expect: dict, overlay: str | None, images: dict):
+    """The API gateway's Deployment: HTTPS only, tokens from the identity ConfigMap, its own
+    Consul token and Connect identity, no database; its Service, HPA and PDB."""
+    d = r.by_kind.get("Deployment", {}).get(GATEWAY)
+    did = f"Deployment/{GATEWAY}"
+    c(f"{did} exists", lambda: need(d is not None, "missing"))
+    if d is None:
+        return
+    ct = main_container(d)
+    images[GATEWAY] = ct.get("image")
+
+    def command():
+        need(ct.get("command") == [f"/usr/local/bin/{GATEWAY}"], f"command is {ct.get('command')}")
+    c(f"{did}: runs /usr/local/bin/{GATEWAY} from the mesh image", command)
+
+    def https():
+        need(port_of(env_text(r, ct, "MESH_LISTEN")) == container_port(ct, "https") == GATEWAY_PORT,
+             "MESH_LISTEN, the https port and 8443 differ")
+        need(env_source(r, ct, "MESH_ALLOW_PLAINTEXT") is None, "MESH_ALLOW_PLAINTEXT is set")
+        cert = mounted_secret_file(d, ct, env_text(r, ct, "MESH_TLS_CERT"))
+        key = mounted_secret_file(d, ct, env_text(r, ct, "MESH_TLS_KEY"))
+        need(cert and generated(cert[0], "gateway-tls") and cert[1] == "tls.crt", f"MESH_TLS_CERT is {cert}")
+        need(key and generated(key[0], "gateway-tls") and key[1] == "tls.key", f"MESH_TLS_KEY is {key}")
+        return "certificate and key from Secret gateway-tls"
+    c(f"{did}: HTTPS on 8443 with the certificate of Secret gateway-tls, never plaintext", https)
+
+    def tokens():
+        path = env_text(r, ct, "MESH_JWT_KEYS")
+        volumes = {v["name"]: v for v in pod_spec(d).get("volumes", []) or []}
+        mounts = [m for m in ct.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        need(mounts, f"{path} is not mounted")
+        cm = volumes[mounts[0]["name"]].get("configMap") or {}
+        need(generated(cm.get("name"), "gateway-identity"), f"{path} is not from ConfigMap gateway-identity")
+        # The ConfigMap itself comes from the overlay (dev) or the operator (prod).
+        env = {e["name"]: e for e in ct.get("env", []) or []}
+        for name, key in (("MESH_JWT_ISSUER", "issuer"), ("MESH_JWT_AUDIENCE", "audience")):
+            ref = (env.get(name, {}).get("valueFrom") or {}).get("configMapKeyRef") or {}
+            need(generated(ref.get("name"), "gateway-identity") and ref.get("key") == key,
+                 f"{name} is not key {key} of ConfigMap gateway-identity: {env.get(name)}")
+    c(f"{did}: token keys, issuer and audience from ConfigMap gateway-identity", tokens)
+
+    def identity():
+        need(env_text(r, ct, "MESH_MTLS") == "required", "MESH_MTLS is not required")
+        src = mounted_secret_file(d, ct, env_text(r, ct, "CONSUL_HTTP_TOKEN_FILE"))
+        need(src and generated(src[0], f"consul-token-{GATEWAY}"), f"its Consul token is {src}")
+        need(env_source(r, ct, "DATABASE_URL") is None, "an edge has no database")
+    c(f"{did}: Connect identity gateway (mTLS to the services), its own Consul token, no database", identity)
+
+    def probes():
+        for kind, service in (("startupProbe", GATEWAY), ("readinessProbe", GATEWAY), ("livenessProbe", "")):
+            probe = ct.get(kind) or {}
+            need(probe.get("grpc", {}).get("port") == HEALTH_PORT, f"{kind} is not grpc on {HEALTH_PORT}")
+            need(probe["grpc"].get("service", "") == service, f"{kind} checks {probe['grpc'].get('service')!r}")
+    c(f"{did}: gRPC health probes on the health port", probes)
+
+    def service():
+        s = r.get("Service", GATEWAY)
+        need(s["spec"].get("type") == "LoadBalancer", "not a LoadBalancer")
+        https = [p for p in s["spec"]["ports"] if p["port"] == 443]
+        need(https and container_port(ct, https[0]["targetPort"]) == GATEWAY_PORT, "no 443 -> 8443")
+    c(f"Service/{GATEWAY}: LoadBalancer, 443 -> the HTTPS port", service)
+
+    def scaling():
+        hpa = r.get("HorizontalPodAutoscaler", GATEWAY)
+        need(hpa["spec"]["scaleTargetRef"]["name"] == GATEWAY, "scales something else")
+        pdb = r.get("PodDisruptionBudget", GATEWAY)
+        need(selects(pdb["spec"]["selector"], pod_labels(d)), "the PDB does not select the pods")
+        low, _ = expect.get("replicas", (None, None))
+        if low is not None:
+            need(d["spec"]["replicas"] >= low and hpa["spec"]["minReplicas"] >= low,
+                 f"fewer than {low} replicas for {overlay}")
+    c(f"HorizontalPodAutoscaler/{GATEWAY} and PodDisruptionBudget/{GATEWAY}", scaling)
 
 
 def main(argv: list[str]) -> int:

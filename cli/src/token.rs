@@ -19,9 +19,14 @@ pub(crate) struct TokenArgs {
           value_parser = mesh::config::duration::parser(mesh::config::duration::BareUnit::Seconds, Duration::from_secs(1)))]
     ttl: Duration,
 
-    /// Where `mesh up` keeps its state.
+    /// Where `mesh up` keeps its state (the key is in `<state-dir>/gateway/`).
     #[arg(long, default_value = ".mesh")]
     state_dir: PathBuf,
+
+    /// The folder holding `token-signing-key.pem` instead, e.g. the DEV-ONLY
+    /// keys of `k8s/overlays/dev/gateway` (also used by docker compose).
+    #[arg(long)]
+    keys_dir: Option<PathBuf>,
 }
 
 /// The folder of the local token key in `state_dir`.
@@ -39,11 +44,14 @@ pub(crate) async fn run(args: TokenArgs) -> anyhow::Result<ExitCode> {
         "the user id must be 1 to {} printable ASCII characters",
         gateway::auth::verify::MAX_SUBJECT_BYTES
     );
-    let dir = keys_dir(&args.state_dir);
+    let dir = args
+        .keys_dir
+        .clone()
+        .unwrap_or_else(|| keys_dir(&args.state_dir));
     let keys = DevKeys::at(&dir);
     anyhow::ensure!(
         keys.signing_key.is_file(),
-        "no token key in {}: `mesh up` creates it (or give --state-dir)",
+        "no token key in {}: `mesh up` creates it (or give --state-dir or --keys-dir)",
         dir.display()
     );
     let token = keys

@@ -31,7 +31,7 @@ impl TokenSpec {
 }
 
 /// Every policy, from the files in `deploy/consul/acl/`.
-pub(crate) const POLICIES: [Policy; 6] = [
+pub(crate) const POLICIES: [Policy; 7] = [
     Policy {
         name: "mesh-users",
         file: "users.hcl",
@@ -58,6 +58,13 @@ pub(crate) const POLICIES: [Policy; 6] = [
         rules: include_str!("../../../deploy/consul/acl/orders.hcl"),
     },
     Policy {
+        name: "mesh-gateway",
+        file: "gateway.hcl",
+        description:
+            "gateway: service:write on itself, service:read on users, inventory, orders, node:read",
+        rules: include_str!("../../../deploy/consul/acl/gateway.hcl"),
+    },
+    Policy {
         name: "mesh-read",
         file: "mesh-read.hcl",
         description: "read-only view of the mesh: mesh status, the UI",
@@ -72,7 +79,7 @@ pub(crate) const POLICIES: [Policy; 6] = [
 ];
 
 /// Every token: one per service, the read-only one, the agent's.
-pub(crate) const TOKENS: [TokenSpec; 6] = [
+pub(crate) const TOKENS: [TokenSpec; 7] = [
     TokenSpec {
         name: "users",
         policy: "mesh-users",
@@ -88,6 +95,10 @@ pub(crate) const TOKENS: [TokenSpec; 6] = [
     TokenSpec {
         name: "orders",
         policy: "mesh-orders",
+    },
+    TokenSpec {
+        name: "gateway",
+        policy: "mesh-gateway",
     },
     TokenSpec {
         name: "mesh-read",
@@ -114,8 +125,9 @@ mod tests {
                 .iter()
                 .find(|policy| policy.name == token.policy)
                 .expect("its policy");
-            let own = format!("service \"{}\" {{\n  policy     = \"write\"", service.name);
-            assert!(policy.rules.contains(&own), "{}", policy.rules);
+            let compact: String = policy.rules.split_whitespace().collect();
+            let own = format!("service\"{}\"{{policy=\"write\"", service.name);
+            assert!(compact.contains(&own), "{}", policy.rules);
             assert_eq!(
                 policy.rules.matches("\"write\"").count(),
                 1,
@@ -126,6 +138,14 @@ mod tests {
                 .rules
                 .contains("node_prefix \"\" {\n  policy = \"read\""));
         }
+        let gateway = POLICIES
+            .iter()
+            .find(|policy| policy.name == "mesh-gateway")
+            .unwrap();
+        assert!(
+            !gateway.rules.contains("\"payments\""),
+            "the gateway never calls payments: it may not even resolve it"
+        );
         for token in TOKENS {
             assert!(POLICIES.iter().any(|policy| policy.name == token.policy));
         }
