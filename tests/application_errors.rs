@@ -49,11 +49,14 @@ impl Users for Scripted {
             "unavailable" => Status::unavailable("the database is busy; try again"),
             "internal" => Status::internal("a bug"),
             "largest" => largest_bounded_status(),
-            // Far beyond what any mesh server sends: HTTP/2 resets the stream.
+            // Beyond what any mesh server sends (32 KiB of headers, the
+            // limit is ~25 KiB): HTTP/2 resets the stream. (A header block
+            // past five CONTINUATION frames, ~96 KiB, would make h2 close
+            // the whole connection instead: a connection failure.)
             _ => Status::with_details(
                 Code::FailedPrecondition,
                 "oversized",
-                Bytes::from(vec![0x5a; 96 * 1024]),
+                Bytes::from(vec![0x5a; 24 * 1024]),
             ),
         })
     }
@@ -116,9 +119,11 @@ async fn finding_1_the_largest_status_a_mesh_server_sends_arrives_intact() {
     serve_scripted(&agent).await;
     // Ejection out of the way: this is about the answer itself.
     let mesh = client(&agent, 1000);
-    wait_until("the client sees the server", Duration::from_secs(20), || {
-        (mesh.resolver("scripted").snapshot().endpoints.len() == 1).then_some(())
-    });
+    wait_until(
+        "the client sees the server",
+        Duration::from_secs(20),
+        || (mesh.resolver("scripted").snapshot().endpoints.len() == 1).then_some(()),
+    );
     let status = UsersClient::new(mesh.channel("scripted"))
         .get_user(GetUserRequest {
             user_id: "largest".into(),
@@ -141,11 +146,14 @@ async fn finding_1_a_servers_answers_never_eject_its_endpoint() {
     let agent = ConsulAgent::start();
     serve_scripted(&agent).await;
     let mesh = client(&agent, 2);
-    wait_until("the client sees the server", Duration::from_secs(20), || {
-        (mesh.resolver("scripted").snapshot().endpoints.len() == 1).then_some(())
-    });
+    wait_until(
+        "the client sees the server",
+        Duration::from_secs(20),
+        || (mesh.resolver("scripted").snapshot().endpoints.len() == 1).then_some(()),
+    );
     let mut users = UsersClient::new(mesh.channel("scripted"));
     for user_id in ["unavailable", "internal", "oversized"] {
+        let retries_before = mesh.metrics("scripted").snapshot().retries;
         for _ in 0..4 {
             let status = users
                 .get_user(GetUserRequest {
@@ -154,6 +162,15 @@ async fn finding_1_a_servers_answers_never_eject_its_endpoint() {
                 .await
                 .unwrap_err();
             assert_ne!(status.code(), Code::Ok);
+            if user_id == "oversized" {
+                // Answered, but unreadable: INTERNAL, and not sent again
+                // (the same request would get the same answer).
+                assert_eq!(status.code(), Code::Internal, "{status:?}");
+                assert!(status.message().contains("could not be read"), "{status:?}");
+            }
+        }
+        if user_id == "oversized" {
+            assert_eq!(mesh.metrics("scripted").snapshot().retries, retries_before);
         }
         users
             .list_users(ListUsersRequest::default())

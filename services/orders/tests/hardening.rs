@@ -297,10 +297,7 @@ async fn find_order(
     }
 }
 
-async fn get(
-    client: &mut OrdersClient<Channel>,
-    order_id: &str,
-) -> mesh::proto::orders::v1::Order {
+async fn get(client: &mut OrdersClient<Channel>, order_id: &str) -> mesh::proto::orders::v1::Order {
     client
         .get_order(GetOrderRequest {
             order_id: order_id.to_owned(),

@@ -83,6 +83,8 @@
 mod calls;
 mod cancel;
 mod errors;
+mod operator;
+mod parked_metric;
 mod recovery;
 mod steps;
 #[cfg(test)]
@@ -256,6 +258,13 @@ impl Saga {
             if !current.status.is_unfinished() {
                 return Ok(Lease::Finished(outcome(current)));
             }
+            if let Some(parked) = current.parked {
+                return Ok(Lease::Finished(Err(OrderError::Parked {
+                    order_id: current.order_id,
+                    reason: parked.reason,
+                    detail: parked.detail,
+                })));
+            }
             if tokio::time::Instant::now() >= give_up {
                 return Err(OrderError::Busy {
                     order_id: order_id.to_owned(),
@@ -265,7 +274,10 @@ impl Saga {
         }
     }
 
-    /// Runs the saga steps holding the lease, then gives the lease up.
+    /// Runs the saga steps holding the lease, then gives the lease up: a
+    /// final order has freed it already; an order that needs a person is
+    /// parked (logged once, here); any other is deferred to its next attempt
+    /// (a backoff per order, see [`Saga::retry_backoff_ms`]).
     async fn run(
         &self,
         order: Order,
@@ -274,18 +286,46 @@ impl Saga {
     ) -> Result<Order, OrderError> {
         let order_id = order.order_id.clone();
         let result = self.drive(order, &fence, budget).await;
-        // A final state already freed it; otherwise let the next run in at once.
-        if let Err(error) = self.store.release_lease(&fence).await {
+        let now = now_unix_ms();
+        let given_up = match &result {
+            Ok(order) => {
+                tracing::info!(%order_id, status = order.status.as_str(), "order settled");
+                Ok(())
+            }
+            Err(OrderError::Rejected { .. }) => Ok(()),
+            Err(OrderError::Inconsistent { reason, detail, .. }) => {
+                match self.store.park(&fence, *reason, detail, now).await {
+                    Ok(true) => {
+                        tracing::error!(%order_id, reason = reason.as_str(), %detail, "order parked: it needs an operator (ListParkedOrders, then RetryParkedOrder or ResolveParkedOrder)");
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+            Err(error) => {
+                tracing::info!(%order_id, %error, "order not final yet");
+                self.store
+                    .defer(&fence, now, |failed| self.retry_backoff_ms(failed))
+                    .await
+            }
+        };
+        if let Err(error) = given_up {
             tracing::warn!(%order_id, %error, "cannot give the order's lease up; it will expire");
         }
-        match &result {
-            Ok(order) => tracing::info!(%order_id, status = order.status.as_str(), "order settled"),
-            Err(OrderError::Inconsistent { detail, .. }) => {
-                tracing::error!(%order_id, %detail, "order needs an operator")
-            }
-            Err(error) => tracing::info!(%order_id, %error, "order not final yet"),
-        }
         result
+    }
+
+    /// How long an order waits after `failed_runs` runs in a row that could
+    /// not finish it: the recovery interval, doubling, at most one lease. So
+    /// orders that keep failing (an upstream down for long, an answer that
+    /// never comes) are tried less often and go behind the others, and one
+    /// cut by an outage is finished at most a lease after the outage ends.
+    fn retry_backoff_ms(&self, failed_runs: i64) -> i64 {
+        let doublings = u32::try_from(failed_runs.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        millis(self.options.recovery_interval)
+            .saturating_mul(1_i64 << doublings)
+            .min(self.lease_ms())
     }
 
     /// users.GetUser: the user exists.
