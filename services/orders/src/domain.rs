@@ -504,6 +504,28 @@ pub fn order_reservation_id(order_id: &str, attempt: i64) -> String {
     }
 }
 
+/// The payments idempotency key of an order, by where its keys come from.
+pub fn charge_key_of(keys: KeySource, order_id: &str, request_id: &str) -> String {
+    match keys {
+        KeySource::OrderId => order_charge_key(order_id),
+        KeySource::RequestId => charge_key(request_id),
+    }
+}
+
+/// The inventory reservation id `attempt` of an order, by where its keys
+/// come from.
+pub fn reservation_id_of(
+    keys: KeySource,
+    order_id: &str,
+    request_id: &str,
+    attempt: i64,
+) -> String {
+    match keys {
+        KeySource::OrderId => order_reservation_id(order_id, attempt),
+        KeySource::RequestId => reservation_id(request_id, attempt),
+    }
+}
+
 /// The namespace of the ids derived from a `request_id` (UUID v5), so the
 /// derived ids have a fixed length whatever the request id's.
 const SAGA_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6d65_7368_2d6f_7264_6572_732d_7361_6761);

@@ -10,7 +10,7 @@
 use sqlx::{any::AnyRow, AnyPool, Row};
 
 use crate::domain::{
-    order_charge_key, order_reservation_id, Item, KeySource, OrderStatus, PageKey, ParkReason, Step,
+    charge_key_of, reservation_id_of, Item, KeySource, OrderStatus, PageKey, ParkReason, Step,
 };
 
 /// A stored order line.
@@ -74,20 +74,17 @@ pub struct Parked {
 impl Order {
     /// The payments idempotency key of this order's charge.
     pub fn charge_key(&self) -> String {
-        match self.keys {
-            KeySource::OrderId => order_charge_key(&self.order_id),
-            KeySource::RequestId => crate::domain::charge_key(&self.request_id),
-        }
+        charge_key_of(self.keys, &self.order_id, &self.request_id)
     }
 
     /// The id of this order's current inventory reservation.
     pub fn reservation_id(&self) -> String {
-        match self.keys {
-            KeySource::OrderId => order_reservation_id(&self.order_id, self.reservation_attempt),
-            KeySource::RequestId => {
-                crate::domain::reservation_id(&self.request_id, self.reservation_attempt)
-            }
-        }
+        reservation_id_of(
+            self.keys,
+            &self.order_id,
+            &self.request_id,
+            self.reservation_attempt,
+        )
     }
 
     /// The lines as requested (without prices).
