@@ -14,16 +14,24 @@
 //! PENDING    RESERVE  reservation R(attempt)                inventory.Reserve(R, items, ttl, currency)
 //! PENDING    CHARGE   R held; a charge under K              payments.Charge(K, user, total, currency)
 //! PENDING    COMMIT   R held; payment P captured            inventory.Commit(R)
-//! PENDING    UNDO     R held or released; P maybe captured  payments.Refund(P), inventory.Release(R)
+//! PENDING    UNDO     R held, released or (raced) committed; inventory.GetReservation(R), then
+//!                     P maybe captured                      payments.Refund(P), inventory.Release(R)
 //! CANCELLING CANCEL   R committed; P captured               payments.Refund(P), inventory.Restock(R)
 //! CONFIRMED  DONE     R committed; P captured               —
 //! REJECTED   DONE     nothing held, no money kept           —
 //! CANCELLED  DONE     R restocked; P refunded               —
 //!
-//! R = reservation_id(request_id, attempt) = "order:<uuid5(request_id)>[:attempt]"
-//! K = charge_key(request_id)               = "order:<uuid5(request_id)>"
+//! R = order_reservation_id(order_id, attempt) = "order:<order_id>[:attempt]"
+//! K = order_charge_key(order_id)               = "order:<order_id>"
 //! P = the payment Charge(K) returned (payments keeps one per K)
 //! ```
+//!
+//! `order_id` is a fresh random id made when the row is first written, so
+//! a request resent after orders' database was lost is a new order with new
+//! keys (PlaceOrder stays idempotent on `request_id` through the row's unique
+//! index). Orders recorded before migration 0004 keep the keys derived from
+//! their `request_id` (`saga_keys = 'request_id'`: `charge_key`,
+//! `reservation_id`).
 //!
 //! Transitions (each one fenced write; see [`crate::store`]):
 //!
@@ -35,7 +43,9 @@
 //!         ─DECLINED / refused─► UNDO     (reason recorded)
 //! COMMIT  ─COMMITTED──────────► CONFIRMED
 //!         ─refused (R expired)► UNDO     (the sale cannot happen: refund)
-//! UNDO    ─Refund(P) if any, Release(R)─► REJECTED
+//! UNDO    ─R COMMITTED, P captured─────────► CONFIRMED (the sale happened)
+//!         ─R COMMITTED, P refunded─Restock(R)─► REJECTED
+//!         ─Refund(P) if any, Release(R)────► REJECTED
 //! CONFIRMED ─CancelOrder──────► CANCELLING/CANCEL ─Refund(P), Restock(R)─► CANCELLED
 //! any step ─upstream unreachable or outcome unknown─► same step (retried)
 //! ```
@@ -75,10 +85,22 @@
 //! because they carry the same idempotency keys as the new run's (see
 //! docs/adr on leases and fencing).
 //!
+//! - **UNDO reads the reservation before it refunds**: a Commit refused as
+//!   expired never ends COMMITTED (inventory decides expiry in the Commit's
+//!   own write), but if one did, refunding would leave units sold unpaid.
+//!
+//! A run that cannot finish an order (an upstream down, an unknown outcome)
+//! defers it: `next_attempt_unix_ms` = now + the recovery interval doubling
+//! per failed run, at most a lease, so orders that keep failing go behind
+//! the others instead of taking every round.
+//!
 //! If a state breaks these invariants (e.g. inventory refuses to release a
-//! reservation while the charge was declined), the order stays where it is,
-//! the run answers INTERNAL and logs an error for an operator; it never
-//! guesses with money.
+//! reservation while the charge was declined), the order is **parked**: it
+//! keeps its status and step, records why (`parked_reason`, `parked_detail`),
+//! logs one error and is counted in `orders_parked{reason}`; recovery skips
+//! it and a repeat of the request answers without running it, until an
+//! operator retries or resolves it (`operator.rs`). It never guesses with
+//! money.
 
 mod calls;
 mod cancel;
