@@ -326,6 +326,8 @@ impl Saga {
                 }
             }
             Err(error) => {
+                // It quotes an upstream's answer: bounded.
+                let error = mesh::bounded::message(&error.to_string());
                 tracing::info!(%order_id, %error, "order not final yet");
                 self.store
                     .defer(&fence, now, |failed| self.retry_backoff_ms(failed))

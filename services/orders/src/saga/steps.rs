@@ -218,6 +218,7 @@ impl Saga {
             // Unknown or not applied: the same Charge is sent again later.
             Err(status) => {
                 if classify_failure(&status) == CallFailure::Unknown {
+                    let status = mesh::bounded::message(&status.to_string());
                     tracing::warn!(order_id = %order.order_id, %status, "charge outcome unknown; keeping the reservation");
                 }
                 Err(pending(order, "charge the payment", "payments", status))
