@@ -31,6 +31,12 @@
 //! charge key; one order per request_id per epoch; no answer INTERNAL. A
 //! failure prints the seed and the run.
 //!
+//! Hardening finding 7: the campaign used to send small orders with one
+//! short fault each and could not have found findings 1–4 (long unknown SKUs,
+//! starved recovery, a Commit racing the expiry, keys colliding after a lost
+//! database); the large orders, short TTLs, pauses, late deliveries and the
+//! wiped database are what reach those paths.
+//!
 //! `cargo test -p orders --test fault_campaign` runs 200 runs (the suite);
 //! `-- --runs 1000 [--seed N] [--report FILE]` (or MESH_CAMPAIGN_RUNS,
 //! MESH_CAMPAIGN_SEED) runs more and writes the figures of docs/SAGA.md.
