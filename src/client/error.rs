@@ -83,6 +83,22 @@ pub(crate) fn never_reached_server(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// Whether the server answered but our HTTP/2 layer refused the answer and
+/// reset the stream (e.g. response headers over the header-list limit): an
+/// answer of a working server, not a transport failure. The same request
+/// would get the same answer, so it is neither retried nor counted toward
+/// ejecting the endpoint.
+pub(crate) fn answer_refused_locally(error: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_reset() && h2.is_library();
+        }
+        current = error.source();
+    }
+    false
+}
+
 /// Whether an attempt ran out of time: our per-try timer, or tonic's own
 /// enforcement of the `grpc-timeout` header we set.
 pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
@@ -110,6 +126,11 @@ pub(crate) fn into_status(error: BoxError, service: &str) -> Status {
         Status::deadline_exceeded(format!("calling {service}: {}", error_chain(&*error)))
     } else if error.is::<BodyError>() {
         Status::new(Code::Internal, error.to_string())
+    } else if answer_refused_locally(&*error) {
+        Status::internal(format!(
+            "calling {service}: the server's answer could not be read: {}",
+            error_chain(&*error)
+        ))
     } else {
         Status::unavailable(format!("calling {service}: {}", error_chain(&*error)))
     };

@@ -25,7 +25,7 @@ use tower::{
 };
 
 use super::{
-    error::{is_timeout, never_reached_server},
+    error::{answer_refused_locally, is_timeout, never_reached_server},
     metrics::TargetMetrics,
     options::ClientOptions,
 };
@@ -64,6 +64,8 @@ pub(crate) fn classify(result: &Result<http::Response<tonic::body::Body>, BoxErr
             _ => Retryable::No,
         },
         Err(error) if never_reached_server(&**error) => Retryable::Always,
+        // The server answered; the same request gets the same answer.
+        Err(error) if answer_refused_locally(&**error) => Retryable::No,
         Err(error) if is_timeout(&**error) => Retryable::IfIdempotent,
         Err(error) => match error.downcast_ref::<tonic::Status>() {
             Some(status) => match status.code() {

@@ -38,7 +38,7 @@ pub struct ApiError {
     pub status: StatusCode,
     /// The gRPC code in the body.
     pub code: Code,
-    /// The message (bounded).
+    /// The message (bounded as every status message of the mesh).
     pub message: String,
     /// `details` of the body.
     pub details: Vec<serde_json::Value>,
@@ -52,7 +52,7 @@ impl ApiError {
         Self {
             status,
             code,
-            message: crate::bounded(message.as_ref()),
+            message: mesh::bounded::message(message.as_ref()),
             details: Vec::new(),
             headers: Vec::new(),
         }

@@ -46,15 +46,10 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     default_port: 8080,
 };
 
-/// The longest piece of caller-supplied text an answer or a log repeats.
-pub const MAX_ECHO_CHARS: usize = 200;
-
-/// `text`, cut to [`MAX_ECHO_CHARS`] characters (with `…` when cut).
+/// `text` from a caller, cut to what an answer or a log repeats of it
+/// (`mesh::bounded::MAX_ITEM_BYTES`, with `…` when cut).
 pub fn bounded(text: &str) -> String {
-    match text.char_indices().nth(MAX_ECHO_CHARS) {
-        Some((end, _)) => format!("{}…", &text[..end]),
-        None => text.to_owned(),
-    }
+    mesh::bounded::cut(text, mesh::bounded::MAX_ITEM_BYTES)
 }
 
 /// Why the gateway's own settings cannot be used.
