@@ -252,7 +252,11 @@ mod tests {
     #[test]
     fn messages_are_bounded_and_405_lists_the_verbs() {
         let error = ApiError::bad_request("x".repeat(10_000));
-        assert!(error.message.len() < 1100, "{}", error.message.len());
+        assert!(
+            error.message.len() <= mesh::limits::MAX_STATUS_MESSAGE_BYTES,
+            "{}",
+            error.message.len()
+        );
         let error = ApiError::method_not_allowed(
             &http::Method::PUT,
             "/v1/orders",
