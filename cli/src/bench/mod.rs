@@ -6,6 +6,7 @@
 
 mod load;
 mod report;
+mod rest;
 mod rpc;
 pub(crate) mod scale;
 mod via;
@@ -33,7 +34,8 @@ pub(crate) struct BenchArgs {
     rpc: Rpc,
 
     /// `mesh` (Consul-resolved, balanced, retrying), `direct ADDR` (one plain
-    /// channel to one instance) or `proxy ADDR` (one plain channel to a proxy).
+    /// channel to one instance), `proxy ADDR` (one plain channel to a proxy)
+    /// or `gateway URL` (REST/JSON through the API gateway).
     #[arg(long, num_args = 1..=2, value_names = ["MODE", "ADDR"], default_value = "mesh")]
     via: Vec<String>,
 
@@ -66,6 +68,11 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     json: bool,
 
+    /// `--via gateway`: the folder of the token signing key the gateway
+    /// trusts (`token-signing-key.pem`, as `mesh up` writes it).
+    #[arg(long, default_value = ".mesh/gateway")]
+    gateway_keys: std::path::PathBuf,
+
     /// The Consul agent (for `--via mesh`).
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
@@ -86,12 +93,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let consul = args.consul.config()?;
     let identity = match via {
-        Via::Proxy(_) => None,
+        Via::Proxy(_) | Via::Gateway(_) => None,
         Via::Mesh | Via::Direct(_) => args.mtls.client_identity(&consul).await?,
     };
     let mesh_identity = match via {
         // Fixtures made through the mesh need an identity even when the load goes to a proxy.
-        Via::Proxy(_) if args.mtls.mtls == mesh::config::MtlsMode::Required => {
+        Via::Proxy(_) | Via::Gateway(_) if args.mtls.mtls == mesh::config::MtlsMode::Required => {
             args.mtls.client_identity(&consul).await?
         }
         _ => identity.clone(),
@@ -99,7 +106,8 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mesh = || Ok(via::mesh_client(consul.clone(), mesh_identity.clone()));
 
     let channel: Channel = match &via {
-        Via::Mesh => mesh()?.channel(rpc.service()),
+        // The gateway cannot make fixtures (AddStock is not exposed): the mesh does.
+        Via::Mesh | Via::Gateway(_) => mesh()?.channel(rpc.service()),
         Via::Direct(address) => {
             via::direct_channel(address, rpc.service(), identity.as_ref()).await?
         }
@@ -132,8 +140,30 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
-    let caller = TimedCaller::new(rpc, &fixture, channel, args.timeout);
-    let outcome = load::run(plan, caller, &progress).await;
+    let outcome = match &via {
+        Via::Gateway(base) => {
+            let user_id = fixture.user_id().unwrap_or_default().to_owned();
+            let token = match rpc {
+                rpc::Rpc::PlaceOrder => Some(
+                    gateway::auth::dev::DevKeys::at(&args.gateway_keys)
+                        .mint(&user_id, Duration::from_secs(3600))
+                        .with_context(|| {
+                            format!(
+                                "a token for the bench user (--gateway-keys {})",
+                                args.gateway_keys.display()
+                            )
+                        })?,
+                ),
+                _ => None,
+            };
+            let caller = rest::RestCaller::new(base, rpc, user_id, token, args.timeout)?;
+            load::run(plan, caller, &progress).await
+        }
+        _ => {
+            let caller = TimedCaller::new(rpc, &fixture, channel, args.timeout);
+            load::run(plan, caller, &progress).await
+        }
+    };
     progress.finish_and_clear();
 
     let report = Report::new(
@@ -175,7 +205,7 @@ async fn prepare(
             status.message()
         )
     };
-    if *via == Via::Mesh {
+    if matches!(via, Via::Mesh | Via::Gateway(_)) {
         let mesh = mesh()?;
         return rpc::prepare(rpc, |service| mesh.channel(service), requests)
             .await

@@ -17,6 +17,8 @@ pub(crate) enum Via {
     Direct(String),
     /// One plain tonic channel to a proxy (e.g. nginx `grpc_pass`).
     Proxy(String),
+    /// REST/JSON through the API gateway at this base URL.
+    Gateway(String),
 }
 
 impl Via {
@@ -31,28 +33,42 @@ impl Via {
             ["mesh"] => Ok(Via::Mesh),
             ["direct", address] if !address.is_empty() => Ok(Via::Direct((*address).to_owned())),
             ["proxy", address] if !address.is_empty() => Ok(Via::Proxy((*address).to_owned())),
+            ["gateway", url] if !url.is_empty() => {
+                let url = if url.contains("://") {
+                    (*url).to_owned()
+                } else {
+                    format!("http://{url}")
+                };
+                Ok(Via::Gateway(url))
+            }
             ["direct" | "proxy"] => bail!(
                 "--via {} needs an address: --via {0} 127.0.0.1:50052",
                 words[0]
             ),
-            _ => bail!("--via takes `mesh`, `direct ADDR` or `proxy ADDR`, not {values:?}"),
+            ["gateway"] => {
+                bail!("--via gateway needs its URL: --via gateway http://127.0.0.1:8080")
+            }
+            _ => bail!(
+                "--via takes `mesh`, `direct ADDR`, `proxy ADDR` or `gateway URL`, not {values:?}"
+            ),
         }
     }
 
-    /// `mesh`, `direct` or `proxy`.
+    /// `mesh`, `direct`, `proxy` or `gateway`.
     pub(crate) fn label(&self) -> &'static str {
         match self {
             Via::Mesh => "mesh",
             Via::Direct(_) => "direct",
             Via::Proxy(_) => "proxy",
+            Via::Gateway(_) => "gateway",
         }
     }
 
-    /// The address of a direct or proxy run.
+    /// The address of a direct, proxy or gateway run.
     pub(crate) fn address(&self) -> Option<&str> {
         match self {
             Via::Mesh => None,
-            Via::Direct(address) | Via::Proxy(address) => Some(address),
+            Via::Direct(address) | Via::Proxy(address) | Via::Gateway(address) => Some(address),
         }
     }
 }
@@ -128,7 +144,12 @@ mod tests {
             parse(&["proxy", "127.0.0.1:8080"]).unwrap().to_string(),
             "proxy 127.0.0.1:8080"
         );
+        assert_eq!(
+            parse(&["gateway", "127.0.0.1:8080"]).unwrap(),
+            Via::Gateway("http://127.0.0.1:8080".into())
+        );
         assert!(parse(&["direct"]).is_err());
+        assert!(parse(&["gateway"]).is_err());
         assert!(parse(&["carrier-pigeon"]).is_err());
         assert!(parse(&["mesh", "x"]).is_err());
     }
