@@ -158,6 +158,11 @@ impl Resolver {
         &self.inner.service
     }
 
+    /// Whether `other` is a clone of this resolver (the same watch).
+    pub fn same_watch(&self, other: &Resolver) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The current view.
     pub fn snapshot(&self) -> Snapshot {
         self.inner.snapshots.borrow().clone()
