@@ -97,11 +97,11 @@ mod tests {
                 "service-router"
             ]
         );
-        for service in ["users", "inventory", "payments", "orders"] {
+        for service in crate::services::ALL.iter().map(|service| service.name) {
             let body = ENTRIES
                 .iter()
                 .find(|(file, _)| *file == format!("service-defaults-{service}.json"))
-                .unwrap()
+                .unwrap_or_else(|| panic!("no service-defaults entry for {service}"))
                 .1;
             let entry: serde_json::Value = serde_json::from_str(body).unwrap();
             assert_eq!(entry["Protocol"], "grpc", "{service}");

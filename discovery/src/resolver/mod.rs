@@ -208,7 +208,7 @@ async fn run(
                     last_skipped = answer.skipped;
                 }
                 let refused = if answer.endpoints.is_empty() {
-                    refusal(&http, query.service()).await
+                    refusal(http, query.service()).await
                 } else {
                     None
                 };
