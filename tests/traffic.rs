@@ -26,7 +26,7 @@ use std::{
 
 use common::Outcomes;
 use mesh::{
-    client::{Channel, ClientOptions, MeshClient},
+    client::{routing::RoutingTable, Channel, ClientOptions, MeshClient},
     proto::inventory::v1::{inventory_client::InventoryClient, AddStockRequest, GetItemRequest},
 };
 use testkit::{free_port, scrape_metrics, ConsulAgent, ServiceOptions, ServiceProcess};
@@ -154,31 +154,38 @@ async fn get_item(
     client.clone().get_item(request).await.map(drop)
 }
 
+/// The table's `[v1 %, v2 %]` at its splitter.
+fn split_of(table: &RoutingTable) -> Option<[f64; 2]> {
+    let (_, branches) = table.splitters().into_iter().next()?;
+    let by_subset = |subset: &str| {
+        branches
+            .iter()
+            .find(|(_, resolver)| {
+                let target = table.resolvers()[*resolver].targets[0];
+                table.targets()[target].subset == subset
+            })
+            .map_or(0.0, |(percent, _)| *percent)
+    };
+    Some([by_subset("v1"), by_subset("v2")])
+}
+
 /// Waits (bounded) until the client's table splits `[v1 %, v2 %]`.
 async fn wait_split(mesh: &MeshClient, expected: [f64; 2]) {
+    wait_table(mesh, &format!("a {expected:?} split"), |table| {
+        split_of(table) == Some(expected)
+    })
+    .await;
+}
+
+/// Waits (bounded) until the client's table for inventory meets `taken`.
+async fn wait_table(mesh: &MeshClient, what: &str, taken: impl Fn(&RoutingTable) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let view = mesh.chain("inventory");
-        let split = view.table.as_ref().and_then(|table| {
-            let (_, branches) = table.splitters().into_iter().next()?;
-            let by_subset = |subset: &str| {
-                branches
-                    .iter()
-                    .find(|(_, resolver)| {
-                        let target = table.resolvers()[*resolver].targets[0];
-                        table.targets()[target].subset == subset
-                    })
-                    .map_or(0.0, |(percent, _)| *percent)
-            };
-            Some([by_subset("v1"), by_subset("v2")])
-        });
-        if split == Some(expected) {
+        if view.table.as_ref().is_some_and(&taken) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the client never split {expected:?}: {split:?}"
-        );
+        assert!(Instant::now() < deadline, "{what}: {view:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -198,18 +205,7 @@ impl Load {
                 tokio::spawn(async move {
                     let mut outcomes = Outcomes::default();
                     while running.load(Ordering::Relaxed) {
-                        match get_item(&client, &[]).await {
-                            Ok(()) => outcomes.ok += 1,
-                            Err(status) => {
-                                *outcomes
-                                    .errors
-                                    .entry(format!("{:?}", status.code()))
-                                    .or_default() += 1;
-                                if outcomes.messages.len() < 5 {
-                                    outcomes.messages.push(status.message().to_owned());
-                                }
-                            }
-                        }
+                        outcomes.record(get_item(&client, &[]).await);
                         tokio::time::sleep(Duration::from_millis(2)).await;
                     }
                     outcomes
@@ -223,12 +219,7 @@ impl Load {
         self.running.store(false, Ordering::Relaxed);
         let mut total = Outcomes::default();
         for worker in self.workers {
-            let outcomes = worker.await.expect("load worker");
-            total.ok += outcomes.ok;
-            for (code, count) in outcomes.errors {
-                *total.errors.entry(code).or_default() += count;
-            }
-            total.messages.extend(outcomes.messages);
+            total.add(worker.await.expect("load worker"));
         }
         total
     }
@@ -481,18 +472,10 @@ async fn a_route_timeout_caps_the_callers_deadline(
         })
         .to_string(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while mesh
-        .chain("inventory")
-        .table
-        .is_none_or(|table| table.routes().len() != 3)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the router never took the timeout route"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_table(mesh, "the router with the timeout route", |table| {
+        table.routes().len() == 3
+    })
+    .await;
     let mut request = tonic::Request::new(GetItemRequest { sku: SKU.into() });
     request.set_timeout(Duration::from_secs(10));
     request
@@ -544,19 +527,10 @@ async fn unusable_entries_are_reported_once_and_the_rest_routes(
         })
         .to_string(),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while mesh
-        .chain("inventory")
-        .table
-        .is_none_or(|table| table.unusable().len() != 4)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "{:?}",
-            mesh.chain("inventory").table.map(|t| t.unusable().to_vec())
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_table(mesh, "four unusable parts", |table| {
+        table.unusable().len() == 4
+    })
+    .await;
     // Another chain with the same unusable parts: nothing logged again.
     canary.write("splits/inventory-90-10.json");
     wait_split(mesh, [90.0, 10.0]).await;
@@ -663,15 +637,7 @@ async fn a_route_to_a_service_the_token_may_not_read_is_refused_not_failed_over(
     .expect("secure config");
     let mesh = MeshClient::new(consul, ClientOptions::default());
     let inventory = InventoryClient::new(mesh.channel("inventory"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while mesh
-        .chain("inventory")
-        .table
-        .is_none_or(|table| table.router().is_none())
-    {
-        assert!(Instant::now() < deadline, "{:?}", mesh.chain("inventory"));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_table(&mesh, "the router", |table| table.router().is_some()).await;
     let served = || {
         tokio::task::block_in_place(|| {
             scrape_metrics(&metrics).sum("grpc_server_handled_total", &[("grpc_method", GET_ITEM)])

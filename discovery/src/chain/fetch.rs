@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use http::StatusCode;
+use http::Method;
 
 use super::model::DiscoveryChain;
 use crate::{
-    error::{excerpt, ConsulError},
+    error::ConsulError,
     health::{parse_index, MAX_WAIT},
     http::{encode, ConsulHttp},
 };
@@ -46,15 +46,8 @@ pub(crate) async fn fetch(
     let answer = http
         .get(&path, &path_and_query, timeout)
         .await
-        .map_err(|error| crate::agent::needs(error, needs(service)))?;
-    if answer.status != StatusCode::OK {
-        return Err(ConsulError::Status {
-            method: "GET".into(),
-            path,
-            status: answer.status.as_u16(),
-            body: excerpt(&answer.body),
-        });
-    }
+        .map_err(|error| crate::agent::needs(error, needs(service)))?
+        .success(&Method::GET, &path)?;
     let chain = DiscoveryChain::parse(&answer.body).map_err(|message| ConsulError::Decode {
         path: path.clone(),
         message,
