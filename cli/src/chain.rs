@@ -278,7 +278,11 @@ fn route_of_call(
     };
     for check in &explained.checks {
         let _ = match &check.failed {
-            Some(failed) => writeln!(text, "  route {}: no, not {failed}", check.number),
+            Some(failed) => writeln!(
+                text,
+                "  route {}: no ({failed} does not hold)",
+                check.number
+            ),
             None => writeln!(
                 text,
                 "  route {}: matches{}",
@@ -443,7 +447,7 @@ mod tests {
 
         let text = route_of_call(&table, &both, method, &HeaderMap::new());
         assert!(
-            text.contains("route 1: no, not x-canary is \"1\""),
+            text.contains("route 1: no (x-canary is \"1\" does not hold)"),
             "{text}"
         );
         assert!(text.contains("route 2: matches"), "{text}");

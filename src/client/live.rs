@@ -5,10 +5,20 @@
 //! atomically: every call reads the table in force once, without a lock
 //! (`arc-swap`). What Consul accepted but gRPC cannot use is logged once per
 //! service, not at every chain change.
+//!
+//! A target that leaves the table keeps its stack (and so its Consul watch)
+//! for [`LINGER`]: a chain that comes back — a split flipped back, a canary
+//! rolled back — finds it again. Consul 1.8 keeps a blocking query whose
+//! client went away, and its connection, until the query's wait ends (5 min),
+//! so watches dropped and opened again at each change would pile up against
+//! the agent's per-client connection limit (`http_max_conns_per_client`,
+//! 200) — measured: flipping a chain 30 times with a fresh watch each time
+//! left the agent refusing new connections.
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, Weak},
+    time::{Duration, Instant},
 };
 
 use arc_swap::ArcSwapOption;
@@ -45,18 +55,47 @@ pub(crate) enum Readiness {
     Failed(String),
 }
 
+/// How long the stack of a target that left the table is kept (longer than
+/// Consul's 5 min blocking wait, see the module docs).
+pub(crate) const LINGER: Duration = Duration::from_secs(600);
+
 /// The Consul watch of a service's instances: per service, filter and `OnlyPassing`.
 type ResolverKey = (String, Option<String>, bool);
+
+fn resolver_key(spec: &TargetSpec) -> ResolverKey {
+    (spec.service.clone(), spec.filter.clone(), spec.only_passing)
+}
+
+/// A target's stack, and since when no table uses it.
+struct Kept {
+    stack: Arc<TargetStack>,
+    idle_since: Option<Instant>,
+}
 
 #[derive(Default)]
 struct Pool {
     chain: Option<Arc<DiscoveryChain>>,
-    stacks: HashMap<TargetSpec, Arc<TargetStack>>,
-    resolvers: HashMap<ResolverKey, Resolver>,
+    /// Every stack of the tables in force, and those left idle for less than [`LINGER`].
+    stacks: HashMap<TargetSpec, Kept>,
     /// The service's whole-service watch, once [`ServiceRouting::default_resolver`] handed it out.
     pinned: Option<Resolver>,
     reported: HashSet<String>,
     last_error: Option<String>,
+}
+
+impl Pool {
+    /// A watch of `key` already running (pinned, or a kept stack's).
+    fn resolver(&self, key: &ResolverKey, default_key: &ResolverKey) -> Option<Resolver> {
+        if key == default_key {
+            if let Some(pinned) = &self.pinned {
+                return Some(pinned.clone());
+            }
+        }
+        self.stacks
+            .iter()
+            .find(|(spec, _)| resolver_key(spec) == *key)
+            .map(|(_, kept)| kept.stack.resolver.clone())
+    }
 }
 
 /// One service's routing (see the module docs).
@@ -141,18 +180,17 @@ impl ServiceRouting {
     /// chain resolves it): the one the default target's balancer uses.
     pub(crate) fn default_resolver(&self) -> Resolver {
         let mut pool = self.pool();
-        if let Some(resolver) = &pool.pinned {
-            return resolver.clone();
-        }
-        let key = (self.service.clone(), None, false);
+        let key = self.default_key();
         let resolver = pool
-            .resolvers
-            .get(&key)
-            .cloned()
+            .resolver(&key, &key)
             .unwrap_or_else(|| self.spawn_resolver(&key));
-        pool.resolvers.insert(key, resolver.clone());
         pool.pinned = Some(resolver.clone());
         resolver
+    }
+
+    /// The whole service's watch key (Consul's default chain target).
+    fn default_key(&self) -> ResolverKey {
+        (self.service.clone(), None, false)
     }
 
     fn pool(&self) -> std::sync::MutexGuard<'_, Pool> {
@@ -215,38 +253,47 @@ impl ServiceRouting {
                 tracing::warn!(service = %self.service, "config entry not usable by gRPC: {line}");
             }
         }
-        let mut stacks = HashMap::new();
-        let mut resolvers = HashMap::new();
-        if let Some(pinned) = &pool.pinned {
-            resolvers.insert((self.service.clone(), None, false), pinned.clone());
-        }
+        let default_key = self.default_key();
         let mut targets = Vec::with_capacity(table.targets().len());
         for spec in table.targets() {
-            let stack = match pool.stacks.get(spec) {
-                Some(stack) => stack.clone(),
+            let stack = match pool.stacks.get_mut(spec) {
+                Some(kept) => {
+                    kept.idle_since = None;
+                    kept.stack.clone()
+                }
                 None => {
-                    let key = (spec.service.clone(), spec.filter.clone(), spec.only_passing);
-                    let resolver = resolvers
-                        .get(&key)
-                        .or_else(|| pool.resolvers.get(&key))
-                        .cloned()
+                    let key = resolver_key(spec);
+                    let resolver = pool
+                        .resolver(&key, &default_key)
                         .unwrap_or_else(|| self.spawn_resolver(&key));
-                    Arc::new(self.target_stack(spec, resolver))
+                    let stack = Arc::new(self.target_stack(spec, resolver));
+                    let kept = Kept {
+                        stack: stack.clone(),
+                        idle_since: None,
+                    };
+                    pool.stacks.insert(spec.clone(), kept);
+                    stack
                 }
             };
-            let key = (spec.service.clone(), spec.filter.clone(), spec.only_passing);
-            resolvers.insert(key, stack.resolver.clone());
-            stacks.insert(spec.clone(), stack.clone());
             targets.push(stack);
         }
+        let now = Instant::now();
+        let in_use: HashSet<&TargetSpec> = table.targets().iter().collect();
+        for (spec, kept) in pool.stacks.iter_mut() {
+            if !in_use.contains(spec) {
+                kept.idle_since.get_or_insert(now);
+            }
+        }
+        pool.stacks.retain(|_, kept| {
+            kept.idle_since
+                .is_none_or(|since| now.duration_since(since) < LINGER)
+        });
         tracing::info!(
             service = %self.service,
             routes = table.routes().len(),
             targets = %table.targets().iter().map(|t| t.id.as_str()).collect::<Vec<_>>().join(", "),
             "routing table in force"
         );
-        pool.stacks = stacks;
-        pool.resolvers = resolvers;
         pool.chain = Some(chain);
         pool.last_error = None;
         drop(pool);
@@ -348,4 +395,57 @@ pub struct TargetView {
     pub retries: u64,
     /// Attempts that went on to a failover target while it had no instance.
     pub failovers: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/discovery/tests/fixtures");
+
+    fn chain(name: &str) -> Arc<DiscoveryChain> {
+        let body = std::fs::read(format!("{FIXTURES}/chain_{name}.json")).expect("fixture");
+        let mut chain = DiscoveryChain::parse(&body).expect("chain");
+        chain.service_name = "inventory".into();
+        Arc::new(chain)
+    }
+
+    fn install(routing: &ServiceRouting, chain: Arc<DiscoveryChain>) -> Arc<LiveTable> {
+        routing.install(RoutingTable::compile(&chain).expect("compiles"), chain);
+        routing.live().expect("a table in force")
+    }
+
+    fn stack<'a>(live: &'a LiveTable, subset: &str) -> &'a Arc<TargetStack> {
+        live.targets
+            .iter()
+            .find(|stack| stack.spec.subset == subset)
+            .expect("the subset's stack")
+    }
+
+    #[tokio::test]
+    async fn a_chain_that_comes_back_finds_its_targets_watches_again() {
+        // No agent listens there: the watches only retry in the background.
+        let consul = ConsulConfig::new("127.0.0.1:9", None).expect("config");
+        let routing = ServiceRouting::start(
+            &consul,
+            "inventory",
+            &ClientOptions::default(),
+            TargetMetrics::default(),
+        );
+        let canary = install(&routing, chain("canary"));
+        let v2 = stack(&canary, "v2").clone();
+        let default = routing.default_resolver();
+
+        // Plain, then the canary again: the same stacks, the same watches.
+        let plain = install(&routing, Arc::new(DiscoveryChain::default_for("inventory")));
+        assert_eq!(plain.targets.len(), 1);
+        assert!(
+            plain.targets[0].resolver.same_watch(&default),
+            "the whole-service target uses the pinned watch"
+        );
+        let again = install(&routing, chain("canary"));
+        assert!(Arc::ptr_eq(stack(&again, "v2"), &v2), "v2's stack was kept");
+        assert!(stack(&again, "v2").resolver.same_watch(&v2.resolver));
+        assert_eq!(routing.pool().stacks.len(), 3, "v1, v2 and the whole service");
+    }
 }

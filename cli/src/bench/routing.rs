@@ -4,9 +4,12 @@
 //!
 //! 1. **Throughput**: GetItem at saturation, alternately with inventory's
 //!    chain reduced to Consul's default (one target: every instance) and
-//!    with a router + a 50/50 splitter + two subsets (each its own
-//!    balancer), `--rounds` times; the ratio of the two in each round, and
-//!    their median. The aim: the routed call keeps ≥ 0.95× the plain RPS.
+//!    with a router + a splitter + two subsets (each its own balancer),
+//!    `--rounds` times; the ratio of the two in each round, and their
+//!    median. The split follows the subsets' instance counts (2 v1 and 1 v2:
+//!    66.67/33.33), so that both runs load every instance alike and the
+//!    ratio is the cost of routing, not of an unbalanced split. The aim: the
+//!    routed call keeps ≥ 0.95× the plain RPS.
 //! 2. **Shifts**: under a steady load, the split is moved between 100/0 and
 //!    0/100 `--shifts` times; each time, from just before the config write
 //!    until the first call lands on the newly weighted subset; p50 and max,
@@ -107,6 +110,7 @@ struct Shift {
 
 #[derive(Debug, Serialize)]
 struct RoutingReport {
+    v1_weight: f64,
     rounds: Vec<Round>,
     median_ratio: f64,
     rps_aim_met: bool,
@@ -156,12 +160,14 @@ async fn measure(
     };
     let hidden = ProgressBar::hidden();
 
+    set_chain(http, mesh, true, 50.0).await?;
+    let v1_weight = proportional_v1_weight(mesh);
     let mut rounds = Vec::new();
     for _ in 0..args.rounds {
         let mut rps = [0.0; 2];
         let mut failed = 0;
         for (slot, routed) in [false, true].into_iter().enumerate() {
-            set_chain(http, mesh, routed, 50.0).await?;
+            set_chain(http, mesh, routed, v1_weight).await?;
             let plan = Plan {
                 concurrency: usize::from(args.concurrency),
                 stop: Stop::After(args.duration),
@@ -193,6 +199,7 @@ async fn measure(
     let shift_p50_ms = taken.get(taken.len() / 2).copied();
     let shift_max_ms = taken.last().copied();
     Ok(RoutingReport {
+        v1_weight,
         median_ratio,
         rps_aim_met: median_ratio >= RPS_RATIO_AIM,
         rounds,
@@ -278,6 +285,21 @@ async fn shifts(
     Ok((shifts, failed))
 }
 
+/// v1's share of calls in proportion to the subsets' instances, in percent
+/// to 0.01 (what loads every instance alike).
+fn proportional_v1_weight(mesh: &MeshClient) -> f64 {
+    let count = |subset: &str| {
+        mesh.chain(SERVICE)
+            .targets
+            .iter()
+            .filter(|target| target.spec.subset == subset)
+            .map(|target| target.endpoints)
+            .sum::<usize>() as f64
+    };
+    let (v1, v2) = (count("v1"), count("v2"));
+    (10_000.0 * v1 / (v1 + v2).max(1.0)).round() / 100.0
+}
+
 /// inventory's splitter with `v1_weight` % to v1, the rest to v2.
 fn splitter(v1_weight: f64) -> Value {
     json!({
@@ -285,7 +307,7 @@ fn splitter(v1_weight: f64) -> Value {
         "Name": SERVICE,
         "Splits": [
             {"Weight": v1_weight, "ServiceSubset": "v1"},
-            {"Weight": 100.0 - v1_weight, "ServiceSubset": "v2"},
+            {"Weight": ((100.0 - v1_weight) * 100.0).round() / 100.0, "ServiceSubset": "v2"},
         ],
     })
 }
@@ -308,31 +330,35 @@ async fn set_chain(
             delete(http, kind).await?;
         }
     }
-    tokio::time::timeout(TAKE_TIMEOUT, async {
-        loop {
-            let view = mesh.chain(SERVICE);
-            let taken = match &view.table {
-                Some(table) if routed => table.router().is_some() && table.targets().len() == 2,
-                Some(table) => table.router().is_none() && table.targets().len() == 1,
-                None => false,
-            };
-            if taken {
-                let ready = view.targets.iter().all(|target| target.endpoints > 0);
-                anyhow::ensure!(
-                    ready || !routed,
-                    "inventory needs instances of version v1 and v2 (run `mesh up --canary`): {:?}",
-                    view.targets
-                        .iter()
-                        .map(|target| (target.spec.id.clone(), target.endpoints))
-                        .collect::<Vec<_>>()
-                );
-                return Ok(());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let taken = |view: &mesh::client::ChainView| match &view.table {
+        Some(table) if routed => {
+            table.router().is_some()
+                && table.targets().len() == 2
+                && view.targets.iter().all(|target| target.endpoints > 0)
         }
-    })
-    .await
-    .context("the mesh client did not take the new chain")?
+        Some(table) => table.router().is_none() && table.targets().len() == 1,
+        None => false,
+    };
+    let deadline = Instant::now() + TAKE_TIMEOUT;
+    loop {
+        let view = mesh.chain(SERVICE);
+        if taken(&view) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let instances: Vec<(String, usize)> = view
+                .targets
+                .iter()
+                .map(|target| (target.spec.id.clone(), target.endpoints))
+                .collect();
+            anyhow::bail!(
+                "the mesh client did not take the {} chain within {TAKE_TIMEOUT:?}; inventory needs \
+                 instances of version v1 and v2 (run `mesh up --canary`): {instances:?}",
+                if routed { "routed" } else { "plain" }
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 fn resolver_entry() -> &'static str {
@@ -412,7 +438,9 @@ fn text(report: &RoutingReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "GetItem at saturation: plain chain vs router + splitter + two subsets"
+        "GetItem at saturation: plain chain vs router + splitter ({:.2}/{:.2}) + two subsets",
+        report.v1_weight,
+        100.0 - report.v1_weight
     );
     for (n, round) in report.rounds.iter().enumerate() {
         let _ = writeln!(
