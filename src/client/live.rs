@@ -446,6 +446,10 @@ mod tests {
         let again = install(&routing, chain("canary"));
         assert!(Arc::ptr_eq(stack(&again, "v2"), &v2), "v2's stack was kept");
         assert!(stack(&again, "v2").resolver.same_watch(&v2.resolver));
-        assert_eq!(routing.pool().stacks.len(), 3, "v1, v2 and the whole service");
+        assert_eq!(
+            routing.pool().stacks.len(),
+            3,
+            "v1, v2 and the whole service"
+        );
     }
 }

@@ -2,14 +2,17 @@
 //! moves, against a running mesh with inventory instances of version v1 and
 //! v2 (`mesh up --canary`), through one mesh client:
 //!
-//! 1. **Throughput**: GetItem at saturation, alternately with inventory's
-//!    chain reduced to Consul's default (one target: every instance) and
-//!    with a router + a splitter + two subsets (each its own balancer),
-//!    `--rounds` times; the ratio of the two in each round, and their
-//!    median. The split follows the subsets' instance counts (2 v1 and 1 v2:
-//!    66.67/33.33), so that both runs load every instance alike and the
-//!    ratio is the cost of routing, not of an unbalanced split. The aim: the
-//!    routed call keeps ≥ 0.95× the plain RPS.
+//! 1. **Throughput**: GetItem at saturation, `--rounds` times in turn with
+//!    inventory's chain
+//!    - *plain*: Consul's default (one target: every instance, one balancer);
+//!    - *routed*: a router + a 50/50 splitter + two subsets that both hold
+//!      every instance (two targets, two balancers): what the client's
+//!      routing costs, with the load spread as in the plain run. The aim:
+//!      ≥ 0.95× the plain RPS (the median of the rounds' ratios);
+//!    - *canary*: the router + splitter + subsets v1 and v2, split in
+//!      proportion to their instances (2 and 1: 66.67/33.33). Reported, not
+//!      an aim: a split fixes each version's share, so p2c can no longer
+//!      shift load from a slower instance of one version to the other.
 //! 2. **Shifts**: under a steady load, the split is moved between 100/0 and
 //!    0/100 `--shifts` times; each time, from just before the config write
 //!    until the first call lands on the newly weighted subset; p50 and max,
@@ -64,7 +67,7 @@ const SHIFT_AIM: Duration = Duration::from_millis(1500);
 #[derive(clap::Args, Debug)]
 pub(crate) struct RoutingArgs {
     /// Plain/routed pairs of throughput runs.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
     rounds: u32,
 
     /// Length of each throughput run.
@@ -92,13 +95,42 @@ pub(crate) struct RoutingArgs {
     mtls: crate::mtls::MtlsArgs,
 }
 
-/// One plain/routed pair.
+/// One plain/routed/canary triple: throughput, and this process's CPU
+/// time per call (the client's own cost, which other load on the machine
+/// disturbs far less than throughput).
 #[derive(Debug, Serialize)]
 struct Round {
     plain_rps: f64,
     routed_rps: f64,
     ratio: f64,
+    canary_rps: f64,
+    canary_ratio: f64,
+    plain_cpu_us: f64,
+    routed_cpu_us: f64,
+    canary_cpu_us: f64,
     failed: u64,
+}
+
+/// inventory's chain during a throughput run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// No router, splitter or resolver entry.
+    Plain,
+    /// Router + 50/50 splitter + subsets `a` and `b`, both every instance.
+    Mirrored,
+    /// The shipped router and resolver (v1, v2), v1 taking this percentage.
+    Versions(f64),
+}
+
+impl Phase {
+    /// The subsets the client's table must have.
+    fn subsets(self) -> &'static [&'static str] {
+        match self {
+            Phase::Plain => &[""],
+            Phase::Mirrored => &["a", "b"],
+            Phase::Versions(_) => &["v1", "v2"],
+        }
+    }
 }
 
 /// One split move.
@@ -113,6 +145,10 @@ struct RoutingReport {
     v1_weight: f64,
     rounds: Vec<Round>,
     median_ratio: f64,
+    median_canary_ratio: f64,
+    median_plain_cpu_us: f64,
+    median_routed_cpu_us: f64,
+    median_canary_cpu_us: f64,
     rps_aim_met: bool,
     shifts: Vec<Shift>,
     shift_p50_ms: Option<f64>,
@@ -160,34 +196,51 @@ async fn measure(
     };
     let hidden = ProgressBar::hidden();
 
-    set_chain(http, mesh, true, 50.0).await?;
+    set_chain(http, mesh, Phase::Versions(50.0)).await?;
     let v1_weight = proportional_v1_weight(mesh);
     let mut rounds = Vec::new();
     for _ in 0..args.rounds {
-        let mut rps = [0.0; 2];
+        let mut rps = [0.0; 3];
+        let mut cpu_us = [0.0; 3];
         let mut failed = 0;
-        for (slot, routed) in [false, true].into_iter().enumerate() {
-            set_chain(http, mesh, routed, v1_weight).await?;
+        let phases = [Phase::Plain, Phase::Mirrored, Phase::Versions(v1_weight)];
+        for (slot, phase) in phases.into_iter().enumerate() {
+            set_chain(http, mesh, phase).await?;
             let plan = Plan {
                 concurrency: usize::from(args.concurrency),
                 stop: Stop::After(args.duration),
                 rate: None,
                 keep_samples: false,
             };
+            let cpu_before = cpu_seconds()?;
             let outcome = load::run(plan, caller(), &hidden).await;
+            let cpu = cpu_seconds()? - cpu_before;
             failed += outcome.requests() - outcome.ok;
             rps[slot] = outcome.requests() as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
+            cpu_us[slot] = cpu * 1e6 / (outcome.requests().max(1) as f64);
         }
         rounds.push(Round {
             plain_rps: rps[0],
             routed_rps: rps[1],
             ratio: rps[1] / rps[0].max(1e-9),
+            canary_rps: rps[2],
+            canary_ratio: rps[2] / rps[0].max(1e-9),
+            plain_cpu_us: cpu_us[0],
+            routed_cpu_us: cpu_us[1],
+            canary_cpu_us: cpu_us[2],
             failed,
         });
     }
-    let mut ratios: Vec<f64> = rounds.iter().map(|round| round.ratio).collect();
-    ratios.sort_by(f64::total_cmp);
-    let median_ratio = ratios[ratios.len() / 2];
+    let median = |ratio: fn(&Round) -> f64| {
+        let mut ratios: Vec<f64> = rounds.iter().map(ratio).collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    };
+    let median_ratio = median(|round| round.ratio);
+    let median_canary_ratio = median(|round| round.canary_ratio);
+    let median_plain_cpu_us = median(|round| round.plain_cpu_us);
+    let median_routed_cpu_us = median(|round| round.routed_cpu_us);
+    let median_canary_cpu_us = median(|round| round.canary_cpu_us);
 
     let (shifts, shift_failed_calls) = if args.shifts > 0 {
         shifts(args.shifts, http, mesh, caller()).await?
@@ -201,6 +254,10 @@ async fn measure(
     Ok(RoutingReport {
         v1_weight,
         median_ratio,
+        median_canary_ratio,
+        median_plain_cpu_us,
+        median_routed_cpu_us,
+        median_canary_cpu_us,
         rps_aim_met: median_ratio >= RPS_RATIO_AIM,
         rounds,
         shift_aim_met: shift_max_ms
@@ -221,7 +278,7 @@ async fn shifts(
     mesh: &MeshClient,
     caller: TimedCaller,
 ) -> anyhow::Result<(Vec<Shift>, u64)> {
-    set_chain(http, mesh, true, 100.0).await?;
+    set_chain(http, mesh, Phase::Versions(100.0)).await?;
     let running = Arc::new(AtomicBool::new(true));
     let workers: Vec<_> = (0..SHIFT_WORKERS)
         .map(|_| {
@@ -285,6 +342,25 @@ async fn shifts(
     Ok((shifts, failed))
 }
 
+/// CPU time this process has used (user + system), from `/proc/self/stat`
+/// (in USER_HZ, 100 per second on Linux).
+fn cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // The fields after the command name, which is in parentheses.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| -> anyhow::Result<f64> {
+        fields
+            .get(index)
+            .and_then(|field| field.parse::<f64>().ok())
+            .context("unexpected /proc/self/stat")
+    };
+    // utime and stime are fields 14 and 15 of stat(5); the state (field 3) is index 0 here.
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// v1's share of calls in proportion to the subsets' instances, in percent
 /// to 0.01 (what loads every instance alike).
 fn proportional_v1_weight(mesh: &MeshClient) -> f64 {
@@ -312,32 +388,63 @@ fn splitter(v1_weight: f64) -> Value {
     })
 }
 
-/// Consul's default chain for inventory (`routed` false), or router +
-/// splitter (`v1_weight`) + two subsets; returns once the client routes by it.
-async fn set_chain(
-    http: &ConsulHttp,
-    mesh: &MeshClient,
-    routed: bool,
-    v1_weight: f64,
-) -> anyhow::Result<()> {
-    if routed {
-        write(http, &serde_json::from_str(traffic_config::ENTRIES[1].1)?).await?;
-        write(http, &serde_json::from_str(resolver_entry())?).await?;
-        write(http, &splitter(v1_weight)).await?;
-        write(http, &serde_json::from_str(router_entry())?).await?;
-    } else {
-        for kind in KINDS.iter().rev() {
-            delete(http, kind).await?;
+/// Sets inventory's chain for `phase`; returns once the client routes by it
+/// and Consul has answered for every target's instances.
+async fn set_chain(http: &ConsulHttp, mesh: &MeshClient, phase: Phase) -> anyhow::Result<()> {
+    let (resolver, splitter, router) = match phase {
+        Phase::Plain => {
+            for kind in KINDS.iter().rev() {
+                delete(http, kind).await?;
+            }
+            (None, None, None)
         }
+        Phase::Mirrored => {
+            let every = "Service.Service == \"inventory\"";
+            (
+                Some(
+                    json!({"Kind": "service-resolver", "Name": SERVICE, "DefaultSubset": "a",
+                            "Subsets": {"a": {"Filter": every}, "b": {"Filter": every}}}),
+                ),
+                Some(
+                    json!({"Kind": "service-splitter", "Name": SERVICE, "Splits": [
+                    {"Weight": 50, "ServiceSubset": "a"}, {"Weight": 50, "ServiceSubset": "b"}]}),
+                ),
+                Some(
+                    json!({"Kind": "service-router", "Name": SERVICE, "Routes": [
+                    {"Match": {"HTTP": {"Header": [{"Name": "x-canary", "Exact": "1"}]}},
+                     "Destination": {"ServiceSubset": "b"}}]}),
+                ),
+            )
+        }
+        Phase::Versions(v1_weight) => (
+            Some(serde_json::from_str(entry("inventory-resolver.json"))?),
+            Some(splitter(v1_weight)),
+            Some(serde_json::from_str(entry("inventory-router.json"))?),
+        ),
+    };
+    if let (Some(resolver), Some(splitter), Some(router)) = (resolver, splitter, router) {
+        write(
+            http,
+            &serde_json::from_str(entry("service-defaults-inventory.json"))?,
+        )
+        .await?;
+        // The router first: the resolver may drop a subset the old router used.
+        delete(http, "service-router").await?;
+        delete(http, "service-splitter").await?;
+        write(http, &resolver).await?;
+        write(http, &splitter).await?;
+        write(http, &router).await?;
     }
-    let taken = |view: &mesh::client::ChainView| match &view.table {
-        Some(table) if routed => {
-            table.router().is_some()
-                && table.targets().len() == 2
-                && view.targets.iter().all(|target| target.endpoints > 0)
-        }
-        Some(table) => table.router().is_none() && table.targets().len() == 1,
-        None => false,
+    let routed = phase != Phase::Plain;
+    let taken = |view: &mesh::client::ChainView| {
+        let Some(table) = &view.table else {
+            return false;
+        };
+        let mut subsets: Vec<&str> = table.targets().iter().map(|t| t.subset.as_str()).collect();
+        subsets.sort_unstable();
+        table.router().is_some() == routed
+            && subsets == phase.subsets()
+            && view.targets.iter().all(|target| target.endpoints > 0)
     };
     let deadline = Instant::now() + TAKE_TIMEOUT;
     loop {
@@ -352,21 +459,13 @@ async fn set_chain(
                 .map(|target| (target.spec.id.clone(), target.endpoints))
                 .collect();
             anyhow::bail!(
-                "the mesh client did not take the {} chain within {TAKE_TIMEOUT:?}; inventory needs \
-                 instances of version v1 and v2 (run `mesh up --canary`): {instances:?}",
-                if routed { "routed" } else { "plain" }
+                "the mesh client did not take the {phase:?} chain within {TAKE_TIMEOUT:?}; \
+                 inventory needs instances of version v1 and v2 (run `mesh up --canary`): \
+                 {instances:?}"
             );
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn resolver_entry() -> &'static str {
-    entry("inventory-resolver.json")
-}
-
-fn router_entry() -> &'static str {
-    entry("inventory-router.json")
 }
 
 fn entry(file: &str) -> &'static str {
@@ -438,26 +537,35 @@ fn text(report: &RoutingReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "GetItem at saturation: plain chain vs router + splitter ({:.2}/{:.2}) + two subsets",
+        "GetItem at saturation: plain chain; routed (router + 50/50 splitter + two subsets of every \
+         instance); canary (router + splitter {:.2}/{:.2} + subsets v1, v2)",
         report.v1_weight,
         100.0 - report.v1_weight
     );
     for (n, round) in report.rounds.iter().enumerate() {
         let _ = writeln!(
             out,
-            "  round {}: plain {:.0} rps   routed {:.0} rps   ratio {:.3}   failed {}",
+            "  round {}: plain {:.0} rps   routed {:.0} rps (ratio {:.3})   canary {:.0} rps (ratio {:.3})   failed {}",
             n + 1,
             round.plain_rps,
             round.routed_rps,
             round.ratio,
+            round.canary_rps,
+            round.canary_ratio,
             round.failed
         );
     }
     let _ = writeln!(
         out,
-        "  median ratio {:.3} (aim ≥ {RPS_RATIO_AIM}: {})",
+        "  median ratio routed/plain {:.3} (aim ≥ {RPS_RATIO_AIM}: {}); canary/plain {:.3}",
         report.median_ratio,
-        if report.rps_aim_met { "met" } else { "not met" }
+        if report.rps_aim_met { "met" } else { "not met" },
+        report.median_canary_ratio
+    );
+    let _ = writeln!(
+        out,
+        "  client CPU per call (median): plain {:.1} µs, routed {:.1} µs, canary {:.1} µs",
+        report.median_plain_cpu_us, report.median_routed_cpu_us, report.median_canary_cpu_us
     );
     if let (Some(p50), Some(max)) = (report.shift_p50_ms, report.shift_max_ms) {
         let _ = writeln!(
