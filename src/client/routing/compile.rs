@@ -10,6 +10,7 @@ use discovery::chain::{
 
 use super::{
     codes::CodeSet,
+    matcher::clip,
     matcher::{header_condition, whole, Condition, PathMatch},
     split::{Branch, Splitter},
     Next, ResolverSpec, Route, RouteParams, RoutingTable, TargetSpec,
@@ -106,7 +107,7 @@ impl<'a> Compiler<'a> {
         if !destination.prefix_rewrite.is_empty() {
             self.report(format!(
                 "route {number}: PrefixRewrite {:?} ignored (a gRPC path names the method; the call keeps its path)",
-                destination.prefix_rewrite
+                clip(&destination.prefix_rewrite)
             ));
         }
         let params = RouteParams {
@@ -142,7 +143,7 @@ impl<'a> Compiler<'a> {
             conditions.push(condition);
         }
         if !http.query_param.is_empty() {
-            let names: Vec<&str> = http.query_param.iter().map(|q| q.name.as_str()).collect();
+            let names: Vec<String> = http.query_param.iter().map(|q| clip(&q.name)).collect();
             let reason = format!("query parameter {names:?}: a gRPC call has no query string");
             conditions.push(self.never(number, reason));
         }
@@ -152,7 +153,8 @@ impl<'a> Compiler<'a> {
                 .iter()
                 .any(|method| method.eq_ignore_ascii_case("POST"))
         {
-            let reason = format!("methods {:?}: a gRPC call is always POST", http.methods);
+            let methods: Vec<String> = http.methods.iter().map(|m| clip(m)).collect();
+            let reason = format!("methods {methods:?}: a gRPC call is always POST");
             conditions.push(self.never(number, reason));
         }
         conditions

@@ -55,12 +55,23 @@ pub(crate) enum ValueTest {
     Regex(Regex, String),
 }
 
+/// Longest piece of a config entry (a value, a pattern) quoted in a message.
+const QUOTED: usize = 80;
+
+/// `text`, cut to [`QUOTED`] characters (`…` marks the cut), for messages.
+pub(crate) fn clip(text: &str) -> String {
+    match text.char_indices().nth(QUOTED) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
 /// Compiles `pattern` to match a whole text.
 pub(crate) fn whole(pattern: &str) -> Result<Regex, String> {
     Regex::new(&format!("^(?:{pattern})$")).map_err(|error| {
         let text = error.to_string();
-        let first = text.lines().last().unwrap_or_default().trim().to_owned();
-        format!("invalid regex {pattern:?}: {first}")
+        let last = text.lines().last().unwrap_or_default().trim();
+        format!("invalid regex {:?}: {}", clip(pattern), clip(last))
     })
 }
 
@@ -79,9 +90,11 @@ impl Condition {
     /// The condition as a person reads it.
     pub(crate) fn describe(&self) -> String {
         match self {
-            Condition::Path(PathMatch::Exact(exact)) => format!("path is {exact:?}"),
-            Condition::Path(PathMatch::Prefix(prefix)) => format!("path starts with {prefix:?}"),
-            Condition::Path(PathMatch::Regex(_, text)) => format!("path matches /{text}/"),
+            Condition::Path(PathMatch::Exact(exact)) => format!("path is {:?}", clip(exact)),
+            Condition::Path(PathMatch::Prefix(prefix)) => {
+                format!("path starts with {:?}", clip(prefix))
+            }
+            Condition::Path(PathMatch::Regex(_, text)) => format!("path matches /{}/", clip(text)),
             Condition::Header(header) => header.describe(),
             Condition::Never(reason) => reason.clone(),
         }
@@ -126,10 +139,10 @@ impl HeaderCondition {
         let name = self.name.as_str();
         let test = match &self.test {
             ValueTest::Present => format!("{name} is present"),
-            ValueTest::Exact(exact) => format!("{name} is {exact:?}"),
-            ValueTest::Prefix(prefix) => format!("{name} starts with {prefix:?}"),
-            ValueTest::Suffix(suffix) => format!("{name} ends with {suffix:?}"),
-            ValueTest::Regex(_, text) => format!("{name} matches /{text}/"),
+            ValueTest::Exact(exact) => format!("{name} is {:?}", clip(exact)),
+            ValueTest::Prefix(prefix) => format!("{name} starts with {:?}", clip(prefix)),
+            ValueTest::Suffix(suffix) => format!("{name} ends with {:?}", clip(suffix)),
+            ValueTest::Regex(_, text) => format!("{name} matches /{}/", clip(text)),
         };
         if self.invert {
             format!("not ({test})")
@@ -147,11 +160,12 @@ pub(crate) fn header_condition(
     let lower = header.name.trim().to_ascii_lowercase();
     if lower.ends_with("-bin") {
         return Err(format!(
-            "header {lower:?}: binary (-bin) metadata is never matched"
+            "header {:?}: binary (-bin) metadata is never matched",
+            clip(&lower)
         ));
     }
     let name = HeaderName::from_bytes(lower.as_bytes())
-        .map_err(|_| format!("header {:?}: not a valid header name", header.name))?;
+        .map_err(|_| format!("header {:?}: not a valid header name", clip(&header.name)))?;
     let test = if header.present {
         ValueTest::Present
     } else if !header.exact.is_empty() {
@@ -321,6 +335,24 @@ mod tests {
         })
         .unwrap_err();
         assert!(error.contains("invalid regex"), "{error}");
+    }
+
+    #[test]
+    fn quoted_config_is_bounded() {
+        let long = "x".repeat(5000);
+        let error = whole(&format!("({long}")).unwrap_err();
+        assert!(error.len() < 300, "{}", error.len());
+        let described = condition(HeaderMatch {
+            exact: long,
+            ..named("x-a")
+        })
+        .describe();
+        assert!(
+            described.len() < 120 && described.ends_with("…\""),
+            "{described}"
+        );
+        assert_eq!(clip("short"), "short");
+        assert_eq!(clip(&"é".repeat(100)).chars().count(), 81);
     }
 
     #[test]
