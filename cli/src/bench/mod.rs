@@ -7,8 +7,10 @@
 mod load;
 mod report;
 mod rest;
+pub(crate) mod routing;
 mod rpc;
 pub(crate) mod scale;
+mod targets;
 mod via;
 
 use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
@@ -73,6 +75,12 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = ".mesh/gateway")]
     gateway_keys: std::path::PathBuf,
 
+    /// Metadata on every call, `key=value` (repeat for more), e.g.
+    /// `-H x-canary=1` to take a canary route.
+    #[arg(short = 'H', long = "header", value_name = "KEY=VALUE",
+          value_parser = crate::metadata::parse_header)]
+    headers: Vec<(http::header::HeaderName, http::HeaderValue)>,
+
     /// The Consul agent (for `--via mesh`).
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
@@ -87,6 +95,9 @@ pub(crate) struct BenchArgs {
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let via = Via::parse(&args.via)?;
     let rpc = args.rpc;
+    if args.headers.len() > crate::metadata::MAX_HEADERS {
+        anyhow::bail!("at most {} -H headers", crate::metadata::MAX_HEADERS);
+    }
     let stop = match (args.requests, args.duration) {
         (Some(requests), _) => Stop::Requests(requests),
         (None, duration) => Stop::After(duration.unwrap_or(DEFAULT_DURATION)),
@@ -105,9 +116,17 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let mesh = || Ok(via::mesh_client(consul.clone(), mesh_identity.clone()));
 
+    let routed = match via {
+        Via::Mesh => Some(mesh()?),
+        _ => None,
+    };
     let channel: Channel = match &via {
+        Via::Mesh => routed
+            .as_ref()
+            .expect("a mesh client for --via mesh")
+            .channel(rpc.service()),
         // The gateway cannot make fixtures (AddStock is not exposed): the mesh does.
-        Via::Mesh | Via::Gateway(_) => mesh()?.channel(rpc.service()),
+        Via::Gateway(_) => mesh()?.channel(rpc.service()),
         Via::Direct(address) => {
             via::direct_channel(address, rpc.service(), identity.as_ref()).await?
         }
@@ -140,6 +159,10 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
+    let channel = targets::with_metadata(channel, args.headers.clone());
+    let before = routed
+        .as_ref()
+        .map(|mesh| targets::counts(mesh, rpc.service()));
     let outcome = match &via {
         Via::Gateway(base) => {
             let user_id = fixture.user_id().unwrap_or_default().to_owned();
@@ -166,7 +189,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     progress.finish_and_clear();
 
-    let report = Report::new(
+    let mut report = Report::new(
         via.label(),
         via.address().map(str::to_owned),
         rpc.name(),
@@ -175,6 +198,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         &outcome,
         args.timeline,
     );
+    if let (Some(mesh), Some(before)) = (&routed, &before) {
+        report.targets = targets::shares(before, &targets::counts(mesh, rpc.service()));
+    }
     if args.json {
         crate::output::print_line(&serde_json::to_string(&report)?);
     } else {
