@@ -31,7 +31,7 @@ impl TokenSpec {
 }
 
 /// Every policy, from the files in `deploy/consul/acl/`.
-pub(crate) const POLICIES: [Policy; 7] = [
+pub(crate) const POLICIES: [Policy; 8] = [
     Policy {
         name: "mesh-users",
         file: "users.hcl",
@@ -86,7 +86,7 @@ pub(crate) const POLICIES: [Policy; 7] = [
 
 /// Every token: one per service (the gateway's too), the read-only one,
 /// the agent's, the traffic operator's.
-pub(crate) const TOKENS: [TokenSpec; 7] = [
+pub(crate) const TOKENS: [TokenSpec; 8] = [
     TokenSpec {
         name: "users",
         policy: "mesh-users",
