@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Asserts the mesh's deployment properties on rendered Kubernetes manifests.
 
-    python3 scripts/k8s_properties.py RENDERED.yaml...
+    python3 scripts/k8s_properties.py RENDERED.yaml... [--compose deploy/docker-compose.yml]
 
 Each file is the output of `kubectl kustomize k8s/overlays/<overlay>`; a file named
 dev.yaml or prod.yaml (after its overlay) is also held to that overlay's counts (Consul
@@ -10,7 +10,9 @@ and the reason) and ends with exactly `k8s: N passed, M failed`; exits 1 on any 
 
 NetworkPolicies are checked by evaluating them (ingress of the destination AND egress of
 the source, as Kubernetes does) for the flows the mesh needs and for flows it must not have.
-Needs PyYAML (scripts/install-tools puts it in .tools/venv).
+TLS to Consul (HTTPS-only API, verified RPC, gossip encryption, the CA in every client, the
+certificates made by the manifests) is checked by scripts/k8s_consul_tls.py, also on the
+compose file. Needs PyYAML (scripts/install-tools puts it in .tools/venv).
 """
 
 from __future__ import annotations
@@ -1025,14 +1027,29 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
+    # The TLS properties live in their own module, which uses this one's helpers: one copy
+    # of this module, also when it runs as a script.
+    sys.modules.setdefault("k8s_properties", sys.modules[__name__])
+    import k8s_consul_tls
+
+    compose = None
+    if "--compose" in argv:
+        at = argv.index("--compose")
+        compose = argv[at + 1]
+        argv = argv[:at] + argv[at + 2:]
     rep = Report()
     for path in argv:
         stem = os.path.splitext(os.path.basename(path))[0]
         overlay = stem if stem in OVERLAYS else None
-        check_overlay(rep, Rendered(path), overlay)
+        rendered = Rendered(path)
+        check_overlay(rep, rendered, overlay)
+        k8s_consul_tls.check(rep, rendered, f"[{overlay or os.path.basename(path)}]")
+    if compose:
+        k8s_consul_tls.check_compose(rep, compose)
     print(f"k8s: {rep.passed} passed, {rep.failed} failed")
     return 1 if rep.failed else 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main(sys.argv[1:]))
