@@ -335,6 +335,7 @@ def check_compose(rep: k.Report, path: str):
 
     def config():
         merged = {}
+        state["volume_files"] = []
         for a in args:
             if not a.startswith("-config-file="):
                 continue

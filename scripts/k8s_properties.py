@@ -62,9 +62,11 @@ ACL_POLICIES_CM = "consul-acl-policies"
 # The policies as the repository ships them (the CLI compiles the same files in).
 POLICY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "consul", "acl")
 POSTGRES_STS = "postgres"
+# Consul's HTTPS API (ports.https in k8s/base/consul/tls.json; there is no HTTP port).
+CONSUL_API_PORT = 8501
 # Consul server-to-server ports.
 CONSUL_PEER_PORTS = [(8300, "TCP"), (8301, "TCP"), (8301, "UDP"), (8302, "TCP"), (8302, "UDP"),
-                     (8500, "TCP"), (8600, "TCP"), (8600, "UDP")]
+                     (CONSUL_API_PORT, "TCP"), (8600, "TCP"), (8600, "UDP")]
 # Expectations per overlay (file stem): Consul servers, service replicas (min, max or None).
 OVERLAYS = {
     "dev": {"consul_servers": 1, "replicas": (1, 1)},
@@ -843,9 +845,10 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             s = r.get("Service", "consul-ui")
             need(s["spec"].get("type", "ClusterIP") == "ClusterIP", "not ClusterIP")
             need(service_selects(s, pod_labels(consul)), "does not select the servers")
-            p = [p for p in s["spec"]["ports"] if p["port"] == 80]
-            need(p and container_port(ct, p[0]["targetPort"]) == 8500, "no port 80 -> 8500")
-        c("Service/consul-ui: ClusterIP port 80 -> 8500", ui_service)
+            p = [p for p in s["spec"]["ports"] if p["port"] == 443]
+            need(p and container_port(ct, p[0]["targetPort"]) == CONSUL_API_PORT,
+                 f"no port 443 -> {CONSUL_API_PORT}")
+        c(f"Service/consul-ui: ClusterIP port 443 -> {CONSUL_API_PORT} (HTTPS)", ui_service)
 
     # -- Consul ACLs ---------------------------------------------------------------------
     if consul is not None:
@@ -860,7 +863,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need('default_policy="deny"' in text, f"default_policy is not deny: {acl[0]}")
             files = [a.split("=", 1)[1] for a in args if a.startswith("-config-file=")]
             secret_files = [mounted_secret_file(consul, ct, f) for f in files]
-            secret_files = [s for s in secret_files if s is not None]
+            secret_files = [s for s in secret_files if s is not None and generated(s[0], "consul-acl-tokens")]
             need(secret_files, f"no -config-file from a Secret (the master and agent tokens) in {files}")
             src = secret_files[0]
             need(not any("master" in a and "tokens" in a for a in args), "a token on the command line")
@@ -997,7 +1000,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             one_side(pg, ep, port, "Ingress")
         flow(consul_ep, ep, HEALTH_PORT, "TCP", True)
         flow(consul_ep, ep, port, "TCP", False)
-        flow(ep, consul_ep, 8500, "TCP", True)
+        flow(ep, consul_ep, CONSUL_API_PORT, "TCP", True)
         flow(ep, pg, 5432, "TCP", True)
         flow(prometheus, ep, METRICS_PORT, "TCP", True)
         flow(prometheus, ep, port, "TCP", False)
@@ -1005,22 +1008,22 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         flow(ep, internet, 443, "TCP", False)
     flow(debug, orders, SERVICES["orders"][0], "TCP", True)
     flow(stranger, orders, SERVICES["orders"][0], "TCP", False)
-    flow(stranger, consul_ep, 8500, "TCP", False)
+    flow(stranger, consul_ep, CONSUL_API_PORT, "TCP", False)
     for port, proto in CONSUL_PEER_PORTS:
         flow(consul_ep, consul_ep, port, proto, True)
-    flow(debug, consul_ep, 8500, "TCP", True)
-    flow(prometheus, consul_ep, 8500, "TCP", True)
-    flow(foreign, consul_ep, 8500, "TCP", False)
+    flow(debug, consul_ep, CONSUL_API_PORT, "TCP", True)
+    flow(prometheus, consul_ep, CONSUL_API_PORT, "TCP", True)
+    flow(foreign, consul_ep, CONSUL_API_PORT, "TCP", False)
     flow(debug, pg, 5432, "TCP", False)
     flow(consul_ep, pg, 5432, "TCP", False)
-    flow(pg, consul_ep, 8500, "TCP", False)
+    flow(pg, consul_ep, CONSUL_API_PORT, "TCP", False)
     flow(consul_ep, internet, 443, "TCP", False)
     acl_job = pods.get(ACL_JOB)
-    flow(acl_job, consul_ep, 8500, "TCP", True)
+    flow(acl_job, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(acl_job, pg, 5432, "TCP", False)
     flow(acl_job, orders, SERVICES["orders"][0], "TCP", False)
     flow(acl_job, internet, 443, "TCP", False)
-    flow(orders, acl_job, 8500, "TCP", False)
+    flow(orders, acl_job, CONSUL_API_PORT, "TCP", False)
 
 
 def main(argv: list[str]) -> int:
