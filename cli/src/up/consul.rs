@@ -1,18 +1,11 @@
-//! Consul for `mesh up`: the agent at the configured address if one answers,
-//! else a dev agent of our own on that (loopback) address.
+//! Consul for `mesh up`: is there an agent at the configured address (use
+//! it), or nothing on this machine's loopback (start one of our own there)?
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::bail;
 
-use super::console::say;
-use crate::{
-    consul::{ApiError, ConsulApi, DevAgent},
-    tools,
-};
+use crate::consul::{ApiError, ConsulApi};
 
 /// How long an answering agent may take to have a leader.
 const LEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,18 +40,4 @@ pub(crate) async fn probe(api: &ConsulApi) -> anyhow::Result<Found> {
             Err(error) => return Err(error.into()),
         }
     }
-}
-
-/// Finds (or installs) `consul` and starts a dev agent on `api`'s port.
-pub(crate) async fn start(api: &ConsulApi, log: &Path) -> anyhow::Result<DevAgent> {
-    let program = tools::consul().await?;
-    let agent = DevAgent::spawn(&program, api.port(), log)?;
-    say(format!(
-        "consul: no agent answered at {}; started a dev agent there (pid {}, {}, log {})",
-        api.address(),
-        agent.pid().unwrap_or_default(),
-        program.display(),
-        log.display()
-    ));
-    Ok(agent)
 }
