@@ -8,16 +8,15 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
     time::Duration,
 };
 
 use localenv::{
     consul::{ConsulOptions, LocalConsul, Posture},
-    CallError, Cancel, ConsulCalls,
+    Cancel,
 };
 
-use crate::{paths::tool, ports::free_port, wait::wait_until};
+use crate::{agent_client::AgentClient, paths::tool, ports::free_port, wait::wait_until};
 
 /// A `consul agent -dev` on its own free ports. Dropping it kills and reaps it.
 #[derive(Debug)]
@@ -25,7 +24,8 @@ pub struct ConsulAgent {
     agent: LocalConsul,
     dir: tempfile::TempDir,
     master_token: Option<String>,
-    http: ureq::Agent,
+    /// As the master token (or anonymous on a plain agent).
+    client: AgentClient,
 }
 
 /// A token created with [`ConsulAgent::create_token`].
@@ -64,35 +64,29 @@ impl ConsulAgent {
         options.log_level = Some("warn".to_owned());
         let agent = LocalConsul::spawn(options)
             .unwrap_or_else(|error| panic!("cannot start a Consul agent: {error}"));
+        let client = AgentClient::for_endpoint(&agent.endpoint());
         let master_token = agent.token_file("master").map(|file| {
             std::fs::read_to_string(file)
                 .expect("the master token")
                 .trim()
                 .to_owned()
         });
-        let http = http_agent(agent.ca_file());
         let mut started = Self {
             agent,
             dir,
             master_token,
-            http,
+            client,
         };
-        started.wait_ready();
-        started
-    }
-
-    fn wait_ready(&mut self) {
-        let calls = Calls {
-            agent: &self.http,
-            url: self.agent.url(),
-            token: self.master_token.clone().unwrap_or_default(),
-        };
-        if let Err(error) = self.agent.wait_ready(&calls, &Cancel::default()) {
+        if let Err(error) = started
+            .agent
+            .wait_ready(&started.client, &Cancel::default())
+        {
             panic!(
                 "the Consul agent is not ready: {error}\n{}",
-                self.agent.log_tail()
+                started.agent.log_tail()
             );
         }
+        started
     }
 
     /// `127.0.0.1:<http port>` (the HTTPS port of a secure agent).
@@ -132,23 +126,14 @@ impl ConsulAgent {
         self.agent.pid()
     }
 
+    /// A client of this agent as the master token (anonymous on a plain
+    /// agent); [`AgentClient::with_token`] gives another token.
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, ureq::Error> {
-        let url = format!("{}{path}", self.url());
-        let token = self.master_token().unwrap_or_default();
-        let mut answer = match method {
-            "GET" => self.http.get(&url).header("X-Consul-Token", token).call()?,
-            "DELETE" => self
-                .http
-                .delete(&url)
-                .header("X-Consul-Token", token)
-                .call()?,
-            _ => self
-                .http
-                .put(&url)
-                .header("X-Consul-Token", token)
-                .send(body.unwrap_or_default())?,
-        };
-        answer.body_mut().read_to_string()
+        self.client.request(method, path, body)
     }
 
     /// GET `path` (e.g. `/v1/health/service/users`) as text.
@@ -269,13 +254,7 @@ impl ConsulAgent {
     /// Starts the agent again on the same ports, with empty state (a secure
     /// agent gets the same policies and tokens again).
     pub fn restart(&mut self) {
-        self.kill();
-        let calls = Calls {
-            agent: &self.http,
-            url: self.agent.url(),
-            token: self.master_token.clone().unwrap_or_default(),
-        };
-        if let Err(error) = self.agent.restart(&calls, &Cancel::default()) {
+        if let Err(error) = self.agent.restart(&self.client, &Cancel::default()) {
             panic!(
                 "the restarted Consul agent is not ready: {error}\n{}",
                 self.agent.log_tail()
@@ -287,69 +266,4 @@ impl ConsulAgent {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.agent.log_path()).unwrap_or_default()
     }
-}
-
-/// The engine's calls (readiness, ACL bootstrap) through the harness's client.
-struct Calls<'a> {
-    agent: &'a ureq::Agent,
-    url: String,
-    token: String,
-}
-
-impl Calls<'_> {
-    fn answer(
-        result: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-    ) -> Result<serde_json::Value, CallError> {
-        let text = result
-            .and_then(|mut answer| answer.body_mut().read_to_string())
-            .map_err(CallError::new)?;
-        serde_json::from_str(&text)
-            .map_err(|error| CallError::new(format!("not JSON ({error}): {text}")))
-    }
-}
-
-impl ConsulCalls for Calls<'_> {
-    fn get(&self, path: &str) -> Result<serde_json::Value, CallError> {
-        Self::answer(
-            self.agent
-                .get(format!("{}{path}", self.url))
-                .header("X-Consul-Token", &self.token)
-                .call(),
-        )
-    }
-
-    fn put(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, CallError> {
-        Self::answer(
-            self.agent
-                .put(format!("{}{path}", self.url))
-                .header("X-Consul-Token", &self.token)
-                .send(body.to_string()),
-        )
-    }
-
-    fn delete(&self, path: &str) -> Result<(), CallError> {
-        self.agent
-            .delete(format!("{}{path}", self.url))
-            .header("X-Consul-Token", &self.token)
-            .call()
-            .map(drop)
-            .map_err(CallError::new)
-    }
-}
-
-/// The harness's HTTP client: 5 s per call, trusting `ca_file` when given.
-fn http_agent(ca_file: Option<&Path>) -> ureq::Agent {
-    let mut config = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5)));
-    if let Some(ca_file) = ca_file {
-        let pem = std::fs::read(ca_file).expect("read the CA file");
-        let certificate = ureq::tls::Certificate::from_pem(&pem)
-            .expect("a PEM certificate")
-            .to_owned();
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![certificate])))
-                .build(),
-        );
-    }
-    config.build().new_agent()
 }
