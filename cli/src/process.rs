@@ -28,3 +28,13 @@ pub(crate) async fn kill_and_reap(child: &mut Child) -> std::io::Result<ExitStat
 pub(crate) fn is_alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|pid| kill(Pid::from_raw(pid), None).is_ok())
 }
+
+/// Whether `pid` runs a command line with the argument `argument` (so a
+/// recycled pid is not mistaken for ours: `serve`, `up`, a Consul `agent`).
+pub(crate) fn runs_with_argument(pid: u32, argument: &str) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
+        cmdline
+            .split(|byte| *byte == 0)
+            .any(|arg| arg == argument.as_bytes())
+    })
+}

@@ -149,10 +149,13 @@ fn refuse_a_running_environment(state_dir: &Path) -> anyhow::Result<()> {
     if !path.is_file() {
         return Ok(());
     }
+    // Alive and still a Consul agent (a recycled pid is someone else's).
     let running = Description::read(&path)
         .ok()
         .and_then(|description| description.consul.pid)
-        .filter(|pid| crate::process::is_alive(*pid));
+        .filter(|pid| {
+            crate::process::is_alive(*pid) && crate::process::runs_with_argument(*pid, "agent")
+        });
     if let Some(pid) = running {
         anyhow::bail!(
             "{} describes a local environment that still runs (Consul pid {pid}): stop it first, \
