@@ -134,9 +134,9 @@ pub(crate) async fn stop(mut agent: LocalConsul) -> anyhow::Result<Stopped> {
 }
 
 /// Writes `<state>/env.json` for the operator's other commands.
-pub(crate) fn describe(started: &Started, state_dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn describe(agent: &LocalConsul, state_dir: &Path) -> anyhow::Result<PathBuf> {
     Description {
-        consul: started.agent.description(),
+        consul: agent.description(),
     }
     .write(state_dir)
     .map_err(Into::into)

@@ -69,7 +69,7 @@ pub(crate) async fn run(args: EnvArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let started = *started;
-    let description = agent::describe(&started, &state_dir);
+    let description = agent::describe(&started.agent, &state_dir);
     let printed = description.and_then(|_| {
         let mut lines = exports(&started.agent);
         lines.push(READY_MARKER.to_owned());

@@ -37,10 +37,7 @@ use std::{
 
 use anyhow::Context as _;
 use discovery::connect::ConnectCa;
-use localenv::{
-    consul::{LocalConsul, Posture},
-    Description,
-};
+use localenv::{consul::LocalConsul, Description};
 use mesh::{
     client::{ClientOptions, MeshClient},
     config::{duration, MtlsMode},
@@ -55,7 +52,7 @@ use self::{
 };
 use crate::{
     consul::ConsulApi,
-    local::agent::{self as local_agent, AgentPlan, Startup, PLAIN_WARNING},
+    local::agent as local_agent,
     signals::{StopSignal, StopSignals},
 };
 
@@ -192,114 +189,16 @@ async fn drive(
     running: &mut Running,
 ) -> anyhow::Result<()> {
     let started_at = Instant::now();
-    let given = args.consul.config()?;
 
     // 1. Consul: the agent that answers, else one of ours.
-    let probe_api = ConsulApi::new(&given);
-    let found = tokio::select! {
-        found = consul::probe(&probe_api) => found?,
-        signal = signals.recv() => return stopped_early(signal),
-    };
-    let (api, child_consul, ours) = match found {
-        consul::Found::Running => {
-            say(format!(
-                "consul: using the agent at {} (not started here: left running on exit; its \
-                 intentions are {})",
-                probe_api.address(),
-                if args.apply_intentions {
-                    "set to the mesh's (--apply-intentions)"
-                } else {
-                    "left as they are (--apply-intentions sets the mesh's)"
-                }
-            ));
-            if args.insecure_consul {
-                say("note: --insecure-consul is for an agent mesh up starts; this one is used as it is");
-            }
-            // The instances get what `mesh up` was given.
-            let child = child_consul::ChildConsul {
-                settings: discovery::ConsulSettings {
-                    address: Some(given.base_url().to_owned()),
-                    ..given.settings().clone()
-                },
-                per_service_tokens: None,
-            };
-            (probe_api, child, false)
-        }
-        consul::Found::Absent => {
-            let posture = if args.insecure_consul {
-                say(PLAIN_WARNING);
-                Posture::Plain
-            } else {
-                Posture::Secure
-            };
-            if posture == Posture::Plain && given.is_https() {
-                anyhow::bail!(
-                    "--insecure-consul starts an agent speaking plain HTTP: give an http:// address"
-                );
-            }
-            let plan = AgentPlan {
-                posture,
-                state_dir: state_dir.to_owned(),
-                port: Some(probe_api.port()),
-                log: state_dir.join("logs/consul.log"),
-                node_name: None,
-            };
-            let announce = |agent: &LocalConsul| {
-                pids.set("consul", agent.pid());
-                say(format!(
-                    "consul: no agent answered at {}; started a dev agent there with {} at {} \
-                     (pid {}, log {})",
-                    probe_api.address(),
-                    match posture {
-                        Posture::Secure => "ACLs default-deny and HTTPS only",
-                        Posture::Plain => "ACLs off and plain HTTP",
-                    },
-                    agent.url(),
-                    agent.pid(),
-                    shown_state_dir.join("logs/consul.log").display()
-                ));
-            };
-            let started = match local_agent::start(&plan, announce, signals).await {
-                Ok(Startup::Ready(started)) => *started,
-                Ok(Startup::Interrupted(signal)) => {
-                    pids.remove("consul");
-                    return stopped_early(signal);
-                }
-                Err(error) => {
-                    pids.remove("consul");
-                    return Err(error);
-                }
-            };
-            if !started.issued.is_empty() {
-                say(format!(
-                    "consul: ACL policies and tokens ready ({}), token files in {}",
-                    started
-                        .issued
-                        .iter()
-                        .map(|token| token.name)
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    shown_state_dir.join("secrets").display()
-                ));
-            }
-            let described = local_agent::describe(&started, state_dir)?;
-            say(format!(
-                "consul: described in {} (mesh status, mesh cert… in this folder use it)",
-                described.display()
-            ));
-            // Each instance gets its own token file and trusts the agent's CA.
-            let child = child_consul::ChildConsul {
-                settings: discovery::ConsulSettings {
-                    address: Some(started.agent.url()),
-                    ca_file: started.agent.ca_file().map(Path::to_owned),
-                    ..discovery::ConsulSettings::default()
-                },
-                per_service_tokens: started.agent.secrets_dir(),
-            };
-            let api = started.api;
-            running.agent = Some(started.agent);
-            (api, child, true)
-        }
+    let found = consul::find_or_start(args, state_dir, shown_state_dir, pids, signals, running);
+    let consul::Agent {
+        api,
+        child: child_consul,
+        ours,
+    } = match found.await? {
+        consul::Outcome::Ready(agent) => *agent,
+        consul::Outcome::Interrupted(signal) => return stopped_early(signal),
     };
 
     // 2. Zero trust: intentions first (no instance ever serves without them),
