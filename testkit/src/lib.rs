@@ -13,6 +13,7 @@ mod agent_client;
 pub mod conformance;
 mod connect;
 mod consul;
+mod fault_proxy;
 mod grpcurl;
 mod metrics;
 mod paths;
@@ -28,6 +29,7 @@ pub use agent_client::AgentClient;
 pub use connect::{grpcurl_mtls, CertFiles};
 
 pub use consul::{AclToken, ConsulAgent};
+pub use fault_proxy::{Fault, FaultProxy};
 pub use grpcurl::{grpcurl, GrpcurlOutput};
 pub use metrics::{scrape_metrics, Scrape};
 pub use paths::{binary, tool};
