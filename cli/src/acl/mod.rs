@@ -110,4 +110,30 @@ mod tests {
                 .contains("node_prefix \"\" {\n  policy = \"read\""));
         }
     }
+
+    #[test]
+    fn the_traffic_policy_writes_the_services_config_entries_and_nothing_else() {
+        let traffic = POLICIES
+            .iter()
+            .find(|policy| policy.name == "mesh-traffic")
+            .expect("the traffic policy");
+        let rules: Vec<&str> = traffic
+            .rules
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .collect();
+        let rules = rules.join("\n");
+        for service in crate::services::ALL {
+            let rule = format!("service \"{}\" {{\n  policy = \"write\"", service.name);
+            assert!(rules.contains(&rule), "{rules}");
+        }
+        assert_eq!(
+            rules.matches("\"write\"").count(),
+            crate::services::ALL.len(),
+            "writes the four services only"
+        );
+        for broader in ["service_prefix", "operator", "acl", "agent", "key"] {
+            assert!(!rules.contains(broader), "{broader} in {rules}");
+        }
+    }
 }

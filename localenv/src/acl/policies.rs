@@ -32,7 +32,7 @@ impl TokenSpec {
 }
 
 /// Every policy, from the files in `deploy/consul/acl/`.
-pub const POLICIES: [Policy; 6] = [
+pub const POLICIES: [Policy; 7] = [
     Policy {
         name: "mesh-users",
         file: "users.hcl",
@@ -70,10 +70,17 @@ pub const POLICIES: [Policy; 6] = [
         description: "the Consul agent's own token: node:write",
         rules: include_str!("../../../deploy/consul/acl/mesh-agent.hcl"),
     },
+    Policy {
+        name: "mesh-traffic",
+        file: "mesh-traffic.hcl",
+        description: "traffic management: write the services' config entries (consul config write)",
+        rules: include_str!("../../../deploy/consul/acl/mesh-traffic.hcl"),
+    },
 ];
 
-/// Every token: one per service, the read-only one, the agent's.
-pub const TOKENS: [TokenSpec; 6] = [
+/// Every token: one per service, the read-only one, the agent's, the
+/// traffic operator's.
+pub const TOKENS: [TokenSpec; 7] = [
     TokenSpec {
         name: "users",
         policy: "mesh-users",
@@ -97,6 +104,10 @@ pub const TOKENS: [TokenSpec; 6] = [
     TokenSpec {
         name: "agent",
         policy: "mesh-agent",
+    },
+    TokenSpec {
+        name: "traffic",
+        policy: "mesh-traffic",
     },
 ];
 
