@@ -51,7 +51,8 @@ fn the_secure_agent_is_https_only_default_deny_and_keeps_its_tokens_across_a_res
             "payments",
             "orders",
             "mesh-read",
-            "agent"
+            "agent",
+            "traffic"
         ]
     );
 
@@ -96,13 +97,14 @@ fn the_secure_agent_is_https_only_default_deny_and_keeps_its_tokens_across_a_res
     let description = agent.description();
     assert_eq!(description.url, endpoint.url);
     assert_eq!(description.ca_file, endpoint.ca_file);
-    assert_eq!(description.tokens.len(), 7);
+    // Every holder's token plus the management token.
+    assert_eq!(description.tokens.len(), localenv::acl::TOKENS.len() + 1);
     assert!(description.tokens.values().all(|file| file.is_file()));
 
     // A restart forgets everything; the same tokens come back.
     let before = std::fs::read_to_string(agent.token_file("orders").unwrap()).unwrap();
     let again = agent.restart(&master, &Cancel::default()).unwrap();
-    assert_eq!(again.len(), 6);
+    assert_eq!(again.len(), localenv::acl::TOKENS.len());
     assert_eq!(
         std::fs::read_to_string(agent.token_file("orders").unwrap()).unwrap(),
         before

@@ -177,8 +177,20 @@ impl LocalConsul {
         consul: &dyn ConsulCalls,
         cancel: &Cancel,
     ) -> Result<Vec<Issued>, Error> {
+        let secure = self.options.posture == Posture::Secure;
         let mut leader = || match consul.get("/v1/status/leader") {
-            Ok(serde_json::Value::String(leader)) if !leader.is_empty() => Ok(()),
+            Ok(serde_json::Value::String(leader)) if !leader.is_empty() => {
+                // A new leader answers ACL calls "in legacy mode" (500) for a
+                // moment after its election: the bootstrap waits that out.
+                if secure {
+                    consul
+                        .get("/v1/acl/policies")
+                        .map(drop)
+                        .map_err(|error| format!("ACLs not ready yet ({error})"))
+                } else {
+                    Ok(())
+                }
+            }
             Ok(other) => Err(format!("no leader yet ({other})")),
             Err(error) => Err(error.to_string()),
         };
