@@ -24,6 +24,8 @@ enum ServiceConfig {
     Payments(payments::Config),
     /// The orders service (mesh.orders.v1.Orders).
     Orders(orders::Config),
+    /// The API gateway (REST/JSON, gRPC-Web and gRPC at the edge).
+    Gateway(gateway::Config),
 }
 
 /// Sets up logging and serves until SIGTERM/SIGINT (then drains, exits 0).
@@ -45,6 +47,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ServiceConfig::Orders(config) => (
             orders::IDENTITY.name,
             run_service(&orders::IDENTITY, config, orders::run).await,
+        ),
+        ServiceConfig::Gateway(config) => (
+            gateway::IDENTITY.name,
+            run_service(&gateway::IDENTITY, config, gateway::run).await,
         ),
     };
     result.with_context(|| format!("{name} stopped"))?;

@@ -12,6 +12,15 @@ pub(crate) const ALL: [Service; 4] = [
     orders::IDENTITY,
 ];
 
+/// The edge: the API gateway, one instance, no database; `mesh up` starts
+/// it after the services, on 127.0.0.1:8080 (plain HTTP on loopback).
+pub(crate) const EDGE: Service = gateway::IDENTITY;
+
+/// Everything `mesh up` starts, in start order: the services, then the edge.
+pub(crate) fn started() -> impl Iterator<Item = Service> {
+    ALL.into_iter().chain(std::iter::once(EDGE))
+}
+
 /// The lowest well-known port: `--base-port` shifts all four relative to it.
 pub(crate) const FIRST_PORT: u16 = ALL[0].default_port;
 

@@ -31,6 +31,8 @@ pub(crate) struct Banner<'a> {
     pub(crate) demo: Option<&'a Demo>,
     /// The operator's certificate files (`None` with `--mtls=off`).
     pub(crate) operator: Option<&'a CertFiles>,
+    /// The state folder as the user gave it.
+    pub(crate) state_dir: &'a Path,
     /// The logs folder as the user gave it.
     pub(crate) logs_dir: &'a Path,
     /// The pid file.
@@ -80,6 +82,7 @@ impl Banner<'_> {
         self.render_instances(&mut out);
         self.render_demo(&mut out);
         self.render_commands(&mut out);
+        self.render_front_door(&mut out);
         let _ = writeln!(
             out,
             "Logs: {}/ (consul.log when started here, <service>-<n>.log); pids: {}",
@@ -235,6 +238,26 @@ impl Banner<'_> {
             "  {}{mesh} bench --rpc place-order --duration 10s{}\n",
             bench.0, bench.1
         );
+    }
+
+    fn render_front_door(&self, out: &mut String) {
+        let Some(gateway) = self.plan.iter().find(|i| i.service == services::EDGE) else {
+            return;
+        };
+        let mesh = mesh_command();
+        let default_state = Path::new(".mesh");
+        let door = super::front_door::FrontDoor {
+            address: self.address_of(gateway),
+            user_id: self
+                .demo
+                .map_or("<user id>", |demo| demo.user.user_id.as_str()),
+            sku: DEMO_STOCK[0].0,
+            mesh: &mesh,
+            state_dir: (self.state_dir != default_state)
+                .then(|| self.state_dir.display().to_string()),
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+        };
+        out.push_str(&door.render());
     }
 
     /// What an operator's command needs in front of it (variables) and after

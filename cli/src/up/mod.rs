@@ -10,7 +10,8 @@
 //!    (default-deny; in an agent not started here only with
 //!    `--apply-intentions`) and an `operator` certificate for grpcurl;
 //! 3. every instance as its own `mesh serve <service>` process, restarted with
-//!    backoff when it crashes;
+//!    backoff when it crashes, then the API gateway (`mesh serve gateway`,
+//!    trusting the local token key `<state>/gateway/`, created 0600 here);
 //! 4. wait until Consul reports all of them passing, seed demo data through
 //!    the mesh client, print where everything is (grpcurl commands included);
 //! 5. on SIGINT/SIGTERM/SIGHUP: SIGTERM every instance, wait for their drain
@@ -23,6 +24,7 @@ mod canary;
 mod child_consul;
 mod console;
 mod consul;
+mod front_door;
 mod pids;
 mod plan;
 mod ready;
@@ -97,7 +99,8 @@ pub(crate) struct UpArgs {
     state_dir: PathBuf,
 
     /// Port of users' instance 1; inventory, payments and orders take the next
-    /// three (with `--ports fixed`).
+    /// three (with `--ports fixed`). The gateway is on 8080 with the default
+    /// base port, else on a free port (printed).
     #[arg(long, default_value_t = crate::services::FIRST_PORT)]
     base_port: u16,
 
@@ -252,6 +255,8 @@ async fn drive(
         consul: child_consul,
         drain: args.drain,
         mtls: args.mtls,
+        gateway_keys: gateway::auth::dev::DevKeys::ensure(&crate::token::keys_dir(state_dir))
+            .context("cannot create the local token key of the gateway")?,
     };
     say(format!(
         "starting {} instances ({}), logs in {}",
@@ -318,6 +323,7 @@ async fn drive(
             pids: &pid_snapshot,
             demo: demo.as_ref(),
             operator: operator.as_ref(),
+            state_dir: shown_state_dir,
             logs_dir: &shown_state_dir.join("logs"),
             pid_file: &shown_state_dir.join("pids"),
             elapsed: started_at.elapsed(),

@@ -149,6 +149,18 @@ pub(crate) fn instances(
             });
         }
     }
+    // The edge: one gateway, on its well-known port (8080) with the default
+    // ports; a shifted --base-port (another mesh beside this one) or dynamic
+    // ports give it a free port (the banner prints it).
+    plan.push(InstancePlan {
+        service: services::EDGE,
+        number: 1,
+        port: match mode {
+            PortMode::Fixed if base_port == services::FIRST_PORT => services::EDGE.default_port,
+            PortMode::Fixed | PortMode::Dynamic => 0,
+        },
+        version: None,
+    });
     Ok(plan)
 }
 
@@ -215,18 +227,23 @@ mod tests {
                 ("inventory-1".to_owned(), 50052),
                 ("payments-1".to_owned(), 50053),
                 ("orders-1".to_owned(), 50054),
+                ("gateway-1".to_owned(), 8080),
             ]
         );
         let shifted = instances(&counts, PortMode::Fixed, 40000).unwrap();
         assert_eq!(shifted[0].port, 40000);
         assert_eq!(shifted[4].port, 40003);
+        assert_eq!(
+            shifted[5].port, 0,
+            "a shifted mesh's gateway takes a free port"
+        );
         assert!(instances(&counts, PortMode::Fixed, 65534).is_err());
     }
 
     #[test]
     fn dynamic_ports_are_all_zero() {
         let plan = instances(&InstanceCounts::default(), PortMode::Dynamic, 50051).unwrap();
-        assert_eq!(plan.len(), 8);
+        assert_eq!(plan.len(), 9, "two of each service and one gateway");
         assert!(plan.iter().all(|instance| instance.port == 0));
         assert_eq!(plan[1].instance_id(), "2");
         assert_eq!(plan[1].id(), "users-2");

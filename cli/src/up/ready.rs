@@ -35,7 +35,7 @@ pub(crate) async fn wait_passing(
     loop {
         let mut passing = BTreeMap::new();
         let mut last_error = None;
-        for service in services::ALL {
+        for service in services::started() {
             if !plan.iter().any(|instance| instance.service == service) {
                 continue;
             }
@@ -52,10 +52,9 @@ pub(crate) async fn wait_passing(
         if passing.len() == expected.len() {
             return Ok(passing);
         }
-        let progress: Vec<String> = services::ALL
-            .iter()
+        let progress: Vec<String> = services::started()
             .filter_map(|service| {
-                let planned = plan.iter().filter(|i| i.service == *service).count();
+                let planned = plan.iter().filter(|i| i.service == service).count();
                 (planned > 0).then(|| {
                     let up = passing
                         .values()
