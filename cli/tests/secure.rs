@@ -276,6 +276,25 @@ fn hardening_finding_12_mesh_up_is_acl_default_deny_and_https_by_default() {
         .output()
         .expect("run curl");
     assert_eq!(stdout(&anonymous), "401", "{}", stderr(&anonymous));
+    // The shop page's link signs the demo user in: its token reads the
+    // demo user's order.
+    let log = up.log();
+    let link = log
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with(&format!("http://{gateway}/#token=")))
+        .unwrap_or_else(|| panic!("no shop page link:\n{log}"));
+    let token = link
+        .split_once("#token=")
+        .and_then(|(_, rest)| rest.split('&').next())
+        .expect("a token in the link");
+    let mine = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{gateway}/v1/orders/{order_id}"))
+        .output()
+        .expect("run curl");
+    assert_eq!(stdout(&mine), "200", "{}", stderr(&mine));
 
     // orders, with its own token (and its Connect identity, issued under
     // that token), finds users, inventory and payments: a whole order goes

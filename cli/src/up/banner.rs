@@ -31,6 +31,8 @@ pub(crate) struct Banner<'a> {
     pub(crate) demo: Option<&'a Demo>,
     /// The operator's certificate files (`None` with `--mtls=off`).
     pub(crate) operator: Option<&'a CertFiles>,
+    /// The local token key the gateway trusts.
+    pub(crate) gateway_keys: &'a gateway::auth::dev::DevKeys,
     /// The state folder as the user gave it.
     pub(crate) state_dir: &'a Path,
     /// The logs folder as the user gave it.
@@ -256,6 +258,12 @@ impl Banner<'_> {
             state_dir: (self.state_dir != default_state)
                 .then(|| self.state_dir.display().to_string()),
             nonce: uuid::Uuid::new_v4().simple().to_string(),
+            page_token: self.demo.and_then(|demo| {
+                self.gateway_keys
+                    .mint(&demo.user.user_id, super::front_door::PAGE_TOKEN_TTL)
+                    .ok()
+            }),
+            skus: DEMO_STOCK.iter().map(|(sku, _, _)| *sku).collect(),
         };
         out.push_str(&door.render());
     }

@@ -20,7 +20,15 @@ pub(crate) struct FrontDoor<'a> {
     pub(crate) state_dir: Option<String>,
     /// A fresh id for the sign-up's e-mail address and the order's request id.
     pub(crate) nonce: String,
+    /// A token for the demo user, for the shop page's link (in the URL's
+    /// fragment, which a browser never sends to a server).
+    pub(crate) page_token: Option<String>,
+    /// The SKUs the shop page lists.
+    pub(crate) skus: Vec<&'a str>,
 }
+
+/// How long the shop page's link signs the demo user in.
+pub(crate) const PAGE_TOKEN_TTL: std::time::Duration = std::time::Duration::from_secs(8 * 3600);
 
 impl FrontDoor<'_> {
     /// The commands, one per line, indented like the banner's others.
@@ -57,8 +65,17 @@ impl FrontDoor<'_> {
         }
         let _ = writeln!(
             out,
-            "  (without a token: 401; with another user's token: 403)\n"
+            "  (without a token: 401; with another user's token: 403)"
         );
+        if let Some(token) = &self.page_token {
+            let _ = writeln!(
+                out,
+                "The shop page as the demo user (signed in for {} h):\n  {base}/#token={token}&skus={}",
+                PAGE_TOKEN_TTL.as_secs() / 3600,
+                self.skus.join(",")
+            );
+        }
+        let _ = writeln!(out);
         out
     }
 }
@@ -76,8 +93,14 @@ mod tests {
             mesh: "mesh",
             state_dir: Some("/tmp/state".into()),
             nonce: "n1".into(),
+            page_token: Some("t.o.k".into()),
+            skus: vec!["WIDGET-1", "GADGET-2"],
         }
         .render();
+        assert!(
+            text.contains("http://127.0.0.1:8080/#token=t.o.k&skus=WIDGET-1,GADGET-2"),
+            "{text}"
+        );
         assert!(
             text.contains("TOKEN=$(mesh token u-1 --state-dir /tmp/state)"),
             "{text}"

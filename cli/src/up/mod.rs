@@ -323,6 +323,7 @@ async fn drive(
             pids: &pid_snapshot,
             demo: demo.as_ref(),
             operator: operator.as_ref(),
+            gateway_keys: &settings.gateway_keys,
             state_dir: shown_state_dir,
             logs_dir: &shown_state_dir.join("logs"),
             pid_file: &shown_state_dir.join("pids"),
