@@ -20,9 +20,9 @@ use tonic::{body::Body, server::UnaryService, Code, Status};
 
 use crate::{
     api::ExposedMethod,
-    app::{Exchange, Gateway},
     auth::{self, Subject},
     codec::BytesCodec,
+    exchange::{Exchange, Gateway},
     protect::rate::{retry_after_seconds, CallerKey},
 };
 

@@ -20,6 +20,7 @@ pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod errors;
+pub mod exchange;
 mod grpc;
 pub mod observe;
 pub mod openapi;
@@ -163,7 +164,7 @@ pub fn build(
     config: &Config,
     api: Arc<api::Api>,
     upstreams: upstream::Upstreams,
-) -> Result<app::Gateway, SettingsError> {
+) -> Result<exchange::Gateway, SettingsError> {
     let auth = if config.jwt_keys.is_empty() {
         tracing::warn!("no --jwt-keys: only public methods can be called");
         auth::Authenticator::without_keys()
@@ -188,7 +189,7 @@ pub fn build(
             burst: config.anonymous_rate_burst,
         },
     );
-    Ok(app::Gateway {
+    Ok(exchange::Gateway {
         openapi: Bytes::from(openapi::to_bytes(&api)),
         api,
         upstreams,
@@ -198,7 +199,7 @@ pub fn build(
             default: config.request_timeout.min(config.max_request_timeout),
             max: config.max_request_timeout,
         },
-        limits: app::Limits {
+        limits: exchange::Limits {
             max_body_bytes: config.max_body_bytes,
             max_url_bytes: config.max_url_bytes,
         },

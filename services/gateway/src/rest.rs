@@ -14,10 +14,10 @@ use tonic::{body::Body, Code};
 
 use crate::{
     api::{BodyTarget, RouteError},
-    app::{Exchange, Gateway},
     auth::{self, AuthError},
     errors::ApiError,
-    protect::rate::{retry_after_seconds, CallerKey},
+    exchange::{Exchange, Gateway},
+    protect::rate::CallerKey,
     transcode::{request, response, RequestError},
 };
 
@@ -167,17 +167,6 @@ pub(crate) fn unauthenticated(error: &AuthError) -> ApiError {
         header::WWW_AUTHENTICATE,
         HeaderValue::from_str(&challenge).expect("an ASCII challenge"),
     )
-}
-
-/// 429 with `Retry-After`.
-pub(crate) fn too_many_requests(wait: Duration) -> ApiError {
-    let seconds = retry_after_seconds(wait);
-    ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        Code::ResourceExhausted,
-        format!("rate limit exceeded for this caller; retry in {seconds} s"),
-    )
-    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
 }
 
 fn request_error(error: RequestError) -> ApiError {

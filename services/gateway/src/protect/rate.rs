@@ -7,6 +7,10 @@
 use std::{net::IpAddr, num::NonZeroU32, sync::Arc, time::Duration};
 
 use governor::{clock::Clock as _, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::{header, HeaderValue, StatusCode};
+use tonic::Code;
+
+use crate::errors::ApiError;
 
 /// Requests per second and burst of one kind of caller; `per_second` 0
 /// turns the limit off.
@@ -104,6 +108,17 @@ impl RateLimits {
 pub fn retry_after_seconds(wait: Duration) -> u64 {
     let rounded_up = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     rounded_up.max(1)
+}
+
+/// 429 with `Retry-After`.
+pub(crate) fn too_many_requests(wait: Duration) -> ApiError {
+    let seconds = retry_after_seconds(wait);
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        Code::ResourceExhausted,
+        format!("rate limit exceeded for this caller; retry in {seconds} s"),
+    )
+    .with_header(header::RETRY_AFTER, HeaderValue::from(seconds))
 }
 
 #[cfg(test)]
