@@ -1,6 +1,6 @@
 //! The one parser of durations given on a command line or in an environment
 //! variable: `500ms`, `2s`, `1.5s`, `2m`, `1h`, or a bare number, whose unit
-//! the flag names (the `--*-ms` flags count milliseconds, `mesh bench
+//! the flag names (the `--*-ms` flags count milliseconds, `mesh-bench
 //! --duration` seconds).
 
 use std::time::Duration;

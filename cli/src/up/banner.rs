@@ -211,7 +211,8 @@ impl Banner<'_> {
                 let _ = writeln!(out, "  {grpcurl} -d '{body}' {address} {method}");
             }
         }
-        let mesh = mesh_command();
+        let mesh = command_beside_this("mesh");
+        let lab = command_beside_this("mesh-bench");
         let default_url = format!("http://{}", discovery::DEFAULT_ADDRESS);
         let (status_env, bench_env, consul) = match self.secure {
             Some(secure) => {
@@ -236,19 +237,22 @@ impl Banner<'_> {
         let _ = writeln!(out, "  {status_env}{mesh} status{consul}");
         let _ = writeln!(
             out,
-            "  {bench_env}{mesh} bench --rpc place-order --duration 10s{consul}\n"
+            "  {bench_env}{lab} load --rpc place-order --duration 10s{consul}\n"
         );
     }
 }
 
-/// How to run this program again: `mesh` when that is what `PATH` finds,
-/// else its full path.
-fn mesh_command() -> String {
-    let current = std::env::current_exe().ok();
-    match (tools::on_path("mesh"), current) {
-        (Some(found), Some(current)) if same_file(&found, &current) => "mesh".to_owned(),
-        (_, Some(current)) => current.display().to_string(),
-        (_, None) => "mesh".to_owned(),
+/// How to run `program` from this executable's folder (this program itself,
+/// or the benchmark lab built beside it): its bare name when that is what
+/// `PATH` finds, else its full path.
+fn command_beside_this(program: &str) -> String {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|current| Some(current.parent()?.join(program)));
+    match (tools::on_path(program), beside) {
+        (Some(found), Some(beside)) if same_file(&found, &beside) => program.to_owned(),
+        (_, Some(beside)) => beside.display().to_string(),
+        (_, None) => program.to_owned(),
     }
 }
 

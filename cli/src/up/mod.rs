@@ -232,8 +232,8 @@ async fn drive(
             ));
             let files = crate::cert::write(
                 &ca,
-                crate::mtls::OPERATOR,
-                &state_dir.join("certs").join(crate::mtls::OPERATOR),
+                mesh::connect::OPERATOR,
+                &state_dir.join("certs").join(mesh::connect::OPERATOR),
             )
             .await?;
             say(format!(
@@ -294,7 +294,7 @@ async fn drive(
         } else {
             let identity = operator
                 .as_ref()
-                .map(|_| Identity::watch(&consul_config, crate::mtls::OPERATOR));
+                .map(|_| Identity::watch(&consul_config, mesh::connect::OPERATOR));
             let mesh = MeshClient::new(
                 consul_config.clone(),
                 ClientOptions {

@@ -1,14 +1,14 @@
-//! `mesh bench`: load one RPC through the mesh client, a direct channel or a
-//! proxy, and report throughput, errors by code and latency percentiles.
+//! `mesh-bench load` (also `mesh bench`): load one RPC through the mesh
+//! client, a direct channel or a proxy, and report throughput, errors by
+//! code and latency percentiles.
 //!
 //! Exit 0 when the run completed (errors are part of the report), 1 when it
 //! could not run (no connection, preparation failed) or no request succeeded.
 
-mod load;
 mod report;
 mod rpc;
-pub(crate) mod scale;
 mod via;
+mod workers;
 
 use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
 
@@ -17,25 +17,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mesh::{client::Channel, config::duration};
 use tonic::Code;
 
-use load::{Plan, Stop};
 use report::Report;
 use rpc::{Rpc, TimedCaller};
 use via::Via;
+use workers::{Plan, Stop};
 
 /// Length of a run given neither `--duration` nor `--requests`.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
-/// `mesh bench` arguments.
+/// `mesh-bench load` arguments.
 #[derive(clap::Args, Debug)]
-pub(crate) struct BenchArgs {
+pub(crate) struct LoadArgs {
     /// The RPC to load.
     #[arg(long, value_enum)]
     rpc: Rpc,
 
-    /// `mesh` (Consul-resolved, balanced, retrying), `direct ADDR` (one plain
-    /// channel to one instance) or `proxy ADDR` (one plain channel to a proxy).
-    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ADDR"], default_value = "mesh")]
-    via: Vec<String>,
+    /// What the requests go through: the mesh client (Consul-resolved,
+    /// balanced, retrying) unless `--direct` or `--proxy` says otherwise.
+    #[command(flatten)]
+    via: via::ViaArgs,
 
     /// Requests in flight at once (one per worker task).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=10_000))]
@@ -66,19 +66,19 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     json: bool,
 
-    /// The Consul agent (for `--via mesh`).
+    /// The Consul agent (for the mesh client).
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
 
-    /// Connect mTLS to the services (`--via mesh` and `--via direct`; a
-    /// `--via proxy` is dialled in the clear: the proxy is outside the mesh).
+    /// Connect mTLS to the services (the mesh client and `--direct`; a
+    /// `--proxy` is dialled in the clear: the proxy is outside the mesh).
     #[command(flatten)]
     mtls: crate::mtls::MtlsArgs,
 }
 
 /// Prepares, loads, reports.
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let via = Via::parse(&args.via)?;
+pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let via = args.via.resolve()?;
     let rpc = args.rpc;
     let stop = match (args.requests, args.duration) {
         (Some(requests), _) => Stop::Requests(requests),
@@ -133,7 +133,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let caller = TimedCaller::new(rpc, &fixture, channel, args.timeout);
-    let outcome = load::run(plan, caller, &progress).await;
+    let outcome = workers::run(plan, caller, &progress).await;
     progress.finish_and_clear();
 
     let report = Report::new(
@@ -146,9 +146,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.timeline,
     );
     if args.json {
-        crate::output::print_line(&serde_json::to_string(&report)?);
+        crate::print_report(&format!("{}\n", serde_json::to_string(&report)?))?;
     } else {
-        crate::output::print(&report.text());
+        crate::print_report(&report.text())?;
     }
     Ok(if report.ok == 0 {
         ExitCode::FAILURE
@@ -193,7 +193,7 @@ async fn prepare(
             rpc::prepare(rpc, |service| mesh.channel(service), requests)
                 .await
                 .map_err(failed)
-                .context("(the load itself still goes through --via)")
+                .context("(the load itself still goes where --direct or --proxy says)")
         }
         Err(status) => Err(failed(status)),
     }

@@ -1,0 +1,82 @@
+//! `mesh-bench`: the mesh's benchmark lab, kept apart from the operator's
+//! `mesh` command (which runs it for the old spellings `mesh bench` and
+//! `mesh bench-discovery`).
+//!
+//! - `mesh-bench load`: load one RPC through the mesh client, a direct
+//!   channel to one instance (`--direct ADDR`) or a proxy (`--proxy ADDR`),
+//!   and report throughput, errors by code and latency percentiles;
+//! - `mesh-bench discovery`: how fast the mesh client follows a
+//!   1,000-instance service, and what each endpoint costs in memory.
+//!
+//! `scripts/bench` drives both to compare the mesh with what users would
+//! pick instead (docs/BENCHMARKS.md).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod load;
+mod mtls;
+mod scale;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::Parser;
+
+/// The `mesh-bench` command.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mesh-bench",
+    version,
+    about = "The mesh's benchmark lab: RPC load and discovery at scale."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Load one RPC and report throughput and latency.
+    Load(load::LoadArgs),
+    /// Time discovery changes of a large service through to the balancer, and its memory.
+    Discovery(scale::DiscoveryArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mesh-bench: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Load(args) => load::run(args).await,
+            Command::Discovery(args) => scale::run(args).await,
+        }
+    });
+    // Background tasks (Consul watches, connections) must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("mesh-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes the report (text or one JSON line) to stdout; a closed stdout is
+/// an error, not a silently lost result.
+fn print_report(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|error| anyhow::anyhow!("cannot write the report to stdout: {error}"))
+}
