@@ -22,7 +22,6 @@ mod lab;
 mod output;
 mod process;
 mod serve;
-mod services;
 mod signals;
 mod status;
 mod tools;

@@ -14,7 +14,7 @@ use std::{
     time::Duration,
 };
 
-use common::{alive, cmdline, mesh_env, pids, spawn_up, stderr, stdout, wait_for_output, SERVICES};
+use common::{alive, cmdline, mesh_env, pids, services, spawn_up, stderr, stdout, wait_for_output};
 use nix::sys::signal::Signal;
 use testkit::{free_port, tool, GrpcurlOutput};
 
@@ -145,7 +145,7 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
     // Each instance got its own token file through its environment, and no
     // token is on any command line, in any environment, or in any log.
     let listed = pids(state.path());
-    for service in SERVICES {
+    for service in services() {
         let pid = listed[&format!("{service}-1")];
         let env = environ(pid);
         let expected = format!(
@@ -186,7 +186,7 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
     let table = stdout(&status);
     assert_eq!(status.status.code(), Some(0), "{table}{}", stderr(&status));
     let listed_rows = rows(&table);
-    for service in SERVICES {
+    for service in services() {
         let (_, health) = listed_rows
             .get(&format!("{service}-1"))
             .unwrap_or_else(|| panic!("no {service}-1 in:\n{table}"));

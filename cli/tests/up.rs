@@ -7,7 +7,7 @@ mod common;
 
 use std::{net::TcpStream, time::Duration};
 
-use common::{alive, pids, spawn_up, wait_for_output, SERVICES};
+use common::{alive, pids, services, spawn_up, wait_for_output};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -123,7 +123,7 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     eprintln!("mesh up: ready after {:?}", started.elapsed());
 
     // Every service passes in Consul, with the instance ids mesh up gives.
-    for service in SERVICES {
+    for service in services() {
         assert_eq!(
             agent.passing_ids(service),
             [format!("{service}-1")],
@@ -134,7 +134,7 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     // It used the agent it was given, and did not start one.
     let first_pids = pids(state.path());
     assert!(!first_pids.contains_key("consul"), "{first_pids:?}");
-    for service in SERVICES {
+    for service in services() {
         let pid = first_pids[&format!("{service}-1")];
         assert!(alive(pid), "{service}-1 (pid {pid}) is not running");
     }
@@ -263,7 +263,7 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
             up.log()
         );
     }
-    for service in SERVICES {
+    for service in services() {
         assert_eq!(
             agent.registered_ids(service),
             Vec::<String>::new(),
@@ -329,7 +329,7 @@ fn up_starts_its_own_consul_when_none_answers_and_stops_it() {
         "{table}{}",
         common::stderr(&status)
     );
-    for service in SERVICES {
+    for service in services() {
         assert!(table.contains(&format!("{service}-1")), "{table}");
     }
 

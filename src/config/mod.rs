@@ -212,7 +212,7 @@ pub enum LogFormat {
 }
 
 /// A service binary's flags: its own plus [`ServiceArgs`], which
-/// `mesh::server::main` reads to set up telemetry and serve.
+/// `mesh::server::serve_args` reads to set up telemetry and serve.
 pub trait ServiceConfig: clap::Parser {
     /// The flags every service takes.
     fn service_args(&self) -> &ServiceArgs;

@@ -35,7 +35,7 @@ use tonic::{body::Body, server::NamedService, service::Routes};
 use tonic_health::ServingStatus;
 use tower::Service;
 
-pub use binary::{main, run_service};
+pub use binary::{serve_args, Runnable};
 use deadline_scope::DeadlineScope;
 use latency::InjectLatency;
 use observe::Observe;
@@ -80,6 +80,13 @@ pub enum ServeError {
     /// The mesh port's accept loop ended without being asked to.
     #[error("the mesh port stopped accepting connections on its own")]
     Stopped,
+    /// The service has no gRPC service of its own (an edge): this bootstrap
+    /// serves gRPC services only.
+    #[error("{service} serves no gRPC service of its own (an edge service): the gRPC bootstrap cannot serve it")]
+    NotGrpc {
+        /// The service's name.
+        service: &'static str,
+    },
 }
 
 /// Binds `identity`'s listen address from `args` (default: 127.0.0.1 and the
@@ -88,8 +95,11 @@ pub async fn bind(
     identity: &'static ServiceIdentity,
     args: &ServiceArgs,
 ) -> Result<BoundServer, ServeError> {
-    // First of all, so that a SIGTERM during start-up (migrations) is not
-    // lost: `serve` sees it at once and shuts down cleanly.
+    let grpc_service = identity.grpc_service().ok_or(ServeError::NotGrpc {
+        service: identity.name,
+    })?;
+    // First of all (after the checks), so that a SIGTERM during start-up
+    // (migrations) is not lost: `serve` sees it at once and shuts down cleanly.
     let signals = shutdown::Signals::install().map_err(ServeError::Signals)?;
     let address = args
         .listen
@@ -122,6 +132,7 @@ pub async fn bind(
     let metrics = observe::bind_metrics(&mut args).await?;
     Ok(BoundServer {
         identity,
+        grpc_service,
         args,
         listener,
         local_addr,
@@ -162,6 +173,7 @@ fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission
 #[derive(Debug)]
 pub struct BoundServer {
     identity: &'static ServiceIdentity,
+    grpc_service: &'static str,
     args: ServiceArgs,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -230,6 +242,7 @@ impl BoundServer {
         S::Future: Send + 'static,
     {
         let identity = self.identity;
+        let grpc_service = self.grpc_service;
         let instance_id = self.instance_id();
         let mtls_identity = self.connect_identity();
         let mut signals = self.signals;
@@ -259,7 +272,7 @@ impl BoundServer {
             if let Some(connect) = &mtls_identity {
                 wait_for_identity(connect).await;
             }
-            for name in ["", identity.grpc_service] {
+            for name in ["", grpc_service] {
                 health
                     .set_service_status(name, ServingStatus::Serving)
                     .await;
@@ -267,6 +280,7 @@ impl BoundServer {
             tracing::info!(service = identity.name, address = %self.local_addr, health = %self.health_addr, "serving");
             registration::start(
                 identity,
+                grpc_service,
                 &self.args,
                 self.local_addr,
                 self.health_addr.port(),
@@ -288,7 +302,7 @@ impl BoundServer {
             }
         };
         tracing::info!(service = identity.name, %signal, drain = ?self.args.drain, "shutting down: NOT_SERVING, draining");
-        for name in ["", identity.grpc_service] {
+        for name in ["", grpc_service] {
             health
                 .set_service_status(name, ServingStatus::NotServing)
                 .await;

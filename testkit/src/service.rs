@@ -62,8 +62,8 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Starts `name` (`users`, `inventory`, `payments`, `orders`) and waits
-    /// until its gRPC health says SERVING.
+    /// Starts the service binary `name` (`users`…) and waits until its
+    /// gRPC health says SERVING.
     pub fn start(name: &str, options: ServiceOptions) -> Self {
         let mut process = Self::spawn(name, options);
         process.wait_serving(Duration::from_secs(60));

@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn every_service_has_a_policy_that_writes_itself_only() {
-        for service in crate::services::ALL {
+        for service in mesh_cli::services::identities() {
             let token = TOKENS
                 .iter()
                 .find(|token| token.name == service.name)

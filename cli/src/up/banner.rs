@@ -7,7 +7,9 @@ use super::{
     plan::InstancePlan,
     seed::{Demo, DEMO_STOCK},
 };
-use crate::{cert::CertFiles, consul::model::HealthEntry, services, tools};
+use mesh_cli::services;
+
+use crate::{cert::CertFiles, consul::model::HealthEntry, tools};
 
 /// Everything the banner shows.
 #[derive(Debug)]
@@ -183,14 +185,20 @@ impl Banner<'_> {
                 );
             }
         }
-        for service in services::ALL {
-            let Some(instance) = self.plan.iter().find(|i| i.service == service) else {
+        for service in services::identities() {
+            let Some(instance) = self.plan.iter().find(|i| i.service == *service) else {
                 continue;
             };
             let address = self.address_of(instance);
-            let method = |name: &str| format!("{}/{name}", service.grpc_service);
             let _ = writeln!(out, "  # {}", service.name);
-            let _ = writeln!(out, "  {grpcurl} {address} list {}", service.grpc_service);
+            let Some(grpc_service) = service.grpc_service() else {
+                // An edge serves HTTP, not gRPC.
+                let _ = writeln!(out, "  curl http://{address}/");
+                continue;
+            };
+            let method = |name: &str| format!("{grpc_service}/{name}");
+            let _ = writeln!(out, "  {grpcurl} {address} list {grpc_service}");
+            // An example call where the demo data makes one interesting.
             let call = match service.name {
                 "users" => Some((format!(r#"{{"user_id":"{user_id}"}}"#), method("GetUser"))),
                 "inventory" => Some((format!(r#"{{"sku":"{sku}"}}"#), method("GetItem"))),

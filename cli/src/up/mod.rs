@@ -76,9 +76,9 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value = ".mesh")]
     state_dir: PathBuf,
 
-    /// Port of users' instance 1; inventory, payments and orders take the next
-    /// three (with `--ports fixed`).
-    #[arg(long, default_value_t = crate::services::FIRST_PORT)]
+    /// Port of the first gRPC service's instance 1 (users); the other gRPC
+    /// services' ports keep their distance from it (with `--ports fixed`).
+    #[arg(long, default_value_t = mesh_cli::services::first_grpc_port())]
     base_port: u16,
 
     /// `fixed`: instance 1 of each service on its well-known port, others on
@@ -123,7 +123,12 @@ struct Running {
 /// could not come up (everything started is stopped in both cases).
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut signals = StopSignals::install().context("cannot install signal handlers")?;
-    let plan = plan::instances(&args.instances, args.ports, args.base_port)?;
+    let plan = plan::instances(
+        mesh_cli::services::identities(),
+        &args.instances,
+        args.ports,
+        args.base_port,
+    )?;
     let shown_state_dir = args.state_dir.clone();
     for folder in ["data", "logs"] {
         let path = args.state_dir.join(folder);

@@ -9,7 +9,7 @@
 //! - `consul/secure.json`: the agent's ACL, TLS and port settings (0600: it
 //!   holds the master token);
 //! - `secrets/`: one token file per holder (0700 folder, 0600 files):
-//!   `master`, `agent`, `users`, `inventory`, `payments`, `orders`, `mesh-read`.
+//!   `master`, `agent`, `mesh-read` and one per service.
 //!
 //! Files that exist are kept, so the CA and the tokens stay the same from one
 //! `mesh up --secure` to the next (the dev agent itself forgets everything).

@@ -27,7 +27,8 @@ use crate::process;
 pub(crate) struct Settings {
     /// This executable (it runs `serve <service>`).
     pub(crate) program: PathBuf,
-    /// `--data-dir` of every instance (one SQLite file per service).
+    /// `--data-dir` of every instance that owns a database (one SQLite file
+    /// per service).
     pub(crate) data_dir: PathBuf,
     /// Where `<service>-<n>.log` go.
     pub(crate) logs_dir: PathBuf,
@@ -255,9 +256,11 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         .arg("serve")
         .arg(instance.service.name)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{}", instance.port))
-        .arg("--data-dir")
-        .arg(&settings.data_dir)
+        .arg(format!("127.0.0.1:{}", instance.port));
+    if instance.service.owns_database() {
+        command.arg("--data-dir").arg(&settings.data_dir);
+    }
+    command
         .arg("--instance-id")
         .arg(instance.instance_id())
         .arg("--metrics-listen")

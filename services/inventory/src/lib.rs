@@ -15,15 +15,23 @@ pub mod store;
 use std::time::Duration;
 
 use mesh::{
-    limits::MAX_MESSAGE_BYTES, proto::inventory::v1::inventory_server::InventoryServer,
-    server::ServeError, service::ServiceIdentity,
+    limits::MAX_MESSAGE_BYTES,
+    proto::inventory::v1::inventory_server::InventoryServer,
+    server::{Runnable, ServeError},
+    service::ServiceIdentity,
 };
 
 /// The names this service is known by.
-pub const IDENTITY: ServiceIdentity = ServiceIdentity {
-    name: "inventory",
-    grpc_service: mesh::proto::inventory::v1::inventory_server::SERVICE_NAME,
-    default_port: 50052,
+pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
+    "inventory",
+    mesh::proto::inventory::v1::inventory_server::SERVICE_NAME,
+    50052,
+);
+
+/// The service as a program: what its binary and `mesh serve inventory` run.
+pub const SERVICE: Runnable = Runnable {
+    identity: &IDENTITY,
+    serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
 };
 
 /// The schema, embedded at compile time.

@@ -20,15 +20,23 @@ pub mod store;
 use std::time::Duration;
 
 use mesh::{
-    limits::MAX_MESSAGE_BYTES, proto::orders::v1::orders_server::OrdersServer, server::ServeError,
+    limits::MAX_MESSAGE_BYTES,
+    proto::orders::v1::orders_server::OrdersServer,
+    server::{Runnable, ServeError},
     service::ServiceIdentity,
 };
 
-/// Who this service is.
-pub const IDENTITY: ServiceIdentity = ServiceIdentity {
-    name: "orders",
-    grpc_service: mesh::proto::orders::v1::orders_server::SERVICE_NAME,
-    default_port: 50054,
+/// The names this service is known by.
+pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
+    "orders",
+    mesh::proto::orders::v1::orders_server::SERVICE_NAME,
+    50054,
+);
+
+/// The service as a program: what its binary and `mesh serve orders` run.
+pub const SERVICE: Runnable = Runnable {
+    identity: &IDENTITY,
+    serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
 };
 
 /// The largest request orders decodes. A valid order is at most 100 lines
