@@ -99,9 +99,12 @@ pub struct ServiceArgs {
     #[command(flatten)]
     pub log: LogArgs,
 
-    /// Test-only: delay every application RPC by this long (milliseconds).
-    #[arg(value_name = "DURATION", long = "inject-latency-ms", env = "MESH_INJECT_LATENCY_MS", hide = true,
-          value_parser = duration::millis)]
+    /// Test-only: delay every application RPC's reply by this long (a bare
+    /// number is milliseconds). Only in builds with the `inject-latency`
+    /// feature, which the test builds enable.
+    #[cfg(feature = "inject-latency")]
+    #[arg(value_name = "DURATION", long = "inject-latency", alias = "inject-latency-ms",
+          env = "MESH_INJECT_LATENCY_MS", hide = true, value_parser = duration::millis)]
     pub inject_latency: Option<Duration>,
 }
 

@@ -8,7 +8,7 @@ use std::{ffi::OsString, fmt, future::Future, process::ExitCode};
 
 use futures::future::LocalBoxFuture;
 
-use super::ServeError;
+use super::error::ServeError;
 use crate::config::ServiceConfig;
 use crate::service::ServiceIdentity;
 

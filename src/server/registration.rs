@@ -10,7 +10,7 @@ use std::{
 
 use discovery::{GrpcCheck, Registrar, RegistrarHandle, RegistrarOptions, ServiceRegistration};
 
-use super::ServeError;
+use super::error::ServeError;
 use crate::config::{MtlsMode, ServiceArgs};
 use crate::service::ServiceIdentity;
 
