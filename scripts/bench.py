@@ -192,7 +192,7 @@ class Bench:
     def service(self, name, instance, env=None):
         port = free_port()
         argv = [self.bin / name, "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.state / "data"),
-                "--instance-id", instance, "--check-interval-ms", "1000", "--drain-ms", "200"]
+                "--instance-id", instance, "--check-interval", "1000", "--drain", "200"]
         process = self.procs.start(name, argv, env=env, name=instance)
         return port, process
 

@@ -131,7 +131,7 @@ fn load_through_the_mesh_spreads_300_add_stock_over_two_instances_exactly() {
         consul: Some(agent.http_addr()),
         data_dir: Some(data.path().to_owned()),
         instance_id: Some(instance.to_owned()),
-        args: vec!["--check-interval-ms".into(), "500".into()],
+        args: vec!["--check-interval".into(), "500".into()],
         mtls: true,
         ..ServiceOptions::default()
     };

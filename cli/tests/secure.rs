@@ -102,7 +102,7 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
         "1",
         "--ports",
         "dynamic",
-        "--drain-ms",
+        "--drain",
         "300",
     ];
     let started = std::time::Instant::now();

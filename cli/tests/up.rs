@@ -22,14 +22,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// 1 instance each on free ports, short drain.
-const LIGHT: [&str; 6] = [
-    "--instances",
-    "1",
-    "--ports",
-    "dynamic",
-    "--drain-ms",
-    "300",
-];
+const LIGHT: [&str; 6] = ["--instances", "1", "--ports", "dynamic", "--drain", "300"];
 
 /// `127.0.0.1:<port>` of `service`'s passing instance, from Consul.
 fn address(agent: &ConsulAgent, service: &str) -> String {

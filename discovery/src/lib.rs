@@ -45,6 +45,7 @@ mod agent;
 mod backoff;
 mod config;
 pub mod connect;
+pub mod env;
 mod error;
 mod error_chain;
 mod health;
@@ -55,6 +56,7 @@ mod resolver;
 mod tls;
 mod token;
 
+pub use backoff::{Backoff, Jitter};
 pub use config::{ConsulConfig, ConsulSettings, CONSUL_ENVIRONMENT, DEFAULT_ADDRESS};
 pub use error::{ConfigError, ConsulError};
 pub use error_chain::error_chain;

@@ -323,7 +323,8 @@ impl Secure {
                 String::from_utf8_lossy(&output.stderr)
             );
         }
-        let master_token = uuid_v4();
+        // Consul tokens are UUIDs.
+        let master_token = uuid::Uuid::new_v4().to_string();
         let config = serde_json::json!({
             "acl": {
                 "enabled": true,
@@ -352,27 +353,6 @@ impl Secure {
             master_token,
         }
     }
-}
-
-/// A UUID v4 from the kernel's random source (Consul tokens are UUIDs).
-fn uuid_v4() -> String {
-    let mut bytes = [0u8; 16];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
-        &mut bytes,
-    )
-    .expect("random bytes");
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
 }
 
 /// The harness's HTTP client: 5 s per call, trusting `ca_file` when given.

@@ -91,14 +91,15 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     no_seed: bool,
 
-    /// How long a stopping instance keeps serving after deregistering
-    /// (milliseconds, or with a unit: 2s).
-    #[arg(value_name = "DURATION", long = "drain-ms", default_value = "2s", value_parser = duration::millis)]
+    /// How long a stopping instance keeps serving after deregistering (`2s`;
+    /// a bare number is milliseconds).
+    #[arg(value_name = "DURATION", long = "drain", alias = "drain-ms", default_value = "2s",
+          value_parser = duration::millis)]
     drain: Duration,
 
-    /// How long to wait for every instance to pass in Consul (seconds, or
-    /// with a unit: 2m).
-    #[arg(value_name = "DURATION", long = "ready-timeout-secs", default_value = "90s",
+    /// How long to wait for every instance to pass in Consul (`90s`, `2m`; a
+    /// bare number is seconds).
+    #[arg(value_name = "DURATION", long = "ready-timeout", alias = "ready-timeout-secs", default_value = "90s",
           value_parser = duration::parser(duration::BareUnit::Seconds, Duration::ZERO))]
     ready_timeout: Duration,
 

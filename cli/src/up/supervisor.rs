@@ -34,7 +34,7 @@ pub(crate) struct Settings {
     pub(crate) logs_dir: PathBuf,
     /// Consul's address, TLS and token, passed in the environment.
     pub(crate) consul: super::child_consul::ChildConsul,
-    /// `--drain-ms` of every instance.
+    /// `--drain` of every instance.
     pub(crate) drain: Duration,
     /// `--mtls` of every instance.
     pub(crate) mtls: mesh::config::MtlsMode,
@@ -265,8 +265,8 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         .arg(instance.instance_id())
         .arg("--metrics-listen")
         .arg("127.0.0.1:0")
-        .arg("--drain-ms")
-        .arg(settings.drain.as_millis().to_string())
+        .arg("--drain")
+        .arg(format!("{}ms", settings.drain.as_millis()))
         .arg("--mtls")
         .arg(settings.mtls.as_str());
     // The user's environment must not turn the local mesh into something

@@ -50,17 +50,17 @@ pub struct Config {
     pub service: mesh::config::ServiceArgs,
 
     /// How long a reservation holds its stock when Reserve asks for no TTL.
-    #[arg(value_name = "DURATION", long = "reservation-ttl-ms", env = "MESH_RESERVATION_TTL_MS", default_value = "15m",
+    #[arg(value_name = "DURATION", long = "reservation-ttl", alias = "reservation-ttl-ms", env = "MESH_RESERVATION_TTL_MS", default_value = "15m",
           value_parser = mesh::config::duration::positive_millis)]
     pub reservation_ttl: Duration,
 
     /// The longest TTL a Reserve may ask for (longer asks are cut to it).
-    #[arg(value_name = "DURATION", long = "reservation-max-ttl-ms", env = "MESH_RESERVATION_MAX_TTL_MS", default_value = "1h",
+    #[arg(value_name = "DURATION", long = "reservation-max-ttl", alias = "reservation-max-ttl-ms", env = "MESH_RESERVATION_MAX_TTL_MS", default_value = "1h",
           value_parser = mesh::config::duration::positive_millis)]
     pub reservation_max_ttl: Duration,
 
     /// How often expired reservations are released.
-    #[arg(value_name = "DURATION", long = "reservation-sweep-ms", env = "MESH_RESERVATION_SWEEP_MS", default_value = "1s",
+    #[arg(value_name = "DURATION", long = "reservation-sweep", alias = "reservation-sweep-ms", env = "MESH_RESERVATION_SWEEP_MS", default_value = "1s",
           value_parser = mesh::config::duration::positive_millis)]
     pub reservation_sweep: Duration,
 }

@@ -11,8 +11,9 @@ use mesh::proto::orders::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use mesh::deadline::CallBudget;
+
 use crate::{
-    deadline::CallBudget,
     domain::{self, PageKey},
     saga::{rejected_as_invalid, OrderError, Saga},
     store::{Order, StoreError},

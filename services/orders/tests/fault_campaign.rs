@@ -228,11 +228,7 @@ fn options(
         data_dir: Some(data.to_owned()),
         port,
         drain: Some(Duration::ZERO),
-        args: [
-            &["--check-interval-ms".to_owned(), "200".to_owned()][..],
-            args,
-        ]
-        .concat(),
+        args: [&["--check-interval".to_owned(), "200".to_owned()][..], args].concat(),
         // Quiet logs: a thousand runs write a lot otherwise.
         env: vec![("RUST_LOG".into(), "warn".into())],
         ..ServiceOptions::default()
@@ -308,9 +304,9 @@ impl Shop {
 
     fn orders_options(&self, index: usize, port: Option<u16>) -> ServiceOptions {
         let mut args: Vec<String> = [
-            ("--upstream-timeout-ms", UPSTREAM_TIMEOUT_MS),
-            ("--saga-lease-ms", LEASE_MS),
-            ("--recovery-interval-ms", RECOVERY_INTERVAL_MS),
+            ("--upstream-timeout", UPSTREAM_TIMEOUT_MS),
+            ("--saga-lease", LEASE_MS),
+            ("--recovery-interval", RECOVERY_INTERVAL_MS),
         ]
         .iter()
         .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])

@@ -8,8 +8,9 @@ use super::{
     steps::{inconsistent, pending},
     Lease, OrderError, Saga,
 };
+use mesh::deadline::CallBudget;
+
 use crate::{
-    deadline::CallBudget,
     domain::{classify_failure, reservation_id, CallFailure, CancelStep, OrderStatus},
     store::{Fence, Order},
 };
