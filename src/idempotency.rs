@@ -56,6 +56,19 @@ mod tests {
             of_path("/mesh.orders.v1.Orders/PlaceOrder"),
             Idempotency::Idempotent
         );
+        assert_eq!(
+            of_path("/mesh.inventory.v1.Inventory/GetReservation"),
+            Idempotency::NoSideEffects
+        );
+        assert_eq!(
+            of_path("/mesh.orders.v1.Orders/ListParkedOrders"),
+            Idempotency::NoSideEffects
+        );
+        // Operator actions are not retried by the client.
+        assert_eq!(
+            of_path("/mesh.orders.v1.Orders/ResolveParkedOrder"),
+            Idempotency::Unknown
+        );
         assert_eq!(of_path("/no.such.Service/Method"), Idempotency::Unknown);
     }
 

@@ -1,12 +1,14 @@
 //! `mesh-bench`: the mesh's benchmark lab, kept apart from the operator's
 //! `mesh` command (which runs it for the old spellings `mesh bench` and
-//! `mesh bench-discovery`).
+//! `mesh bench-discovery`, `mesh bench-routing`).
 //!
 //! - `mesh-bench load`: load one RPC through the mesh client, a direct
 //!   channel to one instance (`--direct ADDR`) or a proxy (`--proxy ADDR`),
 //!   and report throughput, errors by code and latency percentiles;
 //! - `mesh-bench discovery`: how fast the mesh client follows a
-//!   1,000-instance service, and what each endpoint costs in memory.
+//!   1,000-instance service, and what each endpoint costs in memory;
+//! - `mesh-bench routing`: what traffic management costs (routed vs plain
+//!   throughput) and how fast a split moves under load.
 //!
 //! `scripts/bench` drives both to compare the mesh with what users would
 //! pick instead (docs/BENCHMARKS.md).
@@ -26,7 +28,7 @@ use clap::Parser;
 #[command(
     name = "mesh-bench",
     version,
-    about = "The mesh's benchmark lab: RPC load and discovery at scale."
+    about = "The mesh's benchmark lab: RPC load, discovery at scale, traffic management."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +41,8 @@ enum Command {
     Load(load::LoadArgs),
     /// Time discovery changes of a large service through to the balancer, and its memory.
     Discovery(scale::DiscoveryArgs),
+    /// What traffic management costs (routed vs plain RPS) and how fast a split moves.
+    Routing(load::routing::RoutingArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Load(args) => load::run(args).await,
             Command::Discovery(args) => scale::run(args).await,
+            Command::Routing(args) => load::routing::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

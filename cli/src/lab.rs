@@ -1,7 +1,7 @@
-//! `mesh bench …` and `mesh bench-discovery …`: the spellings of the
+//! `mesh bench …`, `mesh bench-discovery …` and `mesh bench-routing …`: the spellings of the
 //! benchmark lab from before it became its own binary, kept (hidden) so that
-//! documented commands still work. Each runs `mesh-bench load …` or
-//! `mesh-bench discovery …` in place of this process (the same arguments,
+//! documented commands still work. Each runs `mesh-bench load …`,
+//! `mesh-bench discovery …` or `mesh-bench routing …` in place of this process (the same arguments,
 //! environment and exit code), from this executable's folder, where cargo
 //! builds it.
 
@@ -31,6 +31,8 @@ pub(crate) enum LabCommand {
     Load,
     /// `mesh bench-discovery` → `mesh-bench discovery`.
     Discovery,
+    /// `mesh bench-routing` → `mesh-bench routing`.
+    Routing,
 }
 
 impl LabCommand {
@@ -38,6 +40,7 @@ impl LabCommand {
         match self {
             LabCommand::Load => "load",
             LabCommand::Discovery => "discovery",
+            LabCommand::Routing => "routing",
         }
     }
 }

@@ -1,7 +1,11 @@
-//! The `mesh` command's list of the mesh's services ([`services::ALL`]),
-//! shared by the binary (`src/main.rs`) and its tests, which check every file
-//! that names the services against it.
+//! What the `mesh` command and the benchmark lab (`mesh-bench`, `bench/`)
+//! share: the list of the mesh's services ([`services::ALL`]), which the
+//! tests also check every file that names the services against; the traffic
+//! config entries the project ships ([`traffic_config`]); and `-H key=value`
+//! metadata flags ([`metadata`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod metadata;
 pub mod services;
+pub mod traffic_config;

@@ -3,18 +3,21 @@
 //! - `mesh up`: Consul (found or started), every service as supervised
 //!   processes, demo data, ready-to-paste grpcurl commands;
 //! - `mesh status`: every registered instance and its health, from Consul;
+//! - `mesh chain <service>`: its discovery chain as the client compiles it,
+//!   and which target a given call takes and why;
 //! - `mesh serve <service>`: one service in this process (what `mesh up` runs);
 //! - `mesh health ADDR`: a gRPC health check for container healthchecks;
 //! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
 //! - `mesh acl bootstrap`: the mesh's ACL policies and tokens in a Consul with ACLs on.
 //!
-//! The benchmark lab is its own binary, `mesh-bench` (`bench/`); `mesh bench`
-//! and `mesh bench-discovery` still run it (hidden, see [`lab`]).
+//! The benchmark lab is its own binary, `mesh-bench` (`bench/`); `mesh bench`,
+//! `mesh bench-discovery` and `mesh bench-routing` still run it (hidden, see [`lab`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 mod acl;
 mod cert;
+mod chain;
 mod consul;
 mod health;
 mod intentions;
@@ -55,6 +58,9 @@ enum Command {
     /// `mesh-bench discovery …` (the benchmark lab's own binary).
     #[command(hide = true, disable_help_flag = true)]
     BenchDiscovery(lab::LabArgs),
+    /// `mesh-bench routing …` (the benchmark lab's own binary).
+    #[command(hide = true, disable_help_flag = true)]
+    BenchRouting(lab::LabArgs),
 }
 
 /// What an operator runs.
@@ -66,6 +72,9 @@ enum Operate {
     Up(up::UpArgs),
     /// Show every registered instance and its health (exit 1 if any is critical).
     Status(status::StatusArgs),
+    /// Show a service's discovery chain (routes, splits, subsets, failover) as
+    /// the mesh client compiles it, and which target a given call would take.
+    Chain(chain::ChainArgs),
     /// Run one service in this process.
     Serve(serve::ServeArgs),
     /// gRPC health check of one server (exit 0 only when SERVING).
@@ -83,6 +92,7 @@ fn main() -> ExitCode {
         // they return only when that failed.
         Command::Bench(args) => lab::exec(lab::LabCommand::Load, args),
         Command::BenchDiscovery(args) => lab::exec(lab::LabCommand::Discovery, args),
+        Command::BenchRouting(args) => lab::exec(lab::LabCommand::Routing, args),
     }
 }
 
@@ -101,6 +111,7 @@ fn operate(command: Operate) -> ExitCode {
         match command {
             Operate::Up(args) => up::run(args).await,
             Operate::Status(args) => status::run(args).await,
+            Operate::Chain(args) => chain::run(args).await,
             Operate::Serve(args) => serve::run(args).await,
             Operate::Health(args) => health::run(args).await,
             Operate::Cert(args) => cert::run(args).await,

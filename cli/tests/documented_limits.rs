@@ -47,8 +47,10 @@ fn the_docs_quote_the_limits_the_code_enforces() {
         (
             "docs/architecture.md",
             format!(
-                "at most {} violations (`mesh::validate::MAX_VIOLATIONS`)",
-                mesh::validate::MAX_VIOLATIONS
+                "(`mesh::bounded`: at most {} problems named, the rest counted; message ≤ {}, details ≤ {}, `mesh::limits`)",
+                mesh::bounded::MAX_LISTED,
+                size(mesh::limits::MAX_STATUS_MESSAGE_BYTES),
+                size(mesh::limits::MAX_STATUS_DETAILS_BYTES)
             ),
         ),
         (

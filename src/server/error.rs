@@ -1,7 +1,7 @@
 //! Why a service could not start, or stopped with an error: the one error
 //! type of the server bootstrap (a service's `run` returns it too).
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 /// Why a service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,15 @@ pub enum ServeError {
     /// `--mtls=required` with `--no-consul`: no agent, so no Connect certificate.
     #[error("--mtls=required needs the Consul agent's Connect CA, but --no-consul is set: add --mtls=off (plaintext, local experiments only) or drop --no-consul")]
     MtlsNeedsConsul,
+    /// `--authz-max-stale` shorter than `--authz-recheck`: every decision
+    /// would be too old before its re-check.
+    #[error("--authz-max-stale ({max_stale:?}) must be at least --authz-recheck ({recheck:?}): a decision is re-checked once per period")]
+    MaxStaleBelowRecheck {
+        /// `--authz-max-stale`.
+        max_stale: Duration,
+        /// `--authz-recheck`.
+        recheck: Duration,
+    },
     /// The mesh port's accept loop ended without being asked to.
     #[error("the mesh port stopped accepting connections on its own")]
     Stopped,

@@ -116,13 +116,23 @@ fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission
             if args.no_consul {
                 return Err(ServeError::MtlsNeedsConsul);
             }
+            if args.authz_max_stale < args.authz_recheck {
+                return Err(ServeError::MaxStaleBelowRecheck {
+                    max_stale: args.authz_max_stale,
+                    recheck: args.authz_recheck,
+                });
+            }
             let consul = args.consul.config()?;
+            let policy = authz::AuthzPolicy {
+                recheck: args.authz_recheck,
+                max_stale: args.authz_max_stale,
+            };
             Ok(Admission::Mtls {
                 identity: Identity::watch(&consul, identity.name),
-                authorizer: authz::Authorizer::new(
-                    ConnectCa::new(&consul),
-                    identity.name,
-                    args.authz_recheck,
+                authorizer: authz::Authorizer::new(ConnectCa::new(&consul), identity.name, policy),
+                handshakes: tls::Handshakes::new(
+                    args.handshake_timeout,
+                    usize::try_from(args.max_pending_handshakes).unwrap_or(usize::MAX),
                 ),
             })
         }

@@ -12,6 +12,7 @@
 pub mod conformance;
 mod connect;
 mod consul;
+mod fault_proxy;
 mod grpcurl;
 mod metrics;
 mod paths;
@@ -26,6 +27,7 @@ mod wait;
 pub use connect::{grpcurl_mtls, CertFiles};
 
 pub use consul::{AclToken, ConsulAgent};
+pub use fault_proxy::{Fault, FaultProxy};
 pub use grpcurl::{grpcurl, GrpcurlOutput};
 pub use metrics::{scrape_metrics, Scrape};
 pub use paths::{binary, tool};

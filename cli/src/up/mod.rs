@@ -14,6 +14,7 @@
 
 mod backoff;
 mod banner;
+mod canary;
 mod child_consul;
 mod console;
 mod consul;
@@ -109,6 +110,9 @@ pub(crate) struct UpArgs {
     /// for grpcurl. `off`: plaintext (local experiments only).
     #[arg(long, env = "MESH_MTLS", value_enum, default_value_t = MtlsMode::Required)]
     mtls: MtlsMode,
+
+    #[command(flatten)]
+    canary: canary::CanaryArgs,
 }
 
 /// What has been started and must be stopped, whatever happens.
@@ -130,6 +134,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         args.ports,
         args.base_port,
     )?;
+    let plan = canary::extend(plan, &args.canary);
     let shown_state_dir = args.state_dir.clone();
     for folder in ["data", "logs"] {
         let path = args.state_dir.join(folder);
@@ -255,6 +260,10 @@ async fn drive(
         }
     };
 
+    if args.canary.canary {
+        say(canary::write_config(&consul_config).await?);
+    }
+
     // 3. The instances.
     plan::check_ports_free(&plan)?;
     let settings = Settings {
@@ -331,6 +340,9 @@ async fn drive(
             elapsed: started_at.elapsed(),
         };
         say(banner.render());
+        if args.canary.canary {
+            say(canary::banner(&plan_for_banner));
+        }
         anyhow::Ok(())
     };
     tokio::select! {

@@ -295,7 +295,7 @@ async fn with_payments_killed_the_order_stays_pending_and_recovery_confirms_it_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_with_an_unknown_outcome_keeps_the_stock_until_recovery_settles_it() {
     // payments answers only after 3 s; orders gives each call 500 ms.
-    let mut shop = Upstreams::start(&["--inject-latency-ms", "3000"]);
+    let mut shop = Upstreams::start(&["--inject-latency", "3000"]);
     let orders = start_orders(
         &shop,
         &["--upstream-timeout", "500", "--recovery-interval", "200"],
