@@ -19,6 +19,7 @@ const CRATES: &[&str] = &[
     "cli/src",
     "bench/src",
     "testkit/src",
+    "localenv/src",
 ];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;

@@ -1,7 +1,10 @@
 //! `mesh`: the command line of the mesh.
 //!
-//! - `mesh up`: Consul (found or started), every service as supervised
-//!   processes, demo data, ready-to-paste grpcurl commands;
+//! - `mesh up`: Consul (found, or started with ACLs default-deny and HTTPS),
+//!   every service as supervised processes, demo data, ready-to-paste grpcurl
+//!   commands;
+//! - `mesh env`: the local environment alone (a Consul agent), printed as
+//!   variables to use, until a stop signal (what the scripts run);
 //! - `mesh status`: every registered instance and its health, from Consul;
 //! - `mesh chain <service>`: its discovery chain as the client compiles it,
 //!   and which target a given call takes and why;
@@ -22,6 +25,7 @@ mod consul;
 mod health;
 mod intentions;
 mod lab;
+mod local;
 mod output;
 mod process;
 mod serve;
@@ -70,6 +74,9 @@ enum Command {
 enum Operate {
     /// Run Consul (unless one answers) and every service, supervised, with demo data.
     Up(up::UpArgs),
+    /// Run the local environment alone (a Consul agent, secure unless told
+    /// otherwise), print the variables to use it, stop it on Ctrl-C.
+    Env(local::command::EnvArgs),
     /// Show every registered instance and its health (exit 1 if any is critical).
     Status(status::StatusArgs),
     /// Show a service's discovery chain (routes, splits, subsets, failover) as
@@ -110,6 +117,7 @@ fn operate(command: Operate) -> ExitCode {
     let result = runtime.block_on(async move {
         match command {
             Operate::Up(args) => up::run(args).await,
+            Operate::Env(args) => local::command::run(args).await,
             Operate::Status(args) => status::run(args).await,
             Operate::Chain(args) => chain::run(args).await,
             Operate::Serve(args) => serve::run(args).await,

@@ -160,7 +160,12 @@ struct RoutingReport {
 
 /// Runs both parts and restores inventory's entries.
 pub(crate) async fn run(args: RoutingArgs) -> anyhow::Result<ExitCode> {
-    let consul = args.consul.config()?;
+    // None given: in a checkout where `mesh up` runs, its agent (writing
+    // config entries and the operator identity need the management token).
+    let (consul, _) = mesh_cli::consul_settings::resolve_here(
+        &args.consul,
+        mesh_cli::consul_settings::Holder::Management,
+    )?;
     let http = ConsulHttp::new(&consul);
     let saved = save(&http).await?;
     let identity = args.mtls.client_identity(&consul).await?;

@@ -8,6 +8,8 @@ mod table;
 
 use std::{process::ExitCode, time::Duration};
 
+use mesh_cli::consul_settings::{self as settings, Holder};
+
 use crate::{
     consul::{ApiError, ConsulApi},
     signals::StopSignals,
@@ -29,14 +31,16 @@ pub(crate) struct StatusArgs {
     watch: bool,
 
     /// The Consul agent to ask (a read-only token is enough: service:read
-    /// and node:read on everything).
+    /// and node:read on everything). None given: in a checkout where `mesh
+    /// up` runs, its agent with the read-only token.
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
 }
 
 /// Prints the table once, or keeps redrawing it with `--watch`.
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let api = ConsulApi::new(&args.consul.config()?);
+    let (config, source) = settings::resolve_here(&args.consul, Holder::ReadOnly)?;
+    let api = ConsulApi::new(&config);
     if !args.watch {
         return Ok(match rows(&api).await {
             Ok(rows) => {
@@ -46,7 +50,9 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
             Err(error) => {
                 eprintln!("mesh status: {error}");
-                if matches!(error, ApiError::Unreachable { .. }) {
+                if let Some(hint) = source.hint() {
+                    eprintln!("{hint}");
+                } else if matches!(error, ApiError::Unreachable { .. }) {
                     eprintln!(
                         "(set CONSUL_HTTP_ADDR or --consul-addr to the agent's HTTP address)"
                     );
