@@ -75,13 +75,22 @@ fn main() -> ExitCode {
     }
 }
 
-/// Writes the report (text or one JSON line) to stdout; a closed stdout is
-/// an error, not a silently lost result.
-fn print_report(text: &str) -> anyhow::Result<()> {
+/// Writes `report` to stdout: one JSON line with `json`, else its `text`.
+/// A closed stdout is an error, not a silently lost result.
+fn print_report<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     use std::io::Write as _;
+    let out = if json {
+        format!("{}\n", serde_json::to_string(report)?)
+    } else {
+        text(report)
+    };
     let mut stdout = std::io::stdout().lock();
     stdout
-        .write_all(text.as_bytes())
+        .write_all(out.as_bytes())
         .and_then(|()| stdout.flush())
         .map_err(|error| anyhow::anyhow!("cannot write the report to stdout: {error}"))
 }

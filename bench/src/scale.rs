@@ -144,11 +144,7 @@ pub(crate) async fn run(args: DiscoveryArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("deregistering the bench entries")?;
     let report = outcome?;
-    if args.json {
-        crate::print_report(&format!("{}\n", serde_json::to_string(&report)?))?;
-    } else {
-        crate::print_report(&text(&report))?;
-    }
+    crate::print_report(&report, args.json, text)?;
     Ok(ExitCode::SUCCESS)
 }
 

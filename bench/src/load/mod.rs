@@ -175,11 +175,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     if let (Some(mesh), Some(before)) = (&routed, &before) {
         report.targets = targets::shares(before, &targets::counts(mesh, rpc.service()));
     }
-    if args.json {
-        crate::print_report(&format!("{}\n", serde_json::to_string(&report)?))?;
-    } else {
-        crate::print_report(&report.text())?;
-    }
+    crate::print_report(&report, args.json, Report::text)?;
     Ok(if report.ok == 0 {
         ExitCode::FAILURE
     } else {

@@ -175,11 +175,7 @@ pub(crate) async fn run(args: RoutingArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("putting inventory's config entries back")?;
     let report = outcome?;
-    if args.json {
-        crate::print_report(&format!("{}\n", serde_json::to_string(&report)?))?;
-    } else {
-        crate::print_report(&text(&report))?;
-    }
+    crate::print_report(&report, args.json, text)?;
     Ok(ExitCode::SUCCESS)
 }
 
