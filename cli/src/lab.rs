@@ -1,9 +1,9 @@
-//! `mesh bench …`, `mesh bench-discovery …` and `mesh bench-routing …`: the spellings of the
-//! benchmark lab from before it became its own binary, kept (hidden) so that
-//! documented commands still work. Each runs `mesh-bench load …`,
-//! `mesh-bench discovery …` or `mesh-bench routing …` in place of this process (the same arguments,
-//! environment and exit code), from this executable's folder, where cargo
-//! builds it.
+//! `mesh bench …`, `mesh bench-discovery …` and `mesh bench-routing …`: the
+//! spellings of the benchmark lab from before it became its own binary, kept
+//! (hidden) so that documented commands still work. Each runs `mesh-bench
+//! load …`, `mesh-bench discovery …` or `mesh-bench routing …` in place of
+//! this process (the same arguments, environment and exit code), from this
+//! executable's folder, where cargo builds it.
 
 use std::{
     ffi::OsString,

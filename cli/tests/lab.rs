@@ -1,7 +1,7 @@
-//! The benchmark lab's old spellings: `mesh bench …` and `mesh
-//! bench-discovery …` run `mesh-bench load …` / `mesh-bench discovery …`
-//! (the same arguments, output and exit code), and say how to build the lab
-//! when it is missing.
+//! The benchmark lab's old spellings: `mesh bench …`, `mesh bench-discovery
+//! …` and `mesh bench-routing …` run `mesh-bench load …`, `discovery …` and
+//! `routing …` (the same arguments, output and exit code), and say how to
+//! build the lab when it is missing.
 
 mod common;
 
@@ -50,6 +50,9 @@ fn mesh_bench_runs_the_lab_with_the_documented_flags() {
     let help = mesh(&["bench-discovery", "--help"]);
     assert!(help.status.success(), "{}", stderr(&help));
     assert!(stdout(&help).contains("--endpoints"), "{}", stdout(&help));
+    let help = mesh(&["bench-routing", "--help"]);
+    assert!(help.status.success(), "{}", stderr(&help));
+    assert!(stdout(&help).contains("--shifts"), "{}", stdout(&help));
 }
 
 #[test]
