@@ -47,14 +47,19 @@ def duration_ms(text):
     factor = {None: 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
     return float(match.group(1)) * factor[match.group(2)]
 SERVICE_UID = 10001
-# Consul name -> (gRPC port, full gRPC service name): each service crate's IDENTITY
-# (a contract: docs/architecture.md, "Services"); a test in cli/src/services.rs checks it.
+# Consul name -> (well-known port, full gRPC service name, None for an edge): each service
+# crate's IDENTITY (a contract: docs/architecture.md, "Services"); cli/tests/service_lists.rs
+# checks it against mesh_cli::services::ALL.
 SERVICES = {
     "users": (50051, "mesh.users.v1.Users"),
     "inventory": (50052, "mesh.inventory.v1.Inventory"),
     "payments": (50053, "mesh.payments.v1.Payments"),
     "orders": (50054, "mesh.orders.v1.Orders"),
+    "gateway": (8080, None),
 }
+# The gRPC services with a database: what the per-service checks below assert. The edge
+# (the gateway) has its own checks (check_gateway and its flows).
+GRPC_SERVICES = {name: entry for name, entry in SERVICES.items() if entry[1] is not None}
 BACKENDS = ("users", "inventory", "payments")
 # The API gateway (an edge: HTTPS, no database): the only workload reached from outside the
 # namespace. It calls these, and never payments.
@@ -484,8 +489,8 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     images = {}
     db_secrets = {}
     databases = {}
-    deployments = {name: r.by_kind.get("Deployment", {}).get(name) for name in SERVICES}
-    for svc, (grpc_port, full) in SERVICES.items():
+    deployments = {name: r.by_kind.get("Deployment", {}).get(name) for name in GRPC_SERVICES}
+    for svc, (grpc_port, full) in GRPC_SERVICES.items():
         did = f"Deployment/{svc}"
         d = deployments[svc]
         c(f"{did} exists", lambda d=d: need(d is not None, "missing"))
@@ -650,7 +655,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             s = r.get("Service", svc)
             need(s["spec"].get("type", "ClusterIP") == "ClusterIP", "not ClusterIP")
             need(service_selects(s, labels), "selector does not match the pods")
-            others = [o for o in SERVICES if o != svc and deployments.get(o)
+            others = [o for o in GRPC_SERVICES if o != svc and deployments.get(o)
                       and service_selects(s, pod_labels(deployments[o]))]
             need(not others, f"selector also matches {others}")
             by_name = {p["name"]: p for p in s["spec"]["ports"]}
@@ -731,7 +736,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         vol = [v for v in pod_spec(pg)["volumes"] if v["name"] == mount[0]["name"]][0]
         cm = r.get("ConfigMap", vol["configMap"]["name"])
         need(any(k.endswith(".sh") for k in cm.get("data", {})), "no init script in the ConfigMap")
-        for svc in SERVICES:
+        for svc in GRPC_SERVICES:
             src = env_source(r, ct, f"{svc.upper()}_DATABASE_URL")
             need(src and src[0] == "secret" and src[1] == db_secrets.get(svc),
                  f"{svc.upper()}_DATABASE_URL is not the Secret {svc} reads ({src} vs {db_secrets.get(svc)})")
@@ -901,7 +906,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
 
     def service_policies():
         data = find_generated(r, "ConfigMap", ACL_POLICIES_CM).get("data", {}) or {}
-        for svc in SERVICES:
+        for svc in GRPC_SERVICES:
             rules = data.get(f"{svc}.hcl", "")
             need(re.search(r'service "%s" \{\s*policy\s*=\s*"write"' % svc, rules),
                  f"{svc}.hcl lacks service:write on {svc}")
@@ -935,7 +940,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need(mount and generated(volumes[mount[0]["name"]].get("configMap", {}).get("name"), ACL_POLICIES_CM),
                  f"{policies} is not the ConfigMap {ACL_POLICIES_CM}")
             tokens = flag("--tokens-dir")
-            for svc in list(SERVICES) + [GATEWAY] + EXTRA_TOKENS:
+            for svc in list(GRPC_SERVICES) + [GATEWAY] + EXTRA_TOKENS:
                 src = mounted_secret_file(job, jct, f"{tokens}/{svc}.token")
                 need(src and generated(src[0], f"consul-token-{svc}") and src[1] == "token",
                      f"{svc}.token is {src}")
@@ -959,7 +964,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
                  "tokens.json's initial_management differs from master.token")
             need(tokens["agent"] == value("consul-acl-tokens", "agent.token"),
                  "tokens.json's agent differs from agent.token")
-            values = [value(f"consul-token-{n}", "token") for n in list(SERVICES) + [GATEWAY] + EXTRA_TOKENS]
+            values = [value(f"consul-token-{n}", "token") for n in list(GRPC_SERVICES) + [GATEWAY] + EXTRA_TOKENS]
             need(None not in values and len(set(values) | {tokens["initial_management"], tokens["agent"]}) == len(values) + 2,
                  "token Secrets missing or shared")
         c("dev Secrets: Consul's tokens agree, every holder has its own token", dev_tokens_agree)
@@ -1010,17 +1015,17 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     orders = pods.get("orders")
     consul_ep = pods.get(CONSUL_STS)
     pg = pods.get(POSTGRES_STS)
-    for svc, (port, _) in SERVICES.items():
+    for svc, (port, _) in GRPC_SERVICES.items():
         ep = pods.get(svc)
         if svc in BACKENDS:
             flow(orders, ep, port, "TCP", True)
             flow(debug, ep, port, "TCP", False)
-            flow(ep, orders, SERVICES["orders"][0], "TCP", False)
+            flow(ep, orders, GRPC_SERVICES["orders"][0], "TCP", False)
             for other in BACKENDS:
                 if other != svc:
-                    flow(ep, pods.get(other), SERVICES[other][0], "TCP", False)
+                    flow(ep, pods.get(other), GRPC_SERVICES[other][0], "TCP", False)
                     one_side(pods.get(other), ep, port, "Ingress")
-                    one_side(ep, pods.get(other), SERVICES[other][0], "Egress")
+                    one_side(ep, pods.get(other), GRPC_SERVICES[other][0], "Egress")
             one_side(pg, ep, port, "Ingress")
         flow(consul_ep, ep, HEALTH_PORT, "TCP", True)
         flow(consul_ep, ep, port, "TCP", False)
@@ -1030,8 +1035,8 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         flow(prometheus, ep, port, "TCP", False)
         flow(foreign, ep, port, "TCP", False)
         flow(ep, internet, 443, "TCP", False)
-    flow(debug, orders, SERVICES["orders"][0], "TCP", True)
-    flow(stranger, orders, SERVICES["orders"][0], "TCP", False)
+    flow(debug, orders, GRPC_SERVICES["orders"][0], "TCP", True)
+    flow(stranger, orders, GRPC_SERVICES["orders"][0], "TCP", False)
     flow(stranger, consul_ep, CONSUL_API_PORT, "TCP", False)
     for port, proto in CONSUL_PEER_PORTS:
         flow(consul_ep, consul_ep, port, proto, True)
@@ -1045,13 +1050,13 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     acl_job = pods.get(ACL_JOB)
     flow(acl_job, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(acl_job, pg, 5432, "TCP", False)
-    flow(acl_job, orders, SERVICES["orders"][0], "TCP", False)
+    flow(acl_job, orders, GRPC_SERVICES["orders"][0], "TCP", False)
     flow(acl_job, internet, 443, "TCP", False)
     flow(orders, acl_job, CONSUL_API_PORT, "TCP", False)
     traffic_job = pods.get(TRAFFIC_JOB)
     flow(traffic_job, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(traffic_job, pg, 5432, "TCP", False)
-    flow(traffic_job, orders, SERVICES["orders"][0], "TCP", False)
+    flow(traffic_job, orders, GRPC_SERVICES["orders"][0], "TCP", False)
     flow(traffic_job, internet, 443, "TCP", False)
 
     # The gateway: the one way in from outside the namespace, and what it may call.
@@ -1059,10 +1064,10 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     flow(internet, gateway, GATEWAY_PORT, "TCP", True)
     flow(foreign, gateway, GATEWAY_PORT, "TCP", True)
     for target in GATEWAY_CALLS:
-        flow(gateway, pods.get(target), SERVICES[target][0], "TCP", True)
-    flow(gateway, pods.get("payments"), SERVICES["payments"][0], "TCP", False)
-    one_side(gateway, pods.get("payments"), SERVICES["payments"][0], "Egress")
-    one_side(gateway, pods.get("payments"), SERVICES["payments"][0], "Ingress")
+        flow(gateway, pods.get(target), GRPC_SERVICES[target][0], "TCP", True)
+    flow(gateway, pods.get("payments"), GRPC_SERVICES["payments"][0], "TCP", False)
+    one_side(gateway, pods.get("payments"), GRPC_SERVICES["payments"][0], "Egress")
+    one_side(gateway, pods.get("payments"), GRPC_SERVICES["payments"][0], "Ingress")
     flow(gateway, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(gateway, pg, 5432, "TCP", False)
     flow(gateway, internet, 443, "TCP", False)
@@ -1114,7 +1119,7 @@ def check_traffic(c, r: Rendered):
             entry = json.loads(text)
             if entry["Kind"] == "service-defaults":
                 found[entry["Name"]] = entry.get("Protocol")
-        need(found == {svc: "grpc" for svc in SERVICES}, f"service-defaults protocols: {found}")
+        need(found == {svc: "grpc" for svc in GRPC_SERVICES}, f"service-defaults protocols: {found}")
     c(f"ConfigMap/{TRAFFIC_CM}: service-defaults with protocol grpc for every service", protocols)
 
     def canary():

@@ -19,7 +19,7 @@ pub(crate) const DEFAULT_INTENTIONS: &[(&str, &str, IntentionAction)] = &[
     ("gateway", "inventory", IntentionAction::Allow),
     ("gateway", "orders", IntentionAction::Allow),
     ("gateway", "payments", IntentionAction::Deny),
-    (crate::mtls::OPERATOR, "*", IntentionAction::Allow),
+    (mesh::connect::OPERATOR, "*", IntentionAction::Allow),
     ("*", "*", IntentionAction::Deny),
 ];
 

@@ -35,16 +35,26 @@ pub mod upstream;
 use std::{net::SocketAddr, sync::Arc};
 
 use bytes::Bytes;
-use mesh::{server::ServeError, service::ServiceIdentity};
+use mesh::{
+    server::{Runnable, ServeError},
+    service::{ServiceIdentity, ServiceKind},
+};
 
 pub use config::Config;
 
-/// Who the gateway is: its Consul name and Connect identity `gateway`, the
-/// name its health reports, and its port (HTTP, 8080).
+/// Who the gateway is: an edge (no database, no gRPC service of its own)
+/// with Consul name and Connect identity `gateway` (the name its health
+/// reports too) on HTTP port 8080.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: mesh::caller::EDGE_IDENTITY,
-    grpc_service: "gateway",
+    kind: ServiceKind::Edge,
     default_port: 8080,
+};
+
+/// The gateway as a program: what its binary and `mesh serve gateway` run.
+pub const SERVICE: Runnable = Runnable {
+    identity: &IDENTITY,
+    serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
 };
 
 /// `text` from a caller, cut to what an answer or a log repeats of it

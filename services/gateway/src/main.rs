@@ -1,6 +1,6 @@
-//! The `gateway` binary: the mesh's service `main` with the gateway's identity and `run`.
+//! The `gateway` binary: the gateway's program (`gateway::SERVICE`).
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    mesh::server::main(&gateway::IDENTITY, gateway::run)
+    gateway::SERVICE.main()
 }

@@ -63,7 +63,7 @@ impl Shop {
                     consul: Some(agent.http_addr()),
                     mtls: true,
                     data_dir: Some(data.clone()),
-                    args: vec!["--check-interval-ms".into(), "500".into()],
+                    args: vec!["--check-interval".into(), "500".into()],
                     env: options.env.clone(),
                     ..ServiceOptions::default()
                 },
@@ -175,7 +175,7 @@ fn start_gateway(
         DEV_AUDIENCE,
         "--metrics-listen",
         metrics,
-        "--check-interval-ms",
+        "--check-interval",
         "500",
     ]
     .iter()

@@ -23,11 +23,7 @@ use tonic::{body::Body, server::NamedService, Status};
 use crate::common::{curl, curl_as, url, Shop};
 
 const ECHO: &str = "mesh.gatewaytest.v1.Echo";
-static IDENTITY: ServiceIdentity = ServiceIdentity {
-    name: "gatewaytest",
-    grpc_service: ECHO,
-    default_port: 0,
-};
+static IDENTITY: ServiceIdentity = ServiceIdentity::grpc("gatewaytest", ECHO, 0);
 
 /// Compiles the test proto into an encoded descriptor set at `out`.
 fn compile(out: &Path) {
@@ -152,9 +148,9 @@ async fn serve_echo(shop: &Shop, pool: DescriptorPool) -> tokio::task::JoinHandl
         "127.0.0.1:0",
         "--consul-addr",
         &consul,
-        "--check-interval-ms",
+        "--check-interval",
         "500",
-        "--drain-ms",
+        "--drain",
         "0",
     ]);
     let bound = mesh::server::bind(&IDENTITY, &flags.service)

@@ -1,4 +1,4 @@
-//! `--via gateway URL`: the same RPC as REST/JSON through the API gateway,
+//! `--gateway URL`: the same RPC as REST/JSON through the API gateway,
 //! as a curl-like client sends it — HTTP/1.1 with keep-alive (one pooled
 //! connection per worker in flight), a JSON body, a bearer token. Only 2xx
 //! answers count as successes; any other answer counts under the gRPC code
@@ -15,7 +15,7 @@ use hyper_util::{
 };
 use tonic::Code;
 
-use super::{load::Call, rpc::Rpc};
+use super::{rpc::Rpc, workers::Call};
 
 /// The SKU `get-item` reads (the gRPC runs' own).
 const GET_ITEM_SKU: &str = super::rpc::GET_ITEM_SKU;
