@@ -44,11 +44,14 @@ pub enum ServeError {
     /// The mesh port's accept loop ended without being asked to.
     #[error("the mesh port stopped accepting connections on its own")]
     Stopped,
-    /// The service has no gRPC service of its own (an edge): this bootstrap
-    /// serves gRPC services only.
-    #[error("{service} serves no gRPC service of its own (an edge service): the gRPC bootstrap cannot serve it")]
+    /// The service has no gRPC service of its own (an edge): `serve` serves
+    /// gRPC services only; an edge uses `serve_edge`.
+    #[error("{service} serves no gRPC service of its own (an edge service): serve it with BoundServer::serve_edge")]
     NotGrpc {
         /// The service's name.
         service: &'static str,
     },
+    /// The service's own settings cannot be used (its files, its flags).
+    #[error(transparent)]
+    Settings(Box<dyn std::error::Error + Send + Sync>),
 }

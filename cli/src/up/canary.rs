@@ -104,7 +104,8 @@ mod tests {
                 "inventory-2",
                 "inventory-3",
                 "payments-1",
-                "orders-1"
+                "orders-1",
+                "gateway-1"
             ]
         );
         assert_eq!(with_canary[3].version, Some("v2"));
