@@ -5,6 +5,9 @@
 //! - `mesh status`: every registered instance and its health, from Consul;
 //! - `mesh bench`: load one RPC through the mesh client, a direct channel or a proxy;
 //! - `mesh bench-discovery`: how fast the client follows a 1,000-instance service;
+//! - `mesh bench-routing`: routed vs plain throughput, and how fast a split moves;
+//! - `mesh chain <service>`: its discovery chain as the client compiles it,
+//!   and which target a given call takes and why;
 //! - `mesh serve <service>`: one service in this process (what `mesh up` runs);
 //! - `mesh health ADDR`: a gRPC health check for container healthchecks;
 //! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
@@ -15,9 +18,11 @@
 mod acl;
 mod bench;
 mod cert;
+mod chain;
 mod consul;
 mod health;
 mod intentions;
+mod metadata;
 mod mtls;
 mod output;
 mod process;
@@ -27,6 +32,7 @@ mod shop;
 mod signals;
 mod status;
 mod tools;
+mod traffic_config;
 mod up;
 
 use std::{process::ExitCode, time::Duration};
@@ -57,6 +63,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Time discovery changes of a large service through to the balancer, and its memory.
     BenchDiscovery(bench::scale::DiscoveryArgs),
+    /// What traffic management costs (routed vs plain RPS) and how fast a split moves.
+    BenchRouting(bench::routing::RoutingArgs),
+    /// Show a service's discovery chain (routes, splits, subsets, failover) as
+    /// the mesh client compiles it, and which target a given call would take.
+    Chain(chain::ChainArgs),
     /// Run one service in this process.
     Serve(serve::ServeArgs),
     /// gRPC health check of one server (exit 0 only when SERVING).
@@ -85,6 +96,8 @@ fn main() -> ExitCode {
             Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchDiscovery(args) => bench::scale::run(args).await,
+            Command::BenchRouting(args) => bench::routing::run(args).await,
+            Command::Chain(args) => chain::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Cert(args) => cert::run(args).await,

@@ -21,7 +21,7 @@ use testkit::{free_port, tool, GrpcurlOutput};
 /// Four services and a secure agent from cold start (dev build, shared cores).
 const READY_TIMEOUT: Duration = Duration::from_secs(150);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const HOLDERS: [&str; 7] = [
+const HOLDERS: [&str; 8] = [
     "master",
     "agent",
     "users",
@@ -29,6 +29,7 @@ const HOLDERS: [&str; 7] = [
     "payments",
     "orders",
     "mesh-read",
+    "traffic",
 ];
 
 /// grpcurl over Connect mTLS with the `operator` certificate `mesh up` wrote

@@ -53,8 +53,9 @@ fn status_lists_passing_instances_and_exits_1_once_one_is_killed() {
         users.contains(&format!("127.0.0.1:{}", _users.port)),
         "{users}"
     );
+    // VERSION is Meta.version: `--version-meta`, v1 unless set.
     assert!(
-        users.contains("passing") && users.contains("0.1.0"),
+        users.contains("passing") && users.split_whitespace().nth(4) == Some("v1"),
         "{users}"
     );
     assert!(

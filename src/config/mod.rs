@@ -10,8 +10,10 @@ use std::{
 
 pub mod duration;
 mod mtls_mode;
+mod version;
 
 pub use mtls_mode::MtlsMode;
+pub use version::parse_version_meta;
 
 /// Flags every service takes (flatten into the binary's `clap::Parser`).
 #[derive(clap::Args, Debug, Clone)]
@@ -44,6 +46,12 @@ pub struct ServiceArgs {
     /// Address to serve Prometheus `/metrics` on (off when unset).
     #[arg(long, env = "MESH_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// The version registered in Consul as `Meta.version`: what a
+    /// `service-resolver` subset selects (`Service.Meta.version == "v2"`) to
+    /// route a canary. Letters, digits, `.`, `_`, `-`; at most 64.
+    #[arg(long, env = "MESH_SERVICE_VERSION", default_value = "v1", value_parser = parse_version_meta)]
+    pub version_meta: String,
 
     /// OTLP/gRPC collector to export traces to, e.g. `http://127.0.0.1:4317`
     /// (export is off when unset).

@@ -31,7 +31,7 @@ impl TokenSpec {
 }
 
 /// Every policy, from the files in `deploy/consul/acl/`.
-pub(crate) const POLICIES: [Policy; 6] = [
+pub(crate) const POLICIES: [Policy; 7] = [
     Policy {
         name: "mesh-users",
         file: "users.hcl",
@@ -69,10 +69,17 @@ pub(crate) const POLICIES: [Policy; 6] = [
         description: "the Consul agent's own token: node:write",
         rules: include_str!("../../../deploy/consul/acl/mesh-agent.hcl"),
     },
+    Policy {
+        name: "mesh-traffic",
+        file: "mesh-traffic.hcl",
+        description: "traffic management: write the services' config entries (consul config write)",
+        rules: include_str!("../../../deploy/consul/acl/mesh-traffic.hcl"),
+    },
 ];
 
-/// Every token: one per service, the read-only one, the agent's.
-pub(crate) const TOKENS: [TokenSpec; 6] = [
+/// Every token: one per service, the read-only one, the agent's, the
+/// traffic operator's.
+pub(crate) const TOKENS: [TokenSpec; 7] = [
     TokenSpec {
         name: "users",
         policy: "mesh-users",
@@ -96,6 +103,10 @@ pub(crate) const TOKENS: [TokenSpec; 6] = [
     TokenSpec {
         name: "agent",
         policy: "mesh-agent",
+    },
+    TokenSpec {
+        name: "traffic",
+        policy: "mesh-traffic",
     },
 ];
 
@@ -128,6 +139,32 @@ mod tests {
         }
         for token in TOKENS {
             assert!(POLICIES.iter().any(|policy| policy.name == token.policy));
+        }
+    }
+
+    #[test]
+    fn the_traffic_policy_writes_the_services_config_entries_and_nothing_else() {
+        let traffic = POLICIES
+            .iter()
+            .find(|policy| policy.name == "mesh-traffic")
+            .expect("the traffic policy");
+        let rules: Vec<&str> = traffic
+            .rules
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .collect();
+        let rules = rules.join("\n");
+        for service in crate::services::ALL {
+            let rule = format!("service \"{}\" {{\n  policy = \"write\"", service.name);
+            assert!(rules.contains(&rule), "{rules}");
+        }
+        assert_eq!(
+            rules.matches("\"write\"").count(),
+            crate::services::ALL.len(),
+            "writes the four services only"
+        );
+        for broader in ["service_prefix", "operator", "acl", "agent", "key"] {
+            assert!(!rules.contains(broader), "{broader} in {rules}");
         }
     }
 }

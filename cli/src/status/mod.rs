@@ -1,7 +1,9 @@
 //! `mesh status [--watch]`: every registered instance (Consul's own service
-//! aside) with its health, as a table. Exit 0 when nothing is critical, 1
-//! when something is, 2 when Consul cannot be asked.
+//! aside) with its health, as a table, and under it how many orders wait
+//! for an operator (read from orders' metrics, see [`parked`]). Exit 0 when
+//! no instance is critical, 1 when one is, 2 when Consul cannot be asked.
 
+mod parked;
 mod table;
 
 use std::{process::ExitCode, time::Duration};
@@ -38,7 +40,8 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     if !args.watch {
         return Ok(match rows(&api).await {
             Ok(rows) => {
-                crate::output::print(&frame(&rows, &api));
+                let parked = parked::line(&api).await.unwrap_or_default();
+                crate::output::print(&format!("{}{parked}", frame(&rows, &api)));
                 exit_code(&rows)
             }
             Err(error) => {
@@ -55,7 +58,10 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut signals = StopSignals::install()?;
     loop {
         let text = match rows(&api).await {
-            Ok(rows) => frame(&rows, &api),
+            Ok(rows) => {
+                let parked = parked::line(&api).await.unwrap_or_default();
+                format!("{}{parked}", frame(&rows, &api))
+            }
             Err(error) => format!("{error}\n"),
         };
         // Clear the screen, cursor home, then the frame.

@@ -14,6 +14,7 @@
 
 mod backoff;
 mod banner;
+mod canary;
 mod child_consul;
 mod console;
 mod consul;
@@ -108,6 +109,9 @@ pub(crate) struct UpArgs {
     /// for grpcurl. `off`: plaintext (local experiments only).
     #[arg(long, env = "MESH_MTLS", value_enum, default_value_t = MtlsMode::Required)]
     mtls: MtlsMode,
+
+    #[command(flatten)]
+    canary: canary::CanaryArgs,
 }
 
 /// What has been started and must be stopped, whatever happens.
@@ -124,6 +128,7 @@ struct Running {
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut signals = StopSignals::install().context("cannot install signal handlers")?;
     let plan = plan::instances(&args.instances, args.ports, args.base_port)?;
+    let plan = canary::extend(plan, &args.canary);
     let shown_state_dir = args.state_dir.clone();
     for folder in ["data", "logs"] {
         let path = args.state_dir.join(folder);
@@ -249,6 +254,10 @@ async fn drive(
         }
     };
 
+    if args.canary.canary {
+        say(canary::write_config(&consul_config).await?);
+    }
+
     // 3. The instances.
     plan::check_ports_free(&plan)?;
     let settings = Settings {
@@ -325,6 +334,9 @@ async fn drive(
             elapsed: started_at.elapsed(),
         };
         say(banner.render());
+        if args.canary.canary {
+            say(canary::banner(&plan_for_banner));
+        }
         anyhow::Ok(())
     };
     tokio::select! {

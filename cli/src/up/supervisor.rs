@@ -266,6 +266,9 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         .arg(settings.drain.as_millis().to_string())
         .arg("--mtls")
         .arg(settings.mtls.as_str());
+    if let Some(version) = instance.version {
+        command.arg("--version-meta").arg(version);
+    }
     // The user's environment must not turn the local mesh into something
     // else: one database for all four, or no Consul.
     // A fixed --health-listen would make every instance collide: each takes a free port.
