@@ -240,7 +240,13 @@ impl From<OrderError> for Status {
             OrderError::Store(StoreError::LeaseLost { .. }) | OrderError::Busy { .. } => {
                 Status::unavailable(message)
             }
-            OrderError::Store(StoreError::Corrupt(_) | StoreError::Database(_)) => {
+            OrderError::Store(StoreError::Write(write)) if write.is_transient() => {
+                tracing::warn!(%error, "orders write not committed");
+                Status::unavailable("the orders database is busy; try again")
+            }
+            OrderError::Store(
+                StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Write(_),
+            ) => {
                 // The cause goes to the log; callers do not see SQL.
                 tracing::error!(%error, "orders storage failure");
                 Status::internal("orders storage failure; see the service log")
