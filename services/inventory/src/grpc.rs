@@ -254,6 +254,21 @@ mod tests {
                 Code::Internal,
                 "the inventory database failed; the error was logged",
             ),
+            (
+                StoreError::Write(mesh::storage::WriteError::QueueFull {
+                    database: "inventory".into(),
+                    capacity: 1024,
+                }),
+                Code::Unavailable,
+                "the inventory database is busy or unreachable; try again",
+            ),
+            (
+                StoreError::Write(mesh::storage::WriteError::Panicked {
+                    database: "inventory".into(),
+                }),
+                Code::Internal,
+                "the inventory database failed; the error was logged",
+            ),
         ];
         for (error, code, message) in cases {
             let status = Status::from(error);

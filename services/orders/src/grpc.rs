@@ -458,6 +458,21 @@ mod tests {
     }
 
     #[test]
+    fn a_write_that_may_succeed_later_is_unavailable() {
+        let busy = OrderError::Store(StoreError::Write(mesh::storage::WriteError::QueueFull {
+            database: "orders".into(),
+            capacity: 1024,
+        }));
+        let status = Status::from(busy);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "the orders database is busy; try again");
+        let panicked = OrderError::Store(StoreError::Write(mesh::storage::WriteError::Panicked {
+            database: "orders".into(),
+        }));
+        assert_eq!(Status::from(panicked).code(), Code::Internal);
+    }
+
+    #[test]
     fn storage_failures_do_not_leak_sql() {
         let status = Status::from(StoreError::Database(sqlx::Error::Protocol(
             "SELECT * FROM orders".into(),
