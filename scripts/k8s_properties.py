@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Asserts the mesh's deployment properties on rendered Kubernetes manifests.
 
-    python3 scripts/k8s_properties.py RENDERED.yaml...
+    python3 scripts/k8s_properties.py RENDERED.yaml... [--compose deploy/docker-compose.yml]
 
 Each file is the output of `kubectl kustomize k8s/overlays/<overlay>`; a file named
 dev.yaml or prod.yaml (after its overlay) is also held to that overlay's counts (Consul
@@ -10,7 +10,9 @@ and the reason) and ends with exactly `k8s: N passed, M failed`; exits 1 on any 
 
 NetworkPolicies are checked by evaluating them (ingress of the destination AND egress of
 the source, as Kubernetes does) for the flows the mesh needs and for flows it must not have.
-Needs PyYAML (scripts/install-tools puts it in .tools/venv).
+TLS to Consul (HTTPS-only API, verified RPC, gossip encryption, the CA in every client, the
+certificates made by the manifests) is checked by scripts/k8s_consul_tls.py, also on the
+compose file. Needs PyYAML (scripts/install-tools puts it in .tools/venv).
 """
 
 from __future__ import annotations
@@ -66,9 +68,11 @@ TRAFFIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "de
 # Token holders besides the services (each has its Secret consul-token-<name>).
 EXTRA_TOKENS = ["mesh-read", "traffic"]
 POSTGRES_STS = "postgres"
+# Consul's HTTPS API (ports.https in k8s/base/consul/tls.json; there is no HTTP port).
+CONSUL_API_PORT = 8501
 # Consul server-to-server ports.
 CONSUL_PEER_PORTS = [(8300, "TCP"), (8301, "TCP"), (8301, "UDP"), (8302, "TCP"), (8302, "UDP"),
-                     (8500, "TCP"), (8600, "TCP"), (8600, "UDP")]
+                     (CONSUL_API_PORT, "TCP"), (8600, "TCP"), (8600, "UDP")]
 # Expectations per overlay (file stem): Consul servers, service replicas (min, max or None).
 OVERLAYS = {
     "dev": {"consul_servers": 1, "replicas": (1, 1)},
@@ -847,9 +851,10 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             s = r.get("Service", "consul-ui")
             need(s["spec"].get("type", "ClusterIP") == "ClusterIP", "not ClusterIP")
             need(service_selects(s, pod_labels(consul)), "does not select the servers")
-            p = [p for p in s["spec"]["ports"] if p["port"] == 80]
-            need(p and container_port(ct, p[0]["targetPort"]) == 8500, "no port 80 -> 8500")
-        c("Service/consul-ui: ClusterIP port 80 -> 8500", ui_service)
+            p = [p for p in s["spec"]["ports"] if p["port"] == 443]
+            need(p and container_port(ct, p[0]["targetPort"]) == CONSUL_API_PORT,
+                 f"no port 443 -> {CONSUL_API_PORT}")
+        c(f"Service/consul-ui: ClusterIP port 443 -> {CONSUL_API_PORT} (HTTPS)", ui_service)
 
     # -- Consul ACLs ---------------------------------------------------------------------
     if consul is not None:
@@ -864,7 +869,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need('default_policy="deny"' in text, f"default_policy is not deny: {acl[0]}")
             files = [a.split("=", 1)[1] for a in args if a.startswith("-config-file=")]
             secret_files = [mounted_secret_file(consul, ct, f) for f in files]
-            secret_files = [s for s in secret_files if s is not None]
+            secret_files = [s for s in secret_files if s is not None and generated(s[0], "consul-acl-tokens")]
             need(secret_files, f"no -config-file from a Secret (the master and agent tokens) in {files}")
             src = secret_files[0]
             need(not any("master" in a and "tokens" in a for a in args), "a token on the command line")
@@ -1003,7 +1008,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             one_side(pg, ep, port, "Ingress")
         flow(consul_ep, ep, HEALTH_PORT, "TCP", True)
         flow(consul_ep, ep, port, "TCP", False)
-        flow(ep, consul_ep, 8500, "TCP", True)
+        flow(ep, consul_ep, CONSUL_API_PORT, "TCP", True)
         flow(ep, pg, 5432, "TCP", True)
         flow(prometheus, ep, METRICS_PORT, "TCP", True)
         flow(prometheus, ep, port, "TCP", False)
@@ -1011,24 +1016,24 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         flow(ep, internet, 443, "TCP", False)
     flow(debug, orders, SERVICES["orders"][0], "TCP", True)
     flow(stranger, orders, SERVICES["orders"][0], "TCP", False)
-    flow(stranger, consul_ep, 8500, "TCP", False)
+    flow(stranger, consul_ep, CONSUL_API_PORT, "TCP", False)
     for port, proto in CONSUL_PEER_PORTS:
         flow(consul_ep, consul_ep, port, proto, True)
-    flow(debug, consul_ep, 8500, "TCP", True)
-    flow(prometheus, consul_ep, 8500, "TCP", True)
-    flow(foreign, consul_ep, 8500, "TCP", False)
+    flow(debug, consul_ep, CONSUL_API_PORT, "TCP", True)
+    flow(prometheus, consul_ep, CONSUL_API_PORT, "TCP", True)
+    flow(foreign, consul_ep, CONSUL_API_PORT, "TCP", False)
     flow(debug, pg, 5432, "TCP", False)
     flow(consul_ep, pg, 5432, "TCP", False)
-    flow(pg, consul_ep, 8500, "TCP", False)
+    flow(pg, consul_ep, CONSUL_API_PORT, "TCP", False)
     flow(consul_ep, internet, 443, "TCP", False)
     acl_job = pods.get(ACL_JOB)
-    flow(acl_job, consul_ep, 8500, "TCP", True)
+    flow(acl_job, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(acl_job, pg, 5432, "TCP", False)
     flow(acl_job, orders, SERVICES["orders"][0], "TCP", False)
     flow(acl_job, internet, 443, "TCP", False)
-    flow(orders, acl_job, 8500, "TCP", False)
+    flow(orders, acl_job, CONSUL_API_PORT, "TCP", False)
     traffic_job = pods.get(TRAFFIC_JOB)
-    flow(traffic_job, consul_ep, 8500, "TCP", True)
+    flow(traffic_job, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(traffic_job, pg, 5432, "TCP", False)
     flow(traffic_job, orders, SERVICES["orders"][0], "TCP", False)
     flow(traffic_job, internet, 443, "TCP", False)
@@ -1113,14 +1118,29 @@ def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
+    # The TLS properties live in their own module, which uses this one's helpers: one copy
+    # of this module, also when it runs as a script.
+    sys.modules.setdefault("k8s_properties", sys.modules[__name__])
+    import k8s_consul_tls
+
+    compose = None
+    if "--compose" in argv:
+        at = argv.index("--compose")
+        compose = argv[at + 1]
+        argv = argv[:at] + argv[at + 2:]
     rep = Report()
     for path in argv:
         stem = os.path.splitext(os.path.basename(path))[0]
         overlay = stem if stem in OVERLAYS else None
-        check_overlay(rep, Rendered(path), overlay)
+        rendered = Rendered(path)
+        check_overlay(rep, rendered, overlay)
+        k8s_consul_tls.check(rep, rendered, f"[{overlay or os.path.basename(path)}]")
+    if compose:
+        k8s_consul_tls.check_compose(rep, compose)
     print(f"k8s: {rep.passed} passed, {rep.failed} failed")
     return 1 if rep.failed else 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main(sys.argv[1:]))

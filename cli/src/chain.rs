@@ -54,7 +54,10 @@ pub(crate) async fn run(args: ChainArgs) -> anyhow::Result<ExitCode> {
     if !args.headers.is_empty() && args.method.is_none() {
         anyhow::bail!("-H describes a call: give its --method too");
     }
-    let consul = args.consul.config()?;
+    let (consul, _) = crate::local::settings::resolve_here(
+        &args.consul,
+        crate::local::settings::Holder::ReadOnly,
+    )?;
     let chain = discovery::chain::read(&ConsulHttp::new(&consul), &args.service)
         .await
         .with_context(|| format!("cannot read the discovery chain of {}", args.service))?;

@@ -1,7 +1,10 @@
 //! `mesh`: the command line of the mesh.
 //!
-//! - `mesh up`: Consul (found or started), every service as supervised
-//!   processes, demo data, ready-to-paste grpcurl commands;
+//! - `mesh up`: Consul (found, or started with ACLs default-deny and HTTPS),
+//!   every service as supervised processes, demo data, ready-to-paste grpcurl
+//!   commands;
+//! - `mesh env`: the local environment alone (a Consul agent), printed as
+//!   variables to use, until a stop signal (what the scripts run);
 //! - `mesh status`: every registered instance and its health, from Consul;
 //! - `mesh bench`: load one RPC through the mesh client, a direct channel or a proxy;
 //! - `mesh bench-discovery`: how fast the client follows a 1,000-instance service;
@@ -22,6 +25,7 @@ mod chain;
 mod consul;
 mod health;
 mod intentions;
+mod local;
 mod metadata;
 mod mtls;
 mod output;
@@ -57,6 +61,9 @@ struct Cli {
 enum Command {
     /// Run Consul (unless one answers) and every service, supervised, with demo data.
     Up(up::UpArgs),
+    /// Run the local environment alone (a Consul agent, secure unless told
+    /// otherwise), print the variables to use it, stop it on Ctrl-C.
+    Env(local::command::EnvArgs),
     /// Show every registered instance and its health (exit 1 if any is critical).
     Status(status::StatusArgs),
     /// Load one RPC and report throughput and latency.
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Env(args) => local::command::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchDiscovery(args) => bench::scale::run(args).await,

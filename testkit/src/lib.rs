@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod agent_client;
 pub mod conformance;
 mod connect;
 mod consul;
@@ -24,6 +25,7 @@ mod run;
 mod service;
 mod wait;
 
+pub use agent_client::AgentClient;
 pub use connect::{grpcurl_mtls, CertFiles};
 
 pub use consul::{AclToken, ConsulAgent};

@@ -95,7 +95,12 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         (Some(requests), _) => Stop::Requests(requests),
         (None, duration) => Stop::After(duration.unwrap_or(DEFAULT_DURATION)),
     };
-    let consul = args.consul.config()?;
+    // None given: in a checkout where `mesh up` runs, its agent (the
+    // operator identity needs the management token).
+    let (consul, _) = crate::local::settings::resolve_here(
+        &args.consul,
+        crate::local::settings::Holder::Management,
+    )?;
     let identity = match via {
         Via::Proxy(_) => None,
         Via::Mesh | Via::Direct(_) => args.mtls.client_identity(&consul).await?,

@@ -10,6 +10,7 @@ use std::{process::ExitCode, time::Duration};
 
 use crate::{
     consul::{ApiError, ConsulApi},
+    local::settings::{self, Holder},
     signals::StopSignals,
 };
 use table::{Health, Row};
@@ -29,14 +30,16 @@ pub(crate) struct StatusArgs {
     watch: bool,
 
     /// The Consul agent to ask (a read-only token is enough: service:read
-    /// and node:read on everything).
+    /// and node:read on everything). None given: in a checkout where `mesh
+    /// up` runs, its agent with the read-only token.
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
 }
 
 /// Prints the table once, or keeps redrawing it with `--watch`.
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let api = ConsulApi::new(&args.consul.config()?);
+    let (config, source) = settings::resolve_here(&args.consul, Holder::ReadOnly)?;
+    let api = ConsulApi::new(&config);
     if !args.watch {
         return Ok(match rows(&api).await {
             Ok(rows) => {
@@ -46,7 +49,9 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             }
             Err(error) => {
                 eprintln!("mesh status: {error}");
-                if matches!(error, ApiError::Unreachable { .. }) {
+                if let Some(hint) = source.hint() {
+                    eprintln!("{hint}");
+                } else if matches!(error, ApiError::Unreachable { .. }) {
                     eprintln!(
                         "(set CONSUL_HTTP_ADDR or --consul-addr to the agent's HTTP address)"
                     );

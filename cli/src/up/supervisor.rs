@@ -176,7 +176,7 @@ async fn supervise(
                 };
                 pids.remove(&id);
                 let how = match exit {
-                    Ok(status) => process::describe(status),
+                    Ok(status) => localenv::describe(status),
                     Err(error) => format!("an unknown status ({error})"),
                 };
                 let delay = backoff.after_exit(started.elapsed());
