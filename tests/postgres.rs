@@ -23,7 +23,7 @@ fn start(agent: &ConsulAgent, postgres: &Postgres, name: &str) -> ServiceProcess
         name,
         ServiceOptions {
             consul: Some(agent.http_addr()),
-            args: vec!["--check-interval-ms".into(), "500".into()],
+            args: vec!["--check-interval".into(), "500".into()],
             env: vec![("DATABASE_URL".into(), postgres.url(name))],
             ..ServiceOptions::default()
         },

@@ -5,10 +5,11 @@
 //!    gets registered) and the plaintext health port, so the caller can open
 //!    its storage knowing its address; with `--mtls=required` start watching
 //!    the service's Connect certificate;
-//! 2. [`BoundServer::serve`] the service beside gRPC health (`""` and the full
-//!    service name) and reflection v1 and v1alpha on the mesh port (Connect
-//!    mTLS + intentions, see [`tls`]; reflection lists only those three, see
-//!    [`reflection`]), health alone on the health port; once the certificate
+//! 2. [`BoundServer::serve`] the service, wrapped in the server's layers (see
+//!    [`stack`]), beside gRPC health (`""` and the full service name) and
+//!    reflection v1 and v1alpha on the mesh port (Connect mTLS + intentions,
+//!    see [`tls`]; reflection lists only those three, see [`reflection`]),
+//!    health alone on the health port; once the certificate
 //!    is there turn health SERVING and register in Consul as Connect-native
 //!    (retrying in the background: serving never waits);
 //! 3. on SIGTERM/SIGINT: health NOT_SERVING, deregister, drain, stop
@@ -17,29 +18,33 @@
 mod authz;
 mod binary;
 mod deadline_scope;
+mod error;
 mod guard;
 mod health_port;
+#[cfg(feature = "inject-latency")]
 mod latency;
 mod observe;
 pub mod reflection;
 mod registration;
 mod shutdown;
+mod stack;
 mod status_codes;
 mod tls;
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
 use discovery::connect::ConnectCa;
 use tokio::net::TcpListener;
 use tonic::{body::Body, server::NamedService, service::Routes};
-use tonic_health::ServingStatus;
+use tonic_health::{
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+    ServingStatus,
+};
 use tower::Service;
 
-pub use binary::{main, run_service};
-use deadline_scope::DeadlineScope;
-use latency::InjectLatency;
-use observe::Observe;
-use status_codes::SpecStatusCodes;
+pub use binary::{serve_args, Runnable};
+pub use error::ServeError;
 use tls::Admission;
 
 use crate::{
@@ -48,57 +53,16 @@ use crate::{
     service::ServiceIdentity,
 };
 
-/// Why a service could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The listen address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        /// The address.
-        address: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Storage could not be opened.
-    #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
-    /// The reflection service could not be built from the descriptors.
-    #[error("cannot build the reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC server failed.
-    #[error("the gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The Consul settings are invalid.
-    #[error("invalid Consul settings: {0}")]
-    Consul(#[from] discovery::ConfigError),
-    /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-    /// `--mtls=required` with `--no-consul`: no agent, so no Connect certificate.
-    #[error("--mtls=required needs the Consul agent's Connect CA, but --no-consul is set: add --mtls=off (plaintext, local experiments only) or drop --no-consul")]
-    MtlsNeedsConsul,
-    /// `--authz-max-stale` shorter than `--authz-recheck-ms`: every decision
-    /// would be too old before its re-check.
-    #[error("--authz-max-stale ({max_stale:?}) must be at least --authz-recheck-ms ({recheck:?}): a decision is re-checked once per period")]
-    MaxStaleBelowRecheck {
-        /// `--authz-max-stale`.
-        max_stale: Duration,
-        /// `--authz-recheck-ms`.
-        recheck: Duration,
-    },
-    /// The mesh port's accept loop ended without being asked to.
-    #[error("the mesh port stopped accepting connections on its own")]
-    Stopped,
-}
-
 /// Binds `identity`'s listen address from `args` (default: 127.0.0.1 and the
 /// service's well-known port).
 pub async fn bind(
     identity: &'static ServiceIdentity,
     args: &ServiceArgs,
 ) -> Result<BoundServer, ServeError> {
-    // First of all, so that a SIGTERM during start-up (migrations) is not
-    // lost: `serve` sees it at once and shuts down cleanly.
+    // An edge has no gRPC service: its health reports its own name.
+    let grpc_service = identity.grpc_service().unwrap_or(identity.name);
+    // First of all (after the checks), so that a SIGTERM during start-up
+    // (migrations) is not lost: `serve` sees it at once and shuts down cleanly.
     let signals = shutdown::Signals::install().map_err(ServeError::Signals)?;
     let address = args
         .listen
@@ -131,6 +95,7 @@ pub async fn bind(
     let metrics = observe::bind_metrics(&mut args).await?;
     Ok(BoundServer {
         identity,
+        grpc_service,
         args,
         listener,
         local_addr,
@@ -181,6 +146,8 @@ fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission
 #[derive(Debug)]
 pub struct BoundServer {
     identity: &'static ServiceIdentity,
+    /// The name health reports besides `""` (an edge's own name).
+    grpc_service: &'static str,
     args: ServiceArgs,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -248,22 +215,64 @@ impl BoundServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let identity = self.identity;
-        let instance_id = self.instance_id();
-        let mtls_identity = self.connect_identity();
-        let mut signals = self.signals;
+        if self.identity.grpc_service().is_none() {
+            return Err(ServeError::NotGrpc {
+                service: self.identity.name,
+            });
+        }
         let (health, health_service) = tonic_health::server::health_reporter();
-        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        // The application service in its stack (`stack`), beside health and reflection.
         let routes = Routes::new(health_service.clone())
             .add_service(reflection::v1(S::NAME)?)
             .add_service(reflection::v1alpha(S::NAME)?)
-            .add_service(Observe::new(SpecStatusCodes::new(DeadlineScope::new(
-                InjectLatency::new(service, self.args.inject_latency),
-            ))))
+            .add_service(stack::application(service, &self.args))
             .prepare();
-        let mut server = tokio::spawn(tls::serve(self.listener, self.admission, routes, async {
-            let _ = stopped.await;
-        }));
+        let front = |listener, admission, stopped| -> FrontTask {
+            Box::pin(tls::serve(listener, admission, routes, stopped))
+        };
+        self.run(health, health_service, front).await
+    }
+
+    /// Serves an edge ([`ServiceKind::Edge`](crate::service::ServiceKind)):
+    /// `front` serves the bound listen socket itself (the API gateway's HTTP
+    /// port: neither Connect mTLS nor gRPC routes) until the future it is
+    /// given resolves, then finishes its in-flight requests. Health (under
+    /// `""` and the edge's name), Consul registration (not Connect-native:
+    /// callers from outside the mesh reach it), metrics and the drain are
+    /// every service's.
+    pub async fn serve_edge<F, Fut>(self, front: F) -> Result<(), ServeError>
+    where
+        F: FnOnce(TcpListener, StopSignal) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let front =
+            |listener, _admission, stopped| -> FrontTask { Box::pin(front(listener, stopped)) };
+        self.run(health, health_service, front).await
+    }
+
+    /// The lifecycle around the listen socket's server (`front`): health,
+    /// metrics, registration once the certificate is there, and on a signal
+    /// NOT_SERVING → deregister → drain → stop accepting → finish.
+    async fn run(
+        self,
+        health: HealthReporter,
+        health_service: HealthServer<impl Health>,
+        front: impl FnOnce(TcpListener, Admission, StopSignal) -> FrontTask,
+    ) -> Result<(), ServeError> {
+        let identity = self.identity;
+        let grpc_service = self.grpc_service;
+        let instance_id = self.instance_id();
+        let mtls_identity = self.connect_identity();
+        let mut signals = self.signals;
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(front(
+            self.listener,
+            self.admission,
+            Box::pin(async {
+                let _ = stopped.await;
+            }),
+        ));
         let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
         let health_server = tokio::spawn(health_port::serve(
             self.health_listener,
@@ -278,14 +287,11 @@ impl BoundServer {
             if let Some(connect) = &mtls_identity {
                 wait_for_identity(connect).await;
             }
-            for name in ["", identity.grpc_service] {
-                health
-                    .set_service_status(name, ServingStatus::Serving)
-                    .await;
-            }
+            set_health(&health, grpc_service, ServingStatus::Serving).await;
             tracing::info!(service = identity.name, address = %self.local_addr, health = %self.health_addr, "serving");
             registration::start(
                 identity,
+                grpc_service,
                 &self.args,
                 self.local_addr,
                 self.health_addr.port(),
@@ -307,19 +313,9 @@ impl BoundServer {
             }
         };
         tracing::info!(service = identity.name, %signal, drain = ?self.args.drain, "shutting down: NOT_SERVING, draining");
-        for name in ["", identity.grpc_service] {
-            health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
+        set_health(&health, grpc_service, ServingStatus::NotServing).await;
         if let Some(registrar) = registrar {
-            match registrar.deregister().await {
-                Ok(()) => tracing::info!(service = identity.name, "deregistered from Consul"),
-                // Not fatal: the critical check and DeregisterCriticalServiceAfter remove us.
-                Err(error) => {
-                    tracing::warn!(service = identity.name, %error, "deregistration failed")
-                }
-            }
+            deregister(registrar, identity.name).await;
         }
         tokio::time::sleep(self.args.drain).await;
         let _ = stop_accepting.send(());
@@ -332,6 +328,32 @@ impl BoundServer {
             .unwrap_or_else(|join| panic!("health server task panicked: {join}"))?;
         tracing::info!(service = identity.name, "stopped");
         Ok(())
+    }
+}
+
+/// Resolves when the listen socket's server must stop accepting.
+pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The listen socket's server, run as a task.
+type FrontTask = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Health of the server as a whole (`""`) and of `grpc_service`.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    grpc_service: &str,
+    status: ServingStatus,
+) {
+    for name in ["", grpc_service] {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Leaves Consul; a failure is only logged: the critical check and
+/// DeregisterCriticalServiceAfter remove the instance anyway.
+async fn deregister(registrar: discovery::RegistrarHandle, service: &str) {
+    match registrar.deregister().await {
+        Ok(()) => tracing::info!(service, "deregistered from Consul"),
+        Err(error) => tracing::warn!(service, %error, "deregistration failed"),
     }
 }
 

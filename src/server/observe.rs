@@ -3,8 +3,10 @@
 //!
 //! - a `grpc.server` span (target `mesh::rpc`) continuing the caller's trace
 //!   from the `traceparent` metadata, with `rpc.system`, `rpc.service`,
-//!   `rpc.method`, `rpc.grpc.status_code` and a `trace_id` field that puts the
-//!   trace id on every log line written inside the RPC;
+//!   `rpc.method`, `rpc.grpc.status_code`, the caller's `peer.service`, the
+//!   end user's `enduser.id` on calls from the gateway (see
+//!   [`crate::caller`]), and a `trace_id` field that puts the trace id on
+//!   every log line written inside the RPC;
 //! - the RED metrics `grpc_server_started_total`, `grpc_server_handled_total`
 //!   and `grpc_server_handling_seconds`.
 //!
@@ -28,11 +30,11 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use prost::Message as _;
 use tonic::{body::Body, server::NamedService, Code};
-use tower::{BoxError, Service};
+use tower::{layer::layer_fn, BoxError, Layer, Service};
 use tracing::{field::Empty, Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::ServeError;
+use super::error::ServeError;
 use crate::config::ServiceArgs;
 use crate::telemetry::{
     grpc_code_name, grpc_status,
@@ -56,6 +58,11 @@ impl<S: NamedService> Observe<S> {
     /// Observes `inner` with the process's metric families.
     pub(crate) fn new(inner: S) -> Self {
         Self::with_metrics(inner, S::NAME, ServerMetrics::global())
+    }
+
+    /// [`Observe::new`] as a layer (item 1 of the server's stack).
+    pub(crate) fn layer() -> impl Layer<S, Service = Self> + Clone {
+        layer_fn(Self::new)
     }
 }
 
@@ -263,9 +270,20 @@ where
             rpc.grpc.status_code = Empty,
             trace_id = Empty,
             peer.service = Empty,
+            enduser.id = Empty,
         );
         if let Some(peer) = request.extensions().get::<crate::connect::PeerIdentity>() {
             span.record("peer.service", &*peer.identity.service);
+            if peer.identity.service == crate::caller::EDGE_IDENTITY {
+                // The end user the gateway vouches for (believed from it only).
+                if let Some(subject) = request
+                    .headers()
+                    .get(crate::caller::SUBJECT_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                {
+                    span.record("enduser.id", subject);
+                }
+            }
         }
         if !span.is_disabled() {
             let parent = traces::extract(request.headers());

@@ -8,10 +8,9 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use localenv::acl::{Issued, PolicySource};
 
-use crate::{
-    consul::{BlockingCalls, ConsulApi},
-    local::settings::{self, Holder},
-};
+use mesh_cli::consul_settings::{self as settings, Holder};
+
+use crate::consul::{BlockingCalls, ConsulApi};
 
 /// `mesh acl` arguments.
 #[derive(clap::Args, Debug)]
@@ -88,7 +87,7 @@ mod tests {
 
     #[test]
     fn every_service_has_a_policy_that_writes_itself_only() {
-        for service in crate::services::ALL {
+        for service in mesh_cli::services::identities() {
             let token = TOKENS
                 .iter()
                 .find(|token| token.name == service.name)
@@ -97,7 +96,12 @@ mod tests {
                 .iter()
                 .find(|policy| policy.name == token.policy)
                 .expect("its policy");
-            let own = format!("service \"{}\" {{\n  policy     = \"write\"", service.name);
+            // A gRPC service also reads its intentions (it authorizes inbound
+            // connections); an edge accepts none.
+            let own = match service.grpc_service() {
+                Some(_) => format!("service \"{}\" {{\n  policy     = \"write\"", service.name),
+                None => format!("service \"{}\" {{\n  policy = \"write\"\n}}", service.name),
+            };
             assert!(policy.rules.contains(&own), "{}", policy.rules);
             assert_eq!(
                 policy.rules.matches("\"write\"").count(),
@@ -123,14 +127,19 @@ mod tests {
             .filter(|line| !line.trim_start().starts_with('#'))
             .collect();
         let rules = rules.join("\n");
-        for service in crate::services::ALL {
-            let rule = format!("service \"{}\" {{\n  policy = \"write\"", service.name);
+        // Nothing routes to an edge through the mesh: gRPC services only.
+        let grpc: Vec<&str> = mesh_cli::services::identities()
+            .filter(|identity| identity.grpc_service().is_some())
+            .map(|identity| identity.name)
+            .collect();
+        for service in &grpc {
+            let rule = format!("service \"{service}\" {{\n  policy = \"write\"");
             assert!(rules.contains(&rule), "{rules}");
         }
         assert_eq!(
             rules.matches("\"write\"").count(),
-            crate::services::ALL.len(),
-            "writes the four services only"
+            grpc.len(),
+            "writes the gRPC services only"
         );
         for broader in ["service_prefix", "operator", "acl", "agent", "key"] {
             assert!(!rules.contains(broader), "{broader} in {rules}");

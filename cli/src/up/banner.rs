@@ -9,7 +9,9 @@ use super::{
     plan::InstancePlan,
     seed::{Demo, DEMO_STOCK},
 };
-use crate::{cert::CertFiles, consul::model::HealthEntry, services, tools};
+use mesh_cli::services;
+
+use crate::{cert::CertFiles, consul::model::HealthEntry, tools};
 
 /// Everything the banner shows.
 #[derive(Debug)]
@@ -31,6 +33,10 @@ pub(crate) struct Banner<'a> {
     pub(crate) demo: Option<&'a Demo>,
     /// The operator's certificate files (`None` with `--mtls=off`).
     pub(crate) operator: Option<&'a CertFiles>,
+    /// The local token key the gateway trusts.
+    pub(crate) gateway_keys: &'a gateway::auth::dev::DevKeys,
+    /// The state folder as the user gave it.
+    pub(crate) state_dir: &'a Path,
     /// The logs folder as the user gave it.
     pub(crate) logs_dir: &'a Path,
     /// The pid file.
@@ -80,6 +86,7 @@ impl Banner<'_> {
         self.render_instances(&mut out);
         self.render_demo(&mut out);
         self.render_commands(&mut out);
+        self.render_front_door(&mut out);
         let _ = writeln!(
             out,
             "Logs: {}/ (consul.log when started here, <service>-<n>.log); pids: {}",
@@ -197,14 +204,20 @@ impl Banner<'_> {
                 );
             }
         }
-        for service in services::ALL {
-            let Some(instance) = self.plan.iter().find(|i| i.service == service) else {
+        for service in services::identities() {
+            let Some(instance) = self.plan.iter().find(|i| i.service == *service) else {
                 continue;
             };
             let address = self.address_of(instance);
-            let method = |name: &str| format!("{}/{name}", service.grpc_service);
             let _ = writeln!(out, "  # {}", service.name);
-            let _ = writeln!(out, "  {grpcurl} {address} list {}", service.grpc_service);
+            let Some(grpc_service) = service.grpc_service() else {
+                // An edge serves HTTP, not gRPC.
+                let _ = writeln!(out, "  curl http://{address}/");
+                continue;
+            };
+            let method = |name: &str| format!("{grpc_service}/{name}");
+            let _ = writeln!(out, "  {grpcurl} {address} list {grpc_service}");
+            // An example call where the demo data makes one interesting.
             let call = match service.name {
                 "users" => Some((format!(r#"{{"user_id":"{user_id}"}}"#), method("GetUser"))),
                 "inventory" => Some((format!(r#"{{"sku":"{sku}"}}"#), method("GetItem"))),
@@ -225,16 +238,47 @@ impl Banner<'_> {
                 let _ = writeln!(out, "  {grpcurl} -d '{body}' {address} {method}");
             }
         }
-        let mesh = mesh_command();
+        let mesh = command_beside_this("mesh");
+        let lab = command_beside_this("mesh-bench");
         let _ = writeln!(out, "  # the whole mesh");
         let status = self.operator_prefix("mesh-read");
         let _ = writeln!(out, "  {}{mesh} status{}", status.0, status.1);
         let bench = self.operator_prefix("master");
         let _ = writeln!(
             out,
-            "  {}{mesh} bench --rpc place-order --duration 10s{}\n",
+            "  {}{lab} load --rpc place-order --duration 10s{}\n",
             bench.0, bench.1
         );
+    }
+
+    fn render_front_door(&self, out: &mut String) {
+        let Some(gateway) = self
+            .plan
+            .iter()
+            .find(|i| i.service.name == gateway::IDENTITY.name)
+        else {
+            return;
+        };
+        let mesh = command_beside_this("mesh");
+        let default_state = Path::new(".mesh");
+        let door = super::front_door::FrontDoor {
+            address: self.address_of(gateway),
+            user_id: self
+                .demo
+                .map_or("<user id>", |demo| demo.user.user_id.as_str()),
+            sku: DEMO_STOCK[0].0,
+            mesh: &mesh,
+            state_dir: (self.state_dir != default_state)
+                .then(|| self.state_dir.display().to_string()),
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+            page_token: self.demo.and_then(|demo| {
+                self.gateway_keys
+                    .mint(&demo.user.user_id, super::front_door::PAGE_TOKEN_TTL)
+                    .ok()
+            }),
+            skus: DEMO_STOCK.iter().map(|(sku, _, _)| *sku).collect(),
+        };
+        out.push_str(&door.render());
     }
 
     /// What an operator's command needs in front of it (variables) and after
@@ -265,14 +309,17 @@ impl Banner<'_> {
     }
 }
 
-/// How to run this program again: `mesh` when that is what `PATH` finds,
-/// else its full path.
-fn mesh_command() -> String {
-    let current = std::env::current_exe().ok();
-    match (tools::on_path("mesh"), current) {
-        (Some(found), Some(current)) if same_file(&found, &current) => "mesh".to_owned(),
-        (_, Some(current)) => current.display().to_string(),
-        (_, None) => "mesh".to_owned(),
+/// How to run `program` from this executable's folder (this program itself,
+/// or the benchmark lab built beside it): its bare name when that is what
+/// `PATH` finds, else its full path.
+fn command_beside_this(program: &str) -> String {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|current| Some(current.parent()?.join(program)));
+    match (tools::on_path(program), beside) {
+        (Some(found), Some(beside)) if same_file(&found, &beside) => program.to_owned(),
+        (_, Some(beside)) => beside.display().to_string(),
+        (_, None) => program.to_owned(),
     }
 }
 
