@@ -28,14 +28,7 @@ fn mesh_bench_runs_the_lab_with_the_documented_flags() {
         &address,
         "--json",
     ]);
-    assert!(
-        output.status.success(),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim())
-        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {}", stdout(&output)));
+    let report = testkit::json_report(&output);
     assert_eq!(report["via"], "direct", "{report}");
     assert_eq!(report["ok"], 20, "{report}");
 
