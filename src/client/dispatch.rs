@@ -18,14 +18,16 @@ use std::{
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tonic::body::Body;
-use tower::{util::Oneshot, BoxError, Service, ServiceExt};
+use tower::{BoxError, Service};
 use tracing::Span;
 
 use super::{
     error::{TargetRefused, Unroutable},
     retry::PreviousAttempts,
     route::Routed,
-    targets::{TargetChannel, TargetHealth, TargetStack},
+    shared::Dispatched,
+    stack::Balancer,
+    targets::{TargetHealth, TargetStack},
 };
 
 /// The dispatching service (see the module docs); stateless.
@@ -109,7 +111,7 @@ impl Service<http::Request<Body>> for Dispatch {
         if !span.is_disabled() {
             span.record("mesh.chain_target", stack.spec.id.as_str());
         }
-        let attempt = stack.channel.clone().oneshot(request);
+        let attempt = stack.channel.dispatch(request);
         Box::pin(Timed {
             attempt,
             stack,
@@ -119,12 +121,10 @@ impl Service<http::Request<Body>> for Dispatch {
 }
 
 pin_project_lite::pin_project! {
-    /// An attempt whose latency is recorded for its target when it answers
-    /// (a plain future: an `async` block around tower's `Buffer` future
-    /// trips rustc's higher-ranked `Send` check).
+    /// An attempt whose latency is recorded for its target when it answers.
     struct Timed {
         #[pin]
-        attempt: Oneshot<TargetChannel, http::Request<Body>>,
+        attempt: Dispatched<Balancer, http::Request<Body>>,
         stack: Arc<TargetStack>,
         started: Instant,
     }

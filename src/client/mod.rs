@@ -32,6 +32,7 @@ mod metrics;
 mod options;
 mod retry;
 mod route;
+mod shared;
 pub mod routing;
 mod stack;
 mod targets;

@@ -30,9 +30,6 @@ pub struct ClientOptions {
     pub ewma_default_rtt: Duration,
     /// PeakEWMA: how fast old latency measurements fade.
     pub ewma_decay: Duration,
-    /// Requests waiting for the balancer, shared by every clone of a
-    /// target's channel; a caller beyond it waits for room.
-    pub buffer_capacity: usize,
     /// TCP connect timeout per endpoint.
     pub connect_timeout: Duration,
     /// HTTP/2 PING interval on every endpoint connection while it carries
@@ -93,10 +90,6 @@ impl Default for ClientOptions {
             // … and a measurement fades over 10 s, so one slow answer does not
             // shun an endpoint for long.
             ewma_decay: Duration::from_secs(10),
-            // Requests waiting for the balancer across all callers of a target:
-            // far above what a service's handlers have in flight, yet bounded
-            // (a caller beyond it waits instead of growing memory).
-            buffer_capacity: 1024,
             // On a LAN a connect takes well under a millisecond; 500 ms leaves
             // room for a loaded host while a dead address fails fast enough to
             // retry elsewhere within one 3 s attempt.

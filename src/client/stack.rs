@@ -18,8 +18,9 @@
 //! 6. [`Dispatch`]: the resolver's target, or its failover target when the
 //!    target has no healthy instance; then that target's balancer
 //!    ([`target_channel`], one per chain target):
-//! 7. `tower::buffer::Buffer` (`buffer_capacity`): one balancer shared by
-//!    every call routed to the target;
+//! 7. [`SharedBalancer`]: one balancer shared by every call routed to the
+//!    target, without a queue: each call drives it from its own task (one
+//!    queue hop fewer than a `tower::buffer::Buffer`, ADR 0020);
 //! 8. [`FailFast`] (`fail_fast_after`): UNAVAILABLE instead of waiting
 //!    forever for an endpoint;
 //! 9. `tower::balance::p2c::Balance`: power of two choices by load, over the
@@ -35,6 +36,8 @@
 
 use std::{
     collections::HashSet,
+    convert::Infallible,
+    pin::Pin,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -43,10 +46,10 @@ use std::{
 };
 
 use discovery::{Endpoint, Resolver};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
+use tonic::body::Body;
 use tower::{
     balance::p2c::Balance,
-    buffer::Buffer,
     discover::Change,
     layer::layer_fn,
     load::{CompleteOnResponse, PeakEwma},
@@ -67,6 +70,7 @@ use super::{
     retry::RetryPolicy,
     route::Route,
     routing::TargetSpec,
+    shared::SharedBalancer,
     targets::TargetChannel,
     Channel,
 };
@@ -92,6 +96,13 @@ pub(crate) fn build(
     Channel::new(stack)
 }
 
+/// The endpoint changes a target's balancer follows.
+type EndpointChanges =
+    Pin<Box<dyn Stream<Item = Result<Change<String, EndpointService>, Infallible>> + Send>>;
+
+/// One chain target's balancer (items 8 to 13 of the module docs).
+pub(crate) type Balancer = FailFast<Balance<EndpointChanges, http::Request<Body>>>;
+
 /// Builds the balancer of one chain target over `resolver`'s endpoints
 /// (items 7 to 13 of the module docs).
 pub(crate) fn target_channel(
@@ -105,15 +116,17 @@ pub(crate) fn target_channel(
         options.connect_timeout = timeout;
     }
     let mut to_balancer = endpoint_changes(&target.service, &options, metrics.clone());
-    let endpoints = resolver
-        .discover()
-        .map(move |change| change.map(&mut to_balancer));
+    let endpoints: EndpointChanges = Box::pin(
+        resolver
+            .discover()
+            .map(move |change| change.map(&mut to_balancer)),
+    );
     let fail_fast = FailFast::new(
         Balance::new(endpoints),
         &target.display_name(),
         options.fail_fast_after,
     );
-    Buffer::new(fail_fast, options.buffer_capacity)
+    SharedBalancer::new(fail_fast)
 }
 
 /// How many endpoints one balancer holds, kept in the service's count (the
@@ -172,7 +185,7 @@ fn endpoint_changes(
 }
 
 /// One endpoint's stack (items 10 to 13 of the module docs).
-type EndpointService = Ejectable<PeakEwma<EndpointObserve<tonic::transport::Channel>>>;
+pub(crate) type EndpointService = Ejectable<PeakEwma<EndpointObserve<tonic::transport::Channel>>>;
 
 fn endpoint(
     service: &str,

@@ -1,5 +1,5 @@
 //! One chain target at run time: its own Consul endpoint watch (the subset's
-//! filter and `OnlyPassing`), its own balancer (`Buffer` → `FailFast` →
+//! filter and `OnlyPassing`), its own balancer (shared without a queue → `FailFast` →
 //! p2c over per-endpoint ejection and PeakEWMA, dialled with the target
 //! service's identity and the resolver's `ConnectTimeout`), whether failover
 //! should skip it, and its counters (per service and target, process-wide).
@@ -14,17 +14,14 @@ use std::{
 };
 
 use discovery::{Resolver, Snapshot};
-use futures::future::BoxFuture;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::task::JoinHandle;
-use tonic::body::Body;
-use tower::{buffer::Buffer, BoxError};
 
-use super::routing::TargetSpec;
+use super::{routing::TargetSpec, shared::SharedBalancer, stack::Balancer};
 
-/// What the balancer of a target is, to the calls routed to it.
-pub(crate) type TargetChannel =
-    Buffer<http::Request<Body>, BoxFuture<'static, Result<http::Response<Body>, BoxError>>>;
+/// What the balancer of a target is, to the calls routed to it: shared
+/// without a queue (see `shared`).
+pub(crate) type TargetChannel = SharedBalancer<Balancer>;
 
 /// Whether a target can take calls, as failover sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
