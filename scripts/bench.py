@@ -41,7 +41,8 @@ from pathlib import Path
 
 VARIANTS = ["direct", "mesh", "nginx", "sidecar", "sidecar-tls"]
 LABELS = {
-    "direct": "direct (one channel, one instance)",
+    "direct": "direct (one channel per instance, in turn)",
+    "direct-tls": "direct with Connect mTLS (one channel per instance)",
     "mesh": "mesh (Consul, p2c, retries)",
     "nginx": "nginx, one grpc_pass hop",
     "sidecar": "HAProxy sidecar pair",
@@ -326,9 +327,12 @@ backend {variant}-inventory
     def via(self, variant, rpc):
         """The lab's flags for `variant`; only its own proxy need be running
         (the gateway-only run starts no nginx or sidecars)."""
-        direct = self.orders[0] if rpc == "place-order" else self.inventory[0][0]
+        # The same instances as the mesh: every instance of the RPC's service.
+        ports = [self.orders[0]] if rpc == "place-order" else [port for port, _ in self.inventory]
+        direct = ",".join(f"127.0.0.1:{port}" for port in ports)
         return {
-            "direct": lambda: ["--direct", f"127.0.0.1:{direct}"],
+            "direct": lambda: ["--direct", direct],
+            "direct-tls": lambda: ["--direct", direct],
             "mesh": lambda: [],
             "mesh-mtls": lambda: [],
             "nginx": lambda: ["--proxy", f"127.0.0.1:{self.nginx_port}"],
@@ -506,7 +510,8 @@ backend {variant}-inventory
         wait_until(lambda: self.passing("inventory") == 0, 30, "old instances did not leave Consul")
         self.services(env={"MESH_MTLS": "required"})
         for rpc, load in MATRIX:
-            self.mesh_bench(f"{rpc}.{load}.mesh-mtls", "mesh-mtls", rpc, load, env={"MESH_MTLS": "required"})
+            for variant in ["direct-tls", "mesh-mtls"]:
+                self.mesh_bench(f"{rpc}.{load}.{variant}", variant, rpc, load, env={"MESH_MTLS": "required"})
 
 
 def main():
@@ -520,7 +525,10 @@ def main():
     parser.add_argument("--profile", default="release")
     parser.add_argument("--out", default="target/bench")
     parser.add_argument("--docs", default="docs")
+    parser.add_argument("--busy-ok", action="store_true",
+                        help="run although the 1-minute load average is above 1 (the report says so)")
     args = parser.parse_args()
+    quiet = quiet_machine(Path(args.bin), args.busy_ok)
     plaintext = {"MESH_MTLS": "off"}
     os.environ.update(plaintext)
     bench = Bench(args)
@@ -535,7 +543,7 @@ def main():
         bench.procs.stop_all()
         shutil.rmtree(bench.state, ignore_errors=True)
     bench.results["wall_s"] = time.monotonic() - started
-    bench.results["machine"] = machine()
+    bench.results["machine"] = {**machine(), "quiet_check": quiet, "busy_ok": quiet["busy"]}
     import bench_report
     doc = Path(args.docs) / "BENCHMARKS.md"
     gateway_markdown = bench_report.gateway_markdown(bench.results, LABELS)
@@ -549,6 +557,19 @@ def main():
     print(markdown)
     bench_report.charts(bench.results, LABELS, Path(args.docs) / "bench")
     bench_report.into_doc(doc, markdown, BEGIN, END)
+
+
+def quiet_machine(bin_dir, busy_ok):
+    """`mesh-bench quiet`: refuses a busy machine (1-minute load average above 1)
+    unless busy_ok; its answer goes into the report."""
+    argv = [str(bin_dir / "mesh-bench"), "quiet", *(["--busy-ok"] if busy_ok else [])]
+    answer = subprocess.run(argv, capture_output=True, text=True)
+    if answer.returncode != 0:
+        raise SystemExit(f"bench: {answer.stderr.strip()} (scripts/bench: MESH_BENCH_BUSY_OK=1)")
+    quiet = json.loads(answer.stdout)
+    if quiet["busy"]:
+        log(f"the machine is busy (load average {quiet['load_average_1m']:.2f}): running anyway (--busy-ok)")
+    return quiet
 
 
 def machine():

@@ -20,6 +20,7 @@ Cases:
 import argparse
 import collections
 import os
+import re
 import subprocess
 import sys
 import time
@@ -80,20 +81,56 @@ def by_process(lines, lab):
     return out
 
 
-def top_frames(stacks, limit=25):
-    """(self share, total share) per (process, frame), heaviest first."""
+# Where the time goes, by what a frame belongs to: a sample counts for a
+# group when any frame of its stack matches (so groups overlap).
+GROUPS = [
+    ("tower Buffer worker (queue hop)", re.compile(r"tower::buffer::")),
+    ("mesh client layers (mesh::client)", re.compile(r"mesh::client::")),
+    ("tower balance / p2c / ready cache", re.compile(r"tower::(balance|ready_cache)")),
+    ("tonic (codec, transport)", re.compile(r"^tonic::|<tonic::")),
+    ("hyper", re.compile(r"hyper::|hyper_util::")),
+    ("h2 (HTTP/2 framing, streams)", re.compile(r"h2::")),
+    ("tracing (spans, events)", re.compile(r"tracing::|tracing_core::|tracing_subscriber::")),
+    ("metrics (prometheus-client)", re.compile(r"prometheus_client::")),
+    ("sqlx / SQLite", re.compile(r"sqlx|sqlite3")),
+    ("allocator (malloc, free)", re.compile(r"malloc|_int_free|cfree|realloc|unlink_chunk")),
+    ("kernel: socket send/receive", re.compile(r"tcp_sendmsg|tcp_recvmsg|sock_(read|write)_iter|__sys_(sendto|recvfrom)|sock_sendmsg|sock_recvmsg")),
+    ("kernel: wake-ups, futex, epoll, task switch", re.compile(r"futex|epoll|finish_task_switch|try_to_wake_up|schedule")),
+    ("kernel: fsync / file writes", re.compile(r"fsync|fdatasync|ext4_|vfs_write")),
+]
+
+
+def crate_of(frame):
+    """The crate a (demangled) frame belongs to, or `[native]` for C/kernel."""
+    name = frame.lstrip("<&")
+    return name.split("::", 1)[0] if "::" in name else "[native: libc, kernel]"
+
+
+def top_frames(stacks, limit=20):
+    """Per process: its share of samples; self time by crate; the groups above."""
     total = sum(count for _, count in stacks) or 1
-    self_time, inclusive = collections.Counter(), collections.Counter()
+    per_process = collections.Counter()
+    by_crate = collections.defaultdict(collections.Counter)
+    by_group = collections.defaultdict(collections.Counter)
+    self_frames = collections.defaultdict(collections.Counter)
     for frames, count in stacks:
         parts = frames.split(";")
         process = parts[0]
-        self_time[(process, parts[-1])] += count
-        for frame in set(parts[1:]):
-            inclusive[(process, frame)] += count
-    lines = [f"{total} samples", "", "self %  frame (process)"]
-    lines += [f"{100 * n / total:5.1f}  {frame}  ({process})" for (process, frame), n in self_time.most_common(limit)]
-    lines += ["", "total %  frame (process)"]
-    lines += [f"{100 * n / total:5.1f}  {frame}  ({process})" for (process, frame), n in inclusive.most_common(limit)]
+        per_process[process] += count
+        by_crate[process][crate_of(parts[-1])] += count
+        self_frames[process][parts[-1]] += count
+        for label, pattern in GROUPS:
+            if any(pattern.search(frame) for frame in parts[1:]):
+                by_group[process][label] += count
+    lines = [f"{total} samples (share of all samples of the case)"]
+    for process, n in per_process.most_common():
+        lines += ["", f"== {process}: {100 * n / total:.1f} % of samples", "  self time by crate:"]
+        lines += [f"  {100 * c / total:5.1f}  {crate}" for crate, c in by_crate[process].most_common(12)]
+        lines += ["  stacks through (groups overlap):"]
+        lines += [f"  {100 * by_group[process][label] / total:5.1f}  {label}" for label, _ in GROUPS
+                  if by_group[process][label]]
+        lines += ["  heaviest leaf frames:"]
+        lines += [f"  {100 * c / total:5.1f}  {frame[:150]}" for frame, c in self_frames[process].most_common(limit)]
     return "\n".join(lines) + "\n"
 
 
@@ -122,6 +159,8 @@ def main():
     lab = bench.Bench(argparse.Namespace(bin=args.bin, tools=args.tools, out=args.out, seconds=args.seconds,
                                          profile="release", nginx="", haproxy="", h2load=""))
     out, docs = Path(args.out), Path(args.docs) / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    docs.mkdir(parents=True, exist_ok=True)
     bench.log(f"load average before: {os.getloadavg()[0]:.2f}")
     try:
         lab.consul()

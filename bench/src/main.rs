@@ -3,18 +3,21 @@
 //! `mesh bench-discovery`, `mesh bench-routing`).
 //!
 //! - `mesh-bench load`: load one RPC through the mesh client, a direct
-//!   channel to one instance (`--direct ADDR`) or a proxy (`--proxy ADDR`),
+//!   channel to the instances (`--direct ADDR[,ADDR…]`) or a proxy (`--proxy ADDR`),
 //!   and report throughput, errors by code and latency percentiles;
 //! - `mesh-bench discovery`: how fast the mesh client follows a
 //!   1,000-instance service, and what each endpoint costs in memory;
 //! - `mesh-bench routing`: what traffic management costs (routed vs plain
-//!   throughput) and how fast a split moves under load.
+//!   throughput) and how fast a split moves under load;
+//! - `mesh-bench quiet`: whether the machine is quiet enough to benchmark
+//!   (the lab refuses to start on a busy one unless told to run anyway).
 //!
 //! `scripts/bench` drives both to compare the mesh with what users would
 //! pick instead (docs/BENCHMARKS.md).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod busy;
 mod load;
 mod mtls;
 mod scale;
@@ -43,6 +46,8 @@ enum Command {
     Discovery(scale::DiscoveryArgs),
     /// What traffic management costs (routed vs plain RPS) and how fast a split moves.
     Routing(load::routing::RoutingArgs),
+    /// Whether the machine is quiet enough to benchmark (1-minute load average ≤ --max-load).
+    Quiet(busy::QuietArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(args).await,
             Command::Discovery(args) => scale::run(args).await,
             Command::Routing(args) => load::routing::run(args).await,
+            Command::Quiet(args) => busy::quiet(args),
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

@@ -278,3 +278,83 @@ fn discovery_follows_a_large_service_into_the_balancer_and_cleans_up() {
     let left = agent.get_json("/v1/catalog/service/mesh-bench-discovery");
     assert_eq!(left, serde_json::json!([]), "{left}");
 }
+
+/// A `/proc/loadavg`-style file saying the machine's 1-minute load is `load`.
+fn loadavg_file(load: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), format!("{load} 0.50 0.40 1/200 4242\n")).expect("write loadavg");
+    file
+}
+
+#[test]
+fn quiet_refuses_a_busy_machine_unless_told_to_run_anyway() {
+    let busy = loadavg_file("3.50");
+    let busy_path = busy.path().to_str().unwrap();
+    let refused = lab(&["quiet", "--loadavg-file", busy_path]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    let message = stderr(&refused);
+    assert!(
+        message.contains("busy: 1-minute load average 3.50 is above 1")
+            && message.contains("--busy-ok"),
+        "{message}"
+    );
+
+    let anyway = testkit::json_report(&lab(&["quiet", "--busy-ok", "--loadavg-file", busy_path]));
+    assert_eq!(anyway["load_average_1m"], 3.5, "{anyway}");
+    assert_eq!(anyway["busy"], true, "{anyway}");
+    assert_eq!(anyway["busy_ok"], true, "{anyway}");
+
+    let quiet = loadavg_file("0.20");
+    let answer = testkit::json_report(&lab(&[
+        "quiet",
+        "--loadavg-file",
+        quiet.path().to_str().unwrap(),
+    ]));
+    assert_eq!(answer["busy"], false, "{answer}");
+    assert_eq!(answer["busy_ok"], false, "{answer}");
+    // A higher limit makes the same load quiet.
+    let raised = lab(&["quiet", "--max-load", "4", "--loadavg-file", busy_path]);
+    assert!(raised.status.success(), "{}", stderr(&raised));
+}
+
+#[test]
+fn load_direct_to_two_instances_calls_each_in_turn_and_reports_the_machine_load() {
+    let first = ServiceProcess::start("inventory", ServiceOptions::default());
+    let second = ServiceProcess::start("inventory", ServiceOptions::default());
+    let before = [
+        bench_add_stock(&first.addr(), None),
+        bench_add_stock(&second.addr(), None),
+    ];
+    let busy = loadavg_file("2.75");
+    let both = format!("{},{}", first.addr(), second.addr());
+    let report = bench_json(&[
+        "load",
+        "--mtls",
+        "off",
+        "--rpc",
+        "add-stock",
+        "--requests",
+        "300",
+        "--concurrency",
+        "8",
+        "--direct",
+        &both,
+        "--loadavg-file",
+        busy.path().to_str().unwrap(),
+        "--json",
+    ]);
+    assert_300_ok(&report, "direct");
+    assert_eq!(report["machine"]["load_average_1m"], 2.75, "{report}");
+    assert_eq!(report["machine"]["busy"], true, "{report}");
+    let grown = [
+        bench_add_stock(&first.addr(), None) - before[0],
+        bench_add_stock(&second.addr(), None) - before[1],
+    ];
+    // Calls in turn: each instance takes half (the fixture call goes to the first).
+    assert_eq!(grown[0] + grown[1], 300, "{grown:?}");
+    assert!((grown[0] - grown[1]).abs() <= 2, "{grown:?}");
+
+    let refused = lab(&["load", "--mtls", "off", "--rpc", "health", "--direct", &format!("{},", first.addr())]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("an empty address in the list"), "{}", stderr(&refused));
+}

@@ -7,6 +7,7 @@
 
 mod report;
 mod rest;
+mod round_robin;
 pub(crate) mod routing;
 mod rpc;
 mod targets;
@@ -88,11 +89,30 @@ pub(crate) struct LoadArgs {
     /// `--proxy` is dialled in the clear: the proxy is outside the mesh).
     #[command(flatten)]
     mtls: crate::mtls::MtlsArgs,
+
+    /// The quiet-machine limit the report holds the run to (`--max-load`).
+    #[command(flatten)]
+    machine: crate::busy::LoadLimit,
 }
 
 /// Prepares, loads, reports.
 pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let via = args.via.resolve()?;
+    let machine = match args.machine.measure() {
+        Ok(load) => {
+            if load.busy {
+                eprintln!(
+                    "warning: the machine is busy (1-minute load average {:.2} > {}): the report says so; read ratios, not absolute numbers",
+                    load.load_average_1m, load.max_load
+                );
+            }
+            Some(load)
+        }
+        Err(error) => {
+            eprintln!("warning: {error:#}: the report has no machine load");
+            None
+        }
+    };
     let rpc = args.rpc;
     if args.headers.len() > mesh_cli::metadata::MAX_HEADERS {
         anyhow::bail!("at most {} -H headers", mesh_cli::metadata::MAX_HEADERS);
@@ -132,7 +152,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         // The gateway cannot make fixtures (AddStock is not exposed): the mesh does.
         Via::Gateway(_) => mesh()?.channel(rpc.service()),
         Via::Direct(address) => {
-            via::direct_channel(address, rpc.service(), identity.as_ref()).await?
+            via::direct_channels(address, rpc.service(), identity.as_ref()).await?
         }
         Via::Proxy(address) => via::direct_channel(address, rpc.service(), None).await?,
     };
@@ -202,6 +222,7 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         &outcome,
         args.timeline,
     );
+    report.machine = machine;
     if let (Some(mesh), Some(before)) = (&routed, &before) {
         report.targets = targets::shares(before, &targets::counts(mesh, rpc.service()));
     }

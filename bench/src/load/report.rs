@@ -41,6 +41,9 @@ pub(crate) struct Report {
     /// With `--via mesh`: the calls each discovery-chain target took.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) targets: Vec<super::targets::TargetShare>,
+    /// The machine's load when the run started (and whether it was busy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) machine: Option<crate::busy::MachineLoad>,
 }
 
 /// The requests that started in one window of a run.
@@ -156,6 +159,7 @@ impl Report {
             },
             timeline: timeline_window.map(|width| timeline(&outcome.samples, width)),
             targets: Vec::new(),
+            machine: None,
         }
     }
 
@@ -210,6 +214,13 @@ impl Report {
                     share.target, share.calls, share.percent
                 );
             }
+        }
+        if let Some(machine) = self.machine.as_ref().filter(|machine| machine.busy) {
+            let _ = writeln!(
+                out,
+                "  busy machine: 1-minute load average {:.2} (limit {}): read ratios, not absolute numbers",
+                machine.load_average_1m, machine.max_load
+            );
         }
         out
     }

@@ -13,8 +13,10 @@ use mesh::{
 /// The flags that choose the transport under test.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub(crate) struct ViaArgs {
-    /// One plain tonic channel to this instance (`host:port`): the floor.
-    #[arg(long, value_name = "ADDR", group = "via_choice")]
+    /// Plain tonic channels straight to these instances (`host:port`, or a
+    /// comma-separated list: one channel each, calls in turn): the floor.
+    /// With `--mtls required`, Connect mTLS to each, as the mesh dials them.
+    #[arg(long, value_name = "ADDR[,ADDR...]", group = "via_choice")]
     direct: Option<String>,
 
     /// One plain tonic channel to this proxy (`host:port`, e.g. nginx
@@ -67,7 +69,8 @@ impl ViaArgs {
 pub(crate) enum Via {
     /// The mesh client: Consul-resolved, p2c/PeakEWMA-balanced, retrying.
     Mesh,
-    /// One plain tonic channel to one instance: the baseline.
+    /// Plain tonic channels to one or more instances (comma-separated
+    /// addresses), called in turn: the baseline.
     Direct(String),
     /// One plain tonic channel to a proxy (e.g. nginx `grpc_pass`).
     Proxy(String),
@@ -123,6 +126,26 @@ impl fmt::Display for Via {
             None => f.write_str(self.label()),
         }
     }
+}
+
+/// Direct channels to `addresses` (comma-separated; see [`direct_channel`]),
+/// called in turn when there are several.
+pub(crate) async fn direct_channels(
+    addresses: &str,
+    service: &str,
+    identity: Option<&Identity>,
+) -> anyhow::Result<Channel> {
+    let mut channels = Vec::new();
+    for address in addresses.split(',').map(str::trim) {
+        if address.is_empty() {
+            bail!("--direct {addresses:?}: an empty address in the list");
+        }
+        channels.push(direct_channel(address, service, identity).await?);
+    }
+    Ok(match channels.len() {
+        1 => channels.remove(0),
+        _ => Channel::new(super::round_robin::RoundRobin::new(channels)),
+    })
 }
 
 /// One tonic channel to `address` (`host:port`, or `http://host:port`) serving
