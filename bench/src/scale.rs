@@ -9,7 +9,14 @@
 //! Consul acknowledged the write (its index has moved), until
 //!
 //! - the resolver published the new set (`resolver_ms`), and
-//! - the balancer held the new set (`balancer_ms`, the client's endpoint count).
+//! - the balancer held the new set (`balancer_ms`, the client's endpoint count);
+//!
+//! and, after each change, the two parts of that path apart: how long
+//! Consul takes to answer the whole list (`consul_ms`: one plain read of the
+//! same health query, to its last byte) and how long the client takes to
+//! parse that answer (`parse_ms`, `discovery::parse_health_list`); the
+//! client's share of a change is `parse_ms` plus `balancer_ms − resolver_ms`
+//! (diff and balancer update), reported as `client_ms`.
 //!
 //! It also reports the client's resident memory per endpoint held (lazily
 //! connected) and per open connection. Every entry is deregistered at the end.
@@ -91,6 +98,12 @@ struct ChangeTiming {
     change: &'static str,
     resolver_ms: f64,
     balancer_ms: f64,
+    /// Consul's answer to the whole list, to its last byte.
+    consul_ms: f64,
+    /// The client's parse of that answer.
+    parse_ms: f64,
+    /// The client's share: parse, then resolver → balancer.
+    client_ms: f64,
 }
 
 /// The JSON report.
@@ -104,6 +117,9 @@ struct DiscoveryReport {
     changes: Vec<ChangeTiming>,
     resolver_ms: Summary,
     balancer_ms: Summary,
+    consul_ms: Summary,
+    parse_ms: Summary,
+    client_ms: Summary,
     rss_before_kib: u64,
     rss_endpoints_held_kib: u64,
     rss_warm_kib: u64,
@@ -193,10 +209,15 @@ async fn measure(
         wait_for(|| held(&metrics) == count, CHANGE_TIMEOUT)
             .await
             .context("the balancer did not take the change")?;
+        let balancer_ms = millis(acknowledged.elapsed());
+        let (consul_ms, parse_ms) = consul_and_parse(api, &args.service, count).await?;
         changes.push(ChangeTiming {
             change,
             resolver_ms,
-            balancer_ms: millis(acknowledged.elapsed()),
+            balancer_ms,
+            consul_ms,
+            parse_ms,
+            client_ms: parse_ms + (balancer_ms - resolver_ms).max(0.0),
         });
     }
     if args.changes % 2 == 1 {
@@ -223,6 +244,9 @@ async fn measure(
         cold_start_ms,
         resolver_ms: Summary::of(changes.iter().map(|c| c.resolver_ms)),
         balancer_ms: Summary::of(changes.iter().map(|c| c.balancer_ms)),
+        consul_ms: Summary::of(changes.iter().map(|c| c.consul_ms)),
+        parse_ms: Summary::of(changes.iter().map(|c| c.parse_ms)),
+        client_ms: Summary::of(changes.iter().map(|c| c.client_ms)),
         changes,
         rss_before_kib,
         rss_endpoints_held_kib,
@@ -231,6 +255,32 @@ async fn measure(
         bytes_per_endpoint: per_endpoint / expected as f64,
         bytes_per_connection: per_connection / connections.max(1) as f64,
     })
+}
+
+/// Consul's answer time for the whole passing list of `service` (a plain
+/// read, as the resolver's query without blocking) and the client's parse
+/// time of it; the parse must find `expected` endpoints.
+async fn consul_and_parse(
+    api: &ConsulHttp,
+    service: &str,
+    expected: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let path = format!("/v1/health/service/{service}");
+    let started = Instant::now();
+    let answer = api
+        .get(&path, &format!("{path}?passing"), CONSUL_TIMEOUT)
+        .await
+        .context("reading the health list")?;
+    let consul_ms = millis(started.elapsed());
+    let started = std::time::Instant::now();
+    let found = discovery::parse_health_list(&answer.body)
+        .map_err(|error| anyhow::anyhow!("the health list: {error}"))?;
+    let parse_ms = millis(started.elapsed());
+    anyhow::ensure!(
+        found == expected,
+        "the health list has {found} endpoints, expected {expected}"
+    );
+    Ok((consul_ms, parse_ms))
 }
 
 fn held(metrics: &TargetMetrics) -> usize {
@@ -409,6 +459,7 @@ fn text(report: &DiscoveryReport) -> String {
          cold start to a full balancer {cold:.1} ms\n  \
          one change, Consul ack → resolver: p50 {rp50:.2} ms, max {rmax:.2} ms\n  \
          one change, Consul ack → balancer: p50 {bp50:.2} ms, max {bmax:.2} ms\n  \
+         of which Consul's answer of the whole list p50 {cp50:.2} ms, the client's share p50 {clp50:.2} ms (parse p50 {pp50:.2} ms)\n  \
          client RSS {before} KiB → {held} KiB holding them → {warm} KiB with {connections} connections open\n  \
          {per_endpoint:.0} bytes per endpoint held, {per_connection:.0} bytes per connection\n",
         service = report.service,
@@ -419,6 +470,9 @@ fn text(report: &DiscoveryReport) -> String {
         rmax = report.resolver_ms.max,
         bp50 = report.balancer_ms.p50,
         bmax = report.balancer_ms.max,
+        cp50 = report.consul_ms.p50,
+        clp50 = report.client_ms.p50,
+        pp50 = report.parse_ms.p50,
         before = report.rss_before_kib,
         held = report.rss_endpoints_held_kib,
         warm = report.rss_warm_kib,

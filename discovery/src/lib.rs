@@ -65,7 +65,7 @@ pub use backoff::{Backoff, Jitter};
 pub use config::{ConsulConfig, ConsulSettings, CONSUL_ENVIRONMENT, DEFAULT_ADDRESS};
 pub use error::{ConfigError, ConsulError};
 pub use error_chain::error_chain;
-pub use health::Endpoint;
+pub use health::{parse_health_list, Endpoint};
 pub use http::{Answer, ConsulHttp};
 pub use registrar::{Registrar, RegistrarHandle, RegistrarOptions, RegistrationState};
 pub use registration::{GrpcCheck, ServiceRegistration};
