@@ -96,7 +96,7 @@ GROUPS = [
     ("allocator (malloc, free)", re.compile(r"malloc|_int_free|cfree|realloc|unlink_chunk")),
     ("kernel: socket send/receive", re.compile(r"tcp_sendmsg|tcp_recvmsg|sock_(read|write)_iter|__sys_(sendto|recvfrom)|sock_sendmsg|sock_recvmsg")),
     ("kernel: wake-ups, futex, epoll, task switch", re.compile(r"futex|epoll|finish_task_switch|try_to_wake_up|schedule")),
-    ("kernel: fsync / file writes", re.compile(r"fsync|fdatasync|ext4_|vfs_write")),
+    ("kernel: fsync, file system", re.compile(r"fsync|fdatasync|ext4_|jbd2")),
 ]
 
 
@@ -174,6 +174,7 @@ def main():
             data = record(lab, case, args.seconds, args.perf, out)
             stacks = by_process(collapse(data, args.perf, Path(args.inferno)), lab)
             (out / f"{case}.top.txt").write_text(top_frames(stacks))
+            (out / f"{case}.folded").write_text("".join(f"{frames} {count}\n" for frames, count in stacks))
             flame_graph(stacks, case, Path(args.inferno), docs / f"profile-{case}.svg")
     finally:
         lab.procs.stop_all()

@@ -144,6 +144,24 @@ mod tests {
         assert!(pending.await.unwrap().is_ok());
     }
 
+    #[tokio::test]
+    async fn a_one_frame_body_reaches_the_attempts_without_a_copy() {
+        // tonic encodes a unary message as one frame: buffering it for
+        // replay must share its bytes, not copy them.
+        let payload = Bytes::from(vec![7u8; 4096]);
+        let original = payload.as_ptr();
+        let (inner, mut handle) = mock::pair::<http::Request<Bytes>, http::Response<Body>>();
+        let layer = MeshCall::layer("users", Duration::from_secs(10), TargetMetrics::default());
+        let call = layer.layer(inner.map_err(BoxError::from));
+        let request = http::Request::new(Body::new(Full::new(payload)));
+        let pending = tokio::spawn(call.oneshot(request));
+        let (sent, respond) = handle.next_request().await.unwrap();
+        assert_eq!(sent.body().len(), 4096);
+        assert_eq!(sent.body().as_ptr(), original, "the body was copied");
+        respond.send_response(http::Response::new(Body::empty()));
+        assert!(pending.await.unwrap().is_ok());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_call_that_outlives_its_deadline_is_deadline_exceeded() {
         let (inner, mut handle) = mock::pair::<http::Request<Bytes>, http::Response<Body>>();
