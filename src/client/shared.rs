@@ -118,19 +118,16 @@ impl<S> Shared<S> {
         let mut service = self.service.lock().unwrap_or_else(|p| p.into_inner());
         let mut own = Context::from_waker(&self.wake_parked);
         let mut ready = service.poll_ready(&mut own);
-        if ready.is_pending() && !*parked {
+        if ready.is_pending() {
             // Park, then look again: a wake between the first look and the
-            // parking would otherwise be lost.
+            // parking (which takes every parked waker) would otherwise be
+            // lost. Every wake empties the list, so a woken call parks anew.
             self.parked.park(cx.waker());
             *parked = true;
             ready = service.poll_ready(&mut own);
         }
         match ready {
-            Poll::Pending => {
-                // Woken (every parked waker is taken by a wake): park again.
-                self.parked.park(cx.waker());
-                Poll::Pending
-            }
+            Poll::Pending => Poll::Pending,
             Poll::Ready(result) => {
                 if std::mem::take(parked) {
                     self.parked.unpark(cx.waker());
@@ -248,6 +245,34 @@ mod tests {
         assert_eq!(assert_ready!(first.poll()).unwrap(), "ok");
         assert_eq!(assert_ready!(second.poll()).unwrap(), "ok");
         assert!(shared.shared.parked.wakers().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_woken_call_that_finds_no_room_parks_again_and_is_woken_next_time() {
+        let (service, mut handle) = mock::pair::<&'static str, &'static str>();
+        handle.allow(0);
+        let shared = SharedBalancer::new(Boxed(service));
+        let mut first = tokio_test::task::spawn(shared.dispatch("first"));
+        let mut second = tokio_test::task::spawn(shared.dispatch("second"));
+        assert_pending!(first.poll());
+        assert_pending!(second.poll());
+
+        handle.allow(1);
+        assert!(first.is_woken() && second.is_woken());
+        assert_pending!(first.poll()); // sent: waits for its answer
+        assert_pending!(second.poll()); // no room left: parked again
+        let (request, respond) = handle.next_request().await.unwrap();
+        assert_eq!(request, "first");
+        respond.send_response("one");
+        assert_eq!(assert_ready!(first.poll()).unwrap(), "one");
+
+        handle.allow(1);
+        assert!(second.is_woken(), "the call that lost the race was stranded");
+        assert_pending!(second.poll());
+        let (request, respond) = handle.next_request().await.unwrap();
+        assert_eq!(request, "second");
+        respond.send_response("two");
+        assert_eq!(assert_ready!(second.poll()).unwrap(), "two");
     }
 
     #[tokio::test]
