@@ -82,20 +82,29 @@ def by_process(lines, lab):
 
 
 # Where the time goes, by what a frame belongs to: a sample counts for a
-# group when any frame of its stack matches (so groups overlap).
+# group when a frame of its stack is a function of it (matched at the start
+# of the frame, so a type parameter such as `Instrumented<…>` or
+# `poll<mesh::…>` does not count); groups overlap.
+def starts(*prefixes):
+    return re.compile(r"^<?(" + "|".join(re.escape(p) for p in prefixes) + ")")
+
+
 GROUPS = [
-    ("tower Buffer worker (queue hop)", re.compile(r"tower::buffer::")),
-    ("mesh client layers (mesh::client)", re.compile(r"mesh::client::")),
-    ("tower balance / p2c / ready cache", re.compile(r"tower::(balance|ready_cache)")),
-    ("tonic (codec, transport)", re.compile(r"^tonic::|<tonic::")),
-    ("hyper", re.compile(r"hyper::|hyper_util::")),
-    ("h2 (HTTP/2 framing, streams)", re.compile(r"h2::")),
-    ("tracing (spans, events)", re.compile(r"tracing::|tracing_core::|tracing_subscriber::")),
-    ("metrics (prometheus-client)", re.compile(r"prometheus_client::")),
-    ("sqlx / SQLite", re.compile(r"sqlx|sqlite3")),
+    ("tower Buffer worker (queue hop)", starts("tower::buffer::")),
+    ("mesh client layers (mesh::client)", starts("mesh::client::")),
+    ("tower balance / p2c / ready cache", starts("tower::balance::", "tower::ready_cache::")),
+    ("tonic (codec, transport)", starts("tonic::")),
+    ("hyper", starts("hyper::", "hyper_util::")),
+    ("h2 (HTTP/2 framing, streams)", starts("h2::")),
+    ("tracing (spans, events, subscriber)", re.compile(
+        r"^<?(tracing_core::|tracing_subscriber::|tracing::span::|tracing::event|tracing::dispatcher)")),
+    ("metrics (prometheus-client)", starts("prometheus_client::")),
+    ("sqlx / SQLite", re.compile(r"^<?sqlx|^sqlite3")),
     ("allocator (malloc, free)", re.compile(r"malloc|_int_free|cfree|realloc|unlink_chunk")),
-    ("kernel: socket send/receive", re.compile(r"tcp_sendmsg|tcp_recvmsg|sock_(read|write)_iter|__sys_(sendto|recvfrom)|sock_sendmsg|sock_recvmsg")),
-    ("kernel: wake-ups, futex, epoll, task switch", re.compile(r"futex|epoll|finish_task_switch|try_to_wake_up|schedule")),
+    ("kernel: socket send/receive", re.compile(
+        r"tcp_sendmsg|tcp_recvmsg|sock_(read|write)_iter|__sys_(sendto|recvfrom)|sock_sendmsg|sock_recvmsg")),
+    ("kernel: wake-ups, futex, epoll, task switch", re.compile(
+        r"futex|epoll|finish_task_switch|try_to_wake_up|schedule")),
     ("kernel: fsync, file system", re.compile(r"fsync|fdatasync|ext4_|jbd2")),
 ]
 
@@ -145,6 +154,13 @@ def flame_graph(stacks, case, inferno, svg):
 
 
 def main():
+    if sys.argv[1:2] == ["--summarize"]:
+        # Re-derive a case's summary from its saved folded stacks.
+        for folded in sys.argv[2:]:
+            stacks = [(line.rpartition(" ")[0], int(line.rpartition(" ")[2]))
+                      for line in Path(folded).read_text().splitlines() if line]
+            Path(folded).with_suffix(".top.txt").write_text(top_frames(stacks))
+        return
     parser = argparse.ArgumentParser()
     parser.add_argument("--bin", required=True)
     parser.add_argument("--tools", required=True)

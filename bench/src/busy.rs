@@ -144,7 +144,10 @@ mod tests {
     fn an_unreadable_load_or_limit_is_a_clear_error() {
         let garbage = loadavg("not a number\n");
         let text = format!("{:#}", limit(&garbage, 1.0).measure().unwrap_err());
-        assert!(text.contains("does not start with a load average"), "{text}");
+        assert!(
+            text.contains("does not start with a load average"),
+            "{text}"
+        );
         assert!(parse_load("-1").is_err());
         assert!(parse_load("NaN").is_err());
         assert_eq!(parse_load("0.5"), Ok(0.5));

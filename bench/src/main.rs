@@ -41,7 +41,7 @@ struct Cli {
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// Load one RPC and report throughput and latency.
-    Load(load::LoadArgs),
+    Load(Box<load::LoadArgs>),
     /// Time discovery changes of a large service through to the balancer, and its memory.
     Discovery(scale::DiscoveryArgs),
     /// What traffic management costs (routed vs plain RPS) and how fast a split moves.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Load(args) => load::run(args).await,
+            Command::Load(args) => load::run(*args).await,
             Command::Discovery(args) => scale::run(args).await,
             Command::Routing(args) => load::routing::run(args).await,
             Command::Quiet(args) => busy::quiet(args),

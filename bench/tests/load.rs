@@ -354,7 +354,19 @@ fn load_direct_to_two_instances_calls_each_in_turn_and_reports_the_machine_load(
     assert_eq!(grown[0] + grown[1], 300, "{grown:?}");
     assert!((grown[0] - grown[1]).abs() <= 2, "{grown:?}");
 
-    let refused = lab(&["load", "--mtls", "off", "--rpc", "health", "--direct", &format!("{},", first.addr())]);
+    let refused = lab(&[
+        "load",
+        "--mtls",
+        "off",
+        "--rpc",
+        "health",
+        "--direct",
+        &format!("{},", first.addr()),
+    ]);
     assert!(!refused.status.success());
-    assert!(stderr(&refused).contains("an empty address in the list"), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("an empty address in the list"),
+        "{}",
+        stderr(&refused)
+    );
 }

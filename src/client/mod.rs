@@ -32,8 +32,8 @@ mod metrics;
 mod options;
 mod retry;
 mod route;
-mod shared;
 pub mod routing;
+mod shared;
 mod stack;
 mod targets;
 

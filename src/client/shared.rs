@@ -267,7 +267,10 @@ mod tests {
         assert_eq!(assert_ready!(first.poll()).unwrap(), "one");
 
         handle.allow(1);
-        assert!(second.is_woken(), "the call that lost the race was stranded");
+        assert!(
+            second.is_woken(),
+            "the call that lost the race was stranded"
+        );
         assert_pending!(second.poll());
         let (request, respond) = handle.next_request().await.unwrap();
         assert_eq!(request, "second");
