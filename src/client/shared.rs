@@ -1,5 +1,5 @@
 //! [`SharedBalancer`]: one chain target's balancer, shared by every call
-//! routed to it **without a queue** (ADR 0020). A call locks the balancer,
+//! routed to it **without a queue** (ADR 0021). A call locks the balancer,
 //! asks it for readiness and sends the request from its own task; only when
 //! no endpoint is ready does it park, woken by the balancer like a
 //! `tower::buffer::Buffer` worker would be — but with no cross-task handoff

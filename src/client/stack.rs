@@ -20,7 +20,7 @@
 //!    ([`target_channel`], one per chain target):
 //! 7. [`SharedBalancer`]: one balancer shared by every call routed to the
 //!    target, without a queue: each call drives it from its own task (one
-//!    queue hop fewer than a `tower::buffer::Buffer`, ADR 0020);
+//!    queue hop fewer than a `tower::buffer::Buffer`, ADR 0021);
 //! 8. [`FailFast`] (`fail_fast_after`): UNAVAILABLE instead of waiting
 //!    forever for an endpoint;
 //! 9. `tower::balance::p2c::Balance`: power of two choices by load, over the
