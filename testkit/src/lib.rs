@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod brokers;
 pub mod conformance;
 mod connect;
 mod consul;
 mod grpcurl;
+pub mod harness;
 mod metrics;
 mod paths;
 mod ports;
@@ -23,6 +25,7 @@ mod run;
 mod service;
 mod wait;
 
+pub use brokers::{RabbitServer, RedisServer};
 pub use connect::{grpcurl_mtls, CertFiles};
 
 pub use consul::{AclToken, ConsulAgent};
