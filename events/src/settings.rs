@@ -227,41 +227,62 @@ impl BrokerSettings {
     }
 }
 
-/// The broker flags of every publisher and consumer.
+/// The broker flags of every publisher and consumer (their ids are
+/// prefixed, so they flatten beside the Consul flags).
 #[derive(clap::Args, Clone)]
 pub struct BrokerArgs {
     /// The broker: `redis://host:port` (Redis Streams, the default kind),
     /// `rediss://` (TLS), `amqp://host:port` (RabbitMQ) or `amqps://`. A user
     /// name may be in the URL, a password may not. Default: the broker
     /// registered in Consul as `--broker-service`.
-    #[arg(long = "broker-url", env = "MESH_BROKER_URL")]
+    #[arg(
+        id = "broker_url",
+        value_name = "URL",
+        long = "broker-url",
+        env = "MESH_BROKER_URL"
+    )]
     pub url: Option<String>,
 
     /// File holding the broker password (Redis `AUTH`/ACL user, RabbitMQ
     /// user); read at start, never logged.
-    #[arg(long = "broker-password-file", env = "MESH_BROKER_PASSWORD_FILE")]
+    #[arg(
+        id = "broker_password_file",
+        value_name = "FILE",
+        long = "broker-password-file",
+        env = "MESH_BROKER_PASSWORD_FILE"
+    )]
     pub password_file: Option<PathBuf>,
 
     /// The broker user when the URL names none (RabbitMQ's default is
     /// `guest`, Redis' `default`).
-    #[arg(long = "broker-username", env = "MESH_BROKER_USERNAME")]
+    #[arg(
+        id = "broker_username",
+        value_name = "USER",
+        long = "broker-username",
+        env = "MESH_BROKER_USERNAME"
+    )]
     pub username: Option<String>,
 
     /// PEM file of the CA that signed the broker's TLS certificate (for
     /// `rediss://` and `amqps://`; default: the system's trust store).
-    #[arg(long = "broker-cacert", env = "MESH_BROKER_CACERT")]
+    #[arg(
+        id = "broker_ca_file",
+        value_name = "FILE",
+        long = "broker-cacert",
+        env = "MESH_BROKER_CACERT"
+    )]
     pub ca_file: Option<PathBuf>,
 
     /// The Consul service the broker is registered as, used when no URL is
     /// given.
-    #[arg(long = "broker-service", env = "MESH_BROKER_SERVICE", default_value = crate::locate::CONSUL_SERVICE)]
+    #[arg(id = "broker_service", value_name = "SERVICE", long = "broker-service", env = "MESH_BROKER_SERVICE", default_value = crate::locate::CONSUL_SERVICE)]
     pub service: String,
 
     /// How long the broker keeps an event at least, also once every consumer
     /// group has acknowledged it: what a consumer group created later can
-    /// still read (Redis: trimming by the publishers; RabbitMQ: the log
-    /// stream's `x-max-age`). Unacknowledged events are never dropped.
-    #[arg(value_name = "DURATION", long = "broker-retention", env = "MESH_BROKER_RETENTION", default_value = "168h",
+    /// still read (Redis: trimming by the publishers; RabbitMQ: the topic
+    /// log's message TTL). Unacknowledged events are never dropped.
+    #[arg(value_name = "DURATION", id = "broker_retention", long = "broker-retention", env = "MESH_BROKER_RETENTION", default_value = "168h",
           value_parser = mesh::config::duration::parser(mesh::config::duration::BareUnit::Seconds, Duration::from_secs(1)))]
     pub retention: Duration,
 }

@@ -77,6 +77,9 @@ pub enum ServeError {
     /// `--mtls=required` with `--no-consul`: no agent, so no Connect certificate.
     #[error("--mtls=required needs the Consul agent's Connect CA, but --no-consul is set: add --mtls=off (plaintext, local experiments only) or drop --no-consul")]
     MtlsNeedsConsul,
+    /// A service's own settings are unusable (e.g. its broker URL).
+    #[error("invalid settings: {0}")]
+    Settings(String),
     /// The mesh port's accept loop ended without being asked to.
     #[error("the mesh port stopped accepting connections on its own")]
     Stopped,
