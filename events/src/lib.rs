@@ -30,6 +30,7 @@ mod locate;
 pub mod rabbit;
 pub mod redis;
 mod settings;
+pub mod text_body;
 pub mod trace;
 
 pub use broker::{

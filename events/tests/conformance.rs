@@ -549,6 +549,35 @@ fn a_wrong_password_is_refused_and_the_right_one_works(target: &Target) {
     });
 }
 
+fn tls_with_the_brokers_ca_works_and_without_it_is_refused(target: &Target) {
+    let (url, ca) = match &*target.server.lock().unwrap() {
+        Server::Redis(server) => (server.tls_url(), server.tls().ca.clone()),
+        Server::Rabbit(server) => (server.tls_url(), server.tls().ca.clone()),
+    };
+    let url = BrokerUrl::parse(&url).unwrap();
+    assert!(url.tls());
+    target.block_on(async {
+        let topic = unique("t");
+        // The system's trust store does not know the test CA.
+        let untrusted = events::connect(&BrokerSettings::new(url.clone())).unwrap();
+        let error = untrusted.publish(&topic, &event(1)).await.unwrap_err();
+        assert!(
+            error.to_string().contains("certificate"),
+            "refused for the certificate: {error}"
+        );
+        let mut trusting = BrokerSettings::new(url);
+        trusting.ca_pem = Some(std::fs::read(&ca).unwrap());
+        let broker = events::connect(&trusting).unwrap();
+        let mut deliveries = match broker.subscribe(&subscription(&topic, "g", "a")).await {
+            Ok(deliveries) => deliveries,
+            Err(error) => panic!("{error}\n{}", target.server_log_tail()),
+        };
+        let sent = event(2);
+        broker.publish(&topic, &sent).await.unwrap();
+        assert_eq!(receive_and_ack(&mut deliveries, 1).await[0], sent);
+    });
+}
+
 fn redis_trimming_never_drops_what_a_group_has_not_acknowledged(target: &Target) {
     target.block_on(async {
         let topic = unique("t");
@@ -648,6 +677,10 @@ fn cases(kind: &'static str) -> Vec<Case<Target>> {
         (
             "a_wrong_password_is_refused_and_the_right_one_works",
             a_wrong_password_is_refused_and_the_right_one_works,
+        ),
+        (
+            "tls_with_the_brokers_ca_works_and_without_it_is_refused",
+            tls_with_the_brokers_ca_works_and_without_it_is_refused,
         ),
         // Last: it stops and restarts the server.
         (

@@ -1,6 +1,8 @@
 //! Real message brokers on free loopback ports: `redis-server` (append-only
 //! file with `appendfsync always`, as the mesh requires) and RabbitMQ
 //! (`rabbitmq-server` with its own `epmd`, every path in one temp folder).
+//! Both also listen with TLS, on a certificate for `127.0.0.1` and
+//! `localhost` from a throw-away CA ([`TlsFiles`]).
 //!
 //! Both come from the system's packages (`scripts/install-tools` installs
 //! them). A missing server is a test failure that says how to install it.
@@ -18,12 +20,55 @@ use nix::unistd::{chown, Uid, User};
 
 use crate::{ports::free_port, process::ChildGuard, wait::wait_until};
 
+/// A throw-away CA and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, as PEM files.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The CA certificate (what a client trusts).
+    pub ca: PathBuf,
+    /// The server's certificate.
+    pub cert: PathBuf,
+    /// The server's private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// Writes a fresh CA and server certificate into `dir`.
+    pub fn create(dir: &Path) -> Self {
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "mesh test broker CA");
+        let ca = ca_params.self_signed(&ca_key).expect("self-signed CA");
+        let key = rcgen::KeyPair::generate().expect("server key");
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+                .expect("server params");
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .expect("server certificate");
+        let files = Self {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server-key.pem"),
+        };
+        std::fs::write(&files.ca, ca.pem()).expect("write the CA");
+        std::fs::write(&files.cert, cert.pem()).expect("write the certificate");
+        std::fs::write(&files.key, key.serialize_pem()).expect("write the key");
+        files
+    }
+}
+
 /// A `redis-server` in a temp folder; stopping and starting it again keeps
 /// its data (the append-only file).
 #[derive(Debug)]
 pub struct RedisServer {
     child: Option<ChildGuard>,
     port: u16,
+    tls_port: u16,
+    tls: TlsFiles,
     dir: tempfile::TempDir,
     password: Option<String>,
 }
@@ -40,10 +85,13 @@ impl RedisServer {
     }
 
     fn start_with(password: Option<String>) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
         let mut server = Self {
             child: None,
             port: free_port(),
-            dir: tempfile::tempdir().expect("temp dir"),
+            tls_port: free_port(),
+            tls: TlsFiles::create(dir.path()),
+            dir,
             password,
         };
         server.resume();
@@ -58,6 +106,17 @@ impl RedisServer {
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// `rediss://127.0.0.1:<TLS port>` (the certificate is signed by
+    /// [`Self::tls`]'s CA).
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}", self.tls_port)
+    }
+
+    /// The TLS material.
+    pub fn tls(&self) -> &TlsFiles {
+        &self.tls
     }
 
     /// SIGKILL (no shutdown save: only the fsynced append-only file remains).
@@ -82,7 +141,19 @@ impl RedisServer {
             .arg("--dir")
             .arg(self.dir.path())
             .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .args(["--save", "", "--daemonize", "no", "--protected-mode", "yes"]);
+            .args(["--save", "", "--daemonize", "no", "--protected-mode", "yes"])
+            .args([
+                "--tls-port",
+                &self.tls_port.to_string(),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .arg("--tls-cert-file")
+            .arg(&self.tls.cert)
+            .arg("--tls-key-file")
+            .arg(&self.tls.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&self.tls.ca);
         if let Some(password) = &self.password {
             command.args(["--requirepass", password]);
         }
@@ -125,6 +196,8 @@ pub struct RabbitServer {
     node: Option<ChildGuard>,
     _epmd: ChildGuard,
     amqp_port: u16,
+    amqps_port: u16,
+    tls: TlsFiles,
     dist_port: u16,
     epmd_port: u16,
     dir: tempfile::TempDir,
@@ -157,10 +230,13 @@ impl RabbitServer {
                 .map(drop)
         });
         let name = format!("mesh{}", free_port());
+        let tls = TlsFiles::create(dir.path());
         let mut server = Self {
             node: None,
             _epmd: epmd,
             amqp_port: free_port(),
+            amqps_port: free_port(),
+            tls,
             dist_port: free_port(),
             epmd_port,
             dir,
@@ -179,6 +255,17 @@ impl RabbitServer {
     /// The AMQP port.
     pub fn port(&self) -> u16 {
         self.amqp_port
+    }
+
+    /// `amqps://127.0.0.1:<TLS port>/%2f` (the certificate is signed by
+    /// [`Self::tls`]'s CA).
+    pub fn tls_url(&self) -> String {
+        format!("amqps://127.0.0.1:{}/%2f", self.amqps_port)
+    }
+
+    /// The TLS material.
+    pub fn tls(&self) -> &TlsFiles {
+        &self.tls
     }
 
     /// Stops the node at once (SIGKILL of its process group); its data stays.
@@ -214,8 +301,15 @@ impl RabbitServer {
         std::fs::write(
             base.join("rabbitmq.conf"),
             format!(
-                "listeners.tcp.1 = 127.0.0.1:{}\nloopback_users = none\n",
-                self.amqp_port
+                "listeners.tcp.1 = 127.0.0.1:{}\nloopback_users = none\n\
+                 listeners.ssl.1 = 127.0.0.1:{}\n\
+                 ssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\n\
+                 ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
+                self.amqp_port,
+                self.amqps_port,
+                self.tls.ca.display(),
+                self.tls.cert.display(),
+                self.tls.key.display()
             ),
         )
         .expect("write rabbitmq.conf");

@@ -25,7 +25,7 @@ mod run;
 mod service;
 mod wait;
 
-pub use brokers::{RabbitServer, RedisServer};
+pub use brokers::{RabbitServer, RedisServer, TlsFiles};
 pub use connect::{grpcurl_mtls, CertFiles};
 
 pub use consul::{AclToken, ConsulAgent};

@@ -146,7 +146,7 @@ impl Store {
                 consumer,
                 received.event_id,
                 "WAITING",
-                &hex(received.body),
+                &events::text_body::encode(received.body),
                 0,
             )
             .await?;
@@ -384,7 +384,7 @@ async fn apply_waiting(
         let event_id: String = row.try_get("event_id")?;
         let event_type: String = row.try_get("event_type")?;
         let payload: String = row.try_get("payload_hex")?;
-        let body = unhex(&payload).ok_or_else(|| {
+        let body = events::text_body::decode(&payload).ok_or_else(|| {
             StoreError::Corrupt(format!("inbox payload of {event_id} is not hex"))
         })?;
         let event = domain::decode_event(&event_type, order_id, &body)
@@ -433,20 +433,6 @@ fn shipment_from_row(row: &AnyRow) -> Result<Shipment, StoreError> {
         shipped_at_unix_ms: row.try_get("shipped_at_unix_ms")?,
         lines: Vec::new(),
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|at| u8::from_str_radix(text.get(at..at + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
@@ -666,12 +652,5 @@ mod tests {
             seen.extend(page.into_iter().map(|shipment| shipment.created_at_unix_ms));
         }
         assert_eq!(seen, [30, 20, 20, 10]);
-    }
-
-    #[test]
-    fn hex_round_trips() {
-        assert_eq!(unhex(&hex(&[0, 1, 254, 255])), Some(vec![0, 1, 254, 255]));
-        assert_eq!(unhex("abc"), None);
-        assert_eq!(unhex("zz"), None);
     }
 }
