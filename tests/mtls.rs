@@ -5,13 +5,9 @@
 //! refused before any request, a root rotation under load, and the plaintext
 //! health port.
 
-use std::{
-    sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
-    },
-    time::{Duration, Instant},
-};
+mod mtls_fixture;
+
+use std::time::{Duration, Instant};
 
 use mesh::{
     client::{
@@ -23,6 +19,7 @@ use mesh::{
         users::v1::{users_client::UsersClient, CreateUserRequest, GetUserRequest},
     },
 };
+use mtls_fixture::{identity, Load};
 use testkit::{
     free_port, grpcurl, grpcurl_mtls, scrape_metrics, wait_until, ConsulAgent, ServiceOptions,
     ServiceProcess,
@@ -55,16 +52,6 @@ fn start(agent: &ConsulAgent, name: &str, data: &tempfile::TempDir) -> (ServiceP
 
 fn consul(agent: &ConsulAgent) -> discovery::ConsulConfig {
     discovery::ConsulConfig::new(&agent.http_addr(), None).expect("consul address")
-}
-
-/// `identity`'s Connect certificate from the agent, ready.
-async fn identity(agent: &ConsulAgent, name: &str) -> Identity {
-    let identity = Identity::watch(&consul(agent), name);
-    identity
-        .ready(Duration::from_secs(20))
-        .await
-        .unwrap_or_else(|error| panic!("{error}"));
-    identity
 }
 
 /// The default intentions `mesh up` sets, for the services involved.
@@ -390,28 +377,10 @@ async fn a_new_root_rotates_every_leaf_under_load_without_a_failed_call() {
     let client_serial = orders.current().expect("ready").credentials.serial.clone();
 
     // Load: 4 workers calling GetUser until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            let (mut api, user_id) = (api.clone(), user_id.clone());
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed) {
-                    let request = GetUserRequest {
-                        user_id: user_id.clone(),
-                    };
-                    match api.get_user(request).await {
-                        Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                        Err(status) => {
-                            eprintln!("failed call: {status:?}");
-                            failed.fetch_add(1, Ordering::Relaxed)
-                        }
-                    };
-                }
-            })
-        })
-        .collect();
+    let load = Load::start(4, move || {
+        let (mut api, user_id) = (api.clone(), user_id.clone());
+        async move { api.get_user(GetUserRequest { user_id }).await.map(drop) }
+    });
 
     // A new root: Consul 1.8 rotates when the CA's private key changes.
     let key = rcgen::KeyPair::generate().expect("key");
@@ -449,17 +418,14 @@ async fn a_new_root_rotates_every_leaf_under_load_without_a_failed_call() {
     .expect("the client's leaf was never renewed");
     // Load across the swap, and a while after it.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.await.expect("worker");
-    }
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let load = load.stop().await;
+    let (ok, failed) = (load.ok, load.failed);
     eprintln!(
         "rotation under load: {ok} ok, {failed} failed; serial {} -> {}",
         before.serial, rotated.serial
     );
     assert!(ok > 100, "too little load to show anything: {ok}");
-    assert_eq!(failed, 0);
+    assert_eq!(failed, 0, "{:?}", load.failures);
     assert!(
         users.child.log().contains("Connect certificate loaded")
             && users

@@ -84,7 +84,15 @@ pub(crate) async fn write(ca: &ConnectCa, identity: &str, dir: &Path) -> anyhow:
         .await
         .with_context(|| format!("cannot get a Connect leaf for {identity:?} from the agent"))?
         .value;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        // New folders are the owner's only; an existing one keeps its mode.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let dir = dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))?;
@@ -104,20 +112,84 @@ pub(crate) async fn write(ca: &ConnectCa, identity: &str, dir: &Path) -> anyhow:
     })
 }
 
-/// Writes through a temp file and a rename, so a reader never sees half a file.
+/// Writes `contents` to `path` with `mode` through a new, randomly named
+/// temp file in the same folder — created exclusively (`O_EXCL`), never
+/// through a symbolic link (`O_NOFOLLOW`), its mode set on the open file
+/// before any byte is written — then synced and renamed over `path`, so a
+/// reader never sees half a file and nothing planted in the folder can
+/// receive or widen the key. A symbolic link at `path` itself is refused.
 fn write_file(path: &Path, contents: &str, mode: u32) -> anyhow::Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    let temp = path.with_extension("pem.tmp");
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&temp)
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    file.write_all(contents.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    use std::{
+        fs::Permissions,
+        io::Write as _,
+        os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _},
+    };
+    if std::fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink()) {
+        anyhow::bail!(
+            "{} is a symbolic link: refusing to write a certificate or key through it \
+             (remove it, or choose another --out folder)",
+            path.display()
+        );
+    }
+    let dir = path
+        .parent()
+        .with_context(|| format!("{} has no folder", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut temp = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .make_in(dir, |temp_path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(temp_path)
+        })
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    temp.as_file()
+        .set_permissions(Permissions::from_mode(mode))
+        .and_then(|()| temp.write_all(contents.as_bytes()))
+        .and_then(|()| temp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", temp.path().display()))?;
+    temp.persist(path)
+        .map_err(|error| error.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{symlink, PermissionsExt as _};
+
+    use super::*;
+
+    #[test]
+    fn a_planted_temp_name_or_symlink_cannot_reach_the_key() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let elsewhere = tempfile::tempdir().expect("temp dir");
+        let stolen = elsewhere.path().join("stolen");
+        std::fs::write(&stolen, "").expect("write");
+        // The names the old code used, planted.
+        symlink(&stolen, dir.path().join("key.pem.tmp")).expect("symlink");
+        let key = dir.path().join("key.pem");
+        write_file(&key, "-----BEGIN PRIVATE KEY-----", 0o600).expect("write");
+        assert_eq!(std::fs::read_to_string(&stolen).expect("read"), "");
+        let meta = std::fs::symlink_metadata(&key).expect("key");
+        assert!(meta.file_type().is_file());
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let cert = dir.path().join("cert.pem");
+        write_file(&cert, "cert", 0o644).expect("write");
+        let mode = std::fs::metadata(&cert).expect("cert").permissions().mode();
+        assert_eq!(mode & 0o777, 0o644);
+
+        let linked = dir.path().join("linked.pem");
+        symlink(&stolen, &linked).expect("symlink");
+        let error = write_file(&linked, "secret", 0o600).expect_err("a symlink is refused");
+        assert!(error.to_string().contains("symbolic link"), "{error}");
+        assert_eq!(std::fs::read_to_string(&stolen).expect("read"), "");
+    }
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 /// of its step ("equal jitter"), so that many clients that failed together do
 /// not retry together, yet the delay never drops below `min` nor exceeds `max`.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     min: Duration,
     max: Duration,
     attempt: u32,
@@ -17,7 +17,7 @@ pub(crate) struct Backoff {
 
 impl Backoff {
     /// `min` is raised to 1 ms and `max` to `min`.
-    pub(crate) fn new(min: Duration, max: Duration) -> Self {
+    pub fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
         Self {
             min,
@@ -35,7 +35,7 @@ impl Backoff {
     }
 
     /// The next delay, within `[min, max]`.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
         let floor = (ceiling / 2).max(self.min);
@@ -47,7 +47,7 @@ impl Backoff {
     }
 
     /// After a success: start again from `min`.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.attempt = 0;
     }
 }

@@ -55,6 +55,7 @@ mod resolver;
 mod tls;
 mod token;
 
+pub use backoff::Backoff;
 pub use config::{ConsulConfig, ConsulSettings, CONSUL_ENVIRONMENT, DEFAULT_ADDRESS};
 pub use error::{ConfigError, ConsulError};
 pub use error_chain::error_chain;

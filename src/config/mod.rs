@@ -87,6 +87,29 @@ pub struct ServiceArgs {
           value_parser = duration::parser(duration::BareUnit::Millis, Duration::from_millis(100)))]
     pub authz_recheck: Duration,
 
+    /// How long a live or new inbound connection may be served on an
+    /// authorization decision the Consul agent has not confirmed (while it
+    /// does not answer); past it, the caller is refused until the agent
+    /// answers again. Never beyond the caller's certificate, whose expiry
+    /// closes the connection anyway. Bare numbers are seconds; at least one
+    /// re-check period (`--authz-recheck-ms`).
+    #[arg(value_name = "DURATION", long = "authz-max-stale", env = "MESH_AUTHZ_MAX_STALE", default_value = "1h",
+          value_parser = duration::parser(duration::BareUnit::Seconds, Duration::from_millis(100)))]
+    pub authz_max_stale: Duration,
+
+    /// Longest a new connection to the mesh port may take from its accept to
+    /// a completed TLS handshake (its first byte included). Bare numbers are
+    /// seconds.
+    #[arg(value_name = "DURATION", long = "handshake-timeout", env = "MESH_HANDSHAKE_TIMEOUT", default_value = "5s",
+          value_parser = duration::parser(duration::BareUnit::Seconds, Duration::from_millis(100)))]
+    pub handshake_timeout: Duration,
+
+    /// Most connections the mesh port holds before their TLS handshake
+    /// completes; a newcomer beyond it closes the oldest.
+    #[arg(long = "max-pending-handshakes", env = "MESH_MAX_PENDING_HANDSHAKES", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_handshakes: u32,
+
     /// Serve without registering in Consul (standalone).
     #[arg(long, env = "MESH_NO_CONSUL", value_parser = clap::builder::BoolishValueParser::new())]
     pub no_consul: bool,
@@ -228,6 +251,46 @@ mod tests {
     struct Flags {
         #[command(flatten)]
         consul: ConsulArgs,
+    }
+
+    #[derive(clap::Parser, Debug)]
+    struct Service {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    #[test]
+    fn the_mesh_ports_limits_take_durations_with_units_and_refuse_nonsense() {
+        let defaults = Service::try_parse_from(["test"]).expect("defaults").service;
+        assert_eq!(defaults.authz_max_stale, Duration::from_secs(3600));
+        assert_eq!(defaults.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(defaults.max_pending_handshakes, 512);
+        let set = Service::try_parse_from([
+            "test",
+            "--authz-max-stale",
+            "90m",
+            "--handshake-timeout",
+            "1500ms",
+            "--max-pending-handshakes",
+            "64",
+        ])
+        .expect("flags")
+        .service;
+        assert_eq!(set.authz_max_stale, Duration::from_secs(5400));
+        assert_eq!(set.handshake_timeout, Duration::from_millis(1500));
+        assert_eq!(set.max_pending_handshakes, 64);
+        let bare = Service::try_parse_from(["test", "--authz-max-stale", "30"])
+            .expect("bare seconds")
+            .service;
+        assert_eq!(bare.authz_max_stale, Duration::from_secs(30));
+        for bad in [
+            ["--max-pending-handshakes", "0"],
+            ["--handshake-timeout", "0s"],
+            ["--authz-max-stale", "soon"],
+        ] {
+            let error = Service::try_parse_from(["test", bad[0], bad[1]]).expect_err(bad[1]);
+            assert!(error.to_string().contains(bad[0]), "{error}");
+        }
     }
 
     #[test]

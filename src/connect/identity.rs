@@ -129,11 +129,21 @@ impl Identity {
 
     /// A fixed identity (tests, tools): no watch, no rotation.
     pub fn fixed(credentials: Credentials) -> Result<Identity, IdentityError> {
+        Self::updatable(credentials).map(|(identity, _)| identity)
+    }
+
+    /// An identity whose credentials come from the caller instead of an
+    /// agent (tests, tools holding their own CA): `credentials` now, and
+    /// whatever [`IdentityUpdater::replace`] installs later. New connections
+    /// use the newest, exactly as with [`Identity::watch`].
+    pub fn updatable(
+        credentials: Credentials,
+    ) -> Result<(Identity, IdentityUpdater), IdentityError> {
         let name = credentials.identity.service.clone();
         let current = build(credentials, 1)?;
-        let (_sender, state) = watch::channel(Some(Arc::new(current)));
+        let (sender, state) = watch::channel(Some(Arc::new(current)));
         let (_error_sender, last_error) = watch::channel(None);
-        Ok(Identity {
+        let identity = Identity {
             inner: Arc::new(Inner {
                 name,
                 state,
@@ -142,7 +152,8 @@ impl Identity {
                 task: None,
                 _ca: None,
             }),
-        })
+        };
+        Ok((identity, IdentityUpdater { sender }))
     }
 
     /// The service name this identity was issued for.
@@ -218,6 +229,27 @@ impl Identity {
             .map_err(|error| IdentityError::Tls(error.to_string()))?;
         clients.insert(target.to_owned(), (current.generation, config.clone()));
         Ok(config)
+    }
+}
+
+/// Installs credentials into an identity made by [`Identity::updatable`].
+#[derive(Debug)]
+pub struct IdentityUpdater {
+    sender: watch::Sender<Option<Arc<CurrentIdentity>>>,
+}
+
+impl IdentityUpdater {
+    /// Puts `credentials` in force for every new connection; connections
+    /// already open keep the certificate they were made with.
+    pub fn replace(&self, credentials: Credentials) -> Result<(), IdentityError> {
+        let generation = self
+            .sender
+            .borrow()
+            .as_ref()
+            .map_or(0, |current| current.generation);
+        let current = build(credentials, generation + 1)?;
+        self.sender.send_replace(Some(Arc::new(current)));
+        Ok(())
     }
 }
 

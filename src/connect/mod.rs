@@ -14,7 +14,7 @@ mod spiffe;
 mod tls;
 
 pub use credentials::{inspect, Credentials, CredentialsError, PeerCertificate};
-pub use identity::{CurrentIdentity, Identity, IdentityError};
+pub use identity::{CurrentIdentity, Identity, IdentityError, IdentityUpdater};
 pub use spiffe::{NotAServiceIdentity, SpiffeId};
 pub use tls::WrongPeerIdentity;
 

@@ -80,6 +80,15 @@ pub enum ServeError {
     /// A service's own settings are unusable (e.g. its broker URL).
     #[error("invalid settings: {0}")]
     Settings(String),
+    /// `--authz-max-stale` shorter than `--authz-recheck-ms`: every decision
+    /// would be too old before its re-check.
+    #[error("--authz-max-stale ({max_stale:?}) must be at least --authz-recheck-ms ({recheck:?}): a decision is re-checked once per period")]
+    MaxStaleBelowRecheck {
+        /// `--authz-max-stale`.
+        max_stale: Duration,
+        /// `--authz-recheck-ms`.
+        recheck: Duration,
+    },
     /// The mesh port's accept loop ended without being asked to.
     #[error("the mesh port stopped accepting connections on its own")]
     Stopped,
@@ -148,13 +157,23 @@ fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission
             if args.no_consul {
                 return Err(ServeError::MtlsNeedsConsul);
             }
+            if args.authz_max_stale < args.authz_recheck {
+                return Err(ServeError::MaxStaleBelowRecheck {
+                    max_stale: args.authz_max_stale,
+                    recheck: args.authz_recheck,
+                });
+            }
             let consul = args.consul.config()?;
+            let policy = authz::AuthzPolicy {
+                recheck: args.authz_recheck,
+                max_stale: args.authz_max_stale,
+            };
             Ok(Admission::Mtls {
                 identity: Identity::watch(&consul, identity.name),
-                authorizer: authz::Authorizer::new(
-                    ConnectCa::new(&consul),
-                    identity.name,
-                    args.authz_recheck,
+                authorizer: authz::Authorizer::new(ConnectCa::new(&consul), identity.name, policy),
+                handshakes: tls::Handshakes::new(
+                    args.handshake_timeout,
+                    usize::try_from(args.max_pending_handshakes).unwrap_or(usize::MAX),
                 ),
             })
         }

@@ -2,18 +2,24 @@
 //! hyper's HTTP/2 server over tonic's routes, so that every connection can
 //! be authorized, re-checked and closed on its own.
 //!
-//! With mTLS (`--mtls=required`), per accepted socket: TCP_NODELAY, refuse at
-//! once when our leaf is missing or expired, TLS 1.3 handshake (client
-//! certificate required and verified against the current Connect roots),
-//! the caller's SPIFFE ID from its URI SAN (same trust domain as ours),
-//! `POST /v1/agent/connect/authorize`, then HTTP/2 with the caller's identity
-//! in every request's extensions and a re-check every period: once the
-//! intentions deny the caller, its requests are answered PERMISSION_DENIED and
-//! the connection is closed with GOAWAY. A caller denied at once gets one
-//! readable PERMISSION_DENIED answer before the close.
-//! A plaintext client of an mTLS port gets UNAUTHENTICATED answers saying
-//! what to do, then the close. Without mTLS (`--mtls=off`): TCP_NODELAY and
-//! HTTP/2 in the clear.
+//! With mTLS (`--mtls=required`), per accepted socket: TCP_NODELAY, a place
+//! among the pending handshakes (at most `--max-pending-handshakes`; the
+//! oldest gives way, see [`pending`]), and from the accept at most
+//! `--handshake-timeout` — the first byte included — to complete the TLS 1.3
+//! handshake: refused at once when our leaf is missing or expired, client
+//! certificate required and verified against the current Connect roots,
+//! the caller's SPIFFE ID from its URI SAN (same trust domain as ours).
+//! Then the intentions ([`Authorizer::admit`]) and HTTP/2 with the caller's
+//! identity in every request's extensions. The connection is closed with
+//! GOAWAY (in-flight requests finish) when the caller's authorization ends
+//! — revoked, or unconfirmed for longer than `--authz-max-stale`; its
+//! requests are answered PERMISSION_DENIED from then on — and when the
+//! caller's certificate expires, so that it reconnects with its renewed one.
+//! A caller denied at once gets one readable PERMISSION_DENIED answer before
+//! the close. A plaintext client of an mTLS port gets UNAUTHENTICATED
+//! answers saying what to do, then the close. Every refusal is counted in
+//! `mesh_connections_refused_total{reason}`. Without mTLS (`--mtls=off`):
+//! TCP_NODELAY and HTTP/2 in the clear.
 
 use std::{
     convert::Infallible,
@@ -21,36 +27,37 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use hyper::server::conn::http2;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    service::TowerToHyperService,
-};
+use hyper_util::rt::TokioIo;
 use tokio::{
-    io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
     sync::watch,
     task::JoinSet,
+    time::Instant,
 };
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{server::TlsStream, TlsAcceptor};
 use tonic::{body::Body, Code};
 use tower::Service;
 
+pub(crate) use self::pending::Handshakes;
+use self::{
+    http2::{close_after, serve_http2, Live},
+    metrics::{refused, Refused},
+    pending::PendingSlot,
+};
 use super::{
     authz::Authorizer,
     guard::{ConnectionGuard, Denial},
 };
 use crate::connect::{inspect, Identity, PeerCertificate, PeerIdentity};
 
+mod http2;
+mod metrics;
+mod pending;
+
 /// The first byte of a TLS handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
-/// Longest a client may take to complete its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a connection denied at once stays open for its first answer.
 const DENIED_GRACE: Duration = Duration::from_secs(2);
-/// HTTP/2 keepalive pings, as the tonic server had.
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How the mesh port admits connections.
 // One value per server, cloned per connection only as cheap handles: its size
@@ -64,6 +71,7 @@ pub(crate) enum Admission {
     Mtls {
         identity: Identity,
         authorizer: Authorizer,
+        handshakes: Handshakes,
     },
 }
 
@@ -93,6 +101,13 @@ impl<S> MeshPortService for S where
 {
 }
 
+/// An accepted socket and its addresses.
+struct Accepted {
+    socket: TcpStream,
+    local: Option<SocketAddr>,
+    remote: SocketAddr,
+}
+
 /// Serves `service` on `listener` until `shutdown` resolves; then stops
 /// accepting, closes every connection gracefully (GOAWAY) and waits for
 /// in-flight requests.
@@ -115,15 +130,25 @@ pub(crate) async fn serve<S>(
                     if let Err(error) = socket.set_nodelay(true) {
                         tracing::debug!(%remote, %error, "cannot set TCP_NODELAY");
                     }
-                    let local = socket.local_addr().ok();
-                    connections.spawn(connection(
-                        socket,
-                        local,
-                        remote,
-                        admission.clone(),
-                        service.clone(),
-                        stopping.clone(),
-                    ));
+                    let accepted = Accepted { local: socket.local_addr().ok(), socket, remote };
+                    let (service, stopping) = (service.clone(), stopping.clone());
+                    match &admission {
+                        Admission::Plaintext => {
+                            connections.spawn(plaintext(accepted, service, stopping));
+                        }
+                        Admission::Mtls { identity, authorizer, handshakes } => {
+                            // Taken here, in accept order: the cap holds at once.
+                            let slot = handshakes.enter();
+                            let deadline = Instant::now() + handshakes.timeout();
+                            connections.spawn(mtls(
+                                accepted,
+                                Unauthenticated { identity: identity.clone(), slot, deadline },
+                                authorizer.clone(),
+                                service,
+                                stopping,
+                            ));
+                        }
+                    }
                 }
                 Err(error) => {
                     // EMFILE and friends: back off a little instead of spinning.
@@ -139,71 +164,132 @@ pub(crate) async fn serve<S>(
     while connections.join_next().await.is_some() {}
 }
 
-async fn connection<S>(
-    socket: TcpStream,
-    local: Option<SocketAddr>,
-    remote: SocketAddr,
-    admission: Admission,
+/// `--mtls=off`: HTTP/2 in the clear.
+async fn plaintext<S>(accepted: Accepted, service: S, stopping: watch::Receiver<bool>)
+where
+    S: MeshPortService,
+{
+    let guarded = ConnectionGuard::new(
+        service,
+        accepted.local,
+        Some(accepted.remote),
+        None,
+        Denial::default(),
+    );
+    serve_http2(TokioIo::new(accepted.socket), guarded, stopping, None).await;
+}
+
+/// A connection until it has authenticated: the identity it is checked
+/// against, its place among the pending handshakes, and its deadline.
+struct Unauthenticated {
+    identity: Identity,
+    slot: PendingSlot,
+    deadline: Instant,
+}
+
+/// How the first bytes of a connection ended.
+enum FirstBytes {
+    /// A completed TLS handshake with a Connect identity of our trust domain.
+    Authenticated(Box<TlsStream<TcpStream>>, PeerCertificate),
+    /// Not a TLS record: a plaintext client.
+    Plaintext(TcpStream),
+    /// Refused (logged).
+    Refused(Refused),
+}
+
+/// One mTLS connection: handshake (bounded, capped), intentions, HTTP/2.
+async fn mtls<S>(
+    accepted: Accepted,
+    mut pending: Unauthenticated,
+    authorizer: Authorizer,
     service: S,
     stopping: watch::Receiver<bool>,
 ) where
     S: MeshPortService,
 {
-    match admission {
-        Admission::Plaintext => {
-            let guarded =
-                ConnectionGuard::new(service, local, Some(remote), None, Denial::default());
-            serve_http2(TokioIo::new(socket), guarded, stopping, None).await;
+    let Accepted {
+        socket,
+        local,
+        remote,
+    } = accepted;
+    let first_bytes = tokio::select! {
+        () = pending.slot.evicted() => {
+            tracing::debug!(%remote, "dropping an unauthenticated connection: too many pending handshakes");
+            FirstBytes::Refused(Refused::TooManyPending)
         }
-        Admission::Mtls {
-            identity,
-            authorizer,
-        } => {
-            if !starts_with_tls(&socket).await {
-                refuse_plaintext(socket, local, remote, service, stopping).await;
-                return;
+        outcome = tokio::time::timeout_at(pending.deadline, authenticate(socket, remote, &pending.identity)) => {
+            outcome.unwrap_or_else(|_| {
+                tracing::info!(%remote, "TLS handshake timed out (--handshake-timeout)");
+                FirstBytes::Refused(Refused::HandshakeTimeout)
+            })
+        }
+    };
+    let (stream, peer) = match first_bytes {
+        FirstBytes::Authenticated(stream, peer) => (stream, peer),
+        FirstBytes::Plaintext(socket) => {
+            refused(Refused::Plaintext);
+            // Still unauthenticated: it keeps its place until the answer is out.
+            tokio::select! {
+                () = pending.slot.evicted() => {}
+                () = refuse_plaintext(socket, local, remote, service, stopping) => {}
             }
-            let Some((stream, peer)) = handshake(socket, remote, &identity).await else {
-                return;
+            return;
+        }
+        FirstBytes::Refused(reason) => {
+            refused(reason);
+            return;
+        }
+    };
+    drop(pending);
+    let denial = Denial::default();
+    let identity = PeerIdentity {
+        identity: peer.identity.clone(),
+        serial: peer.serial.clone(),
+    };
+    let guarded =
+        ConnectionGuard::new(service, local, Some(remote), Some(identity), denial.clone());
+    let io = TokioIo::new(*stream);
+    match authorizer.admit(&peer).await {
+        Ok(authorization) => {
+            tracing::debug!(%remote, caller = %peer.identity, serial = %peer.serial, "connection authorized");
+            let live = Live {
+                authorization,
+                denial,
+                caller: peer.identity.to_string(),
+                expires: instant_of(peer.not_after),
             };
-            let decision = authorizer.admit(&peer).await;
-            let denial = Denial::default();
-            let recheck = if decision.allowed {
-                tracing::debug!(%remote, caller = %peer.identity, serial = %peer.serial, "connection authorized");
-                Some(Recheck {
-                    authorizer: authorizer.clone(),
-                    peer: peer.clone(),
-                    denial: denial.clone(),
-                })
-            } else {
-                tracing::warn!(%remote, caller = %peer.identity, target = authorizer.target(), reason = %decision.reason, "connection denied by intentions");
-                denial.deny(denied_message(&peer, authorizer.target(), &decision.reason));
-                None
-            };
-            let identity = PeerIdentity {
-                identity: peer.identity.clone(),
-                serial: peer.serial.clone(),
-            };
-            let guarded =
-                ConnectionGuard::new(service, local, Some(remote), Some(identity), denial);
-            let stopping = if recheck.is_none() {
-                // Denied: answer what arrives right after the handshake, then close.
-                close_after(stopping, DENIED_GRACE)
-            } else {
-                stopping
-            };
-            serve_http2(TokioIo::new(stream), guarded, stopping, recheck).await;
+            serve_http2(io, guarded, stopping, Some(live)).await;
+        }
+        Err(refusal) => {
+            refused(Refused::NotAuthorized);
+            tracing::warn!(%remote, caller = %peer.identity, target = authorizer.target(), reason = refusal.message(), "connection refused");
+            denial.deny(refusal.message().to_owned());
+            // Answer what arrives right after the handshake, then close.
+            serve_http2(io, guarded, close_after(stopping, DENIED_GRACE), None).await;
         }
     }
 }
 
-/// Whether the client's first byte opens a TLS handshake record (0x16).
-async fn starts_with_tls(socket: &TcpStream) -> bool {
+/// The tokio instant of a wall-clock time (now when it has passed).
+fn instant_of(time: SystemTime) -> Instant {
+    let left = time
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    Instant::now() + left
+}
+
+/// Reads the client's first byte, and unless it is plaintext, completes the
+/// TLS handshake and reads the caller's Connect identity.
+async fn authenticate(socket: TcpStream, remote: SocketAddr, identity: &Identity) -> FirstBytes {
     let mut first = [0u8; 1];
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.peek(&mut first)).await {
-        Ok(Ok(1)) => first[0] == TLS_HANDSHAKE_RECORD,
-        // Closed, failed or silent: the TLS path logs and drops it.
-        _ => true,
+    match socket.peek(&mut first).await {
+        Ok(1) if first[0] != TLS_HANDSHAKE_RECORD => return FirstBytes::Plaintext(socket),
+        // A TLS record, or closed/failed: the TLS path logs and drops it.
+        _ => {}
+    }
+    match handshake(socket, remote, identity).await {
+        Ok((stream, peer)) => FirstBytes::Authenticated(Box::new(stream), peer),
+        Err(reason) => FirstBytes::Refused(reason),
     }
 }
 
@@ -237,42 +323,23 @@ async fn refuse_plaintext<S>(
     .await;
 }
 
-fn denied_message(peer: &PeerCertificate, target: &str, reason: &str) -> String {
-    format!(
-        "{} may not call {target}: denied by Consul intentions ({reason})",
-        peer.identity.service
-    )
-}
-
-/// The TLS handshake and the caller's identity; `None` (logged) when refused.
+/// The TLS handshake and the caller's identity, or why it is refused (logged).
 async fn handshake(
     socket: TcpStream,
     remote: SocketAddr,
     identity: &Identity,
-) -> Option<(tokio_rustls::server::TlsStream<TcpStream>, PeerCertificate)> {
-    let config = match identity.server_config() {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::error!(%remote, %error, "refusing a connection: no usable Connect certificate");
-            return None;
-        }
-    };
-    let stream = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        TlsAcceptor::from(config).accept(socket),
-    )
-    .await
-    {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
+) -> Result<(TlsStream<TcpStream>, PeerCertificate), Refused> {
+    let config = identity.server_config().map_err(|error| {
+        tracing::error!(%remote, %error, "refusing a connection: no usable Connect certificate");
+        Refused::NoServerCertificate
+    })?;
+    let stream = TlsAcceptor::from(config)
+        .accept(socket)
+        .await
+        .map_err(|error| {
             tracing::info!(%remote, %error, "TLS handshake refused (a Connect client certificate is required)");
-            return None;
-        }
-        Err(_) => {
-            tracing::info!(%remote, "TLS handshake timed out");
-            return None;
-        }
-    };
+            Refused::TlsHandshake
+        })?;
     let peer = stream
         .get_ref()
         .1
@@ -283,11 +350,11 @@ async fn handshake(
         Some(Ok(peer)) => peer,
         Some(Err(error)) => {
             tracing::warn!(%remote, %error, "refusing a client certificate without a Connect service identity");
-            return None;
+            return Err(Refused::NoClientIdentity);
         }
         None => {
             tracing::warn!(%remote, "refusing a connection without a client certificate");
-            return None;
+            return Err(Refused::NoClientIdentity);
         }
     };
     let ours = identity
@@ -295,94 +362,13 @@ async fn handshake(
         .map(|current| current.credentials.trust_domain.clone());
     if ours.as_deref() != Some(peer.identity.trust_domain.as_str()) {
         tracing::warn!(%remote, caller = %peer.identity, "refusing a caller from another trust domain");
-        return None;
+        return Err(Refused::ForeignTrustDomain);
     }
     if peer.not_after <= SystemTime::now() {
         tracing::warn!(%remote, caller = %peer.identity, "refusing an expired client certificate");
-        return None;
+        return Err(Refused::ExpiredCertificate);
     }
-    Some((stream, peer))
-}
-
-/// A live connection's periodic authorization.
-struct Recheck {
-    authorizer: Authorizer,
-    peer: PeerCertificate,
-    denial: Denial,
-}
-
-/// Resolves once `flag` is (or was) true, or its sender is gone.
-async fn until_true(flag: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is dropped at once (it is not `Send`).
-    let _ = flag.wait_for(|value| *value).await;
-}
-
-/// `stopping`, but also true after `after`.
-fn close_after(mut stopping: watch::Receiver<bool>, after: Duration) -> watch::Receiver<bool> {
-    let (sender, receiver) = watch::channel(*stopping.borrow());
-    tokio::spawn(async move {
-        tokio::select! {
-            () = tokio::time::sleep(after) => {}
-            () = until_true(&mut stopping) => {}
-            () = sender.closed() => return,
-        }
-        let _ = sender.send(true);
-    });
-    receiver
-}
-
-async fn serve_http2<I, S>(
-    io: TokioIo<I>,
-    service: S,
-    mut stopping: watch::Receiver<bool>,
-    recheck: Option<Recheck>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: MeshPortService,
-{
-    let mut builder = http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .keep_alive_interval(KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(KEEPALIVE_TIMEOUT);
-    let connection = builder.serve_connection(io, TowerToHyperService::new(service));
-    tokio::pin!(connection);
-    let period = recheck
-        .as_ref()
-        .map(|recheck| recheck.authorizer.recheck())
-        .unwrap_or(Duration::from_secs(3600));
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    tracing::debug!(%error, "connection ended with an error");
-                }
-                return;
-            }
-            () = until_true(&mut stopping), if !closing => {
-                closing = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            _ = ticks.tick(), if !closing && recheck.is_some() => {
-                let Some(recheck) = &recheck else { continue };
-                let decision = recheck.authorizer.recheck_live(&recheck.peer).await;
-                if !decision.allowed {
-                    tracing::warn!(
-                        caller = %recheck.peer.identity,
-                        target = recheck.authorizer.target(),
-                        reason = %decision.reason,
-                        "intention revoked: closing the live connection (GOAWAY)"
-                    );
-                    recheck.denial.deny(denied_message(&recheck.peer, recheck.authorizer.target(), &decision.reason));
-                    closing = true;
-                    connection.as_mut().graceful_shutdown();
-                }
-            }
-        }
-    }
+    Ok((stream, peer))
 }
 
 #[cfg(test)]

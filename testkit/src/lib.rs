@@ -13,6 +13,7 @@ mod brokers;
 pub mod conformance;
 mod connect;
 mod consul;
+mod fault_proxy;
 mod grpcurl;
 pub mod harness;
 mod metrics;
@@ -29,6 +30,7 @@ pub use brokers::{RabbitServer, RedisServer, TlsFiles};
 pub use connect::{grpcurl_mtls, CertFiles};
 
 pub use consul::{AclToken, ConsulAgent};
+pub use fault_proxy::{Fault, FaultProxy};
 pub use grpcurl::{grpcurl, GrpcurlOutput};
 pub use metrics::{scrape_metrics, Scrape};
 pub use paths::{binary, tool};

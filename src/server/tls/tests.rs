@@ -7,11 +7,11 @@ use tokio::net::TcpListener;
 use tonic::{service::Routes, Code};
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
-use super::{serve, Admission};
+use super::{serve, Admission, Handshakes};
 use crate::{
     client::{connect_endpoint, ClientOptions},
     connect::{Credentials, CredentialsError, Identity, IdentityError},
-    server::authz::Authorizer,
+    server::authz::{Authorizer, AuthzPolicy},
 };
 
 const TRUST_DOMAIN: &str = "11111111-2222-3333-4444-555555555555.consul";
@@ -56,9 +56,14 @@ async fn mesh_port(identity: Identity) -> String {
     let address = listener.local_addr().unwrap().to_string();
     let (_, health) = tonic_health::server::health_reporter();
     let consul = ConsulConfig::new("127.0.0.1:1", None).unwrap();
+    let policy = AuthzPolicy {
+        recheck: Duration::from_secs(5),
+        max_stale: Duration::from_secs(3600),
+    };
     let admission = Admission::Mtls {
         identity,
-        authorizer: Authorizer::new(ConnectCa::new(&consul), "users", Duration::from_secs(5)),
+        authorizer: Authorizer::new(ConnectCa::new(&consul), "users", policy),
+        handshakes: Handshakes::new(Duration::from_secs(5), 16),
     };
     tokio::spawn(serve(
         listener,
