@@ -14,6 +14,7 @@
 pub mod deadline;
 pub mod domain;
 pub mod grpc;
+pub mod outbox;
 pub mod saga;
 pub mod store;
 
