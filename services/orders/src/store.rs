@@ -9,7 +9,10 @@
 
 use sqlx::{any::AnyRow, AnyPool, Row};
 
-use crate::domain::{Item, OrderStatus, PageKey, Step};
+use crate::{
+    domain::{Item, OrderStatus, PageKey, Step},
+    outbox::{self, event::Kind, Wake},
+};
 
 /// A stored order line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,12 +140,28 @@ const FENCED: &str =
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// With the outbox on: whom to wake when an event was committed.
+    outbox: Option<Wake>,
 }
 
 impl Store {
-    /// A store over an open, migrated pool.
+    /// A store over an open, migrated pool, without the outbox (no events).
     pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+        Self { pool, outbox: None }
+    }
+
+    /// A store that records the events of final states in the outbox, in
+    /// the state change's transaction, and wakes `wake` after the commit.
+    pub fn with_outbox(pool: AnyPool, wake: Wake) -> Self {
+        Self {
+            pool,
+            outbox: Some(wake),
+        }
+    }
+
+    /// The pool (for the outbox relay).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Records `order` as PENDING at step RESERVE, leased to `owner` until
@@ -207,14 +226,8 @@ impl Store {
 
     /// One order.
     pub async fn get(&self, order_id: &str) -> Result<Order, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1"))
-            .bind(order_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                order_id: order_id.to_owned(),
-            })?;
-        self.with_lines(order_from_row(&row)?).await
+        let mut connection = self.pool.acquire().await?;
+        read_order(&mut connection, order_id).await
     }
 
     /// The order placed by `request_id`, if any.
@@ -496,8 +509,32 @@ impl Store {
             Int(now_unix_ms),
         ];
         values.extend(reason.map(Text));
-        self.fenced(fence, set, &values).await?;
-        self.get(&fence.order_id).await
+        let Some(wake) = &self.outbox else {
+            self.fenced(fence, set, &values).await?;
+            return self.get(&fence.order_id).await;
+        };
+        // The state and its event in one transaction: never one without the other.
+        let mut tx = self.pool.begin().await?;
+        let updated = fenced_query(&fenced_sql(set, values.len() + 1), &values, fence)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if updated != 1 {
+            tx.rollback().await?;
+            return Err(StoreError::LeaseLost {
+                order_id: fence.order_id.clone(),
+            });
+        }
+        let order = read_order(&mut tx, &fence.order_id).await?;
+        let kind = match status {
+            OrderStatus::Confirmed => Kind::Confirmed,
+            OrderStatus::Cancelled => Kind::Cancelled,
+            _ => Kind::Rejected,
+        };
+        outbox::table::record(&mut tx, &order, kind, now_unix_ms).await?;
+        tx.commit().await?;
+        wake.notify();
+        Ok(order)
     }
 
     /// `UPDATE orders SET <set> WHERE <fenced>`, `values` bound to the
@@ -509,17 +546,7 @@ impl Store {
         values: &[Value<'_>],
     ) -> Result<(), StoreError> {
         let sql = fenced_sql(set, values.len() + 1);
-        let mut query = sqlx::query(&sql);
-        for value in values {
-            query = match value {
-                Text(text) => query.bind(*text),
-                Int(number) => query.bind(*number),
-            };
-        }
-        let updated = query
-            .bind(fence.order_id.as_str())
-            .bind(fence.owner.as_str())
-            .bind(fence.version)
+        let updated = fenced_query(&sql, values, fence)
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -527,24 +554,69 @@ impl Store {
     }
 }
 
+/// `sql` (from [`fenced_sql`]) with `values` and the fence bound.
+fn fenced_query<'q>(
+    sql: &'q str,
+    values: &'q [Value<'q>],
+    fence: &'q Fence,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    let mut query = sqlx::query(sql);
+    for value in values {
+        query = match value {
+            Text(text) => query.bind(*text),
+            Int(number) => query.bind(*number),
+        };
+    }
+    query
+        .bind(fence.order_id.as_str())
+        .bind(fence.owner.as_str())
+        .bind(fence.version)
+}
+
+/// One order with its lines, read on `connection` (in a transaction, it
+/// sees the transaction's writes).
+async fn read_order(
+    connection: &mut sqlx::AnyConnection,
+    order_id: &str,
+) -> Result<Order, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1"))
+        .bind(order_id)
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            order_id: order_id.to_owned(),
+        })?;
+    let mut order = order_from_row(&row)?;
+    order.lines = lines_of(connection, order_id).await?;
+    Ok(order)
+}
+
+async fn lines_of(
+    connection: &mut sqlx::AnyConnection,
+    order_id: &str,
+) -> Result<Vec<Line>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            Ok(Line {
+                sku: row.try_get("sku")?,
+                quantity: row.try_get("quantity")?,
+                unit_price_cents: row.try_get("unit_price_cents")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
 impl Store {
     async fn with_lines(&self, mut order: Order) -> Result<Order, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
-        )
-        .bind(&order.order_id)
-        .fetch_all(&self.pool)
-        .await?;
-        order.lines = rows
-            .iter()
-            .map(|row| {
-                Ok(Line {
-                    sku: row.try_get("sku")?,
-                    quantity: row.try_get("quantity")?,
-                    unit_price_cents: row.try_get("unit_price_cents")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
+        let mut connection = self.pool.acquire().await?;
+        order.lines = lines_of(&mut connection, &order.order_id).await?;
         Ok(order)
     }
 }
