@@ -101,7 +101,6 @@ pub struct Shop {
     pub shipping: Vec<ServiceProcess>,
     pub clients: Vec<OrdersClient<Channel>>,
     pub user_id: String,
-    pub runtime_broker: Option<Broker>,
 }
 
 fn quiet(data: PathBuf, port: Option<u16>, args: Vec<String>) -> ServiceOptions {
@@ -143,7 +142,6 @@ impl Shop {
             shipping: Vec::new(),
             clients: Vec::new(),
             user_id: String::new(),
-            runtime_broker: None,
         };
         for index in 0..2 {
             let orders = ServiceProcess::start("orders", shop.orders_options(None, None));
