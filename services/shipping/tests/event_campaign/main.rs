@@ -110,6 +110,8 @@ struct Figures {
     runs: usize,
     faults: std::collections::BTreeMap<String, usize>,
     settle_ms: Vec<u64>,
+    /// Faults that did not happen: the other instance got there first.
+    missed: usize,
     orders: usize,
     events: usize,
     elapsed: Duration,
@@ -131,7 +133,8 @@ impl Figures {
             .collect();
         format!(
             "{broker}: {} runs (seed {seed}) in {:.0} s, {} orders, {} events applied exactly once; \
-             time to settle after the last action p50 {} ms, p99 {} ms, max {} ms; faults: {}",
+             time to settle after the last action p50 {} ms, p99 {} ms, max {} ms; faults: {} \
+             ({} not reached: the other instance was first)",
             self.runs,
             self.elapsed.as_secs_f64(),
             self.orders,
@@ -139,7 +142,8 @@ impl Figures {
             at(0.5),
             at(0.99),
             self.settle_ms.last().copied().unwrap_or(0),
-            faults.join(", ")
+            faults.join(", "),
+            self.missed
         )
     }
 }
@@ -194,7 +198,7 @@ async fn campaign(broker: &str, args: &Args) -> Result<Figures, String> {
             StdRng::seed_from_u64(args.seed ^ (run as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let fault = Fault::pick(&mut rng, broker);
         *figures.faults.entry(format!("{fault:?}")).or_default() += 1;
-        one_run(&mut shop, &client, &mut rng, fault)
+        one_run(&mut shop, &client, &mut rng, fault, &mut figures.missed)
             .await
             .map_err(|error| format!("run {run} ({fault:?}): {error}"))?;
         let settle = Instant::now();
@@ -334,16 +338,52 @@ fn valid_order(shop: &Shop, rng: &mut StdRng) -> PlaceOrderRequest {
     request
 }
 
-/// Waits (bounded) until `process`'s log shows `pause`'s marker.
-async fn wait_paused(log: impl Fn() -> String, pause: Pause) -> Result<(), String> {
+/// Waits (bounded) until the victim's log shows `pause`'s marker: `true`.
+/// `false` when the other instance got there first (the other relay
+/// published the order's event, or the other consumer applied it): the
+/// fault did not happen in this run, which is counted.
+async fn wait_paused(
+    shop: &Shop,
+    log: impl Fn() -> String,
+    pause: Pause,
+    order_id: &str,
+) -> Result<bool, String> {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !log().contains(pause.marker()) {
+    loop {
+        if log().contains(pause.marker()) {
+            return Ok(true);
+        }
         if Instant::now() >= deadline {
-            return Err(format!("never reached the pause {:?}", pause));
+            return Err(format!("never reached the pause {pause:?}"));
+        }
+        if handled_elsewhere(shop, pause, order_id).await? {
+            return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(())
+}
+
+/// Whether the step the victim was to pause in was done by the other
+/// instance.
+async fn handled_elsewhere(shop: &Shop, pause: Pause, order_id: &str) -> Result<bool, String> {
+    let (url, sql) = match pause {
+        Pause::BeforePublish | Pause::AfterPublish => (
+            shop.orders_db(),
+            "SELECT COUNT(*) FROM outbox WHERE order_id = $1 AND published_at_unix_ms > 0",
+        ),
+        Pause::BeforeAck => (
+            shop.shipping_db(),
+            "SELECT COUNT(*) FROM inbox WHERE order_id = $1 AND state = 'APPLIED'",
+        ),
+    };
+    let pool = open(&url).await?;
+    let count: i64 = sqlx::query_scalar(sql)
+        .bind(order_id)
+        .fetch_one(&pool)
+        .await
+        .map_err(|error| error.to_string())?;
+    pool.close().await;
+    Ok(count > 0)
 }
 
 async fn one_run(
@@ -351,6 +391,7 @@ async fn one_run(
     client: &Broker,
     rng: &mut StdRng,
     fault: Fault,
+    missed: &mut usize,
 ) -> Result<(), String> {
     match fault {
         Fault::None => some_orders(shop, rng).await?,
@@ -362,9 +403,13 @@ async fn one_run(
             };
             shop.restart_orders(1, Some(pause));
             let request = valid_order(shop, rng);
-            place(shop, 1, request).await?;
+            let order_id = place(shop, 1, request)
+                .await?
+                .ok_or("a valid order was not confirmed")?;
             let orders = &shop.orders[1];
-            wait_paused(|| orders.child.log(), pause).await?;
+            if !wait_paused(shop, || orders.child.log(), pause, &order_id).await? {
+                *missed += 1;
+            }
             shop.restart_orders(1, None);
             some_orders(shop, rng).await?;
         }
@@ -373,9 +418,13 @@ async fn one_run(
             shop.kill_shipping(0);
             shop.restart_shipping(1, Some(Pause::BeforeAck));
             let request = valid_order(shop, rng);
-            place(shop, 0, request).await?;
+            let order_id = place(shop, 0, request)
+                .await?
+                .ok_or("a valid order was not confirmed")?;
             let shipping = &shop.shipping[1];
-            wait_paused(|| shipping.child.log(), Pause::BeforeAck).await?;
+            if !wait_paused(shop, || shipping.child.log(), Pause::BeforeAck, &order_id).await? {
+                *missed += 1;
+            }
             shop.restart_shipping(1, None);
             shop.restart_shipping(0, None);
             some_orders(shop, rng).await?;
@@ -411,15 +460,20 @@ async fn one_run(
                 .await?
                 .ok_or("a valid order was not confirmed")?;
             let orders = &shop.orders[1];
-            wait_paused(|| orders.child.log(), Pause::BeforePublish).await?;
+            let paused =
+                wait_paused(shop, || orders.child.log(), Pause::BeforePublish, &order_id).await?;
             cancel(shop, 1, &order_id).await?;
-            let cancel_event = outbox_event(shop, &order_id, 2).await?;
-            client
-                .publish("orders", &cancel_event)
-                .await
-                .map_err(|error| error.to_string())?;
-            // Let the consumer keep it waiting, then release the confirmation.
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            if paused {
+                let cancel_event = outbox_event(shop, &order_id, 2).await?;
+                client
+                    .publish("orders", &cancel_event)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                // Let the consumer keep it waiting, then release the confirmation.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            } else {
+                *missed += 1;
+            }
             shop.restart_orders(1, None);
         }
         Fault::RestartEverything => {

@@ -197,8 +197,10 @@ impl Shop {
             self.broker.url(),
             "--outbox-lease".to_owned(),
             OUTBOX_LEASE.to_owned(),
+            // A commit wakes its own instance's relay at once; the other
+            // instance's sweep is what picks up a killed relay's rows.
             "--outbox-sweep".to_owned(),
-            "200ms".to_owned(),
+            "2s".to_owned(),
             "--recovery-interval-ms".to_owned(),
             "300".to_owned(),
         ];
