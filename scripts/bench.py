@@ -4,7 +4,7 @@ Started by scripts/bench (which installs the tools and builds the binaries).
 Everything runs on loopback and is stopped on exit. See docs/BENCHMARKS.md.
 
 Phases, in a fixed order:
-  1. start Consul, 3 inventory + users + payments + orders, nginx (one hop)
+  1. start Consul (`mesh env`), 3 inventory + users + payments + orders, nginx (one hop)
      and HAProxy sidecars (one outbound, one inbound per instance; plain and
      TLS frontends), record every process's idle RSS;
   2. h2load (nghttp2) on one instance's health Check: the server alone;
@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -54,6 +55,8 @@ SATURATION_CONCURRENCY = 32
 FIXED_RATE = 2000
 RSS_RATE = 10000
 ORDERS_PREFIX = "/mesh.orders.v1.Orders/"
+# `mesh env` prints its variables, then this line.
+READY_MARKER = "# ready"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
@@ -136,11 +139,11 @@ class Processes:
     def pids(self, role):
         return [pid for p in self.roles.get(role, []) if p.poll() is None for pid in children(p.pid)]
 
-    def stop(self, process):
+    def stop(self, process, grace=5):
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.wait(5)
+                process.wait(grace)
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
@@ -151,7 +154,8 @@ class Processes:
     def stop_all(self):
         for processes in list(self.roles.values()):
             for process in list(processes):
-                self.stop(process)
+                # `mesh env` stops its Consul agent (up to 10 s) before it exits.
+                self.stop(process, grace=20)
 
 
 class Bench:
@@ -172,15 +176,22 @@ class Bench:
     # ---- start-up ----------------------------------------------------
 
     def consul(self):
-        port = free_port()
-        argv = [self.tools / "consul", "agent", "-dev", "-client", "127.0.0.1", "-bind", "127.0.0.1",
-                "-log-level", "warn", "-http-port", str(port)]
-        for flag in ["-dns-port", "-grpc-port", "-serf-lan-port", "-serf-wan-port", "-server-port"]:
-            argv += [flag, str(free_port())]
-        self.procs.start("consul", argv)
-        self.consul_addr = f"127.0.0.1:{port}"
+        """Consul from the project's one local-environment engine, `mesh env`, until the run
+        ends. Plain HTTP and no ACLs (`--insecure-consul`): the benchmark compares data paths
+        on loopback, and the plaintext variants need no Connect certificates."""
+        exports = self.state / "env.sh"
+        process = subprocess.Popen(
+            [self.bin / "mesh", "env", "--insecure-consul", "--state-dir", str(self.state / "env")],
+            stdout=open(exports, "wb"), stderr=open(self.state / "mesh-env.log", "ab"), start_new_session=True)
+        self.procs.roles.setdefault("mesh-env", []).append(process)
+        wait_until(lambda: process.poll() is None and READY_MARKER in exports.read_text().splitlines(), 60,
+                   "mesh env did not start Consul (see mesh-env.log)")
+        variables = dict(shlex.split(line)[1].split("=", 1)
+                         for line in exports.read_text().splitlines() if line.startswith("export "))
+        self.consul_addr = variables["CONSUL_HTTP_ADDR"].removeprefix("http://")
         os.environ["CONSUL_HTTP_ADDR"] = self.consul_addr
-        wait_until(lambda: "127" in self.http(f"/v1/status/leader"), 20, "Consul did not elect itself")
+        description = json.loads((self.state / "env" / "env.json").read_text())
+        self.consul_pid = description["consul"]["pid"]
 
     def http(self, path):
         with urllib.request.urlopen(f"http://{self.consul_addr}{path}", timeout=3) as answer:
@@ -320,7 +331,7 @@ backend {variant}-inventory
             "nginx": self.procs.pids("nginx"),
             "haproxy outbound": self.procs.pids("haproxy-outbound"),
             "haproxy inbound": self.procs.pids("haproxy-inbound"),
-            "consul": self.procs.pids("consul"),
+            "consul": [self.consul_pid],
         }
 
     def mesh_bench(self, key, variant, rpc, load, seconds=None, extra=(), env=None, during=None):

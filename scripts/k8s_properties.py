@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Asserts the mesh's deployment properties on rendered Kubernetes manifests.
 
-    python3 scripts/k8s_properties.py RENDERED.yaml...
+    python3 scripts/k8s_properties.py RENDERED.yaml... [--compose deploy/docker-compose.yml]
 
 Each file is the output of `kubectl kustomize k8s/overlays/<overlay>`; a file named
 dev.yaml or prod.yaml (after its overlay) is also held to that overlay's counts (Consul
@@ -10,7 +10,9 @@ and the reason) and ends with exactly `k8s: N passed, M failed`; exits 1 on any 
 
 NetworkPolicies are checked by evaluating them (ingress of the destination AND egress of
 the source, as Kubernetes does) for the flows the mesh needs and for flows it must not have.
-Needs PyYAML (scripts/install-tools puts it in .tools/venv).
+TLS to Consul (HTTPS-only API, verified RPC, gossip encryption, the CA in every client, the
+certificates made by the manifests) is checked by scripts/k8s_consul_tls.py, also on the
+compose file. Needs PyYAML (scripts/install-tools puts it in .tools/venv).
 """
 
 from __future__ import annotations
@@ -59,10 +61,18 @@ ACL_JOB = "consul-acl-bootstrap"
 ACL_POLICIES_CM = "consul-acl-policies"
 # The policies as the repository ships them (the CLI compiles the same files in).
 POLICY_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "consul", "acl")
+# Traffic management: the config entries as the repository ships them, written by a Job.
+TRAFFIC_JOB = "consul-config-entries"
+TRAFFIC_CM = "consul-traffic-config"
+TRAFFIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deploy", "consul", "config")
+# Token holders besides the services (each has its Secret consul-token-<name>).
+EXTRA_TOKENS = ["mesh-read", "traffic"]
 POSTGRES_STS = "postgres"
+# Consul's HTTPS API (ports.https in k8s/base/consul/tls.json; there is no HTTP port).
+CONSUL_API_PORT = 8501
 # Consul server-to-server ports.
 CONSUL_PEER_PORTS = [(8300, "TCP"), (8301, "TCP"), (8301, "UDP"), (8302, "TCP"), (8302, "UDP"),
-                     (8500, "TCP"), (8600, "TCP"), (8600, "UDP")]
+                     (CONSUL_API_PORT, "TCP"), (8600, "TCP"), (8600, "UDP")]
 # Expectations per overlay (file stem): Consul servers, service replicas (min, max or None).
 OVERLAYS = {
     "dev": {"consul_servers": 1, "replicas": (1, 1)},
@@ -841,9 +851,10 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             s = r.get("Service", "consul-ui")
             need(s["spec"].get("type", "ClusterIP") == "ClusterIP", "not ClusterIP")
             need(service_selects(s, pod_labels(consul)), "does not select the servers")
-            p = [p for p in s["spec"]["ports"] if p["port"] == 80]
-            need(p and container_port(ct, p[0]["targetPort"]) == 8500, "no port 80 -> 8500")
-        c("Service/consul-ui: ClusterIP port 80 -> 8500", ui_service)
+            p = [p for p in s["spec"]["ports"] if p["port"] == 443]
+            need(p and container_port(ct, p[0]["targetPort"]) == CONSUL_API_PORT,
+                 f"no port 443 -> {CONSUL_API_PORT}")
+        c(f"Service/consul-ui: ClusterIP port 443 -> {CONSUL_API_PORT} (HTTPS)", ui_service)
 
     # -- Consul ACLs ---------------------------------------------------------------------
     if consul is not None:
@@ -858,7 +869,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need('default_policy="deny"' in text, f"default_policy is not deny: {acl[0]}")
             files = [a.split("=", 1)[1] for a in args if a.startswith("-config-file=")]
             secret_files = [mounted_secret_file(consul, ct, f) for f in files]
-            secret_files = [s for s in secret_files if s is not None]
+            secret_files = [s for s in secret_files if s is not None and generated(s[0], "consul-acl-tokens")]
             need(secret_files, f"no -config-file from a Secret (the master and agent tokens) in {files}")
             src = secret_files[0]
             need(not any("master" in a and "tokens" in a for a in args), "a token on the command line")
@@ -908,7 +919,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need(mount and generated(volumes[mount[0]["name"]].get("configMap", {}).get("name"), ACL_POLICIES_CM),
                  f"{policies} is not the ConfigMap {ACL_POLICIES_CM}")
             tokens = flag("--tokens-dir")
-            for svc in list(SERVICES) + ["mesh-read"]:
+            for svc in list(SERVICES) + EXTRA_TOKENS:
                 src = mounted_secret_file(job, jct, f"{tokens}/{svc}.token")
                 need(src and generated(src[0], f"consul-token-{svc}") and src[1] == "token",
                      f"{svc}.token is {src}")
@@ -918,6 +929,8 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need(env_source(r, jct, "CONSUL_HTTP_TOKEN") is None, "CONSUL_HTTP_TOKEN in the environment")
             return f"master token from {src[0]}, service tokens from their Secrets"
         c(f"Job/{ACL_JOB}: mesh acl bootstrap with the shipped policies and the services' own tokens", bootstrap_job)
+
+    check_traffic(c, r)
 
     if overlay == "dev":
         def dev_tokens_agree():
@@ -930,7 +943,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
                  "tokens.json's initial_management differs from master.token")
             need(tokens["agent"] == value("consul-acl-tokens", "agent.token"),
                  "tokens.json's agent differs from agent.token")
-            values = [value(f"consul-token-{n}", "token") for n in list(SERVICES) + ["mesh-read"]]
+            values = [value(f"consul-token-{n}", "token") for n in list(SERVICES) + EXTRA_TOKENS]
             need(None not in values and len(set(values) | {tokens["initial_management"], tokens["agent"]}) == len(values) + 2,
                  "token Secrets missing or shared")
         c("dev Secrets: Consul's tokens agree, every holder has its own token", dev_tokens_agree)
@@ -995,7 +1008,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             one_side(pg, ep, port, "Ingress")
         flow(consul_ep, ep, HEALTH_PORT, "TCP", True)
         flow(consul_ep, ep, port, "TCP", False)
-        flow(ep, consul_ep, 8500, "TCP", True)
+        flow(ep, consul_ep, CONSUL_API_PORT, "TCP", True)
         flow(ep, pg, 5432, "TCP", True)
         flow(prometheus, ep, METRICS_PORT, "TCP", True)
         flow(prometheus, ep, port, "TCP", False)
@@ -1003,36 +1016,131 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         flow(ep, internet, 443, "TCP", False)
     flow(debug, orders, SERVICES["orders"][0], "TCP", True)
     flow(stranger, orders, SERVICES["orders"][0], "TCP", False)
-    flow(stranger, consul_ep, 8500, "TCP", False)
+    flow(stranger, consul_ep, CONSUL_API_PORT, "TCP", False)
     for port, proto in CONSUL_PEER_PORTS:
         flow(consul_ep, consul_ep, port, proto, True)
-    flow(debug, consul_ep, 8500, "TCP", True)
-    flow(prometheus, consul_ep, 8500, "TCP", True)
-    flow(foreign, consul_ep, 8500, "TCP", False)
+    flow(debug, consul_ep, CONSUL_API_PORT, "TCP", True)
+    flow(prometheus, consul_ep, CONSUL_API_PORT, "TCP", True)
+    flow(foreign, consul_ep, CONSUL_API_PORT, "TCP", False)
     flow(debug, pg, 5432, "TCP", False)
     flow(consul_ep, pg, 5432, "TCP", False)
-    flow(pg, consul_ep, 8500, "TCP", False)
+    flow(pg, consul_ep, CONSUL_API_PORT, "TCP", False)
     flow(consul_ep, internet, 443, "TCP", False)
     acl_job = pods.get(ACL_JOB)
-    flow(acl_job, consul_ep, 8500, "TCP", True)
+    flow(acl_job, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(acl_job, pg, 5432, "TCP", False)
     flow(acl_job, orders, SERVICES["orders"][0], "TCP", False)
     flow(acl_job, internet, 443, "TCP", False)
-    flow(orders, acl_job, 8500, "TCP", False)
+    flow(orders, acl_job, CONSUL_API_PORT, "TCP", False)
+    traffic_job = pods.get(TRAFFIC_JOB)
+    flow(traffic_job, consul_ep, CONSUL_API_PORT, "TCP", True)
+    flow(traffic_job, pg, 5432, "TCP", False)
+    flow(traffic_job, orders, SERVICES["orders"][0], "TCP", False)
+    flow(traffic_job, internet, 443, "TCP", False)
+
+
+def check_traffic(c, r: Rendered):
+    """Traffic management: the shipped config entries in a ConfigMap, written in order by a Job
+    with the traffic token (never the master token)."""
+
+    def entries():
+        data = find_generated(r, "ConfigMap", TRAFFIC_CM).get("data", {}) or {}
+        return {key: data[key] for key in sorted(data)}
+
+    def as_shipped():
+        data = entries()
+        shipped = sorted(f for f in os.listdir(TRAFFIC_DIR) if f.endswith(".json"))
+        names = sorted(re.sub(r"^\d+-", "", key) for key in data)
+        need(names == shipped, f"ConfigMap has {names}, deploy/consul/config has {shipped}")
+        for key, text in data.items():
+            with open(os.path.join(TRAFFIC_DIR, re.sub(r"^\d+-", "", key))) as f:
+                need(text == f.read(), f"{key} differs from deploy/consul/config")
+        rank = {"service-defaults": 0, "service-resolver": 1, "service-splitter": 2, "service-router": 3}
+        kinds = [json.loads(text)["Kind"] for text in data.values()]
+        need([rank[k] for k in kinds] == sorted(rank[k] for k in kinds),
+             f"written out of order (protocols, resolver, splitter, router): {kinds}")
+        return f"{len(data)} entries, in order"
+    c(f"ConfigMap/{TRAFFIC_CM}: the config entries of deploy/consul/config, unchanged", as_shipped)
+
+    def protocols():
+        found = {}
+        for text in entries().values():
+            entry = json.loads(text)
+            if entry["Kind"] == "service-defaults":
+                found[entry["Name"]] = entry.get("Protocol")
+        need(found == {svc: "grpc" for svc in SERVICES}, f"service-defaults protocols: {found}")
+    c(f"ConfigMap/{TRAFFIC_CM}: service-defaults with protocol grpc for every service", protocols)
+
+    def canary():
+        by_kind = {}
+        for text in entries().values():
+            entry = json.loads(text)
+            if entry["Name"] == "inventory":
+                by_kind[entry["Kind"]] = entry
+        subsets = by_kind["service-resolver"]["Subsets"]
+        for version in ("v1", "v2"):
+            need(subsets[version]["Filter"] == f'Service.Meta.version == "{version}"',
+                 f"subset {version}: {subsets.get(version)}")
+        need(by_kind["service-resolver"].get("DefaultSubset") == "v1", "the default subset is not v1")
+        splits = {s["ServiceSubset"]: s["Weight"] for s in by_kind["service-splitter"]["Splits"]}
+        need(sorted(splits) == ["v1", "v2"] and sum(splits.values()) == 100, f"splits {splits}")
+        routes = by_kind["service-router"]["Routes"]
+        need(any(r["Destination"].get("ServiceSubset") == "v2"
+                 and {"Name": "x-canary", "Exact": "1"} in r["Match"]["HTTP"].get("Header", [])
+                 for r in routes), f"no x-canary: 1 route to v2 in {routes}")
+        return f"split v1 {splits['v1']} / v2 {splits['v2']}"
+    c(f"ConfigMap/{TRAFFIC_CM}: inventory's subsets v1/v2, a split, x-canary: 1 to v2", canary)
+
+    job = r.by_kind.get("Job", {}).get(TRAFFIC_JOB)
+    c(f"Job/{TRAFFIC_JOB} exists", lambda: need(job is not None, "missing"))
+    if job is None:
+        return
+    jct = main_container(job)
+
+    def writes_with_the_traffic_token():
+        script = " ".join(list(jct.get("command", [])) + list(jct.get("args", [])))
+        need("consul config write" in script, f"runs {script!r}")
+        volumes = {v["name"]: v for v in pod_spec(job).get("volumes", []) or []}
+        mounts = [m for m in jct.get("volumeMounts", [])
+                  if generated((volumes[m["name"]].get("configMap") or {}).get("name"), TRAFFIC_CM)]
+        need(mounts and f"{mounts[0]['mountPath']}/*.json" in script,
+             f"does not write every entry of ConfigMap {TRAFFIC_CM}")
+        token = env_text(r, jct, "CONSUL_HTTP_TOKEN_FILE")
+        src = mounted_secret_file(job, jct, token)
+        need(src and generated(src[0], "consul-token-traffic") and src[1] == "token",
+             f"the token {token} is {src}, not the traffic token")
+        need(env_source(r, jct, "CONSUL_HTTP_TOKEN") is None, "CONSUL_HTTP_TOKEN in the environment")
+        return f"token from {src[0]}"
+    c(f"Job/{TRAFFIC_JOB}: consul config write of every entry, with the traffic token", writes_with_the_traffic_token)
 
 
 def main(argv: list[str]) -> int:
     if not argv:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
+    # The TLS properties live in their own module, which uses this one's helpers: one copy
+    # of this module, also when it runs as a script.
+    sys.modules.setdefault("k8s_properties", sys.modules[__name__])
+    import k8s_consul_tls
+
+    compose = None
+    if "--compose" in argv:
+        at = argv.index("--compose")
+        compose = argv[at + 1]
+        argv = argv[:at] + argv[at + 2:]
     rep = Report()
     for path in argv:
         stem = os.path.splitext(os.path.basename(path))[0]
         overlay = stem if stem in OVERLAYS else None
-        check_overlay(rep, Rendered(path), overlay)
+        rendered = Rendered(path)
+        check_overlay(rep, rendered, overlay)
+        k8s_consul_tls.check(rep, rendered, f"[{overlay or os.path.basename(path)}]")
+    if compose:
+        k8s_consul_tls.check_compose(rep, compose)
     print(f"k8s: {rep.passed} passed, {rep.failed} failed")
     return 1 if rep.failed else 0
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     sys.exit(main(sys.argv[1:]))

@@ -56,13 +56,26 @@ mod tests {
             of_path("/mesh.orders.v1.Orders/PlaceOrder"),
             Idempotency::Idempotent
         );
+        assert_eq!(
+            of_path("/mesh.inventory.v1.Inventory/GetReservation"),
+            Idempotency::NoSideEffects
+        );
+        assert_eq!(
+            of_path("/mesh.orders.v1.Orders/ListParkedOrders"),
+            Idempotency::NoSideEffects
+        );
+        // Operator actions are not retried by the client.
+        assert_eq!(
+            of_path("/mesh.orders.v1.Orders/ResolveParkedOrder"),
+            Idempotency::Unknown
+        );
         assert_eq!(of_path("/no.such.Service/Method"), Idempotency::Unknown);
     }
 
     #[test]
     fn table_is_sorted_and_complete() {
         assert!(METHODS.windows(2).all(|pair| pair[0].0 < pair[1].0));
-        // 3 users + 6 inventory + 3 payments + 4 orders RPCs.
-        assert_eq!(METHODS.len(), 16);
+        // 3 users + 7 inventory + 3 payments + 7 orders RPCs.
+        assert_eq!(METHODS.len(), 20);
     }
 }

@@ -4,7 +4,8 @@
 //! - [`service`]: who a service is ([`service::ServiceIdentity`]);
 //! - [`idempotency`]: which RPCs may be retried, read from the protos;
 //! - [`deadline`], [`limits`]: what server and client agree on (`grpc-timeout`,
-//!   message size);
+//!   message size, the size of a status);
+//! - [`bounded`]: error text and status details built from input, bounded;
 //! - [`server`]: the one bootstrap every service runs (health, reflection,
 //!   Consul registration, graceful drain);
 //! - [`client`]: the tower stack that resolves, balances and retries;
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bounded;
 pub mod client;
 pub mod config;
 pub mod connect;

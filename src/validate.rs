@@ -3,7 +3,8 @@
 //! the same list as `google.rpc.BadRequest` details for programs.
 
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::bounded::{Detail, ProblemList};
 
 /// Most lines one order (and so one inventory reservation) may have: the one
 /// limit orders and inventory both enforce.
@@ -11,13 +12,10 @@ pub const MAX_ORDER_LINES: usize = 100;
 
 /// Most violations one status names; further ones are only counted, so an
 /// error message stays small whatever the request's size.
-pub const MAX_VIOLATIONS: usize = 20;
+pub const MAX_VIOLATIONS: usize = crate::bounded::MAX_LISTED;
 
-/// Longest description or field name kept, in characters.
-const MAX_TEXT_CHARS: usize = 200;
-
-/// The field violations found in one request (the first
-/// [`MAX_VIOLATIONS`]; the rest are counted).
+/// The field violations found in one request: the first ones that fit one
+/// bounded status ([`crate::bounded::ProblemList`]); the rest are counted.
 #[derive(Debug, Default)]
 pub struct Violations {
     fields: Vec<(String, String)>,
@@ -32,12 +30,11 @@ impl Violations {
 
     /// Records that `field` is invalid, with a description a person understands.
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        if self.fields.len() >= MAX_VIOLATIONS {
+        if self.is_full() {
             self.more += 1;
             return;
         }
-        self.fields
-            .push((bounded(field.into()), bounded(description.into())));
+        self.fields.push((field.into(), description.into()));
     }
 
     /// Whether the list is full: validation of a long request may stop here.
@@ -67,39 +64,18 @@ impl Violations {
     }
 
     /// The `INVALID_ARGUMENT` status of the violations recorded so far (for
-    /// a caller that knows there is at least one).
+    /// a caller that knows there is at least one), with the same list as
+    /// `google.rpc.BadRequest` details.
     pub fn into_status(self, request: &str) -> Status {
-        let mut message = format!(
-            "invalid {request}: {}",
-            self.fields
-                .iter()
-                .map(|(field, description)| format!("{field}: {description}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        if self.is_full() {
-            message.push_str(&format!(
-                "; (stopped after {MAX_VIOLATIONS} problems{})",
-                if self.more > 0 {
-                    format!(", at least {} more", self.more)
-                } else {
-                    String::new()
-                }
-            ));
+        let mut problems = ProblemList::new(Code::InvalidArgument, &format!("invalid {request}"));
+        for (field, description) in &self.fields {
+            problems.add(
+                &format!("{field}: {description}"),
+                Detail::Field { field, description },
+            );
         }
-        let mut details = ErrorDetails::new();
-        for (field, description) in self.fields {
-            details.add_bad_request_violation(field, description);
-        }
-        Status::with_error_details(Code::InvalidArgument, message, details)
-    }
-}
-
-/// `text` cut to [`MAX_TEXT_CHARS`] characters (with "…" when cut).
-fn bounded(text: String) -> String {
-    match text.char_indices().nth(MAX_TEXT_CHARS) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
+        problems.count_unlisted(self.more);
+        problems.into_status()
     }
 }
 
@@ -119,6 +95,8 @@ pub fn check_id(violations: &mut Violations, field: &str, value: &str, max_chars
 
 #[cfg(test)]
 mod tests {
+    use tonic_types::StatusExt;
+
     use super::*;
 
     #[test]
@@ -157,19 +135,43 @@ mod tests {
         }
         let status = violations.into_result("PlaceOrderRequest").unwrap_err();
         assert!(
-            status.message().len() < 8 * 1024,
+            status.message().len() <= crate::limits::MAX_STATUS_MESSAGE_BYTES,
             "{}",
             status.message().len()
         );
-        assert!(status
-            .message()
-            .contains("stopped after 20 problems, at least 1 more"));
-        // The details repeat the message's violations: still a few KiB.
+        // 21 found; as many listed as fit, each description cut.
         assert!(
-            status.details().len() < 16 * 1024,
+            status.message().contains("at least 18 more"),
+            "{}",
+            status.message()
+        );
+        assert!(status.message().contains("xxx…"), "{}", status.message());
+        // The details repeat the message's violations: bounded too.
+        assert!(
+            status.details().len() <= crate::limits::MAX_STATUS_DETAILS_BYTES,
             "{}",
             status.details().len()
         );
+        let listed = status.get_details_bad_request().expect("details");
+        assert_eq!(listed.field_violations.len(), 3);
+    }
+
+    #[test]
+    fn twenty_short_violations_are_all_listed() {
+        let mut violations = Violations::new();
+        for index in 0..25 {
+            violations.add(format!("items[{index}].quantity"), "must be greater than 0");
+        }
+        let status = violations.into_result("PlaceOrderRequest").unwrap_err();
+        assert!(
+            status
+                .message()
+                .ends_with("; (stopped after 20 problems, at least 5 more)"),
+            "{}",
+            status.message()
+        );
+        let listed = status.get_details_bad_request().expect("details");
+        assert_eq!(listed.field_violations.len(), 20);
     }
 
     #[test]

@@ -13,7 +13,13 @@ use std::{
 
 /// The crates' source folders, from the workspace root (and every
 /// `services/*/src`).
-const CRATES: &[&str] = &["src", "discovery/src", "cli/src", "testkit/src"];
+const CRATES: &[&str] = &[
+    "src",
+    "discovery/src",
+    "cli/src",
+    "testkit/src",
+    "localenv/src",
+];
 
 type Graph = BTreeMap<String, BTreeSet<String>>;
 

@@ -21,6 +21,8 @@ pub(crate) struct CertArgs {
     out: PathBuf,
 
     /// The Consul agent (the token needs service:write on the identity).
+    /// None given: in a checkout where `mesh up` runs, its agent with the
+    /// management token.
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
 }
@@ -56,7 +58,10 @@ impl CertFiles {
 
 /// Writes the files; prints where they are and how to use them.
 pub(crate) async fn run(args: CertArgs) -> anyhow::Result<ExitCode> {
-    let consul = args.consul.config()?;
+    let (consul, _) = crate::local::settings::resolve_here(
+        &args.consul,
+        crate::local::settings::Holder::Management,
+    )?;
     let files = write(&ConnectCa::new(&consul), &args.identity, &args.out).await?;
     crate::output::print(&format!(
         "{} (serial {}, valid before {})\n  {}\n  {}\n  {}\ngrpcurl {} <host:port> list\n",

@@ -1,10 +1,16 @@
 //! `mesh`: the command line of the mesh.
 //!
-//! - `mesh up`: Consul (found or started), every service as supervised
-//!   processes, demo data, ready-to-paste grpcurl commands;
+//! - `mesh up`: Consul (found, or started with ACLs default-deny and HTTPS),
+//!   every service as supervised processes, demo data, ready-to-paste grpcurl
+//!   commands;
+//! - `mesh env`: the local environment alone (a Consul agent), printed as
+//!   variables to use, until a stop signal (what the scripts run);
 //! - `mesh status`: every registered instance and its health, from Consul;
 //! - `mesh bench`: load one RPC through the mesh client, a direct channel or a proxy;
 //! - `mesh bench-discovery`: how fast the client follows a 1,000-instance service;
+//! - `mesh bench-routing`: routed vs plain throughput, and how fast a split moves;
+//! - `mesh chain <service>`: its discovery chain as the client compiles it,
+//!   and which target a given call takes and why;
 //! - `mesh serve <service>`: one service in this process (what `mesh up` runs);
 //! - `mesh health ADDR`: a gRPC health check for container healthchecks;
 //! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
@@ -15,9 +21,12 @@
 mod acl;
 mod bench;
 mod cert;
+mod chain;
 mod consul;
 mod health;
 mod intentions;
+mod local;
+mod metadata;
 mod mtls;
 mod output;
 mod process;
@@ -27,6 +36,7 @@ mod shop;
 mod signals;
 mod status;
 mod tools;
+mod traffic_config;
 mod up;
 
 use std::{process::ExitCode, time::Duration};
@@ -51,12 +61,20 @@ struct Cli {
 enum Command {
     /// Run Consul (unless one answers) and every service, supervised, with demo data.
     Up(up::UpArgs),
+    /// Run the local environment alone (a Consul agent, secure unless told
+    /// otherwise), print the variables to use it, stop it on Ctrl-C.
+    Env(local::command::EnvArgs),
     /// Show every registered instance and its health (exit 1 if any is critical).
     Status(status::StatusArgs),
     /// Load one RPC and report throughput and latency.
     Bench(bench::BenchArgs),
     /// Time discovery changes of a large service through to the balancer, and its memory.
     BenchDiscovery(bench::scale::DiscoveryArgs),
+    /// What traffic management costs (routed vs plain RPS) and how fast a split moves.
+    BenchRouting(bench::routing::RoutingArgs),
+    /// Show a service's discovery chain (routes, splits, subsets, failover) as
+    /// the mesh client compiles it, and which target a given call would take.
+    Chain(chain::ChainArgs),
     /// Run one service in this process.
     Serve(serve::ServeArgs),
     /// gRPC health check of one server (exit 0 only when SERVING).
@@ -82,9 +100,12 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,
+            Command::Env(args) => local::command::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::BenchDiscovery(args) => bench::scale::run(args).await,
+            Command::BenchRouting(args) => bench::routing::run(args).await,
+            Command::Chain(args) => chain::run(args).await,
             Command::Serve(args) => serve::run(args).await,
             Command::Health(args) => health::run(args).await,
             Command::Cert(args) => cert::run(args).await,

@@ -94,7 +94,7 @@ pub(crate) async fn install() -> anyhow::Result<PathBuf> {
         bail!(
             "{} failed ({})",
             installer.display(),
-            crate::process::describe(output.status)
+            localenv::describe(output.status)
         );
     }
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -1,27 +1,34 @@
-//! `mesh up --secure`: the shop end to end against a real Consul 1.8.7 with
-//! ACLs default-deny and HTTPS only — every instance registered with its own
-//! token file, orders discovering the other three, `mesh status` with the
-//! read-only token, clear refusals for a client that does not trust the
-//! agent's CA or speaks plain HTTP, and no token in any log, command line
-//! or environment.
+//! `mesh up` in its default, secure posture: the shop end to end against a
+//! real Consul 1.8.7 it starts with ACLs default-deny and HTTPS only — every
+//! instance registered with its own token file, orders discovering the other
+//! three, the printed grpcurl commands working verbatim, the operator's
+//! commands (`mesh status`, `mesh cert`, `mesh acl bootstrap`) finding the
+//! agent, its CA and the right token by themselves in the checkout, clear
+//! refusals for a client that does not trust the agent's CA or speaks plain
+//! HTTP, no token in any log, command line or environment, and on SIGINT
+//! nothing left running.
 
 mod common;
 
 use std::{
     collections::BTreeMap,
+    net::TcpStream,
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use common::{alive, cmdline, mesh_env, pids, spawn_up, stderr, stdout, wait_for_output, SERVICES};
+use common::{
+    alive, cmdline, mesh_env, mesh_in, pids, run_printed_grpcurl_commands, spawn_up, stderr,
+    stdout, wait_for_output, SERVICES,
+};
 use nix::sys::signal::Signal;
 use testkit::{free_port, tool, GrpcurlOutput};
 
 /// Four services and a secure agent from cold start (dev build, shared cores).
 const READY_TIMEOUT: Duration = Duration::from_secs(150);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const HOLDERS: [&str; 7] = [
+const HOLDERS: [&str; 8] = [
     "master",
     "agent",
     "users",
@@ -29,6 +36,7 @@ const HOLDERS: [&str; 7] = [
     "payments",
     "orders",
     "mesh-read",
+    "traffic",
 ];
 
 /// grpcurl over Connect mTLS with the `operator` certificate `mesh up` wrote
@@ -89,13 +97,18 @@ fn rows(table: &str) -> BTreeMap<String, (String, String)> {
         .collect()
 }
 
+/// Hardening finding 12: without ACLs anyone who reaches the agent can
+/// become `operator` (a leaf for any name is one unauthenticated GET). So
+/// `mesh up`, with no flag at all, runs its agent with ACLs default-deny and
+/// HTTPS only, and the operator's commands stay as short as before: run in
+/// the checkout, they find the agent's address, CA and token by themselves.
 #[test]
-fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
+fn hardening_finding_12_mesh_up_is_acl_default_deny_and_https_by_default() {
     let port = free_port();
-    let state = tempfile::tempdir().expect("temp dir");
+    let checkout = tempfile::tempdir().expect("temp dir");
+    let state = checkout.path().join(".mesh");
     let consul = format!("127.0.0.1:{port}");
     let args = [
-        "--secure",
         "--consul-addr",
         consul.as_str(),
         "--instances",
@@ -106,17 +119,33 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
         "300",
     ];
     let started = std::time::Instant::now();
-    let mut up = spawn_up(state.path(), &args, &[]);
+    let mut up = spawn_up(&state, &args, &[]);
     wait_for_output(&mut up, "mesh is up", READY_TIMEOUT);
-    eprintln!("mesh up --secure: ready after {:?}", started.elapsed());
+    eprintln!(
+        "mesh up (secure by default): ready after {:?}",
+        started.elapsed()
+    );
     let url = format!("https://{consul}");
     let log = up.log();
     assert!(log.contains(&format!("Consul UI: {url}/ui/")), "{log}");
     assert!(log.contains("mesh-read.token"), "no UI login hint:\n{log}");
 
+    // It started the agent itself, and says so; plain HTTP is not served.
+    let listed = pids(&state);
+    let agent_pid = *listed.get("consul").expect("consul in the pid file");
+    assert!(alive(agent_pid));
+    assert!(state.join("logs/consul.log").is_file());
+    let plain = mesh_env(
+        &["status", "--consul-addr", &format!("http://{consul}")],
+        &[],
+    );
+    let error = stderr(&plain);
+    assert_eq!(plain.status.code(), Some(2), "{error}");
+    assert!(error.contains("speaks HTTPS"), "{error}");
+
     // Token files: one per holder, 0600 in a 0700 folder.
-    let secrets: PathBuf = state.path().join("secrets");
-    let ca = state.path().join("consul/tls/consul-agent-ca.pem");
+    let secrets: PathBuf = state.join("secrets");
+    let ca = state.join("consul/tls/consul-agent-ca.pem");
     assert!(ca.is_file());
     assert_eq!(
         std::fs::metadata(&secrets)
@@ -144,7 +173,6 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
 
     // Each instance got its own token file through its environment, and no
     // token is on any command line, in any environment, or in any log.
-    let listed = pids(state.path());
     for service in SERVICES {
         let pid = listed[&format!("{service}-1")];
         let env = environ(pid);
@@ -158,7 +186,7 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
             "{service}: {env:?}"
         );
     }
-    let logs = format!("{}{}", up.log(), all_text(&state.path().join("logs")));
+    let logs = format!("{}{}", up.log(), all_text(&state.join("logs")));
     for (holder, token) in &tokens {
         assert!(
             !logs.contains(token.as_str()),
@@ -173,16 +201,9 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
         }
     }
 
-    // `mesh status` with the read-only token sees every instance passing.
-    let read_only = secrets.join("mesh-read.token");
-    let ca_text = ca.display().to_string();
-    let read_only_text = read_only.display().to_string();
-    let secure_env = [
-        ("CONSUL_HTTP_ADDR", url.as_str()),
-        ("CONSUL_CACERT", ca_text.as_str()),
-        ("CONSUL_HTTP_TOKEN_FILE", read_only_text.as_str()),
-    ];
-    let status = mesh_env(&["status"], &secure_env);
+    // The operator's commands in the checkout, no variable set: `mesh status`
+    // reads with the read-only token and sees every instance passing.
+    let status = mesh_in(checkout.path(), &["status"]);
     let table = stdout(&status);
     assert_eq!(status.status.code(), Some(0), "{table}{}", stderr(&status));
     let listed_rows = rows(&table);
@@ -192,12 +213,50 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
             .unwrap_or_else(|| panic!("no {service}-1 in:\n{table}"));
         assert_eq!(health, "passing", "{table}");
     }
+    // `mesh cert` writes a certificate for any identity (the key private).
+    let cert = mesh_in(checkout.path(), &["cert", "users", "--out", "users-cert"]);
+    assert!(cert.status.success(), "{}{}", stdout(&cert), stderr(&cert));
+    let key = checkout.path().join("users-cert/key.pem");
+    assert_eq!(
+        std::fs::metadata(&key)
+            .expect("key.pem")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    // `mesh acl bootstrap` finds the management token and keeps every token.
+    let acl = mesh_in(checkout.path(), &["acl", "bootstrap"]);
+    let acl_out = stdout(&acl);
+    assert!(acl.status.success(), "{acl_out}{}", stderr(&acl));
+    assert_eq!(
+        acl_out.matches("(kept,").count(),
+        localenv::acl::TOKENS.len(),
+        "{acl_out}"
+    );
+    // Consul's own variables still win over the local environment.
+    let elsewhere = format!("127.0.0.1:{}", free_port());
+    let mut command = std::process::Command::new(testkit::binary("mesh"));
+    command
+        .args(["status"])
+        .current_dir(checkout.path())
+        .env("CONSUL_HTTP_ADDR", &elsewhere);
+    let overridden = testkit::output_within(command, Duration::from_secs(30));
+    assert_eq!(overridden.status.code(), Some(2), "{}", stdout(&overridden));
+    assert!(
+        stderr(&overridden).contains(&elsewhere),
+        "{}",
+        stderr(&overridden)
+    );
+
+    // The printed grpcurl commands work verbatim, from the checkout.
+    run_printed_grpcurl_commands(&up.log(), checkout.path());
 
     // orders, with its own token (and its Connect identity, issued under
     // that token), finds users, inventory and payments: a whole order goes
     // through over mTLS.
     let users = grpcurl_operator(
-        state.path(),
+        &state,
         &[
             "-d",
             r#"{"page_size":10}"#,
@@ -214,7 +273,7 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
         r#"{{"request_id":"secure-1","user_id":"{user_id}","items":[{{"sku":"WIDGET-1","quantity":1}}]}}"#
     );
     let order = grpcurl_operator(
-        state.path(),
+        &state,
         &[
             "-d",
             &place,
@@ -230,6 +289,8 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
     );
 
     // Default deny: no token sees no service at all.
+    let ca_text = ca.display().to_string();
+    let read_only_text = secrets.join("mesh-read.token").display().to_string();
     let anonymous = mesh_env(
         &["status"],
         &[
@@ -244,8 +305,8 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
         stderr(&anonymous)
     );
 
-    // A client that does not trust the agent's CA refuses to talk to it;
-    // plain HTTP is refused by the agent. One line each, naming the fix.
+    // A client that does not trust the agent's CA refuses to talk to it,
+    // in one line naming the fix.
     let untrusting = mesh_env(
         &["status"],
         &[
@@ -259,15 +320,9 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
         error.contains("not trusted") && error.contains("CONSUL_CACERT"),
         "{error}"
     );
-    let plain = mesh_env(
-        &["status", "--consul-addr", &format!("http://{consul}")],
-        &[("CONSUL_HTTP_TOKEN_FILE", read_only_text.as_str())],
-    );
-    let error = stderr(&plain);
-    assert_eq!(plain.status.code(), Some(2), "{error}");
-    assert!(error.contains("speaks HTTPS"), "{error}");
 
-    // SIGINT: every instance deregisters with its own token, everything stops.
+    // SIGINT: every instance deregisters with its own token, everything
+    // stops, the agent too (its port closes).
     up.child.signal(Signal::SIGINT);
     let exit = up.child.wait(STOP_TIMEOUT).expect("mesh up did not stop");
     assert!(exit.success(), "mesh up exited with {exit}:\n{}", up.log());
@@ -275,4 +330,8 @@ fn up_secure_runs_the_shop_against_an_acl_default_deny_https_only_agent() {
         assert!(!alive(pid), "{name} (pid {pid}) is left");
     }
     assert!(!up.log().contains("cannot deregister"), "{}", up.log());
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something still listens on the agent's port"
+    );
 }

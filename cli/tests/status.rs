@@ -1,11 +1,12 @@
 //! `mesh status`: the table Consul's health API gives, and its exit codes
-//! (0 all fine, 1 something critical, 2 Consul unreachable).
+//! (0 all fine, 1 something critical, 2 Consul unreachable); in a checkout
+//! where `mesh up` described its (secure) agent, it finds it by itself.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{mesh, stderr, stdout};
+use common::{mesh, mesh_in, stderr, stdout};
 use testkit::{free_port, wait_until, ConsulAgent, ServiceOptions, ServiceProcess};
 
 fn options(agent: &ConsulAgent, instance: &str) -> ServiceOptions {
@@ -53,8 +54,9 @@ fn status_lists_passing_instances_and_exits_1_once_one_is_killed() {
         users.contains(&format!("127.0.0.1:{}", _users.port)),
         "{users}"
     );
+    // VERSION is Meta.version: `--version-meta`, v1 unless set.
     assert!(
-        users.contains("passing") && users.contains("0.1.0"),
+        users.contains("passing") && users.split_whitespace().nth(4) == Some("v1"),
         "{users}"
     );
     assert!(
@@ -87,4 +89,51 @@ fn status_exits_2_with_a_clear_message_when_consul_is_unreachable() {
         message.contains("unreachable") && message.contains(&nowhere),
         "{message}"
     );
+}
+
+/// Hardening finding 12: in the secure posture `mesh status` stays as short
+/// as before. Run below a folder where `mesh up` described its agent
+/// (`.mesh/env.json`), it finds the address, the CA and the read-only token
+/// by itself; any Consul variable still wins.
+#[test]
+fn status_in_a_checkout_finds_the_local_secure_agent_and_variables_still_win() {
+    let agent = ConsulAgent::start_secure();
+    let registration = serde_json::json!({"Name": "users", "ID": "users-local", "Port": 50051});
+    agent
+        .put_text("/v1/agent/service/register", &registration.to_string())
+        .expect("register");
+    let checkout = tempfile::tempdir().expect("temp dir");
+    localenv::Description {
+        consul: localenv::ConsulDescription {
+            url: agent.url(),
+            ca_file: agent.ca_file().map(std::path::Path::to_owned),
+            tokens: ["mesh-read", "master"]
+                .into_iter()
+                .map(|holder| (holder.to_owned(), agent.token_file(holder).expect("token")))
+                .collect(),
+            pid: Some(agent.pid()),
+        },
+    }
+    .write(&checkout.path().join(".mesh"))
+    .expect("describe");
+    let below = checkout.path().join("services");
+    std::fs::create_dir_all(&below).expect("folder");
+
+    let output = mesh_in(&below, &["status"]);
+    let table = stdout(&output);
+    assert_eq!(output.status.code(), Some(0), "{table}{}", stderr(&output));
+    assert!(
+        line_of(&table, "users-local").starts_with("users "),
+        "{table}"
+    );
+
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let mut command = std::process::Command::new(testkit::binary("mesh"));
+    command
+        .arg("status")
+        .current_dir(&below)
+        .env("CONSUL_HTTP_ADDR", &nowhere);
+    let output = testkit::output_within(command, Duration::from_secs(30));
+    assert_eq!(output.status.code(), Some(2), "{}", stdout(&output));
+    assert!(stderr(&output).contains(&nowhere), "{}", stderr(&output));
 }

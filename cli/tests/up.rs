@@ -1,13 +1,15 @@
 //! `mesh up`: the whole mesh as real processes — every service passing in
 //! Consul and answering grpcurl over Connect mTLS (the printed commands work
 //! verbatim), default-deny intentions, demo data seeded once, a crashed
-//! instance restarted, and on SIGINT a clean stop with nothing left behind.
+//! instance restarted, and on SIGINT a clean stop with nothing left behind;
+//! the intentions of an agent it did not start left alone unless asked, and
+//! plaintext Consul only on request (`--insecure-consul`).
 
 mod common;
 
 use std::{net::TcpStream, time::Duration};
 
-use common::{alive, pids, spawn_up, wait_for_output, SERVICES};
+use common::{alive, pids, run_printed_grpcurl_commands, spawn_up, wait_for_output, SERVICES};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -83,35 +85,51 @@ fn widget_available(agent: &ConsulAgent, certs: &CertFiles) -> i64 {
         .unwrap_or(0)
 }
 
-/// Runs every grpcurl command `mesh up` printed, as a shell would; each
-/// succeeds except the lookup of a payment that does not exist (NotFound).
-fn run_printed_grpcurl_commands(log: &str) {
-    let commands: Vec<&str> = log
-        .lines()
-        .map(str::trim)
-        .filter(|line| line.contains("grpcurl") && line.contains(" -cacert "))
+/// The intentions of `agent` as `(source, destination, action, modify index)`, sorted.
+fn intentions(agent: &ConsulAgent) -> Vec<(String, String, String, u64)> {
+    let list = agent.get_json("/v1/connect/intentions");
+    let mut found: Vec<_> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|intention| {
+            (
+                intention["SourceName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                intention["DestinationName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                intention["Action"].as_str().unwrap_or_default().to_owned(),
+                intention["ModifyIndex"].as_u64().unwrap_or_default(),
+            )
+        })
         .collect();
-    assert!(
-        commands.len() >= 8,
-        "too few grpcurl commands printed:\n{log}"
-    );
-    for command in commands {
-        let output = std::process::Command::new("sh")
-            .args(["-c", command])
-            .output()
-            .expect("run sh");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if command.contains("no-such-payment") {
-            assert!(stderr.contains("NotFound"), "{command}: {stderr}");
-        } else {
-            assert!(output.status.success(), "{command}: {stderr}");
-        }
-    }
+    found.sort();
+    found
 }
 
+/// The shop's call graph, as a cluster's owner would have set it.
+const SHOP_INTENTIONS: [(&str, &str, &str); 5] = [
+    ("orders", "users", "allow"),
+    ("orders", "inventory", "allow"),
+    ("orders", "payments", "allow"),
+    ("operator", "*", "allow"),
+    ("*", "*", "deny"),
+];
+
+/// Also Hardening finding 12: `mesh up` pointed at an agent it did not start
+/// leaves that cluster's intentions as they are, unless `--apply-intentions`.
 #[test]
 fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseeding() {
     let agent = ConsulAgent::start();
+    // The cluster's owner has set the intentions already.
+    for (source, destination, action) in SHOP_INTENTIONS {
+        agent.set_intention(source, destination, action);
+    }
+    let owners = intentions(&agent);
     let state = tempfile::tempdir().expect("temp dir");
     let consul = agent.http_addr();
     let mut args = vec!["--consul-addr", consul.as_str()];
@@ -121,6 +139,12 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     let mut up = spawn_up(state.path(), &args, &[]);
     wait_for_output(&mut up, READY_LINE, READY_TIMEOUT);
     eprintln!("mesh up: ready after {:?}", started.elapsed());
+    assert_eq!(
+        intentions(&agent),
+        owners,
+        "mesh up rewrote the intentions of an agent it did not start:\n{}",
+        up.log()
+    );
 
     // Every service passes in Consul, with the instance ids mesh up gives.
     for service in SERVICES {
@@ -199,7 +223,7 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     assert_eq!(widget_available(&agent, &certs), 99);
 
     // The printed grpcurl commands work verbatim (the PlaceOrder one orders a widget).
-    run_printed_grpcurl_commands(&up.log());
+    run_printed_grpcurl_commands(&up.log(), state.path());
     assert_eq!(widget_available(&agent, &certs), 98);
 
     // Zero trust: no plaintext, and default-deny intentions (users may not call payments).
@@ -276,9 +300,22 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     );
     drop(up);
 
-    // A second run on the same state keeps the data as it is.
-    let mut again = spawn_up(state.path(), &args, &[]);
+    // A second run on the same state keeps the data as it is; asked to, it
+    // sets the mesh's intentions (the one the owner removed is back).
+    agent.delete_intention("orders", "payments");
+    let mut asked = args.clone();
+    asked.push("--apply-intentions");
+    let mut again = spawn_up(state.path(), &asked, &[]);
     wait_for_output(&mut again, READY_LINE, READY_TIMEOUT);
+    assert!(
+        intentions(&agent)
+            .iter()
+            .any(|(source, destination, action, _)| source == "orders"
+                && destination == "payments"
+                && action == "allow"),
+        "--apply-intentions did not set orders → payments:\n{}",
+        again.log()
+    );
     assert_eq!(demo_user_id(&agent, &certs), (user_id, 1));
     assert_eq!(
         widget_available(&agent, &certs),
@@ -293,58 +330,34 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     assert!(status.success(), "{}", again.log());
 }
 
+/// Hardening finding 12: plaintext only when asked, saying what it gives up.
+/// `--insecure-consul` starts a plain dev agent (ACLs off, HTTP) and prints
+/// why that is not a security boundary; a signal while it starts stops it.
 #[test]
-fn up_starts_its_own_consul_when_none_answers_and_stops_it() {
+fn insecure_consul_is_explicit_and_says_what_it_gives_up() {
     let port = free_port();
-    let consul = format!("127.0.0.1:{port}");
     let state = tempfile::tempdir().expect("temp dir");
-    let started = std::time::Instant::now();
-    let mut up = spawn_up(
-        state.path(),
-        &LIGHT,
-        &[("CONSUL_HTTP_ADDR", consul.as_str())],
-    );
-    wait_for_output(&mut up, READY_LINE, READY_TIMEOUT);
-    eprintln!(
-        "mesh up with its own Consul: ready after {:?}",
-        started.elapsed()
-    );
-
-    assert!(up.log().contains("started a dev agent"), "{}", up.log());
-    let listed = pids(state.path());
-    let agent_pid = *listed.get("consul").expect("consul in the pid file");
-    assert!(alive(agent_pid));
+    let consul = format!("127.0.0.1:{port}");
+    let mut args = vec!["--insecure-consul", "--consul-addr", consul.as_str()];
+    args.extend(LIGHT);
+    let mut up = spawn_up(state.path(), &args, &[]);
+    wait_for_output(&mut up, "started a dev agent", Duration::from_secs(60));
+    let log = up.log();
     assert!(
-        TcpStream::connect(("127.0.0.1", port)).is_ok(),
-        "the agent does not listen"
+        log.contains("ACLs off") && log.contains("not a security boundary"),
+        "{log}"
     );
-    assert!(state.path().join("logs/consul.log").is_file());
-
-    // The agent is usable: `mesh status` through it sees all four passing.
-    let status = common::mesh_env(&["status"], &[("CONSUL_HTTP_ADDR", consul.as_str())]);
-    let table = common::stdout(&status);
-    assert_eq!(
-        status.status.code(),
-        Some(0),
-        "{table}{}",
-        common::stderr(&status)
-    );
-    for service in SERVICES {
-        assert!(table.contains(&format!("{service}-1")), "{table}");
-    }
-
+    assert!(log.contains(&format!("http://{consul}")), "{log}");
+    let agent = *pids(state.path())
+        .get("consul")
+        .expect("consul in the pid file");
     up.child.signal(Signal::SIGINT);
     let exit = up
         .child
         .wait(STOP_TIMEOUT)
         .expect("mesh up did not stop after SIGINT");
     assert!(exit.success(), "mesh up exited with {exit}:\n{}", up.log());
-    for (name, pid) in listed {
-        assert!(
-            !alive(pid),
-            "{name} (pid {pid}) is left after mesh up stopped"
-        );
-    }
+    assert!(!alive(agent), "the agent (pid {agent}) is left");
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),
         "something still listens on the agent's port"

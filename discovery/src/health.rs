@@ -1,5 +1,6 @@
-//! `GET /v1/health/service/<name>?passing` as a blocking query, and the parsing
-//! of its answer into endpoints.
+//! `GET /v1/health/service/<name>?passing` (or `/v1/health/connect/<name>`,
+//! with a `filter=` expression) as a blocking query, and the parsing of its
+//! answer into endpoints.
 
 use std::{
     collections::BTreeMap,
@@ -47,6 +48,8 @@ pub(crate) struct HealthQuery {
     stale: bool,
     wait: Duration,
     connect: bool,
+    filter: Option<String>,
+    only_passing: bool,
 }
 
 impl HealthQuery {
@@ -63,7 +66,33 @@ impl HealthQuery {
             stale,
             wait,
             connect: false,
+            filter: None,
+            only_passing: true,
         }
+    }
+
+    /// Only instances matching Consul's `filter` expression (a resolver
+    /// subset's `Filter`, e.g. `Service.Meta.version == "v2"`), evaluated by
+    /// Consul.
+    pub(crate) fn filter(mut self, filter: Option<&str>) -> Self {
+        self.filter = filter
+            .filter(|text| !text.trim().is_empty())
+            .map(str::to_owned);
+        self
+    }
+
+    /// `true` (the default): only instances whose every check passes
+    /// (`?passing`). `false`: instances with a `warning` check count too, a
+    /// `critical` one excludes the instance (what a resolver subset without
+    /// `OnlyPassing` means).
+    pub(crate) fn only_passing(mut self, only_passing: bool) -> Self {
+        self.only_passing = only_passing;
+        self
+    }
+
+    /// The service watched.
+    pub(crate) fn service(&self) -> &str {
+        &self.service
     }
 
     /// Asks `/v1/health/connect/<service>` (Connect-capable instances) instead
@@ -80,17 +109,28 @@ impl HealthQuery {
 
     /// The request; `index` 0 means a plain (non-blocking) read.
     pub(crate) fn path_and_query(&self, index: u64) -> String {
-        let mut uri = format!("{}?passing", self.path());
+        let mut parameters = Vec::new();
+        if self.only_passing {
+            parameters.push("passing".to_owned());
+        }
         if let Some(tag) = &self.tag {
-            uri.push_str("&tag=");
-            uri.push_str(&encode(tag));
+            parameters.push(format!("tag={}", encode(tag)));
+        }
+        if let Some(filter) = &self.filter {
+            parameters.push(format!("filter={}", encode(filter)));
         }
         if self.stale {
-            uri.push_str("&stale");
+            parameters.push("stale".to_owned());
+        }
+        let mut uri = self.path();
+        if !parameters.is_empty() {
+            uri.push('?');
+            uri.push_str(&parameters.join("&"));
         }
         if index > 0 {
+            uri.push(if parameters.is_empty() { '?' } else { '&' });
             uri.push_str(&format!(
-                "&index={index}&wait={}ms",
+                "index={index}&wait={}ms",
                 self.wait.as_millis().max(1)
             ));
         }
@@ -148,11 +188,17 @@ pub(crate) async fn fetch(
             body: excerpt(&answer.body),
         });
     }
-    let (endpoints, skipped) =
-        parse_entries(&answer.body).map_err(|message| ConsulError::Decode {
-            path: path.clone(),
-            message,
-        })?;
+    let Parsed {
+        mut endpoints,
+        skipped,
+        critical,
+    } = parse_entries(&answer.body).map_err(|message| ConsulError::Decode {
+        path: path.clone(),
+        message,
+    })?;
+    // With ?passing Consul has filtered already; otherwise a critical check
+    // rules an instance out (a warning does not).
+    endpoints.retain(|id, _| !critical.contains(id));
     Ok(HealthAnswer {
         index: parse_index(&answer.headers),
         endpoints,
@@ -187,6 +233,25 @@ struct Entry {
     node: Node,
     #[serde(rename = "Service")]
     service: Service,
+    #[serde(rename = "Checks", default)]
+    checks: Option<Vec<Check>>,
+}
+
+#[derive(Deserialize)]
+struct Check {
+    #[serde(rename = "Status", default)]
+    status: String,
+}
+
+/// A parsed health list.
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    /// The usable entries by service ID.
+    pub(crate) endpoints: BTreeMap<String, Endpoint>,
+    /// Why entries were skipped.
+    pub(crate) skipped: Vec<String>,
+    /// The service IDs of entries with a `critical` check (node checks included).
+    pub(crate) critical: std::collections::BTreeSet<String>,
 }
 
 #[derive(Deserialize)]
@@ -216,16 +281,18 @@ struct Service {
 /// The health list: a JSON array of entries. A body that is not such an array
 /// is an error; a single unusable entry is skipped (and reported) so that one
 /// odd registration cannot freeze everybody's view.
-pub(crate) fn parse_entries(
-    body: &[u8],
-) -> Result<(BTreeMap<String, Endpoint>, Vec<String>), String> {
+pub(crate) fn parse_entries(body: &[u8]) -> Result<Parsed, String> {
     let entries: Option<Vec<serde_json::Value>> = serde_json::from_slice(body)
         .map_err(|error| format!("not a JSON array of health entries: {error}"))?;
     let mut endpoints = BTreeMap::new();
     let mut skipped = Vec::new();
+    let mut critical = std::collections::BTreeSet::new();
     for (position, entry) in entries.unwrap_or_default().into_iter().enumerate() {
         match endpoint(entry) {
-            Ok(endpoint) => {
+            Ok((endpoint, is_critical)) => {
+                if is_critical {
+                    critical.insert(endpoint.id.clone());
+                }
                 if let Some(first) = endpoints.get(&endpoint.id) {
                     let first: &Endpoint = first;
                     skipped.push(format!(
@@ -239,12 +306,24 @@ pub(crate) fn parse_entries(
             Err(reason) => skipped.push(format!("entry {position}: {reason}")),
         }
     }
-    Ok((endpoints, skipped))
+    Ok(Parsed {
+        endpoints,
+        skipped,
+        critical,
+    })
 }
 
-fn endpoint(entry: serde_json::Value) -> Result<Endpoint, String> {
-    let Entry { node, service } =
-        serde_json::from_value(entry).map_err(|error| error.to_string())?;
+/// One entry, and whether one of its checks is critical.
+fn endpoint(entry: serde_json::Value) -> Result<(Endpoint, bool), String> {
+    let Entry {
+        node,
+        service,
+        checks,
+    } = serde_json::from_value(entry).map_err(|error| error.to_string())?;
+    let critical = checks
+        .unwrap_or_default()
+        .iter()
+        .any(|check| check.status == "critical");
     let address = if service.address.trim().is_empty() {
         &node.address
     } else {
@@ -268,14 +347,15 @@ fn endpoint(entry: serde_json::Value) -> Result<Endpoint, String> {
     if service.id.is_empty() {
         return Err("a service without an ID".into());
     }
-    Ok(Endpoint {
+    let endpoint = Endpoint {
         id: service.id,
         service: service.name,
         address: SocketAddr::new(ip, port),
         tags: service.tags.unwrap_or_default(),
         meta: service.meta.unwrap_or_default(),
         node: node.name,
-    })
+    };
+    Ok((endpoint, critical))
 }
 
 fn parse_ip(address: &str) -> Option<IpAddr> {
@@ -301,7 +381,12 @@ mod tests {
 
     #[test]
     fn parses_a_recorded_answer_with_ipv4_ipv6_and_node_address_fallback() {
-        let (endpoints, skipped) = parse_entries(PASSING.as_bytes()).unwrap();
+        let Parsed {
+            endpoints,
+            skipped,
+            critical,
+        } = parse_entries(PASSING.as_bytes()).unwrap();
+        assert!(critical.is_empty(), "{critical:?}");
         assert!(skipped.is_empty(), "{skipped:?}");
         assert_eq!(endpoints.len(), 3, "{endpoints:#?}");
         let v4 = &endpoints["fixture-v4"];
@@ -341,9 +426,11 @@ mod tests {
 
     #[test]
     fn parses_a_recorded_empty_answer() {
-        let (endpoints, skipped) = parse_entries(EMPTY.as_bytes()).unwrap();
+        let Parsed {
+            endpoints, skipped, ..
+        } = parse_entries(EMPTY.as_bytes()).unwrap();
         assert!(endpoints.is_empty() && skipped.is_empty());
-        assert!(parse_entries(b"null").unwrap().0.is_empty());
+        assert!(parse_entries(b"null").unwrap().endpoints.is_empty());
     }
 
     #[test]
@@ -361,9 +448,29 @@ mod tests {
             .collect();
         assert!(statuses.contains(&"critical"), "{statuses:?}");
         assert!(raw[0]["Service"]["Weights"].is_object());
-        let (endpoints, skipped) = parse_entries(CRITICAL.as_bytes()).unwrap();
+        let Parsed {
+            endpoints,
+            skipped,
+            critical,
+        } = parse_entries(CRITICAL.as_bytes()).unwrap();
         assert!(skipped.is_empty(), "{skipped:?}");
         assert!(endpoints.contains_key("fixture-critical"));
+        // What a watch without ?passing (a subset without OnlyPassing) drops.
+        let expected: std::collections::BTreeSet<String> = raw
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|entry| {
+                entry["Checks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|check| check["Status"] == "critical")
+            })
+            .map(|entry| entry["Service"]["ID"].as_str().unwrap().to_owned())
+            .collect();
+        assert!(critical.contains("fixture-critical"), "{critical:?}");
+        assert_eq!(critical, expected);
     }
 
     #[test]
@@ -374,7 +481,9 @@ mod tests {
             entry["Service"]["FutureField"] = serde_json::json!(true);
             entry["Node"]["Partition"] = serde_json::json!("default");
         }
-        let (endpoints, skipped) = parse_entries(raw.to_string().as_bytes()).unwrap();
+        let Parsed {
+            endpoints, skipped, ..
+        } = parse_entries(raw.to_string().as_bytes()).unwrap();
         assert_eq!(endpoints.len(), 3);
         assert!(skipped.is_empty());
     }
@@ -391,7 +500,9 @@ mod tests {
         duplicate["Service"]["Address"] = serde_json::json!("10.0.0.1");
         entries.push(duplicate.clone());
         entries.push(duplicate);
-        let (endpoints, skipped) = parse_entries(raw.to_string().as_bytes()).unwrap();
+        let Parsed {
+            endpoints, skipped, ..
+        } = parse_entries(raw.to_string().as_bytes()).unwrap();
         assert_eq!(endpoints.len(), 1, "{endpoints:?}");
         assert_eq!(skipped.len(), 4, "{skipped:?}");
         assert!(skipped[0].contains("not an IP address"), "{skipped:?}");
@@ -403,7 +514,7 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
-        assert_eq!(parse_entries(b"[1, \"x\", null]").unwrap().1.len(), 3);
+        assert_eq!(parse_entries(b"[1, \"x\", null]").unwrap().skipped.len(), 3);
     }
 
     #[test]
@@ -457,5 +568,29 @@ mod tests {
         assert_eq!(query.http_timeout(3), MAX_WAIT + MAX_WAIT / 16 + HTTP_SLACK);
         let query = HealthQuery::new("users", None, false, Duration::ZERO);
         assert!(query.path_and_query(1).ends_with("wait=300000ms"));
+    }
+
+    #[test]
+    fn subsets_add_a_filter_and_may_admit_warnings() {
+        let query = HealthQuery::new("inventory", None, false, Duration::from_secs(5))
+            .connect(true)
+            .filter(Some(r#"Service.Meta.version == "v2""#));
+        assert_eq!(
+            query.path_and_query(0),
+            "/v1/health/connect/inventory?passing&filter=Service.Meta.version%20%3D%3D%20%22v2%22"
+        );
+        let warnings_too = query.clone().only_passing(false);
+        assert_eq!(
+            warnings_too.path_and_query(9),
+            "/v1/health/connect/inventory?filter=Service.Meta.version%20%3D%3D%20%22v2%22&index=9&wait=5000ms"
+        );
+        let plain = HealthQuery::new("inventory", None, false, Duration::from_secs(5))
+            .only_passing(false)
+            .filter(Some("  "));
+        assert_eq!(plain.path_and_query(0), "/v1/health/service/inventory");
+        assert_eq!(
+            plain.path_and_query(3),
+            "/v1/health/service/inventory?index=3&wait=5000ms"
+        );
     }
 }

@@ -7,6 +7,9 @@
 //!   queries and offers the healthy instances as [`Snapshot`]s and as a tower
 //!   [`Discover`] stream. While Consul is unreachable it keeps the last set.
 //!
+//! - [`chain::ChainWatch`] follows a service's discovery chain (its router,
+//!   splitter and resolver config entries, compiled by Consul) the same way.
+//!
 //! - [`ConsulHttp`] is the one HTTP client for every other agent call (HTTP or
 //!   HTTPS with rustls, the token from a value or a file re-read on rotation).
 //!
@@ -43,6 +46,8 @@
 
 mod agent;
 mod backoff;
+mod blocking;
+pub mod chain;
 mod config;
 pub mod connect;
 mod error;

@@ -1,7 +1,8 @@
-//! [`MeshCall`], the outermost layer under the call span: buffers the request
-//! body (so that attempts can replay it), fixes the call's deadline (its own
-//! `grpc-timeout`, what is left of the incoming RPC's, or the default), bounds
-//! the whole call by it, and turns every failure into the `tonic::Status` the
+//! [`MeshCall`], under the call span and the routing decision: buffers the
+//! request body (so that attempts can replay it), fixes the call's deadline
+//! (its own `grpc-timeout`, what is left of the incoming RPC's, or the
+//! default — and no later than its route's `RequestTimeout`), bounds the
+//! whole call by it, and turns every failure into the `tonic::Status` the
 //! caller sees, in one place.
 
 use std::{
@@ -21,6 +22,7 @@ use super::{
     error::{into_status, BodyError, DeadlineExceeded},
     metrics::TargetMetrics,
     retry::{response_code, CallDeadline, PreviousAttempts},
+    route::Routed,
 };
 use crate::{deadline, limits::MAX_MESSAGE_BYTES};
 
@@ -71,7 +73,14 @@ where
         let inner = self.inner.clone();
         let service = self.service.clone();
         let metrics = self.metrics.clone();
-        let deadline = deadline::for_request(request.headers(), self.default_deadline);
+        let mut deadline = deadline::for_request(request.headers(), self.default_deadline);
+        if let Some(timeout) = request
+            .extensions()
+            .get::<Routed>()
+            .and_then(|routed| routed.params.request_timeout)
+        {
+            deadline = deadline.min(tokio::time::Instant::now() + timeout);
+        }
         metrics.request();
         Box::pin(async move {
             let (parts, body) = request.into_parts();

@@ -17,6 +17,18 @@
 //!
 //! `mesh_client_endpoint_requests_total{target,endpoint}` is counted on the
 //! data path instead (`instrument::EndpointObserve`).
+//!
+//! Per discovery-chain target (`service` is the service called, `chain_target`
+//! Consul's target ID such as `v2.inventory.default.dc1`), from the
+//! process-wide counters the dispatch layer keeps:
+//!
+//! | metric | what |
+//! |---|---|
+//! | `mesh_client_chain_requests_total{service,chain_target}` | first attempts sent to the target |
+//! | `mesh_client_chain_retries_total{service,chain_target}` | retries sent to it |
+//! | `mesh_client_chain_failovers_total{service,chain_target}` | attempts sent to a failover target while it had no healthy instance |
+//! | `mesh_client_chain_attempt_duration_seconds{service,chain_target}` | attempt latency until response headers (histogram) |
+//! | `mesh_client_chain_endpoints{service,chain_target}` | healthy instances Consul lists for it (targets of the tables in force) |
 
 use std::{
     collections::BTreeMap,
@@ -27,9 +39,10 @@ use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
     metrics::{counter::ConstCounter, gauge::ConstGauge, MetricType},
+    registry::Unit,
 };
 
-use super::{MeshClient, Shared};
+use super::{targets, MeshClient, Shared};
 
 static CLIENTS: LazyLock<Mutex<Vec<Weak<Shared>>>> = LazyLock::new(Mutex::default);
 
@@ -55,29 +68,34 @@ struct Row {
     stale: bool,
 }
 
-fn rows() -> BTreeMap<String, Row> {
-    let clients: Vec<MeshClient> = CLIENTS
+fn clients() -> Vec<MeshClient> {
+    CLIENTS
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .filter_map(Weak::upgrade)
         .map(|shared| MeshClient { shared })
-        .collect();
+        .collect()
+}
+
+fn rows() -> BTreeMap<String, Row> {
     let mut rows: BTreeMap<String, Row> = BTreeMap::new();
-    for client in clients {
-        for (target, resolver, metrics) in client.targets() {
+    for client in clients() {
+        for (target, resolvers, metrics) in client.targets() {
             let counts = metrics.snapshot();
-            let snapshot = resolver.snapshot();
             let row = rows.entry(target).or_default();
             row.requests += counts.requests;
             row.failures += counts.failures;
             row.retries += counts.retries;
             row.budget_exhausted += counts.budget_exhausted;
             row.ejections += counts.ejections;
-            row.endpoints += i64::try_from(snapshot.endpoints.len()).unwrap_or(i64::MAX);
-            row.updates += snapshot.updates;
-            row.errors += snapshot.errors;
-            row.stale |= snapshot.stale;
+            for resolver in resolvers {
+                let snapshot = resolver.snapshot();
+                row.endpoints += i64::try_from(snapshot.endpoints.len()).unwrap_or(i64::MAX);
+                row.updates += snapshot.updates;
+                row.errors += snapshot.errors;
+                row.stale |= snapshot.stale;
+            }
         }
     }
     rows
@@ -140,8 +158,102 @@ const GAUGES: [(&str, &str, Gauged); 2] = [
     ),
 ];
 
+/// Healthy instances per (service, chain target) of the tables in force.
+fn chain_endpoints() -> BTreeMap<(String, String), i64> {
+    let mut endpoints = BTreeMap::new();
+    for client in clients() {
+        let services: Vec<_> = client
+            .shared
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|target| target.routing.clone())
+            .collect();
+        for routing in services {
+            let Some(live) = routing.live() else { continue };
+            for stack in &live.targets {
+                let count = stack.resolver.snapshot().endpoints.len();
+                *endpoints
+                    .entry((routing.service().to_owned(), stack.spec.id.clone()))
+                    .or_default() += i64::try_from(count).unwrap_or(i64::MAX);
+            }
+        }
+    }
+    endpoints
+}
+
+type ChainCounted = fn(&targets::TargetCounters) -> u64;
+
+const CHAIN_COUNTERS: [(&str, &str, ChainCounted); 3] = [
+    (
+        "mesh_client_chain_requests",
+        "First attempts sent to each discovery-chain target",
+        |counters| counters.requests.load(std::sync::atomic::Ordering::Relaxed),
+    ),
+    (
+        "mesh_client_chain_retries",
+        "Retries sent to each discovery-chain target",
+        |counters| counters.retries.load(std::sync::atomic::Ordering::Relaxed),
+    ),
+    (
+        "mesh_client_chain_failovers",
+        "Attempts sent to a failover target while this target had no healthy instance",
+        |counters| {
+            counters
+                .failovers
+                .load(std::sync::atomic::Ordering::Relaxed)
+        },
+    ),
+];
+
+fn encode_chain(encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    let counters = targets::all_counters();
+    if counters.is_empty() {
+        return Ok(());
+    }
+    for (name, help, value) in CHAIN_COUNTERS {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for ((service, target), counters) in &counters {
+            let labels = [
+                ("service", service.as_str()),
+                ("chain_target", target.as_str()),
+            ];
+            ConstCounter::new(value(counters)).encode(family.encode_family(&labels)?)?;
+        }
+    }
+    let mut family = encoder.encode_descriptor(
+        "mesh_client_chain_attempt_duration",
+        "Attempt latency until response headers, per discovery-chain target",
+        Some(&Unit::Seconds),
+        MetricType::Histogram,
+    )?;
+    for ((service, target), counters) in &counters {
+        let labels = [
+            ("service", service.as_str()),
+            ("chain_target", target.as_str()),
+        ];
+        counters.latency.encode(family.encode_family(&labels)?)?;
+    }
+    let mut family = encoder.encode_descriptor(
+        "mesh_client_chain_endpoints",
+        "Healthy instances Consul lists for each discovery-chain target in force",
+        None,
+        MetricType::Gauge,
+    )?;
+    for ((service, target), count) in chain_endpoints() {
+        let labels = [
+            ("service", service.as_str()),
+            ("chain_target", target.as_str()),
+        ];
+        ConstGauge::new(count).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
 impl Collector for ClientCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_chain(&mut encoder)?;
         let rows = rows();
         if rows.is_empty() {
             return Ok(());

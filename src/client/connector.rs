@@ -19,6 +19,10 @@ use tokio_rustls::{client::TlsStream, TlsConnector};
 use tower::{BoxError, Service};
 
 use super::{error::NotConnected, options::ClientOptions};
+use crate::limits::MAX_RESPONSE_HEADER_LIST_BYTES;
+
+/// The HTTP/2 header-list size every endpoint connection accepts.
+const RESPONSE_HEADER_LIST_LIMIT: u32 = MAX_RESPONSE_HEADER_LIST_BYTES as u32;
 use crate::connect::{inspect, Identity, PeerCertificate, WrongPeerIdentity};
 
 /// One lazily connected HTTP/2 channel to `authority` (`host:port`) for the
@@ -65,7 +69,9 @@ fn endpoint(
             .connect_timeout(options.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(options.http2_keepalive_interval)
-            .keep_alive_timeout(options.http2_keepalive_timeout),
+            .keep_alive_timeout(options.http2_keepalive_timeout)
+            // Room for the largest status a mesh server sends (see limits).
+            .http2_max_header_list_size(RESPONSE_HEADER_LIST_LIMIT),
     )
 }
 

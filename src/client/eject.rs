@@ -1,16 +1,23 @@
 //! Passive health ("failure accrual", as linkerd calls it): an endpoint that
-//! fails `threshold` times in a row — transport errors or UNAVAILABLE answers —
-//! reports itself not ready for a backoff period, so the balancer routes
-//! around it. When the period ends it is ready again on probation: one more
-//! failure ejects it for twice as long (up to the maximum, with jitter), one
-//! success restores it fully.
+//! fails `threshold` times in a row — transport errors: no connection, a
+//! connection lost, a stream the server reset — reports itself not ready for
+//! a backoff period, so the balancer routes around it. When the period ends
+//! it is ready again on probation: one more failure ejects it for twice as
+//! long (up to the maximum, with jitter), one success restores it fully.
+//!
+//! An answer of the server is never a failure here, whatever it says: any
+//! gRPC status (UNAVAILABLE and INTERNAL included: the server is up and
+//! answering, and one request must not be able to eject it), and an answer
+//! our HTTP/2 layer refused (headers over the header-list limit), which
+//! neither proves nor disproves anything about the endpoint.
 //!
 //! Its load, for the balancer, is `(failing, peak-EWMA cost)` compared in
-//! that order: an endpoint whose last answer was a failure loses every
-//! power-of-two comparison against one that is not failing, however fast
-//! its failures come back (a refused connection is quicker than any real
-//! answer, and would otherwise attract traffic). An endpoint on probation
-//! is not penalised, so that it receives its probe.
+//! that order: an endpoint whose last outcome was a failure, or that last
+//! answered UNAVAILABLE or RESOURCE_EXHAUSTED (it sheds work), loses every
+//! power-of-two comparison against one that is not, however fast those
+//! answers come back (a refused connection or a shed request is quicker
+//! than any real answer, and would otherwise attract traffic). An endpoint
+//! on probation is not penalised, so that it receives its probe.
 
 use std::{
     future::Future,
@@ -23,7 +30,24 @@ use std::{
 use tokio::time::{Instant, Sleep};
 use tower::{layer::layer_fn, load::Load, Layer, Service};
 
-use super::{options::ClientOptions, retry::response_code};
+use super::{error::answer_refused_locally, options::ClientOptions, retry::response_code};
+
+/// An endpoint's error, whose cause chain ejection reads.
+pub(crate) trait ErrorChain {
+    fn as_error(&self) -> &(dyn std::error::Error + 'static);
+}
+
+impl ErrorChain for tonic::transport::Error {
+    fn as_error(&self) -> &(dyn std::error::Error + 'static) {
+        self
+    }
+}
+
+impl ErrorChain for tower::BoxError {
+    fn as_error(&self) -> &(dyn std::error::Error + 'static) {
+        &**self
+    }
+}
 
 /// Ejection settings.
 #[derive(Debug, Clone, Copy)]
@@ -40,12 +64,21 @@ struct Health {
     next_backoff: Duration,
     ejections: u64,
     probation: bool,
+    /// The last answer was UNAVAILABLE or RESOURCE_EXHAUSTED.
+    shedding: bool,
 }
 
 /// What happened to a request, as ejection counts it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
+    /// An answer (any status but the two below).
     Success,
+    /// An UNAVAILABLE or RESOURCE_EXHAUSTED answer: the endpoint works and
+    /// says it is busy; not a failure, but it ranks last until it serves.
+    Shed,
+    /// The server answered, our HTTP/2 layer refused the answer: nothing.
+    Refused,
+    /// A transport failure.
     Failure,
 }
 
@@ -91,6 +124,7 @@ impl<S> Ejectable<S> {
                 next_backoff: policy.min_backoff,
                 ejections: 0,
                 probation: false,
+                shedding: false,
             })),
             sleep: None,
             on_eject,
@@ -111,11 +145,13 @@ fn record(
 ) {
     let mut health = health.lock().expect("health lock");
     match outcome {
-        Outcome::Success => {
+        Outcome::Success | Outcome::Shed => {
             health.consecutive_failures = 0;
             health.next_backoff = policy.min_backoff;
             health.probation = false;
+            health.shedding = outcome == Outcome::Shed;
         }
+        Outcome::Refused => {}
         Outcome::Failure => {
             health.consecutive_failures += 1;
             if health.consecutive_failures >= policy.threshold && health.ejected_until.is_none() {
@@ -142,6 +178,7 @@ impl<S, B> Service<http::Request<B>> for Ejectable<S>
 where
     S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
     S::Future: Send + 'static,
+    S::Error: ErrorChain,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -178,10 +215,13 @@ where
         Box::pin(async move {
             let result = future.await;
             let outcome = match &result {
-                Ok(response) if response_code(response) == Some(tonic::Code::Unavailable) => {
-                    Outcome::Failure
-                }
-                Ok(_) => Outcome::Success,
+                Ok(response) => match response_code(response) {
+                    Some(tonic::Code::Unavailable | tonic::Code::ResourceExhausted) => {
+                        Outcome::Shed
+                    }
+                    _ => Outcome::Success,
+                },
+                Err(error) if answer_refused_locally(error.as_error()) => Outcome::Refused,
                 Err(_) => Outcome::Failure,
             };
             record(&health, policy, outcome, &*on_eject);
@@ -191,12 +231,12 @@ where
 }
 
 impl<S: Load> Load for Ejectable<S> {
-    /// `(1 if failing and not on probation else 0, the inner load)`.
+    /// `(1 if failing or shedding and not on probation else 0, the inner load)`.
     type Metric = (u8, S::Metric);
 
     fn load(&self) -> Self::Metric {
         let health = self.health.lock().expect("health lock");
-        let failing = health.consecutive_failures > 0 && !health.probation;
+        let failing = (health.consecutive_failures > 0 || health.shedding) && !health.probation;
         (u8::from(failing), self.inner.load())
     }
 }
@@ -225,6 +265,22 @@ mod tests {
     }
 
     type Handle = mock::Handle<http::Request<()>, http::Response<tonic::body::Body>>;
+
+    /// One request through `service` that fails in transport (connection reset).
+    async fn fail<S>(service: &mut mock::Spawn<S>, handle: &mut Handle)
+    where
+        S: Service<http::Request<()>, Response = http::Response<tonic::body::Body>>,
+        S::Error: std::fmt::Debug,
+    {
+        let response = service.call(http::Request::new(()));
+        handle
+            .next_request()
+            .await
+            .unwrap()
+            .1
+            .send_error(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        response.await.unwrap_err();
+    }
 
     /// One request through `service`, answered with `answer` by the mock.
     async fn exchange<S>(
@@ -257,7 +313,7 @@ mod tests {
 
         for _ in 0..3 {
             assert_ready_ok!(service.poll_ready());
-            exchange(&mut service, &mut handle, unavailable()).await;
+            fail(&mut service, &mut handle).await;
         }
         assert_eq!(ejected.load(Ordering::SeqCst), 1);
         assert_pending!(service.poll_ready());
@@ -266,7 +322,7 @@ mod tests {
         assert_ready_ok!(service.poll_ready());
 
         // On probation: one more failure ejects again, for longer.
-        exchange(&mut service, &mut handle, unavailable()).await;
+        fail(&mut service, &mut handle).await;
         assert_eq!(service.get_ref().ejections(), 2);
         assert_pending!(service.poll_ready());
         tokio::time::advance(Duration::from_millis(1300)).await;
@@ -281,7 +337,7 @@ mod tests {
         exchange(&mut service, &mut handle, ok()).await;
         for _ in 0..2 {
             assert_ready_ok!(service.poll_ready());
-            exchange(&mut service, &mut handle, unavailable()).await;
+            fail(&mut service, &mut handle).await;
         }
         assert_ready_ok!(service.poll_ready());
         assert_eq!(service.get_ref().ejections(), 2);
@@ -327,20 +383,32 @@ mod tests {
         assert_eq!(service.get_ref().load(), (0, 7));
     }
 
+    /// Hardening finding 1: a server's answers — any status, UNAVAILABLE
+    /// and INTERNAL included — never eject it (one hostile request could
+    /// otherwise take a healthy endpoint out).
     #[tokio::test(start_paused = true)]
-    async fn other_errors_codes_do_not_count_as_failures() {
+    async fn no_answer_of_a_server_counts_as_a_failure() {
         let (service, mut handle) =
             mock::pair::<http::Request<()>, http::Response<tonic::body::Body>>();
         let mut service = mock::Spawn::new(Ejectable::new(service, policy(), Arc::new(|_| {})));
         handle.allow(100);
-        for _ in 0..5 {
+        for answer in [
+            tonic::Status::failed_precondition("business rule"),
+            tonic::Status::unavailable("the database is busy"),
+            tonic::Status::internal("a bug"),
+            tonic::Status::resource_exhausted("too much"),
+        ] {
+            for _ in 0..5 {
+                assert_ready_ok!(service.poll_ready());
+                exchange(&mut service, &mut handle, answer.clone().into_http()).await;
+            }
+        }
+        assert_ready_ok!(service.poll_ready());
+        assert_eq!(service.get_ref().ejections(), 0);
+        // A transport failure after them still counts from one.
+        for _ in 0..2 {
             assert_ready_ok!(service.poll_ready());
-            exchange(
-                &mut service,
-                &mut handle,
-                tonic::Status::failed_precondition("business rule").into_http(),
-            )
-            .await;
+            fail(&mut service, &mut handle).await;
         }
         assert_ready_ok!(service.poll_ready());
         assert_eq!(service.get_ref().ejections(), 0);

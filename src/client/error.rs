@@ -47,6 +47,31 @@ pub struct NotConnected {
     pub source: Option<io::Error>,
 }
 
+/// Consul answers a chain target's health query with no instance because
+/// the token may not read the service: the call is refused rather than
+/// failed over (a failover would hide a missing ACL rule).
+#[derive(Debug, thiserror::Error)]
+#[error("Consul refused the instances of {target}: {reason}")]
+pub struct TargetRefused {
+    /// The target (`legacy`, `inventory (subset v2)`).
+    pub target: String,
+    /// Consul's refusal and what the token needs.
+    pub reason: String,
+}
+
+/// The routing chain sends the call where the client cannot go (a target in
+/// another datacenter).
+#[derive(Debug, thiserror::Error)]
+#[error("calls to {service} routed to {resolver} cannot be sent: {reason}")]
+pub struct Unroutable {
+    /// The service called.
+    pub service: String,
+    /// The resolver node the call was routed to.
+    pub resolver: String,
+    /// Why.
+    pub reason: String,
+}
+
 /// The request body could not be buffered for replay.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot buffer the request: {0}")]
@@ -83,6 +108,28 @@ pub(crate) fn never_reached_server(error: &(dyn StdError + 'static)) -> bool {
     false
 }
 
+/// Whether the server answered but our HTTP/2 layer refused the answer and
+/// reset the stream (e.g. response headers over the header-list limit): an
+/// answer of a working server, not a transport failure. The same request
+/// would get the same answer, so it is neither retried nor counted toward
+/// ejecting the endpoint.
+pub(crate) fn answer_refused_locally(error: &(dyn StdError + 'static)) -> bool {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(error) = current {
+        if let Some(h2) = error.downcast_ref::<h2::Error>() {
+            return h2.is_reset() && h2.is_library();
+        }
+        current = error.source();
+    }
+    false
+}
+
+/// Whether the routing refused the attempt before it was sent anywhere
+/// (a refused target, an unroutable destination): retrying cannot help.
+pub(crate) fn is_routing_refusal(error: &(dyn StdError + 'static)) -> bool {
+    error.is::<TargetRefused>() || error.is::<Unroutable>()
+}
+
 /// Whether an attempt ran out of time: our per-try timer, or tonic's own
 /// enforcement of the `grpc-timeout` header we set.
 pub(crate) fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
@@ -110,6 +157,15 @@ pub(crate) fn into_status(error: BoxError, service: &str) -> Status {
         Status::deadline_exceeded(format!("calling {service}: {}", error_chain(&*error)))
     } else if error.is::<BodyError>() {
         Status::new(Code::Internal, error.to_string())
+    } else if answer_refused_locally(&*error) {
+        Status::internal(format!(
+            "calling {service}: the server's answer could not be read: {}",
+            error_chain(&*error)
+        ))
+    } else if error.is::<TargetRefused>() {
+        Status::permission_denied(error.to_string())
+    } else if error.is::<Unroutable>() {
+        Status::unavailable(error.to_string())
     } else {
         Status::unavailable(format!("calling {service}: {}", error_chain(&*error)))
     };

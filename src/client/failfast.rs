@@ -11,7 +11,7 @@ use std::{
 };
 
 use tokio::time::{Instant, Sleep};
-use tower::{layer::layer_fn, BoxError, Layer, Service};
+use tower::{BoxError, Service};
 
 use super::error::NoHealthyEndpoint;
 
@@ -25,12 +25,6 @@ pub(crate) struct FailFast<S> {
 }
 
 impl<S> FailFast<S> {
-    /// Fails requests to `service` at once after `after` without a ready endpoint.
-    pub(crate) fn layer(service: &str, after: Duration) -> impl Layer<S, Service = Self> + Clone {
-        let service = service.to_owned();
-        layer_fn(move |inner| Self::new(inner, &service, after))
-    }
-
     pub(crate) fn new(inner: S, service: &str, after: Duration) -> Self {
         Self {
             inner,

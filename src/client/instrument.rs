@@ -3,7 +3,9 @@
 //! - [`ClientTrace`], outermost: one `grpc.client` span per call (target
 //!   `mesh::rpc`; a child of the handler's `grpc.server` span when the call is
 //!   made inside an RPC) with `rpc.system`, `rpc.service`, `rpc.method`,
-//!   `rpc.grpc.status_code`; its W3C `traceparent` goes into the request's
+//!   `rpc.grpc.status_code`, `mesh.target` (the service called) and
+//!   `mesh.chain_target` (the discovery-chain target the call went to,
+//!   written by `dispatch::Dispatch`); its W3C `traceparent` goes into the request's
 //!   metadata (every attempt carries it); the span ends with the response body.
 //! - [`EndpointObserve`], per endpoint (beside `Ejectable`): counts the attempts
 //!   each instance receives (`mesh_client_endpoint_requests_total`) and writes
@@ -105,6 +107,7 @@ where
             rpc.service = service,
             rpc.method = method,
             mesh.target = &*self.target,
+            mesh.chain_target = Empty,
             server.address = Empty,
             server.port = Empty,
             rpc.grpc.previous_rpc_attempts = Empty,

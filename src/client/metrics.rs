@@ -34,8 +34,9 @@ pub struct TargetCounts {
     pub budget_exhausted: u64,
     /// Endpoint ejections.
     pub ejections: u64,
-    /// Endpoints in the balancer's set, as of the last change it took from
-    /// the resolver (it takes them when next polled, i.e. by a request).
+    /// Endpoints in the balancers' sets (one balancer per chain target), as
+    /// of the last change each took from its resolver (a balancer takes them
+    /// when next polled, i.e. by a request).
     pub endpoints: u64,
 }
 
@@ -55,9 +56,17 @@ impl TargetMetrics {
     pub(crate) fn ejected(&self) {
         self.inner.ejections.fetch_add(1, Ordering::Relaxed);
     }
-    pub(crate) fn set_endpoints(&self, count: usize) {
-        let count = u64::try_from(count).unwrap_or(u64::MAX);
-        self.inner.endpoints.store(count, Ordering::Relaxed);
+    /// A balancer took (`delta` > 0) or dropped endpoints.
+    pub(crate) fn add_endpoints(&self, delta: i64) {
+        if delta >= 0 {
+            self.inner
+                .endpoints
+                .fetch_add(delta as u64, Ordering::Relaxed);
+        } else {
+            self.inner
+                .endpoints
+                .fetch_sub(delta.unsigned_abs(), Ordering::Relaxed);
+        }
     }
 
     /// The counts now.

@@ -1,11 +1,12 @@
 //! The mesh client: what generated tonic clients send through.
 //!
 //! [`Channel`] is the one type every caller holds: a cloneable, boxed gRPC
-//! transport. [`MeshClient::channel`] returns the Consul-resolved, balanced,
-//! retrying one (one shared resolver and balancer per target service per
-//! [`MeshClient`]); [`direct`] makes one from a plain tonic channel (the
-//! benchmark baseline). Code such as `orders` does not change with the
-//! transport under it:
+//! transport. [`MeshClient::channel`] returns the Consul-resolved, routed,
+//! balanced, retrying one: per target service one watch of its discovery
+//! chain (routers, splitters, resolvers: [`routing`]), and per chain target
+//! one endpoint watch and balancer, shared by every clone; [`direct`] makes
+//! one from a plain tonic channel (the benchmark baseline). Code such as
+//! `orders` does not change with the transport under it:
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,21 +22,26 @@ mod attempt;
 mod call;
 mod collector;
 mod connector;
+mod dispatch;
 mod eject;
 pub(crate) mod error;
 mod failfast;
 mod instrument;
+mod live;
 mod metrics;
 mod options;
 mod retry;
+mod route;
+pub mod routing;
 mod stack;
+mod targets;
 
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
 
-use discovery::{ConsulConfig, Resolver, ResolverOptions};
+use discovery::{ConsulConfig, Resolver};
 use tonic::body::Body;
 use tonic::Status;
 use tower::{util::BoxCloneSyncService, BoxError, ServiceExt};
@@ -43,9 +49,12 @@ use tower::{util::BoxCloneSyncService, BoxError, ServiceExt};
 pub use connector::{connect_endpoint, endpoint_channel, peer_certificate};
 pub use error::{
     never_reached_server_status, DeadlineExceeded, NoHealthyEndpoint, NotConnected, PerTryTimeout,
+    TargetRefused, Unroutable,
 };
+pub use live::{ChainView, TargetView};
 pub use metrics::{TargetCounts, TargetMetrics};
 pub use options::ClientOptions;
+pub use targets::TargetHealth;
 
 /// A gRPC transport that generated clients accept (`UsersClient::new(channel)`).
 ///
@@ -60,8 +69,9 @@ pub fn direct(channel: tonic::transport::Channel) -> Channel {
     BoxCloneSyncService::new(channel.map_err(|error| Status::from_error(BoxError::from(error))))
 }
 
-/// The process's entry to the mesh: one Consul watch and one balancer per
-/// target service, created on first use and shared by every clone.
+/// The process's entry to the mesh: per target service one discovery-chain
+/// watch and routing table, per chain target one endpoint watch and
+/// balancer, created on first use and shared by every clone.
 #[derive(Clone)]
 pub struct MeshClient {
     shared: Arc<Shared>,
@@ -76,7 +86,7 @@ struct Shared {
 #[derive(Clone)]
 struct Target {
     channel: Channel,
-    resolver: Resolver,
+    routing: Arc<live::ServiceRouting>,
     metrics: TargetMetrics,
 }
 
@@ -100,36 +110,33 @@ impl MeshClient {
             .entry(service.to_owned())
             .or_insert_with(|| {
                 let options = &self.shared.options;
-                let resolver = Resolver::spawn(
-                    self.shared.consul.clone(),
-                    service,
-                    ResolverOptions {
-                        tag: options.tag.clone(),
-                        wait: options.watch_wait,
-                        connect: options.identity.is_some(),
-                        ..ResolverOptions::default()
-                    },
-                );
                 let metrics = TargetMetrics::default();
-                let channel = stack::build(service, &resolver, options, metrics.clone());
+                let routing = live::ServiceRouting::start(
+                    &self.shared.consul,
+                    service,
+                    options,
+                    metrics.clone(),
+                );
+                let channel = stack::build(routing.clone(), options, metrics.clone());
                 Target {
                     channel,
-                    resolver,
+                    routing,
                     metrics,
                 }
             })
             .clone()
     }
 
-    /// The balanced, retrying channel to `service` (a Consul service name).
-    /// Must be called inside a tokio runtime.
+    /// The routed, balanced, retrying channel to `service` (a Consul service
+    /// name). Must be called inside a tokio runtime.
     pub fn channel(&self, service: &str) -> Channel {
         self.target(service).channel
     }
 
-    /// The Consul watch behind `service`'s channel.
+    /// The Consul watch of `service`'s instances as a whole (no subset
+    /// filter): the one its default chain target balances over.
     pub fn resolver(&self, service: &str) -> Resolver {
-        self.target(service).resolver
+        self.target(service).routing.default_resolver()
     }
 
     /// The counters of `service`'s channel.
@@ -137,17 +144,57 @@ impl MeshClient {
         self.target(service).metrics
     }
 
-    /// Every target used so far, with its resolver and counters.
-    pub fn targets(&self) -> Vec<(String, Resolver, TargetMetrics)> {
+    /// `service`'s routing now: the table compiled from its discovery chain
+    /// and each chain target's health and counts.
+    pub fn chain(&self, service: &str) -> ChainView {
+        self.target(service).routing.view()
+    }
+
+    /// Calls sent so far (first attempts) to each target of `service`'s
+    /// routing table in force, by Consul target ID (cheap: for polling).
+    pub fn chain_target_requests(&self, service: &str) -> std::collections::BTreeMap<String, u64> {
+        self.target(service)
+            .routing
+            .live()
+            .map(|live| {
+                live.targets
+                    .iter()
+                    .map(|stack| {
+                        let requests = stack
+                            .counters
+                            .requests
+                            .load(std::sync::atomic::Ordering::Relaxed);
+                        (stack.spec.id.clone(), requests)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Every target service used so far, with its counters and the Consul
+    /// watches of its chain targets.
+    pub fn targets(&self) -> Vec<(String, Vec<Resolver>, TargetMetrics)> {
         let targets = self.shared.targets.lock().expect("targets lock");
         let mut list: Vec<_> = targets
             .iter()
             .map(|(name, target)| {
-                (
-                    name.clone(),
-                    target.resolver.clone(),
-                    target.metrics.clone(),
-                )
+                let resolvers = target
+                    .routing
+                    .live()
+                    .map(|live| {
+                        let mut resolvers: Vec<Resolver> = Vec::new();
+                        for stack in &live.targets {
+                            if !resolvers
+                                .iter()
+                                .any(|known| known.same_watch(&stack.resolver))
+                            {
+                                resolvers.push(stack.resolver.clone());
+                            }
+                        }
+                        resolvers
+                    })
+                    .unwrap_or_default();
+                (name.clone(), resolvers, target.metrics.clone())
             })
             .collect();
         list.sort_by(|a, b| a.0.cmp(&b.0));

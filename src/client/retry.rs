@@ -9,7 +9,14 @@
 //! - a call is committed once response headers without an error arrive;
 //! - at most `max_attempts`, within the overall deadline, each retry paid
 //!   from a shared [`TpsBudget`]; `grpc-retry-pushback-ms` is honoured
-//!   (negative or malformed: do not retry).
+//!   (negative or malformed: do not retry);
+//! - a `service-router` route may change two things for its calls:
+//!   `NumRetries` sets the attempts (`NumRetries` + 1), and
+//!   `RetryOnStatusCodes` (HTTP codes, mapped by gRPC's HTTP-to-status table,
+//!   see `routing::codes`) adds codes retried — for idempotent methods only
+//!   and within the budget, which is stricter than Envoy (ADR 0014).
+//!   `RetryOnConnectFailure` needs nothing: a request that never reached a
+//!   server is always retried.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -25,9 +32,11 @@ use tower::{
 };
 
 use super::{
-    error::{is_timeout, never_reached_server},
+    error::{answer_refused_locally, is_routing_refusal, is_timeout, never_reached_server},
     metrics::TargetMetrics,
     options::ClientOptions,
+    route::Routed,
+    routing::{CodeSet, RouteParams},
 };
 use crate::idempotency;
 
@@ -56,23 +65,53 @@ pub(crate) fn response_code(response: &http::Response<tonic::body::Body>) -> Opt
     crate::telemetry::grpc_status(response.headers()).filter(|code| *code != Code::Ok)
 }
 
-/// Classifies one attempt's result.
-pub(crate) fn classify(result: &Result<http::Response<tonic::body::Body>, BoxError>) -> Retryable {
+/// Whether an answer with `code` may be retried (idempotent methods only):
+/// UNAVAILABLE, RESOURCE_EXHAUSTED, and what the route adds.
+fn retryable_code(code: Code, route_adds: CodeSet) -> Retryable {
+    match code {
+        Code::Unavailable | Code::ResourceExhausted => Retryable::IfIdempotent,
+        code if route_adds.contains(code) => Retryable::IfIdempotent,
+        _ => Retryable::No,
+    }
+}
+
+/// Classifies one attempt's result; `route_adds` are the codes the call's
+/// route retries too (`RetryOnStatusCodes`).
+pub(crate) fn classify(
+    result: &Result<http::Response<tonic::body::Body>, BoxError>,
+    route_adds: CodeSet,
+) -> Retryable {
     match result {
-        Ok(response) => match response_code(response) {
-            Some(Code::Unavailable | Code::ResourceExhausted) => Retryable::IfIdempotent,
-            _ => Retryable::No,
-        },
+        Ok(response) => {
+            response_code(response).map_or(Retryable::No, |code| retryable_code(code, route_adds))
+        }
+        Err(error) if is_routing_refusal(&**error) => Retryable::No,
         Err(error) if never_reached_server(&**error) => Retryable::Always,
+        // The server answered; the same request gets the same answer.
+        Err(error) if answer_refused_locally(&**error) => Retryable::No,
         Err(error) if is_timeout(&**error) => Retryable::IfIdempotent,
         Err(error) => match error.downcast_ref::<tonic::Status>() {
-            Some(status) => match status.code() {
-                Code::Unavailable | Code::ResourceExhausted => Retryable::IfIdempotent,
-                _ => Retryable::No,
-            },
+            Some(status) => retryable_code(status.code(), route_adds),
             // Transport errors after the request may have been sent.
             None => Retryable::IfIdempotent,
         },
+    }
+}
+
+/// What the call's route changes: the codes it adds, and the attempts
+/// (`NumRetries` + 1, else `default_attempts`).
+pub(crate) fn route_settings(
+    params: Option<&RouteParams>,
+    default_attempts: u32,
+) -> (CodeSet, u32) {
+    match params {
+        Some(params) => (
+            params.retry_on,
+            params
+                .num_retries
+                .map_or(default_attempts, |retries| retries.saturating_add(1)),
+        ),
+        None => (CodeSet::default(), default_attempts),
     }
 }
 
@@ -142,7 +181,9 @@ impl tower::retry::Policy<Request, Response, BoxError> for RetryPolicy {
         if self.attempts == 1 {
             self.budget.deposit();
         }
-        let retryable = match classify(result) {
+        let params = request.extensions().get::<Routed>().map(|r| &*r.params);
+        let (route_adds, max_attempts) = route_settings(params, self.max_attempts);
+        let retryable = match classify(result, route_adds) {
             Retryable::No => return None,
             Retryable::IfIdempotent
                 if !idempotency::of_path(request.uri().path()).is_retry_safe() =>
@@ -151,7 +192,7 @@ impl tower::retry::Policy<Request, Response, BoxError> for RetryPolicy {
             }
             retryable => retryable,
         };
-        if self.attempts >= self.max_attempts {
+        if self.attempts >= max_attempts {
             return None;
         }
         let delay = match pushback(result) {
@@ -286,6 +327,39 @@ mod tests {
         }
         assert!(allowed <= 2, "the budget allowed {allowed} retries");
         assert!(metrics.snapshot().budget_exhausted >= 48);
+    }
+
+    #[test]
+    fn a_route_adds_codes_for_idempotent_methods_and_sets_the_attempts() {
+        let not_found: Result<Response, BoxError> =
+            answer(tonic::Status::unimplemented("old server"));
+        assert_eq!(classify(&not_found, CodeSet::default()), Retryable::No);
+        let adds = CodeSet::from_http(&[404]);
+        assert_eq!(classify(&not_found, adds), Retryable::IfIdempotent);
+        let as_error: Result<Response, BoxError> = Err(Box::new(tonic::Status::unimplemented("x")));
+        assert_eq!(classify(&as_error, adds), Retryable::IfIdempotent);
+        let invalid = answer(tonic::Status::invalid_argument("x"));
+        assert_eq!(classify(&invalid, adds), Retryable::No);
+
+        let params = RouteParams {
+            num_retries: Some(4),
+            retry_on: adds,
+            ..RouteParams::default()
+        };
+        assert_eq!(route_settings(Some(&params), 3), (adds, 5));
+        let unset = RouteParams::default();
+        assert_eq!(route_settings(Some(&unset), 3), (CodeSet::default(), 3));
+        assert_eq!(route_settings(None, 2), (CodeSet::default(), 2));
+    }
+
+    #[test]
+    fn a_refused_target_is_never_retried() {
+        let refused: Result<Response, BoxError> =
+            Err(Box::new(super::super::error::TargetRefused {
+                target: "legacy".into(),
+                reason: "the token needs service:read".into(),
+            }));
+        assert_eq!(classify(&refused, CodeSet::default()), Retryable::No);
     }
 
     #[tokio::test]

@@ -10,8 +10,10 @@ use std::{
 
 pub mod duration;
 mod mtls_mode;
+mod version;
 
 pub use mtls_mode::MtlsMode;
+pub use version::parse_version_meta;
 
 /// Flags every service takes (flatten into the binary's `clap::Parser`).
 #[derive(clap::Args, Debug, Clone)]
@@ -44,6 +46,12 @@ pub struct ServiceArgs {
     /// Address to serve Prometheus `/metrics` on (off when unset).
     #[arg(long, env = "MESH_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+
+    /// The version registered in Consul as `Meta.version`: what a
+    /// `service-resolver` subset selects (`Service.Meta.version == "v2"`) to
+    /// route a canary. Letters, digits, `.`, `_`, `-`; at most 64.
+    #[arg(long, env = "MESH_SERVICE_VERSION", default_value = "v1", value_parser = parse_version_meta)]
+    pub version_meta: String,
 
     /// OTLP/gRPC collector to export traces to, e.g. `http://127.0.0.1:4317`
     /// (export is off when unset).
@@ -134,13 +142,9 @@ pub struct ServiceArgs {
 #[derive(clap::Args, Clone)]
 pub struct ConsulArgs {
     /// Consul agent HTTP address: `host:port`, `http://host:port` or
-    /// `https://host:port`.
-    #[arg(
-        long = "consul-addr",
-        env = "CONSUL_HTTP_ADDR",
-        default_value = discovery::DEFAULT_ADDRESS
-    )]
-    pub address: String,
+    /// `https://host:port` (default 127.0.0.1:8500).
+    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR")]
+    pub address: Option<String>,
 
     /// HTTPS to the agent when the address names no scheme.
     #[arg(long = "consul-ssl", env = "CONSUL_HTTP_SSL", value_parser = clap::builder::BoolishValueParser::new())]
@@ -195,10 +199,25 @@ impl std::fmt::Debug for ConsulArgs {
 }
 
 impl ConsulArgs {
+    /// Whether any flag or Consul variable was given (else a command may use
+    /// the local environment `mesh up` describes, or the defaults).
+    pub fn is_given(&self) -> bool {
+        self.address.is_some()
+            || self.ssl.is_some()
+            || self.ssl_verify.is_some()
+            || self.ca_file.is_some()
+            || self.ca_path.is_some()
+            || self.client_cert.is_some()
+            || self.client_key.is_some()
+            || self.tls_server_name.is_some()
+            || self.token.as_deref().is_some_and(|token| !token.is_empty())
+            || self.token_file.is_some()
+    }
+
     /// The settings as the discovery crate takes them.
     pub fn settings(&self) -> discovery::ConsulSettings {
         discovery::ConsulSettings {
-            address: Some(self.address.clone()),
+            address: self.address.clone(),
             ssl: self.ssl,
             ssl_verify: self.ssl_verify,
             ca_file: self.ca_file.clone(),

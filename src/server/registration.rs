@@ -29,7 +29,9 @@ pub(crate) fn start(
     let consul = args.consul.config()?;
     let address = advertise_address(args.advertise, bound.ip(), consul.address());
     let mut meta = BTreeMap::from([
-        ("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
+        // What resolver subsets select on (`--version-meta`, default v1).
+        ("version".to_owned(), args.version_meta.clone()),
+        ("build".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
         (
             "proto_package".to_owned(),
             identity.proto_package().to_owned(),

@@ -9,6 +9,12 @@
 //!   DEADLINE_EXCEEDED, and the handler is dropped. (tonic's own transport
 //!   answers CANCELLED "Timeout expired"; the mesh port is served by hyper
 //!   over tonic's routes, see [`super::tls`], so this layer is the only timer.)
+//! - no status is larger than every mesh client accepts
+//!   ([`crate::limits::MAX_RESPONSE_HEADER_LIST_BYTES`]): a message over
+//!   [`MAX_STATUS_MESSAGE_BYTES`] is cut, details over
+//!   [`MAX_STATUS_DETAILS_BYTES`] are dropped (the message still says what
+//!   is wrong). Statuses built from input are bounded where they are made
+//!   ([`crate::bounded`]); this is the net for any other.
 //!
 //! It wraps the application service inside the observability layer, so
 //! metrics and spans record the codes the caller receives.
@@ -24,7 +30,11 @@ use tokio::time::Instant;
 use tonic::{body::Body, server::NamedService, Code, Status};
 use tower::Service;
 
-use crate::{deadline, telemetry::grpc_status};
+use crate::{
+    bounded, deadline,
+    limits::{MAX_STATUS_DETAILS_BYTES, MAX_STATUS_MESSAGE_BYTES},
+    telemetry::grpc_status,
+};
 
 /// Gives the wrapped service's answers their spec status codes (see the
 /// module docs).
@@ -69,7 +79,7 @@ where
                     Err(_elapsed) => return Ok(deadline_exceeded(timeout)),
                 },
             };
-            Ok(with_size_limit_as_resource_exhausted(response))
+            Ok(with_spec_statuses(response))
         })
     }
 }
@@ -83,10 +93,12 @@ fn deadline_exceeded(timeout: Duration) -> http::Response<Body> {
 }
 
 /// `response` with tonic's size-limit OUT_OF_RANGE turned into
-/// RESOURCE_EXHAUSTED, in its headers and in its trailers.
-fn with_size_limit_as_resource_exhausted(response: http::Response<Body>) -> http::Response<Body> {
+/// RESOURCE_EXHAUSTED and its status bounded, in its headers and in its
+/// trailers.
+fn with_spec_statuses(response: http::Response<Body>) -> http::Response<Body> {
     let (mut parts, body) = response.into_parts();
     remap_size_limit(&mut parts.headers);
+    bound_status(&mut parts.headers);
     if grpc_status(&parts.headers).is_some() {
         // Trailers-only: the status is in the headers and the body is empty.
         return http::Response::from_parts(parts, body);
@@ -94,10 +106,49 @@ fn with_size_limit_as_resource_exhausted(response: http::Response<Body>) -> http
     let body = body.map_frame(|mut frame| {
         if let Some(trailers) = frame.trailers_mut() {
             remap_size_limit(trailers);
+            bound_status(trailers);
         }
         frame
     });
     http::Response::from_parts(parts, Body::new(body))
+}
+
+/// Cuts the status in `headers` to what every mesh client accepts: the
+/// message to [`MAX_STATUS_MESSAGE_BYTES`] (percent-encoded, it is at most
+/// three times that), details over [`MAX_STATUS_DETAILS_BYTES`] dropped.
+fn bound_status(headers: &mut http::HeaderMap) {
+    let encoded_len = |name: &str| headers.get(name).map_or(0, |value| value.len());
+    let message_too_long = encoded_len("grpc-message") > MAX_STATUS_MESSAGE_BYTES;
+    let details_too_long =
+        encoded_len("grpc-status-details-bin") > MAX_STATUS_DETAILS_BYTES.div_ceil(3) * 4;
+    if !message_too_long && !details_too_long {
+        return;
+    }
+    let Some(status) = Status::from_header_map(headers) else {
+        return;
+    };
+    let message = bounded::message(status.message());
+    if message.len() == status.message().len() && !details_too_long {
+        // Long only because of its encoding: within the bound.
+        return;
+    }
+    tracing::warn!(
+        code = ?status.code(),
+        message_bytes = status.message().len(),
+        details_bytes = status.details().len(),
+        "a status over the mesh's bounds was cut (message) or its details dropped"
+    );
+    let details = if status.details().len() > MAX_STATUS_DETAILS_BYTES {
+        bytes::Bytes::new()
+    } else {
+        bytes::Bytes::copy_from_slice(status.details())
+    };
+    headers.remove("grpc-message");
+    headers.remove("grpc-status-details-bin");
+    let bounded = Status::with_details(status.code(), message, details);
+    // Writing a status into a header map only fails for a message that is not
+    // a valid header value, which percent-encoding rules out.
+    let _ = bounded.add_header(headers);
 }
 
 /// Rewrites `grpc-status` in `headers` (response headers or trailers) to
@@ -161,7 +212,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_size_limit_is_resource_exhausted_in_headers_and_trailers() {
-        let response = with_size_limit_as_resource_exhausted(trailers_only(too_large("decoded")));
+        let response = with_spec_statuses(trailers_only(too_large("decoded")));
         assert_eq!(
             grpc_status(response.headers()),
             Some(Code::ResourceExhausted)
@@ -172,19 +223,62 @@ mod tests {
             "{message:?}"
         );
 
-        let response = with_size_limit_as_resource_exhausted(with_trailers(too_large("encoded")));
+        let response = with_spec_statuses(with_trailers(too_large("encoded")));
         assert_eq!(trailer_code(response).await, Some(Code::ResourceExhausted));
     }
 
     #[tokio::test]
     async fn other_statuses_pass_unchanged() {
         let page = Status::out_of_range("page 9 is past the last page");
-        let response = with_size_limit_as_resource_exhausted(trailers_only(page));
+        let response = with_spec_statuses(trailers_only(page));
         assert_eq!(grpc_status(response.headers()), Some(Code::OutOfRange));
 
-        let response =
-            with_size_limit_as_resource_exhausted(with_trailers(Status::not_found("no user 7")));
+        let response = with_spec_statuses(with_trailers(Status::not_found("no user 7")));
         assert_eq!(trailer_code(response).await, Some(Code::NotFound));
+    }
+
+    /// Hardening finding 1 (the net): whatever a handler answers, no status
+    /// leaves a mesh server larger than every mesh client accepts.
+    #[tokio::test]
+    async fn a_status_over_the_bounds_is_cut_in_headers_and_trailers() {
+        let huge = || {
+            Status::with_details(
+                Code::FailedPrecondition,
+                "é".repeat(50_000),
+                bytes::Bytes::from(vec![1; 50_000]),
+            )
+        };
+        let check = |status: Status| {
+            assert_eq!(status.code(), Code::FailedPrecondition);
+            assert!(status.message().len() <= MAX_STATUS_MESSAGE_BYTES);
+            assert!(status.message().starts_with("éé"));
+            assert!(status.message().ends_with('…'));
+            assert!(status.details().is_empty());
+        };
+        let response = with_spec_statuses(trailers_only(huge()));
+        check(Status::from_header_map(response.headers()).unwrap());
+
+        let response = with_spec_statuses(with_trailers(huge()));
+        let trailers = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .trailers()
+            .unwrap()
+            .clone();
+        check(Status::from_header_map(&trailers).unwrap());
+
+        // Within the bounds (even if percent-encoding makes it longer): untouched.
+        let within = Status::with_details(
+            Code::InvalidArgument,
+            "é".repeat(MAX_STATUS_MESSAGE_BYTES / 2),
+            bytes::Bytes::from(vec![7; MAX_STATUS_DETAILS_BYTES]),
+        );
+        let response = with_spec_statuses(trailers_only(within.clone()));
+        let passed = Status::from_header_map(response.headers()).unwrap();
+        assert_eq!(passed.message(), within.message());
+        assert_eq!(passed.details(), within.details());
     }
 
     #[tokio::test(start_paused = true)]

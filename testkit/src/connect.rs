@@ -1,10 +1,7 @@
 //! Consul Connect from a test's point of view: certificate files from the
 //! test's agent (what `mesh cert` writes), grpcurl over mTLS, intentions.
 
-use std::{
-    path::{Path, PathBuf},
-    time::Duration,
-};
+use std::path::{Path, PathBuf};
 
 use crate::{
     consul::ConsulAgent,
@@ -126,19 +123,8 @@ impl ConsulAgent {
 
     /// `method path` with a JSON body; panics unless the agent answers 2xx.
     pub fn send(&self, method: &str, path: &str, body: &str) -> String {
-        let url = format!("http://{}{path}", self.http_addr());
-        let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .new_agent();
-        let result = match method {
-            "PUT" => agent.put(&url).send(body),
-            "POST" => agent.post(&url).send(body),
-            "DELETE" => agent.delete(&url).call(),
-            other => panic!("unsupported method {other}"),
-        };
-        result
-            .and_then(|mut answer| answer.body_mut().read_to_string())
+        self.client()
+            .request(method, path, Some(body))
             .unwrap_or_else(|error| panic!("{method} {path}: {error}"))
     }
 }

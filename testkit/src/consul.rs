@@ -1,33 +1,31 @@
-//! A real Consul dev agent on free loopback ports: plain (ACLs off, HTTP) or
-//! secure (ACLs on with `default_policy = "deny"`, the HTTP API on HTTPS only,
-//! certificates from `consul tls ca create` / `consul tls cert create`).
+//! A real Consul dev agent on free loopback ports, started by the one
+//! local-environment engine (`localenv`) from the same configuration `mesh
+//! up` uses: plain (ACLs off, HTTP) or secure (ACLs on with `default_policy =
+//! "deny"`, the HTTP API on HTTPS only, certificates from `consul tls ca
+//! create` / `consul tls cert create`, the mesh's policies and one token per
+//! holder). This file adapts it to the tests: blocking calls with ureq,
+//! panics with the agent's log on failure.
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
-    sync::Arc,
     time::Duration,
 };
 
-use crate::{paths::tool, ports::free_port, process::ChildGuard, wait::wait_until};
+use localenv::{
+    consul::{ConsulOptions, LocalConsul, Posture},
+    Cancel,
+};
+
+use crate::{agent_client::AgentClient, paths::tool, ports::free_port, wait::wait_until};
 
 /// A `consul agent -dev` on its own free ports. Dropping it kills and reaps it.
 #[derive(Debug)]
 pub struct ConsulAgent {
-    child: Option<ChildGuard>,
-    ports: Ports,
+    agent: LocalConsul,
     dir: tempfile::TempDir,
-    starts: u32,
-    secure: Option<Secure>,
-    http: ureq::Agent,
-}
-
-/// What a secure agent was started with.
-#[derive(Debug, Clone)]
-struct Secure {
-    ca_file: PathBuf,
-    config_file: PathBuf,
-    master_token: String,
+    master_token: Option<String>,
+    /// As the master token (or anonymous on a plain agent).
+    client: AgentClient,
 }
 
 /// A token created with [`ConsulAgent::create_token`].
@@ -39,127 +37,83 @@ pub struct AclToken {
     pub secret: String,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Ports {
-    http: u16,
-    dns: u16,
-    grpc: u16,
-    serf_lan: u16,
-    serf_wan: u16,
-    server: u16,
-}
-
 impl ConsulAgent {
     /// Starts an agent (ACLs off, plain HTTP) and waits until it has elected
     /// itself leader.
     pub fn start() -> Self {
-        Self::start_with(false)
+        Self::start_with(Posture::Plain)
     }
 
     /// Starts an agent as production runs Consul — ACLs on with
     /// `default_policy = "deny"`, HTTPS only (no HTTP port), a certificate
     /// from `consul tls cert create -server` signed by a CA from `consul tls
-    /// ca create` — and waits for its leader. The harness's own calls
-    /// ([`ConsulAgent::get_json`]…) use the master token.
+    /// ca create` — waits for its leader, and creates the mesh's policies and
+    /// one token per holder ([`ConsulAgent::token_file`]). The harness's own
+    /// calls ([`ConsulAgent::get_json`]…) use the master token.
     pub fn start_secure() -> Self {
-        Self::start_with(true)
+        Self::start_with(Posture::Secure)
     }
 
-    fn start_with(secure: bool) -> Self {
-        let ports = Ports {
-            http: free_port(),
-            dns: free_port(),
-            grpc: free_port(),
-            serf_lan: free_port(),
-            serf_wan: free_port(),
-            server: free_port(),
-        };
+    fn start_with(posture: Posture) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let secure = secure.then(|| Secure::prepare(dir.path(), ports));
-        let http = http_agent(secure.as_ref().map(|secure| secure.ca_file.as_path()));
-        let mut agent = Self {
-            child: None,
-            ports,
+        let port = free_port();
+        let mut options = ConsulOptions::new(tool("consul"), posture, dir.path());
+        options.api_port = Some(port);
+        options.node_name = Some(format!("test-{port}"));
+        options.ui = false;
+        options.log_level = Some("warn".to_owned());
+        let agent = LocalConsul::spawn(options)
+            .unwrap_or_else(|error| panic!("cannot start a Consul agent: {error}"));
+        let client = AgentClient::for_endpoint(&agent.endpoint());
+        let master_token = agent.token_file("master").map(|file| {
+            std::fs::read_to_string(file)
+                .expect("the master token")
+                .trim()
+                .to_owned()
+        });
+        let mut started = Self {
+            agent,
             dir,
-            starts: 0,
-            secure,
-            http,
+            master_token,
+            client,
         };
-        agent.launch();
-        agent
-    }
-
-    fn launch(&mut self) {
-        self.starts += 1;
-        let ports = self.ports;
-        let mut command = Command::new(tool("consul"));
-        command.args([
-            "agent",
-            "-dev",
-            "-client",
-            "127.0.0.1",
-            "-bind",
-            "127.0.0.1",
-            "-log-level",
-            "warn",
-        ]);
-        command.args(["-node", &format!("test-{}", ports.http)]);
-        match &self.secure {
-            // Its ports are in the configuration file (HTTP off, HTTPS on).
-            Some(secure) => {
-                command.arg("-config-file").arg(&secure.config_file);
-            }
-            None => {
-                for (flag, port) in [
-                    ("-http-port", ports.http),
-                    ("-dns-port", ports.dns),
-                    ("-grpc-port", ports.grpc),
-                    ("-serf-lan-port", ports.serf_lan),
-                    ("-serf-wan-port", ports.serf_wan),
-                    ("-server-port", ports.server),
-                ] {
-                    command.args([flag, &port.to_string()]);
-                }
-            }
+        if let Err(error) = started
+            .agent
+            .wait_ready(&started.client, &Cancel::default())
+        {
+            panic!(
+                "the Consul agent is not ready: {error}\n{}",
+                started.agent.log_tail()
+            );
         }
-        let log = self.dir.path().join(format!("consul-{}.log", self.starts));
-        self.child = Some(ChildGuard::spawn("consul", command, &log));
-        wait_until(
-            "the Consul agent to elect a leader",
-            Duration::from_secs(30),
-            || {
-                let leader = self.get_text("/v1/status/leader").ok()?;
-                (leader.trim().len() > 2).then_some(())
-            },
-        );
+        started
     }
 
     /// `127.0.0.1:<http port>` (the HTTPS port of a secure agent).
     pub fn http_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.http)
+        self.agent.address()
     }
 
     /// The value for `CONSUL_HTTP_ADDR`: `http://127.0.0.1:<port>`, or
     /// `https://…` for a secure agent.
     pub fn url(&self) -> String {
-        let scheme = if self.secure.is_some() {
-            "https"
-        } else {
-            "http"
-        };
-        format!("{scheme}://{}", self.http_addr())
+        self.agent.url()
     }
 
     /// The CA file that signed a secure agent's certificate (`CONSUL_CACERT`).
     pub fn ca_file(&self) -> Option<&Path> {
-        self.secure.as_ref().map(|secure| secure.ca_file.as_path())
+        self.agent.ca_file()
     }
 
     /// A secure agent's master token (full rights).
     pub fn master_token(&self) -> Option<&str> {
-        self.secure
-            .as_ref()
-            .map(|secure| secure.master_token.as_str())
+        self.master_token.as_deref()
+    }
+
+    /// A secure agent's token file of `holder`: `master`, `agent`, a service
+    /// (`users`…, with the policy the project ships for it) or `mesh-read`.
+    pub fn token_file(&self, holder: &str) -> Option<PathBuf> {
+        self.agent.token_file(holder)
     }
 
     /// The folder of the agent's files (certificates, configuration, logs).
@@ -167,23 +121,19 @@ impl ConsulAgent {
         self.dir.path()
     }
 
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.agent.pid()
+    }
+
+    /// A client of this agent as the master token (anonymous on a plain
+    /// agent); [`AgentClient::with_token`] gives another token.
+    pub fn client(&self) -> &AgentClient {
+        &self.client
+    }
+
     fn request(&self, method: &str, path: &str, body: Option<&str>) -> Result<String, ureq::Error> {
-        let url = format!("{}{path}", self.url());
-        let token = self.master_token().unwrap_or_default();
-        let mut answer = match method {
-            "GET" => self.http.get(&url).header("X-Consul-Token", token).call()?,
-            "DELETE" => self
-                .http
-                .delete(&url)
-                .header("X-Consul-Token", token)
-                .call()?,
-            _ => self
-                .http
-                .put(&url)
-                .header("X-Consul-Token", token)
-                .send(body.unwrap_or_default())?,
-        };
-        answer.body_mut().read_to_string()
+        self.client.request(method, path, body)
     }
 
     /// GET `path` (e.g. `/v1/health/service/users`) as text.
@@ -198,11 +148,23 @@ impl ConsulAgent {
         self.request("PUT", path, Some(body))
     }
 
-    /// Creates (or replaces) the ACL policy `name` with `rules` (HCL).
+    /// Creates the ACL policy `name` with `rules` (HCL), or replaces the
+    /// rules of the policy of that name.
     pub fn create_policy(&self, name: &str, rules: &str) {
+        let existing = self.get_json("/v1/acl/policies");
+        let id = existing
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|policy| policy["Name"] == name)
+            .and_then(|policy| policy["ID"].as_str().map(str::to_owned));
+        let path = id.map_or_else(
+            || "/v1/acl/policy".to_owned(),
+            |id| format!("/v1/acl/policy/{id}"),
+        );
         let body = serde_json::json!({"Name": name, "Rules": rules}).to_string();
-        self.put_text("/v1/acl/policy", &body)
-            .unwrap_or_else(|error| panic!("creating the ACL policy {name}: {error}"));
+        self.put_text(&path, &body)
+            .unwrap_or_else(|error| panic!("writing the ACL policy {name}: {error}"));
     }
 
     /// Creates a token carrying `policies`.
@@ -284,110 +246,24 @@ impl ConsulAgent {
 
     /// SIGKILLs the agent (its in-memory state is lost, as on a real restart).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill();
-        }
+        self.agent
+            .kill()
+            .unwrap_or_else(|error| panic!("cannot kill the Consul agent: {error}"));
     }
 
-    /// Starts the agent again on the same ports, with empty state.
+    /// Starts the agent again on the same ports, with empty state (a secure
+    /// agent gets the same policies and tokens again).
     pub fn restart(&mut self) {
-        self.kill();
-        self.launch();
+        if let Err(error) = self.agent.restart(&self.client, &Cancel::default()) {
+            panic!(
+                "the restarted Consul agent is not ready: {error}\n{}",
+                self.agent.log_tail()
+            );
+        }
     }
 
     /// The agent's log so far.
     pub fn log(&self) -> String {
-        self.child.as_ref().map(ChildGuard::log).unwrap_or_default()
+        std::fs::read_to_string(self.agent.log_path()).unwrap_or_default()
     }
-}
-
-impl Secure {
-    /// Certificates from Consul's own `consul tls` commands and an agent
-    /// configuration with ACLs default-deny and HTTPS only, in `dir`.
-    fn prepare(dir: &Path, ports: Ports) -> Self {
-        let tls = dir.join("tls");
-        std::fs::create_dir_all(&tls).expect("tls dir");
-        for args in [
-            &["tls", "ca", "create"][..],
-            &["tls", "cert", "create", "-server", "-dc", "dc1"][..],
-        ] {
-            let output = Command::new(tool("consul"))
-                .args(args)
-                .current_dir(&tls)
-                .output()
-                .expect("run consul tls");
-            assert!(
-                output.status.success(),
-                "consul {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&output.stderr)
-            );
-        }
-        let master_token = uuid_v4();
-        let config = serde_json::json!({
-            "acl": {
-                "enabled": true,
-                "default_policy": "deny",
-                "tokens": {"master": master_token, "agent": master_token},
-            },
-            "ports": {
-                "http": -1,
-                "https": ports.http,
-                "dns": ports.dns,
-                "grpc": ports.grpc,
-                "serf_lan": ports.serf_lan,
-                "serf_wan": ports.serf_wan,
-                "server": ports.server,
-            },
-            "ca_file": tls.join("consul-agent-ca.pem"),
-            "cert_file": tls.join("dc1-server-consul-0.pem"),
-            "key_file": tls.join("dc1-server-consul-0-key.pem"),
-            "verify_incoming": false,
-        });
-        let config_file = dir.join("secure.json");
-        std::fs::write(&config_file, config.to_string()).expect("write the agent config");
-        Self {
-            ca_file: tls.join("consul-agent-ca.pem"),
-            config_file,
-            master_token,
-        }
-    }
-}
-
-/// A UUID v4 from the kernel's random source (Consul tokens are UUIDs).
-fn uuid_v4() -> String {
-    let mut bytes = [0u8; 16];
-    std::io::Read::read_exact(
-        &mut std::fs::File::open("/dev/urandom").expect("/dev/urandom"),
-        &mut bytes,
-    )
-    .expect("random bytes");
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// The harness's HTTP client: 5 s per call, trusting `ca_file` when given.
-fn http_agent(ca_file: Option<&Path>) -> ureq::Agent {
-    let mut config = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(5)));
-    if let Some(ca_file) = ca_file {
-        let pem = std::fs::read(ca_file).expect("read the CA file");
-        let certificate = ureq::tls::Certificate::from_pem(&pem)
-            .expect("a PEM certificate")
-            .to_owned();
-        config = config.tls_config(
-            ureq::tls::TlsConfig::builder()
-                .root_certs(ureq::tls::RootCerts::Specific(Arc::new(vec![certificate])))
-                .build(),
-        );
-    }
-    config.build().new_agent()
 }

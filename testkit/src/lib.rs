@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod agent_client;
 mod brokers;
 pub mod conformance;
 mod connect;
@@ -26,6 +27,7 @@ mod run;
 mod service;
 mod wait;
 
+pub use agent_client::AgentClient;
 pub use brokers::{RabbitServer, RedisServer, TlsFiles};
 pub use connect::{grpcurl_mtls, CertFiles};
 

@@ -103,6 +103,31 @@ impl Outcomes {
     pub fn failed(&self) -> u64 {
         self.errors.values().sum()
     }
+
+    /// Counts one call's result (the first few error messages kept).
+    pub fn record(&mut self, result: Result<(), tonic::Status>) {
+        match result {
+            Ok(()) => self.ok += 1,
+            Err(status) => {
+                *self
+                    .errors
+                    .entry(format!("{:?}", status.code()))
+                    .or_default() += 1;
+                if self.messages.len() < 5 {
+                    self.messages.push(status.message().to_owned());
+                }
+            }
+        }
+    }
+
+    /// Adds another batch's counts.
+    pub fn add(&mut self, other: Outcomes) {
+        self.ok += other.ok;
+        for (code, count) in other.errors {
+            *self.errors.entry(code).or_default() += count;
+        }
+        self.messages.extend(other.messages);
+    }
 }
 
 /// Runs `total` calls made by `call(i)` with `concurrency` workers.
@@ -124,19 +149,7 @@ where
                         return;
                     }
                     let result = call(index).await;
-                    let mut outcomes = outcomes.lock().await;
-                    match result {
-                        Ok(()) => outcomes.ok += 1,
-                        Err(status) => {
-                            *outcomes
-                                .errors
-                                .entry(format!("{:?}", status.code()))
-                                .or_default() += 1;
-                            if outcomes.messages.len() < 5 {
-                                outcomes.messages.push(status.message().to_owned());
-                            }
-                        }
-                    }
+                    outcomes.lock().await.record(result);
                 }
             })
         })

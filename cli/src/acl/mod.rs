@@ -1,16 +1,17 @@
 //! `mesh acl bootstrap`: the mesh's ACL policies (one per service, a
 //! read-only one, the agent's) and a token for each, in a Consul with ACLs on
-//! (`default_policy = "deny"`). Token files, never the tokens, are printed.
-
-mod bootstrap;
-pub(crate) mod policies;
-pub(crate) mod secrets;
+//! (`default_policy = "deny"`), by the `localenv` engine's bootstrap through
+//! our Consul client. Token files, never the tokens, are printed.
 
 use std::{path::PathBuf, process::ExitCode};
 
-pub(crate) use bootstrap::{bootstrap, Issued};
+use anyhow::Context as _;
+use localenv::acl::{Issued, PolicySource};
 
-use crate::consul::ConsulApi;
+use crate::{
+    consul::{BlockingCalls, ConsulApi},
+    local::settings::{self, Holder},
+};
 
 /// `mesh acl` arguments.
 #[derive(clap::Args, Debug)]
@@ -22,7 +23,8 @@ pub(crate) struct AclArgs {
 #[derive(clap::Subcommand, Debug)]
 enum AclCommand {
     /// Create or update the mesh's policies and tokens (needs a management
-    /// token, e.g. CONSUL_HTTP_TOKEN_FILE=<the bootstrap token's file>).
+    /// token, e.g. CONSUL_HTTP_TOKEN_FILE=<the bootstrap token's file>; in a
+    /// checkout where `mesh up` runs, its agent and management token).
     Bootstrap(BootstrapArgs),
 }
 
@@ -49,8 +51,18 @@ struct BootstrapArgs {
 pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         AclCommand::Bootstrap(args) => {
-            let api = ConsulApi::new(&args.consul.config()?);
-            let issued = bootstrap(&api, &args.tokens_dir, args.policies_dir.as_deref()).await?;
+            let (config, _) = settings::resolve_here(&args.consul, Holder::Management)?;
+            let calls =
+                BlockingCalls::new(ConsulApi::new(&config), tokio::runtime::Handle::current());
+            let issued = tokio::task::spawn_blocking(move || {
+                let policies = match &args.policies_dir {
+                    Some(dir) => PolicySource::Folder(dir),
+                    None => PolicySource::Shipped,
+                };
+                localenv::acl::bootstrap(&calls, &args.tokens_dir, policies)
+            })
+            .await
+            .context("the bootstrap task failed")??;
             print(&issued);
             Ok(ExitCode::SUCCESS)
         }
@@ -58,7 +70,7 @@ pub(crate) async fn run(args: AclArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One line per token: its name, file and accessor (never the secret).
-pub(crate) fn print(issued: &[Issued]) {
+fn print(issued: &[Issued]) {
     for token in issued {
         println!(
             "token {:<10} {} ({}, accessor {})",
@@ -67,5 +79,61 @@ pub(crate) fn print(issued: &[Issued]) {
             token.action,
             token.accessor
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use localenv::acl::{POLICIES, TOKENS};
+
+    #[test]
+    fn every_service_has_a_policy_that_writes_itself_only() {
+        for service in crate::services::ALL {
+            let token = TOKENS
+                .iter()
+                .find(|token| token.name == service.name)
+                .expect("a token per service");
+            let policy = POLICIES
+                .iter()
+                .find(|policy| policy.name == token.policy)
+                .expect("its policy");
+            let own = format!("service \"{}\" {{\n  policy     = \"write\"", service.name);
+            assert!(policy.rules.contains(&own), "{}", policy.rules);
+            assert_eq!(
+                policy.rules.matches("\"write\"").count(),
+                1,
+                "{} writes only itself",
+                policy.name
+            );
+            assert!(policy
+                .rules
+                .contains("node_prefix \"\" {\n  policy = \"read\""));
+        }
+    }
+
+    #[test]
+    fn the_traffic_policy_writes_the_services_config_entries_and_nothing_else() {
+        let traffic = POLICIES
+            .iter()
+            .find(|policy| policy.name == "mesh-traffic")
+            .expect("the traffic policy");
+        let rules: Vec<&str> = traffic
+            .rules
+            .lines()
+            .filter(|line| !line.trim_start().starts_with('#'))
+            .collect();
+        let rules = rules.join("\n");
+        for service in crate::services::ALL {
+            let rule = format!("service \"{}\" {{\n  policy = \"write\"", service.name);
+            assert!(rules.contains(&rule), "{rules}");
+        }
+        assert_eq!(
+            rules.matches("\"write\"").count(),
+            crate::services::ALL.len(),
+            "writes the four services only"
+        );
+        for broader in ["service_prefix", "operator", "acl", "agent", "key"] {
+            assert!(!rules.contains(broader), "{broader} in {rules}");
+        }
     }
 }

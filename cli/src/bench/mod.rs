@@ -6,8 +6,10 @@
 
 mod load;
 mod report;
+pub(crate) mod routing;
 mod rpc;
 pub(crate) mod scale;
+mod targets;
 mod via;
 
 use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
@@ -66,6 +68,12 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     json: bool,
 
+    /// Metadata on every call, `key=value` (repeat for more), e.g.
+    /// `-H x-canary=1` to take a canary route.
+    #[arg(short = 'H', long = "header", value_name = "KEY=VALUE",
+          value_parser = crate::metadata::parse_header)]
+    headers: Vec<(http::header::HeaderName, http::HeaderValue)>,
+
     /// The Consul agent (for `--via mesh`).
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
@@ -80,11 +88,19 @@ pub(crate) struct BenchArgs {
 pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let via = Via::parse(&args.via)?;
     let rpc = args.rpc;
+    if args.headers.len() > crate::metadata::MAX_HEADERS {
+        anyhow::bail!("at most {} -H headers", crate::metadata::MAX_HEADERS);
+    }
     let stop = match (args.requests, args.duration) {
         (Some(requests), _) => Stop::Requests(requests),
         (None, duration) => Stop::After(duration.unwrap_or(DEFAULT_DURATION)),
     };
-    let consul = args.consul.config()?;
+    // None given: in a checkout where `mesh up` runs, its agent (the
+    // operator identity needs the management token).
+    let (consul, _) = crate::local::settings::resolve_here(
+        &args.consul,
+        crate::local::settings::Holder::Management,
+    )?;
     let identity = match via {
         Via::Proxy(_) => None,
         Via::Mesh | Via::Direct(_) => args.mtls.client_identity(&consul).await?,
@@ -98,8 +114,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     let mesh = || Ok(via::mesh_client(consul.clone(), mesh_identity.clone()));
 
+    let routed = match via {
+        Via::Mesh => Some(mesh()?),
+        _ => None,
+    };
     let channel: Channel = match &via {
-        Via::Mesh => mesh()?.channel(rpc.service()),
+        Via::Mesh => routed
+            .as_ref()
+            .expect("a mesh client for --via mesh")
+            .channel(rpc.service()),
         Via::Direct(address) => {
             via::direct_channel(address, rpc.service(), identity.as_ref()).await?
         }
@@ -132,11 +155,15 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         );
     }
+    let channel = targets::with_metadata(channel, args.headers.clone());
+    let before = routed
+        .as_ref()
+        .map(|mesh| targets::counts(mesh, rpc.service()));
     let caller = TimedCaller::new(rpc, &fixture, channel, args.timeout);
     let outcome = load::run(plan, caller, &progress).await;
     progress.finish_and_clear();
 
-    let report = Report::new(
+    let mut report = Report::new(
         via.label(),
         via.address().map(str::to_owned),
         rpc.name(),
@@ -145,6 +172,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         &outcome,
         args.timeline,
     );
+    if let (Some(mesh), Some(before)) = (&routed, &before) {
+        report.targets = targets::shares(before, &targets::counts(mesh, rpc.service()));
+    }
     if args.json {
         crate::output::print_line(&serde_json::to_string(&report)?);
     } else {

@@ -38,6 +38,9 @@ pub(crate) struct Report {
     /// Requests by start time, in windows (with `--timeline`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) timeline: Option<Vec<Window>>,
+    /// With `--via mesh`: the calls each discovery-chain target took.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) targets: Vec<super::targets::TargetShare>,
 }
 
 /// The requests that started in one window of a run.
@@ -152,6 +155,7 @@ impl Report {
                 },
             },
             timeline: timeline_window.map(|width| timeline(&outcome.samples, width)),
+            targets: Vec::new(),
         }
     }
 
@@ -197,6 +201,16 @@ impl Report {
             "  latency µs   p50 {}   p90 {}   p99 {}   p99.9 {}   max {}",
             latency.p50, latency.p90, latency.p99, latency.p999, latency.max
         );
+        if !self.targets.is_empty() {
+            let _ = writeln!(out, "  per chain target:");
+            for share in &self.targets {
+                let _ = writeln!(
+                    out,
+                    "    {:<40} {:>9} calls  {:6.2} %",
+                    share.target, share.calls, share.percent
+                );
+            }
+        }
         out
     }
 }

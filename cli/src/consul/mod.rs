@@ -1,10 +1,10 @@
 //! The Consul agent as the CLI sees it: its HTTP API ([`ConsulApi`]), the
-//! parts of its answers we read ([`model`]), and a dev agent that `mesh up`
-//! can start when none answers ([`DevAgent`]).
+//! parts of its answers we read ([`model`]), and that API as the `localenv`
+//! engine's client ([`BlockingCalls`]).
 
-mod agent;
 mod api;
+mod blocking;
 pub(crate) mod model;
 
-pub(crate) use agent::{free_ports, DevAgent};
 pub(crate) use api::{ApiError, ConsulApi};
+pub(crate) use blocking::BlockingCalls;

@@ -1,13 +1,16 @@
 //! `mesh status [--watch]`: every registered instance (Consul's own service
-//! aside) with its health, as a table. Exit 0 when nothing is critical, 1
-//! when something is, 2 when Consul cannot be asked.
+//! aside) with its health, as a table, and under it how many orders wait
+//! for an operator (read from orders' metrics, see [`parked`]). Exit 0 when
+//! no instance is critical, 1 when one is, 2 when Consul cannot be asked.
 
+mod parked;
 mod table;
 
 use std::{process::ExitCode, time::Duration};
 
 use crate::{
     consul::{ApiError, ConsulApi},
+    local::settings::{self, Holder},
     signals::StopSignals,
 };
 use table::{Health, Row};
@@ -27,23 +30,28 @@ pub(crate) struct StatusArgs {
     watch: bool,
 
     /// The Consul agent to ask (a read-only token is enough: service:read
-    /// and node:read on everything).
+    /// and node:read on everything). None given: in a checkout where `mesh
+    /// up` runs, its agent with the read-only token.
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
 }
 
 /// Prints the table once, or keeps redrawing it with `--watch`.
 pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let api = ConsulApi::new(&args.consul.config()?);
+    let (config, source) = settings::resolve_here(&args.consul, Holder::ReadOnly)?;
+    let api = ConsulApi::new(&config);
     if !args.watch {
         return Ok(match rows(&api).await {
             Ok(rows) => {
-                crate::output::print(&frame(&rows, &api));
+                let parked = parked::line(&api).await.unwrap_or_default();
+                crate::output::print(&format!("{}{parked}", frame(&rows, &api)));
                 exit_code(&rows)
             }
             Err(error) => {
                 eprintln!("mesh status: {error}");
-                if matches!(error, ApiError::Unreachable { .. }) {
+                if let Some(hint) = source.hint() {
+                    eprintln!("{hint}");
+                } else if matches!(error, ApiError::Unreachable { .. }) {
                     eprintln!(
                         "(set CONSUL_HTTP_ADDR or --consul-addr to the agent's HTTP address)"
                     );
@@ -55,7 +63,10 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let mut signals = StopSignals::install()?;
     loop {
         let text = match rows(&api).await {
-            Ok(rows) => frame(&rows, &api),
+            Ok(rows) => {
+                let parked = parked::line(&api).await.unwrap_or_default();
+                format!("{}{parked}", frame(&rows, &api))
+            }
             Err(error) => format!("{error}\n"),
         };
         // Clear the screen, cursor home, then the frame.

@@ -3,6 +3,8 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Duration};
 
+use localenv::consul::{LocalConsul, Posture};
+
 use super::{
     plan::InstancePlan,
     seed::{Demo, DEMO_STOCK},
@@ -14,10 +16,11 @@ use crate::{cert::CertFiles, consul::model::HealthEntry, services, tools};
 pub(crate) struct Banner<'a> {
     /// `http(s)://host:port` of the Consul agent.
     pub(crate) consul_url: &'a str,
-    /// With `--secure`: where the CA and the token files are.
-    pub(crate) secure: Option<&'a super::secure::SecureLayout>,
-    /// Whether `mesh up` started that agent.
-    pub(crate) consul_started: bool,
+    /// The agent `mesh up` started (its CA and token files), if it did.
+    pub(crate) local: Option<&'a LocalConsul>,
+    /// Whether the operator's commands run here find that agent by
+    /// themselves (its description is `./.mesh/env.json` or above).
+    pub(crate) described_here: bool,
     /// The instances, in plan order.
     pub(crate) plan: &'a [InstancePlan],
     /// Their passing entries, by service ID.
@@ -47,16 +50,27 @@ impl Banner<'_> {
             self.elapsed.as_secs_f64()
         );
         let _ = writeln!(out, "Consul UI: {}/ui/", self.consul_url);
-        if let Some(secure) = self.secure {
+        if let Some((ca, read, master)) = self.local.and_then(|agent| {
+            Some((
+                agent.ca_file()?,
+                agent.token_file("mesh-read")?,
+                agent.token_file("master")?,
+            ))
+        }) {
             let _ = writeln!(
                 out,
                 "           ACLs default-deny, HTTPS only. The browser must trust the CA {}\n           (or accept its warning); then log in (\"Log in\" in the UI) with the read-only\n           token in {}\n           (full rights: the master token in {})",
-                secure.ca_file.display(),
-                secure.token_file("mesh-read").display(),
-                secure.token_file("master").display()
+                ca.display(),
+                read.display(),
+                master.display()
+            );
+        } else if self.local.is_some() {
+            let _ = writeln!(
+                out,
+                "           ACLs off, plain HTTP (--insecure-consul): not a security boundary"
             );
         }
-        if !self.consul_started {
+        if self.local.is_none() {
             let _ = writeln!(
                 out,
                 "           (an agent that was already running; left running on exit)"
@@ -212,32 +226,42 @@ impl Banner<'_> {
             }
         }
         let mesh = mesh_command();
+        let _ = writeln!(out, "  # the whole mesh");
+        let status = self.operator_prefix("mesh-read");
+        let _ = writeln!(out, "  {}{mesh} status{}", status.0, status.1);
+        let bench = self.operator_prefix("master");
+        let _ = writeln!(
+            out,
+            "  {}{mesh} bench --rpc place-order --duration 10s{}\n",
+            bench.0, bench.1
+        );
+    }
+
+    /// What an operator's command needs in front of it (variables) and after
+    /// it (flags) to reach this agent with `token`: nothing when the command
+    /// finds the local environment by itself, or the agent is Consul's default.
+    fn operator_prefix(&self, token: &str) -> (String, String) {
         let default_url = format!("http://{}", discovery::DEFAULT_ADDRESS);
-        let (status_env, bench_env, consul) = match self.secure {
-            Some(secure) => {
-                let env = |token: &str| {
+        match self.local {
+            Some(_) if self.described_here => (String::new(), String::new()),
+            Some(agent) if agent.posture() == Posture::Secure => {
+                let file = |path: Option<std::path::PathBuf>| {
+                    path.map(|path| path.display().to_string())
+                        .unwrap_or_default()
+                };
+                (
                     format!(
                         "CONSUL_HTTP_ADDR={} CONSUL_CACERT={} CONSUL_HTTP_TOKEN_FILE={} ",
                         self.consul_url,
-                        secure.ca_file.display(),
-                        secure.token_file(token).display()
-                    )
-                };
-                (env("mesh-read"), env("orders"), String::new())
+                        file(agent.ca_file().map(Path::to_owned)),
+                        file(agent.token_file(token))
+                    ),
+                    String::new(),
+                )
             }
-            None if self.consul_url == default_url => (String::new(), String::new(), String::new()),
-            None => (
-                String::new(),
-                String::new(),
-                format!(" --consul-addr {}", self.consul_url),
-            ),
-        };
-        let _ = writeln!(out, "  # the whole mesh");
-        let _ = writeln!(out, "  {status_env}{mesh} status{consul}");
-        let _ = writeln!(
-            out,
-            "  {bench_env}{mesh} bench --rpc place-order --duration 10s{consul}\n"
-        );
+            _ if self.consul_url == default_url => (String::new(), String::new()),
+            _ => (String::new(), format!(" --consul-addr {}", self.consul_url)),
+        }
     }
 }
 

@@ -1,22 +1,22 @@
 //! What each instance is told about Consul, through its environment only
 //! (never its command line, which any user can read): the address and TLS
-//! settings, and its token — its own token file with `--secure`, else the
-//! token (file) `mesh up` was given.
+//! settings, and its token — its own token file from an agent `mesh up`
+//! started, else the token (file) `mesh up` was given.
 
 use std::path::PathBuf;
 
 use discovery::ConsulSettings;
 use tokio::process::Command;
 
-use crate::acl::secrets;
+use localenv::secrets;
 
 /// The Consul settings handed to every instance (`Debug` redacts the token).
 #[derive(Debug, Clone)]
 pub(crate) struct ChildConsul {
     /// Address (with its scheme), TLS and token settings.
     pub(crate) settings: ConsulSettings,
-    /// With `--secure`: the folder of `<service>.token`, one per service,
-    /// used instead of `settings`' token.
+    /// From an agent with ACLs that `mesh up` started: the folder of
+    /// `<service>.token`, one per service, used instead of `settings`' token.
     pub(crate) per_service_tokens: Option<PathBuf>,
 }
 

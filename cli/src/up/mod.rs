@@ -1,26 +1,31 @@
 //! `mesh up`: the whole mesh on this machine, supervised (ADR 0005).
 //!
-//! 1. Consul: the agent at `CONSUL_HTTP_ADDR` if it answers, else a dev agent
-//!    started here (installing `consul` with `scripts/install-tools` if needed);
+//! 1. Consul: the agent at `CONSUL_HTTP_ADDR` if it answers (used as it is),
+//!    else one started here by the `localenv` engine (installing `consul` with
+//!    `scripts/install-tools` if needed) — ACLs default-deny and HTTPS only,
+//!    the mesh's policies and one token per service, unless
+//!    `--insecure-consul` — and described in `<state>/env.json` for the
+//!    operator's other commands;
 //! 2. with `--mtls=required` (the default): the default intentions
-//!    (default-deny) and an `operator` certificate for grpcurl;
+//!    (default-deny; in an agent not started here only with
+//!    `--apply-intentions`) and an `operator` certificate for grpcurl;
 //! 3. every instance as its own `mesh serve <service>` process, restarted with
 //!    backoff when it crashes;
 //! 4. wait until Consul reports all of them passing, seed demo data through
 //!    the mesh client, print where everything is (grpcurl commands included);
 //! 5. on SIGINT/SIGTERM/SIGHUP: SIGTERM every instance, wait for their drain
-//!    (+5 s), SIGKILL what is left, stop the agent if we started it, exit 0.
-//!    A second signal skips the wait.
+//!    (+5 s), SIGKILL what is left, stop the agent if we started it (and
+//!    remove its description), exit 0. A second signal skips the wait.
 
 mod backoff;
 mod banner;
+mod canary;
 mod child_consul;
 mod console;
 mod consul;
 mod pids;
 mod plan;
 mod ready;
-mod secure;
 mod seed;
 mod supervisor;
 
@@ -33,6 +38,7 @@ use std::{
 
 use anyhow::Context as _;
 use discovery::connect::ConnectCa;
+use localenv::{consul::LocalConsul, Description};
 use mesh::{
     client::{ClientOptions, MeshClient},
     config::{duration, MtlsMode},
@@ -46,7 +52,8 @@ use self::{
     supervisor::{Settings, Supervisor},
 };
 use crate::{
-    consul::{ConsulApi, DevAgent},
+    consul::ConsulApi,
+    local::agent as local_agent,
     signals::{StopSignal, StopSignals},
 };
 
@@ -58,19 +65,32 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value = "2")]
     instances: InstanceCounts,
 
-    /// The Consul agent; when nothing answers there (on loopback), a dev
-    /// agent is started on that port. Its TLS and token settings are passed
-    /// to the instances in their environment.
+    /// The Consul agent; when nothing answers there (on loopback), one is
+    /// started on that port: ACLs on with `default_policy = "deny"`, its API on
+    /// HTTPS only (certificates from `consul tls`), the mesh's policies and one
+    /// token per service, handed to each instance as a file (everything under
+    /// `<state-dir>/consul` and `<state-dir>/secrets`). An agent that answers
+    /// is used as it is; its TLS and token settings are passed to the
+    /// instances in their environment.
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
 
-    /// Run the local agent as production runs Consul: ACLs on with
-    /// `default_policy = "deny"`, its API on HTTPS only (certificates from
-    /// `consul tls`), the mesh's policies and one token per service, handed
-    /// to each instance as a file (everything under `<state-dir>/consul` and
-    /// `<state-dir>/secrets`). Always starts its own agent.
+    /// Start the local agent with ACLs off and plain HTTP. mTLS without ACLs
+    /// is not a security boundary: anyone who reaches the agent can get a
+    /// certificate for any identity, `operator` included.
     #[arg(long)]
+    insecure_consul: bool,
+
+    /// What `mesh up` does by default now (ACLs default-deny, HTTPS); kept so
+    /// that `mesh up --secure` still works.
+    #[arg(long, hide = true, conflicts_with = "insecure_consul")]
     secure: bool,
+
+    /// Also set the mesh's default intentions in an agent `mesh up` did not
+    /// start (one it starts always gets them; otherwise a cluster's
+    /// intentions are its owner's).
+    #[arg(long)]
+    apply_intentions: bool,
 
     /// Folder for the databases (`data/`), logs (`logs/`) and the pid file.
     #[arg(long, default_value = ".mesh")]
@@ -108,12 +128,16 @@ pub(crate) struct UpArgs {
     /// for grpcurl. `off`: plaintext (local experiments only).
     #[arg(long, env = "MESH_MTLS", value_enum, default_value_t = MtlsMode::Required)]
     mtls: MtlsMode,
+
+    #[command(flatten)]
+    canary: canary::CanaryArgs,
 }
 
 /// What has been started and must be stopped, whatever happens.
 #[derive(Debug, Default)]
 struct Running {
-    agent: Option<DevAgent>,
+    /// The agent we started (described in `<state>/env.json`).
+    agent: Option<LocalConsul>,
     supervisor: Option<Supervisor>,
     /// The agent the instances register with, and their service IDs.
     registrations: Option<(ConsulApi, Vec<String>)>,
@@ -124,6 +148,7 @@ struct Running {
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut signals = StopSignals::install().context("cannot install signal handlers")?;
     let plan = plan::instances(&args.instances, args.ports, args.base_port)?;
+    let plan = canary::extend(plan, &args.canary);
     let shown_state_dir = args.state_dir.clone();
     for folder in ["data", "logs"] {
         let path = args.state_dir.join(folder);
@@ -150,7 +175,7 @@ pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     if let Err(error) = &outcome {
         eprintln!("mesh up: {error:#}");
     }
-    teardown(running, &pids, &mut signals).await;
+    teardown(running, &state_dir, &pids, &mut signals).await;
     pids.delete();
     Ok(match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -169,67 +194,32 @@ async fn drive(
     running: &mut Running,
 ) -> anyhow::Result<()> {
     let started_at = Instant::now();
-    let given = args.consul.config()?;
 
-    // 1. Consul.
-    let (api, child_consul, secure) = if args.secure {
-        let (api, layout) = tokio::select! {
-            started = start_secure(&given, state_dir, pids, running) => started?,
-            signal = signals.recv() => return stopped_early(signal),
-        };
-        // Each instance gets its own token file and trusts the agent's CA.
-        let child = child_consul::ChildConsul {
-            settings: discovery::ConsulSettings {
-                address: Some(api.config().base_url().to_owned()),
-                ca_file: Some(layout.ca_file.clone()),
-                ..discovery::ConsulSettings::default()
-            },
-            per_service_tokens: Some(layout.secrets.clone()),
-        };
-        (api, child, Some(layout))
-    } else {
-        let api = ConsulApi::new(&given);
-        let found = tokio::select! {
-            found = consul::probe(&api) => found?,
-            signal = signals.recv() => return stopped_early(signal),
-        };
-        if found == consul::Found::Absent {
-            let agent = running
-                .agent
-                .insert(consul::start(&api, &state_dir.join("logs/consul.log")).await?);
-            if let Some(pid) = agent.pid() {
-                pids.set("consul", pid);
-            }
-            tokio::select! {
-                ready = agent.wait_leader(&api) => ready?,
-                signal = signals.recv() => return stopped_early(signal),
-            }
-        } else {
-            say(format!("consul: using the agent at {}", api.address()));
-        }
-        // The instances get what `mesh up` was given.
-        let child = child_consul::ChildConsul {
-            settings: discovery::ConsulSettings {
-                address: Some(given.base_url().to_owned()),
-                ..given.settings().clone()
-            },
-            per_service_tokens: None,
-        };
-        (api, child, None)
+    // 1. Consul: the agent that answers, else one of ours.
+    let found = consul::find_or_start(args, state_dir, shown_state_dir, pids, signals, running);
+    let consul::Agent {
+        api,
+        child: child_consul,
+        ours,
+    } = match found.await? {
+        consul::Outcome::Ready(agent) => *agent,
+        consul::Outcome::Interrupted(signal) => return stopped_early(signal),
     };
 
     // 2. Zero trust: intentions first (no instance ever serves without them),
     //    and the operator's certificate for grpcurl.
-    // `mesh up`'s own calls: with --secure, HTTPS and the master token.
+    // `mesh up`'s own calls: to an agent of ours, HTTPS and the master token.
     let consul_config = api.config().clone();
     let operator = match args.mtls {
         MtlsMode::Required => {
             let ca = ConnectCa::new(&consul_config);
-            crate::intentions::apply(&ca).await?;
-            say(format!(
-                "consul: intentions set: {}",
-                crate::intentions::describe().join(", ")
-            ));
+            if ours || args.apply_intentions {
+                crate::intentions::apply(&ca).await?;
+                say(format!(
+                    "consul: intentions set: {}",
+                    crate::intentions::describe().join(", ")
+                ));
+            }
             let files = crate::cert::write(
                 &ca,
                 crate::mtls::OPERATOR,
@@ -248,6 +238,10 @@ async fn drive(
             None
         }
     };
+
+    if args.canary.canary {
+        say(canary::write_config(&consul_config).await?);
+    }
 
     // 3. The instances.
     plan::check_ports_free(&plan)?;
@@ -283,7 +277,7 @@ async fn drive(
                     eprintln!(
                         "---- the end of {} ----\n{}",
                         log.display(),
-                        crate::process::log_tail(&log, 10)
+                        localenv::log_tail(&log, 10)
                     );
                 }
                 return Err(anyhow::Error::from(not_ready));
@@ -313,8 +307,12 @@ async fn drive(
         let pid_snapshot = pids.snapshot();
         let banner = banner::Banner {
             consul_url: api.config().base_url(),
-            secure: secure.as_ref(),
-            consul_started: running.agent.is_some(),
+            local: running.agent.as_ref(),
+            described_here: running.agent.is_some()
+                && std::env::current_dir()
+                    .ok()
+                    .and_then(|here| Description::find(&here))
+                    .is_some_and(|found| found == Description::path(state_dir)),
             plan: &plan_for_banner,
             passing: &passing,
             pids: &pid_snapshot,
@@ -325,6 +323,9 @@ async fn drive(
             elapsed: started_at.elapsed(),
         };
         say(banner.render());
+        if args.canary.canary {
+            say(canary::banner(&plan_for_banner));
+        }
         anyhow::Ok(())
     };
     tokio::select! {
@@ -338,69 +339,14 @@ async fn drive(
     Ok(())
 }
 
-/// `--secure`: certificates, tokens, the agent with ACLs default-deny and
-/// HTTPS only, then the mesh's policies and tokens.
-async fn start_secure(
-    given: &discovery::ConsulConfig,
-    state_dir: &Path,
-    pids: &Arc<PidFile>,
-    running: &mut Running,
-) -> anyhow::Result<(ConsulApi, secure::SecureLayout)> {
-    let plain = ConsulApi::new(given);
-    if !plain.is_loopback() {
-        anyhow::bail!(
-            "--secure starts its own agent, on this machine's loopback only: use --consul-addr \
-             127.0.0.1:<port> (not {})",
-            plain.address()
-        );
-    }
-    let program = crate::tools::consul().await?;
-    let layout = secure::prepare(&program, state_dir, plain.port()).await?;
-    let config = discovery::ConsulSettings {
-        address: Some(format!("https://127.0.0.1:{}", plain.port())),
-        ca_file: Some(layout.ca_file.clone()),
-        token_file: Some(layout.token_file("master")),
-        ..discovery::ConsulSettings::default()
-    }
-    .build()?;
-    let api = ConsulApi::new(&config);
-    let log = state_dir.join("logs/consul.log");
-    let agent = running.agent.insert(DevAgent::spawn_configured(
-        &program,
-        &layout.config_file,
-        &log,
-    )?);
-    if let Some(pid) = agent.pid() {
-        pids.set("consul", pid);
-    }
-    say(format!(
-        "consul: started a dev agent with ACLs default-deny and HTTPS only at {} (pid {}, log {})",
-        config.base_url(),
-        agent.pid().unwrap_or_default(),
-        log.display()
-    ));
-    agent.wait_leader(&api).await?;
-    let issued = crate::acl::bootstrap(&api, &layout.secrets, None).await?;
-    say(format!(
-        "consul: ACL policies and tokens ready ({}), token files in {}",
-        issued
-            .iter()
-            .map(|token| token.name)
-            .collect::<Vec<_>>()
-            .join(", "),
-        layout.secrets.display()
-    ));
-    Ok((api, layout))
-}
-
 fn stopped_early(signal: StopSignal) -> anyhow::Result<()> {
     say(format!("{signal} while starting: stopping"));
     Ok(())
 }
 
 /// Stops the instances (a further signal SIGKILLs them at once), then the
-/// agent if we started it.
-async fn teardown(running: Running, pids: &PidFile, signals: &mut StopSignals) {
+/// agent if we started it (its description first: it no longer runs).
+async fn teardown(running: Running, state_dir: &Path, pids: &PidFile, signals: &mut StopSignals) {
     if let Some(supervisor) = running.supervisor {
         let kill_switch = supervisor.kill_switch();
         let stopping = supervisor.stop();
@@ -424,8 +370,7 @@ async fn teardown(running: Running, pids: &PidFile, signals: &mut StopSignals) {
             .filter(|s| !s.killed)
             .filter_map(|s| {
                 let status = s.status?;
-                (!status.success())
-                    .then(|| format!("{} ({})", s.id, crate::process::describe(status)))
+                (!status.success()).then(|| format!("{} ({})", s.id, localenv::describe(status)))
             })
             .collect();
         say(format!(
@@ -450,10 +395,11 @@ async fn teardown(running: Running, pids: &PidFile, signals: &mut StopSignals) {
         remove_leftover_registrations(api, ids).await;
     }
     if let Some(agent) = running.agent {
-        match agent.stop().await {
-            Ok(false) => say("consul: stopped"),
-            Ok(true) => say("consul: SIGKILLed (it did not stop within 10 s of SIGTERM)"),
-            Err(error) => eprintln!("consul: could not be stopped cleanly: {error}"),
+        Description::remove(state_dir);
+        match local_agent::stop(agent).await {
+            Ok(stopped) if !stopped.killed => say("consul: stopped"),
+            Ok(_) => say("consul: SIGKILLed (it did not stop within 10 s of SIGTERM)"),
+            Err(error) => eprintln!("consul: could not be stopped cleanly: {error:#}"),
         }
         pids.remove("consul");
     }

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::process::is_alive;
+use crate::process::{is_alive, runs_with_argument};
 
 /// The pid file of one `mesh up`.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ impl PidFile {
         if let Ok(text) = fs::read_to_string(&path) {
             let previous = parse(&text);
             if let Some(pid) = previous.get("up").copied() {
-                if pid != std::process::id() && runs_mesh(pid, "up") {
+                if pid != std::process::id() && runs_with_argument(pid, "up") {
                     bail!(
                         "another `mesh up` (pid {pid}) is using {}; stop it first, or pass another --state-dir",
                         state_dir.display()
@@ -39,7 +39,9 @@ impl PidFile {
             }
             let leftovers: Vec<String> = previous
                 .iter()
-                .filter(|(name, pid)| *name != "up" && is_alive(**pid) && runs_mesh(**pid, "serve"))
+                .filter(|(name, pid)| {
+                    *name != "up" && is_alive(**pid) && runs_with_argument(**pid, "serve")
+                })
                 .map(|(name, pid)| format!("{name} (pid {pid})"))
                 .collect();
             if !leftovers.is_empty() {
@@ -122,16 +124,6 @@ pub(crate) fn parse(text: &str) -> BTreeMap<String, u32> {
             Some((name.to_owned(), pid.trim().parse().ok()?))
         })
         .collect()
-}
-
-/// Whether `pid` runs a command line with the argument `argument` (so a
-/// recycled pid is not mistaken for ours).
-fn runs_mesh(pid: u32, argument: &str) -> bool {
-    fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-        cmdline
-            .split(|byte| *byte == 0)
-            .any(|arg| arg == argument.as_bytes())
-    })
 }
 
 #[cfg(test)]

@@ -101,6 +101,8 @@ pub(crate) struct InstancePlan {
     pub(crate) number: usize,
     /// The port to listen on (0: any free port).
     pub(crate) port: u16,
+    /// `--version-meta` (`None`: the service's default, v1).
+    pub(crate) version: Option<&'static str>,
 }
 
 impl InstancePlan {
@@ -143,6 +145,7 @@ pub(crate) fn instances(
                 service,
                 number,
                 port,
+                version: None,
             });
         }
     }

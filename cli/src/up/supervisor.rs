@@ -176,7 +176,7 @@ async fn supervise(
                 };
                 pids.remove(&id);
                 let how = match exit {
-                    Ok(status) => process::describe(status),
+                    Ok(status) => localenv::describe(status),
                     Err(error) => format!("an unknown status ({error})"),
                 };
                 let delay = backoff.after_exit(started.elapsed());
@@ -266,6 +266,9 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         .arg(settings.drain.as_millis().to_string())
         .arg("--mtls")
         .arg(settings.mtls.as_str());
+    if let Some(version) = instance.version {
+        command.arg("--version-meta").arg(version);
+    }
     // The user's environment must not turn the local mesh into something
     // else: one database for all four, or no Consul.
     // A fixed --health-listen would make every instance collide: each takes a free port.

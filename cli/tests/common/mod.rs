@@ -32,6 +32,46 @@ pub fn mesh(args: &[&str]) -> Output {
     mesh_env(args, &[])
 }
 
+/// `mesh <args>` run in `dir` with no Consul variable at all, as an operator
+/// types it in the checkout after `mesh up` (bounded).
+pub fn mesh_in(dir: &Path, args: &[&str]) -> Output {
+    let mut command = Command::new(binary("mesh"));
+    command.args(args).current_dir(dir);
+    for variable in discovery::CONSUL_ENVIRONMENT {
+        command.env_remove(variable);
+    }
+    output_within(command, Duration::from_secs(90))
+}
+
+/// Runs every grpcurl command `mesh up` printed, as a shell would (in
+/// `dir`); each succeeds except the lookup of a payment that does not exist
+/// (NotFound). Returns how many ran.
+pub fn run_printed_grpcurl_commands(log: &str, dir: &Path) -> usize {
+    let commands: Vec<&str> = log
+        .lines()
+        .map(str::trim)
+        .filter(|line| line.contains("grpcurl") && line.contains(" -cacert "))
+        .collect();
+    assert!(
+        commands.len() >= 8,
+        "too few grpcurl commands printed:\n{log}"
+    );
+    for command in &commands {
+        let output = Command::new("sh")
+            .args(["-c", command])
+            .current_dir(dir)
+            .output()
+            .expect("run sh");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if command.contains("no-such-payment") {
+            assert!(stderr.contains("NotFound"), "{command}: {stderr}");
+        } else {
+            assert!(output.status.success(), "{command}: {stderr}");
+        }
+    }
+    commands.len()
+}
+
 /// Standard output as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

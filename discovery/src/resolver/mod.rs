@@ -11,17 +11,11 @@ mod discover;
 pub use discover::Discover;
 
 use crate::{
-    backoff::{Backoff, RateLimit},
+    blocking::{BlockingLoop, Failed},
     config::ConsulConfig,
     health::{self, Endpoint, HealthQuery, DEFAULT_WAIT},
     http::ConsulHttp,
 };
-
-/// A watch may start this many requests back to back…
-const RATE_BURST: u32 = 5;
-/// …and then one per this interval (Consul asks clients to rate-limit watches
-/// that keep returning at once).
-const RATE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// Tuning of the watch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +33,13 @@ pub struct ResolverOptions {
     /// Watch `/v1/health/connect/<name>` (Connect-native instances only: what an
     /// mTLS client may dial) instead of `/v1/health/service/<name>` (default false).
     pub connect: bool,
+    /// Only instances matching this Consul filter expression (a resolver
+    /// subset's `Filter`, e.g. `Service.Meta.version == "v2"`); default none.
+    pub filter: Option<String>,
+    /// `true` (the default): only instances whose every check passes.
+    /// `false`: an instance with a `warning` check counts too, one with a
+    /// `critical` check does not (a resolver subset without `OnlyPassing`).
+    pub only_passing: bool,
 }
 
 impl Default for ResolverOptions {
@@ -50,6 +51,8 @@ impl Default for ResolverOptions {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(10),
             connect: false,
+            filter: None,
+            only_passing: true,
         }
     }
 }
@@ -71,6 +74,13 @@ pub struct Snapshot {
     pub updates: u64,
     /// Failed requests.
     pub errors: u64,
+    /// Set while Consul answers with no instance *because the token may not
+    /// read the service*: with ACLs default-deny, a health query without
+    /// `service:read` is not refused but answered with an empty list, so an
+    /// empty answer is checked with a read that Consul does refuse (the
+    /// service's discovery chain). `None` when the service is readable (an
+    /// empty set then really means "no passing instance").
+    pub refused: Option<String>,
 }
 
 impl Snapshot {
@@ -83,7 +93,8 @@ impl Snapshot {
     }
 }
 
-/// Watches `GET /v1/health/service/<name>?passing` and publishes [`Snapshot`]s.
+/// Watches `GET /v1/health/service/<name>?passing` (or `/v1/health/connect/…`,
+/// with a subset's filter) and publishes [`Snapshot`]s.
 ///
 /// Cheap to clone; the background task ends when the last clone and the last
 /// [`Discover`] made from it are dropped.
@@ -126,7 +137,9 @@ impl Resolver {
     /// tokio runtime.
     pub fn spawn(config: ConsulConfig, service: &str, options: ResolverOptions) -> Resolver {
         let query = HealthQuery::new(service, options.tag.as_deref(), options.stale, options.wait)
-            .connect(options.connect);
+            .connect(options.connect)
+            .filter(options.filter.as_deref())
+            .only_passing(options.only_passing);
         let (sender, snapshots) = watch::channel(Snapshot::default());
         let span = tracing::info_span!("consul_watch", service = %service);
         let task =
@@ -143,6 +156,11 @@ impl Resolver {
     /// The Consul service name watched.
     pub fn service(&self) -> &str {
         &self.inner.service
+    }
+
+    /// Whether `other` is a clone of this resolver (the same watch).
+    pub fn same_watch(&self, other: &Resolver) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The current view.
@@ -171,56 +189,39 @@ async fn run(
     options: ResolverOptions,
     sender: watch::Sender<Snapshot>,
 ) {
-    let mut backoff = Backoff::new(options.min_backoff, options.max_backoff);
-    let mut limit = RateLimit::new(RATE_BURST, RATE_INTERVAL);
-    let mut index = 0;
+    let mut watch = BlockingLoop::new(options.min_backoff, options.max_backoff);
     let mut last_skipped = Vec::new();
     loop {
-        limit.acquire().await;
-        match health::fetch(&http, &query, index).await {
+        let (http, query) = (&http, &query);
+        let answer = watch
+            .next(|index| async move {
+                let answer = health::fetch(http, query, index).await?;
+                Ok((answer.index, answer))
+            })
+            .await;
+        match answer {
             Ok(answer) => {
-                backoff.reset();
                 if answer.skipped != last_skipped {
                     for reason in &answer.skipped {
                         tracing::warn!(reason = %reason, "ignoring a Consul health entry");
                     }
                     last_skipped = answer.skipped;
                 }
-                index = health::next_index(index, answer.index);
-                sender.send_if_modified(|snapshot| {
-                    let changed = !snapshot.initialized || *snapshot.endpoints != answer.endpoints;
-                    let notify = changed || snapshot.stale || snapshot.last_error.is_some();
-                    if changed {
-                        tracing::debug!(
-                            endpoints = answer.endpoints.len(),
-                            index = answer.index,
-                            "endpoints changed"
-                        );
-                        snapshot.endpoints = Arc::new(answer.endpoints);
-                        snapshot.updates += 1;
-                    }
-                    if snapshot.stale {
-                        tracing::info!("Consul answers again");
-                    }
-                    snapshot.index = answer.index;
-                    snapshot.initialized = true;
-                    snapshot.stale = false;
-                    snapshot.last_error = None;
-                    notify
-                });
+                let refused = if answer.endpoints.is_empty() {
+                    refusal(http, query.service()).await
+                } else {
+                    None
+                };
+                publish(&sender, answer.endpoints, answer.index, refused);
             }
-            Err(error) => {
-                // The agent may have restarted with lower indexes: start over
-                // with a plain read once it answers.
-                index = 0;
-                let delay = backoff.next_delay();
+            Err(Failed { error, retry_in }) => {
                 sender.send_modify(|snapshot| {
                     if snapshot.stale {
-                        tracing::debug!(%error, retry_in = ?delay, "Consul health query failed");
+                        tracing::debug!(%error, ?retry_in, "Consul health query failed");
                     } else {
                         tracing::warn!(
                             %error,
-                            retry_in = ?delay,
+                            ?retry_in,
                             kept = snapshot.endpoints.len(),
                             "Consul health query failed: keeping the last known endpoints"
                         );
@@ -229,9 +230,59 @@ async fn run(
                     snapshot.errors += 1;
                     snapshot.last_error = Some(error.to_string());
                 });
-                tokio::time::sleep(delay).await;
+                tokio::time::sleep(retry_in).await;
             }
         }
+    }
+}
+
+/// Stores an answer; subscribers hear of it when something they see changed.
+fn publish(
+    sender: &watch::Sender<Snapshot>,
+    endpoints: BTreeMap<String, Endpoint>,
+    index: u64,
+    refused: Option<String>,
+) {
+    sender.send_if_modified(|snapshot| {
+        let changed = !snapshot.initialized || *snapshot.endpoints != endpoints;
+        let notify = changed
+            || snapshot.stale
+            || snapshot.last_error.is_some()
+            || snapshot.refused != refused;
+        if changed {
+            tracing::debug!(endpoints = endpoints.len(), index, "endpoints changed");
+            snapshot.endpoints = Arc::new(endpoints);
+            snapshot.updates += 1;
+        }
+        if snapshot.stale {
+            tracing::info!("Consul answers again");
+        }
+        if refused.is_some() && snapshot.refused.is_none() {
+            tracing::warn!(
+                reason = refused.as_deref().unwrap_or_default(),
+                "Consul answers no instance because the token may not read the service"
+            );
+        }
+        snapshot.index = index;
+        snapshot.initialized = true;
+        snapshot.stale = false;
+        snapshot.last_error = None;
+        snapshot.refused = refused;
+        notify
+    });
+}
+
+/// Whether an empty answer hides a refusal: `Some(reason)` when Consul
+/// refuses to read `service` with our token. Any other outcome (readable, or
+/// the check itself failed) is taken as "really empty".
+async fn refusal(http: &ConsulHttp, service: &str) -> Option<String> {
+    match crate::chain::read_permission(http, service).await {
+        Err(denied @ crate::ConsulError::Denied { .. }) => Some(denied.to_string()),
+        Err(error) => {
+            tracing::debug!(%error, "could not check whether the token may read the service");
+            None
+        }
+        Ok(()) => None,
     }
 }
 

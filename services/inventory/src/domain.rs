@@ -6,13 +6,14 @@
 use std::{collections::HashSet, fmt};
 
 use mesh::{
+    bounded::{Detail, ProblemList},
     proto::inventory::v1::{
-        AddStockRequest, CommitRequest, GetItemRequest, ReleaseRequest, ReservationState,
-        ReserveRequest, RestockRequest,
+        AddStockRequest, CommitRequest, GetItemRequest, GetReservationRequest, ReleaseRequest,
+        ReservationState, ReserveRequest, RestockRequest,
     },
     validate::Violations,
 };
-use tonic::Status;
+use tonic::{Code, Status};
 
 /// Longest SKU, in characters.
 pub const MAX_SKU_CHARS: usize = 64;
@@ -184,14 +185,34 @@ impl fmt::Display for Shortage {
     }
 }
 
-/// "insufficient stock: WIDGET-1 (asked 5, available 2); GADGET-9 (unknown sku)".
+/// The short lines as one bounded FAILED_PRECONDITION: "insufficient stock:
+/// WIDGET-1 (asked 5, available 2); GADGET-9 (unknown sku)", one
+/// `PreconditionFailure` violation per named line (`INSUFFICIENT_STOCK` or
+/// `UNKNOWN_SKU`, the SKU); past what one status holds they are counted.
+pub fn shortage_problems(shortages: &[Shortage]) -> ProblemList {
+    let mut problems = ProblemList::new(Code::FailedPrecondition, "insufficient stock");
+    for shortage in shortages {
+        let text = shortage.to_string();
+        let kind = if shortage.available.is_some() {
+            "INSUFFICIENT_STOCK"
+        } else {
+            "UNKNOWN_SKU"
+        };
+        problems.add(
+            &text,
+            Detail::Precondition {
+                kind,
+                subject: &shortage.sku,
+                description: &text,
+            },
+        );
+    }
+    problems
+}
+
+/// The message of [`shortage_problems`].
 pub fn shortage_message(shortages: &[Shortage]) -> String {
-    let list = shortages
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("; ");
-    format!("insufficient stock: {list}")
+    shortage_problems(shortages).message()
 }
 
 /// Whether two reservations ask for the same items: the same SKUs with the
@@ -400,6 +421,11 @@ fn currency_or_default(violations: &mut Violations, currency: &str) -> String {
 /// Validates `Release`: returns the reservation id.
 pub fn validate_release(request: &ReleaseRequest) -> Result<String, Status> {
     validate_reservation_id(&request.reservation_id, "ReleaseRequest")
+}
+
+/// Validates `GetReservation`: returns the reservation id.
+pub fn validate_get_reservation(request: &GetReservationRequest) -> Result<String, Status> {
+    validate_reservation_id(&request.reservation_id, "GetReservationRequest")
 }
 
 /// Validates `Commit`: returns the reservation id.

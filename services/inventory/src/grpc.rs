@@ -2,11 +2,11 @@
 //! become gRPC statuses in one place, [`impl From<StoreError> for Status`](StoreError).
 
 use mesh::proto::inventory::v1::{
-    inventory_server::Inventory, AddStockRequest, CommitRequest, GetItemRequest, Item,
-    ReleaseRequest, Reservation, ReserveRequest, ReservedLine, RestockRequest,
+    inventory_server::Inventory, AddStockRequest, CommitRequest, GetItemRequest,
+    GetReservationRequest, Item, ReleaseRequest, Reservation, ReserveRequest, ReservedLine,
+    RestockRequest,
 };
-use tonic::{Code, Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic::{Request, Response, Status};
 
 use crate::{
     domain,
@@ -118,6 +118,15 @@ impl Inventory for InventoryService {
         tracing::info!(%reservation_id, "restock");
         Ok(Response::new(reservation_to_proto(stored)))
     }
+
+    async fn get_reservation(
+        &self,
+        request: Request<GetReservationRequest>,
+    ) -> Result<Response<Reservation>, Status> {
+        let reservation_id = domain::validate_get_reservation(request.get_ref())?;
+        let stored = self.store.reservation(&reservation_id).await?;
+        Ok(Response::new(reservation_to_proto(stored)))
+    }
 }
 
 fn item_to_proto(item: ItemRecord) -> Item {
@@ -156,22 +165,9 @@ impl From<StoreError> for Status {
         match error {
             StoreError::ItemNotFound(_) => Status::not_found(message),
             StoreError::ReservationNotFound(_) => Status::not_found(message),
+            // The same facts for programs: PreconditionFailure violations.
             StoreError::Insufficient(shortages) => {
-                // The same facts for programs: one PreconditionFailure violation per SKU.
-                let mut details = ErrorDetails::new();
-                for shortage in &shortages {
-                    let kind = if shortage.available.is_some() {
-                        "INSUFFICIENT_STOCK"
-                    } else {
-                        "UNKNOWN_SKU"
-                    };
-                    details.add_precondition_failure_violation(
-                        kind,
-                        shortage.sku.clone(),
-                        shortage.to_string(),
-                    );
-                }
-                Status::with_error_details(Code::FailedPrecondition, message, details)
+                domain::shortage_problems(&shortages).into_status()
             }
             StoreError::ReservationIdReused(_)
             | StoreError::TotalTooLarge
@@ -199,6 +195,9 @@ impl From<StoreError> for Status {
 
 #[cfg(test)]
 mod tests {
+    use tonic::Code;
+    use tonic_types::StatusExt;
+
     use super::*;
     use crate::domain::{Shortage, State};
 
@@ -256,6 +255,32 @@ mod tests {
             let status = Status::from(error);
             assert_eq!((status.code(), status.message()), (code, message));
         }
+    }
+
+    /// Hardening finding 1: 100 unknown 64-character SKUs made an answer of
+    /// ~24 KB of trailers; it is bounded now, the rest counted.
+    #[test]
+    fn a_hundred_long_unknown_skus_make_a_bounded_status() {
+        let shortages: Vec<Shortage> = (0..100)
+            .map(|i| Shortage {
+                sku: format!("{i:03}-{}", "U".repeat(60)),
+                asked: 1,
+                available: None,
+            })
+            .collect();
+        let status = Status::from(StoreError::Insufficient(shortages));
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        assert!(status.message().len() <= mesh::limits::MAX_STATUS_MESSAGE_BYTES);
+        assert!(status.details().len() <= mesh::limits::MAX_STATUS_DETAILS_BYTES);
+        assert!(
+            status
+                .message()
+                .ends_with("; (stopped after 20 problems, at least 80 more)"),
+            "{}",
+            status.message()
+        );
+        let failure = status.get_details_precondition_failure().expect("details");
+        assert_eq!(failure.violations.len(), 20);
     }
 
     #[test]

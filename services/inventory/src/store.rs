@@ -121,7 +121,7 @@ pub struct ReservationRecord {
     pub total_cents: i64,
     /// The currency of every price.
     pub currency: String,
-    /// When it stops holding stock if still RESERVED (0: never).
+    /// When it stops holding stock if still RESERVED.
     pub expires_at_unix_ms: i64,
 }
 
@@ -365,28 +365,20 @@ impl Store {
         reservation_id: &str,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
-        self.settle(reservation_id, State::Released, now_unix_ms)
+        self.settle(reservation_id, Move::Release, now_unix_ms)
             .await
     }
 
     /// RESERVED → COMMITTED, its units leave stock for good (counted as
-    /// committed). Idempotent. An expired reservation is released instead
+    /// committed). Idempotent. An expired reservation is released instead,
+    /// by the same conditional write (no other Commit can land in between),
     /// and the commit refused ([`StoreError::Expired`]).
     pub async fn commit(
         &self,
         reservation_id: &str,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
-        match self
-            .settle(reservation_id, State::Committed, now_unix_ms)
-            .await
-        {
-            Err(StoreError::Expired(_)) => {
-                self.release(reservation_id, now_unix_ms).await?;
-                Err(StoreError::Expired(reservation_id.to_owned()))
-            }
-            other => other,
-        }
+        self.settle(reservation_id, Move::Commit, now_unix_ms).await
     }
 
     /// COMMITTED → RESTOCKED, its units back to available. Idempotent.
@@ -395,88 +387,82 @@ impl Store {
         reservation_id: &str,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
-        self.settle(reservation_id, State::Restocked, now_unix_ms)
+        self.settle(reservation_id, Move::Restock, now_unix_ms)
             .await
     }
 
     /// Releases up to `limit` RESERVED reservations that expired by
-    /// `now_unix_ms`; returns how many.
+    /// `now_unix_ms`; returns how many it released.
     pub async fn release_expired(&self, now_unix_ms: i64, limit: i64) -> Result<usize, StoreError> {
         let ids: Vec<String> = sqlx::query_scalar(
             "SELECT reservation_id FROM reservations \
-             WHERE state = $1 AND expires_at_unix_ms > 0 AND expires_at_unix_ms <= $2 LIMIT $3",
+             WHERE state = $1 AND expires_at_unix_ms <= $2 LIMIT $3",
         )
         .bind(State::Reserved.as_str())
         .bind(now_unix_ms)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        let mut released = 0;
         for id in &ids {
-            // A concurrent Commit or Release may win: either is fine.
-            match self.release(id, now_unix_ms).await {
-                Ok(_) | Err(StoreError::WrongState { .. }) => {}
+            // Conditional on still being RESERVED and expired: a Commit that
+            // came first wins, and nothing can commit it after this.
+            match self.settle(id, Move::ReleaseExpired, now_unix_ms).await {
+                Ok(_) => released += 1,
+                Err(StoreError::WrongState { .. }) => {}
                 Err(error) => return Err(error),
             }
         }
-        Ok(ids.len())
+        Ok(released)
     }
 
-    /// Moves a reservation to `target` (RESERVED → Released or Committed,
-    /// COMMITTED → Restocked) with its stock, in one transaction whose first
-    /// statement is the state change. Commit does not move an expired one.
+    /// Applies `change` to a reservation with its stock, in one transaction
+    /// whose first statement is the one conditional state change (so a
+    /// concurrent change of the same reservation waits for it, then finds
+    /// the state it left). See [`Move`].
     async fn settle(
         &self,
         reservation_id: &str,
-        target: State,
+        change: Move,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
-        let (from, unexpired) = match target {
-            State::Restocked => (State::Committed, ""),
-            State::Committed => (
-                State::Reserved,
-                " AND (expires_at_unix_ms = 0 OR expires_at_unix_ms > $3)",
-            ),
-            _ => (State::Reserved, ""),
-        };
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query(&format!(
-            "UPDATE reservations SET state = $2, updated_at_unix_ms = $3 \
-             WHERE reservation_id = $1 AND state = $4{unexpired}"
+        let moved: Option<String> = sqlx::query_scalar(&format!(
+            "UPDATE reservations SET state = {}, updated_at_unix_ms = $2 \
+             WHERE reservation_id = $1 AND {} RETURNING state",
+            change.new_state_sql(),
+            change.condition_sql()
         ))
         .bind(reservation_id)
-        .bind(target.as_str())
         .bind(now_unix_ms)
-        .bind(from.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .fetch_optional(&mut *tx)
+        .await?;
 
         let Some(mut reservation) = load_reservation(&mut tx, reservation_id).await? else {
             tx.rollback().await?;
             return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
         };
-        if moved == 0 {
+        let Some(moved) = moved else {
             tx.rollback().await?;
-            let transition = match target {
-                State::Released => reservation.state.on_release(),
-                State::Restocked => reservation.state.on_restock(),
-                _ => reservation.state.on_commit(),
-            };
-            return match transition {
+            return match change.transition(reservation.state) {
                 Transition::AlreadyDone => Ok(reservation),
                 Transition::Refuse => Err(StoreError::WrongState {
                     reservation_id: reservation_id.to_owned(),
                     state: reservation.state,
                 }),
-                // Still RESERVED but not moved: only Commit of an expired one.
-                Transition::Apply if target == State::Committed => {
-                    Err(StoreError::Expired(reservation_id.to_owned()))
-                }
-                Transition::Apply => Err(StoreError::Inconsistent(format!(
-                    "reservation {reservation_id} is reserved but could not be moved"
-                ))),
+                // Still RESERVED and not moved: the sweeper found it not
+                // expired (any other move of a RESERVED one always applies).
+                Transition::Apply => Err(StoreError::WrongState {
+                    reservation_id: reservation_id.to_owned(),
+                    state: reservation.state,
+                }),
             };
-        }
+        };
+        let target = State::parse(&moved).ok_or_else(|| {
+            StoreError::Inconsistent(format!(
+                "reservation {reservation_id} moved to the unknown state {moved:?}"
+            ))
+        })?;
 
         // Release puts the units back on the shelf; Commit sells them;
         // Restock returns sold units to the shelf.
@@ -517,7 +503,56 @@ impl Store {
         }
         tx.commit().await?;
         reservation.state = target;
+        if change == Move::Commit && target == State::Released {
+            // Expired: released by this very write; the sale cannot happen.
+            return Err(StoreError::Expired(reservation_id.to_owned()));
+        }
         Ok(reservation)
+    }
+}
+
+/// A change of a reservation's state, each one conditional write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Move {
+    /// RESERVED → RELEASED (Release).
+    Release,
+    /// RESERVED → COMMITTED if unexpired at `now`, else → RELEASED (Commit:
+    /// expiry and release are one write, so no Commit lands between them).
+    Commit,
+    /// COMMITTED → RESTOCKED (Restock).
+    Restock,
+    /// RESERVED and expired at `now` → RELEASED (the sweeper).
+    ReleaseExpired,
+}
+
+impl Move {
+    /// The new `state`, as SQL (`$2` is now).
+    fn new_state_sql(self) -> &'static str {
+        match self {
+            Move::Release | Move::ReleaseExpired => "'RELEASED'",
+            Move::Commit => {
+                "CASE WHEN expires_at_unix_ms > $2 THEN 'COMMITTED' ELSE 'RELEASED' END"
+            }
+            Move::Restock => "'RESTOCKED'",
+        }
+    }
+
+    /// Which rows it applies to, as SQL (`$2` is now).
+    fn condition_sql(self) -> &'static str {
+        match self {
+            Move::Release | Move::Commit => "state = 'RESERVED'",
+            Move::ReleaseExpired => "state = 'RESERVED' AND expires_at_unix_ms <= $2",
+            Move::Restock => "state = 'COMMITTED'",
+        }
+    }
+
+    /// What it does to a reservation it did not move.
+    fn transition(self, state: State) -> Transition {
+        match self {
+            Move::Release | Move::ReleaseExpired => state.on_release(),
+            Move::Commit => state.on_commit(),
+            Move::Restock => state.on_restock(),
+        }
     }
 }
 
@@ -581,6 +616,9 @@ const ITEM_COLUMNS: &str = "sku, available, reserved, unit_price_cents, committe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An expiry no test reaches.
+    const NEVER: i64 = i64::MAX;
 
     async fn open(dir: &std::path::Path) -> Store {
         let pool = mesh::storage::open("inventory", None, dir, &crate::MIGRATOR)
@@ -681,7 +719,7 @@ mod tests {
         stock(&store, "A", 10, 250).await;
         stock(&store, "B", 4, 1000).await;
         let reservation = store
-            .reserve(&request("r1", &[("B", 1), ("A", 3)]), 0, 2)
+            .reserve(&request("r1", &[("B", 1), ("A", 3)]), NEVER, 2)
             .await
             .unwrap();
         assert_eq!(reservation.state, State::Reserved);
@@ -757,18 +795,18 @@ mod tests {
         stock(&store, "A", 10, 5).await;
         stock(&store, "B", 10, 5).await;
         let first = store
-            .reserve(&request("r1", &[("A", 2), ("B", 1)]), 0, 2)
+            .reserve(&request("r1", &[("A", 2), ("B", 1)]), NEVER, 2)
             .await
             .unwrap();
         // Same items, any order: the same reservation, nothing reserved twice.
         let again = store
-            .reserve(&request("r1", &[("B", 1), ("A", 2)]), 0, 3)
+            .reserve(&request("r1", &[("B", 1), ("A", 2)]), NEVER, 3)
             .await
             .unwrap();
         assert_eq!(again, first);
         assert_eq!(levels(&store.item("A").await.unwrap()), (8, 2));
         // Different items: refused, nothing changes.
-        let reused = store.reserve(&request("r1", &[("A", 3)]), 0, 4).await;
+        let reused = store.reserve(&request("r1", &[("A", 3)]), NEVER, 4).await;
         match reused {
             Err(error @ StoreError::ReservationIdReused(_)) => assert_eq!(
                 error.to_string(),
@@ -780,7 +818,7 @@ mod tests {
         // Whatever its state: after release, a repeat answers RELEASED and takes nothing.
         store.release("r1", 5).await.unwrap();
         let after_release = store
-            .reserve(&request("r1", &[("A", 2), ("B", 1)]), 0, 6)
+            .reserve(&request("r1", &[("A", 2), ("B", 1)]), NEVER, 6)
             .await
             .unwrap();
         assert_eq!(after_release.state, State::Released);
@@ -793,7 +831,7 @@ mod tests {
         let store = open(dir.path()).await;
         stock(&store, "A", 10, 5).await;
         store
-            .reserve(&request("r1", &[("A", 4)]), 0, 2)
+            .reserve(&request("r1", &[("A", 4)]), NEVER, 2)
             .await
             .unwrap();
         let released = store.release("r1", 3).await.unwrap();
@@ -821,7 +859,7 @@ mod tests {
         let store = open(dir.path()).await;
         stock(&store, "A", 10, 5).await;
         store
-            .reserve(&request("r2", &[("A", 4)]), 0, 2)
+            .reserve(&request("r2", &[("A", 4)]), NEVER, 2)
             .await
             .unwrap();
         let committed = store.commit("r2", 3).await.unwrap();
@@ -844,6 +882,76 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn expiry_is_decided_by_the_same_write_as_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "A", 10, 5).await;
+        store
+            .reserve(&request("late", &[("A", 4)]), 100, 50)
+            .await
+            .unwrap();
+        // At the expiry instant: released by the Commit itself, and refused.
+        assert!(matches!(
+            store.commit("late", 100).await,
+            Err(StoreError::Expired(_))
+        ));
+        assert_eq!(
+            store.reservation("late").await.unwrap().state,
+            State::Released
+        );
+        assert_eq!(levels(&store.item("A").await.unwrap()), (10, 0));
+        // A later Commit (even one whose clock says it is early) finds it released.
+        assert!(matches!(
+            store.commit("late", 99).await,
+            Err(StoreError::WrongState {
+                state: State::Released,
+                ..
+            })
+        ));
+
+        store
+            .reserve(&request("early", &[("A", 4)]), 100, 50)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.commit("early", 99).await.unwrap().state,
+            State::Committed
+        );
+        // Committed before its expiry: a late repeat still answers COMMITTED,
+        // and the sweeper leaves it alone.
+        assert_eq!(
+            store.commit("early", 200).await.unwrap().state,
+            State::Committed
+        );
+        assert_eq!(store.release_expired(200, 10).await.unwrap(), 0);
+        let item = store.item("A").await.unwrap();
+        assert_eq!((item.available, item.reserved, item.committed), (6, 0, 4));
+    }
+
+    #[tokio::test]
+    async fn the_sweeper_releases_only_expired_reservations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "A", 10, 5).await;
+        for (id, expires_at) in [("r1", 100), ("r2", 200)] {
+            store
+                .reserve(&request(id, &[("A", 1)]), expires_at, 50)
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.release_expired(150, 10).await.unwrap(), 1);
+        assert_eq!(
+            store.reservation("r1").await.unwrap().state,
+            State::Released
+        );
+        assert_eq!(
+            store.reservation("r2").await.unwrap().state,
+            State::Reserved
+        );
+        assert_eq!(levels(&store.item("A").await.unwrap()), (9, 1));
+    }
+
+    #[tokio::test]
     async fn an_overflowing_total_reserves_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
@@ -855,7 +963,7 @@ mod tests {
         )
         .await;
         let refused = store
-            .reserve(&request("r1", &[("GOLD", domain::MAX_STOCK)]), 0, 2)
+            .reserve(&request("r1", &[("GOLD", domain::MAX_STOCK)]), NEVER, 2)
             .await;
         assert!(
             matches!(refused, Err(StoreError::TotalTooLarge)),
@@ -884,7 +992,7 @@ mod tests {
                 };
                 tokio::spawn(async move {
                     store
-                        .reserve(&request(&format!("r{i}"), &[("LAST", 1)]), 0, 2)
+                        .reserve(&request(&format!("r{i}"), &[("LAST", 1)]), NEVER, 2)
                         .await
                 })
             })

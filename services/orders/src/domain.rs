@@ -310,7 +310,19 @@ pub struct ListQuery {
 pub fn validate_list(request: &ListOrdersRequest) -> Result<ListQuery, Status> {
     let mut violations = Violations::new();
     check_id(&mut violations, "user_id", &request.user_id, MAX_ID_CHARS);
-    let page_size = match request.page_size {
+    let page_size = page_size(&mut violations, request.page_size);
+    let after = page_token(&mut violations, &request.page_token);
+    violations.into_result("ListOrdersRequest")?;
+    Ok(ListQuery {
+        user_id: request.user_id.clone(),
+        page_size,
+        after,
+    })
+}
+
+/// `page_size` 0 → the default, 1..=100 as is, else a violation.
+fn page_size(violations: &mut Violations, page_size: i32) -> u32 {
+    match page_size {
         0 => DEFAULT_PAGE_SIZE,
         size if (1..=MAX_PAGE_SIZE as i32).contains(&size) => size as u32,
         size => {
@@ -320,21 +332,77 @@ pub fn validate_list(request: &ListOrdersRequest) -> Result<ListQuery, Status> {
             );
             DEFAULT_PAGE_SIZE
         }
-    };
-    let after = if request.page_token.is_empty() {
-        None
-    } else {
-        let key = PageKey::decode(&request.page_token);
-        if key.is_none() {
-            violations.add("page_token", "is not a token this service issued");
+    }
+}
+
+/// The key in a `page_token` (empty: the first page), else a violation.
+fn page_token(violations: &mut Violations, token: &str) -> Option<PageKey> {
+    if token.is_empty() {
+        return None;
+    }
+    let key = PageKey::decode(token);
+    if key.is_none() {
+        violations.add("page_token", "is not a token this service issued");
+    }
+    key
+}
+
+/// Longest note an operator gives ResolveParkedOrder, in characters.
+pub const MAX_NOTE_CHARS: usize = 500;
+
+/// A validated `ListParkedOrdersRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedQuery {
+    /// 1..=100.
+    pub page_size: u32,
+    /// Start after this order (its `created_at` holds the parked time).
+    pub after: Option<PageKey>,
+}
+
+/// Validates a `ListParkedOrdersRequest`.
+pub fn validate_list_parked(
+    request: &proto::ListParkedOrdersRequest,
+) -> Result<ParkedQuery, Status> {
+    let mut violations = Violations::new();
+    let page_size = page_size(&mut violations, request.page_size);
+    let after = page_token(&mut violations, &request.page_token);
+    violations.into_result("ListParkedOrdersRequest")?;
+    Ok(ParkedQuery { page_size, after })
+}
+
+/// A validated `ResolveParkedOrderRequest`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The order.
+    pub order_id: String,
+    /// CONFIRMED, REJECTED or CANCELLED.
+    pub status: OrderStatus,
+    /// What the operator did.
+    pub note: String,
+}
+
+/// Validates a `ResolveParkedOrderRequest`.
+pub fn validate_resolve(request: &proto::ResolveParkedOrderRequest) -> Result<Resolution, Status> {
+    let mut violations = Violations::new();
+    check_id(&mut violations, "order_id", &request.order_id, MAX_ID_CHARS);
+    let status = match proto::OrderStatus::try_from(request.status) {
+        Ok(proto::OrderStatus::Confirmed) => Some(OrderStatus::Confirmed),
+        Ok(proto::OrderStatus::Rejected) => Some(OrderStatus::Rejected),
+        Ok(proto::OrderStatus::Cancelled) => Some(OrderStatus::Cancelled),
+        _ => {
+            violations.add(
+                "status",
+                "must be ORDER_STATUS_CONFIRMED, ORDER_STATUS_REJECTED or ORDER_STATUS_CANCELLED",
+            );
+            None
         }
-        key
     };
-    violations.into_result("ListOrdersRequest")?;
-    Ok(ListQuery {
-        user_id: request.user_id.clone(),
-        page_size,
-        after,
+    check_id(&mut violations, "note", &request.note, MAX_NOTE_CHARS);
+    violations.into_result("ResolveParkedOrderRequest")?;
+    Ok(Resolution {
+        order_id: request.order_id.trim().to_owned(),
+        status: status.unwrap_or(OrderStatus::Rejected),
+        note: request.note.trim().to_owned(),
     })
 }
 
@@ -383,9 +451,79 @@ impl PageKey {
     }
 }
 
-/// A new order id: `ord_` and a random UUID.
+/// A new order id: `ord_` and a random UUID. Made when the order row is
+/// first written; the saga's idempotency keys derive from it.
 pub fn new_order_id() -> String {
     format!("ord_{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Where an order's idempotency keys come from (column `saga_keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    /// The order's own random id: every order recorded since migration 0004.
+    /// A request resent after orders' database was lost makes a new order
+    /// with new keys, never the old order's payment or reservation.
+    OrderId,
+    /// The caller's `request_id`: orders recorded before, whose keys must
+    /// stay what they were (a charge in flight keeps its key).
+    RequestId,
+}
+
+impl KeySource {
+    /// The value stored in the `saga_keys` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeySource::OrderId => "order_id",
+            KeySource::RequestId => "request_id",
+        }
+    }
+
+    /// Parses a `saga_keys` column value.
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "order_id" => Some(KeySource::OrderId),
+            "request_id" => Some(KeySource::RequestId),
+            _ => None,
+        }
+    }
+}
+
+/// The payments idempotency key of the order `order_id`: the same for every
+/// attempt, so a resumed saga never charges twice.
+pub fn order_charge_key(order_id: &str) -> String {
+    format!("order:{order_id}")
+}
+
+/// The inventory reservation id of the order `order_id`, `attempt`
+/// counting the reservations released before it (0 for the first).
+pub fn order_reservation_id(order_id: &str, attempt: i64) -> String {
+    if attempt == 0 {
+        format!("order:{order_id}")
+    } else {
+        format!("order:{order_id}:{attempt}")
+    }
+}
+
+/// The payments idempotency key of an order, by where its keys come from.
+pub fn charge_key_of(keys: KeySource, order_id: &str, request_id: &str) -> String {
+    match keys {
+        KeySource::OrderId => order_charge_key(order_id),
+        KeySource::RequestId => charge_key(request_id),
+    }
+}
+
+/// The inventory reservation id `attempt` of an order, by where its keys
+/// come from.
+pub fn reservation_id_of(
+    keys: KeySource,
+    order_id: &str,
+    request_id: &str,
+    attempt: i64,
+) -> String {
+    match keys {
+        KeySource::OrderId => order_reservation_id(order_id, attempt),
+        KeySource::RequestId => reservation_id(request_id, attempt),
+    }
 }
 
 /// The namespace of the ids derived from a `request_id` (UUID v5), so the
@@ -398,14 +536,15 @@ fn request_digest(request_id: &str) -> String {
         .to_string()
 }
 
-/// The payments idempotency key of the order placed by `request_id`: the
-/// same for every attempt, so a resumed saga never charges twice.
+/// The payments idempotency key of an order recorded before migration 0004
+/// ([`KeySource::RequestId`]): derived from its `request_id`.
 pub fn charge_key(request_id: &str) -> String {
     format!("order:{}", request_digest(request_id))
 }
 
-/// The inventory reservation id of `request_id`'s order, `attempt` counting
-/// the reservations released before it (0 for the first).
+/// The inventory reservation id of an order recorded before migration 0004
+/// ([`KeySource::RequestId`]), `attempt` counting the reservations released
+/// before it (0 for the first).
 pub fn reservation_id(request_id: &str, attempt: i64) -> String {
     let digest = request_digest(request_id);
     if attempt == 0 {
@@ -415,10 +554,66 @@ pub fn reservation_id(request_id: &str, attempt: i64) -> String {
     }
 }
 
+/// Why the saga parked an order for a person: upstream state that
+/// contradicts what the saga did. Counted by kind in the
+/// `orders_parked` metric and shown by `mesh status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParkReason {
+    /// A reservation is in a state the saga did not put it in.
+    ReservationState,
+    /// A reservation's lines or total are not the order's.
+    ReservationContent,
+    /// A payment is in a state the saga did not put it in.
+    PaymentState,
+    /// Inventory refused a step the saga cannot do without (commit after
+    /// the charge, release, restock).
+    InventoryRefused,
+    /// Payments refused a refund.
+    PaymentsRefused,
+}
+
+impl ParkReason {
+    /// Every kind, in a stable order.
+    pub const ALL: [ParkReason; 5] = [
+        ParkReason::ReservationState,
+        ParkReason::ReservationContent,
+        ParkReason::PaymentState,
+        ParkReason::InventoryRefused,
+        ParkReason::PaymentsRefused,
+    ];
+
+    /// The value stored in `parked_reason` and used as the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkReason::ReservationState => "reservation_state",
+            ParkReason::ReservationContent => "reservation_content",
+            ParkReason::PaymentState => "payment_state",
+            ParkReason::InventoryRefused => "inventory_refused",
+            ParkReason::PaymentsRefused => "payments_refused",
+        }
+    }
+
+    /// Parses a `parked_reason` column value.
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|reason| reason.as_str() == value)
+    }
+}
+
+/// Longest rejection reason kept, in bytes: with "order rejected: " in
+/// front it is still a status message every mesh client reads.
+pub const MAX_REASON_BYTES: usize = 1536;
+
+/// `reason` cut to [`MAX_REASON_BYTES`] (reasons quote upstream answers).
+pub fn bounded_reason(reason: &str) -> String {
+    mesh::bounded::cut(reason, MAX_REASON_BYTES)
+}
+
 /// The rejection reason for inventory's refusal to reserve the items
-/// (`code` is FAILED_PRECONDITION, NOT_FOUND or INVALID_ARGUMENT).
+/// (`code` is FAILED_PRECONDITION, NOT_FOUND or INVALID_ARGUMENT), bounded.
 pub fn stock_rejection_reason(code: Code, message: &str) -> String {
-    match code {
+    bounded_reason(&match code {
         Code::InvalidArgument => format!("{INVALID_ORDER_PREFIX}{message}"),
         Code::FailedPrecondition
             if message
@@ -430,7 +625,7 @@ pub fn stock_rejection_reason(code: Code, message: &str) -> String {
         Code::FailedPrecondition => format!("insufficient stock: {message}"),
         Code::NotFound => format!("unknown item: {message}"),
         _ => format!("inventory refused the items: {message}"),
-    }
+    })
 }
 
 /// How a call that did not return a result ended, as far as its effect goes.
@@ -689,6 +884,32 @@ mod tests {
         assert_eq!(reservation_id("a", 0), reservation_id("a", 0));
         assert_ne!(reservation_id("a", 0), reservation_id("a", 1));
         assert_ne!(reservation_id("a", 1), reservation_id("b", 1));
+    }
+
+    /// Hardening finding 4: keys derived from the order's own random id
+    /// differ for two orders of one `request_id` (a resend after orders'
+    /// database was lost), and never look like the older request-derived keys.
+    #[test]
+    fn keys_from_the_order_id_are_per_order_and_apart_from_the_old_ones() {
+        let (first, second) = (new_order_id(), new_order_id());
+        assert_ne!(order_charge_key(&first), order_charge_key(&second));
+        assert_ne!(
+            order_reservation_id(&first, 0),
+            order_reservation_id(&second, 0)
+        );
+        assert_ne!(
+            order_reservation_id(&first, 0),
+            order_reservation_id(&first, 1)
+        );
+        assert!(order_reservation_id(&first, 99).len() <= 64);
+        assert!(order_charge_key(&first).starts_with("order:ord_"));
+        assert!(!charge_key("r1").starts_with("order:ord_"));
+        for source in [KeySource::OrderId, KeySource::RequestId] {
+            assert_eq!(KeySource::parse(source.as_str()), Some(source));
+        }
+        for reason in ParkReason::ALL {
+            assert_eq!(ParkReason::parse(reason.as_str()), Some(reason));
+        }
     }
 
     #[test]

@@ -5,9 +5,13 @@
 use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 
-use mesh::proto::orders::v1::{
-    self as proto, orders_server::Orders, CancelOrderRequest, GetOrderRequest, ListOrdersRequest,
-    ListOrdersResponse, PlaceOrderRequest,
+use mesh::{
+    connect::PeerIdentity,
+    proto::orders::v1::{
+        self as proto, orders_server::Orders, CancelOrderRequest, GetOrderRequest,
+        ListOrdersRequest, ListOrdersResponse, ListParkedOrdersRequest, ListParkedOrdersResponse,
+        ParkedOrder, PlaceOrderRequest, ResolveParkedOrderRequest, RetryParkedOrderRequest,
+    },
 };
 use tonic::{Request, Response, Status};
 
@@ -17,6 +21,9 @@ use crate::{
     saga::{rejected_as_invalid, OrderError, Saga},
     store::{Order, StoreError},
 };
+
+/// The Connect identity allowed to call the operator RPCs.
+pub const OPERATOR: &str = "operator";
 
 /// The `mesh.orders.v1.Orders` implementation.
 #[derive(Debug, Clone)]
@@ -117,12 +124,115 @@ impl Orders for OrdersService {
                 })??;
         Ok(Response::new(to_proto(&order)))
     }
+
+    async fn list_parked_orders(
+        &self,
+        request: Request<ListParkedOrdersRequest>,
+    ) -> Result<Response<ListParkedOrdersResponse>, Status> {
+        require_operator(&request, "ListParkedOrders")?;
+        let query = domain::validate_list_parked(request.get_ref())?;
+        let mut orders = self
+            .saga
+            .parked(query.after.as_ref(), query.page_size + 1)
+            .await?;
+        let next_page_token = if orders.len() > query.page_size as usize {
+            orders.truncate(query.page_size as usize);
+            orders
+                .last()
+                .and_then(|last| {
+                    last.parked.as_ref().map(|parked| {
+                        PageKey {
+                            created_at_unix_ms: parked.at_unix_ms,
+                            order_id: last.order_id.clone(),
+                        }
+                        .encode()
+                    })
+                })
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListParkedOrdersResponse {
+            orders: orders
+                .iter()
+                .map(|order| ParkedOrder {
+                    order: Some(to_proto(order)),
+                    step: order.step.as_str().to_owned(),
+                    reason: order
+                        .parked
+                        .as_ref()
+                        .map(|parked| parked.reason.as_str().to_owned())
+                        .unwrap_or_default(),
+                    detail: order
+                        .parked
+                        .as_ref()
+                        .map(|parked| parked.detail.clone())
+                        .unwrap_or_default(),
+                    parked_at_unix_ms: order.parked.as_ref().map_or(0, |parked| parked.at_unix_ms),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn retry_parked_order(
+        &self,
+        request: Request<RetryParkedOrderRequest>,
+    ) -> Result<Response<proto::Order>, Status> {
+        let operator = require_operator(&request, "RetryParkedOrder")?;
+        let order_id = request.get_ref().order_id.trim().to_owned();
+        domain::validate_order_id("RetryParkedOrderRequest", &order_id)?;
+        tracing::info!(%order_id, %operator, "RetryParkedOrder");
+        let budget = CallBudget::from_incoming(request.metadata(), self.per_call);
+        let saga = Arc::clone(&self.saga);
+        let order = tokio::spawn(
+            async move { saga.retry_parked(&order_id, budget).await }.in_current_span(),
+        )
+        .await
+        .map_err(|error| {
+            tracing::error!(%error, "the RetryParkedOrder task failed");
+            Status::internal("retrying the order failed unexpectedly; retry")
+        })??;
+        Ok(Response::new(to_proto(&order)))
+    }
+
+    async fn resolve_parked_order(
+        &self,
+        request: Request<ResolveParkedOrderRequest>,
+    ) -> Result<Response<proto::Order>, Status> {
+        let operator = require_operator(&request, "ResolveParkedOrder")?;
+        let resolution = domain::validate_resolve(request.get_ref())?;
+        tracing::info!(order_id = %resolution.order_id, %operator, "ResolveParkedOrder");
+        let order = self
+            .saga
+            .resolve_parked(&resolution.order_id, resolution.status, &resolution.note)
+            .await?;
+        Ok(Response::new(to_proto(&order)))
+    }
+}
+
+/// The caller's Connect identity if it is [`OPERATOR`] (checked from the
+/// `PeerIdentity` the mTLS server put in the request's extensions); anyone
+/// else — another service, or any caller of a server run with `--mtls=off`
+/// — gets PERMISSION_DENIED.
+fn require_operator<T>(request: &Request<T>, rpc: &str) -> Result<String, Status> {
+    match request.extensions().get::<PeerIdentity>() {
+        Some(peer) if peer.identity.service == OPERATOR => Ok(peer.identity.to_string()),
+        Some(peer) => Err(Status::permission_denied(format!(
+            "{rpc} is for the {OPERATOR} identity only; the caller is {}",
+            peer.identity.service
+        ))),
+        None => Err(Status::permission_denied(format!(
+            "{rpc} is for the {OPERATOR} identity only, over Connect mTLS; this server runs without mTLS, so nobody may call it"
+        ))),
+    }
 }
 
 /// The one mapping of the service's errors to what callers see.
 impl From<OrderError> for Status {
     fn from(error: OrderError) -> Self {
-        let message = error.to_string();
+        // Messages quote requests and upstream answers: bounded.
+        let message = mesh::bounded::message(&error.to_string());
         match &error {
             OrderError::Store(StoreError::NotFound { .. }) | OrderError::UserNotFound { .. } => {
                 Status::not_found(message)
@@ -139,7 +249,10 @@ impl From<OrderError> for Status {
             OrderError::Rejected { reason } if rejected_as_invalid(reason) => {
                 Status::invalid_argument(message)
             }
-            OrderError::Rejected { .. } | OrderError::NotCancellable { .. } => {
+            OrderError::Rejected { .. }
+            | OrderError::NotCancellable { .. }
+            | OrderError::CannotResolve { .. }
+            | OrderError::Store(StoreError::NotParked { .. }) => {
                 Status::failed_precondition(message)
             }
             OrderError::Pending { .. } | OrderError::Upstream { .. } if error.timed_out() => {
@@ -148,7 +261,9 @@ impl From<OrderError> for Status {
             OrderError::Pending { .. } | OrderError::Upstream { .. } => {
                 Status::unavailable(message)
             }
-            OrderError::Inconsistent { .. } => Status::internal(message),
+            OrderError::Inconsistent { .. } | OrderError::Parked { .. } => {
+                Status::internal(message)
+            }
         }
     }
 }
@@ -238,9 +353,27 @@ mod tests {
                 "order ord_1 is being worked on by another request; GetOrder shows its outcome, or retry with the same request_id",
             ),
             (
-                OrderError::Inconsistent { order_id: "ord_1".into(), detail: "x".into() },
+                OrderError::Inconsistent {
+                    order_id: "ord_1".into(),
+                    reason: crate::domain::ParkReason::InventoryRefused,
+                    detail: "x".into(),
+                },
                 Code::Internal,
-                "order ord_1 cannot be completed automatically: x",
+                "order ord_1 cannot be completed automatically: x; it waits for an operator",
+            ),
+            (
+                OrderError::Parked {
+                    order_id: "ord_1".into(),
+                    reason: crate::domain::ParkReason::PaymentState,
+                    detail: "payment p is DECLINED".into(),
+                },
+                Code::Internal,
+                "order ord_1 waits for an operator (payment_state): payment p is DECLINED",
+            ),
+            (
+                OrderError::Store(StoreError::NotParked { order_id: "ord_1".into() }),
+                Code::FailedPrecondition,
+                "order ord_1 is not parked (only a parked order can be retried or resolved by hand)",
             ),
         ];
         for (error, code, message) in cases {
@@ -270,6 +403,52 @@ mod tests {
         });
         assert_eq!(status.code(), Code::Unavailable);
         assert_eq!(status.message(), "users did not answer: down");
+    }
+
+    #[test]
+    fn messages_quoting_upstream_answers_are_bounded() {
+        let status = Status::from(OrderError::Pending {
+            order_id: "ord_1".into(),
+            step: "reserve stock",
+            service: "inventory",
+            cause: Status::internal("é".repeat(100_000)),
+        });
+        assert!(status.message().len() <= mesh::limits::MAX_STATUS_MESSAGE_BYTES);
+        assert!(status
+            .message()
+            .starts_with("cannot reserve stock (inventory: éé"));
+    }
+
+    fn peer(service: &str) -> PeerIdentity {
+        PeerIdentity {
+            identity: mesh::connect::SpiffeId {
+                trust_domain: "11111111-2222-3333-4444-555555555555.consul".into(),
+                namespace: "default".into(),
+                datacenter: "dc1".into(),
+                service: service.into(),
+            },
+            serial: "01".into(),
+        }
+    }
+
+    #[test]
+    fn only_the_operator_identity_may_call_operator_rpcs() {
+        let mut request = Request::new(());
+        request.extensions_mut().insert(peer("operator"));
+        assert!(require_operator(&request, "RetryParkedOrder").is_ok());
+
+        let mut request = Request::new(());
+        request.extensions_mut().insert(peer("users"));
+        let status = require_operator(&request, "RetryParkedOrder").unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            status.message(),
+            "RetryParkedOrder is for the operator identity only; the caller is users"
+        );
+
+        let status = require_operator(&Request::new(()), "ListParkedOrders").unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert!(status.message().contains("without mTLS"), "{status:?}");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 use sqlx::{any::AnyRow, AnyPool, Row};
 
 use crate::{
-    domain::{Item, OrderStatus, PageKey, Step},
+    domain::{
+        charge_key_of, reservation_id_of, Item, KeySource, OrderStatus, PageKey, ParkReason, Step,
+    },
     outbox::{self, event::Kind, Wake},
 };
 
@@ -51,11 +53,43 @@ pub struct Order {
     pub created_at_unix_ms: i64,
     /// How many of its reservations were released before the current one.
     pub reservation_attempt: i64,
+    /// Where its idempotency keys come from.
+    pub keys: KeySource,
+    /// Runs in a row that ended without the order moving on.
+    pub failed_runs: i64,
+    /// Set while the order waits for an operator.
+    pub parked: Option<Parked>,
     /// The lines, in the order they were requested.
     pub lines: Vec<Line>,
 }
 
+/// Why and since when an order waits for an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parked {
+    /// The kind.
+    pub reason: ParkReason,
+    /// What the saga found, in words.
+    pub detail: String,
+    /// When it was parked.
+    pub at_unix_ms: i64,
+}
+
 impl Order {
+    /// The payments idempotency key of this order's charge.
+    pub fn charge_key(&self) -> String {
+        charge_key_of(self.keys, &self.order_id, &self.request_id)
+    }
+
+    /// The id of this order's current inventory reservation.
+    pub fn reservation_id(&self) -> String {
+        reservation_id_of(
+            self.keys,
+            &self.order_id,
+            &self.request_id,
+            self.reservation_attempt,
+        )
+    }
+
     /// The lines as requested (without prices).
     pub fn items(&self) -> Vec<Item> {
         self.lines
@@ -122,6 +156,14 @@ pub enum StoreError {
         /// The order.
         order_id: String,
     },
+    /// The order is not parked (any more), or a run holds it.
+    #[error(
+        "order {order_id} is not parked (only a parked order can be retried or resolved by hand)"
+    )]
+    NotParked {
+        /// The order.
+        order_id: String,
+    },
     /// A row the code cannot interpret.
     #[error("corrupt orders row: {0}")]
     Corrupt(String),
@@ -130,7 +172,7 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
-const COLUMNS: &str = "order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, reservation_attempt";
+const COLUMNS: &str = "order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, reservation_attempt, saga_keys, failed_runs, parked_reason, parked_detail, parked_at_unix_ms";
 
 /// The fencing condition of every saga write (`$F1` owner, `$F2` version).
 const FENCED: &str =
@@ -175,8 +217,8 @@ impl Store {
     ) -> Result<Inserted, StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
-            "INSERT INTO orders (order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, updated_at_unix_ms, reservation_attempt, lease_owner, lease_until_unix_ms, lease_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, '', '', $7, $7, 0, $8, $9, 1) \
+            "INSERT INTO orders (order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, updated_at_unix_ms, reservation_attempt, lease_owner, lease_until_unix_ms, lease_version, saga_keys) \
+             VALUES ($1, $2, $3, $4, $5, $6, 0, '', '', $7, $7, 0, $8, $9, 1, $10) \
              ON CONFLICT (request_id) DO NOTHING",
         )
         .bind(order.order_id)
@@ -188,6 +230,7 @@ impl Store {
         .bind(order.now_unix_ms)
         .bind(owner)
         .bind(lease_until_unix_ms)
+        .bind(KeySource::OrderId.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -283,9 +326,12 @@ impl Store {
         Ok(orders)
     }
 
-    /// Up to `limit` unfinished orders (PENDING or CANCELLING) whose lease
-    /// is free or expired at `now_unix_ms`, longest-waiting first: the
-    /// recovery loop's work list.
+    /// Up to `limit` unfinished orders (PENDING or CANCELLING), not parked,
+    /// whose lease is free or expired and whose next attempt is due at
+    /// `now_unix_ms`, the longest due first: the recovery loop's work list.
+    /// An order a run could not finish waits for its next attempt (a
+    /// backoff per order), so orders that keep failing cannot take every
+    /// round.
     pub async fn unfinished(
         &self,
         now_unix_ms: i64,
@@ -293,7 +339,8 @@ impl Store {
     ) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT order_id FROM orders WHERE status IN ('PENDING', 'CANCELLING') \
-             AND lease_until_unix_ms <= $1 ORDER BY lease_until_unix_ms, updated_at_unix_ms LIMIT $2",
+             AND parked_reason = '' AND next_attempt_unix_ms <= $1 AND lease_until_unix_ms <= $1 \
+             ORDER BY next_attempt_unix_ms, updated_at_unix_ms LIMIT $2",
         )
         .bind(now_unix_ms)
         .bind(limit)
@@ -301,9 +348,10 @@ impl Store {
         .await?)
     }
 
-    /// Leases an unfinished order to `owner` until `lease_until` if no live
-    /// lease holds it, bumping its lease version. Returns the fence, or
-    /// `None` when another run holds it or it is finished.
+    /// Leases an unfinished, unparked order to `owner` until `lease_until`
+    /// if no live lease holds it, bumping its lease version. Returns the
+    /// fence, or `None` when another run holds it, it is parked, or it is
+    /// finished.
     pub async fn try_lease(
         &self,
         order_id: &str,
@@ -313,7 +361,7 @@ impl Store {
     ) -> Result<Option<Fence>, StoreError> {
         let version: Option<i64> = sqlx::query_scalar(
             "UPDATE orders SET lease_owner = $1, lease_until_unix_ms = $2, lease_version = lease_version + 1 \
-             WHERE order_id = $3 AND status IN ('PENDING', 'CANCELLING') \
+             WHERE order_id = $3 AND status IN ('PENDING', 'CANCELLING') AND parked_reason = '' \
              AND (lease_until_unix_ms <= $4 OR lease_owner = '') \
              RETURNING lease_version",
         )
@@ -354,6 +402,169 @@ impl Store {
         Ok(())
     }
 
+    /// Gives the lease up after a run that could not finish the order: one
+    /// more failed run, and no attempt before `backoff(failed runs)` ms from
+    /// `now_unix_ms` (no-op if the fence is stale).
+    pub async fn defer(
+        &self,
+        fence: &Fence,
+        now_unix_ms: i64,
+        backoff_ms: impl Fn(i64) -> i64,
+    ) -> Result<(), StoreError> {
+        let failed: Option<i64> = sqlx::query_scalar(
+            "SELECT failed_runs FROM orders WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3",
+        )
+        .bind(&fence.order_id)
+        .bind(&fence.owner)
+        .bind(fence.version)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(failed) = failed else {
+            return Ok(());
+        };
+        let failed = failed.saturating_add(1);
+        sqlx::query(
+            "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0, failed_runs = $1, next_attempt_unix_ms = $2 \
+             WHERE order_id = $3 AND lease_owner = $4 AND lease_version = $5",
+        )
+        .bind(failed)
+        .bind(now_unix_ms.saturating_add(backoff_ms(failed)))
+        .bind(&fence.order_id)
+        .bind(&fence.owner)
+        .bind(fence.version)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Parks the order for an operator (and gives the lease up): recovery
+    /// skips it until [`Store::unpark`] or [`Store::resolve`]. Returns
+    /// whether this call parked it (false: the fence is stale).
+    pub async fn park(
+        &self,
+        fence: &Fence,
+        reason: ParkReason,
+        detail: &str,
+        now_unix_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(&fenced_sql(
+            "parked_reason = $1, parked_detail = $2, parked_at_unix_ms = $3, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
+            4,
+        ))
+        .bind(reason.as_str())
+        .bind(detail)
+        .bind(now_unix_ms)
+        .bind(&fence.order_id)
+        .bind(&fence.owner)
+        .bind(fence.version)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Unparks the order (an operator fixed what it waited for): due at
+    /// once, its failed runs forgotten. Fails with [`StoreError::NotParked`]
+    /// unless it is parked.
+    pub async fn unpark(&self, order_id: &str, now_unix_ms: i64) -> Result<(), StoreError> {
+        let updated = sqlx::query(
+            "UPDATE orders SET parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, failed_runs = 0, next_attempt_unix_ms = 0, updated_at_unix_ms = $1 \
+             WHERE order_id = $2 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
+        )
+        .bind(now_unix_ms)
+        .bind(order_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        self.parked_or_missing(updated, order_id).await
+    }
+
+    /// Closes a parked order by hand: `status` (final), with `reason` as
+    /// its rejection reason (empty unless REJECTED). Fails with
+    /// [`StoreError::NotParked`] unless it is parked.
+    pub async fn resolve(
+        &self,
+        order_id: &str,
+        status: OrderStatus,
+        reason: &str,
+        now_unix_ms: i64,
+    ) -> Result<Order, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE orders SET status = $1, step = $2, rejection_reason = $3, parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, updated_at_unix_ms = $4, lease_owner = '', lease_until_unix_ms = 0 \
+             WHERE order_id = $5 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
+        )
+        .bind(status.as_str())
+        .bind(Step::Done.as_str())
+        .bind(reason)
+        .bind(now_unix_ms)
+        .bind(order_id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        self.parked_or_missing(updated, order_id).await?;
+        self.get(order_id).await
+    }
+
+    /// `Ok` if `updated` is 1, else NotFound or NotParked.
+    async fn parked_or_missing(&self, updated: u64, order_id: &str) -> Result<(), StoreError> {
+        if updated == 1 {
+            return Ok(());
+        }
+        self.get(order_id).await?;
+        Err(StoreError::NotParked {
+            order_id: order_id.to_owned(),
+        })
+    }
+
+    /// Up to `limit` parked orders, longest parked first, after `after`
+    /// (exclusive; its `created_at` field holds the parked time).
+    pub async fn parked(
+        &self,
+        after: Option<&PageKey>,
+        limit: u32,
+    ) -> Result<Vec<Order>, StoreError> {
+        let rows = match after {
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM orders WHERE parked_reason > '' \
+                     ORDER BY parked_at_unix_ms, order_id LIMIT $1"
+                ))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            Some(key) => {
+                sqlx::query(&format!(
+                    "SELECT {COLUMNS} FROM orders WHERE parked_reason > '' \
+                     AND (parked_at_unix_ms > $1 OR (parked_at_unix_ms = $1 AND order_id > $2)) \
+                     ORDER BY parked_at_unix_ms, order_id LIMIT $3"
+                ))
+                .bind(key.created_at_unix_ms)
+                .bind(&key.order_id)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        let mut orders = Vec::with_capacity(rows.len());
+        for row in &rows {
+            orders.push(self.with_lines(order_from_row(row)?).await?);
+        }
+        Ok(orders)
+    }
+
+    /// How many orders are parked, by reason.
+    pub async fn parked_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT parked_reason, COUNT(*) AS parked FROM orders WHERE parked_reason > '' GROUP BY parked_reason",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| Ok((row.try_get("parked_reason")?, row.try_get("parked")?)))
+            .collect()
+    }
+
     /// RESERVE: moves to reservation `attempt` (the previous one was released).
     pub async fn next_attempt(
         &self,
@@ -363,7 +574,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.fenced(
             fence,
-            "reservation_attempt = $1, updated_at_unix_ms = $2",
+            "reservation_attempt = $1, updated_at_unix_ms = $2, failed_runs = 0",
             &[Int(attempt), Int(now_unix_ms)],
         )
         .await
@@ -381,7 +592,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(&fenced_sql(
-            "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4",
+            "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4, failed_runs = 0",
             5,
         ))
         .bind(Step::Charge.as_str())
@@ -421,7 +632,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.fenced(
             fence,
-            "step = $1, payment_id = $2, updated_at_unix_ms = $3",
+            "step = $1, payment_id = $2, updated_at_unix_ms = $3, failed_runs = 0",
             &[
                 Text(Step::Commit.as_str()),
                 Text(payment_id),
@@ -441,15 +652,16 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.fenced(
             fence,
-            "step = $1, rejection_reason = $2, updated_at_unix_ms = $3",
+            "step = $1, rejection_reason = $2, updated_at_unix_ms = $3, failed_runs = 0",
             &[Text(Step::Undo.as_str()), Text(reason), Int(now_unix_ms)],
         )
         .await
     }
 
-    /// PENDING → CONFIRMED.
+    /// PENDING → CONFIRMED (a rejection reason recorded by UNDO is cleared:
+    /// the sale happened after all).
     pub async fn confirm(&self, fence: &Fence, now_unix_ms: i64) -> Result<Order, StoreError> {
-        self.finish(fence, OrderStatus::Confirmed, None, now_unix_ms)
+        self.finish(fence, OrderStatus::Confirmed, Some(""), now_unix_ms)
             .await
     }
 
@@ -650,6 +862,19 @@ fn leased(updated: u64, order_id: &str) -> Result<(), StoreError> {
 fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
     let status: String = row.try_get("status")?;
     let step: String = row.try_get("step")?;
+    let keys: String = row.try_get("saga_keys")?;
+    let parked_reason: String = row.try_get("parked_reason")?;
+    let parked = if parked_reason.is_empty() {
+        None
+    } else {
+        Some(Parked {
+            reason: ParkReason::parse(&parked_reason).ok_or_else(|| {
+                StoreError::Corrupt(format!("unknown parked reason {parked_reason:?}"))
+            })?,
+            detail: row.try_get("parked_detail")?,
+            at_unix_ms: row.try_get("parked_at_unix_ms")?,
+        })
+    };
     Ok(Order {
         order_id: row.try_get("order_id")?,
         request_id: row.try_get("request_id")?,
@@ -664,6 +889,10 @@ fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
         rejection_reason: row.try_get("rejection_reason")?,
         created_at_unix_ms: row.try_get("created_at_unix_ms")?,
         reservation_attempt: row.try_get("reservation_attempt")?,
+        keys: KeySource::parse(&keys)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown saga keys {keys:?}")))?,
+        failed_runs: row.try_get("failed_runs")?,
+        parked,
         lines: Vec::new(),
     })
 }

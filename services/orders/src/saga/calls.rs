@@ -2,8 +2,11 @@
 //! with the timeout of the run's budget (`grpc-timeout`).
 
 use mesh::proto::{
-    inventory::v1::{CommitRequest, ReleaseRequest, Reservation, ReserveRequest, RestockRequest},
-    payments::v1::{ChargeRequest, Payment, RefundRequest},
+    inventory::v1::{
+        CommitRequest, GetReservationRequest, ReleaseRequest, Reservation, ReserveRequest,
+        RestockRequest,
+    },
+    payments::v1::{ChargeRequest, GetPaymentRequest, Payment, RefundRequest},
     users::v1::{GetUserRequest, User},
 };
 use tonic::Status;
@@ -56,6 +59,44 @@ impl Saga {
             budget,
         )?;
         Ok(self.inventory.clone().commit(request).await?.into_inner())
+    }
+
+    pub(super) async fn get_reservation(
+        &self,
+        reservation_id: &str,
+        budget: &CallBudget,
+    ) -> Result<Reservation, Status> {
+        let request = outgoing(
+            GetReservationRequest {
+                reservation_id: reservation_id.to_owned(),
+            },
+            budget,
+        )?;
+        Ok(self
+            .inventory
+            .clone()
+            .get_reservation(request)
+            .await?
+            .into_inner())
+    }
+
+    pub(super) async fn get_payment(
+        &self,
+        payment_id: &str,
+        budget: &CallBudget,
+    ) -> Result<Payment, Status> {
+        let request = outgoing(
+            GetPaymentRequest {
+                payment_id: payment_id.to_owned(),
+            },
+            budget,
+        )?;
+        Ok(self
+            .payments
+            .clone()
+            .get_payment(request)
+            .await?
+            .into_inner())
     }
 
     pub(super) async fn restock(

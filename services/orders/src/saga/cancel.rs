@@ -2,15 +2,12 @@
 //! → refund the payment and restock the units → CANCELLED. A caller that
 //! gives up halfway leaves a CANCELLING order the recovery loop finishes.
 
-use mesh::{proto::inventory::v1::ReservationState, storage::now_unix_ms};
+use mesh::storage::now_unix_ms;
 
-use super::{
-    steps::{inconsistent, pending},
-    Lease, OrderError, Saga,
-};
+use super::{Lease, OrderError, Saga};
 use crate::{
     deadline::CallBudget,
-    domain::{classify_failure, reservation_id, CallFailure, CancelStep, OrderStatus},
+    domain::{CancelStep, OrderStatus},
     store::{Fence, Order},
 };
 
@@ -48,29 +45,8 @@ impl Saga {
         budget: &CallBudget,
     ) -> Result<(), OrderError> {
         self.refund_payment(order, budget).await?;
-        let id = reservation_id(&order.request_id, order.reservation_attempt);
-        match self.restock(&id, budget).await {
-            Ok(reservation) if reservation.state() == ReservationState::Restocked => {}
-            Ok(reservation) => {
-                let detail = format!(
-                    "reservation {id} is {} after restocking it",
-                    reservation.state().as_str_name()
-                );
-                return Err(inconsistent(order, detail));
-            }
-            Err(status) if classify_failure(&status) == CallFailure::Refused => {
-                let detail = format!("inventory refused to restock {id}: {}", status.message());
-                return Err(inconsistent(order, detail));
-            }
-            Err(status) => {
-                return Err(pending(
-                    order,
-                    "return the units to stock",
-                    "inventory",
-                    status,
-                ))
-            }
-        }
+        let id = order.reservation_id();
+        self.restock_units(order, &id, budget).await?;
         *order = self.store.cancelled(fence, now_unix_ms()).await?;
         tracing::info!(order_id = %order.order_id, payment_id = %order.payment_id, "order cancelled: refunded and restocked");
         Ok(())

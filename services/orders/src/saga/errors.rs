@@ -3,7 +3,10 @@
 
 use tonic::{Code, Status};
 
-use crate::{domain::OrderStatus, store::StoreError};
+use crate::{
+    domain::{OrderStatus, ParkReason},
+    store::StoreError,
+};
 
 /// Why an order operation did not return an order.
 #[derive(Debug, thiserror::Error)]
@@ -64,12 +67,38 @@ pub enum OrderError {
         /// Its status.
         status: OrderStatus,
     },
-    /// The upstream state contradicts the saga's invariants; an operator must look.
-    #[error("order {order_id} cannot be completed automatically: {detail}")]
+    /// The upstream state contradicts the saga's invariants; an operator
+    /// must look (the run parks the order).
+    #[error(
+        "order {order_id} cannot be completed automatically: {detail}; it waits for an operator"
+    )]
     Inconsistent {
         /// The order.
         order_id: String,
-        /// What is wrong.
+        /// The kind.
+        reason: ParkReason,
+        /// What is wrong (bounded).
+        detail: String,
+    },
+    /// ResolveParkedOrder asked for an outcome the order cannot have.
+    #[error("a parked {} order cannot be resolved as {}: a PENDING order becomes CONFIRMED or REJECTED, a CANCELLING one CANCELLED or CONFIRMED", from.as_str(), to.as_str())]
+    CannotResolve {
+        /// The order.
+        order_id: String,
+        /// Its status.
+        from: OrderStatus,
+        /// The status asked for.
+        to: OrderStatus,
+    },
+    /// The order is parked: it waits for an operator (RetryParkedOrder or
+    /// ResolveParkedOrder); nothing was run.
+    #[error("order {order_id} waits for an operator ({}): {detail}", reason.as_str())]
+    Parked {
+        /// The order.
+        order_id: String,
+        /// The kind.
+        reason: ParkReason,
+        /// What the saga found.
         detail: String,
     },
 }

@@ -14,16 +14,24 @@
 //! PENDING    RESERVE  reservation R(attempt)                inventory.Reserve(R, items, ttl, currency)
 //! PENDING    CHARGE   R held; a charge under K              payments.Charge(K, user, total, currency)
 //! PENDING    COMMIT   R held; payment P captured            inventory.Commit(R)
-//! PENDING    UNDO     R held or released; P maybe captured  payments.Refund(P), inventory.Release(R)
+//! PENDING    UNDO     R held, released or (raced) committed; inventory.GetReservation(R), then
+//!                     P maybe captured                      payments.Refund(P), inventory.Release(R)
 //! CANCELLING CANCEL   R committed; P captured               payments.Refund(P), inventory.Restock(R)
 //! CONFIRMED  DONE     R committed; P captured               —
 //! REJECTED   DONE     nothing held, no money kept           —
 //! CANCELLED  DONE     R restocked; P refunded               —
 //!
-//! R = reservation_id(request_id, attempt) = "order:<uuid5(request_id)>[:attempt]"
-//! K = charge_key(request_id)               = "order:<uuid5(request_id)>"
+//! R = order_reservation_id(order_id, attempt) = "order:<order_id>[:attempt]"
+//! K = order_charge_key(order_id)               = "order:<order_id>"
 //! P = the payment Charge(K) returned (payments keeps one per K)
 //! ```
+//!
+//! `order_id` is a fresh random id made when the row is first written, so
+//! a request resent after orders' database was lost is a new order with new
+//! keys (PlaceOrder stays idempotent on `request_id` through the row's unique
+//! index). Orders recorded before migration 0004 keep the keys derived from
+//! their `request_id` (`saga_keys = 'request_id'`: `charge_key`,
+//! `reservation_id`).
 //!
 //! Transitions (each one fenced write; see [`crate::store`]):
 //!
@@ -35,7 +43,9 @@
 //!         ─DECLINED / refused─► UNDO     (reason recorded)
 //! COMMIT  ─COMMITTED──────────► CONFIRMED
 //!         ─refused (R expired)► UNDO     (the sale cannot happen: refund)
-//! UNDO    ─Refund(P) if any, Release(R)─► REJECTED
+//! UNDO    ─R COMMITTED, P captured─────────► CONFIRMED (the sale happened)
+//!         ─R COMMITTED, P refunded─Restock(R)─► REJECTED
+//!         ─Refund(P) if any, Release(R)────► REJECTED
 //! CONFIRMED ─CancelOrder──────► CANCELLING/CANCEL ─Refund(P), Restock(R)─► CANCELLED
 //! any step ─upstream unreachable or outcome unknown─► same step (retried)
 //! ```
@@ -75,14 +85,28 @@
 //! because they carry the same idempotency keys as the new run's (see
 //! docs/adr on leases and fencing).
 //!
+//! - **UNDO reads the reservation before it refunds**: a Commit refused as
+//!   expired never ends COMMITTED (inventory decides expiry in the Commit's
+//!   own write), but if one did, refunding would leave units sold unpaid.
+//!
+//! A run that cannot finish an order (an upstream down, an unknown outcome)
+//! defers it: `next_attempt_unix_ms` = now + the recovery interval doubling
+//! per failed run, at most a lease, so orders that keep failing go behind
+//! the others instead of taking every round.
+//!
 //! If a state breaks these invariants (e.g. inventory refuses to release a
-//! reservation while the charge was declined), the order stays where it is,
-//! the run answers INTERNAL and logs an error for an operator; it never
-//! guesses with money.
+//! reservation while the charge was declined), the order is **parked**: it
+//! keeps its status and step, records why (`parked_reason`, `parked_detail`),
+//! logs one error and is counted in `orders_parked{reason}`; recovery skips
+//! it and a repeat of the request answers without running it, until an
+//! operator retries or resolves it (`operator.rs`). It never guesses with
+//! money.
 
 mod calls;
 mod cancel;
 mod errors;
+mod operator;
+mod parked_metric;
 mod recovery;
 mod steps;
 #[cfg(test)]
@@ -256,6 +280,13 @@ impl Saga {
             if !current.status.is_unfinished() {
                 return Ok(Lease::Finished(outcome(current)));
             }
+            if let Some(parked) = current.parked {
+                return Ok(Lease::Finished(Err(OrderError::Parked {
+                    order_id: current.order_id,
+                    reason: parked.reason,
+                    detail: parked.detail,
+                })));
+            }
             if tokio::time::Instant::now() >= give_up {
                 return Err(OrderError::Busy {
                     order_id: order_id.to_owned(),
@@ -265,7 +296,10 @@ impl Saga {
         }
     }
 
-    /// Runs the saga steps holding the lease, then gives the lease up.
+    /// Runs the saga steps holding the lease, then gives the lease up: a
+    /// final order has freed it already; an order that needs a person is
+    /// parked (logged once, here); any other is deferred to its next attempt
+    /// (a backoff per order, see [`Saga::retry_backoff_ms`]).
     async fn run(
         &self,
         order: Order,
@@ -274,18 +308,48 @@ impl Saga {
     ) -> Result<Order, OrderError> {
         let order_id = order.order_id.clone();
         let result = self.drive(order, &fence, budget).await;
-        // A final state already freed it; otherwise let the next run in at once.
-        if let Err(error) = self.store.release_lease(&fence).await {
+        let now = now_unix_ms();
+        let given_up = match &result {
+            Ok(order) => {
+                tracing::info!(%order_id, status = order.status.as_str(), "order settled");
+                Ok(())
+            }
+            Err(OrderError::Rejected { .. }) => Ok(()),
+            Err(OrderError::Inconsistent { reason, detail, .. }) => {
+                match self.store.park(&fence, *reason, detail, now).await {
+                    Ok(true) => {
+                        tracing::error!(%order_id, reason = reason.as_str(), %detail, "order parked: it needs an operator (ListParkedOrders, then RetryParkedOrder or ResolveParkedOrder)");
+                        Ok(())
+                    }
+                    Ok(false) => Ok(()),
+                    Err(error) => Err(error),
+                }
+            }
+            Err(error) => {
+                // It quotes an upstream's answer: bounded.
+                let error = mesh::bounded::message(&error.to_string());
+                tracing::info!(%order_id, %error, "order not final yet");
+                self.store
+                    .defer(&fence, now, |failed| self.retry_backoff_ms(failed))
+                    .await
+            }
+        };
+        if let Err(error) = given_up {
             tracing::warn!(%order_id, %error, "cannot give the order's lease up; it will expire");
         }
-        match &result {
-            Ok(order) => tracing::info!(%order_id, status = order.status.as_str(), "order settled"),
-            Err(OrderError::Inconsistent { detail, .. }) => {
-                tracing::error!(%order_id, %detail, "order needs an operator")
-            }
-            Err(error) => tracing::info!(%order_id, %error, "order not final yet"),
-        }
         result
+    }
+
+    /// How long an order waits after `failed_runs` runs in a row that could
+    /// not finish it: the recovery interval, doubling, at most one lease. So
+    /// orders that keep failing (an upstream down for long, an answer that
+    /// never comes) are tried less often and go behind the others, and one
+    /// cut by an outage is finished at most a lease after the outage ends.
+    fn retry_backoff_ms(&self, failed_runs: i64) -> i64 {
+        let doublings = u32::try_from(failed_runs.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+        millis(self.options.recovery_interval)
+            .saturating_mul(1_i64 << doublings)
+            .min(self.lease_ms())
     }
 
     /// users.GetUser: the user exists.

@@ -1,8 +1,12 @@
 //! The recovery loop: on every instance, at start-up and then every
-//! `recovery_interval`, every unfinished order (PENDING or CANCELLING) whose
-//! lease is free or expired is leased and driven to a final state. Instances
-//! share the work through the leases; an order whose upstream is still down
-//! stays where it is until the next round.
+//! `recovery_interval`, the unfinished orders (PENDING or CANCELLING) whose
+//! lease is free or expired and whose next attempt is due are leased and
+//! driven to a final state, the longest due first. Instances share the work
+//! through the leases. A run that cannot finish an order defers it (its next
+//! attempt backs off, doubling up to a lease), so orders that keep failing
+//! go behind the others instead of taking every round; an order that needs
+//! a person is parked and skipped until an operator retries or resolves it.
+//! After each round the parked orders are counted (`orders_parked`).
 
 use std::sync::Arc;
 
@@ -50,7 +54,8 @@ impl Saga {
         })
     }
 
-    /// One round: drives every unfinished order whose lease is free.
+    /// One round: drives the unfinished orders that are due, then counts
+    /// the parked ones.
     pub async fn recover_once(&self) -> Result<Round, OrderError> {
         let ids = self
             .store
@@ -63,6 +68,7 @@ impl Saga {
             .filter(|finished| std::future::ready(*finished))
             .count()
             .await;
+        super::parked_metric::set(&self.store.parked_counts().await?);
         Ok(Round { found, finished })
     }
 

@@ -15,7 +15,7 @@ use super::{millis, outcome, OrderError, Saga};
 use crate::{
     deadline::CallBudget,
     domain::{
-        charge_key, classify_failure, reservation_id, stock_rejection_reason, CallFailure, Step,
+        bounded_reason, classify_failure, stock_rejection_reason, CallFailure, ParkReason, Step,
     },
     store::{Fence, Order},
 };
@@ -80,7 +80,7 @@ impl Saga {
         fence: &Fence,
         budget: &CallBudget,
     ) -> Result<(), OrderError> {
-        let id = reservation_id(&order.request_id, order.reservation_attempt);
+        let id = order.reservation_id();
         let request = ReserveRequest {
             reservation_id: id.clone(),
             items: order
@@ -120,6 +120,7 @@ impl Saga {
             }
             state => Err(inconsistent(
                 order,
+                ParkReason::ReservationState,
                 format!(
                     "reservation {id} is {} before any charge (attempt {})",
                     state.as_str_name(),
@@ -143,7 +144,7 @@ impl Saga {
                     "reservation {} has no line for sku {}",
                     reservation.reservation_id, line.sku
                 );
-                return Err(inconsistent(order, detail));
+                return Err(inconsistent(order, ParkReason::ReservationContent, detail));
             };
             prices.push((line.sku.clone(), reserved.unit_price_cents));
         }
@@ -152,7 +153,7 @@ impl Saga {
                 "reservation {} has a total of {} cents in {:?}",
                 reservation.reservation_id, reservation.total_cents, reservation.currency
             );
-            return Err(inconsistent(order, detail));
+            return Err(inconsistent(order, ParkReason::ReservationContent, detail));
         }
         self.store
             .priced(
@@ -181,7 +182,7 @@ impl Saga {
         budget: &CallBudget,
     ) -> Result<(), OrderError> {
         let request = ChargeRequest {
-            idempotency_key: charge_key(&order.request_id),
+            idempotency_key: order.charge_key(),
             user_id: order.user_id.clone(),
             amount_cents: order.total_cents,
             currency: order.currency.clone(),
@@ -206,7 +207,7 @@ impl Saga {
                         payment.payment_id,
                         status.as_str_name()
                     );
-                    Err(inconsistent(order, detail))
+                    Err(inconsistent(order, ParkReason::PaymentState, detail))
                 }
             },
             // payments said no: no charge exists under this key.
@@ -217,6 +218,7 @@ impl Saga {
             // Unknown or not applied: the same Charge is sent again later.
             Err(status) => {
                 if classify_failure(&status) == CallFailure::Unknown {
+                    let status = mesh::bounded::message(&status.to_string());
                     tracing::warn!(order_id = %order.order_id, %status, "charge outcome unknown; keeping the reservation");
                 }
                 Err(pending(order, "charge the payment", "payments", status))
@@ -232,7 +234,7 @@ impl Saga {
         fence: &Fence,
         budget: &CallBudget,
     ) -> Result<(), OrderError> {
-        let id = reservation_id(&order.request_id, order.reservation_attempt);
+        let id = order.reservation_id();
         match self.commit_stock(&id, budget).await {
             Ok(reservation) if reservation.state() == ReservationState::Committed => {
                 *order = self.store.confirm(fence, now_unix_ms()).await?;
@@ -243,7 +245,7 @@ impl Saga {
                     "reservation {id} is {} after committing it",
                     reservation.state().as_str_name()
                 );
-                Err(inconsistent(order, detail))
+                Err(inconsistent(order, ParkReason::ReservationState, detail))
             }
             Err(status) if status.code() == Code::FailedPrecondition => {
                 let reason = format!(
@@ -258,7 +260,7 @@ impl Saga {
                     order.payment_id,
                     status.message()
                 );
-                Err(inconsistent(order, detail))
+                Err(inconsistent(order, ParkReason::InventoryRefused, detail))
             }
             Err(status) => Err(pending(
                 order,
@@ -276,21 +278,43 @@ impl Saga {
         fence: &Fence,
         reason: String,
     ) -> Result<(), OrderError> {
+        let reason = bounded_reason(&reason);
         self.store.undo(fence, &reason, now_unix_ms()).await?;
         order.rejection_reason = reason;
         order.step = Step::Undo;
         Ok(())
     }
 
-    /// UNDO: refund the captured payment (if any), release the reservation,
-    /// then REJECTED. Compensations get their own timeout, whatever is left
-    /// of the caller's.
+    /// UNDO: look at the reservation, refund the captured payment (if any),
+    /// release the reservation, then REJECTED. Compensations get their own
+    /// timeout, whatever is left of the caller's.
+    ///
+    /// Before any refund the reservation's real state is read: if it is
+    /// COMMITTED the sale happened after all (a Commit whose answer said
+    /// otherwise, or a late one of a stale run), and refunding would leave
+    /// sold units unpaid. See [`Saga::settle_a_committed_sale`].
     async fn undo(&self, order: &mut Order, fence: &Fence) -> Result<(), OrderError> {
         let budget = CallBudget::detached(self.options.per_call);
+        let id = order.reservation_id();
         if !order.payment_id.is_empty() {
+            match self.get_reservation(&id, &budget).await {
+                Ok(reservation) if reservation.state() == ReservationState::Committed => {
+                    return self.settle_a_committed_sale(order, fence, &budget).await;
+                }
+                Ok(_) => {}
+                // Never reserved under this id: nothing was sold.
+                Err(status) if status.code() == Code::NotFound => {}
+                Err(status) => {
+                    return Err(pending(
+                        order,
+                        "read the reservation before refunding",
+                        "inventory",
+                        status,
+                    ))
+                }
+            }
             self.refund_payment(order, &budget).await?;
         }
-        let id = reservation_id(&order.request_id, order.reservation_attempt);
         match self.release_stock(&id, &budget).await {
             Ok(reservation) if reservation.state() == ReservationState::Released => {}
             Ok(reservation) => {
@@ -298,13 +322,13 @@ impl Saga {
                     "reservation {id} is {} while the order is being rejected",
                     reservation.state().as_str_name()
                 );
-                return Err(inconsistent(order, detail));
+                return Err(inconsistent(order, ParkReason::ReservationState, detail));
             }
             // Nothing held under this id.
             Err(status) if status.code() == Code::NotFound => {}
             Err(status) if classify_failure(&status) == CallFailure::Refused => {
                 let detail = format!("inventory refused to release {id}: {}", status.message());
-                return Err(inconsistent(order, detail));
+                return Err(inconsistent(order, ParkReason::InventoryRefused, detail));
             }
             Err(status) => {
                 return Err(pending(
@@ -318,6 +342,82 @@ impl Saga {
         let reason = order.rejection_reason.clone();
         *order = self.store.reject(fence, &reason, now_unix_ms()).await?;
         Ok(())
+    }
+
+    /// UNDO found the reservation COMMITTED. With the payment still
+    /// captured the sale stands: CONFIRMED. With the payment already
+    /// refunded (an UNDO from before inventory decided expiry in one write),
+    /// the units go back to stock and the order is REJECTED: either way
+    /// nothing is sold unpaid and no money is kept for nothing.
+    async fn settle_a_committed_sale(
+        &self,
+        order: &mut Order,
+        fence: &Fence,
+        budget: &CallBudget,
+    ) -> Result<(), OrderError> {
+        let id = order.reservation_id();
+        let payment = match self.get_payment(&order.payment_id, budget).await {
+            Ok(payment) => payment,
+            Err(status) => {
+                return Err(pending(
+                    order,
+                    "read the payment of a committed sale",
+                    "payments",
+                    status,
+                ))
+            }
+        };
+        match payment.status() {
+            PaymentStatus::Captured => {
+                *order = self.store.confirm(fence, now_unix_ms()).await?;
+                tracing::info!(order_id = %order.order_id, reservation_id = %id, "the reservation was committed after all: order confirmed, payment kept");
+                Ok(())
+            }
+            PaymentStatus::Refunded => {
+                self.restock_units(order, &id, budget).await?;
+                let reason = order.rejection_reason.clone();
+                *order = self.store.reject(fence, &reason, now_unix_ms()).await?;
+                tracing::info!(order_id = %order.order_id, reservation_id = %id, "a committed reservation of a refunded order was restocked: order rejected");
+                Ok(())
+            }
+            status => {
+                let detail = format!(
+                    "reservation {id} is COMMITTED and payment {} is {}",
+                    order.payment_id,
+                    status.as_str_name()
+                );
+                Err(inconsistent(order, ParkReason::PaymentState, detail))
+            }
+        }
+    }
+
+    /// inventory.Restock of reservation `id`: RESTOCKED, or why not.
+    pub(super) async fn restock_units(
+        &self,
+        order: &Order,
+        id: &str,
+        budget: &CallBudget,
+    ) -> Result<(), OrderError> {
+        match self.restock(id, budget).await {
+            Ok(reservation) if reservation.state() == ReservationState::Restocked => Ok(()),
+            Ok(reservation) => {
+                let detail = format!(
+                    "reservation {id} is {} after restocking it",
+                    reservation.state().as_str_name()
+                );
+                Err(inconsistent(order, ParkReason::ReservationState, detail))
+            }
+            Err(status) if classify_failure(&status) == CallFailure::Refused => {
+                let detail = format!("inventory refused to restock {id}: {}", status.message());
+                Err(inconsistent(order, ParkReason::InventoryRefused, detail))
+            }
+            Err(status) => Err(pending(
+                order,
+                "return the units to stock",
+                "inventory",
+                status,
+            )),
+        }
     }
 
     /// payments.Refund of the order's payment: REFUNDED, or why not.
@@ -334,7 +434,7 @@ impl Saga {
                     order.payment_id,
                     payment.status().as_str_name()
                 );
-                Err(inconsistent(order, detail))
+                Err(inconsistent(order, ParkReason::PaymentState, detail))
             }
             Err(status) if classify_failure(&status) == CallFailure::Refused => {
                 let detail = format!(
@@ -342,7 +442,7 @@ impl Saga {
                     order.payment_id,
                     status.message()
                 );
-                Err(inconsistent(order, detail))
+                Err(inconsistent(order, ParkReason::PaymentsRefused, detail))
             }
             Err(status) => Err(pending(order, "refund the payment", "payments", status)),
         }
@@ -363,9 +463,11 @@ pub(super) fn pending(
     }
 }
 
-pub(super) fn inconsistent(order: &Order, detail: String) -> OrderError {
+pub(super) fn inconsistent(order: &Order, reason: ParkReason, detail: String) -> OrderError {
     OrderError::Inconsistent {
         order_id: order.order_id.clone(),
-        detail,
+        reason,
+        // It quotes upstream answers: bounded before it is logged or stored.
+        detail: bounded_reason(&detail),
     }
 }

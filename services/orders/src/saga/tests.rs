@@ -18,8 +18,9 @@ use mesh::{
     proto::{
         inventory::v1::{
             inventory_server::{Inventory, InventoryServer},
-            AddStockRequest, CommitRequest, GetItemRequest, Item, ReleaseRequest, Reservation,
-            ReservationState, ReserveRequest, ReservedLine, RestockRequest,
+            AddStockRequest, CommitRequest, GetItemRequest, GetReservationRequest, Item,
+            ReleaseRequest, Reservation, ReservationState, ReserveRequest, ReservedLine,
+            RestockRequest,
         },
         payments::v1::{
             payments_server::{Payments, PaymentsServer},
@@ -35,7 +36,7 @@ use tonic::{body::Body, metadata::MetadataMap, Code, Request, Response, Status};
 use tower::{util::BoxCloneSyncService, Service, ServiceExt};
 
 use super::*;
-use crate::domain::{charge_key, reservation_id, Item as OrderItem, PlaceOrder, Step};
+use crate::domain::{order_charge_key, order_reservation_id, Item as OrderItem, PlaceOrder, Step};
 
 // ---- scripted upstreams -------------------------------------------------
 
@@ -70,6 +71,11 @@ struct FakeInventory {
     reservations: Mutex<HashMap<String, Reservation>>,
     fail_release: AtomicBool,
     fail_commit: AtomicBool,
+    /// Commit commits, then answers FAILED_PRECONDITION "already committed"
+    /// (what a Commit racing the expiry could answer before inventory
+    /// decided expiry and release in one write).
+    commit_then_refuse: AtomicBool,
+    fail_get_reservation: AtomicBool,
     reserve_calls: AtomicU64,
 }
 
@@ -203,7 +209,28 @@ impl Inventory for FakeInventory {
                 )))
             }
         }
+        if self.commit_then_refuse.load(Ordering::SeqCst) {
+            return Err(Status::failed_precondition(format!(
+                "reservation {id} is already committed"
+            )));
+        }
         Ok(Response::new(reservation.clone()))
+    }
+    async fn get_reservation(
+        &self,
+        request: Request<GetReservationRequest>,
+    ) -> Result<Response<Reservation>, Status> {
+        if self.fail_get_reservation.load(Ordering::SeqCst) {
+            return Err(Status::unavailable("inventory is down (scripted)"));
+        }
+        let id = request.into_inner().reservation_id;
+        self.reservations
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found(format!("reservation {id} not found")))
     }
     async fn restock(
         &self,
@@ -325,9 +352,17 @@ impl Payments for FakePayments {
     }
     async fn get_payment(
         &self,
-        _: Request<GetPaymentRequest>,
+        request: Request<GetPaymentRequest>,
     ) -> Result<Response<Payment>, Status> {
-        Err(Status::unimplemented("not in this fake"))
+        let id = request.into_inner().payment_id;
+        self.charges
+            .lock()
+            .unwrap()
+            .values()
+            .find(|p| p.payment_id == id)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found("no such payment"))
     }
 }
 
@@ -401,13 +436,19 @@ impl World {
                 inventory: channel(InventoryServer::from_arc(Arc::clone(&self.inventory))),
                 payments,
             },
-            SagaOptions::with_per_call(PER_CALL),
+            SagaOptions {
+                recovery_interval: RECOVERY_INTERVAL,
+                ..SagaOptions::with_per_call(PER_CALL)
+            },
         )
     }
 }
 
 /// Each upstream call's timeout in these tests.
 const PER_CALL: Duration = Duration::from_secs(1);
+/// The recovery interval, which is also the first backoff of an order a run
+/// could not finish: none here, so a test's next round finds it due.
+const RECOVERY_INTERVAL: Duration = Duration::ZERO;
 
 fn budget() -> CallBudget {
     CallBudget::detached(PER_CALL)
@@ -426,6 +467,11 @@ fn place(request_id: &str, lines: &[(&str, i64)]) -> PlaceOrder {
             .collect(),
         currency: String::new(),
     }
+}
+
+/// The id of reservation `attempt` of the order placed by `request_id`.
+async fn reservation_of(world: &World, request_id: &str, attempt: i64) -> String {
+    order_reservation_id(&stored(world, request_id).await.order_id, attempt)
 }
 
 async fn stored(world: &World, request_id: &str) -> Order {
@@ -460,9 +506,14 @@ async fn a_placed_order_is_priced_charged_committed_and_confirmed() {
     let payments = world.payments.payments();
     assert_eq!(payments.len(), 1);
     assert_eq!(order.payment_id, payments[0].payment_id);
-    assert_eq!(payments[0].idempotency_key, charge_key("r1"));
     assert_eq!(
-        world.inventory.state(&reservation_id("r1", 0)),
+        payments[0].idempotency_key,
+        order_charge_key(&order.order_id)
+    );
+    assert_eq!(
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
         Some(ReservationState::Committed)
     );
     assert_eq!(world.inventory.available("A"), 8);
@@ -521,7 +572,9 @@ async fn a_decline_whose_release_fails_stays_pending_until_a_replay_releases_and
         "payment declined: amount 150000 exceeds the limit of 100000"
     );
     assert_eq!(
-        world.inventory.state(&reservation_id("r1", 0)),
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
         Some(ReservationState::Reserved)
     );
 
@@ -542,7 +595,9 @@ async fn a_decline_whose_release_fails_stays_pending_until_a_replay_releases_and
         "payment declined: amount 150000 exceeds the limit of 100000"
     );
     assert_eq!(
-        world.inventory.state(&reservation_id("r1", 0)),
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
         Some(ReservationState::Released)
     );
     assert_eq!(world.inventory.available("TV"), 2);
@@ -569,7 +624,9 @@ async fn a_lost_charge_answer_keeps_the_stock_and_recovery_charges_once() {
         "a charge may exist"
     );
     assert_eq!(
-        world.inventory.state(&reservation_id("r1", 0)),
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
         Some(ReservationState::Reserved),
         "stock is not released while money may have been taken"
     );
@@ -603,7 +660,9 @@ async fn a_refused_connection_keeps_the_order_at_charge_until_payments_answers()
         (OrderStatus::Pending, Step::Charge)
     );
     assert_eq!(
-        world.inventory.state(&reservation_id("r1", 0)),
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
         Some(ReservationState::Reserved)
     );
 
@@ -654,7 +713,9 @@ async fn a_refused_charge_releases_and_rejects() {
         (OrderStatus::Rejected, Step::Done)
     );
     assert_eq!(
-        world.inventory.state(&reservation_id("r1", 0)),
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
         Some(ReservationState::Released)
     );
 }
@@ -728,7 +789,9 @@ async fn a_reservation_that_expired_behind_a_charge_is_refunded_and_rejected() {
         .await
         .unwrap_err();
     // The charge happened; then the reservation's TTL ran out.
-    world.inventory.release_now(&reservation_id("r1", 0));
+    world
+        .inventory
+        .release_now(&reservation_of(&world, "r1", 0).await);
     world.payments.set_mode(Mode::Normal);
 
     world.saga().recover_once().await.unwrap();
@@ -855,7 +918,9 @@ async fn cancel_refunds_once_and_is_idempotent() {
         "the unit is back in stock"
     );
     assert_eq!(
-        world.inventory.state(&reservation_id("r1", 0)),
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
         Some(ReservationState::Restocked)
     );
     // A replay of the placed request answers the cancelled order as it is.
@@ -893,4 +958,238 @@ async fn a_cancel_whose_refund_fails_stays_cancelling_and_recovery_finishes_it()
         PaymentStatus::Refunded
     );
     assert_eq!(world.inventory.available("A"), 5);
+}
+
+// ---- hardening ------------------------------------------------------------
+
+/// Hardening finding 3 (orders' side): a Commit that answered
+/// FAILED_PRECONDITION ("already committed") while the reservation ended
+/// COMMITTED made the saga refund the customer and then fail to release:
+/// units sold, money returned, order stuck in UNDO. The saga now reads the
+/// reservation before refunding: the sale stands, the order is CONFIRMED.
+#[tokio::test]
+async fn a_commit_refused_but_done_confirms_the_order_without_a_refund() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    world
+        .inventory
+        .commit_then_refuse
+        .store(true, Ordering::SeqCst);
+    let order = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    assert_eq!(order.status, OrderStatus::Confirmed, "{order:?}");
+    assert_eq!(order.rejection_reason, "", "the sale stands");
+    assert_eq!(
+        world.payments.payments()[0].status(),
+        PaymentStatus::Captured,
+        "no refund"
+    );
+    assert_eq!(
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
+        Some(ReservationState::Committed)
+    );
+}
+
+/// The state that bug left behind (a committed reservation under a refunded
+/// payment, the order in UNDO) is settled too: the units go back to stock
+/// and the order is REJECTED.
+#[tokio::test]
+async fn a_committed_sale_whose_payment_was_refunded_is_restocked_and_rejected() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    world
+        .inventory
+        .commit_then_refuse
+        .store(true, Ordering::SeqCst);
+    world
+        .inventory
+        .fail_get_reservation
+        .store(true, Ordering::SeqCst);
+    world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    let undoing = stored(&world, "r1").await;
+    assert_eq!(undoing.step, Step::Undo);
+    // The refund the old code sent.
+    world
+        .saga()
+        .refund(&undoing.payment_id, &budget())
+        .await
+        .unwrap();
+    world
+        .inventory
+        .fail_get_reservation
+        .store(false, Ordering::SeqCst);
+
+    world.saga().recover_once().await.unwrap();
+    let order = stored(&world, "r1").await;
+    assert_eq!(order.status, OrderStatus::Rejected, "{order:?}");
+    assert_eq!(
+        world
+            .inventory
+            .state(&reservation_of(&world, "r1", 0).await),
+        Some(ReservationState::Restocked)
+    );
+    assert_eq!(world.inventory.available("A"), 5);
+    assert_eq!(
+        world.payments.payments()[0].status(),
+        PaymentStatus::Refunded
+    );
+}
+
+/// Hardening finding 2: an order whose upstream state contradicts the saga
+/// is parked once (recovery skips it, a repeat answers without running it),
+/// counted by reason, and an operator can retry it after fixing the state
+/// or resolve it by hand.
+#[tokio::test]
+async fn an_order_that_needs_a_person_is_parked_until_an_operator_acts() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    world
+        .inventory
+        .commit_then_refuse
+        .store(true, Ordering::SeqCst);
+    world.inventory.fail_commit.store(true, Ordering::SeqCst);
+    world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    // Behind the saga's back the reservation is restocked: Commit and
+    // Release are refused from now on.
+    let id = reservation_of(&world, "r1", 0).await;
+    world
+        .inventory
+        .reservations
+        .lock()
+        .unwrap()
+        .get_mut(&id)
+        .unwrap()
+        .set_state(ReservationState::Restocked);
+    world.inventory.fail_commit.store(false, Ordering::SeqCst);
+    world
+        .inventory
+        .commit_then_refuse
+        .store(false, Ordering::SeqCst);
+
+    let saga = world.saga();
+    let round = saga.recover_once().await.unwrap();
+    assert_eq!((round.found, round.finished), (1, 0));
+    let parked = stored(&world, "r1").await;
+    assert_eq!(parked.status, OrderStatus::Pending);
+    let reason = parked.parked.as_ref().expect("parked").reason;
+    assert_eq!(reason, crate::domain::ParkReason::ReservationState);
+    assert_eq!(
+        world.store.parked_counts().await.unwrap(),
+        vec![("reservation_state".to_owned(), 1)]
+    );
+    // Skipped by recovery; a repeat of the request answers without running it.
+    assert_eq!(saga.recover_once().await.unwrap().found, 0);
+    let error = saga
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, OrderError::Parked { .. }), "{error:?}");
+    assert_eq!(Status::from(error).code(), Code::Internal);
+    let refunds_before = world.payments.payments()[0].status();
+    assert_eq!(refunds_before, PaymentStatus::Refunded, "UNDO refunded it");
+
+    // Retried without a fix: parked again, with the same reason.
+    let error = saga
+        .retry_parked(&parked.order_id, budget())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, OrderError::Inconsistent { .. }),
+        "{error:?}"
+    );
+    assert!(stored(&world, "r1").await.parked.is_some());
+
+    // Resolved by hand: an impossible outcome is refused, a possible one closes it.
+    let error = saga
+        .resolve_parked(&parked.order_id, OrderStatus::Cancelled, "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, OrderError::CannotResolve { .. }),
+        "{error:?}"
+    );
+    let resolved = saga
+        .resolve_parked(
+            &parked.order_id,
+            OrderStatus::Rejected,
+            "stock recounted by hand; refund confirmed",
+        )
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, OrderStatus::Rejected);
+    assert_eq!(
+        resolved.rejection_reason,
+        "resolved by an operator: stock recounted by hand; refund confirmed"
+    );
+    assert!(resolved.parked.is_none());
+    assert!(world.store.parked_counts().await.unwrap().is_empty());
+    let error = saga
+        .retry_parked(&parked.order_id, budget())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            OrderError::Store(crate::store::StoreError::NotParked { .. })
+        ),
+        "{error:?}"
+    );
+}
+
+/// Hardening finding 2: a run that could not finish an order defers it,
+/// longer after each failure (at most a lease); recovery leaves it alone
+/// until then, a repeat of the request does not wait for it.
+#[tokio::test]
+async fn an_order_a_run_cannot_finish_waits_longer_each_time() {
+    let world = World::new(&[("A", 5, 100)], Mode::Normal).await;
+    let saga = Saga::new(
+        world.store.clone(),
+        Upstreams {
+            users: channel(UsersServer::new(FakeUsers)),
+            inventory: channel(InventoryServer::from_arc(Arc::clone(&world.inventory))),
+            payments: refused(),
+        },
+        SagaOptions {
+            recovery_interval: Duration::from_secs(2),
+            ..SagaOptions::with_per_call(PER_CALL)
+        },
+    );
+    assert_eq!(saga.retry_backoff_ms(1), 2_000);
+    assert_eq!(saga.retry_backoff_ms(2), 4_000);
+    assert_eq!(saga.retry_backoff_ms(3), 5_000, "at most a lease");
+    assert_eq!(saga.retry_backoff_ms(60), 5_000);
+
+    saga.place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap_err();
+    let deferred_at = now_unix_ms();
+    let order = stored(&world, "r1").await;
+    assert_eq!((order.step, order.failed_runs), (Step::Charge, 1));
+    // Not due yet: recovery leaves it alone; due once its backoff has passed.
+    assert_eq!(saga.recover_once().await.unwrap().found, 0);
+    assert_eq!(
+        world
+            .store
+            .unfinished(deferred_at + 2_000, 10)
+            .await
+            .unwrap(),
+        vec![order.order_id.clone()]
+    );
+    // A repeat of the request runs it at once (payments answers now).
+    let confirmed = world
+        .saga()
+        .place(place("r1", &[("A", 1)]), budget())
+        .await
+        .unwrap();
+    assert_eq!(confirmed.status, OrderStatus::Confirmed);
 }

@@ -20,17 +20,31 @@ pub struct Upstreams {
     pub payments: ServiceProcess,
     /// The payments data folder (kept across payments restarts).
     pub payments_dir: tempfile::TempDir,
+    /// The inventory data folder (tests may read or prepare its database).
+    pub inventory_dir: tempfile::TempDir,
     payments_args: Vec<String>,
 }
 
 impl Upstreams {
     /// Starts users, inventory and payments (payments with `payments_args`).
     pub fn start(payments_args: &[&str]) -> Self {
+        Self::start_with_inventory(payments_args, tempfile::tempdir().expect("temp dir"))
+    }
+
+    /// Like [`Upstreams::start`], inventory serving the database already in
+    /// `inventory_dir` (e.g. one made by an older schema).
+    pub fn start_with_inventory(payments_args: &[&str], inventory_dir: tempfile::TempDir) -> Self {
         let payments_dir = tempfile::tempdir().expect("temp dir");
         let payments_args: Vec<String> = payments_args.iter().map(|a| a.to_string()).collect();
         Self {
             users: ServiceProcess::start("users", ServiceOptions::default()),
-            inventory: ServiceProcess::start("inventory", ServiceOptions::default()),
+            inventory: ServiceProcess::start(
+                "inventory",
+                ServiceOptions {
+                    data_dir: Some(inventory_dir.path().to_owned()),
+                    ..ServiceOptions::default()
+                },
+            ),
             payments: ServiceProcess::start(
                 "payments",
                 ServiceOptions {
@@ -40,6 +54,7 @@ impl Upstreams {
                 },
             ),
             payments_dir,
+            inventory_dir,
             payments_args,
         }
     }
@@ -73,6 +88,16 @@ impl Upstreams {
                 ..ServiceOptions::default()
             },
         );
+    }
+
+    /// A read-only pool on `file` in `dir` (a service's SQLite database).
+    pub async fn read_only(dir: &std::path::Path, file: &str) -> sqlx::SqlitePool {
+        let path: PathBuf = dir.join(file);
+        sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("sqlite://{}?mode=ro", path.display()))
+            .await
+            .unwrap_or_else(|error| panic!("open {} read-only: {error}", path.display()))
     }
 
     /// How many payments the payments database holds for `user_id`: read from

