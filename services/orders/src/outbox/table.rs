@@ -225,3 +225,177 @@ impl Table {
         Ok(pruned)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::Item,
+        outbox::Wake,
+        store::{Fence, Inserted, NewOrder, Store, StoreError},
+    };
+
+    async fn open(dir: &std::path::Path) -> (Store, Table) {
+        let pool = mesh::storage::open("orders", None, dir, &crate::MIGRATOR)
+            .await
+            .expect("open the orders database");
+        (
+            Store::with_outbox(pool.clone(), Wake::default()),
+            Table::new(pool),
+        )
+    }
+
+    async fn pending_order(store: &Store, order_id: &str, at: i64) -> Fence {
+        let items = [Item {
+            sku: "apple".into(),
+            quantity: 1,
+        }];
+        let inserted = store
+            .insert_pending(
+                &NewOrder {
+                    order_id,
+                    request_id: order_id,
+                    user_id: "u_1",
+                    currency: "EUR",
+                    items: &items,
+                    now_unix_ms: at,
+                },
+                "owner-1",
+                at + 1000,
+            )
+            .await
+            .unwrap();
+        match inserted {
+            Inserted::New(_, fence) => fence,
+            Inserted::Existing(order) => panic!("expected a new order, got {order:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_final_state_and_its_event_commit_together_in_the_orders_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let fence = pending_order(&store, "ord_1", 10).await;
+        assert!(table.pending_of("ord_1").await.unwrap().is_empty());
+
+        store.confirm(&fence, 20).await.unwrap();
+        let events = table.pending_of("ord_1").await.unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].sequence, 1);
+        assert_eq!(events[0].event_type, "mesh.events.v1.OrderConfirmed");
+        assert_eq!(events[0].topic, TOPIC);
+        assert_eq!(events[0].created_at_unix_ms, 20);
+        let body = <mesh::proto::events::v1::OrderConfirmed as prost::Message>::decode(
+            events[0].body.as_slice(),
+        )
+        .unwrap();
+        assert_eq!(body.order_id, "ord_1");
+        assert_eq!(body.sequence, 1);
+
+        // The cancel that follows is the order's second event.
+        assert!(store.request_cancel("ord_1", 30).await.unwrap());
+        let cancelling = store
+            .try_lease("ord_1", "owner-2", 40, 5000)
+            .await
+            .unwrap()
+            .expect("a cancelling order is leased");
+        store.cancelled(&cancelling, 50).await.unwrap();
+        let events = table.pending_of("ord_1").await.unwrap();
+        let sequences: Vec<(i64, &str)> = events
+            .iter()
+            .map(|event| (event.sequence, event.event_type.as_str()))
+            .collect();
+        assert_eq!(
+            sequences,
+            [
+                (1, "mesh.events.v1.OrderConfirmed"),
+                (2, "mesh.events.v1.OrderCancelled")
+            ]
+        );
+        assert_eq!(table.backlog().await.unwrap(), (2, Some(20)));
+    }
+
+    #[tokio::test]
+    async fn a_state_change_that_is_refused_records_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let first = pending_order(&store, "ord_1", 10).await;
+        // Its lease expires and another run takes the order over: the first
+        // run's confirmation is refused, and with it the event.
+        let second = store
+            .try_lease("ord_1", "owner-2", 2000, 9000)
+            .await
+            .unwrap()
+            .expect("an expired lease is taken");
+        assert!(matches!(
+            store.confirm(&first, 2100).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(table.pending_of("ord_1").await.unwrap().is_empty());
+        assert_eq!(table.backlog().await.unwrap(), (0, None));
+        store.reject(&second, "out of stock", 2200).await.unwrap();
+        let events = table.pending_of("ord_1").await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "mesh.events.v1.OrderRejected");
+        assert_eq!(events[0].sequence, 1);
+    }
+
+    #[tokio::test]
+    async fn one_relay_at_a_time_holds_an_orders_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, table) = open(dir.path()).await;
+        assert!(table.lease("ord_1", "relay-a", 100, 1100).await.unwrap());
+        assert!(
+            !table.lease("ord_1", "relay-b", 500, 1500).await.unwrap(),
+            "a live lease is not taken"
+        );
+        assert!(
+            table.lease("ord_2", "relay-b", 500, 1500).await.unwrap(),
+            "other orders are free"
+        );
+        // Expired: another relay takes it, and the first one's release no
+        // longer removes it.
+        assert!(table.lease("ord_1", "relay-b", 1100, 2100).await.unwrap());
+        table.release("ord_1", "relay-a").await.unwrap();
+        assert!(!table.lease("ord_1", "relay-a", 1200, 2200).await.unwrap());
+        table.release("ord_1", "relay-b").await.unwrap();
+        assert!(table.lease("ord_1", "relay-a", 1200, 2200).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn published_events_leave_the_backlog_and_are_pruned_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let first = pending_order(&store, "ord_1", 10).await;
+        store.confirm(&first, 20).await.unwrap();
+        let second = pending_order(&store, "ord_2", 30).await;
+        store.confirm(&second, 40).await.unwrap();
+        assert_eq!(
+            table.pending_orders(10).await.unwrap(),
+            ["ord_1", "ord_2"],
+            "the longest waiting first"
+        );
+        let event = table.pending_of("ord_1").await.unwrap().remove(0);
+        table
+            .record_failure(&event.event_id, &"x".repeat(10_000))
+            .await
+            .unwrap();
+        let error: String = sqlx::query_scalar("SELECT last_error FROM outbox WHERE event_id = $1")
+            .bind(&event.event_id)
+            .fetch_one(&table.pool)
+            .await
+            .unwrap();
+        assert_eq!(error.len(), 300, "a failure's text is bounded");
+        table.mark_published(&event.event_id, 100).await.unwrap();
+        assert_eq!(table.pending_orders(10).await.unwrap(), ["ord_2"]);
+        assert_eq!(table.backlog().await.unwrap(), (1, Some(40)));
+        assert_eq!(table.prune(100, 100).await.unwrap(), 0, "not yet");
+        assert_eq!(table.prune(101, 101).await.unwrap(), 1);
+        assert_eq!(
+            table.prune(10_000, 10_000).await.unwrap(),
+            0,
+            "pending stays"
+        );
+        assert_eq!(table.pending_of("ord_2").await.unwrap().len(), 1);
+    }
+}
