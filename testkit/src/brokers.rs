@@ -4,21 +4,32 @@
 //! Both also listen with TLS, on a certificate for `127.0.0.1` and
 //! `localhost` from a throw-away CA ([`TlsFiles`]).
 //!
-//! Both come from the system's packages (`scripts/install-tools` installs
-//! them). A missing server is a test failure that says how to install it.
+//! Both are started by the local-environment engine (`localenv::brokers`,
+//! what `mesh up` uses too) from the system's packages
+//! (`scripts/install-tools` installs them). A missing server is a test
+//! failure that says how to install it.
 //! Start one per test binary (RabbitMQ takes seconds and ~130 MB), from a
 //! `harness = false` main (see [`crate::harness`]) that drops it at the end.
 
 use std::{
-    os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::Command,
     time::Duration,
 };
 
-use nix::unistd::{chown, Uid, User};
+use localenv::{
+    brokers::{
+        rabbit::{LocalRabbit, RabbitConfig},
+        redis::{LocalRedis, RedisConfig},
+        system_program, TlsListener,
+    },
+    Cancel,
+};
 
-use crate::{ports::free_port, process::ChildGuard, wait::wait_until};
+use crate::ports::free_port;
+
+/// How long a broker may take to start on a loaded machine.
+const START_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A throw-away CA and a server certificate it signed for `127.0.0.1` and
 /// `localhost`, as PEM files.
@@ -65,12 +76,11 @@ impl TlsFiles {
 /// its data (the append-only file).
 #[derive(Debug)]
 pub struct RedisServer {
-    child: Option<ChildGuard>,
-    port: u16,
-    tls_port: u16,
+    server: Option<LocalRedis>,
+    config: RedisConfig,
     tls: TlsFiles,
-    dir: tempfile::TempDir,
     password: Option<String>,
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -79,20 +89,34 @@ impl RedisServer {
         Self::start_with(None)
     }
 
-    /// Starts a server that requires `password` (`requirepass`).
+    /// Starts a server that requires `password` (`requirepass`, given to
+    /// the server in a file).
     pub fn start_with_password(password: &str) -> Self {
         Self::start_with(Some(password.to_owned()))
     }
 
     fn start_with(password: Option<String>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut server = Self {
-            child: None,
+        let tls = TlsFiles::create(dir.path());
+        let program = RedisConfig::find_program().unwrap_or_else(|error| panic!("{error}"));
+        let mut config = RedisConfig::new(program, free_port(), dir.path().join("data"));
+        config.tls = Some(TlsListener {
             port: free_port(),
-            tls_port: free_port(),
-            tls: TlsFiles::create(dir.path()),
-            dir,
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            ca: tls.ca.clone(),
+        });
+        if let Some(password) = &password {
+            let file = dir.path().join("password");
+            std::fs::write(&file, password).expect("write the password file");
+            config.password_file = Some(file);
+        }
+        let mut server = Self {
+            server: None,
+            config,
+            tls,
             password,
+            dir,
         };
         server.resume();
         server
@@ -100,18 +124,19 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        format!("redis://127.0.0.1:{}", self.config.port)
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
-        self.port
+        self.config.port
     }
 
     /// `rediss://127.0.0.1:<TLS port>` (the certificate is signed by
     /// [`Self::tls`]'s CA).
     pub fn tls_url(&self) -> String {
-        format!("rediss://127.0.0.1:{}", self.tls_port)
+        let port = self.config.tls.as_ref().map_or(0, |tls| tls.port);
+        format!("rediss://127.0.0.1:{port}")
     }
 
     /// The TLS material.
@@ -119,63 +144,41 @@ impl RedisServer {
         &self.tls
     }
 
+    /// The folder everything of this server is in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// SIGKILL (no shutdown save: only the fsynced append-only file remains).
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            child.kill();
+        if let Some(mut server) = self.server.take() {
+            server.process().kill().expect("kill redis-server");
         }
     }
 
     /// Whether it runs.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(ChildGuard::is_running)
+        self.server
+            .as_mut()
+            .is_some_and(|server| server.process().is_running())
     }
 
     /// Starts it again on the same port and data after [`Self::kill`].
     pub fn resume(&mut self) {
-        assert!(self.child.is_none(), "redis-server is already running");
-        let binary = system_binary("redis-server", "/usr/bin/redis-server");
-        let mut command = Command::new(binary);
-        command
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .args(["--appendonly", "yes", "--appendfsync", "always"])
-            .args(["--save", "", "--daemonize", "no", "--protected-mode", "yes"])
-            .args([
-                "--tls-port",
-                &self.tls_port.to_string(),
-                "--tls-auth-clients",
-                "no",
-            ])
-            .arg("--tls-cert-file")
-            .arg(&self.tls.cert)
-            .arg("--tls-key-file")
-            .arg(&self.tls.key)
-            .arg("--tls-ca-cert-file")
-            .arg(&self.tls.ca);
-        if let Some(password) = &self.password {
-            command.args(["--requirepass", password]);
-        }
-        let log = self.dir.path().join("redis.log");
-        self.child = Some(ChildGuard::spawn("redis-server", command, &log));
-        let port = self.port;
-        wait_until(
-            "redis-server to accept connections",
-            Duration::from_secs(30),
-            || {
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .ok()
-                    .map(drop)
-            },
-        );
+        assert!(self.server.is_none(), "redis-server is already running");
+        let server = self
+            .config
+            .start(START_TIMEOUT, &Cancel::default())
+            .unwrap_or_else(|error| panic!("{error}"));
+        self.server = Some(server);
     }
 
     /// Runs `redis-cli` with `args` against the server; its stdout.
     pub fn cli(&self, args: &[&str]) -> String {
-        let cli = system_binary("redis-cli", "/usr/bin/redis-cli");
+        let cli = system_program("redis-cli", "/usr/bin/redis-cli", "redis-tools")
+            .unwrap_or_else(|error| panic!("{error}"));
         let mut command = Command::new(cli);
-        command.args(["-p", &self.port.to_string(), "--no-auth-warning"]);
+        command.args(["-p", &self.config.port.to_string(), "--no-auth-warning"]);
         if let Some(password) = &self.password {
             command.args(["-a", password]);
         }
@@ -193,16 +196,9 @@ impl RedisServer {
 /// both and reaps them.
 #[derive(Debug)]
 pub struct RabbitServer {
-    node: Option<ChildGuard>,
-    _epmd: ChildGuard,
-    amqp_port: u16,
-    amqps_port: u16,
+    rabbit: LocalRabbit,
     tls: TlsFiles,
-    dist_port: u16,
-    epmd_port: u16,
-    dir: tempfile::TempDir,
-    run_as: Option<User>,
-    name: String,
+    _dir: tempfile::TempDir,
 }
 
 impl RabbitServer {
@@ -210,57 +206,48 @@ impl RabbitServer {
     /// its AMQP port answers.
     pub fn start() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let run_as = Uid::effective().is_root().then(|| {
-            User::from_name("rabbitmq").ok().flatten().expect(
-                "running as root needs the `rabbitmq` user: install the rabbitmq-server package (scripts/install-tools does)",
-            )
-        });
-        let epmd_port = free_port();
-        let epmd_binary = epmd();
-        let mut epmd_command = Command::new(epmd_binary);
-        epmd_command
-            .args(["-port", &epmd_port.to_string(), "-address", "127.0.0.1"])
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1");
-        let epmd = ChildGuard::spawn("epmd", epmd_command, &dir.path().join("epmd.log"));
-        // Listening before the node starts, or the node starts a daemon of
-        // its own that would outlive the test.
-        wait_until("epmd to listen", Duration::from_secs(10), || {
-            std::net::TcpStream::connect(("127.0.0.1", epmd_port))
-                .ok()
-                .map(drop)
-        });
-        let name = format!("mesh{}", free_port());
         let tls = TlsFiles::create(dir.path());
-        let mut server = Self {
-            node: None,
-            _epmd: epmd,
-            amqp_port: free_port(),
-            amqps_port: free_port(),
+        // The node's folder is the temp folder itself, TLS files included:
+        // as root, all of it is handed to the `rabbitmq` user.
+        let mut config = RabbitConfig::new(
+            dir.path(),
+            format!("mesh{}", free_port()),
+            free_port(),
+            free_port(),
+            free_port(),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        config.tls = Some(TlsListener {
+            port: free_port(),
+            cert: tls.cert.clone(),
+            key: tls.key.clone(),
+            ca: tls.ca.clone(),
+        });
+        let rabbit = config
+            .start(START_TIMEOUT, &Cancel::default())
+            .unwrap_or_else(|error| panic!("{error}"));
+        Self {
+            rabbit,
             tls,
-            dist_port: free_port(),
-            epmd_port,
-            dir,
-            run_as,
-            name,
-        };
-        server.resume();
-        server
+            _dir: dir,
+        }
     }
 
     /// `amqp://127.0.0.1:<port>/%2f`.
     pub fn url(&self) -> String {
-        format!("amqp://127.0.0.1:{}/%2f", self.amqp_port)
+        format!("amqp://127.0.0.1:{}/%2f", self.rabbit.config().amqp_port)
     }
 
     /// The AMQP port.
     pub fn port(&self) -> u16 {
-        self.amqp_port
+        self.rabbit.config().amqp_port
     }
 
     /// `amqps://127.0.0.1:<TLS port>/%2f` (the certificate is signed by
     /// [`Self::tls`]'s CA).
     pub fn tls_url(&self) -> String {
-        format!("amqps://127.0.0.1:{}/%2f", self.amqps_port)
+        let port = self.rabbit.config().tls.as_ref().map_or(0, |tls| tls.port);
+        format!("amqps://127.0.0.1:{port}/%2f")
     }
 
     /// The TLS material.
@@ -270,163 +257,24 @@ impl RabbitServer {
 
     /// Stops the node at once (SIGKILL of its process group); its data stays.
     pub fn kill(&mut self) {
-        if let Some(mut node) = self.node.take() {
-            let group = nix::unistd::Pid::from_raw(-(node.pid() as i32));
-            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-            node.kill();
-        }
+        self.rabbit.kill_node().expect("kill the RabbitMQ node");
     }
 
     /// Stops the node gracefully (SIGTERM, as an init system does), waiting
     /// for it to exit; its data stays.
     pub fn stop(&mut self) {
-        if let Some(mut node) = self.node.take() {
-            let group = nix::unistd::Pid::from_raw(-(node.pid() as i32));
-            let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGTERM);
-            if node.wait(Duration::from_secs(60)).is_none() {
-                let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
-                node.kill();
-            }
-        }
+        self.rabbit.stop_node().expect("stop the RabbitMQ node");
     }
 
     /// Starts the node again on the same ports and data after [`Self::kill`].
     pub fn resume(&mut self) {
-        assert!(self.node.is_none(), "RabbitMQ is already running");
-        let base = self.dir.path().join("node");
-        for sub in ["mnesia", "log"] {
-            std::fs::create_dir_all(base.join(sub)).expect("create the node folders");
-        }
-        std::fs::write(base.join("enabled_plugins"), "[].\n").expect("write enabled_plugins");
-        std::fs::write(
-            base.join("rabbitmq.conf"),
-            format!(
-                "listeners.tcp.1 = 127.0.0.1:{}\nloopback_users = none\n\
-                 listeners.ssl.1 = 127.0.0.1:{}\n\
-                 ssl_options.cacertfile = {}\nssl_options.certfile = {}\nssl_options.keyfile = {}\n\
-                 ssl_options.verify = verify_none\nssl_options.fail_if_no_peer_cert = false\n",
-                self.amqp_port,
-                self.amqps_port,
-                self.tls.ca.display(),
-                self.tls.cert.display(),
-                self.tls.key.display()
-            ),
-        )
-        .expect("write rabbitmq.conf");
-        if let Some(user) = &self.run_as {
-            chown_tree(self.dir.path(), user);
-        }
-        let script = system_binary("rabbitmq-server", "/usr/lib/rabbitmq/bin/rabbitmq-server");
-        let mut command = Command::new(script);
-        let node_name = format!("{}@localhost", self.name);
-        command
-            .current_dir(&base)
-            .env("HOME", &base)
-            .env("RABBITMQ_NODENAME", &node_name)
-            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_NODE_PORT", self.amqp_port.to_string())
-            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
-            .env("ERL_EPMD_PORT", self.epmd_port.to_string())
-            .env("ERL_EPMD_ADDRESS", "127.0.0.1")
-            .env("RABBITMQ_MNESIA_BASE", base.join("mnesia"))
-            .env("RABBITMQ_LOG_BASE", base.join("log"))
-            .env("RABBITMQ_FEATURE_FLAGS_FILE", base.join("feature_flags"))
-            .env(
-                "RABBITMQ_ENABLED_PLUGINS_FILE",
-                base.join("enabled_plugins"),
-            )
-            .env("RABBITMQ_CONFIG_FILE", base.join("rabbitmq"))
-            .env(
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS",
-                "-kernel inet_dist_use_interface {127,0,0,1}",
-            )
-            .process_group(0);
-        if let Some(user) = &self.run_as {
-            command.uid(user.uid.as_raw()).gid(user.gid.as_raw());
-        }
-        let log = self.dir.path().join("rabbitmq.log");
-        self.node = Some(ChildGuard::spawn("rabbitmq-server", command, &log));
-        let port = self.amqp_port;
-        let node = self.node.as_mut().expect("just started");
-        wait_until(
-            "RabbitMQ to accept AMQP connections",
-            Duration::from_secs(90),
-            || {
-                assert!(
-                    node.is_running(),
-                    "rabbitmq-server exited; its log:\n{}",
-                    node.log()
-                );
-                std::net::TcpStream::connect(("127.0.0.1", port))
-                    .ok()
-                    .map(drop)
-            },
-        );
+        self.rabbit
+            .resume(START_TIMEOUT, &Cancel::default())
+            .unwrap_or_else(|error| panic!("{error}"));
     }
 
     /// The node's log folder (for a failing test's reader).
     pub fn log_dir(&self) -> PathBuf {
-        self.dir.path().join("node/log")
+        self.rabbit.config().log_dir()
     }
-}
-
-impl Drop for RabbitServer {
-    fn drop(&mut self) {
-        self.kill();
-        // Whatever epmd holds the port (ours, or one a node started).
-        let _ = Command::new(epmd())
-            .args(["-port", &self.epmd_port.to_string(), "-kill"])
-            .output();
-    }
-}
-
-fn chown_tree(path: &Path, user: &User) {
-    chown(path, Some(user.uid), Some(user.gid)).expect("chown for the rabbitmq user");
-    if path.is_dir() {
-        for entry in std::fs::read_dir(path).expect("read dir") {
-            chown_tree(&entry.expect("dir entry").path(), user);
-        }
-    }
-}
-
-/// `name` from `PATH`, else at `fallback` (Debian's place for it).
-fn system_binary(name: &str, fallback: &str) -> PathBuf {
-    if let Some(path) = std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join(name))
-            .find(|candidate| candidate.is_file())
-    }) {
-        return path;
-    }
-    let fallback = PathBuf::from(fallback);
-    assert!(
-        fallback.is_file(),
-        "{name} not found on PATH nor at {}: install the redis-server and rabbitmq-server \
-         packages (scripts/install-tools does)",
-        fallback.display()
-    );
-    fallback
-}
-
-/// Erlang's `epmd` (the newest `/usr/lib/erlang/erts-*/bin/epmd`, or `PATH`).
-fn epmd() -> PathBuf {
-    let mut candidates: Vec<PathBuf> = std::fs::read_dir("/usr/lib/erlang")
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|entry| entry.path())
-                .filter(|path| {
-                    path.file_name()
-                        .and_then(|name| name.to_str())
-                        .is_some_and(|name| name.starts_with("erts-"))
-                })
-                .map(|path| path.join("bin/epmd"))
-                .filter(|path| path.is_file())
-                .collect()
-        })
-        .unwrap_or_default();
-    candidates.sort();
-    candidates
-        .pop()
-        .unwrap_or_else(|| system_binary("epmd", "/usr/bin/epmd"))
 }
