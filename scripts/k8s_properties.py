@@ -54,6 +54,7 @@ SERVICES = {
     "inventory": (50052, "mesh.inventory.v1.Inventory"),
     "payments": (50053, "mesh.payments.v1.Payments"),
     "orders": (50054, "mesh.orders.v1.Orders"),
+    "shipping": (50055, "mesh.shipping.v1.Shipping"),
 }
 BACKENDS = ("users", "inventory", "payments")
 CONSUL_STS = "consul-server"

@@ -24,6 +24,9 @@ enum ServiceConfig {
     Payments(payments::Config),
     /// The orders service (mesh.orders.v1.Orders).
     Orders(orders::Config),
+    /// The shipping service (mesh.shipping.v1.Shipping), a consumer of
+    /// orders' events.
+    Shipping(shipping::Config),
 }
 
 /// Sets up logging and serves until SIGTERM/SIGINT (then drains, exits 0).
@@ -45,6 +48,10 @@ pub(crate) async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         ServiceConfig::Orders(config) => (
             orders::IDENTITY.name,
             run_service(&orders::IDENTITY, config, orders::run).await,
+        ),
+        ServiceConfig::Shipping(config) => (
+            shipping::IDENTITY.name,
+            run_service(&shipping::IDENTITY, config, shipping::run).await,
         ),
     };
     result.with_context(|| format!("{name} stopped"))?;

@@ -1,18 +1,20 @@
-//! The mesh's four services as the CLI knows them: each service crate's own
+//! The mesh's five services as the CLI knows them: each service crate's own
 //! `IDENTITY` (a contract: docs/architecture.md, "Services"), nothing
 //! restated here.
 
 pub(crate) use mesh::service::ServiceIdentity as Service;
 
-/// Every service, in start order (orders, the caller of the others, last).
-pub(crate) const ALL: [Service; 4] = [
+/// Every service, in start order (orders, the caller of the others, after
+/// them; shipping, which consumes orders' events and calls no one, last).
+pub(crate) const ALL: [Service; 5] = [
     users::IDENTITY,
     inventory::IDENTITY,
     payments::IDENTITY,
     orders::IDENTITY,
+    shipping::IDENTITY,
 ];
 
-/// The lowest well-known port: `--base-port` shifts all four relative to it.
+/// The lowest well-known port: `--base-port` shifts all of them relative to it.
 pub(crate) const FIRST_PORT: u16 = ALL[0].default_port;
 
 #[cfg(test)]

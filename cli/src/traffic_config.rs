@@ -17,7 +17,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every entry, in the order Consul accepts them: protocols first (L7 entries
 /// need them), then the resolver (its subsets), the splitter, the router.
-pub(crate) const ENTRIES: [(&str, &str); 7] = [
+pub(crate) const ENTRIES: [(&str, &str); 8] = [
     (
         "service-defaults-users.json",
         include_str!("../../deploy/consul/config/service-defaults-users.json"),
@@ -33,6 +33,10 @@ pub(crate) const ENTRIES: [(&str, &str); 7] = [
     (
         "service-defaults-orders.json",
         include_str!("../../deploy/consul/config/service-defaults-orders.json"),
+    ),
+    (
+        "service-defaults-shipping.json",
+        include_str!("../../deploy/consul/config/service-defaults-shipping.json"),
     ),
     (
         "inventory-resolver.json",
@@ -92,6 +96,7 @@ mod tests {
                 "service-defaults",
                 "service-defaults",
                 "service-defaults",
+                "service-defaults",
                 "service-resolver",
                 "service-splitter",
                 "service-router"
@@ -125,7 +130,13 @@ mod tests {
                 })
                 .collect()
         };
-        let start = weights(ENTRIES[5].1);
+        let start = weights(
+            ENTRIES
+                .iter()
+                .find(|(file, _)| *file == "inventory-splitter.json")
+                .expect("the splitter")
+                .1,
+        );
         assert_eq!(start, [("v1".into(), 100.0), ("v2".into(), 0.0)]);
         for (body, v1, v2) in [
             (

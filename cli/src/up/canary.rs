@@ -103,7 +103,8 @@ mod tests {
                 "inventory-2",
                 "inventory-3",
                 "payments-1",
-                "orders-1"
+                "orders-1",
+                "shipping-1"
             ]
         );
         assert_eq!(with_canary[3].version, Some("v2"));

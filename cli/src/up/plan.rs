@@ -15,11 +15,11 @@ const MAX_INSTANCES: usize = 32;
 /// `--instances`: `users=3,orders=1` (the others keep the default), or a bare
 /// count for every service (`1`, or `1,users=3`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct InstanceCounts([usize; 4]);
+pub(crate) struct InstanceCounts([usize; services::ALL.len()]);
 
 impl Default for InstanceCounts {
     fn default() -> Self {
-        Self([DEFAULT_INSTANCES; 4])
+        Self([DEFAULT_INSTANCES; services::ALL.len()])
     }
 }
 
@@ -52,7 +52,7 @@ impl FromStr for InstanceCounts {
             .filter(|item| !item.is_empty())
         {
             match item.split_once('=') {
-                None => counts.0 = [parse_count(item)?; 4],
+                None => counts.0 = [parse_count(item)?; services::ALL.len()],
                 Some((name, value)) => {
                     let index = services::ALL
                         .iter()
@@ -180,17 +180,17 @@ mod tests {
         let counts: InstanceCounts = "users=3,orders=1".parse().unwrap();
         assert_eq!(
             counts.to_string(),
-            "users=3,inventory=2,payments=2,orders=1"
+            "users=3,inventory=2,payments=2,orders=1,shipping=2"
         );
         let counts: InstanceCounts = "1".parse().unwrap();
         assert_eq!(
             counts.to_string(),
-            "users=1,inventory=1,payments=1,orders=1"
+            "users=1,inventory=1,payments=1,orders=1,shipping=1"
         );
         let counts: InstanceCounts = "1, payments=4".parse().unwrap();
         assert_eq!(
             counts.to_string(),
-            "users=1,inventory=1,payments=4,orders=1"
+            "users=1,inventory=1,payments=4,orders=1,shipping=1"
         );
         assert_eq!(
             "".parse::<InstanceCounts>().unwrap(),
@@ -204,7 +204,9 @@ mod tests {
 
     #[test]
     fn fixed_ports_go_to_instance_one_shifted_by_the_base_port() {
-        let counts: InstanceCounts = "users=2,inventory=1,payments=1,orders=1".parse().unwrap();
+        let counts: InstanceCounts = "users=2,inventory=1,payments=1,orders=1,shipping=1"
+            .parse()
+            .unwrap();
         let plan = instances(&counts, PortMode::Fixed, 50051).unwrap();
         let ports: Vec<(String, u16)> = plan.iter().map(|i| (i.id(), i.port)).collect();
         assert_eq!(
@@ -215,6 +217,7 @@ mod tests {
                 ("inventory-1".to_owned(), 50052),
                 ("payments-1".to_owned(), 50053),
                 ("orders-1".to_owned(), 50054),
+                ("shipping-1".to_owned(), 50055),
             ]
         );
         let shifted = instances(&counts, PortMode::Fixed, 40000).unwrap();
@@ -226,7 +229,7 @@ mod tests {
     #[test]
     fn dynamic_ports_are_all_zero() {
         let plan = instances(&InstanceCounts::default(), PortMode::Dynamic, 50051).unwrap();
-        assert_eq!(plan.len(), 8);
+        assert_eq!(plan.len(), 10);
         assert!(plan.iter().all(|instance| instance.port == 0));
         assert_eq!(plan[1].instance_id(), "2");
         assert_eq!(plan[1].id(), "users-2");

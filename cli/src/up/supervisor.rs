@@ -37,6 +37,8 @@ pub(crate) struct Settings {
     pub(crate) drain: Duration,
     /// `--mtls` of every instance.
     pub(crate) mtls: mesh::config::MtlsMode,
+    /// The broker, for the services that publish or consume events.
+    pub(crate) broker: super::broker::ChildBroker,
 }
 
 impl Settings {
@@ -276,6 +278,7 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         command.env_remove(variable);
     }
     settings.consul.apply(&mut command, instance.service.name);
+    settings.broker.apply(&mut command);
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }
