@@ -76,7 +76,8 @@ impl TlsFiles {
 /// its data (the append-only file).
 #[derive(Debug)]
 pub struct RedisServer {
-    server: Option<LocalRedis>,
+    // Boxed, like RabbitServer's node: tests hold either broker in one enum.
+    server: Option<Box<LocalRedis>>,
     config: RedisConfig,
     tls: TlsFiles,
     password: Option<String>,
@@ -170,7 +171,7 @@ impl RedisServer {
             .config
             .start(START_TIMEOUT, &Cancel::default())
             .unwrap_or_else(|error| panic!("{error}"));
-        self.server = Some(server);
+        self.server = Some(Box::new(server));
     }
 
     /// Runs `redis-cli` with `args` against the server; its stdout.
@@ -196,7 +197,8 @@ impl RedisServer {
 /// both and reaps them.
 #[derive(Debug)]
 pub struct RabbitServer {
-    rabbit: LocalRabbit,
+    // Boxed: a node's handles are large, and tests hold either broker in one enum.
+    rabbit: Box<LocalRabbit>,
     tls: TlsFiles,
     _dir: tempfile::TempDir,
 }
@@ -227,7 +229,7 @@ impl RabbitServer {
             .start(START_TIMEOUT, &Cancel::default())
             .unwrap_or_else(|error| panic!("{error}"));
         Self {
-            rabbit,
+            rabbit: Box::new(rabbit),
             tls,
             _dir: dir,
         }

@@ -54,6 +54,31 @@ impl ChildBroker {
     }
 }
 
+/// The Consul service ID of `mesh up`'s broker.
+pub(crate) const REGISTRATION_ID: &str = "mesh-broker-1";
+
+impl ChildBroker {
+    /// Its Consul registration: service [`events::CONSUL_SERVICE`] with
+    /// `Meta.scheme`, and a TCP check — what services given no
+    /// `--broker-url` find it by, and what `mesh status` lists.
+    pub(crate) fn registration(&self, port: u16) -> serde_json::Value {
+        serde_json::json!({
+            "ID": REGISTRATION_ID,
+            "Name": events::CONSUL_SERVICE,
+            "Address": "127.0.0.1",
+            "Port": port,
+            "Meta": { "scheme": "redis" },
+            "Check": {
+                "Name": "redis-server accepts connections",
+                "TCP": format!("127.0.0.1:{port}"),
+                "Interval": "5s",
+                "Timeout": "2s",
+                "DeregisterCriticalServiceAfter": "10m",
+            },
+        })
+    }
+}
+
 /// The running broker.
 #[derive(Debug)]
 pub(crate) struct Broker {
@@ -61,6 +86,14 @@ pub(crate) struct Broker {
     pub(crate) server: LocalRedis,
     /// How instances reach it.
     pub(crate) child: ChildBroker,
+    port: u16,
+}
+
+impl Broker {
+    /// Its port.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
 }
 
 /// Starts the broker (data in `<state>/broker`, a password unless
@@ -94,6 +127,7 @@ pub(crate) async fn start(state_dir: &Path, with_password: bool) -> anyhow::Resu
             url: format!("redis://127.0.0.1:{port}"),
             password_file,
         },
+        port,
     })
 }
 
@@ -113,6 +147,19 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_registration_names_the_scheme_and_checks_the_port() {
+        let broker = ChildBroker {
+            url: "redis://127.0.0.1:6390".to_owned(),
+            password_file: None,
+        };
+        let registration = broker.registration(6390);
+        assert_eq!(registration["Name"], "mesh-broker");
+        assert_eq!(registration["Meta"]["scheme"], "redis");
+        assert_eq!(registration["Port"], 6390);
+        assert_eq!(registration["Check"]["TCP"], "127.0.0.1:6390");
+    }
 
     #[test]
     fn instances_get_the_url_and_the_password_file_and_nothing_inherited() {

@@ -257,6 +257,20 @@ async fn drive(
         .insert(broker::start(state_dir, !args.insecure_consul).await?);
     pids.set("redis", started_broker.pid());
     let child_broker = started_broker.child.clone();
+    let broker_port = started_broker.port();
+    match api
+        .register(&child_broker.registration(broker_port))
+        .await
+    {
+        Ok(()) => say(format!(
+            "broker: registered in Consul as {} (Meta.scheme redis)",
+            events::CONSUL_SERVICE
+        )),
+        // Instances are given its URL anyway; only discovery by others is lost.
+        Err(error) => say(format!(
+            "warning: broker: cannot register it in Consul ({error}); instances get its URL directly"
+        )),
+    }
     say(format!(
         "broker: redis-server at {}{} (pid {}, append-only file in {}, log {})",
         child_broker.url,
@@ -293,7 +307,10 @@ async fn drive(
     let plan_for_banner = plan.clone();
     running.registrations = Some((
         api.clone(),
-        plan.iter().map(plan::InstancePlan::id).collect(),
+        plan.iter()
+            .map(plan::InstancePlan::id)
+            .chain([broker::REGISTRATION_ID.to_owned()])
+            .collect(),
     ));
     running.supervisor = Some(Supervisor::start(settings.clone(), plan, Arc::clone(pids)));
 

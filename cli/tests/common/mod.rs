@@ -13,7 +13,7 @@ use nix::{sys::signal::kill, unistd::Pid};
 use testkit::{binary, output_within, ChildGuard};
 
 /// The four services, as `mesh up` runs them.
-pub const SERVICES: [&str; 4] = ["users", "inventory", "payments", "orders"];
+pub const SERVICES: [&str; 5] = ["users", "inventory", "payments", "orders", "shipping"];
 
 /// `mesh <args>` with `env` added, to completion (bounded).
 pub fn mesh_env(args: &[&str], env: &[(&str, &str)]) -> Output {
