@@ -70,6 +70,9 @@ impl ChildBroker {
             "Meta": { "scheme": "redis" },
             "Check": {
                 "Name": "redis-server accepts connections",
+                // It answered PING before it was registered: not critical
+                // until the first check runs.
+                "Status": "passing",
                 "TCP": format!("127.0.0.1:{port}"),
                 "Interval": "5s",
                 "Timeout": "2s",
@@ -159,6 +162,7 @@ mod tests {
         assert_eq!(registration["Meta"]["scheme"], "redis");
         assert_eq!(registration["Port"], 6390);
         assert_eq!(registration["Check"]["TCP"], "127.0.0.1:6390");
+        assert_eq!(registration["Check"]["Status"], "passing");
     }
 
     #[test]
