@@ -14,7 +14,7 @@ Phases, in a fixed order:
   5. failover: mesh GetItem at saturation, one instance SIGKILLed;
   6. mesh with mTLS (when the binaries have --mtls): instances restarted
      with mTLS required, the same loads;
-  7. discovery at scale: `mesh bench-discovery` with 1,000 endpoints;
+  7. discovery at scale: `mesh-bench discovery` with 1,000 endpoints;
   8. the report (Markdown into docs/BENCHMARKS.md between markers, JSON in
      OUT) and SVG charts into docs/bench/.
 """
@@ -171,7 +171,7 @@ class Bench:
         self.results = {"seconds": self.seconds, "profile": args.profile, "fixed_rate": FIXED_RATE,
                         "runs": {}, "rss_kib": {}}
         self.mtls = "--mtls" in subprocess.run(
-            [self.bin / "mesh", "bench", "--help"], capture_output=True, text=True).stdout
+            [self.bin / "mesh-bench", "load", "--help"], capture_output=True, text=True).stdout
 
     # ---- start-up ----------------------------------------------------
 
@@ -203,7 +203,7 @@ class Bench:
     def service(self, name, instance, env=None):
         port = free_port()
         argv = [self.bin / name, "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.state / "data"),
-                "--instance-id", instance, "--check-interval-ms", "1000", "--drain-ms", "200"]
+                "--instance-id", instance, "--check-interval", "1000", "--drain", "200"]
         process = self.procs.start(name, argv, env=env, name=instance)
         return port, process
 
@@ -315,12 +315,12 @@ backend {variant}-inventory
     def via(self, variant, rpc):
         direct = self.orders[0] if rpc == "place-order" else self.inventory[0][0]
         return {
-            "direct": ["direct", f"127.0.0.1:{direct}"],
-            "mesh": ["mesh"],
-            "mesh-mtls": ["mesh"],
-            "nginx": ["proxy", f"127.0.0.1:{self.nginx_port}"],
-            "sidecar": ["proxy", f"127.0.0.1:{self.sidecar_ports['sidecar']}"],
-            "sidecar-tls": ["proxy", f"127.0.0.1:{self.sidecar_ports['sidecar-tls']}"],
+            "direct": ["--direct", f"127.0.0.1:{direct}"],
+            "mesh": [],
+            "mesh-mtls": [],
+            "nginx": ["--proxy", f"127.0.0.1:{self.nginx_port}"],
+            "sidecar": ["--proxy", f"127.0.0.1:{self.sidecar_ports['sidecar']}"],
+            "sidecar-tls": ["--proxy", f"127.0.0.1:{self.sidecar_ports['sidecar-tls']}"],
         }[variant]
 
     def groups(self):
@@ -336,8 +336,8 @@ backend {variant}-inventory
 
     def mesh_bench(self, key, variant, rpc, load, seconds=None, extra=(), env=None, during=None):
         seconds = seconds or self.seconds
-        argv = [str(self.bin / "mesh"), "bench", "--rpc", rpc, "--duration", f"{seconds}s", "--json",
-                "--via", *self.via(variant, rpc)]
+        argv = [str(self.bin / "mesh-bench"), "load", "--rpc", rpc, "--duration", f"{seconds}s", "--json",
+                *self.via(variant, rpc)]
         if load == "c1":
             argv += ["--concurrency", "1"]
         elif load == "rate":
@@ -356,7 +356,7 @@ backend {variant}-inventory
 
         def sample():
             while not sampling.wait(0.2):
-                for name, pids in [("mesh bench (client)", [process.pid]), *groups.items()]:
+                for name, pids in [("mesh-bench (client)", [process.pid]), *groups.items()]:
                     for pid in pids:
                         peak[(name, pid)] = max(peak.get((name, pid), 0), rss_kib(pid))
         sampler = threading.Thread(target=sample, daemon=True)
@@ -372,7 +372,7 @@ backend {variant}-inventory
             raise SystemExit(f"bench: {key} failed ({process.returncode}): {stderr.strip()}")
         report = json.loads(stdout)
         ticks = os.sysconf("SC_CLK_TCK")
-        cpu = {"mesh bench (client)": usage.ru_utime + usage.ru_stime}
+        cpu = {"mesh-bench (client)": usage.ru_utime + usage.ru_stime}
         for group, pids in groups.items():
             cpu[group] = (sum(clock_ticks(pid) for pid in pids) - before[group]) / ticks
         report["cpu_s"] = cpu
@@ -412,11 +412,11 @@ backend {variant}-inventory
         log(f"{key}: {parsed['rps']:.0f}/s, max {parsed.get('max')}")
 
     def discovery(self):
-        argv = [str(self.bin / "mesh"), "bench-discovery", "--endpoints", "1000", "--changes", "20",
+        argv = [str(self.bin / "mesh-bench"), "discovery", "--endpoints", "1000", "--changes", "20",
                 "--target", f"127.0.0.1:{self.users[0]}", "--json"]
         result = subprocess.run(argv, capture_output=True, text=True)
         if result.returncode != 0:
-            raise SystemExit(f"bench: bench-discovery failed: {result.stderr.strip()}")
+            raise SystemExit(f"bench: mesh-bench discovery failed: {result.stderr.strip()}")
         self.results["discovery"] = json.loads(result.stdout)
         d = self.results["discovery"]
         log(f"discovery: balancer p50 {d['balancer_ms']['p50']:.2f} ms, {d['bytes_per_endpoint']:.0f} B/endpoint")

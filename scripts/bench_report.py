@@ -9,7 +9,7 @@ RPCS = {
     "place-order": "PlaceOrder (the saga: users, inventory, payments; SQLite writes)",
 }
 LOADS = {"c1": "concurrency 1", "rate": "fixed rate", "sat": "saturation"}
-CPU_GROUPS = ["mesh bench (client)", "inventory", "orders+users+payments", "nginx",
+CPU_GROUPS = ["mesh-bench (client)", "inventory", "orders+users+payments", "nginx",
               "haproxy outbound", "haproxy inbound"]
 TAIL_RATIO = 5
 AIM_RPS_VS_DIRECT = 0.95

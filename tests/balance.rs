@@ -60,7 +60,7 @@ async fn three_instances_each_take_a_fair_share() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slow_instance_gets_clearly_less_traffic() {
-    let slow = vec!["--inject-latency-ms".to_owned(), "40".to_owned()];
+    let slow = vec!["--inject-latency".to_owned(), "40".to_owned()];
     let mesh = PaymentsMesh::start_with(&[Vec::new(), Vec::new(), slow]);
     let outcomes = get_payment_load(&mesh).await;
     assert_eq!(outcomes.failed(), 0, "{outcomes:?}");

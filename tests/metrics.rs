@@ -32,7 +32,7 @@ fn start(name: &str, agent: &ConsulAgent) -> ServiceProcess {
             args: vec![
                 "--metrics-listen".into(),
                 "127.0.0.1:0".into(),
-                "--check-interval-ms".into(),
+                "--check-interval".into(),
                 "500".into(),
             ],
             ..ServiceOptions::default()

@@ -37,9 +37,9 @@ fn start(agent: &ConsulAgent, name: &str, data: &tempfile::TempDir) -> (ServiceP
             data_dir: Some(data.path().to_owned()),
             mtls: true,
             args: vec![
-                "--check-interval-ms".into(),
+                "--check-interval".into(),
                 "500".into(),
-                "--authz-recheck-ms".into(),
+                "--authz-recheck".into(),
                 "500".into(),
                 "--metrics-listen".into(),
                 metrics.clone(),

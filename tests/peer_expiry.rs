@@ -196,7 +196,7 @@ async fn observed_connection(
 async fn a_connection_closes_when_the_callers_certificate_expires_and_rotation_fails_no_call() {
     let agent = ConsulAgent::start();
     let ca = TestCa::install(&agent);
-    let (payments, _) = payments(&agent.http_addr(), &["--check-interval-ms", "500"], &[]);
+    let (payments, _) = payments(&agent.http_addr(), &["--check-interval", "500"], &[]);
     agent.wait_passing("payments", 1, Duration::from_secs(30));
     let (first, first_expiry) = ca.leaf("orders", LIFETIME);
     let (orders, rotation) = Identity::updatable(first).expect("identity");

@@ -15,7 +15,7 @@ fn start(agent: &ConsulAgent, name: &str, data_dir: &std::path::Path) -> Service
         ServiceOptions {
             consul: Some(agent.http_addr()),
             data_dir: Some(data_dir.to_owned()),
-            args: vec!["--check-interval-ms".into(), "500".into()],
+            args: vec!["--check-interval".into(), "500".into()],
             ..ServiceOptions::default()
         },
     )

@@ -37,7 +37,7 @@ fn charge(i: usize, prefix: &str) -> ChargeRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_timed_out_charge_is_resent_elsewhere_and_charged_once() {
-    let slow = vec!["--inject-latency-ms".to_owned(), "400".to_owned()];
+    let slow = vec!["--inject-latency".to_owned(), "400".to_owned()];
     let mesh = PaymentsMesh::start_with(&[Vec::new(), Vec::new(), slow]);
     let client = mesh.client(ClientOptions {
         per_try_timeout: Duration::from_millis(150),
@@ -70,7 +70,7 @@ async fn a_charge_refused_at_connect_is_retried_elsewhere() {
     // balancer) during the test, almost always: Consul's next check may still
     // land in the window, which is why the proof below is the retry count.
     // Ejection is off so that the dead endpoint keeps being tried.
-    let slow_checks = vec!["--check-interval-ms".to_owned(), "10000".to_owned()];
+    let slow_checks = vec!["--check-interval".to_owned(), "10000".to_owned()];
     let mut mesh = PaymentsMesh::start_with(&vec![slow_checks; 3]);
     let client = mesh.client(ClientOptions {
         eject_after_failures: 1000,

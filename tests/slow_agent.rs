@@ -33,7 +33,7 @@ async fn a_slow_or_blackholed_agent_does_not_stall_live_connections() {
     let agent = ConsulAgent::start();
     let proxy = FaultProxy::start(&agent.http_addr());
     // Re-check every 300 ms: several re-checks fall into every phase.
-    let (payments, _) = payments(&proxy.addr(), &["--authz-recheck-ms", "300"], &[]);
+    let (payments, _) = payments(&proxy.addr(), &["--authz-recheck", "300"], &[]);
     let orders = identity(&agent, "orders").await;
     let live = dial(&payments.addr(), &orders).await;
 

@@ -31,7 +31,7 @@ async fn stale_decisions_are_served_with_a_warning_then_refused_past_the_bound()
     // The environment variable, so that a binary without the flag still starts.
     let (payments, metrics) = payments(
         &proxy.addr(),
-        &["--authz-recheck-ms", "500"],
+        &["--authz-recheck", "500"],
         &[("MESH_AUTHZ_MAX_STALE", "8s")],
     );
     let orders = identity(&agent, "orders").await;
@@ -146,7 +146,7 @@ async fn stale_decisions_are_served_with_a_warning_then_refused_past_the_bound()
 async fn a_revocation_reaches_every_live_connection_within_one_recheck_period() {
     const PERIOD: Duration = Duration::from_secs(3);
     let agent = ConsulAgent::start();
-    let (payments, _) = payments(&agent.http_addr(), &["--authz-recheck-ms", "3s"], &[]);
+    let (payments, _) = payments(&agent.http_addr(), &["--authz-recheck", "3s"], &[]);
     let orders = identity(&agent, "orders").await;
 
     let a_opened = Instant::now();

@@ -118,7 +118,7 @@ async fn a_deadline_that_passes_on_the_server_is_deadline_exceeded_every_time() 
         ServiceProcess::start(
             "users",
             ServiceOptions {
-                args: vec!["--inject-latency-ms".into(), "5000".into()],
+                args: vec!["--inject-latency".into(), "5000".into()],
                 ..ServiceOptions::default()
             },
         )

@@ -151,7 +151,7 @@ fn start(name: &str, agent: &ConsulAgent, collector: &str, args: &[&str]) -> Ser
         name,
         ServiceOptions {
             consul: Some(agent.http_addr()),
-            args: ["--check-interval-ms", "500"]
+            args: ["--check-interval", "500"]
                 .iter()
                 .chain(args)
                 .map(|arg| (*arg).to_owned())

@@ -92,7 +92,7 @@ impl Canary {
         let mut args = vec![
             "--metrics-listen".to_owned(),
             metrics.clone(),
-            "--check-interval-ms".to_owned(),
+            "--check-interval".to_owned(),
             "500".to_owned(),
             "--version-meta".to_owned(),
             version.to_owned(),
@@ -444,10 +444,7 @@ async fn a_route_timeout_caps_the_callers_deadline(
     inventory: &Inventory,
 ) {
     tokio::task::block_in_place(|| {
-        canary.add(
-            "slow",
-            vec!["--inject-latency-ms".to_owned(), "3s".to_owned()],
-        )
+        canary.add("slow", vec!["--inject-latency".to_owned(), "3s".to_owned()])
     });
     canary.write_json(
         &serde_json::json!({
@@ -590,7 +587,7 @@ async fn a_route_to_a_service_the_token_may_not_read_is_refused_not_failed_over(
             args: vec![
                 "--metrics-listen".into(),
                 metrics.clone(),
-                "--check-interval-ms".into(),
+                "--check-interval".into(),
                 "500".into(),
             ],
             env: vec![

@@ -58,9 +58,9 @@ impl CertFiles {
 
 /// Writes the files; prints where they are and how to use them.
 pub(crate) async fn run(args: CertArgs) -> anyhow::Result<ExitCode> {
-    let (consul, _) = crate::local::settings::resolve_here(
+    let (consul, _) = mesh_cli::consul_settings::resolve_here(
         &args.consul,
-        crate::local::settings::Holder::Management,
+        mesh_cli::consul_settings::Holder::Management,
     )?;
     let files = write(&ConnectCa::new(&consul), &args.identity, &args.out).await?;
     crate::output::print(&format!(

@@ -11,11 +11,11 @@ use anyhow::Context as _;
 use discovery::{ConsulHttp, Resolver, ResolverOptions, Snapshot};
 use http::{header::HeaderName, HeaderMap, HeaderValue};
 
-use crate::metadata::{parse_header, MAX_HEADERS};
 use mesh::{
     client::routing::{RouteParams, RoutingTable, TargetSpec},
     config::MtlsMode,
 };
+use mesh_cli::metadata::{parse_header, MAX_HEADERS};
 
 /// How long to wait for Consul's answer about each target's instances.
 const INSTANCES_TIMEOUT: Duration = Duration::from_secs(5);
@@ -54,9 +54,9 @@ pub(crate) async fn run(args: ChainArgs) -> anyhow::Result<ExitCode> {
     if !args.headers.is_empty() && args.method.is_none() {
         anyhow::bail!("-H describes a call: give its --method too");
     }
-    let (consul, _) = crate::local::settings::resolve_here(
+    let (consul, _) = mesh_cli::consul_settings::resolve_here(
         &args.consul,
-        crate::local::settings::Holder::ReadOnly,
+        mesh_cli::consul_settings::Holder::ReadOnly,
     )?;
     let chain = discovery::chain::read(&ConsulHttp::new(&consul), &args.service)
         .await

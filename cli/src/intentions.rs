@@ -1,6 +1,6 @@
 //! The intentions the project ships for the shop's call graph: default-deny,
 //! `orders` may call `users`, `inventory` and `payments`, and the `operator`
-//! identity (grpcurl, `mesh bench`, demo seeding) may call every service.
+//! identity (grpcurl, `mesh-bench`, demo seeding) may call every service.
 //! Nothing else calls `payments` or `inventory`. The Kubernetes manifests
 //! carry the same list (`k8s/base/consul/mesh-connect.json`, `service-intentions` config entries).
 
@@ -13,7 +13,7 @@ pub(crate) const DEFAULT_INTENTIONS: &[(&str, &str, IntentionAction)] = &[
     ("orders", "users", IntentionAction::Allow),
     ("orders", "inventory", IntentionAction::Allow),
     ("orders", "payments", IntentionAction::Allow),
-    (crate::mtls::OPERATOR, "*", IntentionAction::Allow),
+    (mesh::connect::OPERATOR, "*", IntentionAction::Allow),
     ("*", "*", IntentionAction::Deny),
 ];
 

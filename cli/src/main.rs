@@ -6,37 +6,32 @@
 //! - `mesh env`: the local environment alone (a Consul agent), printed as
 //!   variables to use, until a stop signal (what the scripts run);
 //! - `mesh status`: every registered instance and its health, from Consul;
-//! - `mesh bench`: load one RPC through the mesh client, a direct channel or a proxy;
-//! - `mesh bench-discovery`: how fast the client follows a 1,000-instance service;
-//! - `mesh bench-routing`: routed vs plain throughput, and how fast a split moves;
 //! - `mesh chain <service>`: its discovery chain as the client compiles it,
 //!   and which target a given call takes and why;
 //! - `mesh serve <service>`: one service in this process (what `mesh up` runs);
 //! - `mesh health ADDR`: a gRPC health check for container healthchecks;
 //! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
 //! - `mesh acl bootstrap`: the mesh's ACL policies and tokens in a Consul with ACLs on.
+//!
+//! The benchmark lab is its own binary, `mesh-bench` (`bench/`); `mesh bench`,
+//! `mesh bench-discovery` and `mesh bench-routing` still run it (hidden, see [`lab`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 mod acl;
-mod bench;
 mod cert;
 mod chain;
 mod consul;
 mod health;
 mod intentions;
+mod lab;
 mod local;
-mod metadata;
-mod mtls;
 mod output;
 mod process;
 mod serve;
-mod services;
-mod shop;
 mod signals;
 mod status;
 mod tools;
-mod traffic_config;
 mod up;
 
 use std::{process::ExitCode, time::Duration};
@@ -48,7 +43,7 @@ use clap::Parser;
 #[command(
     name = "mesh",
     version,
-    about = "A gRPC service mesh on Consul: run it, watch it, load it."
+    about = "A gRPC service mesh on Consul: run it, watch it, operate it."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -59,6 +54,24 @@ struct Cli {
 #[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand, Debug)]
 enum Command {
+    #[command(flatten)]
+    Operate(Operate),
+    /// `mesh-bench load …` (the benchmark lab's own binary).
+    #[command(hide = true, disable_help_flag = true)]
+    Bench(lab::LabArgs),
+    /// `mesh-bench discovery …` (the benchmark lab's own binary).
+    #[command(hide = true, disable_help_flag = true)]
+    BenchDiscovery(lab::LabArgs),
+    /// `mesh-bench routing …` (the benchmark lab's own binary).
+    #[command(hide = true, disable_help_flag = true)]
+    BenchRouting(lab::LabArgs),
+}
+
+/// What an operator runs.
+// Parsed once at start-up: the size of `serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(clap::Subcommand, Debug)]
+enum Operate {
     /// Run Consul (unless one answers) and every service, supervised, with demo data.
     Up(up::UpArgs),
     /// Run the local environment alone (a Consul agent, secure unless told
@@ -66,12 +79,6 @@ enum Command {
     Env(local::command::EnvArgs),
     /// Show every registered instance and its health (exit 1 if any is critical).
     Status(status::StatusArgs),
-    /// Load one RPC and report throughput and latency.
-    Bench(bench::BenchArgs),
-    /// Time discovery changes of a large service through to the balancer, and its memory.
-    BenchDiscovery(bench::scale::DiscoveryArgs),
-    /// What traffic management costs (routed vs plain RPS) and how fast a split moves.
-    BenchRouting(bench::routing::RoutingArgs),
     /// Show a service's discovery chain (routes, splits, subsets, failover) as
     /// the mesh client compiles it, and which target a given call would take.
     Chain(chain::ChainArgs),
@@ -86,7 +93,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    match Cli::parse().command {
+        Command::Operate(command) => operate(command),
+        // The lab's old spellings replace this process (no runtime needed);
+        // they return only when that failed.
+        Command::Bench(args) => lab::exec(lab::LabCommand::Load, args),
+        Command::BenchDiscovery(args) => lab::exec(lab::LabCommand::Discovery, args),
+        Command::BenchRouting(args) => lab::exec(lab::LabCommand::Routing, args),
+    }
+}
+
+fn operate(command: Operate) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,18 +115,15 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Up(args) => up::run(args).await,
-            Command::Env(args) => local::command::run(args).await,
-            Command::Status(args) => status::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
-            Command::BenchDiscovery(args) => bench::scale::run(args).await,
-            Command::BenchRouting(args) => bench::routing::run(args).await,
-            Command::Chain(args) => chain::run(args).await,
-            Command::Serve(args) => serve::run(args).await,
-            Command::Health(args) => health::run(args).await,
-            Command::Cert(args) => cert::run(args).await,
-            Command::Acl(args) => acl::run(args).await,
+        match command {
+            Operate::Up(args) => up::run(args).await,
+            Operate::Env(args) => local::command::run(args).await,
+            Operate::Status(args) => status::run(args).await,
+            Operate::Chain(args) => chain::run(args).await,
+            Operate::Serve(args) => serve::run(args).await,
+            Operate::Health(args) => health::run(args).await,
+            Operate::Cert(args) => cert::run(args).await,
+            Operate::Acl(args) => acl::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

@@ -4,10 +4,10 @@
 use http::{header::HeaderName, HeaderValue};
 
 /// Most `-H` a command takes.
-pub(crate) const MAX_HEADERS: usize = 32;
+pub const MAX_HEADERS: usize = 32;
 
 /// `key=value` (or `key: value`): the key lower-cased, the value visible ASCII.
-pub(crate) fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
+pub fn parse_header(text: &str) -> Result<(HeaderName, HeaderValue), String> {
     let (key, value) = text
         .split_once('=')
         .or_else(|| text.split_once(':'))

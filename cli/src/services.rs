@@ -1,66 +1,42 @@
-//! The mesh's five services as the CLI knows them: each service crate's own
-//! `IDENTITY` (a contract: docs/architecture.md, "Services"), nothing
-//! restated here.
+//! The services of the mesh, listed once: every tool and check that needs
+//! "each service" starts from [`ALL`] — `mesh up` (what it runs, waits for
+//! and prints), `mesh serve <name>`, `mesh status`' order, the CLI's tests, and
+//! the test that checks every file naming the services against it
+//! (`cli/tests/service_lists.rs`). Each entry is the service crate's own
+//! `SERVICE` (its `IDENTITY` and how it runs): nothing restated here.
 
-pub(crate) use mesh::service::ServiceIdentity as Service;
+use mesh::{server::Runnable, service::ServiceIdentity};
 
-/// Every service, in start order (orders, the caller of the others, after
-/// them; shipping, which consumes orders' events and calls no one, last).
-pub(crate) const ALL: [Service; 5] = [
-    users::IDENTITY,
-    inventory::IDENTITY,
-    payments::IDENTITY,
-    orders::IDENTITY,
-    shipping::IDENTITY,
+/// Every service, in start order (callers after what they call).
+pub const ALL: &[Runnable] = &[
+    users::SERVICE,
+    inventory::SERVICE,
+    payments::SERVICE,
+    orders::SERVICE,
+    shipping::SERVICE,
 ];
 
-/// The lowest well-known port: `--base-port` shifts all of them relative to it.
-pub(crate) const FIRST_PORT: u16 = ALL[0].default_port;
+/// Every service's identity, in start order.
+pub fn identities() -> impl Iterator<Item = &'static ServiceIdentity> {
+    ALL.iter().map(|service| service.identity)
+}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The service called `name`.
+pub fn find(name: &str) -> Option<&'static Runnable> {
+    ALL.iter().find(|service| service.identity.name == name)
+}
 
-    #[test]
-    fn ports_are_consecutive_from_the_first_so_base_port_can_shift_them() {
-        for (offset, service) in ALL.iter().enumerate() {
-            assert_eq!(usize::from(service.default_port - FIRST_PORT), offset);
-        }
-    }
+/// Every service's name, in start order.
+pub fn names() -> Vec<&'static str> {
+    identities().map(|identity| identity.name).collect()
+}
 
-    /// The tables a person or a script reads, checked against the identities.
-    #[test]
-    fn the_readme_architecture_and_kubernetes_tables_match_the_identities() {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .expect("the workspace root");
-        let read = |path: &str| {
-            std::fs::read_to_string(root.join(path))
-                .unwrap_or_else(|error| panic!("{path}: {error}"))
-        };
-        let (readme, architecture, k8s) = (
-            read("README.md"),
-            read("docs/architecture.md"),
-            read("scripts/k8s_properties.py"),
-        );
-        for service in ALL {
-            let row = format!(
-                "| `{}` | `{}` | {} |",
-                service.name, service.grpc_service, service.default_port
-            );
-            assert!(readme.contains(&row), "README.md lacks the row {row}");
-            assert!(
-                architecture.contains(&row),
-                "docs/architecture.md lacks the row {row}"
-            );
-            let entry = format!(
-                "\"{}\": ({}, \"{}\"),",
-                service.name, service.default_port, service.grpc_service
-            );
-            assert!(
-                k8s.contains(&entry),
-                "scripts/k8s_properties.py lacks {entry}"
-            );
-        }
-    }
+/// The lowest well-known gRPC port (users' 50051): `mesh up --base-port`
+/// shifts the gRPC services' ports relative to it.
+pub fn first_grpc_port() -> u16 {
+    identities()
+        .filter(|identity| identity.grpc_service().is_some())
+        .map(|identity| identity.default_port)
+        .min()
+        .unwrap_or(50051)
 }

@@ -8,16 +8,15 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
 use bytes::Bytes;
-use discovery::ConsulHttp;
+use discovery::{ConsulError, ConsulHttp};
 
 /// Longest wait for one write.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every entry, in the order Consul accepts them: protocols first (L7 entries
 /// need them), then the resolver (its subsets), the splitter, the router.
-pub(crate) const ENTRIES: [(&str, &str); 8] = [
+pub const ENTRIES: [(&str, &str); 8] = [
     (
         "service-defaults-users.json",
         include_str!("../../deploy/consul/config/service-defaults-users.json"),
@@ -52,9 +51,20 @@ pub(crate) const ENTRIES: [(&str, &str); 8] = [
     ),
 ];
 
+/// A config entry Consul did not take.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write the config entry {file}")]
+pub struct WriteError {
+    /// The entry's file name (or what the caller calls it).
+    pub file: String,
+    /// Consul's answer.
+    #[source]
+    pub source: ConsulError,
+}
+
 /// Writes every entry (`PUT /v1/config`, what `consul config write` does):
 /// the token needs `service:write` on each service.
-pub(crate) async fn write_all(http: &ConsulHttp) -> anyhow::Result<()> {
+pub async fn write_all(http: &ConsulHttp) -> Result<(), WriteError> {
     for (file, body) in ENTRIES {
         write(http, file, body).await?;
     }
@@ -62,7 +72,7 @@ pub(crate) async fn write_all(http: &ConsulHttp) -> anyhow::Result<()> {
 }
 
 /// Writes one entry (JSON with `Kind` and `Name`).
-pub(crate) async fn write(http: &ConsulHttp, file: &str, body: &str) -> anyhow::Result<()> {
+pub async fn write(http: &ConsulHttp, file: &str, body: &str) -> Result<(), WriteError> {
     http.put(
         "/v1/config",
         "/v1/config",
@@ -71,7 +81,10 @@ pub(crate) async fn write(http: &ConsulHttp, file: &str, body: &str) -> anyhow::
     )
     .await
     .and_then(|answer| answer.success(&http::Method::PUT, "/v1/config"))
-    .with_context(|| format!("cannot write the config entry {file}"))?;
+    .map_err(|source| WriteError {
+        file: file.to_owned(),
+        source,
+    })?;
     Ok(())
 }
 
@@ -102,7 +115,7 @@ mod tests {
                 "service-router"
             ]
         );
-        for service in crate::services::ALL.iter().map(|service| service.name) {
+        for service in crate::services::names() {
             let body = ENTRIES
                 .iter()
                 .find(|(file, _)| *file == format!("service-defaults-{service}.json"))

@@ -41,7 +41,7 @@ fn up_with_a_canary_routes_by_the_shipped_chain_and_mesh_chain_explains_it() {
             "1",
             "--ports",
             "dynamic",
-            "--drain-ms",
+            "--drain",
             "300",
             "--canary",
         ],

@@ -19,8 +19,8 @@ use std::{
 };
 
 use common::{
-    alive, cmdline, mesh_env, mesh_in, pids, run_printed_grpcurl_commands, spawn_up, stderr,
-    stdout, wait_for_output, SERVICES,
+    alive, cmdline, mesh_env, mesh_in, pids, run_printed_grpcurl_commands, services, spawn_up,
+    stderr, stdout, wait_for_output,
 };
 use nix::sys::signal::Signal;
 use testkit::{free_port, tool, GrpcurlOutput};
@@ -116,7 +116,7 @@ fn hardening_finding_12_mesh_up_is_acl_default_deny_and_https_by_default() {
         "1",
         "--ports",
         "dynamic",
-        "--drain-ms",
+        "--drain",
         "300",
     ];
     let started = std::time::Instant::now();
@@ -174,7 +174,7 @@ fn hardening_finding_12_mesh_up_is_acl_default_deny_and_https_by_default() {
 
     // Each instance got its own token file through its environment, and no
     // token is on any command line, in any environment, or in any log.
-    for service in SERVICES {
+    for service in services() {
         let pid = listed[&format!("{service}-1")];
         let env = environ(pid);
         let expected = format!(
@@ -208,7 +208,7 @@ fn hardening_finding_12_mesh_up_is_acl_default_deny_and_https_by_default() {
     let table = stdout(&status);
     assert_eq!(status.status.code(), Some(0), "{table}{}", stderr(&status));
     let listed_rows = rows(&table);
-    for service in SERVICES {
+    for service in services() {
         let (_, health) = listed_rows
             .get(&format!("{service}-1"))
             .unwrap_or_else(|| panic!("no {service}-1 in:\n{table}"));

@@ -13,7 +13,7 @@ fn options(agent: &ConsulAgent, instance: &str) -> ServiceOptions {
     ServiceOptions {
         consul: Some(agent.http_addr()),
         instance_id: Some(instance.to_owned()),
-        args: vec!["--check-interval-ms".into(), "500".into()],
+        args: vec!["--check-interval".into(), "500".into()],
         ..ServiceOptions::default()
     }
 }

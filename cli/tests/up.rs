@@ -9,7 +9,7 @@ mod common;
 
 use std::{net::TcpStream, time::Duration};
 
-use common::{alive, pids, run_printed_grpcurl_commands, spawn_up, wait_for_output, SERVICES};
+use common::{alive, pids, run_printed_grpcurl_commands, services, spawn_up, wait_for_output};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -24,14 +24,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(120);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// 1 instance each on free ports, short drain.
-const LIGHT: [&str; 6] = [
-    "--instances",
-    "1",
-    "--ports",
-    "dynamic",
-    "--drain-ms",
-    "300",
-];
+const LIGHT: [&str; 6] = ["--instances", "1", "--ports", "dynamic", "--drain", "300"];
 
 /// `127.0.0.1:<port>` of `service`'s passing instance, from Consul.
 fn address(agent: &ConsulAgent, service: &str) -> String {
@@ -147,7 +140,7 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     );
 
     // Every service passes in Consul, with the instance ids mesh up gives.
-    for service in SERVICES {
+    for service in services() {
         assert_eq!(
             agent.passing_ids(service),
             [format!("{service}-1")],
@@ -158,7 +151,7 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     // It used the agent it was given, and did not start one.
     let first_pids = pids(state.path());
     assert!(!first_pids.contains_key("consul"), "{first_pids:?}");
-    for service in SERVICES {
+    for service in services() {
         let pid = first_pids[&format!("{service}-1")];
         assert!(alive(pid), "{service}-1 (pid {pid}) is not running");
     }
@@ -326,7 +319,7 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
             up.log()
         );
     }
-    for service in SERVICES {
+    for service in services() {
         assert_eq!(
             agent.registered_ids(service),
             Vec::<String>::new(),

@@ -1,29 +1,52 @@
-//! Capped exponential backoff with jitter, and a token bucket that keeps a
-//! watch which keeps returning at once from hammering Consul.
+//! The mesh's one backoff — capped exponential, with a choice of jitter —
+//! used by Consul's watches and the registrar here, the mesh client's
+//! ejection of failing endpoints and `mesh up`'s restarts of crashed
+//! instances; and a token bucket that keeps a watch which keeps returning at
+//! once from hammering Consul.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-/// Delays `min, 2·min, 4·min … max`, each drawn uniformly from the upper half
-/// of its step ("equal jitter"), so that many clients that failed together do
-/// not retry together, yet the delay never drops below `min` nor exceeds `max`.
+/// Delays `min, 2·min, 4·min … max` (the steps), each spread by [`Jitter`].
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
     max: Duration,
+    jitter: Jitter,
     attempt: u32,
 }
 
+/// How a delay is drawn from its step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Jitter {
+    /// The step itself (restarts a person watches: 1 s, 2 s, 4 s…).
+    None,
+    /// Uniformly from the upper half of the step, never below `min` ("equal
+    /// jitter"): many clients that failed together do not retry together, yet
+    /// the delay stays within `[min, max]`.
+    Equal,
+    /// Uniformly within ± this fraction of the step (`0.25`: 75 % to 125 %),
+    /// so that endpoints ejected together do not return together, the first
+    /// time included.
+    Around(f64),
+}
+
 impl Backoff {
-    /// `min` is raised to 1 ms and `max` to `min`.
+    /// Equal jitter ([`Jitter::Equal`]). `min` is raised to 1 ms and `max` to `min`.
     pub fn new(min: Duration, max: Duration) -> Self {
         let min = min.max(Duration::from_millis(1));
         Self {
             min,
             max: max.max(min),
+            jitter: Jitter::Equal,
             attempt: 0,
         }
+    }
+
+    /// The same steps with another jitter.
+    pub fn with_jitter(self, jitter: Jitter) -> Self {
+        Self { jitter, ..self }
     }
 
     /// The step (before jitter) of the current attempt.
@@ -34,16 +57,28 @@ impl Backoff {
             .min(self.max)
     }
 
-    /// The next delay, within `[min, max]`.
+    /// The next delay; the step after it doubles (up to `max`).
     pub fn next_delay(&mut self) -> Duration {
         let ceiling = self.ceiling();
         self.attempt = self.attempt.saturating_add(1);
-        let floor = (ceiling / 2).max(self.min);
-        if floor >= ceiling {
-            return ceiling;
+        match self.jitter {
+            Jitter::None => ceiling,
+            Jitter::Equal => {
+                let floor = (ceiling / 2).max(self.min);
+                if floor >= ceiling {
+                    return ceiling;
+                }
+                let nanos = rand::random_range(floor.as_nanos()..=ceiling.as_nanos());
+                Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+            }
+            Jitter::Around(fraction) => {
+                let fraction = fraction.clamp(0.0, 1.0);
+                if fraction == 0.0 {
+                    return ceiling;
+                }
+                ceiling.mul_f64(rand::random_range(1.0 - fraction..=1.0 + fraction))
+            }
         }
-        let nanos = rand::random_range(floor.as_nanos()..=ceiling.as_nanos());
-        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
     /// After a success: start again from `min`.
@@ -165,6 +200,35 @@ mod tests {
         let mut backoff = Backoff::new(Duration::from_secs(u64::MAX / 4), Duration::MAX);
         backoff.next_delay();
         backoff.next_delay();
+    }
+
+    #[test]
+    fn without_jitter_the_steps_are_exact() {
+        let mut backoff =
+            Backoff::new(Duration::from_secs(1), Duration::from_secs(30)).with_jitter(Jitter::None);
+        let delays: Vec<u64> = (0..7).map(|_| backoff.next_delay().as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        backoff.reset();
+        assert_eq!(backoff.next_delay(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_around_the_step_spreads_the_first_delay_too() {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..50 {
+            let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(8))
+                .with_jitter(Jitter::Around(0.25));
+            let first = backoff.next_delay();
+            assert!(first >= Duration::from_millis(750) && first <= Duration::from_millis(1250));
+            seen.insert(first);
+            for _ in 0..5 {
+                backoff.next_delay();
+            }
+            // At the cap: 8 s ± 25 %.
+            let capped = backoff.next_delay();
+            assert!(capped >= Duration::from_secs(6) && capped <= Duration::from_secs(10));
+        }
+        assert!(seen.len() > 10, "{seen:?}");
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! `CONSUL_CACERT`, `CONSUL_CLIENT_CERT`, `CONSUL_CLIENT_KEY`,
 //! `CONSUL_TLS_SERVER_NAME`, `CONSUL_HTTP_TOKEN`, `CONSUL_HTTP_TOKEN_FILE`).
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{ffi::OsString, fmt, path::PathBuf, sync::Arc};
 
 use crate::{
+    env,
     error::ConfigError,
     tls::{AgentTls, TlsSettings},
     token::TokenSource,
@@ -16,19 +17,8 @@ use crate::{
 pub const DEFAULT_ADDRESS: &str = "127.0.0.1:8500";
 
 /// Every environment variable Consul's CLI reads for its HTTP client, and
-/// [`ConsulSettings::from_env`] too.
-pub const CONSUL_ENVIRONMENT: [&str; 10] = [
-    "CONSUL_HTTP_ADDR",
-    "CONSUL_HTTP_SSL",
-    "CONSUL_HTTP_SSL_VERIFY",
-    "CONSUL_CACERT",
-    "CONSUL_CAPATH",
-    "CONSUL_CLIENT_CERT",
-    "CONSUL_CLIENT_KEY",
-    "CONSUL_TLS_SERVER_NAME",
-    "CONSUL_HTTP_TOKEN",
-    "CONSUL_HTTP_TOKEN_FILE",
-];
+/// [`ConsulSettings::from_env`] too (named in [`env`]).
+pub const CONSUL_ENVIRONMENT: [&str; 10] = env::ALL;
 
 /// Consul's default HTTP port, used when an address names no port.
 const DEFAULT_PORT: u16 = 8500;
@@ -81,17 +71,50 @@ impl ConsulSettings {
         let path = |name: &str| text(name).map(PathBuf::from);
         let flag = |name: &str| text(name).map(|value| parse_bool(name, &value)).transpose();
         Ok(Self {
-            address: text("CONSUL_HTTP_ADDR"),
-            ssl: flag("CONSUL_HTTP_SSL")?,
-            ssl_verify: flag("CONSUL_HTTP_SSL_VERIFY")?,
-            ca_file: path("CONSUL_CACERT"),
-            ca_path: path("CONSUL_CAPATH"),
-            client_cert: path("CONSUL_CLIENT_CERT"),
-            client_key: path("CONSUL_CLIENT_KEY"),
-            tls_server_name: text("CONSUL_TLS_SERVER_NAME"),
-            token: lookup("CONSUL_HTTP_TOKEN").filter(|value| !value.is_empty()),
-            token_file: path("CONSUL_HTTP_TOKEN_FILE"),
+            address: text(env::HTTP_ADDR),
+            ssl: flag(env::HTTP_SSL)?,
+            ssl_verify: flag(env::HTTP_SSL_VERIFY)?,
+            ca_file: path(env::CACERT),
+            ca_path: path(env::CAPATH),
+            client_cert: path(env::CLIENT_CERT),
+            client_key: path(env::CLIENT_KEY),
+            tls_server_name: text(env::TLS_SERVER_NAME),
+            token: lookup(env::HTTP_TOKEN).filter(|value| !value.is_empty()),
+            token_file: path(env::HTTP_TOKEN_FILE),
         })
+    }
+
+    /// These settings as Consul's environment variables, for a child process
+    /// (what [`from_env`](Self::from_env) reads back): the ones given, the
+    /// token included — pass them in its environment, never on its command line.
+    pub fn environment(&self) -> Vec<(&'static str, OsString)> {
+        let boolean = |value: bool| OsString::from(if value { "true" } else { "false" });
+        let mut variables = Vec::new();
+        let mut set = |name: &'static str, value: Option<OsString>| {
+            if let Some(value) = value {
+                variables.push((name, value));
+            }
+        };
+        set(env::HTTP_ADDR, self.address.clone().map(OsString::from));
+        set(env::HTTP_SSL, self.ssl.map(boolean));
+        set(env::HTTP_SSL_VERIFY, self.ssl_verify.map(boolean));
+        set(env::CACERT, self.ca_file.clone().map(OsString::from));
+        set(env::CAPATH, self.ca_path.clone().map(OsString::from));
+        set(
+            env::CLIENT_CERT,
+            self.client_cert.clone().map(OsString::from),
+        );
+        set(env::CLIENT_KEY, self.client_key.clone().map(OsString::from));
+        set(
+            env::TLS_SERVER_NAME,
+            self.tls_server_name.clone().map(OsString::from),
+        );
+        set(env::HTTP_TOKEN, self.token.clone().map(OsString::from));
+        set(
+            env::HTTP_TOKEN_FILE,
+            self.token_file.clone().map(OsString::from),
+        );
+        variables
     }
 
     /// Checks everything and loads the certificates and the token file, so
@@ -387,6 +410,37 @@ mod tests {
                 .find(|(key, _)| *key == name)
                 .map(|(_, value)| (*value).to_owned())
         })
+    }
+
+    #[test]
+    fn the_environment_written_for_a_child_reads_back_the_same_settings() {
+        let given = ConsulSettings {
+            address: Some("https://127.0.0.1:8501".into()),
+            ssl: Some(true),
+            ssl_verify: Some(false),
+            ca_file: Some("/tls/ca.pem".into()),
+            ca_path: Some("/tls/ca.d".into()),
+            client_cert: Some("/tls/cert.pem".into()),
+            client_key: Some("/tls/key.pem".into()),
+            tls_server_name: Some("server.dc1.consul".into()),
+            token: Some("abc".into()),
+            token_file: Some("/secrets/users.token".into()),
+        };
+        let written = given.environment();
+        assert_eq!(
+            written.len(),
+            CONSUL_ENVIRONMENT.len(),
+            "every field is written"
+        );
+        let read = ConsulSettings::from_lookup(|name| {
+            written
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string_lossy().into_owned())
+        })
+        .unwrap();
+        assert_eq!(read, given);
+        assert!(ConsulSettings::default().environment().is_empty());
     }
 
     #[test]

@@ -50,6 +50,7 @@ mod blocking;
 pub mod chain;
 mod config;
 pub mod connect;
+pub mod env;
 mod error;
 mod error_chain;
 mod health;
@@ -60,7 +61,7 @@ mod resolver;
 mod tls;
 mod token;
 
-pub use backoff::Backoff;
+pub use backoff::{Backoff, Jitter};
 pub use config::{ConsulConfig, ConsulSettings, CONSUL_ENVIRONMENT, DEFAULT_ADDRESS};
 pub use error::{ConfigError, ConsulError};
 pub use error_chain::error_chain;

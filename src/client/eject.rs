@@ -27,6 +27,7 @@ use std::{
     time::Duration,
 };
 
+use discovery::{Backoff, Jitter};
 use tokio::time::{Instant, Sleep};
 use tower::{layer::layer_fn, load::Load, Layer, Service};
 
@@ -61,11 +62,19 @@ pub(crate) struct EjectPolicy {
 struct Health {
     consecutive_failures: u32,
     ejected_until: Option<Instant>,
-    next_backoff: Duration,
+    /// The ejection periods: doubling from `min_backoff` to `max_backoff`,
+    /// ±25 % so that endpoints ejected together do not return together.
+    backoff: Backoff,
     ejections: u64,
     probation: bool,
     /// The last answer was UNAVAILABLE or RESOURCE_EXHAUSTED.
     shedding: bool,
+}
+
+impl EjectPolicy {
+    fn backoff(&self) -> Backoff {
+        Backoff::new(self.min_backoff, self.max_backoff).with_jitter(Jitter::Around(0.25))
+    }
 }
 
 /// What happened to a request, as ejection counts it.
@@ -121,7 +130,7 @@ impl<S> Ejectable<S> {
             health: Arc::new(Mutex::new(Health {
                 consecutive_failures: 0,
                 ejected_until: None,
-                next_backoff: policy.min_backoff,
+                backoff: policy.backoff(),
                 ejections: 0,
                 probation: false,
                 shedding: false,
@@ -147,7 +156,7 @@ fn record(
     match outcome {
         Outcome::Success | Outcome::Shed => {
             health.consecutive_failures = 0;
-            health.next_backoff = policy.min_backoff;
+            health.backoff.reset();
             health.probation = false;
             health.shedding = outcome == Outcome::Shed;
         }
@@ -155,9 +164,8 @@ fn record(
         Outcome::Failure => {
             health.consecutive_failures += 1;
             if health.consecutive_failures >= policy.threshold && health.ejected_until.is_none() {
-                let backoff = jitter(health.next_backoff);
+                let backoff = health.backoff.next_delay();
                 health.ejected_until = Some(Instant::now() + backoff);
-                health.next_backoff = (health.next_backoff * 2).min(policy.max_backoff);
                 // On probation after the backoff: the next failure ejects again.
                 health.consecutive_failures = policy.threshold - 1;
                 health.ejections += 1;
@@ -167,11 +175,6 @@ fn record(
             }
         }
     }
-}
-
-/// ±25 % so that endpoints ejected together do not return together.
-fn jitter(backoff: Duration) -> Duration {
-    backoff.mul_f64(rand::random_range(0.75..1.25))
 }
 
 impl<S, B> Service<http::Request<B>> for Ejectable<S>

@@ -64,7 +64,7 @@ pub use targets::TargetHealth;
 pub type Channel = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Status>;
 
 /// Wraps a plain tonic channel (one address, no balancing, no retries): the
-/// `--via direct` baseline of the benchmarks, and a building block of tests.
+/// `--direct` baseline of the benchmarks, and a building block of tests.
 pub fn direct(channel: tonic::transport::Channel) -> Channel {
     BoxCloneSyncService::new(channel.map_err(|error| Status::from_error(BoxError::from(error))))
 }

@@ -1,14 +1,17 @@
 //! The one parser of durations given on a command line or in an environment
 //! variable: `500ms`, `2s`, `1.5s`, `2m`, `1h`, or a bare number, whose unit
-//! the flag names (the `--*-ms` flags count milliseconds, `mesh bench
-//! --duration` seconds).
+//! the flag's help names: milliseconds for the services' and `mesh up`'s
+//! duration flags (`--drain`, `--check-interval`…, whose environment
+//! variables keep their `_MS` names, and whose old `--*-ms` spellings stay as
+//! hidden aliases), seconds for `mesh up --ready-timeout` and `mesh-bench
+//! --duration`. Flags are named for what they are, never for a unit.
 
 use std::time::Duration;
 
 /// The unit of a bare number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BareUnit {
-    /// `2000` is two seconds (the `--*-ms` flags).
+    /// `2000` is two seconds (`--drain`, `--check-interval`…).
     Millis,
     /// `10` is ten seconds.
     Seconds,
@@ -59,12 +62,12 @@ pub fn parser(
     }
 }
 
-/// The `--*-ms` flags: bare numbers are milliseconds; zero allowed.
+/// The millisecond flags (`--drain`…): bare numbers are milliseconds; zero allowed.
 pub fn millis(text: &str) -> Result<Duration, String> {
     parse(text, BareUnit::Millis)
 }
 
-/// The `--*-ms` flags that must be at least one millisecond.
+/// The millisecond flags that must be at least one millisecond.
 pub fn positive_millis(text: &str) -> Result<Duration, String> {
     parser(BareUnit::Millis, Duration::from_millis(1))(text)
 }

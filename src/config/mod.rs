@@ -63,15 +63,16 @@ pub struct ServiceArgs {
     pub otel_service_name: Option<String>,
 
     /// How long to keep serving after deregistering on SIGTERM, so that
-    /// clients' Consul watches converge before the listener closes
-    /// (milliseconds, or with a unit: 2s).
-    #[arg(value_name = "DURATION", long = "drain-ms", env = "MESH_DRAIN_MS", default_value = "2s",
-          value_parser = duration::millis)]
+    /// clients' Consul watches converge before the listener closes (`2s`,
+    /// `500ms`; a bare number is milliseconds).
+    #[arg(value_name = "DURATION", long = "drain", alias = "drain-ms", env = "MESH_DRAIN_MS",
+          default_value = "2s", value_parser = duration::millis)]
     pub drain: Duration,
 
     /// Interval of the gRPC health check the Consul agent runs against us
-    /// (milliseconds or with a unit; at least 100 ms).
-    #[arg(value_name = "DURATION", long = "check-interval-ms", env = "MESH_CHECK_INTERVAL_MS", default_value = "2s",
+    /// (`2s`; a bare number is milliseconds; at least 100 ms).
+    #[arg(value_name = "DURATION", long = "check-interval", alias = "check-interval-ms",
+          env = "MESH_CHECK_INTERVAL_MS", default_value = "2s",
           value_parser = duration::parser(duration::BareUnit::Millis, Duration::from_millis(100)))]
     pub check_interval: Duration,
 
@@ -90,8 +91,9 @@ pub struct ServiceArgs {
 
     /// How often a live inbound connection's authorization is checked again
     /// (cached per caller identity), so that a revoked intention closes it
-    /// (milliseconds or with a unit; at least 100 ms).
-    #[arg(value_name = "DURATION", long = "authz-recheck-ms", env = "MESH_AUTHZ_RECHECK_MS", default_value = "5s",
+    /// (`5s`; a bare number is milliseconds; at least 100 ms).
+    #[arg(value_name = "DURATION", long = "authz-recheck", alias = "authz-recheck-ms",
+          env = "MESH_AUTHZ_RECHECK_MS", default_value = "5s",
           value_parser = duration::parser(duration::BareUnit::Millis, Duration::from_millis(100)))]
     pub authz_recheck: Duration,
 
@@ -100,7 +102,7 @@ pub struct ServiceArgs {
     /// does not answer); past it, the caller is refused until the agent
     /// answers again. Never beyond the caller's certificate, whose expiry
     /// closes the connection anyway. Bare numbers are seconds; at least one
-    /// re-check period (`--authz-recheck-ms`).
+    /// re-check period (`--authz-recheck`).
     #[arg(value_name = "DURATION", long = "authz-max-stale", env = "MESH_AUTHZ_MAX_STALE", default_value = "1h",
           value_parser = duration::parser(duration::BareUnit::Seconds, Duration::from_millis(100)))]
     pub authz_max_stale: Duration,
@@ -130,9 +132,12 @@ pub struct ServiceArgs {
     #[command(flatten)]
     pub log: LogArgs,
 
-    /// Test-only: delay every application RPC by this long (milliseconds).
-    #[arg(value_name = "DURATION", long = "inject-latency-ms", env = "MESH_INJECT_LATENCY_MS", hide = true,
-          value_parser = duration::millis)]
+    /// Test-only: delay every application RPC's reply by this long (a bare
+    /// number is milliseconds). Only in builds with the `inject-latency`
+    /// feature, which the test builds enable.
+    #[cfg(feature = "inject-latency")]
+    #[arg(value_name = "DURATION", long = "inject-latency", alias = "inject-latency-ms",
+          env = "MESH_INJECT_LATENCY_MS", hide = true, value_parser = duration::millis)]
     pub inject_latency: Option<Duration>,
 }
 
@@ -143,51 +148,51 @@ pub struct ServiceArgs {
 pub struct ConsulArgs {
     /// Consul agent HTTP address: `host:port`, `http://host:port` or
     /// `https://host:port` (default 127.0.0.1:8500).
-    #[arg(long = "consul-addr", env = "CONSUL_HTTP_ADDR")]
+    #[arg(long = "consul-addr", env = discovery::env::HTTP_ADDR)]
     pub address: Option<String>,
 
     /// HTTPS to the agent when the address names no scheme.
-    #[arg(long = "consul-ssl", env = "CONSUL_HTTP_SSL", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long = "consul-ssl", env = discovery::env::HTTP_SSL, value_parser = clap::builder::BoolishValueParser::new())]
     pub ssl: Option<bool>,
 
     /// `false` accepts any agent certificate (test setups only).
-    #[arg(long = "consul-ssl-verify", env = "CONSUL_HTTP_SSL_VERIFY", value_parser = clap::builder::BoolishValueParser::new())]
+    #[arg(long = "consul-ssl-verify", env = discovery::env::HTTP_SSL_VERIFY, value_parser = clap::builder::BoolishValueParser::new())]
     pub ssl_verify: Option<bool>,
 
     /// PEM file of the CA that signed the agent's certificate (default: the
     /// system's trust store).
-    #[arg(long = "consul-cacert", env = "CONSUL_CACERT")]
+    #[arg(long = "consul-cacert", env = discovery::env::CACERT)]
     pub ca_file: Option<PathBuf>,
 
     /// Folder of PEM files of CAs, every file read (used when no
     /// `--consul-cacert` is given, as in Consul).
-    #[arg(long = "consul-capath", env = "CONSUL_CAPATH")]
+    #[arg(long = "consul-capath", env = discovery::env::CAPATH)]
     pub ca_path: Option<PathBuf>,
 
     /// PEM client certificate, for an agent that verifies incoming connections.
-    #[arg(long = "consul-client-cert", env = "CONSUL_CLIENT_CERT")]
+    #[arg(long = "consul-client-cert", env = discovery::env::CLIENT_CERT)]
     pub client_cert: Option<PathBuf>,
 
     /// PEM private key of `--consul-client-cert`.
-    #[arg(long = "consul-client-key", env = "CONSUL_CLIENT_KEY")]
+    #[arg(long = "consul-client-key", env = discovery::env::CLIENT_KEY)]
     pub client_key: Option<PathBuf>,
 
     /// Name the agent's certificate must carry (default: the address's host).
-    #[arg(long = "consul-tls-server-name", env = "CONSUL_TLS_SERVER_NAME")]
+    #[arg(long = "consul-tls-server-name", env = discovery::env::TLS_SERVER_NAME)]
     pub tls_server_name: Option<String>,
 
     /// ACL token sent on every Consul call (never logged). Prefer
     /// `CONSUL_HTTP_TOKEN_FILE`: a flag shows in the process list.
     #[arg(
         long = "consul-token",
-        env = "CONSUL_HTTP_TOKEN",
+        env = discovery::env::HTTP_TOKEN,
         hide_env_values = true
     )]
     pub token: Option<String>,
 
     /// File holding the ACL token, read again when it changes (a rotated
     /// token needs no restart); as in Consul, it wins over the token.
-    #[arg(long = "consul-token-file", env = "CONSUL_HTTP_TOKEN_FILE")]
+    #[arg(long = "consul-token-file", env = discovery::env::HTTP_TOKEN_FILE)]
     pub token_file: Option<PathBuf>,
 }
 
@@ -254,7 +259,7 @@ pub enum LogFormat {
 }
 
 /// A service binary's flags: its own plus [`ServiceArgs`], which
-/// `mesh::server::main` reads to set up telemetry and serve.
+/// `mesh::server::serve_args` reads to set up telemetry and serve.
 pub trait ServiceConfig: clap::Parser {
     /// The flags every service takes.
     fn service_args(&self) -> &ServiceArgs;
@@ -276,6 +281,58 @@ mod tests {
     struct Service {
         #[command(flatten)]
         service: ServiceArgs,
+    }
+
+    #[test]
+    fn duration_flags_are_named_for_what_they_are_and_the_old_names_still_work() {
+        let new = Service::try_parse_from([
+            "test",
+            "--drain",
+            "300ms",
+            "--check-interval",
+            "1s",
+            "--authz-recheck",
+            "2s",
+        ])
+        .expect("the new names");
+        let old = Service::try_parse_from([
+            "test",
+            "--drain-ms",
+            "300",
+            "--check-interval-ms",
+            "1000",
+            "--authz-recheck-ms",
+            "2000",
+        ])
+        .expect("the old names, hidden aliases");
+        for flags in [&new.service, &old.service] {
+            assert_eq!(flags.drain, Duration::from_millis(300));
+            assert_eq!(flags.check_interval, Duration::from_secs(1));
+            assert_eq!(flags.authz_recheck, Duration::from_secs(2));
+        }
+        // The environment keeps its names; the help shows only the new flags.
+        let command = <Service as clap::CommandFactory>::command();
+        let env_of = |id: &str| {
+            command
+                .get_arguments()
+                .find(|arg| arg.get_id() == id)
+                .and_then(|arg| arg.get_env())
+                .map(|env| env.to_string_lossy().into_owned())
+        };
+        assert_eq!(env_of("drain").as_deref(), Some("MESH_DRAIN_MS"));
+        assert_eq!(
+            env_of("check_interval").as_deref(),
+            Some("MESH_CHECK_INTERVAL_MS")
+        );
+        assert_eq!(
+            env_of("authz_recheck").as_deref(),
+            Some("MESH_AUTHZ_RECHECK_MS")
+        );
+        let help = <Service as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--drain <DURATION>"), "{help}");
+        assert!(!help.contains("-ms"), "{help}");
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub use identity::{CurrentIdentity, Identity, IdentityError, IdentityUpdater};
 pub use spiffe::{NotAServiceIdentity, SpiffeId};
 pub use tls::WrongPeerIdentity;
 
+/// The Connect identity people and tools present (grpcurl, `mesh up`'s demo
+/// seeding, `mesh-bench`): the intentions the project ships let it call every
+/// service.
+pub const OPERATOR: &str = "operator";
+
 /// The verified Connect identity of the caller, put in every request's
 /// extensions by the mTLS server (handlers read it with
 /// `request.extensions().get::<PeerIdentity>()`).

@@ -46,7 +46,7 @@ const MAX_BACKOFF_PERIODS: u32 = 4;
 /// How often decisions are re-checked and how long an unconfirmed one may serve.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct AuthzPolicy {
-    /// `--authz-recheck-ms`: the period of a live caller's re-check.
+    /// `--authz-recheck`: the period of a live caller's re-check.
     pub(crate) recheck: Duration,
     /// `--authz-max-stale`: how long after the agent's last answer a decision
     /// may still be used.

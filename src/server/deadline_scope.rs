@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
 use tonic::server::NamedService;
-use tower::Service;
+use tower::{layer::layer_fn, Layer, Service};
 
 use crate::deadline;
 
@@ -18,6 +18,11 @@ pub(crate) struct DeadlineScope<S> {
 impl<S> DeadlineScope<S> {
     pub(crate) fn new(inner: S) -> Self {
         Self { inner }
+    }
+
+    /// [`DeadlineScope::new`] as a layer (item 3 of the server's stack).
+    pub(crate) fn layer() -> impl Layer<S, Service = Self> + Clone {
+        layer_fn(Self::new)
     }
 }
 

@@ -15,7 +15,7 @@ pub(crate) async fn serve<H: Health>(
     listener: TcpListener,
     health: HealthServer<H>,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), super::ServeError> {
+) -> Result<(), super::error::ServeError> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let reflection = || {
         tonic_reflection::server::Builder::configure()

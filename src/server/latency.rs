@@ -1,5 +1,6 @@
-//! Test-only latency injection (`--inject-latency-ms`), so balancing and retry
-//! tests can slow one real instance down. The delay is added to the *reply*:
+//! Test-only latency injection (`--inject-latency`, compiled only with the
+//! `inject-latency` feature, which the test builds enable), so balancing,
+//! retry and saga tests can slow one real instance down. The delay is added to the *reply*:
 //! the handler runs at once and its work is done, only the answer comes late
 //! (the hazardous case for retries). Health and reflection are never delayed:
 //! only the application service is wrapped.
@@ -11,7 +12,7 @@ use std::{
 
 use futures::future::BoxFuture;
 use tonic::server::NamedService;
-use tower::Service;
+use tower::{layer::layer_fn, Layer, Service};
 
 /// Delays each request to the wrapped service by a fixed time (or not at all).
 #[derive(Debug, Clone)]
@@ -26,6 +27,11 @@ impl<S> InjectLatency<S> {
             inner,
             delay: delay.filter(|delay| !delay.is_zero()),
         }
+    }
+
+    /// [`InjectLatency::new`] as a layer (item 4 of the server's stack).
+    pub(crate) fn layer(delay: Option<Duration>) -> impl Layer<S, Service = Self> + Clone {
+        layer_fn(move |inner| Self::new(inner, delay))
     }
 }
 

@@ -5,10 +5,11 @@
 //!    gets registered) and the plaintext health port, so the caller can open
 //!    its storage knowing its address; with `--mtls=required` start watching
 //!    the service's Connect certificate;
-//! 2. [`BoundServer::serve`] the service beside gRPC health (`""` and the full
-//!    service name) and reflection v1 and v1alpha on the mesh port (Connect
-//!    mTLS + intentions, see [`tls`]; reflection lists only those three, see
-//!    [`reflection`]), health alone on the health port; once the certificate
+//! 2. [`BoundServer::serve`] the service, wrapped in the server's layers (see
+//!    [`stack`]), beside gRPC health (`""` and the full service name) and
+//!    reflection v1 and v1alpha on the mesh port (Connect mTLS + intentions,
+//!    see [`tls`]; reflection lists only those three, see [`reflection`]),
+//!    health alone on the health port; once the certificate
 //!    is there turn health SERVING and register in Consul as Connect-native
 //!    (retrying in the background: serving never waits);
 //! 3. on SIGTERM/SIGINT: health NOT_SERVING, deregister, drain, stop
@@ -17,13 +18,16 @@
 mod authz;
 mod binary;
 mod deadline_scope;
+mod error;
 mod guard;
 mod health_port;
+#[cfg(feature = "inject-latency")]
 mod latency;
 mod observe;
 pub mod reflection;
 mod registration;
 mod shutdown;
+mod stack;
 mod status_codes;
 mod tls;
 
@@ -35,11 +39,8 @@ use tonic::{body::Body, server::NamedService, service::Routes};
 use tonic_health::ServingStatus;
 use tower::Service;
 
-pub use binary::{main, run_service};
-use deadline_scope::DeadlineScope;
-use latency::InjectLatency;
-use observe::Observe;
-use status_codes::SpecStatusCodes;
+pub use binary::{serve_args, Runnable};
+pub use error::ServeError;
 use tls::Admission;
 
 use crate::{
@@ -48,60 +49,17 @@ use crate::{
     service::ServiceIdentity,
 };
 
-/// Why a service could not start or stopped with an error.
-#[derive(Debug, thiserror::Error)]
-pub enum ServeError {
-    /// The listen address could not be bound.
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        /// The address.
-        address: SocketAddr,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// Storage could not be opened.
-    #[error(transparent)]
-    Storage(#[from] crate::storage::StorageError),
-    /// The reflection service could not be built from the descriptors.
-    #[error("cannot build the reflection service: {0}")]
-    Reflection(#[from] tonic_reflection::server::Error),
-    /// The gRPC server failed.
-    #[error("the gRPC server failed: {0}")]
-    Transport(#[from] tonic::transport::Error),
-    /// The Consul settings are invalid.
-    #[error("invalid Consul settings: {0}")]
-    Consul(#[from] discovery::ConfigError),
-    /// Signal handlers could not be installed.
-    #[error("cannot install signal handlers: {0}")]
-    Signals(std::io::Error),
-    /// `--mtls=required` with `--no-consul`: no agent, so no Connect certificate.
-    #[error("--mtls=required needs the Consul agent's Connect CA, but --no-consul is set: add --mtls=off (plaintext, local experiments only) or drop --no-consul")]
-    MtlsNeedsConsul,
-    /// A service's own settings are unusable (e.g. its broker URL).
-    #[error("invalid settings: {0}")]
-    Settings(String),
-    /// `--authz-max-stale` shorter than `--authz-recheck-ms`: every decision
-    /// would be too old before its re-check.
-    #[error("--authz-max-stale ({max_stale:?}) must be at least --authz-recheck-ms ({recheck:?}): a decision is re-checked once per period")]
-    MaxStaleBelowRecheck {
-        /// `--authz-max-stale`.
-        max_stale: Duration,
-        /// `--authz-recheck-ms`.
-        recheck: Duration,
-    },
-    /// The mesh port's accept loop ended without being asked to.
-    #[error("the mesh port stopped accepting connections on its own")]
-    Stopped,
-}
-
 /// Binds `identity`'s listen address from `args` (default: 127.0.0.1 and the
 /// service's well-known port).
 pub async fn bind(
     identity: &'static ServiceIdentity,
     args: &ServiceArgs,
 ) -> Result<BoundServer, ServeError> {
-    // First of all, so that a SIGTERM during start-up (migrations) is not
-    // lost: `serve` sees it at once and shuts down cleanly.
+    let grpc_service = identity.grpc_service().ok_or(ServeError::NotGrpc {
+        service: identity.name,
+    })?;
+    // First of all (after the checks), so that a SIGTERM during start-up
+    // (migrations) is not lost: `serve` sees it at once and shuts down cleanly.
     let signals = shutdown::Signals::install().map_err(ServeError::Signals)?;
     let address = args
         .listen
@@ -134,6 +92,7 @@ pub async fn bind(
     let metrics = observe::bind_metrics(&mut args).await?;
     Ok(BoundServer {
         identity,
+        grpc_service,
         args,
         listener,
         local_addr,
@@ -184,6 +143,7 @@ fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission
 #[derive(Debug)]
 pub struct BoundServer {
     identity: &'static ServiceIdentity,
+    grpc_service: &'static str,
     args: ServiceArgs,
     listener: TcpListener,
     local_addr: SocketAddr,
@@ -252,17 +212,17 @@ impl BoundServer {
         S::Future: Send + 'static,
     {
         let identity = self.identity;
+        let grpc_service = self.grpc_service;
         let instance_id = self.instance_id();
         let mtls_identity = self.connect_identity();
         let mut signals = self.signals;
         let (health, health_service) = tonic_health::server::health_reporter();
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        // The application service in its stack (`stack`), beside health and reflection.
         let routes = Routes::new(health_service.clone())
             .add_service(reflection::v1(S::NAME)?)
             .add_service(reflection::v1alpha(S::NAME)?)
-            .add_service(Observe::new(SpecStatusCodes::new(DeadlineScope::new(
-                InjectLatency::new(service, self.args.inject_latency),
-            ))))
+            .add_service(stack::application(service, &self.args))
             .prepare();
         let mut server = tokio::spawn(tls::serve(self.listener, self.admission, routes, async {
             let _ = stopped.await;
@@ -281,14 +241,11 @@ impl BoundServer {
             if let Some(connect) = &mtls_identity {
                 wait_for_identity(connect).await;
             }
-            for name in ["", identity.grpc_service] {
-                health
-                    .set_service_status(name, ServingStatus::Serving)
-                    .await;
-            }
+            set_health(&health, grpc_service, ServingStatus::Serving).await;
             tracing::info!(service = identity.name, address = %self.local_addr, health = %self.health_addr, "serving");
             registration::start(
                 identity,
+                grpc_service,
                 &self.args,
                 self.local_addr,
                 self.health_addr.port(),
@@ -310,19 +267,9 @@ impl BoundServer {
             }
         };
         tracing::info!(service = identity.name, %signal, drain = ?self.args.drain, "shutting down: NOT_SERVING, draining");
-        for name in ["", identity.grpc_service] {
-            health
-                .set_service_status(name, ServingStatus::NotServing)
-                .await;
-        }
+        set_health(&health, grpc_service, ServingStatus::NotServing).await;
         if let Some(registrar) = registrar {
-            match registrar.deregister().await {
-                Ok(()) => tracing::info!(service = identity.name, "deregistered from Consul"),
-                // Not fatal: the critical check and DeregisterCriticalServiceAfter remove us.
-                Err(error) => {
-                    tracing::warn!(service = identity.name, %error, "deregistration failed")
-                }
-            }
+            deregister(registrar, identity.name).await;
         }
         tokio::time::sleep(self.args.drain).await;
         let _ = stop_accepting.send(());
@@ -335,6 +282,26 @@ impl BoundServer {
             .unwrap_or_else(|join| panic!("health server task panicked: {join}"))?;
         tracing::info!(service = identity.name, "stopped");
         Ok(())
+    }
+}
+
+/// Health of the server as a whole (`""`) and of `grpc_service`.
+async fn set_health(
+    health: &tonic_health::server::HealthReporter,
+    grpc_service: &str,
+    status: ServingStatus,
+) {
+    for name in ["", grpc_service] {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// Leaves Consul; a failure is only logged: the critical check and
+/// DeregisterCriticalServiceAfter remove the instance anyway.
+async fn deregister(registrar: discovery::RegistrarHandle, service: &str) {
+    match registrar.deregister().await {
+        Ok(()) => tracing::info!(service, "deregistered from Consul"),
+        Err(error) => tracing::warn!(service, %error, "deregistration failed"),
     }
 }
 

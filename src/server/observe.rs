@@ -28,11 +28,11 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
 use prost::Message as _;
 use tonic::{body::Body, server::NamedService, Code};
-use tower::{BoxError, Service};
+use tower::{layer::layer_fn, BoxError, Layer, Service};
 use tracing::{field::Empty, Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use super::ServeError;
+use super::error::ServeError;
 use crate::config::ServiceArgs;
 use crate::telemetry::{
     grpc_code_name, grpc_status,
@@ -56,6 +56,11 @@ impl<S: NamedService> Observe<S> {
     /// Observes `inner` with the process's metric families.
     pub(crate) fn new(inner: S) -> Self {
         Self::with_metrics(inner, S::NAME, ServerMetrics::global())
+    }
+
+    /// [`Observe::new`] as a layer (item 1 of the server's stack).
+    pub(crate) fn layer() -> impl Layer<S, Service = Self> + Clone {
+        layer_fn(Self::new)
     }
 }
 

@@ -10,13 +10,15 @@ use std::{
 
 use discovery::{GrpcCheck, Registrar, RegistrarHandle, RegistrarOptions, ServiceRegistration};
 
-use super::ServeError;
+use super::error::ServeError;
 use crate::config::{MtlsMode, ServiceArgs};
 use crate::service::ServiceIdentity;
 
-/// Starts registering in the background (never blocks serving); `None` with `--no-consul`.
+/// Starts registering in the background (never blocks serving); `None` with
+/// `--no-consul`. Consul checks `grpc_service`'s health on the health port.
 pub(crate) fn start(
     identity: &ServiceIdentity,
+    grpc_service: &'static str,
     args: &ServiceArgs,
     bound: SocketAddr,
     health_port: u16,
@@ -34,7 +36,7 @@ pub(crate) fn start(
         ("build".to_owned(), env!("CARGO_PKG_VERSION").to_owned()),
         (
             "proto_package".to_owned(),
-            identity.proto_package().to_owned(),
+            identity.proto_package().unwrap_or_default().to_owned(),
         ),
         ("instance".to_owned(), instance_id.to_owned()),
     ]);
@@ -43,7 +45,7 @@ pub(crate) fn start(
     }
     meta.insert("health_port".to_owned(), health_port.to_string());
     meta.insert("mtls".to_owned(), args.mtls.as_str().to_owned());
-    let mut check = GrpcCheck::new(identity.grpc_service);
+    let mut check = GrpcCheck::new(grpc_service);
     check.interval = args.check_interval;
     check.timeout = check.interval.min(Duration::from_secs(1));
     // Consul's check cannot present a Connect certificate: it asks the plaintext health port.

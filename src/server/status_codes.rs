@@ -28,7 +28,7 @@ use futures::future::BoxFuture;
 use http_body_util::BodyExt;
 use tokio::time::Instant;
 use tonic::{body::Body, server::NamedService, Code, Status};
-use tower::Service;
+use tower::{layer::layer_fn, Layer, Service};
 
 use crate::{
     bounded, deadline,
@@ -46,6 +46,11 @@ pub(crate) struct SpecStatusCodes<S> {
 impl<S> SpecStatusCodes<S> {
     pub(crate) fn new(inner: S) -> Self {
         Self { inner }
+    }
+
+    /// [`SpecStatusCodes::new`] as a layer (item 2 of the server's stack).
+    pub(crate) fn layer() -> impl Layer<S, Service = Self> + Clone {
+        layer_fn(Self::new)
     }
 }
 

@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! # fn run() {}
-//! # let identity = mesh::service::ServiceIdentity { name: "users", grpc_service: "mesh.users.v1.Users", default_port: 50051 };
+//! # let identity = mesh::service::ServiceIdentity::grpc("users", "mesh.users.v1.Users", 50051);
 //! # let args: mesh::config::ServiceArgs = todo!();
 //! let telemetry = mesh::telemetry::init(&identity, &args);
 //! run();

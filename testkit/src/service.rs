@@ -33,7 +33,7 @@ pub struct ServiceOptions {
     pub instance_id: Option<String>,
     /// Port to listen on; a free port when `None`.
     pub port: Option<u16>,
-    /// `--drain-ms`; 300 ms when `None`, so tests stay quick.
+    /// `--drain`; 300 ms when `None`, so tests stay quick.
     pub drain: Option<Duration>,
     /// More flags.
     pub args: Vec<String>,
@@ -62,8 +62,8 @@ pub struct ServiceProcess {
 }
 
 impl ServiceProcess {
-    /// Starts `name` (`users`, `inventory`, `payments`, `orders`) and waits
-    /// until its gRPC health says SERVING.
+    /// Starts the service binary `name` (`users`…) and waits until its
+    /// gRPC health says SERVING.
     pub fn start(name: &str, options: ServiceOptions) -> Self {
         let mut process = Self::spawn(name, options);
         process.wait_serving(Duration::from_secs(60));
@@ -96,7 +96,7 @@ impl ServiceProcess {
             .arg(&data_dir)
             .arg("--instance-id")
             .arg(&instance_id)
-            .arg("--drain-ms")
+            .arg("--drain")
             .arg(format!(
                 "{}ms",
                 options

@@ -54,8 +54,8 @@ impl PaymentsMesh {
     pub fn add_instance(&mut self, extra: Vec<String>) -> &Instance {
         let metrics = format!("127.0.0.1:{}", free_port());
         let mut args = vec!["--metrics-listen".to_owned(), metrics.clone()];
-        if !extra.iter().any(|flag| flag == "--check-interval-ms") {
-            args.extend(["--check-interval-ms".to_owned(), "500".to_owned()]);
+        if !extra.iter().any(|flag| flag == "--check-interval") {
+            args.extend(["--check-interval".to_owned(), "500".to_owned()]);
         }
         args.extend(extra);
         let process = ServiceProcess::start(

@@ -8,10 +8,9 @@ use std::{path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use localenv::acl::{Issued, PolicySource};
 
-use crate::{
-    consul::{BlockingCalls, ConsulApi},
-    local::settings::{self, Holder},
-};
+use mesh_cli::consul_settings::{self as settings, Holder};
+
+use crate::consul::{BlockingCalls, ConsulApi};
 
 /// `mesh acl` arguments.
 #[derive(clap::Args, Debug)]
@@ -88,7 +87,7 @@ mod tests {
 
     #[test]
     fn every_service_has_a_policy_that_writes_itself_only() {
-        for service in crate::services::ALL {
+        for service in mesh_cli::services::identities() {
             let token = TOKENS
                 .iter()
                 .find(|token| token.name == service.name)
@@ -123,14 +122,14 @@ mod tests {
             .filter(|line| !line.trim_start().starts_with('#'))
             .collect();
         let rules = rules.join("\n");
-        for service in crate::services::ALL {
-            let rule = format!("service \"{}\" {{\n  policy = \"write\"", service.name);
+        for service in mesh_cli::services::names() {
+            let rule = format!("service \"{service}\" {{\n  policy = \"write\"");
             assert!(rules.contains(&rule), "{rules}");
         }
         assert_eq!(
             rules.matches("\"write\"").count(),
-            crate::services::ALL.len(),
-            "writes the four services only"
+            mesh_cli::services::ALL.len(),
+            "writes the services only"
         );
         for broader in ["service_prefix", "operator", "acl", "agent", "key"] {
             assert!(!rules.contains(broader), "{broader} in {rules}");

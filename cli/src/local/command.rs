@@ -98,12 +98,12 @@ pub(crate) async fn run(args: EnvArgs) -> anyhow::Result<ExitCode> {
 /// management token's file (Consul's own variables).
 fn exports(agent: &localenv::consul::LocalConsul) -> Vec<String> {
     let endpoint = agent.endpoint();
-    let mut variables = vec![("CONSUL_HTTP_ADDR", endpoint.url)];
+    let mut variables = vec![(discovery::env::HTTP_ADDR, endpoint.url)];
     if let Some(ca) = endpoint.ca_file {
-        variables.push(("CONSUL_CACERT", ca.display().to_string()));
+        variables.push((discovery::env::CACERT, ca.display().to_string()));
     }
     if let Some(token) = endpoint.token_file {
-        variables.push(("CONSUL_HTTP_TOKEN_FILE", token.display().to_string()));
+        variables.push((discovery::env::HTTP_TOKEN_FILE, token.display().to_string()));
     }
     variables
         .into_iter()

@@ -8,9 +8,10 @@ mod table;
 
 use std::{process::ExitCode, time::Duration};
 
+use mesh_cli::consul_settings::{self as settings, Holder};
+
 use crate::{
     consul::{ApiError, ConsulApi},
-    local::settings::{self, Holder},
     signals::StopSignals,
 };
 use table::{Health, Row};

@@ -1,7 +1,10 @@
-//! Restart delays for crashed instances: 1 s, doubling up to 30 s, back to
-//! 1 s once an instance has stayed up for a while.
+//! Restart delays for crashed instances: the mesh's one backoff
+//! ([`discovery::Backoff`]), without jitter — 1 s, doubling up to 30 s — and
+//! back to 1 s once an instance has stayed up for a while.
 
 use std::time::Duration;
+
+use discovery::Jitter;
 
 /// First restart delay.
 pub(crate) const MIN: Duration = Duration::from_secs(1);
@@ -13,13 +16,11 @@ pub(crate) const STABLE_AFTER: Duration = Duration::from_secs(60);
 
 /// One instance's restart backoff.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    next: Duration,
-}
+pub(crate) struct Backoff(discovery::Backoff);
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { next: MIN }
+        Self(discovery::Backoff::new(MIN, MAX).with_jitter(Jitter::None))
     }
 }
 
@@ -28,11 +29,9 @@ impl Backoff {
     /// exiting; doubles the following one.
     pub(crate) fn after_exit(&mut self, uptime: Duration) -> Duration {
         if uptime >= STABLE_AFTER {
-            self.next = MIN;
+            self.0.reset();
         }
-        let delay = self.next;
-        self.next = (self.next * 2).min(MAX);
-        delay
+        self.0.next_delay()
     }
 }
 

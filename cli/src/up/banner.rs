@@ -9,7 +9,9 @@ use super::{
     plan::InstancePlan,
     seed::{Demo, DEMO_STOCK},
 };
-use crate::{cert::CertFiles, consul::model::HealthEntry, services, tools};
+use mesh_cli::services;
+
+use crate::{cert::CertFiles, consul::model::HealthEntry, tools};
 
 /// Everything the banner shows.
 #[derive(Debug)]
@@ -197,14 +199,20 @@ impl Banner<'_> {
                 );
             }
         }
-        for service in services::ALL {
-            let Some(instance) = self.plan.iter().find(|i| i.service == service) else {
+        for service in services::identities() {
+            let Some(instance) = self.plan.iter().find(|i| i.service == *service) else {
                 continue;
             };
             let address = self.address_of(instance);
-            let method = |name: &str| format!("{}/{name}", service.grpc_service);
             let _ = writeln!(out, "  # {}", service.name);
-            let _ = writeln!(out, "  {grpcurl} {address} list {}", service.grpc_service);
+            let Some(grpc_service) = service.grpc_service() else {
+                // An edge serves HTTP, not gRPC.
+                let _ = writeln!(out, "  curl http://{address}/");
+                continue;
+            };
+            let method = |name: &str| format!("{grpc_service}/{name}");
+            let _ = writeln!(out, "  {grpcurl} {address} list {grpc_service}");
+            // An example call where the demo data makes one interesting.
             let call = match service.name {
                 "users" => Some((format!(r#"{{"user_id":"{user_id}"}}"#), method("GetUser"))),
                 "inventory" => Some((format!(r#"{{"sku":"{sku}"}}"#), method("GetItem"))),
@@ -225,14 +233,15 @@ impl Banner<'_> {
                 let _ = writeln!(out, "  {grpcurl} -d '{body}' {address} {method}");
             }
         }
-        let mesh = mesh_command();
+        let mesh = command_beside_this("mesh");
+        let lab = command_beside_this("mesh-bench");
         let _ = writeln!(out, "  # the whole mesh");
         let status = self.operator_prefix("mesh-read");
         let _ = writeln!(out, "  {}{mesh} status{}", status.0, status.1);
         let bench = self.operator_prefix("master");
         let _ = writeln!(
             out,
-            "  {}{mesh} bench --rpc place-order --duration 10s{}\n",
+            "  {}{lab} load --rpc place-order --duration 10s{}\n",
             bench.0, bench.1
         );
     }
@@ -265,14 +274,17 @@ impl Banner<'_> {
     }
 }
 
-/// How to run this program again: `mesh` when that is what `PATH` finds,
-/// else its full path.
-fn mesh_command() -> String {
-    let current = std::env::current_exe().ok();
-    match (tools::on_path("mesh"), current) {
-        (Some(found), Some(current)) if same_file(&found, &current) => "mesh".to_owned(),
-        (_, Some(current)) => current.display().to_string(),
-        (_, None) => "mesh".to_owned(),
+/// How to run `program` from this executable's folder (this program itself,
+/// or the benchmark lab built beside it): its bare name when that is what
+/// `PATH` finds, else its full path.
+fn command_beside_this(program: &str) -> String {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|current| Some(current.parent()?.join(program)));
+    match (tools::on_path(program), beside) {
+        (Some(found), Some(beside)) if same_file(&found, &beside) => program.to_owned(),
+        (_, Some(beside)) => beside.display().to_string(),
+        (_, None) => program.to_owned(),
     }
 }
 

@@ -7,7 +7,6 @@
 use discovery::{ConsulConfig, ConsulHttp};
 
 use super::plan::InstancePlan;
-use crate::services;
 
 /// `--canary`.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -28,11 +27,7 @@ pub(crate) fn extend(mut plan: Vec<InstancePlan>, args: &CanaryArgs) -> Vec<Inst
     if !args.canary {
         return plan;
     }
-    let inventory = services::ALL
-        .iter()
-        .find(|service| service.name == "inventory")
-        .copied()
-        .expect("inventory is one of the services");
+    let inventory = inventory::IDENTITY;
     let number = plan
         .iter()
         .filter(|instance| instance.service == inventory)
@@ -56,8 +51,8 @@ pub(crate) fn extend(mut plan: Vec<InstancePlan>, args: &CanaryArgs) -> Vec<Inst
 
 /// Writes the config entries (with `mesh up`'s own token).
 pub(crate) async fn write_config(consul: &ConsulConfig) -> anyhow::Result<String> {
-    crate::traffic_config::write_all(&ConsulHttp::new(consul)).await?;
-    let files: Vec<&str> = crate::traffic_config::ENTRIES
+    mesh_cli::traffic_config::write_all(&ConsulHttp::new(consul)).await?;
+    let files: Vec<&str> = mesh_cli::traffic_config::ENTRIES
         .iter()
         .map(|(file, _)| *file)
         .collect();
@@ -78,7 +73,7 @@ pub(crate) fn banner(plan: &[InstancePlan]) -> String {
          go 100/0 to v1; a call with `x-canary: 1` goes to v2. See it, then shift it:\n  \
          mesh chain inventory --method /mesh.inventory.v1.Inventory/GetItem -H x-canary=1\n  \
          consul config write deploy/consul/config/splits/inventory-90-10.json\n  \
-         mesh bench --rpc get-item --requests 10000   (per-subset counts at the end)\n"
+         mesh-bench load --rpc get-item --requests 10000   (per-subset counts at the end)\n"
     )
 }
 
@@ -90,7 +85,13 @@ mod tests {
     #[test]
     fn adds_one_v2_inventory_instance_after_the_others() {
         let counts: InstanceCounts = "1,inventory=2".parse().unwrap();
-        let plan = instances(&counts, PortMode::Dynamic, 50051).unwrap();
+        let plan = instances(
+            mesh_cli::services::identities(),
+            &counts,
+            PortMode::Dynamic,
+            50051,
+        )
+        .unwrap();
         let unchanged = extend(plan.clone(), &CanaryArgs::default());
         assert_eq!(unchanged, plan);
         let with_canary = extend(plan, &CanaryArgs { canary: true });

@@ -27,43 +27,12 @@ impl ChildConsul {
         for variable in discovery::CONSUL_ENVIRONMENT {
             command.env_remove(variable);
         }
-        let settings = &self.settings;
-        let boolean = |value: bool| if value { "true" } else { "false" };
-        let paths = [
-            ("CONSUL_CACERT", &settings.ca_file),
-            ("CONSUL_CLIENT_CERT", &settings.client_cert),
-            ("CONSUL_CLIENT_KEY", &settings.client_key),
-        ];
-        if let Some(address) = &settings.address {
-            command.env("CONSUL_HTTP_ADDR", address);
+        let mut settings = self.settings.clone();
+        if let Some(dir) = &self.per_service_tokens {
+            settings.token = None;
+            settings.token_file = Some(secrets::token_path(dir, service));
         }
-        if let Some(ssl) = settings.ssl {
-            command.env("CONSUL_HTTP_SSL", boolean(ssl));
-        }
-        if let Some(verify) = settings.ssl_verify {
-            command.env("CONSUL_HTTP_SSL_VERIFY", boolean(verify));
-        }
-        for (variable, path) in paths {
-            if let Some(path) = path {
-                command.env(variable, path);
-            }
-        }
-        if let Some(name) = &settings.tls_server_name {
-            command.env("CONSUL_TLS_SERVER_NAME", name);
-        }
-        match &self.per_service_tokens {
-            Some(dir) => {
-                command.env("CONSUL_HTTP_TOKEN_FILE", secrets::token_path(dir, service));
-            }
-            None => {
-                if let Some(file) = &settings.token_file {
-                    command.env("CONSUL_HTTP_TOKEN_FILE", file);
-                }
-                if let Some(token) = &settings.token {
-                    command.env("CONSUL_HTTP_TOKEN", token);
-                }
-            }
-        }
+        command.envs(settings.environment());
     }
 }
 

@@ -102,9 +102,9 @@ pub(crate) struct UpArgs {
     #[arg(long, default_value = ".mesh")]
     state_dir: PathBuf,
 
-    /// Port of users' instance 1; inventory, payments and orders take the next
-    /// three (with `--ports fixed`).
-    #[arg(long, default_value_t = crate::services::FIRST_PORT)]
+    /// Port of the first gRPC service's instance 1 (users); the other gRPC
+    /// services' ports keep their distance from it (with `--ports fixed`).
+    #[arg(long, default_value_t = mesh_cli::services::first_grpc_port())]
     base_port: u16,
 
     /// `fixed`: instance 1 of each service on its well-known port, others on
@@ -117,14 +117,15 @@ pub(crate) struct UpArgs {
     #[arg(long)]
     no_seed: bool,
 
-    /// How long a stopping instance keeps serving after deregistering
-    /// (milliseconds, or with a unit: 2s).
-    #[arg(value_name = "DURATION", long = "drain-ms", default_value = "2s", value_parser = duration::millis)]
+    /// How long a stopping instance keeps serving after deregistering (`2s`;
+    /// a bare number is milliseconds).
+    #[arg(value_name = "DURATION", long = "drain", alias = "drain-ms", default_value = "2s",
+          value_parser = duration::millis)]
     drain: Duration,
 
-    /// How long to wait for every instance to pass in Consul (seconds, or
-    /// with a unit: 2m).
-    #[arg(value_name = "DURATION", long = "ready-timeout-secs", default_value = "90s",
+    /// How long to wait for every instance to pass in Consul (`90s`, `2m`; a
+    /// bare number is seconds).
+    #[arg(value_name = "DURATION", long = "ready-timeout", alias = "ready-timeout-secs", default_value = "90s",
           value_parser = duration::parser(duration::BareUnit::Seconds, Duration::ZERO))]
     ready_timeout: Duration,
 
@@ -155,7 +156,12 @@ struct Running {
 /// could not come up (everything started is stopped in both cases).
 pub(crate) async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     let mut signals = StopSignals::install().context("cannot install signal handlers")?;
-    let plan = plan::instances(&args.instances, args.ports, args.base_port)?;
+    let plan = plan::instances(
+        mesh_cli::services::identities(),
+        &args.instances,
+        args.ports,
+        args.base_port,
+    )?;
     let plan = canary::extend(plan, &args.canary);
     let shown_state_dir = args.state_dir.clone();
     for folder in ["data", "logs"] {
@@ -230,8 +236,8 @@ async fn drive(
             }
             let files = crate::cert::write(
                 &ca,
-                crate::mtls::OPERATOR,
-                &state_dir.join("certs").join(crate::mtls::OPERATOR),
+                mesh::connect::OPERATOR,
+                &state_dir.join("certs").join(mesh::connect::OPERATOR),
             )
             .await?;
             say(format!(
@@ -336,7 +342,7 @@ async fn drive(
         } else {
             let identity = operator
                 .as_ref()
-                .map(|_| Identity::watch(&consul_config, crate::mtls::OPERATOR));
+                .map(|_| Identity::watch(&consul_config, mesh::connect::OPERATOR));
             let mesh = MeshClient::new(
                 consul_config.clone(),
                 ClientOptions {

@@ -6,7 +6,9 @@ use std::{
 };
 
 use super::{console::Spinner, plan::InstancePlan};
-use crate::{consul::model::HealthEntry, consul::ConsulApi, services};
+use mesh_cli::services;
+
+use crate::{consul::model::HealthEntry, consul::ConsulApi};
 
 /// How often Consul is asked.
 const POLL: Duration = Duration::from_millis(300);
@@ -35,8 +37,8 @@ pub(crate) async fn wait_passing(
     loop {
         let mut passing = BTreeMap::new();
         let mut last_error = None;
-        for service in services::ALL {
-            if !plan.iter().any(|instance| instance.service == service) {
+        for service in services::identities() {
+            if !plan.iter().any(|instance| instance.service == *service) {
                 continue;
             }
             match api.health(service.name, true).await {
@@ -52,8 +54,7 @@ pub(crate) async fn wait_passing(
         if passing.len() == expected.len() {
             return Ok(passing);
         }
-        let progress: Vec<String> = services::ALL
-            .iter()
+        let progress: Vec<String> = services::identities()
             .filter_map(|service| {
                 let planned = plan.iter().filter(|i| i.service == *service).count();
                 (planned > 0).then(|| {

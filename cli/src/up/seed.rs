@@ -7,8 +7,6 @@ use mesh::{
     proto::{inventory::v1::Item, users::v1::User},
 };
 
-use crate::shop;
-
 /// The demo user's email.
 pub(crate) const DEMO_EMAIL: &str = "demo@example.com";
 /// The demo user's name.
@@ -31,12 +29,12 @@ pub(crate) struct Demo {
 
 /// Creates (or finds) the demo data.
 pub(crate) async fn seed(mesh: &MeshClient) -> anyhow::Result<Demo> {
-    let user = shop::ensure_user(mesh.channel("users"), DEMO_EMAIL, DEMO_NAME)
+    let user = fixtures::ensure_user(mesh.channel("users"), DEMO_EMAIL, DEMO_NAME)
         .await
         .map_err(|status| anyhow::anyhow!("users: {}: {}", code(&status), status.message()))?;
     let mut stock = Vec::new();
     for (sku, quantity, price) in DEMO_STOCK {
-        let item = shop::stock_if_unknown(mesh.channel("inventory"), sku, quantity, price)
+        let item = fixtures::stock_if_unknown(mesh.channel("inventory"), sku, quantity, price)
             .await
             .map_err(|status| {
                 anyhow::anyhow!("inventory {sku}: {}: {}", code(&status), status.message())

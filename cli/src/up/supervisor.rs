@@ -27,13 +27,14 @@ use crate::process;
 pub(crate) struct Settings {
     /// This executable (it runs `serve <service>`).
     pub(crate) program: PathBuf,
-    /// `--data-dir` of every instance (one SQLite file per service).
+    /// `--data-dir` of every instance that owns a database (one SQLite file
+    /// per service).
     pub(crate) data_dir: PathBuf,
     /// Where `<service>-<n>.log` go.
     pub(crate) logs_dir: PathBuf,
     /// Consul's address, TLS and token, passed in the environment.
     pub(crate) consul: super::child_consul::ChildConsul,
-    /// `--drain-ms` of every instance.
+    /// `--drain` of every instance.
     pub(crate) drain: Duration,
     /// `--mtls` of every instance.
     pub(crate) mtls: mesh::config::MtlsMode,
@@ -257,15 +258,17 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         .arg("serve")
         .arg(instance.service.name)
         .arg("--listen")
-        .arg(format!("127.0.0.1:{}", instance.port))
-        .arg("--data-dir")
-        .arg(&settings.data_dir)
+        .arg(format!("127.0.0.1:{}", instance.port));
+    if instance.service.owns_database() {
+        command.arg("--data-dir").arg(&settings.data_dir);
+    }
+    command
         .arg("--instance-id")
         .arg(instance.instance_id())
         .arg("--metrics-listen")
         .arg("127.0.0.1:0")
-        .arg("--drain-ms")
-        .arg(settings.drain.as_millis().to_string())
+        .arg("--drain")
+        .arg(format!("{}ms", settings.drain.as_millis()))
         .arg("--mtls")
         .arg(settings.mtls.as_str());
     if let Some(version) = instance.version {

@@ -12,8 +12,10 @@ use std::{
 use nix::{sys::signal::kill, unistd::Pid};
 use testkit::{binary, output_within, ChildGuard};
 
-/// The four services, as `mesh up` runs them.
-pub const SERVICES: [&str; 5] = ["users", "inventory", "payments", "orders", "shipping"];
+/// Every service `mesh up` runs, by name (the CLI's own list).
+pub fn services() -> Vec<&'static str> {
+    mesh_cli::services::names()
+}
 
 /// `mesh <args>` with `env` added, to completion (bounded).
 pub fn mesh_env(args: &[&str], env: &[(&str, &str)]) -> Output {

@@ -15,15 +15,23 @@ pub mod store;
 use std::time::Duration;
 
 use mesh::{
-    limits::MAX_MESSAGE_BYTES, proto::inventory::v1::inventory_server::InventoryServer,
-    server::ServeError, service::ServiceIdentity,
+    limits::MAX_MESSAGE_BYTES,
+    proto::inventory::v1::inventory_server::InventoryServer,
+    server::{Runnable, ServeError},
+    service::ServiceIdentity,
 };
 
 /// The names this service is known by.
-pub const IDENTITY: ServiceIdentity = ServiceIdentity {
-    name: "inventory",
-    grpc_service: mesh::proto::inventory::v1::inventory_server::SERVICE_NAME,
-    default_port: 50052,
+pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
+    "inventory",
+    mesh::proto::inventory::v1::inventory_server::SERVICE_NAME,
+    50052,
+);
+
+/// The service as a program: what its binary and `mesh serve inventory` run.
+pub const SERVICE: Runnable = Runnable {
+    identity: &IDENTITY,
+    serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
 };
 
 /// The schema, embedded at compile time.
@@ -42,17 +50,17 @@ pub struct Config {
     pub service: mesh::config::ServiceArgs,
 
     /// How long a reservation holds its stock when Reserve asks for no TTL.
-    #[arg(value_name = "DURATION", long = "reservation-ttl-ms", env = "MESH_RESERVATION_TTL_MS", default_value = "15m",
+    #[arg(value_name = "DURATION", long = "reservation-ttl", alias = "reservation-ttl-ms", env = "MESH_RESERVATION_TTL_MS", default_value = "15m",
           value_parser = mesh::config::duration::positive_millis)]
     pub reservation_ttl: Duration,
 
     /// The longest TTL a Reserve may ask for (longer asks are cut to it).
-    #[arg(value_name = "DURATION", long = "reservation-max-ttl-ms", env = "MESH_RESERVATION_MAX_TTL_MS", default_value = "1h",
+    #[arg(value_name = "DURATION", long = "reservation-max-ttl", alias = "reservation-max-ttl-ms", env = "MESH_RESERVATION_MAX_TTL_MS", default_value = "1h",
           value_parser = mesh::config::duration::positive_millis)]
     pub reservation_max_ttl: Duration,
 
     /// How often expired reservations are released.
-    #[arg(value_name = "DURATION", long = "reservation-sweep-ms", env = "MESH_RESERVATION_SWEEP_MS", default_value = "1s",
+    #[arg(value_name = "DURATION", long = "reservation-sweep", alias = "reservation-sweep-ms", env = "MESH_RESERVATION_SWEEP_MS", default_value = "1s",
           value_parser = mesh::config::duration::positive_millis)]
     pub reservation_sweep: Duration,
 }

@@ -1,6 +1,6 @@
-//! The `inventory` binary: the mesh's service `main` with inventory's identity and `run`.
+//! The `inventory` binary: the mesh's service `main` ([`inventory::SERVICE`]).
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    mesh::server::main(&inventory::IDENTITY, inventory::run)
+    inventory::SERVICE.main()
 }

@@ -329,9 +329,9 @@ async fn an_expired_reservation_gives_its_stock_back_and_cannot_be_committed() {
         "inventory",
         ServiceOptions {
             args: vec![
-                "--reservation-max-ttl-ms".into(),
+                "--reservation-max-ttl".into(),
                 "300".into(),
-                "--reservation-sweep-ms".into(),
+                "--reservation-sweep".into(),
                 "50".into(),
             ],
             ..ServiceOptions::default()
@@ -380,7 +380,7 @@ async fn commit_of_an_expired_reservation_releases_it_and_is_refused() {
     let process = ServiceProcess::start(
         "inventory",
         ServiceOptions {
-            args: vec!["--reservation-sweep-ms".into(), "3600000".into()],
+            args: vec!["--reservation-sweep".into(), "3600000".into()],
             ..ServiceOptions::default()
         },
     );

@@ -15,8 +15,9 @@ use mesh::{
 };
 use tonic::{Request, Response, Status};
 
+use mesh::deadline::CallBudget;
+
 use crate::{
-    deadline::CallBudget,
     domain::{self, PageKey},
     saga::{rejected_as_invalid, OrderError, Saga},
     store::{Order, StoreError},

@@ -8,12 +8,10 @@
 //!   machine is documented there), and the recovery loop;
 //! - [`outbox`]: the events of final states, written in the state's
 //!   transaction and published by a relay on every instance;
-//! - [`deadline`]: per-call timeouts under the caller's `grpc-timeout`;
 //! - [`grpc`]: the tonic service and the one mapping of errors to gRPC codes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod deadline;
 pub mod domain;
 pub mod grpc;
 pub mod outbox;
@@ -23,15 +21,23 @@ pub mod store;
 use std::time::Duration;
 
 use mesh::{
-    limits::MAX_MESSAGE_BYTES, proto::orders::v1::orders_server::OrdersServer, server::ServeError,
+    limits::MAX_MESSAGE_BYTES,
+    proto::orders::v1::orders_server::OrdersServer,
+    server::{Runnable, ServeError},
     service::ServiceIdentity,
 };
 
-/// Who this service is.
-pub const IDENTITY: ServiceIdentity = ServiceIdentity {
-    name: "orders",
-    grpc_service: mesh::proto::orders::v1::orders_server::SERVICE_NAME,
-    default_port: 50054,
+/// The names this service is known by.
+pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
+    "orders",
+    mesh::proto::orders::v1::orders_server::SERVICE_NAME,
+    50054,
+);
+
+/// The service as a program: what its binary and `mesh serve orders` run.
+pub const SERVICE: Runnable = Runnable {
+    identity: &IDENTITY,
+    serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
 };
 
 /// The largest request orders decodes. A valid order is at most 100 lines
@@ -55,7 +61,7 @@ pub struct Config {
 
     /// Longest a single call to users, inventory or payments may take
     /// (shorter when the incoming request's deadline is nearer).
-    #[arg(value_name = "DURATION", long = "upstream-timeout-ms", env = "MESH_UPSTREAM_TIMEOUT_MS", default_value = "2s",
+    #[arg(value_name = "DURATION", long = "upstream-timeout", alias = "upstream-timeout-ms", env = "MESH_UPSTREAM_TIMEOUT_MS", default_value = "2s",
           value_parser = mesh::config::duration::positive_millis)]
     pub upstream_timeout: Duration,
 
@@ -63,7 +69,7 @@ pub struct Config {
     /// (renewed before each remote step; raised to 3 × the upstream timeout
     /// if shorter). After a crash, another run takes the order over once
     /// this has passed.
-    #[arg(value_name = "DURATION", long = "saga-lease-ms", env = "MESH_SAGA_LEASE_MS", default_value = "10s",
+    #[arg(value_name = "DURATION", long = "saga-lease", alias = "saga-lease-ms", env = "MESH_SAGA_LEASE_MS", default_value = "10s",
           value_parser = mesh::config::duration::positive_millis)]
     pub saga_lease: Duration,
 
@@ -71,13 +77,13 @@ pub struct Config {
     /// CANCELLING) and drives them to a final state. An order whose
     /// upstreams are reachable is final within about
     /// lease + interval + 4 × upstream timeout.
-    #[arg(value_name = "DURATION", long = "recovery-interval-ms", env = "MESH_RECOVERY_INTERVAL_MS", default_value = "1s",
+    #[arg(value_name = "DURATION", long = "recovery-interval", alias = "recovery-interval-ms", env = "MESH_RECOVERY_INTERVAL_MS", default_value = "1s",
           value_parser = mesh::config::duration::positive_millis)]
     pub recovery_interval: Duration,
 
     /// How long inventory keeps an order's reservation if orders neither
     /// commits nor releases it (the backstop for lost bookkeeping).
-    #[arg(value_name = "DURATION", long = "reservation-ttl-ms", env = "MESH_RESERVATION_TTL_MS", default_value = "15m",
+    #[arg(value_name = "DURATION", long = "reservation-ttl", alias = "reservation-ttl-ms", env = "MESH_RESERVATION_TTL_MS", default_value = "15m",
           value_parser = mesh::config::duration::positive_millis)]
     pub reservation_ttl: Duration,
 

@@ -1,6 +1,6 @@
-//! The `orders` binary: the mesh's service `main` with orders's identity and `run`.
+//! The `orders` binary: the mesh's service `main` ([`orders::SERVICE`]).
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    mesh::server::main(&orders::IDENTITY, orders::run)
+    orders::SERVICE.main()
 }

@@ -106,12 +106,7 @@ async fn finding_2_unfinishable_orders_do_not_starve_a_fresh_one() {
     let mut shop = Upstreams::start(&[]);
     let orders = start_orders(
         &shop,
-        &[
-            "--upstream-timeout-ms",
-            "500",
-            "--recovery-interval-ms",
-            "200",
-        ],
+        &["--upstream-timeout", "500", "--recovery-interval", "200"],
     );
     let user = shop.user("poison").await;
     shop.stock("POISON-1", 1_000, 10).await;

@@ -29,11 +29,7 @@ fn options(agent: &ConsulAgent, data: Option<&Path>, args: Vec<String>) -> Servi
         consul: Some(agent.http_addr()),
         mtls: true,
         data_dir: data.map(Path::to_owned),
-        args: [
-            vec!["--check-interval-ms".to_owned(), "500".to_owned()],
-            args,
-        ]
-        .concat(),
+        args: [vec!["--check-interval".to_owned(), "500".to_owned()], args].concat(),
         ..ServiceOptions::default()
     }
 }
@@ -61,9 +57,9 @@ impl SecureShop {
                 [
                     "--metrics-listen",
                     &orders_metrics,
-                    "--recovery-interval-ms",
+                    "--recovery-interval",
                     "200",
-                    "--upstream-timeout-ms",
+                    "--upstream-timeout",
                     "500",
                     "--users-addr",
                     &users.addr(),

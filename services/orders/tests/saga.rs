@@ -242,7 +242,7 @@ async fn out_of_stock_is_rejected_naming_the_sku() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_payments_killed_the_order_stays_pending_and_recovery_confirms_it_once() {
     let mut shop = Upstreams::start(&[]);
-    let orders = start_orders(&shop, &["--recovery-interval-ms", "200"]);
+    let orders = start_orders(&shop, &["--recovery-interval", "200"]);
     let user = shop.user("edsger").await;
     shop.stock("DESK-9", 10, 12_000).await;
     let mut client = orders_client(&orders).await;
@@ -295,15 +295,10 @@ async fn with_payments_killed_the_order_stays_pending_and_recovery_confirms_it_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_charge_with_an_unknown_outcome_keeps_the_stock_until_recovery_settles_it() {
     // payments answers only after 3 s; orders gives each call 500 ms.
-    let mut shop = Upstreams::start(&["--inject-latency-ms", "3000"]);
+    let mut shop = Upstreams::start(&["--inject-latency", "3000"]);
     let orders = start_orders(
         &shop,
-        &[
-            "--upstream-timeout-ms",
-            "500",
-            "--recovery-interval-ms",
-            "200",
-        ],
+        &["--upstream-timeout", "500", "--recovery-interval", "200"],
     );
     let user = shop.user("barbara").await;
     shop.stock("CHAIR-5", 4, 5_000).await;

@@ -13,15 +13,23 @@ pub mod grpc;
 pub mod store;
 
 use mesh::{
-    limits::MAX_MESSAGE_BYTES, proto::payments::v1::payments_server::PaymentsServer,
-    server::ServeError, service::ServiceIdentity,
+    limits::MAX_MESSAGE_BYTES,
+    proto::payments::v1::payments_server::PaymentsServer,
+    server::{Runnable, ServeError},
+    service::ServiceIdentity,
 };
 
-/// Who this service is.
-pub const IDENTITY: ServiceIdentity = ServiceIdentity {
-    name: "payments",
-    grpc_service: mesh::proto::payments::v1::payments_server::SERVICE_NAME,
-    default_port: 50053,
+/// The names this service is known by.
+pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
+    "payments",
+    mesh::proto::payments::v1::payments_server::SERVICE_NAME,
+    50053,
+);
+
+/// The service as a program: what its binary and `mesh serve payments` run.
+pub const SERVICE: Runnable = Runnable {
+    identity: &IDENTITY,
+    serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
 };
 
 /// The schema, embedded in the binary.

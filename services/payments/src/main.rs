@@ -1,6 +1,6 @@
-//! The `payments` binary: the mesh's service `main` with payments's identity and `run`.
+//! The `payments` binary: the mesh's service `main` ([`payments::SERVICE`]).
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    mesh::server::main(&payments::IDENTITY, payments::run)
+    payments::SERVICE.main()
 }

@@ -17,15 +17,26 @@ pub mod store;
 use std::{sync::Arc, time::Duration};
 
 use mesh::{
-    limits::MAX_MESSAGE_BYTES, proto::shipping::v1::shipping_server::ShippingServer,
-    server::ServeError, service::ServiceIdentity,
+    limits::MAX_MESSAGE_BYTES,
+    proto::shipping::v1::shipping_server::ShippingServer,
+    server::{Runnable, ServeError},
+    service::{ServiceIdentity, ServiceKind},
 };
 
-/// The names this service is known by.
+/// The names this service is known by: a gRPC service over its own database
+/// that consumes the broker's events.
 pub const IDENTITY: ServiceIdentity = ServiceIdentity {
     name: "shipping",
-    grpc_service: mesh::proto::shipping::v1::shipping_server::SERVICE_NAME,
+    kind: ServiceKind::EventConsumer {
+        grpc_service: mesh::proto::shipping::v1::shipping_server::SERVICE_NAME,
+    },
     default_port: 50055,
+};
+
+/// The service as a program: what its binary and `mesh serve shipping` run.
+pub const SERVICE: Runnable = Runnable {
+    identity: &IDENTITY,
+    serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
 };
 
 /// The schema, embedded at compile time.

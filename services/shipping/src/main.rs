@@ -1,6 +1,6 @@
-//! The `shipping` binary: the mesh's service `main` with shipping's identity and `run`.
+//! The `shipping` binary: the mesh's service `main` ([`shipping::SERVICE`]).
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    mesh::server::main(&shipping::IDENTITY, shipping::run)
+    shipping::SERVICE.main()
 }

@@ -12,15 +12,23 @@ pub mod grpc;
 pub mod store;
 
 use mesh::{
-    limits::MAX_MESSAGE_BYTES, proto::users::v1::users_server::UsersServer, server::ServeError,
+    limits::MAX_MESSAGE_BYTES,
+    proto::users::v1::users_server::UsersServer,
+    server::{Runnable, ServeError},
     service::ServiceIdentity,
 };
 
 /// The names this service is known by.
-pub const IDENTITY: ServiceIdentity = ServiceIdentity {
-    name: "users",
-    grpc_service: mesh::proto::users::v1::users_server::SERVICE_NAME,
-    default_port: 50051,
+pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
+    "users",
+    mesh::proto::users::v1::users_server::SERVICE_NAME,
+    50051,
+);
+
+/// The service as a program: what its binary and `mesh serve users` run.
+pub const SERVICE: Runnable = Runnable {
+    identity: &IDENTITY,
+    serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
 };
 
 /// The schema, embedded at compile time.

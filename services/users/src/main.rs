@@ -1,6 +1,6 @@
-//! The `users` binary: the mesh's service `main` with users's identity and `run`.
+//! The `users` binary: the mesh's service `main` ([`users::SERVICE`]).
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
-    mesh::server::main(&users::IDENTITY, users::run)
+    users::SERVICE.main()
 }

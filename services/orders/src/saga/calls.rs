@@ -12,7 +12,7 @@ use mesh::proto::{
 use tonic::Status;
 
 use super::Saga;
-use crate::deadline::{outgoing, CallBudget};
+use mesh::deadline::{outgoing, CallBudget};
 
 impl Saga {
     pub(super) async fn get_user(

@@ -2,11 +2,10 @@
 //! → refund the payment and restock the units → CANCELLED. A caller that
 //! gives up halfway leaves a CANCELLING order the recovery loop finishes.
 
-use mesh::storage::now_unix_ms;
+use mesh::{deadline::CallBudget, storage::now_unix_ms};
 
 use super::{Lease, OrderError, Saga};
 use crate::{
-    deadline::CallBudget,
     domain::{CancelStep, OrderStatus},
     store::{Fence, Order},
 };

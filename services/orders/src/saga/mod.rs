@@ -74,7 +74,7 @@
 //! an unknown outcome) the run retries briefly within the caller's deadline,
 //! then answers UNAVAILABLE/DEADLINE_EXCEEDED and lets go. The
 //! [recovery loop](Saga::spawn_recovery), on every instance, at start-up and
-//! every `--recovery-interval-ms`, takes every unfinished order whose lease is
+//! every `--recovery-interval`, takes every unfinished order whose lease is
 //! free and drives it, so no order depends on its caller coming back.
 //!
 //! One run at a time per order: a run holds a lease (`lease_owner`,
@@ -127,8 +127,9 @@ use tonic::Code;
 
 pub use errors::OrderError;
 
+use mesh::deadline::CallBudget;
+
 use crate::{
-    deadline::CallBudget,
     domain::{new_order_id, OrderStatus, PlaceOrder, INVALID_ORDER_PREFIX},
     store::{Fence, Inserted, NewOrder, Order, Store},
     Upstreams,

@@ -4,11 +4,10 @@
 //! settling payment and stock outside the saga. Who may call these is
 //! checked by the gRPC layer (the `operator` identity only).
 
-use mesh::storage::now_unix_ms;
+use mesh::{deadline::CallBudget, storage::now_unix_ms};
 
 use super::{Lease, OrderError, Saga};
 use crate::{
-    deadline::CallBudget,
     domain::{OrderStatus, PageKey},
     store::Order,
 };

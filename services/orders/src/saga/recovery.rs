@@ -14,7 +14,7 @@ use futures::StreamExt;
 use mesh::storage::now_unix_ms;
 
 use super::{OrderError, Saga};
-use crate::deadline::CallBudget;
+use mesh::deadline::CallBudget;
 
 /// Orders one round looks at.
 const ORDERS_PER_ROUND: i64 = 256;

@@ -12,8 +12,9 @@ use mesh::{
 use tonic::{Code, Status};
 
 use super::{millis, outcome, OrderError, Saga};
+use mesh::deadline::CallBudget;
+
 use crate::{
-    deadline::CallBudget,
     domain::{
         bounded_reason, classify_failure, stock_rejection_reason, CallFailure, ParkReason, Step,
     },

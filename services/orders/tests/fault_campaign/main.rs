@@ -20,7 +20,7 @@
 //!   empty one) and the previous run's requests sent again.
 //!
 //! Every batch may hold large orders (40–100 lines), half of them naming
-//! long unknown SKUs; reservations live 1 s (orders' `--reservation-ttl-ms`),
+//! long unknown SKUs; reservations live 1 s (orders' `--reservation-ttl`),
 //! so the expiry paths run too. After each run, once the fault is healed,
 //! the campaign waits until every order is final and checks the invariants
 //! on the databases, over every epoch of orders' database: every order

@@ -52,11 +52,7 @@ fn options(agent: &ConsulAgent, data: &Path, port: Option<u16>, args: &[String])
         data_dir: Some(data.to_owned()),
         port,
         drain: Some(Duration::ZERO),
-        args: [
-            &["--check-interval-ms".to_owned(), "200".to_owned()][..],
-            args,
-        ]
-        .concat(),
+        args: [&["--check-interval".to_owned(), "200".to_owned()][..], args].concat(),
         // Quiet logs: a thousand runs write a lot otherwise.
         env: vec![("RUST_LOG".into(), "warn".into())],
         ..ServiceOptions::default()
@@ -71,7 +67,7 @@ fn upstream_args(service: &str) -> Vec<String> {
             DECLINE_OVER_CENTS.to_string(),
         ],
         // Expired reservations are released promptly (the TTLs are short).
-        "inventory" => vec!["--reservation-sweep-ms".to_owned(), SWEEP_MS.to_string()],
+        "inventory" => vec!["--reservation-sweep".to_owned(), SWEEP_MS.to_string()],
         _ => Vec::new(),
     }
 }
@@ -153,10 +149,10 @@ impl Shop {
 
     fn orders_options(&self, index: usize, port: Option<u16>) -> ServiceOptions {
         let mut args: Vec<String> = [
-            ("--upstream-timeout-ms", UPSTREAM_TIMEOUT_MS),
-            ("--saga-lease-ms", LEASE_MS),
-            ("--recovery-interval-ms", RECOVERY_INTERVAL_MS),
-            ("--reservation-ttl-ms", RESERVATION_TTL_MS),
+            ("--upstream-timeout", UPSTREAM_TIMEOUT_MS),
+            ("--saga-lease", LEASE_MS),
+            ("--recovery-interval", RECOVERY_INTERVAL_MS),
+            ("--reservation-ttl", RESERVATION_TTL_MS),
         ]
         .iter()
         .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])

@@ -1,4 +1,4 @@
-//! `mesh bench-discovery`: how fast and how cheaply the mesh client follows a
+//! `mesh-bench discovery` (also `mesh bench-discovery`): how fast and how cheaply the mesh client follows a
 //! large service.
 //!
 //! Registers N catalog entries of one service (each with a passing check, all
@@ -29,14 +29,14 @@ use std::{
 };
 
 use anyhow::Context as _;
+use bytes::Bytes;
+use discovery::ConsulHttp;
 use futures::{stream, StreamExt as _, TryStreamExt as _};
 use mesh::client::{MeshClient, TargetMetrics};
 use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
-
-use crate::consul::ConsulApi;
 
 /// The fake node every entry is registered on.
 const NODE: &str = "mesh-bench-discovery";
@@ -47,8 +47,10 @@ const REGISTER_CONCURRENCY: usize = 16;
 const CHANGE_SPACING: Duration = Duration::from_millis(300);
 /// Longest wait for one change to reach the balancer.
 const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest catalog write.
+const CONSUL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// `mesh bench-discovery` arguments.
+/// `mesh-bench discovery` arguments.
 #[derive(clap::Args, Debug)]
 pub(crate) struct DiscoveryArgs {
     /// The gRPC server (any mesh service instance) every entry points at:
@@ -130,7 +132,7 @@ impl Summary {
 
 /// Registers, measures, deregisters, reports.
 pub(crate) async fn run(args: DiscoveryArgs) -> anyhow::Result<ExitCode> {
-    let api = ConsulApi::new(&args.consul.config()?);
+    let api = ConsulHttp::new(&args.consul.config()?);
     let ids: Vec<String> = (0..args.endpoints)
         .map(|n| format!("{}-{n}", args.service))
         .collect();
@@ -142,17 +144,13 @@ pub(crate) async fn run(args: DiscoveryArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("deregistering the bench entries")?;
     let report = outcome?;
-    if args.json {
-        crate::output::print_line(&serde_json::to_string(&report)?);
-    } else {
-        crate::output::print(&text(&report));
-    }
+    crate::print_report(&report, args.json, text)?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn measure(
     args: &DiscoveryArgs,
-    api: &ConsulApi,
+    api: &ConsulHttp,
     ids: &[String],
     register_s: f64,
 ) -> anyhow::Result<DiscoveryReport> {
@@ -265,7 +263,7 @@ where
 }
 
 /// One catalog entry with a passing check, on the bench's fake node.
-async fn register(api: &ConsulApi, args: &DiscoveryArgs, id: &str) -> anyhow::Result<()> {
+async fn register(api: &ConsulHttp, args: &DiscoveryArgs, id: &str) -> anyhow::Result<()> {
     let entry = json!({
         "Node": NODE,
         "Address": args.target.ip().to_string(),
@@ -282,18 +280,28 @@ async fn register(api: &ConsulApi, args: &DiscoveryArgs, id: &str) -> anyhow::Re
             "ServiceID": id,
         },
     });
-    api.put_json::<serde_json::Value>("/v1/catalog/register", &entry)
+    catalog_put(api, "/v1/catalog/register", &entry)
         .await
-        .map(drop)
         .with_context(|| format!("registering {id}"))
 }
 
-async fn deregister(api: &ConsulApi, id: &str) -> anyhow::Result<()> {
+async fn deregister(api: &ConsulHttp, id: &str) -> anyhow::Result<()> {
     let entry = json!({ "Node": NODE, "ServiceID": id });
-    api.put_json::<serde_json::Value>("/v1/catalog/deregister", &entry)
+    catalog_put(api, "/v1/catalog/deregister", &entry)
         .await
-        .map(drop)
         .with_context(|| format!("deregistering {id}"))
+}
+
+/// PUT `entry` to a catalog endpoint; Consul's refusal is the error.
+async fn catalog_put(
+    api: &ConsulHttp,
+    path: &str,
+    entry: &serde_json::Value,
+) -> Result<(), discovery::ConsulError> {
+    api.put(path, path, Bytes::from(entry.to_string()), CONSUL_TIMEOUT)
+        .await
+        .and_then(|answer| answer.success(&http::Method::PUT, path))
+        .map(drop)
 }
 
 /// Health checks through the mesh channel, two at a time, until stopped: they

@@ -1,13 +1,36 @@
-//! `mesh bench`: the report counts what the servers did — 300 AddStock of one
+//! `mesh-bench`: the report counts what the servers did — 300 AddStock of one
 //! unit grow BENCH-ADD by exactly 300, directly (plaintext, `--mtls off`) and
-//! through the mesh (Connect mTLS, the default).
+//! through the mesh (Connect mTLS, the default) — and `discovery` follows a
+//! large service and cleans up after itself.
 
-mod common;
+use std::{
+    process::{Command, Output},
+    time::Duration,
+};
 
-use std::time::Duration;
+use testkit::{
+    binary, grpcurl, grpcurl_mtls, output_within, CertFiles, ConsulAgent, ServiceOptions,
+    ServiceProcess,
+};
 
-use common::{mesh, stderr, stdout};
-use testkit::{grpcurl, grpcurl_mtls, CertFiles, ConsulAgent, ServiceOptions, ServiceProcess};
+/// `mesh-bench <args>` to completion (bounded), seeing only the Consul
+/// variables the test passes as flags.
+fn lab(args: &[&str]) -> Output {
+    let mut command = Command::new(binary("mesh-bench"));
+    command.args(args);
+    for variable in discovery::CONSUL_ENVIRONMENT {
+        command.env_remove(variable);
+    }
+    output_within(command, Duration::from_secs(90))
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
 
 /// BENCH-ADD's available units, read with grpcurl (0 when unknown); over
 /// mTLS with `certs`, else plaintext.
@@ -36,7 +59,7 @@ fn bench_add_stock(address: &str, certs: Option<&CertFiles>) -> i64 {
 
 /// Runs the bench and returns its JSON report, checking the stable fields.
 fn bench_json(args: &[&str]) -> serde_json::Value {
-    let output = mesh(args);
+    let output = lab(args);
     assert!(
         output.status.success(),
         "{}{}",
@@ -77,12 +100,12 @@ fn assert_300_ok(report: &serde_json::Value, via: &str) {
 }
 
 #[test]
-fn bench_direct_add_stock_counts_exactly_300_on_the_server() {
+fn load_direct_add_stock_counts_exactly_300_on_the_server() {
     let inventory = ServiceProcess::start("inventory", ServiceOptions::default());
     let address = inventory.addr();
     let before = bench_add_stock(&address, None);
     let report = bench_json(&[
-        "bench",
+        "load",
         "--mtls",
         "off",
         "--rpc",
@@ -91,8 +114,7 @@ fn bench_direct_add_stock_counts_exactly_300_on_the_server() {
         "300",
         "--concurrency",
         "8",
-        "--via",
-        "direct",
+        "--direct",
         &address,
         "--json",
     ]);
@@ -102,14 +124,14 @@ fn bench_direct_add_stock_counts_exactly_300_on_the_server() {
 }
 
 #[test]
-fn bench_through_the_mesh_spreads_300_add_stock_over_two_instances_exactly() {
+fn load_through_the_mesh_spreads_300_add_stock_over_two_instances_exactly() {
     let agent = ConsulAgent::start();
     let data = tempfile::tempdir().expect("temp dir");
     let options = |instance: &str| ServiceOptions {
         consul: Some(agent.http_addr()),
         data_dir: Some(data.path().to_owned()),
         instance_id: Some(instance.to_owned()),
-        args: vec!["--check-interval-ms".into(), "500".into()],
+        args: vec!["--check-interval".into(), "500".into()],
         mtls: true,
         ..ServiceOptions::default()
     };
@@ -122,15 +144,13 @@ fn bench_through_the_mesh_spreads_300_add_stock_over_two_instances_exactly() {
 
     let consul = agent.http_addr();
     let report = bench_json(&[
-        "bench",
+        "load",
         "--rpc",
         "add-stock",
         "--requests",
         "300",
         "--concurrency",
         "8",
-        "--via",
-        "mesh",
         "--consul-addr",
         &consul,
         "--json",
@@ -141,11 +161,11 @@ fn bench_through_the_mesh_spreads_300_add_stock_over_two_instances_exactly() {
 }
 
 #[test]
-fn bench_prints_a_text_report_for_a_paced_timed_run() {
+fn load_prints_a_text_report_for_a_paced_timed_run() {
     let inventory = ServiceProcess::start("inventory", ServiceOptions::default());
     let address = inventory.addr();
-    let output = mesh(&[
-        "bench",
+    let output = lab(&[
+        "load",
         "--mtls",
         "off",
         "--rpc",
@@ -156,8 +176,7 @@ fn bench_prints_a_text_report_for_a_paced_timed_run() {
         "200/s",
         "--concurrency",
         "4",
-        "--via",
-        "direct",
+        "--direct",
         &address,
     ]);
     let text = stdout(&output);
@@ -181,11 +200,11 @@ fn bench_prints_a_text_report_for_a_paced_timed_run() {
 }
 
 #[test]
-fn bench_health_needs_no_storage_and_reports_a_timeline() {
+fn load_health_needs_no_storage_and_reports_a_timeline() {
     let inventory = ServiceProcess::start("inventory", ServiceOptions::default());
     let address = inventory.addr();
     let report = bench_json(&[
-        "bench",
+        "load",
         "--mtls",
         "off",
         "--rpc",
@@ -196,8 +215,7 @@ fn bench_health_needs_no_storage_and_reports_a_timeline() {
         "2",
         "--timeline",
         "250ms",
-        "--via",
-        "direct",
+        "--direct",
         &address,
         "--json",
     ]);
@@ -223,13 +241,13 @@ fn bench_health_needs_no_storage_and_reports_a_timeline() {
 }
 
 #[test]
-fn bench_discovery_follows_a_large_service_into_the_balancer_and_cleans_up() {
+fn discovery_follows_a_large_service_into_the_balancer_and_cleans_up() {
     let agent = ConsulAgent::start();
     // The target only answers health checks; it need not be registered.
     let target = ServiceProcess::start("users", ServiceOptions::default());
     let consul = agent.http_addr();
-    let output = mesh(&[
-        "bench-discovery",
+    let output = lab(&[
+        "discovery",
         "--endpoints",
         "40",
         "--changes",

@@ -1,4 +1,4 @@
-//! `mesh bench-routing`: what traffic management costs and how fast it
+//! `mesh-bench routing`: what traffic management costs and how fast it
 //! moves, against a running mesh with inventory instances of version v1 and
 //! v2 (`mesh up --canary`), through one mesh client:
 //!
@@ -41,12 +41,13 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
+use mesh_cli::traffic_config;
+
 use super::{
-    load::{self, Call as _, Plan, Stop},
     rpc::{self, Rpc, TimedCaller},
     via,
+    workers::{self, Call as _, Plan, Stop},
 };
-use crate::traffic_config;
 
 const SERVICE: &str = "inventory";
 /// The kinds written, in the order they are written (and deleted in reverse).
@@ -63,7 +64,7 @@ const SHIFT_SPACING: Duration = Duration::from_millis(500);
 const RPS_RATIO_AIM: f64 = 0.95;
 const SHIFT_AIM: Duration = Duration::from_millis(1500);
 
-/// `mesh bench-routing` arguments.
+/// `mesh-bench routing` arguments.
 #[derive(clap::Args, Debug)]
 pub(crate) struct RoutingArgs {
     /// Plain/routed pairs of throughput runs.
@@ -159,7 +160,12 @@ struct RoutingReport {
 
 /// Runs both parts and restores inventory's entries.
 pub(crate) async fn run(args: RoutingArgs) -> anyhow::Result<ExitCode> {
-    let consul = args.consul.config()?;
+    // None given: in a checkout where `mesh up` runs, its agent (writing
+    // config entries and the operator identity need the management token).
+    let (consul, _) = mesh_cli::consul_settings::resolve_here(
+        &args.consul,
+        mesh_cli::consul_settings::Holder::Management,
+    )?;
     let http = ConsulHttp::new(&consul);
     let saved = save(&http).await?;
     let identity = args.mtls.client_identity(&consul).await?;
@@ -169,11 +175,7 @@ pub(crate) async fn run(args: RoutingArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("putting inventory's config entries back")?;
     let report = outcome?;
-    if args.json {
-        crate::output::print_line(&serde_json::to_string(&report)?);
-    } else {
-        crate::output::print(&text(&report));
-    }
+    crate::print_report(&report, args.json, text)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -213,7 +215,7 @@ async fn measure(
                 keep_samples: false,
             };
             let cpu_before = cpu_seconds()?;
-            let outcome = load::run(plan, caller(), &hidden).await;
+            let outcome = workers::run(plan, caller(), &hidden).await;
             let cpu = cpu_seconds()? - cpu_before;
             failed += outcome.requests() - outcome.ok;
             rps[slot] = outcome.requests() as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
@@ -477,7 +479,8 @@ fn entry(file: &str) -> &'static str {
 }
 
 async fn write(http: &ConsulHttp, entry: &Value) -> anyhow::Result<()> {
-    traffic_config::write(http, "(bench-routing)", &entry.to_string()).await
+    traffic_config::write(http, "(bench-routing)", &entry.to_string()).await?;
+    Ok(())
 }
 
 async fn delete(http: &ConsulHttp, kind: &str) -> anyhow::Result<()> {

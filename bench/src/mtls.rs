@@ -1,18 +1,17 @@
-//! `--mtls` and `--identity`, as the CLI's clients (`bench`, `up`'s seeding)
-//! read them: with `required` (the default) every call presents a Connect
+//! `--mtls` and `--identity`, as the benchmark's clients read them: with `required` (the default) every call presents a Connect
 //! certificate of `--identity` from the agent and accepts only servers that
 //! prove the target's identity; `off` is plaintext.
 
 use std::time::Duration;
 
 use anyhow::Context as _;
-use mesh::{config::MtlsMode, connect::Identity};
+use mesh::{
+    config::MtlsMode,
+    connect::{Identity, OPERATOR},
+};
 
 /// How long to wait for the agent's first certificate.
 const IDENTITY_TIMEOUT: Duration = Duration::from_secs(15);
-
-/// The identity the CLI presents by default; `mesh up`'s intentions allow it everywhere.
-pub(crate) const OPERATOR: &str = "operator";
 
 /// Client-side mTLS flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -36,7 +35,7 @@ impl MtlsArgs {
     ) -> anyhow::Result<Option<Identity>> {
         match self.mtls {
             MtlsMode::Off => {
-                self.mtls.warn_if_off("mesh");
+                self.mtls.warn_if_off("mesh-bench");
                 eprintln!(
                     "warning: --mtls=off: calls are plaintext, unauthenticated and unauthorized"
                 );

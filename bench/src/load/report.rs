@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use serde::Serialize;
 
-use super::load::{Outcome, Sample};
+use super::workers::{Outcome, Sample};
 
 /// The report of one run.
 #[derive(Debug, Serialize)]

@@ -1,4 +1,4 @@
-//! The RPCs `mesh bench` can load, what each needs prepared, and one call.
+//! The RPCs `mesh-bench load` can load, what each needs prepared, and one call.
 
 use std::time::Duration;
 
@@ -14,8 +14,7 @@ use mesh::{
 use tonic::{Code, Request, Status};
 use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
-use super::load::Call;
-use crate::shop;
+use super::workers::Call;
 
 /// The SKU `add-stock` adds to, one unit per request (so the server-side
 /// count can be checked with GetItem).
@@ -101,10 +100,10 @@ pub(crate) async fn prepare(
     channel_for: impl Fn(&str) -> Channel,
     requests: Option<u64>,
 ) -> Result<Fixture, Status> {
-    let bench_user = || shop::ensure_user(channel_for("users"), BENCH_EMAIL, "Bench User");
+    let bench_user = || fixtures::ensure_user(channel_for("users"), BENCH_EMAIL, "Bench User");
     match rpc {
         Rpc::GetItem => {
-            shop::add_stock(channel_for("inventory"), GET_ITEM_SKU, 1, PRICE_CENTS).await?;
+            fixtures::add_stock(channel_for("inventory"), GET_ITEM_SKU, 1, PRICE_CENTS).await?;
             Ok(Fixture::default())
         }
         Rpc::GetUser => Ok(Fixture {
@@ -114,7 +113,7 @@ pub(crate) async fn prepare(
             let user = bench_user().await?;
             let stock =
                 requests.map_or(ORDER_STOCK, |n| i64::try_from(n).unwrap_or(i64::MAX).max(1));
-            shop::top_up(channel_for("inventory"), ORDER_SKU, stock, PRICE_CENTS).await?;
+            fixtures::top_up(channel_for("inventory"), ORDER_SKU, stock, PRICE_CENTS).await?;
             Ok(Fixture {
                 user_id: Some(user.user_id),
             })

@@ -1,16 +1,16 @@
-//! `mesh bench`: load one RPC through the mesh client, a direct channel or a
-//! proxy, and report throughput, errors by code and latency percentiles.
+//! `mesh-bench load` (also `mesh bench`): load one RPC through the mesh
+//! client, a direct channel or a proxy, and report throughput, errors by
+//! code and latency percentiles.
 //!
 //! Exit 0 when the run completed (errors are part of the report), 1 when it
 //! could not run (no connection, preparation failed) or no request succeeded.
 
-mod load;
 mod report;
 pub(crate) mod routing;
 mod rpc;
-pub(crate) mod scale;
 mod targets;
 mod via;
+mod workers;
 
 use std::{io::IsTerminal as _, process::ExitCode, time::Duration};
 
@@ -19,25 +19,25 @@ use indicatif::{ProgressBar, ProgressStyle};
 use mesh::{client::Channel, config::duration};
 use tonic::Code;
 
-use load::{Plan, Stop};
 use report::Report;
 use rpc::{Rpc, TimedCaller};
 use via::Via;
+use workers::{Plan, Stop};
 
 /// Length of a run given neither `--duration` nor `--requests`.
 const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 
-/// `mesh bench` arguments.
+/// `mesh-bench load` arguments.
 #[derive(clap::Args, Debug)]
-pub(crate) struct BenchArgs {
+pub(crate) struct LoadArgs {
     /// The RPC to load.
     #[arg(long, value_enum)]
     rpc: Rpc,
 
-    /// `mesh` (Consul-resolved, balanced, retrying), `direct ADDR` (one plain
-    /// channel to one instance) or `proxy ADDR` (one plain channel to a proxy).
-    #[arg(long, num_args = 1..=2, value_names = ["MODE", "ADDR"], default_value = "mesh")]
-    via: Vec<String>,
+    /// What the requests go through: the mesh client (Consul-resolved,
+    /// balanced, retrying) unless `--direct` or `--proxy` says otherwise.
+    #[command(flatten)]
+    via: via::ViaArgs,
 
     /// Requests in flight at once (one per worker task).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=10_000))]
@@ -71,25 +71,25 @@ pub(crate) struct BenchArgs {
     /// Metadata on every call, `key=value` (repeat for more), e.g.
     /// `-H x-canary=1` to take a canary route.
     #[arg(short = 'H', long = "header", value_name = "KEY=VALUE",
-          value_parser = crate::metadata::parse_header)]
+          value_parser = mesh_cli::metadata::parse_header)]
     headers: Vec<(http::header::HeaderName, http::HeaderValue)>,
 
-    /// The Consul agent (for `--via mesh`).
+    /// The Consul agent (for the mesh client).
     #[command(flatten)]
     consul: mesh::config::ConsulArgs,
 
-    /// Connect mTLS to the services (`--via mesh` and `--via direct`; a
-    /// `--via proxy` is dialled in the clear: the proxy is outside the mesh).
+    /// Connect mTLS to the services (the mesh client and `--direct`; a
+    /// `--proxy` is dialled in the clear: the proxy is outside the mesh).
     #[command(flatten)]
     mtls: crate::mtls::MtlsArgs,
 }
 
 /// Prepares, loads, reports.
-pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let via = Via::parse(&args.via)?;
+pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let via = args.via.resolve()?;
     let rpc = args.rpc;
-    if args.headers.len() > crate::metadata::MAX_HEADERS {
-        anyhow::bail!("at most {} -H headers", crate::metadata::MAX_HEADERS);
+    if args.headers.len() > mesh_cli::metadata::MAX_HEADERS {
+        anyhow::bail!("at most {} -H headers", mesh_cli::metadata::MAX_HEADERS);
     }
     let stop = match (args.requests, args.duration) {
         (Some(requests), _) => Stop::Requests(requests),
@@ -97,9 +97,9 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     };
     // None given: in a checkout where `mesh up` runs, its agent (the
     // operator identity needs the management token).
-    let (consul, _) = crate::local::settings::resolve_here(
+    let (consul, _) = mesh_cli::consul_settings::resolve_here(
         &args.consul,
-        crate::local::settings::Holder::Management,
+        mesh_cli::consul_settings::Holder::Management,
     )?;
     let identity = match via {
         Via::Proxy(_) => None,
@@ -160,7 +160,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|mesh| targets::counts(mesh, rpc.service()));
     let caller = TimedCaller::new(rpc, &fixture, channel, args.timeout);
-    let outcome = load::run(plan, caller, &progress).await;
+    let outcome = workers::run(plan, caller, &progress).await;
     progress.finish_and_clear();
 
     let mut report = Report::new(
@@ -175,11 +175,7 @@ pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if let (Some(mesh), Some(before)) = (&routed, &before) {
         report.targets = targets::shares(before, &targets::counts(mesh, rpc.service()));
     }
-    if args.json {
-        crate::output::print_line(&serde_json::to_string(&report)?);
-    } else {
-        crate::output::print(&report.text());
-    }
+    crate::print_report(&report, args.json, Report::text)?;
     Ok(if report.ok == 0 {
         ExitCode::FAILURE
     } else {
@@ -223,7 +219,7 @@ async fn prepare(
             rpc::prepare(rpc, |service| mesh.channel(service), requests)
                 .await
                 .map_err(failed)
-                .context("(the load itself still goes through --via)")
+                .context("(the load itself still goes where --direct or --proxy says)")
         }
         Err(status) => Err(failed(status)),
     }

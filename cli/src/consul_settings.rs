@@ -8,14 +8,36 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use discovery::{ConsulConfig, ConsulSettings};
+use discovery::{ConfigError, ConsulConfig, ConsulSettings};
 use localenv::{ConsulDescription, Description};
 use mesh::config::ConsulArgs;
 
+/// Why a command cannot tell where Consul is.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The variables or flags given are not valid settings.
+    #[error(transparent)]
+    Given(#[from] ConfigError),
+    /// The local environment's description could not be read.
+    #[error(transparent)]
+    Description(#[from] localenv::Error),
+    /// The local environment's description holds invalid settings.
+    #[error("the local environment described in {}", path.display())]
+    Local {
+        /// The description.
+        path: PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: ConfigError,
+    },
+    /// The current folder could not be read.
+    #[error("cannot read the current folder")]
+    CurrentDir(#[source] std::io::Error),
+}
+
 /// Which of the local environment's tokens a command uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Holder {
+pub enum Holder {
     /// `mesh-read`: service:read and node:read (`mesh status`).
     ReadOnly,
     /// `master`: a certificate for any identity, the ACL bootstrap. The local
@@ -34,7 +56,7 @@ impl Holder {
 
 /// Where the settings came from (for messages).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Source {
+pub enum Source {
     /// Consul's variables or the flags (or nothing: the default address).
     Given,
     /// The local environment described in this file.
@@ -43,7 +65,7 @@ pub(crate) enum Source {
 
 impl Source {
     /// A hint to add to an error, naming the description when it was used.
-    pub(crate) fn hint(&self) -> Option<String> {
+    pub fn hint(&self) -> Option<String> {
         match self {
             Self::Given => None,
             Self::Local(path) => Some(format!(
@@ -56,11 +78,11 @@ impl Source {
 }
 
 /// The Consul settings of a command run in `dir` (the current folder).
-pub(crate) fn resolve(
+pub fn resolve(
     args: &ConsulArgs,
     holder: Holder,
     dir: &Path,
-) -> anyhow::Result<(ConsulConfig, Source)> {
+) -> Result<(ConsulConfig, Source), SettingsError> {
     if args.is_given() {
         return Ok((args.config()?, Source::Given));
     }
@@ -68,18 +90,19 @@ pub(crate) fn resolve(
         return Ok((args.config()?, Source::Given));
     };
     let description = Description::read(&path)?;
-    let config = settings(&description.consul, holder)
-        .build()
-        .with_context(|| format!("the local environment described in {}", path.display()))?;
+    let config = match settings(&description.consul, holder).build() {
+        Ok(config) => config,
+        Err(source) => return Err(SettingsError::Local { path, source }),
+    };
     Ok((config, Source::Local(path)))
 }
 
 /// [`resolve`] from the current folder.
-pub(crate) fn resolve_here(
+pub fn resolve_here(
     args: &ConsulArgs,
     holder: Holder,
-) -> anyhow::Result<(ConsulConfig, Source)> {
-    let here = std::env::current_dir().context("cannot read the current folder")?;
+) -> Result<(ConsulConfig, Source), SettingsError> {
+    let here = std::env::current_dir().map_err(SettingsError::CurrentDir)?;
     resolve(args, holder, &here)
 }
 

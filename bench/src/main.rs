@@ -1,0 +1,96 @@
+//! `mesh-bench`: the mesh's benchmark lab, kept apart from the operator's
+//! `mesh` command (which runs it for the old spellings `mesh bench` and
+//! `mesh bench-discovery`, `mesh bench-routing`).
+//!
+//! - `mesh-bench load`: load one RPC through the mesh client, a direct
+//!   channel to one instance (`--direct ADDR`) or a proxy (`--proxy ADDR`),
+//!   and report throughput, errors by code and latency percentiles;
+//! - `mesh-bench discovery`: how fast the mesh client follows a
+//!   1,000-instance service, and what each endpoint costs in memory;
+//! - `mesh-bench routing`: what traffic management costs (routed vs plain
+//!   throughput) and how fast a split moves under load.
+//!
+//! `scripts/bench` drives both to compare the mesh with what users would
+//! pick instead (docs/BENCHMARKS.md).
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+mod load;
+mod mtls;
+mod scale;
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::Parser;
+
+/// The `mesh-bench` command.
+#[derive(Parser, Debug)]
+#[command(
+    name = "mesh-bench",
+    version,
+    about = "The mesh's benchmark lab: RPC load, discovery at scale, traffic management."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Load one RPC and report throughput and latency.
+    Load(load::LoadArgs),
+    /// Time discovery changes of a large service through to the balancer, and its memory.
+    Discovery(scale::DiscoveryArgs),
+    /// What traffic management costs (routed vs plain RPS) and how fast a split moves.
+    Routing(load::routing::RoutingArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("mesh-bench: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Load(args) => load::run(args).await,
+            Command::Discovery(args) => scale::run(args).await,
+            Command::Routing(args) => load::routing::run(args).await,
+        }
+    });
+    // Background tasks (Consul watches, connections) must not hold the exit up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("mesh-bench: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `report` to stdout: one JSON line with `json`, else its `text`.
+/// A closed stdout is an error, not a silently lost result.
+fn print_report<T: serde::Serialize>(
+    report: &T,
+    json: bool,
+    text: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let out = if json {
+        format!("{}\n", serde_json::to_string(report)?)
+    } else {
+        text(report)
+    };
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        .map_err(|error| anyhow::anyhow!("cannot write the report to stdout: {error}"))
+}
