@@ -10,37 +10,11 @@
 //! operation that caused it, so a consumer's span continues the order's
 //! trace.
 
-pub mod event;
 mod metrics;
 pub mod relay;
 pub mod table;
 
-use std::sync::Arc;
-
-use tokio::sync::Notify;
-
 pub use relay::{Relay, RelayOptions};
 pub use table::Table;
 
-/// The topic orders publishes to.
-pub const TOPIC: &str = "orders";
-
-/// The CloudEvents `source` of orders' events.
-pub const SOURCE: &str = "/mesh/orders";
-
-/// Wakes the relay when a transaction that recorded an event committed.
-#[derive(Debug, Clone, Default)]
-pub struct Wake(Arc<Notify>);
-
-impl Wake {
-    /// Something was committed (a wake with no relay waiting is kept for
-    /// its next wait).
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-
-    /// Waits for the next [`Wake::notify`].
-    pub async fn notified(&self) {
-        self.0.notified().await;
-    }
-}
+pub use crate::store::events::{Kind, Wake, SOURCE, TOPIC};

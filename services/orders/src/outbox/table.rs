@@ -1,10 +1,8 @@
-//! The outbox tables (`migrations/0005_outbox.sql`): recording an event in
-//! the transaction of its state change, and the relay's reads and writes.
+//! The outbox tables (`migrations/0005_outbox.sql`) as the relay reads and
+//! writes them (an event is recorded by `crate::store::events::record`, in
+//! its state change's transaction).
 
-use sqlx::{AnyConnection, AnyPool, Row};
-
-use super::{event, TOPIC};
-use crate::store::Order;
+use sqlx::{AnyPool, Row};
 
 /// One pending event, as the relay publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,46 +41,6 @@ impl Pending {
         )
         .with_trace(optional(&self.traceparent), optional(&self.tracestate))
     }
-}
-
-/// Records `kind` about `order` — as it is now, inside the caller's
-/// transaction — as the order's next event. The current span's trace
-/// context goes with it.
-pub(crate) async fn record(
-    connection: &mut AnyConnection,
-    order: &Order,
-    kind: event::Kind,
-    now_unix_ms: i64,
-) -> Result<(), sqlx::Error> {
-    let sequence: i64 = sqlx::query_scalar(
-        "UPDATE orders SET event_sequence = event_sequence + 1 WHERE order_id = $1 RETURNING event_sequence",
-    )
-    .bind(&order.order_id)
-    .fetch_one(&mut *connection)
-    .await?;
-    let body = event::encode(
-        kind,
-        order,
-        u64::try_from(sequence).unwrap_or(0),
-        now_unix_ms,
-    );
-    let (traceparent, tracestate) = events::trace::current_context();
-    sqlx::query(
-        "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '')",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(&order.order_id)
-    .bind(sequence)
-    .bind(TOPIC)
-    .bind(kind.event_type())
-    .bind(events::text_body::encode(&body))
-    .bind(traceparent.unwrap_or_default())
-    .bind(tracestate.unwrap_or_default())
-    .bind(now_unix_ms)
-    .execute(&mut *connection)
-    .await?;
-    Ok(())
 }
 
 /// The relay's access to the outbox.
@@ -283,7 +241,7 @@ mod tests {
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].sequence, 1);
         assert_eq!(events[0].event_type, "mesh.events.v1.OrderConfirmed");
-        assert_eq!(events[0].topic, TOPIC);
+        assert_eq!(events[0].topic, crate::outbox::TOPIC);
         assert_eq!(events[0].created_at_unix_ms, 20);
         let body = <mesh::proto::events::v1::OrderConfirmed as prost::Message>::decode(
             events[0].body.as_slice(),

@@ -9,12 +9,13 @@
 
 use sqlx::{any::AnyRow, AnyPool, Row};
 
-use crate::{
-    domain::{
-        charge_key_of, reservation_id_of, Item, KeySource, OrderStatus, PageKey, ParkReason, Step,
-    },
-    outbox::{self, event::Kind, Wake},
+use crate::domain::{
+    charge_key_of, reservation_id_of, Item, KeySource, OrderStatus, PageKey, ParkReason, Step,
 };
+
+pub mod events;
+
+use events::{Kind, Wake};
 
 /// A stored order line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -743,7 +744,7 @@ impl Store {
             OrderStatus::Cancelled => Kind::Cancelled,
             _ => Kind::Rejected,
         };
-        outbox::table::record(&mut tx, &order, kind, now_unix_ms).await?;
+        events::record(&mut tx, &order, kind, now_unix_ms).await?;
         tx.commit().await?;
         wake.notify();
         Ok(order)

@@ -1,10 +1,41 @@
-//! The events orders publishes (`proto/mesh/events/v1/orders.proto`), built
-//! from the order as it is in the transaction that finishes it.
+//! The event a final state causes, written into the outbox **inside** the
+//! state change's transaction (`Store::finish`): which kind it is, its
+//! protobuf body (`proto/mesh/events/v1/orders.proto`, built from the order
+//! as it is in that transaction), the row, and the [`Wake`] its commit
+//! sends to the relay. The relay's side (reading, publishing, marking) is
+//! `crate::outbox`.
+
+use std::sync::Arc;
 
 use mesh::proto::events::v1::{OrderCancelled, OrderConfirmed, OrderLine, OrderRejected};
 use prost::Message;
+use sqlx::AnyConnection;
+use tokio::sync::Notify;
 
-use crate::store::Order;
+use super::Order;
+
+/// The topic orders publishes to.
+pub const TOPIC: &str = "orders";
+
+/// The CloudEvents `source` of orders' events.
+pub const SOURCE: &str = "/mesh/orders";
+
+/// Wakes the relay when a transaction that recorded an event committed.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    /// Something was committed (a wake with no relay waiting is kept for
+    /// its next wait).
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    /// Waits for the next [`Wake::notify`].
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
 
 /// Which final state the event announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,4 +108,44 @@ pub fn encode(kind: Kind, order: &Order, sequence: u64, at_unix_ms: i64) -> Vec<
         }
         .encode_to_vec(),
     }
+}
+
+/// Records `kind` about `order` — as it is now, inside the caller's
+/// transaction — as the order's next event. The current span's trace
+/// context goes with it.
+pub(crate) async fn record(
+    connection: &mut AnyConnection,
+    order: &Order,
+    kind: Kind,
+    now_unix_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let sequence: i64 = sqlx::query_scalar(
+        "UPDATE orders SET event_sequence = event_sequence + 1 WHERE order_id = $1 RETURNING event_sequence",
+    )
+    .bind(&order.order_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    let body = encode(
+        kind,
+        order,
+        u64::try_from(sequence).unwrap_or(0),
+        now_unix_ms,
+    );
+    let (traceparent, tracestate) = events::trace::current_context();
+    sqlx::query(
+        "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '')",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(&order.order_id)
+    .bind(sequence)
+    .bind(TOPIC)
+    .bind(kind.event_type())
+    .bind(events::text_body::encode(&body))
+    .bind(traceparent.unwrap_or_default())
+    .bind(tracestate.unwrap_or_default())
+    .bind(now_unix_ms)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
 }
