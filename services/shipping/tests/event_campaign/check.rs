@@ -33,8 +33,12 @@ pub async fn read(orders_db: &str, shipping_db: &str, broker: &Broker) -> Result
     let orders = pool(orders_db).await?;
     let shipping = pool(shipping_db).await?;
     let mut state = State::default();
+    // Each database read in one transaction (one snapshot): an event's
+    // effect and its inbox row commit together, and a check between two
+    // separate reads could see the one without the other.
+    let mut orders_tx = orders.begin().await.map_err(text)?;
     for row in sqlx::query("SELECT order_id, status, event_sequence FROM orders")
-        .fetch_all(&orders)
+        .fetch_all(&mut *orders_tx)
         .await
         .map_err(text)?
     {
@@ -48,11 +52,13 @@ pub async fn read(orders_db: &str, shipping_db: &str, broker: &Broker) -> Result
     }
     state.outbox_pending =
         sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at_unix_ms = 0")
-            .fetch_one(&orders)
+            .fetch_one(&mut *orders_tx)
             .await
             .map_err(text)?;
+    orders_tx.rollback().await.map_err(text)?;
+    let mut shipping_tx = shipping.begin().await.map_err(text)?;
     for row in sqlx::query("SELECT order_id, status FROM shipments")
-        .fetch_all(&shipping)
+        .fetch_all(&mut *shipping_tx)
         .await
         .map_err(text)?
     {
@@ -64,7 +70,7 @@ pub async fn read(orders_db: &str, shipping_db: &str, broker: &Broker) -> Result
     for row in sqlx::query(
         "SELECT order_id, sequence, event_type, state, applied_at_unix_ms FROM inbox WHERE consumer = 'shipping'",
     )
-    .fetch_all(&shipping)
+    .fetch_all(&mut *shipping_tx)
     .await
     .map_err(text)?
     {
@@ -76,6 +82,7 @@ pub async fn read(orders_db: &str, shipping_db: &str, broker: &Broker) -> Result
             row.try_get("applied_at_unix_ms").map_err(text)?,
         ));
     }
+    shipping_tx.rollback().await.map_err(text)?;
     orders.close().await;
     shipping.close().await;
     state.backlog = broker
