@@ -17,6 +17,10 @@ Phases, in a fixed order:
   7. discovery at scale: `mesh-bench discovery` with 1,000 endpoints;
   8. the report (Markdown into docs/BENCHMARKS.md between markers, JSON in
      OUT) and SVG charts into docs/bench/.
+The API gateway's phase (after 3, plaintext mesh): REST GetItem and
+PlaceOrder through the gateway beside the same RPCs over gRPC through the
+mesh, gateway RSS under load; its report goes between its own markers.
+MESH_BENCH_ONLY=gateway runs Consul, the services and that phase alone.
 """
 
 import argparse
@@ -43,6 +47,8 @@ LABELS = {
     "sidecar": "HAProxy sidecar pair",
     "sidecar-tls": "HAProxy sidecar pair, TLS between proxies",
     "mesh-mtls": "mesh with mTLS",
+    "gateway": "REST/JSON through the API gateway",
+    "gateway-grpc": "gRPC through the API gateway",
 }
 # (rpc, load) pairs of the matrix; loads: c1 = one request at a time,
 # rate = a fixed rate with enough workers, sat = as fast as 32 workers go.
@@ -58,6 +64,11 @@ ORDERS_PREFIX = "/mesh.orders.v1.Orders/"
 # `mesh env` prints its variables, then this line.
 READY_MARKER = "# ready"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+GATEWAY_BEGIN, GATEWAY_END = "<!-- bench-gateway:begin -->", "<!-- bench-gateway:end -->"
+# The gateway phase: (rpc, load) pairs, each through the mesh (gRPC) and the gateway (REST).
+GATEWAY_MATRIX = [("get-item", "c1"), ("get-item", "sat"), ("place-order", "c1"), ("place-order", "sat")]
+# The DEV-ONLY token keys the bench's gateway trusts (and `mesh bench` signs with).
+GATEWAY_KEYS = Path(__file__).resolve().parent.parent / "k8s" / "overlays" / "dev" / "gateway"
 
 
 def log(message):
@@ -321,6 +332,8 @@ backend {variant}-inventory
             "nginx": ["--proxy", f"127.0.0.1:{self.nginx_port}"],
             "sidecar": ["--proxy", f"127.0.0.1:{self.sidecar_ports['sidecar']}"],
             "sidecar-tls": ["--proxy", f"127.0.0.1:{self.sidecar_ports['sidecar-tls']}"],
+            "gateway": ["--gateway", f"http://127.0.0.1:{getattr(self, 'gateway_port', 0)}"],
+            "gateway-grpc": ["--proxy", f"127.0.0.1:{getattr(self, 'gateway_port', 0)}"],
         }[variant]
 
     def groups(self):
@@ -332,6 +345,7 @@ backend {variant}-inventory
             "haproxy outbound": self.procs.pids("haproxy-outbound"),
             "haproxy inbound": self.procs.pids("haproxy-inbound"),
             "consul": [self.consul_pid],
+            "gateway": self.procs.pids("gateway"),
         }
 
     def mesh_bench(self, key, variant, rpc, load, seconds=None, extra=(), env=None, during=None):
@@ -446,9 +460,40 @@ backend {variant}-inventory
         self.mesh_bench("failover", "mesh", "get-item", "sat", seconds=self.seconds * 2,
                         extra=["--timeline", "100ms"], during=kill)
         self.procs.stop(victim)
+        self.gateway_phase(with_mesh_runs=False)
         if self.mtls:
             self.mtls_phase()
         self.discovery()
+
+    def run_gateway_only(self):
+        self.consul()
+        self.services()
+        time.sleep(1)
+        self.gateway_phase(with_mesh_runs=True)
+
+    def gateway(self, env=None):
+        """The API gateway in front of the services, its limits off for the run."""
+        port, health = free_port(), free_port()
+        argv = [self.bin / "gateway", "--listen", f"127.0.0.1:{port}", "--health-listen", f"127.0.0.1:{health}",
+                "--instance-id", "gateway-1", "--check-interval", "1000", "--drain", "200",
+                "--jwt-keys", str(GATEWAY_KEYS / "jwks.json"), "--jwt-issuer", "mesh-dev", "--jwt-audience", "mesh",
+                "--rate-limit", "0", "--anonymous-rate-limit", "0"]
+        self.procs.start("gateway", argv, env=env, name="gateway-1")
+        self.gateway_port = port
+        wait_until(lambda: self.passing("gateway") == 1, 60, "the gateway did not pass its check")
+
+    def gateway_phase(self, with_mesh_runs):
+        """REST through the gateway beside gRPC through the mesh, same instances, same run."""
+        log("gateway phase: REST through the API gateway vs gRPC through the mesh")
+        self.gateway()
+        keys = ["--gateway-keys", str(GATEWAY_KEYS)]
+        for rpc, load in GATEWAY_MATRIX:
+            if with_mesh_runs:
+                self.mesh_bench(f"{rpc}.{load}.mesh", "mesh", rpc, load)
+            self.mesh_bench(f"{rpc}.{load}.gateway", "gateway", rpc, load, extra=keys)
+        self.mesh_bench("get-item.sat.gateway-grpc", "gateway-grpc", "get-item", "sat")
+        for process in list(self.procs.roles.get("gateway", [])):
+            self.procs.stop(process)
 
     def mtls_phase(self):
         """The instances again, with mTLS required, and the mesh client with it."""
@@ -477,20 +522,31 @@ def main():
     plaintext = {"MESH_MTLS": "off"}
     os.environ.update(plaintext)
     bench = Bench(args)
+    only_gateway = os.environ.get("MESH_BENCH_ONLY") == "gateway"
     started = time.monotonic()
     try:
-        bench.run()
+        if only_gateway:
+            bench.run_gateway_only()
+        else:
+            bench.run()
     finally:
         bench.procs.stop_all()
         shutil.rmtree(bench.state, ignore_errors=True)
     bench.results["wall_s"] = time.monotonic() - started
     bench.results["machine"] = machine()
-    (bench.out / "results.json").write_text(json.dumps(bench.results, indent=1))
     import bench_report
+    doc = Path(args.docs) / "BENCHMARKS.md"
+    gateway_markdown = bench_report.gateway_markdown(bench.results, LABELS)
+    print(gateway_markdown)
+    bench_report.into_doc(doc, gateway_markdown, GATEWAY_BEGIN, GATEWAY_END)
+    if only_gateway:
+        (bench.out / "results-gateway.json").write_text(json.dumps(bench.results, indent=1))
+        return
+    (bench.out / "results.json").write_text(json.dumps(bench.results, indent=1))
     markdown = bench_report.markdown(bench.results, LABELS)
     print(markdown)
     bench_report.charts(bench.results, LABELS, Path(args.docs) / "bench")
-    bench_report.into_doc(Path(args.docs) / "BENCHMARKS.md", markdown, BEGIN, END)
+    bench_report.into_doc(doc, markdown, BEGIN, END)
 
 
 def machine():

@@ -17,6 +17,9 @@ AIM_RPS_VS_SIDECAR = 3.0
 AIM_ADDED_P50_US = 25
 AIM_DISCOVERY_MS = 10
 AIM_RSS_MIB = 20
+AIM_GATEWAY_ADDED_P50_US = 150
+AIM_GATEWAY_RPS_VS_GRPC = 0.6
+AIM_GATEWAY_RSS_MIB = 30
 
 
 def variants_of(results, rpc, load):
@@ -94,6 +97,63 @@ def aims(results):
                      f"{peak / 1024:.1f} MiB at {rss['rps']:.0f} RPS (10k/s asked)",
                      verdict(peak / 1024 <= AIM_RSS_MIB)))
     return rows
+
+
+def gateway_markdown(results, labels):
+    """The API gateway's section: REST through the gateway vs gRPC through the mesh, same run."""
+    machine = results.get("machine", {})
+    head = (f"Run of {machine.get('date', '?')} on {machine.get('cores', '?')} cores, {results['profile']} build, "
+            f"{results['seconds']:g} s per run; load average before the run {machine.get('load_before', 0):.2f}. "
+            "Only 2xx answers count as successes; the gateway's rate limits are off for the run, its "
+            "access log on.")
+    rows = []
+    for rpc in ["get-item", "place-order"]:
+        for load in ["c1", "sat"]:
+            for variant in ["mesh", "gateway"]:
+                report = run(results, rpc, load, variant)
+                if not report:
+                    continue
+                lat = report["latency_us"]
+                errors = ", ".join(f"{code} {n}" for code, n in (report.get("errors") or {}).items()) or "0"
+                rows.append((rpc, LOADS[load], labels.get(variant, variant), f"{report['rps']:.0f}",
+                             lat["p50"], lat["p99"], lat["p999"], errors))
+    grpc_via_gateway = run(results, "get-item", "sat", "gateway-grpc")
+    if grpc_via_gateway:
+        lat = grpc_via_gateway["latency_us"]
+        rows.append(("get-item", LOADS["sat"], labels.get("gateway-grpc"), f"{grpc_via_gateway['rps']:.0f}",
+                     lat["p50"], lat["p99"], lat["p999"], "0" if not grpc_via_gateway.get("errors") else
+                     ", ".join(f"{c} {n}" for c, n in grpc_via_gateway["errors"].items())))
+    verdicts = []
+    mesh, gateway = run(results, "get-item", "c1", "mesh"), run(results, "get-item", "c1", "gateway")
+    if mesh and gateway:
+        added = gateway["latency_us"]["p50"] - mesh["latency_us"]["p50"]
+        verdicts.append((f"the gateway adds ≤ {AIM_GATEWAY_ADDED_P50_US} µs p50 to GetItem at concurrency 1",
+                         f"{added:+d} µs ({mesh['latency_us']['p50']} → {gateway['latency_us']['p50']})",
+                         verdict(added <= AIM_GATEWAY_ADDED_P50_US)))
+    for rpc in ["get-item", "place-order"]:
+        mesh, gateway = run(results, rpc, "sat", "mesh"), run(results, rpc, "sat", "gateway")
+        if mesh and gateway:
+            ratio = gateway["rps"] / max(mesh["rps"], 1e-9)
+            verdicts.append((f"REST via the gateway ≥ {AIM_GATEWAY_RPS_VS_GRPC}× the gRPC path's RPS ({rpc}, saturation)",
+                             f"{ratio:.2f}× ({mesh['rps']:.0f} → {gateway['rps']:.0f}/s)",
+                             verdict(ratio >= AIM_GATEWAY_RPS_VS_GRPC)))
+    peaks = [kib for key, report in results["runs"].items() if key.endswith(".gateway")
+             for name, kib in report.get("peak_rss_kib", {}).items() if name.startswith("gateway ")]
+    if peaks:
+        peak = max(peaks) / 1024
+        verdicts.append((f"gateway RSS ≤ {AIM_GATEWAY_RSS_MIB} MB under load", f"{peak:.1f} MiB (peak of its runs)",
+                         verdict(peak <= AIM_GATEWAY_RSS_MIB)))
+    cpu = []
+    for rpc in ["get-item", "place-order"]:
+        report = run(results, rpc, "sat", "gateway")
+        if report and report.get("cpu_s") and report.get("ok"):
+            gw = report["cpu_s"].get("gateway", 0.0)
+            cpu.append(f"{rpc}: the gateway used {gw * 1e6 / report['ok']:.0f} µs of CPU per request at saturation")
+    parts = [head, "### Aims", table(("aim", "measured", "verdict"), verdicts),
+             "### Runs", table(("RPC", "load", "path", "RPS", "p50 µs", "p99 µs", "p99.9 µs", "errors"), rows)]
+    if cpu:
+        parts.append("\n".join(f"- {line}" for line in cpu))
+    return "\n\n".join(parts) + "\n"
 
 
 def table(header, rows):

@@ -47,16 +47,26 @@ def duration_ms(text):
     factor = {None: 1, "ms": 1, "s": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
     return float(match.group(1)) * factor[match.group(2)]
 SERVICE_UID = 10001
-# Consul name -> (gRPC port, full gRPC service name): each service crate's IDENTITY
-# (a contract: docs/architecture.md, "Services"); a test in cli/src/services.rs checks it.
+# Consul name -> (well-known port, full gRPC service name, None for an edge): each service
+# crate's IDENTITY (a contract: docs/architecture.md, "Services"); cli/tests/service_lists.rs
+# checks it against mesh_cli::services::ALL.
 SERVICES = {
     "users": (50051, "mesh.users.v1.Users"),
     "inventory": (50052, "mesh.inventory.v1.Inventory"),
     "payments": (50053, "mesh.payments.v1.Payments"),
     "orders": (50054, "mesh.orders.v1.Orders"),
     "shipping": (50055, "mesh.shipping.v1.Shipping"),
+    "gateway": (8080, None),
 }
+# The gRPC services with a database: what the per-service checks below assert. The edge
+# (the gateway) has its own checks (check_gateway and its flows).
+GRPC_SERVICES = {name: entry for name, entry in SERVICES.items() if entry[1] is not None}
 BACKENDS = ("users", "inventory", "payments")
+# The API gateway (an edge: HTTPS, no database): the only workload reached from outside the
+# namespace. It calls these, and never payments.
+GATEWAY = "gateway"
+GATEWAY_PORT = 8443
+GATEWAY_CALLS = ("users", "inventory", "orders")
 CONSUL_STS = "consul-server"
 ACL_JOB = "consul-acl-bootstrap"
 ACL_POLICIES_CM = "consul-acl-policies"
@@ -484,8 +494,8 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     images = {}
     db_secrets = {}
     databases = {}
-    deployments = {name: r.by_kind.get("Deployment", {}).get(name) for name in SERVICES}
-    for svc, (grpc_port, full) in SERVICES.items():
+    deployments = {name: r.by_kind.get("Deployment", {}).get(name) for name in GRPC_SERVICES}
+    for svc, (grpc_port, full) in GRPC_SERVICES.items():
         did = f"Deployment/{svc}"
         d = deployments[svc]
         c(f"{did} exists", lambda d=d: need(d is not None, "missing"))
@@ -650,7 +660,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             s = r.get("Service", svc)
             need(s["spec"].get("type", "ClusterIP") == "ClusterIP", "not ClusterIP")
             need(service_selects(s, labels), "selector does not match the pods")
-            others = [o for o in SERVICES if o != svc and deployments.get(o)
+            others = [o for o in GRPC_SERVICES if o != svc and deployments.get(o)
                       and service_selects(s, pod_labels(deployments[o]))]
             need(not others, f"selector also matches {others}")
             by_name = {p["name"]: p for p in s["spec"]["ports"]}
@@ -696,10 +706,12 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             return ", ".join(own)
         c(f"NetworkPolicy for {svc}", netpol)
 
+    check_gateway(c, r, expect, overlay, images)
+
     def one_image():
         need(len(set(images.values())) == 1, f"several images: {images}")
         return next(iter(images.values()), "")
-    c("all four services run the same image", one_image)
+    c("every mesh workload (the four services, the gateway) runs the same image", one_image)
 
     def distinct_databases():
         secrets = list(db_secrets.values())
@@ -752,7 +764,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         vol = [v for v in pod_spec(pg)["volumes"] if v["name"] == mount[0]["name"]][0]
         cm = r.get("ConfigMap", vol["configMap"]["name"])
         need(any(k.endswith(".sh") for k in cm.get("data", {})), "no init script in the ConfigMap")
-        for svc in SERVICES:
+        for svc in GRPC_SERVICES:
             src = env_source(r, ct, f"{svc.upper()}_DATABASE_URL")
             need(src and src[0] == "secret" and src[1] == db_secrets.get(svc),
                  f"{svc.upper()}_DATABASE_URL is not the Secret {svc} reads ({src} vs {db_secrets.get(svc)})")
@@ -871,7 +883,11 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             for backend in BACKENDS:
                 need(("orders", backend) in allowed, f"orders -> {backend} is not allowed")
                 callers = {s for (s, d) in allowed if d in (backend, "*")}
-                need(callers <= {"orders", "operator"}, f"{backend} may be called by {sorted(callers)}")
+                expected = {"orders", "operator"} | ({GATEWAY} if backend in GATEWAY_CALLS else set())
+                need(callers <= expected, f"{backend} may be called by {sorted(callers)}")
+            for target in GATEWAY_CALLS:
+                need((GATEWAY, target) in allowed, f"{GATEWAY} -> {target} is not allowed")
+            need((GATEWAY, "payments") in denied, f"no explicit deny of {GATEWAY} -> payments")
             return f"{len(allowed)} allow, {len(denied)} deny"
         c(f"{cid}: Connect on, default-deny intentions for the shop's call graph", connect_and_intentions)
 
@@ -918,7 +934,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
 
     def service_policies():
         data = find_generated(r, "ConfigMap", ACL_POLICIES_CM).get("data", {}) or {}
-        for svc in SERVICES:
+        for svc in GRPC_SERVICES:
             rules = data.get(f"{svc}.hcl", "")
             need(re.search(r'service "%s" \{\s*policy\s*=\s*"write"' % svc, rules),
                  f"{svc}.hcl lacks service:write on {svc}")
@@ -928,7 +944,12 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         for backend in BACKENDS:
             need(re.search(r'service "%s" \{\s*policy\s*=\s*"read"' % backend, data.get("orders.hcl", "")),
                  f"orders.hcl lacks service:read on {backend}")
-    c(f"ConfigMap/{ACL_POLICIES_CM}: each service writes only itself; orders reads its upstreams", service_policies)
+        gateway = data.get(f"{GATEWAY}.hcl", "")
+        writes = re.findall(r'(\w+) "([^"]*)" \{[^}]*policy\s*=\s*"write"', gateway)
+        need(writes == [("service", GATEWAY)], f"{GATEWAY}.hcl writes {writes}, not only itself")
+        reads = sorted(re.findall(r'service "([^"]*)" \{\s*policy\s*=\s*"read"', gateway))
+        need(reads == sorted(GATEWAY_CALLS), f"{GATEWAY}.hcl reads {reads}, not exactly {sorted(GATEWAY_CALLS)}")
+    c(f"ConfigMap/{ACL_POLICIES_CM}: each service writes only itself; orders and the gateway read their upstreams", service_policies)
 
     job = r.by_kind.get("Job", {}).get(ACL_JOB)
     c(f"Job/{ACL_JOB} exists", lambda: need(job is not None, "missing"))
@@ -947,7 +968,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
             need(mount and generated(volumes[mount[0]["name"]].get("configMap", {}).get("name"), ACL_POLICIES_CM),
                  f"{policies} is not the ConfigMap {ACL_POLICIES_CM}")
             tokens = flag("--tokens-dir")
-            for svc in list(SERVICES) + EXTRA_TOKENS:
+            for svc in list(GRPC_SERVICES) + [GATEWAY] + EXTRA_TOKENS:
                 src = mounted_secret_file(job, jct, f"{tokens}/{svc}.token")
                 need(src and generated(src[0], f"consul-token-{svc}") and src[1] == "token",
                      f"{svc}.token is {src}")
@@ -971,7 +992,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
                  "tokens.json's initial_management differs from master.token")
             need(tokens["agent"] == value("consul-acl-tokens", "agent.token"),
                  "tokens.json's agent differs from agent.token")
-            values = [value(f"consul-token-{n}", "token") for n in list(SERVICES) + EXTRA_TOKENS]
+            values = [value(f"consul-token-{n}", "token") for n in list(GRPC_SERVICES) + [GATEWAY] + EXTRA_TOKENS]
             need(None not in values and len(set(values) | {tokens["initial_management"], tokens["agent"]}) == len(values) + 2,
                  "token Secrets missing or shared")
         c("dev Secrets: Consul's tokens agree, every holder has its own token", dev_tokens_agree)
@@ -1022,17 +1043,17 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     orders = pods.get("orders")
     consul_ep = pods.get(CONSUL_STS)
     pg = pods.get(POSTGRES_STS)
-    for svc, (port, _) in SERVICES.items():
+    for svc, (port, _) in GRPC_SERVICES.items():
         ep = pods.get(svc)
         if svc in BACKENDS:
             flow(orders, ep, port, "TCP", True)
             flow(debug, ep, port, "TCP", False)
-            flow(ep, orders, SERVICES["orders"][0], "TCP", False)
+            flow(ep, orders, GRPC_SERVICES["orders"][0], "TCP", False)
             for other in BACKENDS:
                 if other != svc:
-                    flow(ep, pods.get(other), SERVICES[other][0], "TCP", False)
+                    flow(ep, pods.get(other), GRPC_SERVICES[other][0], "TCP", False)
                     one_side(pods.get(other), ep, port, "Ingress")
-                    one_side(ep, pods.get(other), SERVICES[other][0], "Egress")
+                    one_side(ep, pods.get(other), GRPC_SERVICES[other][0], "Egress")
             one_side(pg, ep, port, "Ingress")
         flow(consul_ep, ep, HEALTH_PORT, "TCP", True)
         flow(consul_ep, ep, port, "TCP", False)
@@ -1042,8 +1063,8 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         flow(prometheus, ep, port, "TCP", False)
         flow(foreign, ep, port, "TCP", False)
         flow(ep, internet, 443, "TCP", False)
-    flow(debug, orders, SERVICES["orders"][0], "TCP", True)
-    flow(stranger, orders, SERVICES["orders"][0], "TCP", False)
+    flow(debug, orders, GRPC_SERVICES["orders"][0], "TCP", True)
+    flow(stranger, orders, GRPC_SERVICES["orders"][0], "TCP", False)
     flow(stranger, consul_ep, CONSUL_API_PORT, "TCP", False)
     for port, proto in CONSUL_PEER_PORTS:
         flow(consul_ep, consul_ep, port, proto, True)
@@ -1057,13 +1078,13 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     acl_job = pods.get(ACL_JOB)
     flow(acl_job, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(acl_job, pg, 5432, "TCP", False)
-    flow(acl_job, orders, SERVICES["orders"][0], "TCP", False)
+    flow(acl_job, orders, GRPC_SERVICES["orders"][0], "TCP", False)
     flow(acl_job, internet, 443, "TCP", False)
     flow(orders, acl_job, CONSUL_API_PORT, "TCP", False)
     traffic_job = pods.get(TRAFFIC_JOB)
     flow(traffic_job, consul_ep, CONSUL_API_PORT, "TCP", True)
     flow(traffic_job, pg, 5432, "TCP", False)
-    flow(traffic_job, orders, SERVICES["orders"][0], "TCP", False)
+    flow(traffic_job, orders, GRPC_SERVICES["orders"][0], "TCP", False)
     flow(traffic_job, internet, 443, "TCP", False)
     # The events' broker: orders publishes, shipping consumes, nobody else.
     broker = pods.get(BROKER_STS)
@@ -1072,6 +1093,36 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     flow(debug, broker, BROKER_PORT, "TCP", False)
     flow(foreign, broker, BROKER_PORT, "TCP", False)
     flow(broker, internet, 443, "TCP", False)
+
+    # The gateway: the one way in from outside the namespace, and what it may call.
+    gateway = pods.get(GATEWAY)
+    flow(internet, gateway, GATEWAY_PORT, "TCP", True)
+    flow(foreign, gateway, GATEWAY_PORT, "TCP", True)
+    for target in GATEWAY_CALLS:
+        flow(gateway, pods.get(target), GRPC_SERVICES[target][0], "TCP", True)
+    flow(gateway, pods.get("payments"), GRPC_SERVICES["payments"][0], "TCP", False)
+    one_side(gateway, pods.get("payments"), GRPC_SERVICES["payments"][0], "Egress")
+    one_side(gateway, pods.get("payments"), GRPC_SERVICES["payments"][0], "Ingress")
+    flow(gateway, consul_ep, CONSUL_API_PORT, "TCP", True)
+    flow(gateway, pg, 5432, "TCP", False)
+    flow(gateway, internet, 443, "TCP", False)
+    flow(consul_ep, gateway, HEALTH_PORT, "TCP", True)
+    flow(prometheus, gateway, METRICS_PORT, "TCP", True)
+    flow(foreign, gateway, HEALTH_PORT, "TCP", False)
+
+    def only_the_gateway_from_outside():
+        reachable = []
+        for name, ep in sorted(pods.items()):
+            for port in sorted({p["containerPort"] for p in ep.ports if p.get("protocol", "TCP") == "TCP"}):
+                for outsider in (internet, foreign):
+                    if flow_allowed(r, outsider, ep, port, "TCP"):
+                        reachable.append(f"{name}:{port} from {outsider.name}")
+        need(reachable == [f"{GATEWAY}:{GATEWAY_PORT} from {internet.name}",
+                           f"{GATEWAY}:{GATEWAY_PORT} from {foreign.name}"],
+             f"reachable from outside the namespace: {reachable}")
+        return f"{GATEWAY}:{GATEWAY_PORT} only"
+    c("NetworkPolicy: only the gateway's HTTPS port accepts traffic from outside the namespace",
+      only_the_gateway_from_outside)
 
 
 def check_traffic(c, r: Rendered):
@@ -1103,7 +1154,7 @@ def check_traffic(c, r: Rendered):
             entry = json.loads(text)
             if entry["Kind"] == "service-defaults":
                 found[entry["Name"]] = entry.get("Protocol")
-        need(found == {svc: "grpc" for svc in SERVICES}, f"service-defaults protocols: {found}")
+        need(found == {svc: "grpc" for svc in GRPC_SERVICES}, f"service-defaults protocols: {found}")
     c(f"ConfigMap/{TRAFFIC_CM}: service-defaults with protocol grpc for every service", protocols)
 
     def canary():
@@ -1147,6 +1198,80 @@ def check_traffic(c, r: Rendered):
         need(env_source(r, jct, "CONSUL_HTTP_TOKEN") is None, "CONSUL_HTTP_TOKEN in the environment")
         return f"token from {src[0]}"
     c(f"Job/{TRAFFIC_JOB}: consul config write of every entry, with the traffic token", writes_with_the_traffic_token)
+
+
+def check_gateway(c, r: Rendered, expect: dict, overlay: str | None, images: dict):
+    """The API gateway's Deployment: HTTPS only, tokens from the identity ConfigMap, its own
+    Consul token and Connect identity, no database; its Service, HPA and PDB."""
+    d = r.by_kind.get("Deployment", {}).get(GATEWAY)
+    did = f"Deployment/{GATEWAY}"
+    c(f"{did} exists", lambda: need(d is not None, "missing"))
+    if d is None:
+        return
+    ct = main_container(d)
+    images[GATEWAY] = ct.get("image")
+
+    def command():
+        need(ct.get("command") == [f"/usr/local/bin/{GATEWAY}"], f"command is {ct.get('command')}")
+    c(f"{did}: runs /usr/local/bin/{GATEWAY} from the mesh image", command)
+
+    def https():
+        need(port_of(env_text(r, ct, "MESH_LISTEN")) == container_port(ct, "https") == GATEWAY_PORT,
+             "MESH_LISTEN, the https port and 8443 differ")
+        need(env_source(r, ct, "MESH_ALLOW_PLAINTEXT") is None, "MESH_ALLOW_PLAINTEXT is set")
+        cert = mounted_secret_file(d, ct, env_text(r, ct, "MESH_TLS_CERT"))
+        key = mounted_secret_file(d, ct, env_text(r, ct, "MESH_TLS_KEY"))
+        need(cert and generated(cert[0], "gateway-tls") and cert[1] == "tls.crt", f"MESH_TLS_CERT is {cert}")
+        need(key and generated(key[0], "gateway-tls") and key[1] == "tls.key", f"MESH_TLS_KEY is {key}")
+        return "certificate and key from Secret gateway-tls"
+    c(f"{did}: HTTPS on 8443 with the certificate of Secret gateway-tls, never plaintext", https)
+
+    def tokens():
+        path = env_text(r, ct, "MESH_JWT_KEYS")
+        volumes = {v["name"]: v for v in pod_spec(d).get("volumes", []) or []}
+        mounts = [m for m in ct.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+        need(mounts, f"{path} is not mounted")
+        cm = volumes[mounts[0]["name"]].get("configMap") or {}
+        need(generated(cm.get("name"), "gateway-identity"), f"{path} is not from ConfigMap gateway-identity")
+        # The ConfigMap itself comes from the overlay (dev) or the operator (prod).
+        env = {e["name"]: e for e in ct.get("env", []) or []}
+        for name, key in (("MESH_JWT_ISSUER", "issuer"), ("MESH_JWT_AUDIENCE", "audience")):
+            ref = (env.get(name, {}).get("valueFrom") or {}).get("configMapKeyRef") or {}
+            need(generated(ref.get("name"), "gateway-identity") and ref.get("key") == key,
+                 f"{name} is not key {key} of ConfigMap gateway-identity: {env.get(name)}")
+    c(f"{did}: token keys, issuer and audience from ConfigMap gateway-identity", tokens)
+
+    def identity():
+        need(env_text(r, ct, "MESH_MTLS") == "required", "MESH_MTLS is not required")
+        src = mounted_secret_file(d, ct, env_text(r, ct, "CONSUL_HTTP_TOKEN_FILE"))
+        need(src and generated(src[0], f"consul-token-{GATEWAY}"), f"its Consul token is {src}")
+        need(env_source(r, ct, "DATABASE_URL") is None, "an edge has no database")
+    c(f"{did}: Connect identity gateway (mTLS to the services), its own Consul token, no database", identity)
+
+    def probes():
+        for kind, service in (("startupProbe", GATEWAY), ("readinessProbe", GATEWAY), ("livenessProbe", "")):
+            probe = ct.get(kind) or {}
+            need(probe.get("grpc", {}).get("port") == HEALTH_PORT, f"{kind} is not grpc on {HEALTH_PORT}")
+            need(probe["grpc"].get("service", "") == service, f"{kind} checks {probe['grpc'].get('service')!r}")
+    c(f"{did}: gRPC health probes on the health port", probes)
+
+    def service():
+        s = r.get("Service", GATEWAY)
+        need(s["spec"].get("type") == "LoadBalancer", "not a LoadBalancer")
+        https = [p for p in s["spec"]["ports"] if p["port"] == 443]
+        need(https and container_port(ct, https[0]["targetPort"]) == GATEWAY_PORT, "no 443 -> 8443")
+    c(f"Service/{GATEWAY}: LoadBalancer, 443 -> the HTTPS port", service)
+
+    def scaling():
+        hpa = r.get("HorizontalPodAutoscaler", GATEWAY)
+        need(hpa["spec"]["scaleTargetRef"]["name"] == GATEWAY, "scales something else")
+        pdb = r.get("PodDisruptionBudget", GATEWAY)
+        need(selects(pdb["spec"]["selector"], pod_labels(d)), "the PDB does not select the pods")
+        low, _ = expect.get("replicas", (None, None))
+        if low is not None:
+            need(d["spec"]["replicas"] >= low and hpa["spec"]["minReplicas"] >= low,
+                 f"fewer than {low} replicas for {overlay}")
+    c(f"HorizontalPodAutoscaler/{GATEWAY} and PodDisruptionBudget/{GATEWAY}", scaling)
 
 
 def main(argv: list[str]) -> int:

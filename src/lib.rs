@@ -10,6 +10,8 @@
 //!   Consul registration, graceful drain);
 //! - [`client`]: the tower stack that resolves, balances and retries;
 //! - [`connect`]: Consul Connect-native mTLS identities;
+//! - [`caller`]: who a request acts for (an end user only through the
+//!   gateway's Connect identity);
 //! - [`storage`], [`validate`], [`config`], [`telemetry`]: what every service shares.
 //!
 //! Modules use each other in one direction only (`tests/module_graph.rs`):
@@ -19,6 +21,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bounded;
+pub mod caller;
 pub mod client;
 pub mod config;
 pub mod connect;

@@ -10,7 +10,6 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -19,131 +18,10 @@ use mesh::proto::{
     orders::v1::{orders_client::OrdersClient, OrderLine, PlaceOrderRequest},
     users::v1::{users_client::UsersClient, CreateUserRequest},
 };
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::{
-        trace_service_server::{TraceService, TraceServiceServer},
-        ExportTraceServiceRequest, ExportTraceServiceResponse,
-    },
-    common::v1::{any_value::Value, KeyValue},
-    trace::v1::span::SpanKind,
+use testkit::{
+    otlp::{Collector, Received, SpanKind},
+    ConsulAgent, ServiceOptions, ServiceProcess,
 };
-use testkit::{wait_until, ConsulAgent, ServiceOptions, ServiceProcess};
-
-/// One received span with its resource's `service.name`.
-#[derive(Debug, Clone)]
-struct Received {
-    service: String,
-    resource: BTreeMap<String, String>,
-    name: String,
-    kind: i32,
-    trace_id: String,
-    span_id: String,
-    parent_span_id: String,
-    attributes: BTreeMap<String, String>,
-}
-
-impl Received {
-    fn is(&self, kind: SpanKind) -> bool {
-        self.kind == kind as i32
-    }
-}
-
-fn text(value: Option<&opentelemetry_proto::tonic::common::v1::AnyValue>) -> String {
-    match value.and_then(|value| value.value.as_ref()) {
-        Some(Value::StringValue(text)) => text.clone(),
-        Some(Value::IntValue(number)) => number.to_string(),
-        Some(Value::BoolValue(flag)) => flag.to_string(),
-        Some(Value::DoubleValue(number)) => number.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-fn attributes(list: &[KeyValue]) -> BTreeMap<String, String> {
-    list.iter()
-        .map(|kv| (kv.key.clone(), text(kv.value.as_ref())))
-        .collect()
-}
-
-/// The in-test collector: keeps every span it is sent.
-#[derive(Debug, Clone, Default)]
-struct Collector {
-    spans: Arc<Mutex<Vec<Received>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Collector {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
-            let resource = attributes(
-                resource_spans
-                    .resource
-                    .as_ref()
-                    .map(|resource| resource.attributes.as_slice())
-                    .unwrap_or_default(),
-            );
-            let service = resource.get("service.name").cloned().unwrap_or_default();
-            for scope in resource_spans.scope_spans {
-                for span in scope.spans {
-                    spans.push(Received {
-                        service: service.clone(),
-                        resource: resource.clone(),
-                        name: span.name.clone(),
-                        kind: span.kind,
-                        trace_id: hex(&span.trace_id),
-                        span_id: hex(&span.span_id),
-                        parent_span_id: hex(&span.parent_span_id),
-                        attributes: attributes(&span.attributes),
-                    });
-                }
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
-    }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-impl Collector {
-    /// Serves the collector on a free loopback port; returns its endpoint URL.
-    async fn start(&self) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the collector");
-        let address = listener.local_addr().expect("collector address");
-        let service = TraceServiceServer::new(self.clone());
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        format!("http://{address}")
-    }
-
-    fn spans(&self) -> Vec<Received> {
-        self.spans.lock().unwrap().clone()
-    }
-
-    /// Waits until `check` finds what it needs in the spans received so far.
-    async fn wait_for<T: Send + 'static>(
-        &self,
-        what: &str,
-        check: impl Fn(&[Received]) -> Option<T> + Send + 'static,
-    ) -> T {
-        let collector = self.clone();
-        let what = what.to_owned();
-        tokio::task::spawn_blocking(move || {
-            wait_until(&what, Duration::from_secs(30), || check(&collector.spans()))
-        })
-        .await
-        .expect("wait task")
-    }
-}
 
 /// Starts `name` registered in `agent`, exporting its spans to `collector`.
 fn start(name: &str, agent: &ConsulAgent, collector: &str, args: &[&str]) -> ServiceProcess {

@@ -1,7 +1,9 @@
 //! The intentions the project ships for the shop's call graph: default-deny,
-//! `orders` may call `users`, `inventory` and `payments`, and the `operator`
-//! identity (grpcurl, `mesh-bench`, demo seeding) may call every service.
-//! Nothing else calls `payments` or `inventory`. The Kubernetes manifests
+//! `orders` may call `users`, `inventory` and `payments`, the API `gateway`
+//! may call `users`, `inventory` and `orders` — and is denied `payments` by
+//! name, so that no wildcard allow added later reaches it — and the
+//! `operator` identity (grpcurl, `mesh bench`, demo seeding) may call every
+//! service. Nothing else calls `payments` or `inventory`. The Kubernetes manifests
 //! carry the same list (`k8s/base/consul/mesh-connect.json`, `service-intentions` config entries).
 
 use anyhow::Context as _;
@@ -13,6 +15,10 @@ pub(crate) const DEFAULT_INTENTIONS: &[(&str, &str, IntentionAction)] = &[
     ("orders", "users", IntentionAction::Allow),
     ("orders", "inventory", IntentionAction::Allow),
     ("orders", "payments", IntentionAction::Allow),
+    ("gateway", "users", IntentionAction::Allow),
+    ("gateway", "inventory", IntentionAction::Allow),
+    ("gateway", "orders", IntentionAction::Allow),
+    ("gateway", "payments", IntentionAction::Deny),
     (mesh::connect::OPERATOR, "*", IntentionAction::Allow),
     ("*", "*", IntentionAction::Deny),
 ];
@@ -57,7 +63,9 @@ mod tests {
                 .collect()
         };
         assert_eq!(callers_of("payments"), ["orders", "operator"]);
-        assert_eq!(callers_of("inventory"), ["orders", "operator"]);
+        assert_eq!(callers_of("inventory"), ["orders", "gateway", "operator"]);
+        assert_eq!(callers_of("orders"), ["gateway", "operator"]);
         assert!(!callers_of("payments").contains(&"users"));
+        assert!(DEFAULT_INTENTIONS.contains(&("gateway", "payments", IntentionAction::Deny)));
     }
 }

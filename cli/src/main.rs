@@ -12,6 +12,7 @@
 //! - `mesh health ADDR`: a gRPC health check for container healthchecks;
 //! - `mesh cert IDENTITY --out DIR`: a Connect certificate for grpcurl.
 //! - `mesh acl bootstrap`: the mesh's ACL policies and tokens in a Consul with ACLs on.
+//! - `mesh token USER_ID`: a short-lived bearer token for the local API gateway.
 //!
 //! The benchmark lab is its own binary, `mesh-bench` (`bench/`); `mesh bench`,
 //! `mesh bench-discovery` and `mesh bench-routing` still run it (hidden, see [`lab`]).
@@ -31,6 +32,7 @@ mod process;
 mod serve;
 mod signals;
 mod status;
+mod token;
 mod tools;
 mod up;
 
@@ -90,6 +92,8 @@ enum Operate {
     Cert(cert::CertArgs),
     /// Consul ACLs: `mesh acl bootstrap` creates the mesh's policies and tokens.
     Acl(acl::AclArgs),
+    /// Print a short-lived bearer token for the local API gateway (`mesh up`'s key).
+    Token(token::TokenArgs),
 }
 
 fn main() -> ExitCode {
@@ -124,6 +128,7 @@ fn operate(command: Operate) -> ExitCode {
             Operate::Health(args) => health::run(args).await,
             Operate::Cert(args) => cert::run(args).await,
             Operate::Acl(args) => acl::run(args).await,
+            Operate::Token(args) => token::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

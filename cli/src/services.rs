@@ -14,6 +14,7 @@ pub const ALL: &[Runnable] = &[
     payments::SERVICE,
     orders::SERVICE,
     shipping::SERVICE,
+    gateway::SERVICE,
 ];
 
 /// Every service's identity, in start order.

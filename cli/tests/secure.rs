@@ -19,8 +19,8 @@ use std::{
 };
 
 use common::{
-    alive, cmdline, mesh_env, mesh_in, pids, run_printed_grpcurl_commands, services, spawn_up,
-    stderr, stdout, wait_for_output,
+    alive, cmdline, mesh_env, mesh_in, pids, run_printed_curl_commands,
+    run_printed_grpcurl_commands, services, spawn_up, stderr, stdout, wait_for_output,
 };
 use nix::sys::signal::Signal;
 use testkit::{free_port, tool, GrpcurlOutput};
@@ -28,7 +28,7 @@ use testkit::{free_port, tool, GrpcurlOutput};
 /// Four services and a secure agent from cold start (dev build, shared cores).
 const READY_TIMEOUT: Duration = Duration::from_secs(150);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const HOLDERS: [&str; 9] = [
+const HOLDERS: [&str; 10] = [
     "master",
     "agent",
     "users",
@@ -36,6 +36,7 @@ const HOLDERS: [&str; 9] = [
     "payments",
     "orders",
     "shipping",
+    "gateway",
     "mesh-read",
     "traffic",
 ];
@@ -252,6 +253,49 @@ fn hardening_finding_12_mesh_up_is_acl_default_deny_and_https_by_default() {
 
     // The printed grpcurl commands work verbatim, from the checkout.
     run_printed_grpcurl_commands(&up.log(), checkout.path());
+    // So do the printed curl commands of the front door: sign up, read an
+    // item, a token from `mesh token`, place, list and cancel an order.
+    let curl = run_printed_curl_commands(&up.log(), checkout.path());
+    assert!(curl.contains(r#""userId":""#), "no user signed up:\n{curl}");
+    assert!(curl.contains(r#""sku":"WIDGET-1""#), "no item:\n{curl}");
+    let order_id = curl
+        .lines()
+        .find_map(|line| line.strip_prefix("order "))
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| panic!("no order placed:\n{curl}"))
+        .to_owned();
+    assert!(
+        curl.matches(order_id.as_str()).count() >= 3,
+        "the order is not in the list or the cancel:\n{curl}"
+    );
+    assert!(curl.contains("ORDER_STATUS_CANCELLED"), "{curl}");
+    // Without a token, orders are not anyone's to read.
+    let gateway = &listed_rows["gateway-1"].0;
+    let anonymous = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://{gateway}/v1/orders/{order_id}"))
+        .output()
+        .expect("run curl");
+    assert_eq!(stdout(&anonymous), "401", "{}", stderr(&anonymous));
+    // The shop page's link signs the demo user in: its token reads the
+    // demo user's order.
+    let log = up.log();
+    let link = log
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with(&format!("http://{gateway}/#token=")))
+        .unwrap_or_else(|| panic!("no shop page link:\n{log}"));
+    let token = link
+        .split_once("#token=")
+        .and_then(|(_, rest)| rest.split('&').next())
+        .expect("a token in the link");
+    let mine = std::process::Command::new("curl")
+        .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{gateway}/v1/orders/{order_id}"))
+        .output()
+        .expect("run curl");
+    assert_eq!(stdout(&mine), "200", "{}", stderr(&mine));
 
     // orders, with its own token (and its Connect identity, issued under
     // that token), finds users, inventory and payments: a whole order goes

@@ -32,9 +32,6 @@ pub enum ServeError {
     /// `--mtls=required` with `--no-consul`: no agent, so no Connect certificate.
     #[error("--mtls=required needs the Consul agent's Connect CA, but --no-consul is set: add --mtls=off (plaintext, local experiments only) or drop --no-consul")]
     MtlsNeedsConsul,
-    /// A service's own settings are unusable (e.g. its broker URL).
-    #[error("invalid settings: {0}")]
-    Settings(String),
     /// `--authz-max-stale` shorter than `--authz-recheck`: every decision
     /// would be too old before its re-check.
     #[error("--authz-max-stale ({max_stale:?}) must be at least --authz-recheck ({recheck:?}): a decision is re-checked once per period")]
@@ -47,11 +44,14 @@ pub enum ServeError {
     /// The mesh port's accept loop ended without being asked to.
     #[error("the mesh port stopped accepting connections on its own")]
     Stopped,
-    /// The service has no gRPC service of its own (an edge): this bootstrap
-    /// serves gRPC services only.
-    #[error("{service} serves no gRPC service of its own (an edge service): the gRPC bootstrap cannot serve it")]
+    /// The service has no gRPC service of its own (an edge): `serve` serves
+    /// gRPC services only; an edge uses `serve_edge`.
+    #[error("{service} serves no gRPC service of its own (an edge service): serve it with BoundServer::serve_edge")]
     NotGrpc {
         /// The service's name.
         service: &'static str,
     },
+    /// The service's own settings cannot be used (its files, its flags).
+    #[error(transparent)]
+    Settings(Box<dyn std::error::Error + Send + Sync>),
 }

@@ -31,12 +31,16 @@ mod stack;
 mod status_codes;
 mod tls;
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{convert::Infallible, future::Future, net::SocketAddr, pin::Pin, time::Duration};
 
 use discovery::connect::ConnectCa;
 use tokio::net::TcpListener;
 use tonic::{body::Body, server::NamedService, service::Routes};
-use tonic_health::ServingStatus;
+use tonic_health::{
+    pb::health_server::{Health, HealthServer},
+    server::HealthReporter,
+    ServingStatus,
+};
 use tower::Service;
 
 pub use binary::{serve_args, Runnable};
@@ -55,9 +59,8 @@ pub async fn bind(
     identity: &'static ServiceIdentity,
     args: &ServiceArgs,
 ) -> Result<BoundServer, ServeError> {
-    let grpc_service = identity.grpc_service().ok_or(ServeError::NotGrpc {
-        service: identity.name,
-    })?;
+    // An edge has no gRPC service: its health reports its own name.
+    let grpc_service = identity.grpc_service().unwrap_or(identity.name);
     // First of all (after the checks), so that a SIGTERM during start-up
     // (migrations) is not lost: `serve` sees it at once and shuts down cleanly.
     let signals = shutdown::Signals::install().map_err(ServeError::Signals)?;
@@ -143,6 +146,7 @@ fn admission(identity: &ServiceIdentity, args: &ServiceArgs) -> Result<Admission
 #[derive(Debug)]
 pub struct BoundServer {
     identity: &'static ServiceIdentity,
+    /// The name health reports besides `""` (an edge's own name).
     grpc_service: &'static str,
     args: ServiceArgs,
     listener: TcpListener,
@@ -211,22 +215,64 @@ impl BoundServer {
             + 'static,
         S::Future: Send + 'static,
     {
-        let identity = self.identity;
-        let grpc_service = self.grpc_service;
-        let instance_id = self.instance_id();
-        let mtls_identity = self.connect_identity();
-        let mut signals = self.signals;
+        if self.identity.grpc_service().is_none() {
+            return Err(ServeError::NotGrpc {
+                service: self.identity.name,
+            });
+        }
         let (health, health_service) = tonic_health::server::health_reporter();
-        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         // The application service in its stack (`stack`), beside health and reflection.
         let routes = Routes::new(health_service.clone())
             .add_service(reflection::v1(S::NAME)?)
             .add_service(reflection::v1alpha(S::NAME)?)
             .add_service(stack::application(service, &self.args))
             .prepare();
-        let mut server = tokio::spawn(tls::serve(self.listener, self.admission, routes, async {
-            let _ = stopped.await;
-        }));
+        let front = |listener, admission, stopped| -> FrontTask {
+            Box::pin(tls::serve(listener, admission, routes, stopped))
+        };
+        self.run(health, health_service, front).await
+    }
+
+    /// Serves an edge ([`ServiceKind::Edge`](crate::service::ServiceKind)):
+    /// `front` serves the bound listen socket itself (the API gateway's HTTP
+    /// port: neither Connect mTLS nor gRPC routes) until the future it is
+    /// given resolves, then finishes its in-flight requests. Health (under
+    /// `""` and the edge's name), Consul registration (not Connect-native:
+    /// callers from outside the mesh reach it), metrics and the drain are
+    /// every service's.
+    pub async fn serve_edge<F, Fut>(self, front: F) -> Result<(), ServeError>
+    where
+        F: FnOnce(TcpListener, StopSignal) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let front =
+            |listener, _admission, stopped| -> FrontTask { Box::pin(front(listener, stopped)) };
+        self.run(health, health_service, front).await
+    }
+
+    /// The lifecycle around the listen socket's server (`front`): health,
+    /// metrics, registration once the certificate is there, and on a signal
+    /// NOT_SERVING → deregister → drain → stop accepting → finish.
+    async fn run(
+        self,
+        health: HealthReporter,
+        health_service: HealthServer<impl Health>,
+        front: impl FnOnce(TcpListener, Admission, StopSignal) -> FrontTask,
+    ) -> Result<(), ServeError> {
+        let identity = self.identity;
+        let grpc_service = self.grpc_service;
+        let instance_id = self.instance_id();
+        let mtls_identity = self.connect_identity();
+        let mut signals = self.signals;
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut server = tokio::spawn(front(
+            self.listener,
+            self.admission,
+            Box::pin(async {
+                let _ = stopped.await;
+            }),
+        ));
         let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
         let health_server = tokio::spawn(health_port::serve(
             self.health_listener,
@@ -284,6 +330,12 @@ impl BoundServer {
         Ok(())
     }
 }
+
+/// Resolves when the listen socket's server must stop accepting.
+pub type StopSignal = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// The listen socket's server, run as a task.
+type FrontTask = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// Health of the server as a whole (`""`) and of `grpc_service`.
 async fn set_health(

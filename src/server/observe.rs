@@ -3,8 +3,10 @@
 //!
 //! - a `grpc.server` span (target `mesh::rpc`) continuing the caller's trace
 //!   from the `traceparent` metadata, with `rpc.system`, `rpc.service`,
-//!   `rpc.method`, `rpc.grpc.status_code` and a `trace_id` field that puts the
-//!   trace id on every log line written inside the RPC;
+//!   `rpc.method`, `rpc.grpc.status_code`, the caller's `peer.service`, the
+//!   end user's `enduser.id` on calls from the gateway (see
+//!   [`crate::caller`]), and a `trace_id` field that puts the trace id on
+//!   every log line written inside the RPC;
 //! - the RED metrics `grpc_server_started_total`, `grpc_server_handled_total`
 //!   and `grpc_server_handling_seconds`.
 //!
@@ -268,9 +270,20 @@ where
             rpc.grpc.status_code = Empty,
             trace_id = Empty,
             peer.service = Empty,
+            enduser.id = Empty,
         );
         if let Some(peer) = request.extensions().get::<crate::connect::PeerIdentity>() {
             span.record("peer.service", &*peer.identity.service);
+            if peer.identity.service == crate::caller::EDGE_IDENTITY {
+                // The end user the gateway vouches for (believed from it only).
+                if let Some(subject) = request
+                    .headers()
+                    .get(crate::caller::SUBJECT_HEADER)
+                    .and_then(|value| value.to_str().ok())
+                {
+                    span.record("enduser.id", subject);
+                }
+            }
         }
         if !span.is_disabled() {
             let parent = traces::extract(request.headers());

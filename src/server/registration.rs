@@ -45,6 +45,8 @@ pub(crate) fn start(
     }
     meta.insert("health_port".to_owned(), health_port.to_string());
     meta.insert("mtls".to_owned(), args.mtls.as_str().to_owned());
+    let edge = identity.grpc_service().is_none();
+    let protocol = if edge { "http" } else { "grpc" };
     let mut check = GrpcCheck::new(grpc_service);
     check.interval = args.check_interval;
     check.timeout = check.interval.min(Duration::from_secs(1));
@@ -55,10 +57,15 @@ pub(crate) fn start(
         name: identity.name.to_owned(),
         address,
         port: bound.port(),
-        tags: vec!["grpc".to_owned(), format!("v{}", env!("CARGO_PKG_VERSION"))],
+        tags: vec![
+            protocol.to_owned(),
+            format!("v{}", env!("CARGO_PKG_VERSION")),
+        ],
         meta,
         check,
-        connect_native: args.mtls == MtlsMode::Required,
+        // An edge is reached from outside the mesh: never Connect-native,
+        // though it calls the services with its Connect identity.
+        connect_native: !edge && args.mtls == MtlsMode::Required,
     };
     tracing::info!(id = %registration.id, %address, port = bound.port(), consul = %consul.address(), "registering in Consul");
     Ok(Some(Registrar::try_spawn(

@@ -21,13 +21,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// The project's tools folder (`scripts/install-tools` fills it;
+/// `MESH_TOOLS_DIR` overrides the default `<repo>/.tools`).
+pub fn tools_dir() -> PathBuf {
+    std::env::var_os("MESH_TOOLS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools"))
+}
+
 /// The path of a tool (`consul`, `grpcurl`) installed by `scripts/install-tools`.
 /// Panics when it is missing: tests never skip for a missing tool.
 pub fn tool(name: &str) -> PathBuf {
-    let dir = std::env::var_os("MESH_TOOLS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.tools"));
-    let path = dir.join("bin").join(name);
+    let path = tools_dir().join("bin").join(name);
     assert!(
         path.exists(),
         "{} is missing: run scripts/install-tools (scripts/test does)",

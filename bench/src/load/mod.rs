@@ -6,6 +6,7 @@
 //! could not run (no connection, preparation failed) or no request succeeded.
 
 mod report;
+mod rest;
 pub(crate) mod routing;
 mod rpc;
 mod targets;
@@ -68,6 +69,11 @@ pub(crate) struct LoadArgs {
     #[arg(long)]
     json: bool,
 
+    /// `--gateway`: the folder of the token signing key the gateway
+    /// trusts (`token-signing-key.pem`, as `mesh up` writes it).
+    #[arg(long, default_value = ".mesh/gateway")]
+    gateway_keys: std::path::PathBuf,
+
     /// Metadata on every call, `key=value` (repeat for more), e.g.
     /// `-H x-canary=1` to take a canary route.
     #[arg(short = 'H', long = "header", value_name = "KEY=VALUE",
@@ -102,12 +108,12 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         mesh_cli::consul_settings::Holder::Management,
     )?;
     let identity = match via {
-        Via::Proxy(_) => None,
+        Via::Proxy(_) | Via::Gateway(_) => None,
         Via::Mesh | Via::Direct(_) => args.mtls.client_identity(&consul).await?,
     };
     let mesh_identity = match via {
         // Fixtures made through the mesh need an identity even when the load goes to a proxy.
-        Via::Proxy(_) if args.mtls.mtls == mesh::config::MtlsMode::Required => {
+        Via::Proxy(_) | Via::Gateway(_) if args.mtls.mtls == mesh::config::MtlsMode::Required => {
             args.mtls.client_identity(&consul).await?
         }
         _ => identity.clone(),
@@ -123,6 +129,8 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             .as_ref()
             .expect("a mesh client for --via mesh")
             .channel(rpc.service()),
+        // The gateway cannot make fixtures (AddStock is not exposed): the mesh does.
+        Via::Gateway(_) => mesh()?.channel(rpc.service()),
         Via::Direct(address) => {
             via::direct_channel(address, rpc.service(), identity.as_ref()).await?
         }
@@ -159,8 +167,30 @@ pub(crate) async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let before = routed
         .as_ref()
         .map(|mesh| targets::counts(mesh, rpc.service()));
-    let caller = TimedCaller::new(rpc, &fixture, channel, args.timeout);
-    let outcome = workers::run(plan, caller, &progress).await;
+    let outcome = match &via {
+        Via::Gateway(base) => {
+            let user_id = fixture.user_id().unwrap_or_default().to_owned();
+            let token = match rpc {
+                rpc::Rpc::PlaceOrder => Some(
+                    gateway::auth::dev::DevKeys::at(&args.gateway_keys)
+                        .mint(&user_id, Duration::from_secs(3600))
+                        .with_context(|| {
+                            format!(
+                                "a token for the bench user (--gateway-keys {})",
+                                args.gateway_keys.display()
+                            )
+                        })?,
+                ),
+                _ => None,
+            };
+            let caller = rest::RestCaller::new(base, rpc, user_id, token, args.timeout)?;
+            workers::run(plan, caller, &progress).await
+        }
+        _ => {
+            let caller = TimedCaller::new(rpc, &fixture, channel, args.timeout);
+            workers::run(plan, caller, &progress).await
+        }
+    };
     progress.finish_and_clear();
 
     let mut report = Report::new(
@@ -201,7 +231,7 @@ async fn prepare(
             status.message()
         )
     };
-    if *via == Via::Mesh {
+    if matches!(via, Via::Mesh | Via::Gateway(_)) {
         let mesh = mesh()?;
         return rpc::prepare(rpc, |service| mesh.channel(service), requests)
             .await

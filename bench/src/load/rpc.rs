@@ -20,9 +20,9 @@ use super::workers::Call;
 /// count can be checked with GetItem).
 pub(crate) const ADD_STOCK_SKU: &str = "BENCH-ADD";
 /// The SKU `get-item` reads.
-const GET_ITEM_SKU: &str = "BENCH-GET";
+pub(crate) const GET_ITEM_SKU: &str = "BENCH-GET";
 /// The SKU `place-order` buys.
-const ORDER_SKU: &str = "BENCH-ORDER";
+pub(crate) const ORDER_SKU: &str = "BENCH-ORDER";
 /// The user `get-user` reads and `place-order` orders for.
 const BENCH_EMAIL: &str = "bench@example.com";
 /// The user id `charge` charges (payments does not look users up).
@@ -90,6 +90,13 @@ impl Rpc {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Fixture {
     user_id: Option<String>,
+}
+
+impl Fixture {
+    /// The bench user's id (`get-user`, `place-order`).
+    pub(crate) fn user_id(&self) -> Option<&str> {
+        self.user_id.as_deref()
+    }
 }
 
 /// Makes what `rpc` needs, through `channel_for(<service>)`: the bench SKU's

@@ -22,6 +22,11 @@ pub(crate) struct ViaArgs {
     #[arg(long, value_name = "ADDR", group = "via_choice")]
     proxy: Option<String>,
 
+    /// REST/JSON through the API gateway at this URL
+    /// (`http://127.0.0.1:8080`): GetItem and PlaceOrder only.
+    #[arg(long, value_name = "URL", group = "via_choice")]
+    gateway: Option<String>,
+
     /// The old spelling: `mesh`, `direct ADDR`, `proxy ADDR` (or `direct=ADDR`).
     #[arg(long, hide = true, num_args = 1..=2, value_names = ["MODE", "ADDR"], group = "via_choice")]
     via: Option<Vec<String>>,
@@ -36,12 +41,23 @@ impl ViaArgs {
             }
             Ok(address.trim().to_owned())
         };
+        if let Some(url) = &self.gateway {
+            if self.direct.is_some() || self.proxy.is_some() || self.via.is_some() {
+                bail!("give one of --direct ADDR, --proxy ADDR and --gateway URL, or none (the mesh client)");
+            }
+            let url = nonempty("gateway", url)?;
+            return Ok(Via::Gateway(if url.contains("://") {
+                url
+            } else {
+                format!("http://{url}")
+            }));
+        }
         match (&self.direct, &self.proxy, &self.via) {
             (Some(address), None, None) => Ok(Via::Direct(nonempty("direct", address)?)),
             (None, Some(address), None) => Ok(Via::Proxy(nonempty("proxy", address)?)),
             (None, None, Some(values)) => Via::parse(values),
             (None, None, None) => Ok(Via::Mesh),
-            _ => bail!("give one of --direct ADDR and --proxy ADDR, or neither (the mesh client)"),
+            _ => bail!("give one of --direct ADDR, --proxy ADDR and --gateway URL, or none (the mesh client)"),
         }
     }
 }
@@ -55,6 +71,8 @@ pub(crate) enum Via {
     Direct(String),
     /// One plain tonic channel to a proxy (e.g. nginx `grpc_pass`).
     Proxy(String),
+    /// REST/JSON through the API gateway at this base URL.
+    Gateway(String),
 }
 
 impl Via {
@@ -85,6 +103,7 @@ impl Via {
             Via::Mesh => "mesh",
             Via::Direct(_) => "direct",
             Via::Proxy(_) => "proxy",
+            Via::Gateway(_) => "gateway",
         }
     }
 
@@ -92,7 +111,7 @@ impl Via {
     pub(crate) fn address(&self) -> Option<&str> {
         match self {
             Via::Mesh => None,
-            Via::Direct(address) | Via::Proxy(address) => Some(address),
+            Via::Direct(address) | Via::Proxy(address) | Via::Gateway(address) => Some(address),
         }
     }
 }

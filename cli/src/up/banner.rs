@@ -33,6 +33,10 @@ pub(crate) struct Banner<'a> {
     pub(crate) demo: Option<&'a Demo>,
     /// The operator's certificate files (`None` with `--mtls=off`).
     pub(crate) operator: Option<&'a CertFiles>,
+    /// The local token key the gateway trusts.
+    pub(crate) gateway_keys: &'a gateway::auth::dev::DevKeys,
+    /// The state folder as the user gave it.
+    pub(crate) state_dir: &'a Path,
     /// The logs folder as the user gave it.
     pub(crate) logs_dir: &'a Path,
     /// The pid file.
@@ -82,6 +86,7 @@ impl Banner<'_> {
         self.render_instances(&mut out);
         self.render_demo(&mut out);
         self.render_commands(&mut out);
+        self.render_front_door(&mut out);
         let _ = writeln!(
             out,
             "Logs: {}/ (consul.log when started here, <service>-<n>.log); pids: {}",
@@ -244,6 +249,36 @@ impl Banner<'_> {
             "  {}{lab} load --rpc place-order --duration 10s{}\n",
             bench.0, bench.1
         );
+    }
+
+    fn render_front_door(&self, out: &mut String) {
+        let Some(gateway) = self
+            .plan
+            .iter()
+            .find(|i| i.service.name == gateway::IDENTITY.name)
+        else {
+            return;
+        };
+        let mesh = command_beside_this("mesh");
+        let default_state = Path::new(".mesh");
+        let door = super::front_door::FrontDoor {
+            address: self.address_of(gateway),
+            user_id: self
+                .demo
+                .map_or("<user id>", |demo| demo.user.user_id.as_str()),
+            sku: DEMO_STOCK[0].0,
+            mesh: &mesh,
+            state_dir: (self.state_dir != default_state)
+                .then(|| self.state_dir.display().to_string()),
+            nonce: uuid::Uuid::new_v4().simple().to_string(),
+            page_token: self.demo.and_then(|demo| {
+                self.gateway_keys
+                    .mint(&demo.user.user_id, super::front_door::PAGE_TOKEN_TTL)
+                    .ok()
+            }),
+            skus: DEMO_STOCK.iter().map(|(sku, _, _)| *sku).collect(),
+        };
+        out.push_str(&door.render());
     }
 
     /// What an operator's command needs in front of it (variables) and after

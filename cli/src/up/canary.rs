@@ -105,7 +105,8 @@ mod tests {
                 "inventory-3",
                 "payments-1",
                 "orders-1",
-                "shipping-1"
+                "shipping-1",
+                "gateway-1"
             ]
         );
         assert_eq!(with_canary[3].version, Some("v2"));

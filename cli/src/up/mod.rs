@@ -14,7 +14,8 @@
 //!    orders (whose outbox relay publishes to it) and shipping (which
 //!    consumes) get its URL and password file in their environment;
 //! 4. every instance as its own `mesh serve <service>` process, restarted with
-//!    backoff when it crashes;
+//!    backoff when it crashes, then the API gateway (`mesh serve gateway`,
+//!    trusting the local token key `<state>/gateway/`, created 0600 here);
 //! 5. wait until Consul reports all of them passing, seed demo data through
 //!    the mesh client, print where everything is (grpcurl commands included);
 //! 6. on SIGINT/SIGTERM/SIGHUP: SIGTERM every instance, wait for their drain
@@ -29,6 +30,7 @@ mod canary;
 mod child_consul;
 mod console;
 mod consul;
+mod front_door;
 mod pids;
 mod plan;
 mod ready;
@@ -303,6 +305,8 @@ async fn drive(
         drain: args.drain,
         mtls: args.mtls,
         broker: child_broker,
+        gateway_keys: gateway::auth::dev::DevKeys::ensure(&crate::token::keys_dir(state_dir))
+            .context("cannot create the local token key of the gateway")?,
     };
     say(format!(
         "starting {} instances ({}), logs in {}",
@@ -372,6 +376,8 @@ async fn drive(
             pids: &pid_snapshot,
             demo: demo.as_ref(),
             operator: operator.as_ref(),
+            gateway_keys: &settings.gateway_keys,
+            state_dir: shown_state_dir,
             logs_dir: &shown_state_dir.join("logs"),
             pid_file: &shown_state_dir.join("pids"),
             elapsed: started_at.elapsed(),

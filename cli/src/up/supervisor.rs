@@ -40,6 +40,8 @@ pub(crate) struct Settings {
     pub(crate) mtls: mesh::config::MtlsMode,
     /// The broker, for the services that publish or consume events.
     pub(crate) broker: super::broker::ChildBroker,
+    /// The local token key the gateway trusts (`mesh token` signs with it).
+    pub(crate) gateway_keys: gateway::auth::dev::DevKeys,
 }
 
 impl Settings {
@@ -273,6 +275,24 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         .arg(settings.mtls.as_str());
     if let Some(version) = instance.version {
         command.arg("--version-meta").arg(version);
+    }
+    if instance.service.name == gateway::IDENTITY.name {
+        command
+            .arg("--jwt-keys")
+            .arg(&settings.gateway_keys.jwks)
+            .arg("--jwt-issuer")
+            .arg(gateway::auth::dev::DEV_ISSUER)
+            .arg("--jwt-audience")
+            .arg(gateway::auth::dev::DEV_AUDIENCE);
+        // The gateway's own settings from the user's environment do not apply.
+        for variable in [
+            "MESH_TLS_CERT",
+            "MESH_TLS_KEY",
+            "MESH_CORS_ORIGINS",
+            "MESH_JWT_KEYS",
+        ] {
+            command.env_remove(variable);
+        }
     }
     // The user's environment must not turn the local mesh into something
     // else: one database for all four, or no Consul.

@@ -74,6 +74,40 @@ pub fn run_printed_grpcurl_commands(log: &str, dir: &Path) -> usize {
     commands.len()
 }
 
+/// Runs the front door's printed commands (from `The front door:` to the
+/// `(without a token` line) as one shell script in `dir`, as a person pasting
+/// them would; they must all succeed. Returns what they printed.
+pub fn run_printed_curl_commands(log: &str, dir: &Path) -> String {
+    let script: Vec<&str> = log
+        .lines()
+        .skip_while(|line| !line.starts_with("The front door:"))
+        .take_while(|line| !line.trim_start().starts_with("(without a token"))
+        .filter(|line| line.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    assert!(
+        script
+            .iter()
+            .filter(|line| line.starts_with("curl "))
+            .count()
+            >= 4,
+        "too few curl commands printed:\n{log}"
+    );
+    let script = format!("set -e\n{}\n", script.join("\n"));
+    let output = Command::new("sh")
+        .args(["-c", &script])
+        .current_dir(dir)
+        .output()
+        .expect("run sh");
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{script}\n{printed}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    printed
+}
+
 /// Standard output as text.
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()

@@ -32,7 +32,7 @@ impl TokenSpec {
 }
 
 /// Every policy, from the files in `deploy/consul/acl/`.
-pub const POLICIES: [Policy; 8] = [
+pub const POLICIES: [Policy; 9] = [
     Policy {
         name: "mesh-users",
         file: "users.hcl",
@@ -65,6 +65,13 @@ pub const POLICIES: [Policy; 8] = [
         rules: include_str!("../../../deploy/consul/acl/shipping.hcl"),
     },
     Policy {
+        name: "mesh-gateway",
+        file: "gateway.hcl",
+        description:
+            "gateway: service:write on itself, service:read on users, inventory, orders, node:read",
+        rules: include_str!("../../../deploy/consul/acl/gateway.hcl"),
+    },
+    Policy {
         name: "mesh-read",
         file: "mesh-read.hcl",
         description: "read-only view of the mesh: mesh status, the UI",
@@ -84,9 +91,9 @@ pub const POLICIES: [Policy; 8] = [
     },
 ];
 
-/// Every token: one per service, the read-only one, the agent's, the
+/// Every token: one per service (the gateway's too), the read-only one, the agent's, the
 /// traffic operator's.
-pub const TOKENS: [TokenSpec; 8] = [
+pub const TOKENS: [TokenSpec; 9] = [
     TokenSpec {
         name: "users",
         policy: "mesh-users",
@@ -106,6 +113,10 @@ pub const TOKENS: [TokenSpec; 8] = [
     TokenSpec {
         name: "shipping",
         policy: "mesh-shipping",
+    },
+    TokenSpec {
+        name: "gateway",
+        policy: "mesh-gateway",
     },
     TokenSpec {
         name: "mesh-read",
@@ -140,5 +151,21 @@ mod tests {
             );
             assert!(policy.rules.contains("node_prefix"), "{}", policy.file);
         }
+    }
+
+    #[test]
+    fn the_gateway_may_resolve_users_inventory_and_orders_but_never_payments() {
+        let gateway = POLICIES
+            .iter()
+            .find(|policy| policy.name == "mesh-gateway")
+            .expect("the gateway's policy");
+        for service in ["users", "inventory", "orders"] {
+            let rule = format!("service \"{service}\" {{\n  policy = \"read\"");
+            assert!(gateway.rules.contains(&rule), "{}", gateway.rules);
+        }
+        assert!(
+            !gateway.rules.contains("\"payments\""),
+            "the gateway never calls payments: it may not even resolve it"
+        );
     }
 }

@@ -5,6 +5,7 @@
 use std::{sync::Arc, time::Duration};
 use tracing::Instrument;
 
+use mesh::caller::Caller;
 use mesh::{
     connect::PeerIdentity,
     proto::orders::v1::{
@@ -47,6 +48,7 @@ impl Orders for OrdersService {
         request: Request<PlaceOrderRequest>,
     ) -> Result<Response<proto::Order>, Status> {
         let command = domain::validate_place_order(request.get_ref())?;
+        Caller::of(&request).may_act_for(&command.user_id, "placing an order for this user")?;
         let budget = CallBudget::from_incoming(request.metadata(), self.per_call);
         // Its own task: if the caller gives up (or its deadline drops this
         // handler), the saga still reaches a consistent stopping point.
@@ -71,6 +73,7 @@ impl Orders for OrdersService {
         let order_id = &request.get_ref().order_id;
         domain::validate_order_id("GetOrderRequest", order_id)?;
         let order = self.saga.store().get(order_id).await?;
+        Caller::of(&request).may_act_for(&order.user_id, &format!("order {order_id}"))?;
         Ok(Response::new(to_proto(&order)))
     }
 
@@ -79,6 +82,7 @@ impl Orders for OrdersService {
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
         let query = domain::validate_list(request.get_ref())?;
+        Caller::of(&request).may_act_for(&query.user_id, "this user's order list")?;
         // One more than a page tells whether another page follows.
         let mut orders = self
             .saga
@@ -112,6 +116,12 @@ impl Orders for OrdersService {
     ) -> Result<Response<proto::Order>, Status> {
         let order_id = request.get_ref().order_id.clone();
         domain::validate_order_id("CancelOrderRequest", &order_id)?;
+        let caller = Caller::of(&request);
+        if caller != Caller::Service {
+            // An end user cancels only its own orders: checked before anything changes.
+            let order = self.saga.store().get(&order_id).await?;
+            caller.may_act_for(&order.user_id, &format!("order {order_id}"))?;
+        }
         let budget = CallBudget::from_incoming(request.metadata(), self.per_call);
         // Its own task, like PlaceOrder: a caller giving up never stops a
         // refund halfway (and the recovery loop finishes what is left).

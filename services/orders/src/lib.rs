@@ -237,7 +237,7 @@ pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeE
     config
         .broker
         .check()
-        .map_err(|error| ServeError::Settings(error.to_string()))?;
+        .map_err(|error| ServeError::Settings(Box::new(error)))?;
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
     let pool = bound.open_storage(&MIGRATOR).await?;
     let (store, _relay) = match config.events {

@@ -85,7 +85,7 @@ pub async fn run(config: Config) -> Result<(), ServeError> {
     config
         .broker
         .check()
-        .map_err(|error| ServeError::Settings(error.to_string()))?;
+        .map_err(|error| ServeError::Settings(Box::new(error)))?;
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
     let pool = bound.open_storage(&MIGRATOR).await?;
     let store = store::Store::new(pool);

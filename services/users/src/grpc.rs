@@ -43,6 +43,8 @@ impl Users for UsersService {
 
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
         let user_id = domain::validate_get(request.get_ref())?;
+        // Through the gateway, an end user reads only its own account.
+        mesh::caller::Caller::of(&request).may_act_for(&user_id, &format!("user {user_id}"))?;
         let record = self.store.get(&user_id).await?;
         Ok(Response::new(to_proto(record)))
     }
