@@ -51,6 +51,7 @@ fn the_secure_agent_is_https_only_default_deny_and_keeps_its_tokens_across_a_res
             "payments",
             "orders",
             "shipping",
+            "gateway",
             "mesh-read",
             "agent",
             "traffic"
