@@ -2,14 +2,25 @@
 //! instances of one service share the file in WAL mode), or PostgreSQL (or any
 //! sqlx "any" URL) from `DATABASE_URL`. Queries use `$1`-style placeholders,
 //! which both drivers accept, and portable SQL (TEXT, BIGINT).
+//!
+//! - [`open`]: the pool, every connection set up so that a commit is durable
+//!   when it returns ([`durability`]'s module doc says how, per database);
+//! - [`GroupCommit`]: one writer task per database that commits the write
+//!   units of concurrent requests together, so that they share one durable
+//!   flush.
+
+mod durability;
+mod group_commit;
 
 use std::{path::Path, sync::Once, time::Duration};
 
 use sqlx::{
     any::{AnyConnectOptions, AnyPoolOptions},
     migrate::Migrator,
-    AnyPool, Executor,
+    AnyPool,
 };
+
+pub use group_commit::{GroupCommit, GroupCommitOptions, WriteError};
 
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +73,10 @@ pub fn database_url(service: &str, database_url: Option<&str>, data_dir: &Path) 
     }
 }
 
-/// Opens `service`'s database and applies `migrator`'s migrations.
+/// Opens `service`'s database and applies `migrator`'s migrations. Every
+/// connection of the pool commits durably: SQLite in WAL mode with
+/// `synchronous = FULL`, PostgreSQL with `synchronous_commit` at least `on`
+/// (or `local`).
 pub async fn open(
     service: &str,
     database_url_override: Option<&str>,
@@ -85,24 +99,16 @@ pub async fn open(
     let pool = AnyPoolOptions::new()
         .max_connections(if is_sqlite { 4 } else { 10 })
         .acquire_timeout(Duration::from_secs(10))
-        .after_connect(move |connection, _| {
-            Box::pin(async move {
-                if is_sqlite {
-                    // WAL lets instances sharing the file read while one writes;
-                    // busy_timeout makes writers queue instead of failing.
-                    connection
-                        .execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-                        .await?;
-                }
-                Ok(())
-            })
-        })
+        .after_connect(move |connection, _| Box::pin(durability::configure(connection, is_sqlite)))
         .connect_with(options)
         .await
         .map_err(|source| StorageError::Connect {
             service: service.to_owned(),
             source,
         })?;
+    if !is_sqlite {
+        durability::warn_if_the_server_does_not_sync(service, &pool).await;
+    }
     migrate(service, &pool, migrator).await?;
     Ok(pool)
 }

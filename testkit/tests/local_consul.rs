@@ -43,20 +43,11 @@ fn the_secure_agent_is_https_only_default_deny_and_keeps_its_tokens_across_a_res
     let master = AgentClient::for_endpoint(&endpoint);
     let issued = agent.wait_ready(&master, &Cancel::default()).unwrap();
     let names: Vec<&str> = issued.iter().map(|token| token.name).collect();
-    assert_eq!(
-        names,
-        [
-            "users",
-            "inventory",
-            "payments",
-            "orders",
-            "shipping",
-            "gateway",
-            "mesh-read",
-            "agent",
-            "traffic"
-        ]
-    );
+    let expected: Vec<&str> = localenv::acl::TOKENS
+        .iter()
+        .map(|token| token.name)
+        .collect();
+    assert_eq!(names, expected, "a token for every holder, in order");
 
     // The configuration holds the management token: private.
     let config = dir.path().join("consul/agent.json");

@@ -184,7 +184,11 @@ impl From<StoreError> for Status {
                 tracing::warn!(%error, "inventory database busy or unreachable");
                 Status::unavailable("the inventory database is busy or unreachable; try again")
             }
-            StoreError::Database(error) => {
+            StoreError::Write(error) if error.is_transient() => {
+                tracing::warn!(%error, "inventory write not committed");
+                Status::unavailable("the inventory database is busy or unreachable; try again")
+            }
+            StoreError::Database(_) | StoreError::Write(_) => {
                 // The cause goes to the log only: SQL text is not for callers.
                 tracing::error!(%error, "inventory database error");
                 Status::internal("the inventory database failed; the error was logged")
@@ -247,6 +251,21 @@ mod tests {
             ),
             (
                 StoreError::Database(sqlx::Error::Protocol("UPDATE items SET".into())),
+                Code::Internal,
+                "the inventory database failed; the error was logged",
+            ),
+            (
+                StoreError::Write(mesh::storage::WriteError::QueueFull {
+                    database: "inventory".into(),
+                    capacity: 1024,
+                }),
+                Code::Unavailable,
+                "the inventory database is busy or unreachable; try again",
+            ),
+            (
+                StoreError::Write(mesh::storage::WriteError::Panicked {
+                    database: "inventory".into(),
+                }),
                 Code::Internal,
                 "the inventory database failed; the error was logged",
             ),

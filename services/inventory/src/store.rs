@@ -12,9 +12,15 @@
 //!   the same reservation id waits on the row instead of reserving twice;
 //! - item rows are updated in SKU order, so two transactions never lock the
 //!   same items in opposite orders.
+//!
+//! Every write goes through the database's group-commit writer
+//! ([`mesh::storage::GroupCommit`]): each Reserve/Release/Commit is one write
+//! unit (all or nothing, in its own savepoint), answered only once it is
+//! committed durably, and concurrent ones share that commit.
 
 use std::collections::HashMap;
 
+use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{self, Line, ReservationRequest, Shortage, State, StockAddition, Transition};
@@ -78,6 +84,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The write was not committed (a full queue, a failed batch).
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 /// A SKU's stock.
@@ -129,12 +138,15 @@ pub struct ReservationRecord {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    writer: GroupCommit,
 }
 
 impl Store {
-    /// Wraps an open, migrated pool.
+    /// Wraps an open, migrated pool and starts its writer (call inside a
+    /// Tokio runtime).
     pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+        let writer = GroupCommit::start("inventory", pool.clone(), GroupCommitOptions::default());
+        Self { pool, writer }
     }
 
     /// Adds units to a SKU (creating it) and sets its price, in one statement.
@@ -143,6 +155,12 @@ impl Store {
         addition: &StockAddition,
         now_unix_ms: i64,
     ) -> Result<ItemRecord, StoreError> {
+        let unit_addition = addition.clone();
+        let added = self
+            .writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let addition = unit_addition;
         let row = sqlx::query(&format!(
             "INSERT INTO items (sku, available, reserved, unit_price_cents, updated_at_unix_ms, committed, currency) \
              VALUES ($1, $2, 0, $3, $4, 0, $6) \
@@ -161,10 +179,14 @@ impl Store {
         .bind(now_unix_ms)
         .bind(domain::MAX_STOCK - addition.quantity)
         .bind(&addition.currency)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *connection)
         .await?;
-        match row {
-            Some(row) => item(&row),
+        row.map(|row| item(&row)).transpose()
+                })
+            })
+            .await?;
+        match added {
+            Some(record) => Ok(record),
             None => {
                 let current = self.item(&addition.sku).await?;
                 if current.currency != addition.currency {
@@ -214,149 +236,17 @@ impl Store {
         expires_at_unix_ms: i64,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
-        let id = &request.reservation_id;
-        let mut tx = self.pool.begin().await?;
-
-        // First statement a write: claim the id (or find it taken).
-        let claimed = sqlx::query(
-            "INSERT INTO reservations \
-                (reservation_id, state, total_cents, created_at_unix_ms, updated_at_unix_ms, currency, expires_at_unix_ms) \
-             VALUES ($1, $2, 0, $3, $3, '', $4) \
-             ON CONFLICT (reservation_id) DO NOTHING",
-        )
-        .bind(id)
-        .bind(State::Reserved.as_str())
-        .bind(now_unix_ms)
-        .bind(expires_at_unix_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if claimed == 0 {
-            let existing = load_reservation(&mut tx, id).await?.ok_or_else(|| {
-                StoreError::Inconsistent(format!("reservation {id} vanished while read"))
-            })?;
-            tx.rollback().await?;
-            let existing_lines: Vec<Line> = existing
-                .lines
-                .iter()
-                .map(|line| Line {
-                    sku: line.sku.clone(),
-                    quantity: line.quantity,
-                })
-                .collect();
-            return if domain::same_items(&existing_lines, &request.lines) {
-                Ok(existing)
-            } else {
-                Err(StoreError::ReservationIdReused(id.clone()))
-            };
-        }
-
-        // Take the stock, SKU by SKU in SKU order, each a conditional update.
-        let mut by_sku: Vec<&Line> = request.lines.iter().collect();
-        by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
-        let mut prices = HashMap::new();
-        let mut currencies: Vec<(String, String)> = Vec::new();
-        let mut short = Vec::new();
-        for line in by_sku {
-            let taken = sqlx::query(
-                "UPDATE items SET available = available - $1, reserved = reserved + $1, \
-                    updated_at_unix_ms = $3 \
-                 WHERE sku = $2 AND available >= $1 \
-                 RETURNING unit_price_cents, currency",
-            )
-            .bind(line.quantity)
-            .bind(&line.sku)
-            .bind(now_unix_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match taken {
-                Some(row) => {
-                    prices.insert(
-                        line.sku.as_str(),
-                        row.try_get::<i64, _>("unit_price_cents")?,
-                    );
-                    currencies.push((line.sku.clone(), row.try_get("currency")?));
-                }
-                None => short.push(line),
-            }
-        }
-
-        if !short.is_empty() {
-            // Name every short line, in the caller's order, with what is there.
-            let mut shortages = Vec::new();
-            for line in &request.lines {
-                if !short.iter().any(|s| s.sku == line.sku) {
-                    continue;
-                }
-                let available = sqlx::query("SELECT available FROM items WHERE sku = $1")
-                    .bind(&line.sku)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .map(|row| row.try_get::<i64, _>("available"))
-                    .transpose()?;
-                shortages.push(Shortage {
-                    sku: line.sku.clone(),
-                    asked: line.quantity,
-                    available,
-                });
-            }
-            tx.rollback().await?;
-            return Err(StoreError::Insufficient(shortages));
-        }
-        let currency = match domain::one_currency(&currencies, &request.currency) {
-            Ok(currency) => currency,
-            Err(problem) => {
-                tx.rollback().await?;
-                return Err(StoreError::Currency(problem));
-            }
-        };
-
-        let lines: Vec<LineRecord> = request
-            .lines
-            .iter()
-            .map(|line| LineRecord {
-                sku: line.sku.clone(),
-                quantity: line.quantity,
-                unit_price_cents: prices[line.sku.as_str()],
+        let request = request.clone();
+        self.writer
+            .write(move |connection| {
+                Box::pin(reserve_in(
+                    connection,
+                    request,
+                    expires_at_unix_ms,
+                    now_unix_ms,
+                ))
             })
-            .collect();
-        let Some(total_cents) =
-            domain::total_cents(lines.iter().map(|l| (l.quantity, l.unit_price_cents)))
-        else {
-            tx.rollback().await?;
-            return Err(StoreError::TotalTooLarge);
-        };
-        for (line_no, line) in lines.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO reservation_lines \
-                    (reservation_id, line_no, sku, quantity, unit_price_cents) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(id)
-            .bind(line_no as i64)
-            .bind(&line.sku)
-            .bind(line.quantity)
-            .bind(line.unit_price_cents)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query(
-            "UPDATE reservations SET total_cents = $2, currency = $3 WHERE reservation_id = $1",
-        )
-        .bind(id)
-        .bind(total_cents)
-        .bind(&currency)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ReservationRecord {
-            reservation_id: id.clone(),
-            state: State::Reserved,
-            lines,
-            total_cents,
-            currency,
-            expires_at_unix_ms,
-        })
+            .await
     }
 
     /// RESERVED → RELEASED, its units back to available. Idempotent.
@@ -426,89 +316,252 @@ impl Store {
         change: Move,
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let moved: Option<String> = sqlx::query_scalar(&format!(
-            "UPDATE reservations SET state = {}, updated_at_unix_ms = $2 \
-             WHERE reservation_id = $1 AND {} RETURNING state",
-            change.new_state_sql(),
-            change.condition_sql()
-        ))
-        .bind(reservation_id)
-        .bind(now_unix_ms)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let Some(mut reservation) = load_reservation(&mut tx, reservation_id).await? else {
-            tx.rollback().await?;
-            return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
-        };
-        let Some(moved) = moved else {
-            tx.rollback().await?;
-            return match change.transition(reservation.state) {
-                Transition::AlreadyDone => Ok(reservation),
-                Transition::Refuse => Err(StoreError::WrongState {
-                    reservation_id: reservation_id.to_owned(),
-                    state: reservation.state,
-                }),
-                // Still RESERVED and not moved: the sweeper found it not
-                // expired (any other move of a RESERVED one always applies).
-                Transition::Apply => Err(StoreError::WrongState {
-                    reservation_id: reservation_id.to_owned(),
-                    state: reservation.state,
-                }),
-            };
-        };
-        let target = State::parse(&moved).ok_or_else(|| {
-            StoreError::Inconsistent(format!(
-                "reservation {reservation_id} moved to the unknown state {moved:?}"
-            ))
-        })?;
-
-        // Release puts the units back on the shelf; Commit sells them;
-        // Restock returns sold units to the shelf.
-        let statement = match target {
-            State::Released => {
-                "UPDATE items SET reserved = reserved - $1, available = available + $1, \
-                    updated_at_unix_ms = $3 \
-                 WHERE sku = $2 AND reserved >= $1"
-            }
-            State::Restocked => {
-                "UPDATE items SET committed = committed - $1, available = available + $1, \
-                    updated_at_unix_ms = $3 \
-                 WHERE sku = $2 AND committed >= $1"
-            }
-            _ => {
-                "UPDATE items SET reserved = reserved - $1, committed = committed + $1, \
-                    updated_at_unix_ms = $3 \
-                 WHERE sku = $2 AND reserved >= $1"
-            }
-        };
-        let mut by_sku: Vec<&LineRecord> = reservation.lines.iter().collect();
-        by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
-        for line in by_sku {
-            let updated = sqlx::query(statement)
-                .bind(line.quantity)
-                .bind(&line.sku)
-                .bind(now_unix_ms)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if updated != 1 {
-                tx.rollback().await?;
-                return Err(StoreError::Inconsistent(format!(
-                    "{} holds fewer reserved or sold units than reservation {reservation_id} ({})",
-                    line.sku, line.quantity
-                )));
-            }
-        }
-        tx.commit().await?;
-        reservation.state = target;
-        if change == Move::Commit && target == State::Released {
-            // Expired: released by this very write; the sale cannot happen.
+        let id = reservation_id.to_owned();
+        let reservation = self
+            .writer
+            .write(move |connection| {
+                Box::pin(async move { settle_in(connection, &id, change, now_unix_ms).await })
+            })
+            .await?;
+        if change == Move::Commit && reservation.state == State::Released {
+            // Expired: released by this very write (committed, so the stock
+            // is back); the sale cannot happen.
             return Err(StoreError::Expired(reservation_id.to_owned()));
         }
         Ok(reservation)
     }
+}
+
+/// [`Store::reserve`]'s write unit: every line or none (a failure rolls
+/// the unit's savepoint back).
+async fn reserve_in(
+    connection: &mut AnyConnection,
+    request: ReservationRequest,
+    expires_at_unix_ms: i64,
+    now_unix_ms: i64,
+) -> Result<ReservationRecord, StoreError> {
+    let id = &request.reservation_id;
+
+    // First statement a write: claim the id (or find it taken).
+    let claimed = sqlx::query(
+        "INSERT INTO reservations \
+            (reservation_id, state, total_cents, created_at_unix_ms, updated_at_unix_ms, currency, expires_at_unix_ms) \
+         VALUES ($1, $2, 0, $3, $3, '', $4) \
+         ON CONFLICT (reservation_id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(State::Reserved.as_str())
+    .bind(now_unix_ms)
+    .bind(expires_at_unix_ms)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if claimed == 0 {
+        let existing = load_reservation(&mut *connection, id)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Inconsistent(format!("reservation {id} vanished while read"))
+            })?;
+        let existing_lines: Vec<Line> = existing
+            .lines
+            .iter()
+            .map(|line| Line {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+            })
+            .collect();
+        return if domain::same_items(&existing_lines, &request.lines) {
+            Ok(existing)
+        } else {
+            Err(StoreError::ReservationIdReused(id.clone()))
+        };
+    }
+
+    // Take the stock, SKU by SKU in SKU order, each a conditional update.
+    let mut by_sku: Vec<&Line> = request.lines.iter().collect();
+    by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
+    let mut prices = HashMap::new();
+    let mut currencies: Vec<(String, String)> = Vec::new();
+    let mut short = Vec::new();
+    for line in by_sku {
+        let taken = sqlx::query(
+            "UPDATE items SET available = available - $1, reserved = reserved + $1, \
+                updated_at_unix_ms = $3 \
+             WHERE sku = $2 AND available >= $1 \
+             RETURNING unit_price_cents, currency",
+        )
+        .bind(line.quantity)
+        .bind(&line.sku)
+        .bind(now_unix_ms)
+        .fetch_optional(&mut *connection)
+        .await?;
+        match taken {
+            Some(row) => {
+                prices.insert(
+                    line.sku.as_str(),
+                    row.try_get::<i64, _>("unit_price_cents")?,
+                );
+                currencies.push((line.sku.clone(), row.try_get("currency")?));
+            }
+            None => short.push(line),
+        }
+    }
+
+    if !short.is_empty() {
+        // Name every short line, in the caller's order, with what is there.
+        let mut shortages = Vec::new();
+        for line in &request.lines {
+            if !short.iter().any(|s| s.sku == line.sku) {
+                continue;
+            }
+            let available = sqlx::query("SELECT available FROM items WHERE sku = $1")
+                .bind(&line.sku)
+                .fetch_optional(&mut *connection)
+                .await?
+                .map(|row| row.try_get::<i64, _>("available"))
+                .transpose()?;
+            shortages.push(Shortage {
+                sku: line.sku.clone(),
+                asked: line.quantity,
+                available,
+            });
+        }
+        return Err(StoreError::Insufficient(shortages));
+    }
+    let currency = match domain::one_currency(&currencies, &request.currency) {
+        Ok(currency) => currency,
+        Err(problem) => {
+            return Err(StoreError::Currency(problem));
+        }
+    };
+
+    let lines: Vec<LineRecord> = request
+        .lines
+        .iter()
+        .map(|line| LineRecord {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            unit_price_cents: prices[line.sku.as_str()],
+        })
+        .collect();
+    let Some(total_cents) =
+        domain::total_cents(lines.iter().map(|l| (l.quantity, l.unit_price_cents)))
+    else {
+        return Err(StoreError::TotalTooLarge);
+    };
+    for (line_no, line) in lines.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO reservation_lines \
+                (reservation_id, line_no, sku, quantity, unit_price_cents) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(line_no as i64)
+        .bind(&line.sku)
+        .bind(line.quantity)
+        .bind(line.unit_price_cents)
+        .execute(&mut *connection)
+        .await?;
+    }
+    sqlx::query(
+        "UPDATE reservations SET total_cents = $2, currency = $3 WHERE reservation_id = $1",
+    )
+    .bind(id)
+    .bind(total_cents)
+    .bind(&currency)
+    .execute(&mut *connection)
+    .await?;
+    Ok(ReservationRecord {
+        reservation_id: id.clone(),
+        state: State::Reserved,
+        lines,
+        total_cents,
+        currency,
+        expires_at_unix_ms,
+    })
+}
+
+/// [`Store::settle`]'s write unit: the reservation as this change left it
+/// (a failure rolls the unit's savepoint back).
+async fn settle_in(
+    connection: &mut AnyConnection,
+    reservation_id: &str,
+    change: Move,
+    now_unix_ms: i64,
+) -> Result<ReservationRecord, StoreError> {
+    let moved: Option<String> = sqlx::query_scalar(&format!(
+        "UPDATE reservations SET state = {}, updated_at_unix_ms = $2 \
+         WHERE reservation_id = $1 AND {} RETURNING state",
+        change.new_state_sql(),
+        change.condition_sql()
+    ))
+    .bind(reservation_id)
+    .bind(now_unix_ms)
+    .fetch_optional(&mut *connection)
+    .await?;
+
+    let Some(mut reservation) = load_reservation(&mut *connection, reservation_id).await? else {
+        return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
+    };
+    let Some(moved) = moved else {
+        return match change.transition(reservation.state) {
+            Transition::AlreadyDone => Ok(reservation),
+            Transition::Refuse => Err(StoreError::WrongState {
+                reservation_id: reservation_id.to_owned(),
+                state: reservation.state,
+            }),
+            // Still RESERVED and not moved: the sweeper found it not
+            // expired (any other move of a RESERVED one always applies).
+            Transition::Apply => Err(StoreError::WrongState {
+                reservation_id: reservation_id.to_owned(),
+                state: reservation.state,
+            }),
+        };
+    };
+    let target = State::parse(&moved).ok_or_else(|| {
+        StoreError::Inconsistent(format!(
+            "reservation {reservation_id} moved to the unknown state {moved:?}"
+        ))
+    })?;
+
+    // Release puts the units back on the shelf; Commit sells them;
+    // Restock returns sold units to the shelf.
+    let statement = match target {
+        State::Released => {
+            "UPDATE items SET reserved = reserved - $1, available = available + $1, \
+                updated_at_unix_ms = $3 \
+             WHERE sku = $2 AND reserved >= $1"
+        }
+        State::Restocked => {
+            "UPDATE items SET committed = committed - $1, available = available + $1, \
+                updated_at_unix_ms = $3 \
+             WHERE sku = $2 AND committed >= $1"
+        }
+        _ => {
+            "UPDATE items SET reserved = reserved - $1, committed = committed + $1, \
+                updated_at_unix_ms = $3 \
+             WHERE sku = $2 AND reserved >= $1"
+        }
+    };
+    let mut by_sku: Vec<&LineRecord> = reservation.lines.iter().collect();
+    by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
+    for line in by_sku {
+        let updated = sqlx::query(statement)
+            .bind(line.quantity)
+            .bind(&line.sku)
+            .bind(now_unix_ms)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+        if updated != 1 {
+            return Err(StoreError::Inconsistent(format!(
+                "{} holds fewer reserved or sold units than reservation {reservation_id} ({})",
+                line.sku, line.quantity
+            )));
+        }
+    }
+    reservation.state = target;
+    Ok(reservation)
 }
 
 /// A change of a reservation's state, each one conditional write.

@@ -251,7 +251,13 @@ impl From<OrderError> for Status {
             OrderError::Store(StoreError::LeaseLost { .. }) | OrderError::Busy { .. } => {
                 Status::unavailable(message)
             }
-            OrderError::Store(StoreError::Corrupt(_) | StoreError::Database(_)) => {
+            OrderError::Store(StoreError::Write(write)) if write.is_transient() => {
+                tracing::warn!(%error, "orders write not committed");
+                Status::unavailable("the orders database is busy; try again")
+            }
+            OrderError::Store(
+                StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Write(_),
+            ) => {
                 // The cause goes to the log; callers do not see SQL.
                 tracing::error!(%error, "orders storage failure");
                 Status::internal("orders storage failure; see the service log")
@@ -460,6 +466,21 @@ mod tests {
         let status = require_operator(&Request::new(()), "ListParkedOrders").unwrap_err();
         assert_eq!(status.code(), Code::PermissionDenied);
         assert!(status.message().contains("without mTLS"), "{status:?}");
+    }
+
+    #[test]
+    fn a_write_that_may_succeed_later_is_unavailable() {
+        let busy = OrderError::Store(StoreError::Write(mesh::storage::WriteError::QueueFull {
+            database: "orders".into(),
+            capacity: 1024,
+        }));
+        let status = Status::from(busy);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "the orders database is busy; try again");
+        let panicked = OrderError::Store(StoreError::Write(mesh::storage::WriteError::Panicked {
+            database: "orders".into(),
+        }));
+        assert_eq!(Status::from(panicked).code(), Code::Internal);
     }
 
     #[test]

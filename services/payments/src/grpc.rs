@@ -122,7 +122,11 @@ impl From<StoreError> for Status {
             StoreError::NotFound { .. } => Status::not_found(error.to_string()),
             StoreError::KeyReused { .. } => Status::invalid_argument(error.to_string()),
             StoreError::Declined { .. } => Status::failed_precondition(error.to_string()),
-            StoreError::Corrupt(_) | StoreError::Database(_) => {
+            StoreError::Write(write) if write.is_transient() => {
+                tracing::warn!(error = %write, "payments write not committed");
+                Status::unavailable("the payments database is busy; try again")
+            }
+            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Write(_) => {
                 // The cause goes to the log; callers do not see SQL.
                 tracing::error!(%error, "payments storage failure");
                 Status::internal("payments storage failure; see the service log")
@@ -209,6 +213,21 @@ mod tests {
                 declined.payment_id
             )
         );
+    }
+
+    #[test]
+    fn a_write_that_may_succeed_later_is_unavailable() {
+        let busy = StoreError::Write(mesh::storage::WriteError::QueueFull {
+            database: "payments".into(),
+            capacity: 1024,
+        });
+        let status = Status::from(busy);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "the payments database is busy; try again");
+        let stopped = Status::from(StoreError::Write(mesh::storage::WriteError::Panicked {
+            database: "payments".into(),
+        }));
+        assert_eq!(stopped.code(), Code::Internal);
     }
 
     #[test]

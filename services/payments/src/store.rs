@@ -4,8 +4,14 @@
 //! `INSERT … ON CONFLICT (idempotency_key) DO NOTHING` followed by a `SELECT`
 //! of the key, so instances sharing the database agree on one payment per key
 //! whoever wins the race.
+//!
+//! Writes (`charge`, `refund`) go through the database's group-commit writer
+//! ([`mesh::storage::GroupCommit`]): a payment is answered only once the
+//! transaction holding it has committed durably, and concurrent charges share
+//! that commit.
 
-use sqlx::{any::AnyRow, AnyPool, Row};
+use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
+use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{Charge, Decision, PaymentStatus};
 
@@ -84,6 +90,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The write was not committed (a full queue, a failed batch).
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 const COLUMNS: &str = "payment_id, idempotency_key, user_id, amount_cents, currency, status, decline_reason, created_at_unix_ms";
@@ -92,12 +101,15 @@ const COLUMNS: &str = "payment_id, idempotency_key, user_id, amount_cents, curre
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    writer: GroupCommit,
 }
 
 impl Store {
-    /// A store over an open, migrated pool.
+    /// A store over an open, migrated pool; starts the database's writer
+    /// (call inside a Tokio runtime).
     pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+        let writer = GroupCommit::start("payments", pool.clone(), GroupCommitOptions::default());
+        Self { pool, writer }
     }
 
     /// Records `charge` with `decision` under a new `payment_id`, unless its
@@ -111,70 +123,25 @@ impl Store {
         decision: &Decision,
         now_unix_ms: i64,
     ) -> Result<ChargeOutcome, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO payments (payment_id, idempotency_key, user_id, amount_cents, currency, status, decline_reason, created_at_unix_ms, updated_at_unix_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-             ON CONFLICT (idempotency_key) DO NOTHING",
-        )
-        .bind(payment_id)
-        .bind(&charge.idempotency_key)
-        .bind(&charge.user_id)
-        .bind(charge.amount_cents)
-        .bind(&charge.currency)
-        .bind(decision.status().as_str())
-        .bind(decision.reason())
-        .bind(now_unix_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM payments WHERE idempotency_key = $1"
-        ))
-        .bind(&charge.idempotency_key)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "no payment for idempotency key {} right after inserting it",
-                charge.idempotency_key
-            ))
-        })?;
-        let payment = payment_from_row(&row)?;
-        if inserted == 1 && payment.payment_id == payment_id {
-            return Ok(ChargeOutcome::Created(payment));
-        }
-        if payment.matches(charge) {
-            Ok(ChargeOutcome::Existing(payment))
-        } else {
-            Err(StoreError::KeyReused {
-                key: charge.idempotency_key.clone(),
+        let (payment_id, charge, decision) =
+            (payment_id.to_owned(), charge.clone(), decision.clone());
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    charge_in(connection, &payment_id, &charge, &decision, now_unix_ms).await
+                })
             })
-        }
+            .await
     }
 
     /// Refunds a captured payment; a refunded one is returned unchanged.
     pub async fn refund(&self, payment_id: &str, now_unix_ms: i64) -> Result<Payment, StoreError> {
-        // One conditional write, then a read: no read-then-write transaction.
-        sqlx::query(
-            "UPDATE payments SET status = $1, updated_at_unix_ms = $2 \
-             WHERE payment_id = $3 AND status = $4",
-        )
-        .bind(PaymentStatus::Refunded.as_str())
-        .bind(now_unix_ms)
-        .bind(payment_id)
-        .bind(PaymentStatus::Captured.as_str())
-        .execute(&self.pool)
-        .await?;
-        let payment = self.get(payment_id).await?;
-        match payment.status {
-            PaymentStatus::Refunded => Ok(payment),
-            PaymentStatus::Declined => Err(StoreError::Declined {
-                payment_id: payment.payment_id,
-            }),
-            PaymentStatus::Captured => Err(StoreError::Corrupt(format!(
-                "payment {payment_id} is still captured after refunding it"
-            ))),
-        }
+        let payment_id = payment_id.to_owned();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move { refund_in(connection, &payment_id, now_unix_ms).await })
+            })
+            .await
     }
 
     /// One payment.
@@ -184,12 +151,100 @@ impl Store {
         ))
         .bind(payment_id)
         .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound {
-            payment_id: payment_id.to_owned(),
-        })?;
-        payment_from_row(&row)
+        .await?;
+        found(payment_id, row)
     }
+}
+
+/// The charge's write unit: insert unless the key exists, then read the key.
+async fn charge_in(
+    connection: &mut AnyConnection,
+    payment_id: &str,
+    charge: &Charge,
+    decision: &Decision,
+    now_unix_ms: i64,
+) -> Result<ChargeOutcome, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO payments (payment_id, idempotency_key, user_id, amount_cents, currency, status, decline_reason, created_at_unix_ms, updated_at_unix_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+         ON CONFLICT (idempotency_key) DO NOTHING",
+    )
+    .bind(payment_id)
+    .bind(&charge.idempotency_key)
+    .bind(&charge.user_id)
+    .bind(charge.amount_cents)
+    .bind(&charge.currency)
+    .bind(decision.status().as_str())
+    .bind(decision.reason())
+    .bind(now_unix_ms)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM payments WHERE idempotency_key = $1"
+    ))
+    .bind(&charge.idempotency_key)
+    .fetch_optional(&mut *connection)
+    .await?
+    .ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "no payment for idempotency key {} right after inserting it",
+            charge.idempotency_key
+        ))
+    })?;
+    let payment = payment_from_row(&row)?;
+    if inserted == 1 && payment.payment_id == payment_id {
+        return Ok(ChargeOutcome::Created(payment));
+    }
+    if payment.matches(charge) {
+        Ok(ChargeOutcome::Existing(payment))
+    } else {
+        Err(StoreError::KeyReused {
+            key: charge.idempotency_key.clone(),
+        })
+    }
+}
+
+/// The refund's write unit: one conditional write, then a read.
+async fn refund_in(
+    connection: &mut AnyConnection,
+    payment_id: &str,
+    now_unix_ms: i64,
+) -> Result<Payment, StoreError> {
+    sqlx::query(
+        "UPDATE payments SET status = $1, updated_at_unix_ms = $2 \
+         WHERE payment_id = $3 AND status = $4",
+    )
+    .bind(PaymentStatus::Refunded.as_str())
+    .bind(now_unix_ms)
+    .bind(payment_id)
+    .bind(PaymentStatus::Captured.as_str())
+    .execute(&mut *connection)
+    .await?;
+    let row = sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"
+    ))
+    .bind(payment_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    let payment = found(payment_id, row)?;
+    match payment.status {
+        PaymentStatus::Refunded => Ok(payment),
+        PaymentStatus::Declined => Err(StoreError::Declined {
+            payment_id: payment.payment_id,
+        }),
+        PaymentStatus::Captured => Err(StoreError::Corrupt(format!(
+            "payment {payment_id} is still captured after refunding it"
+        ))),
+    }
+}
+
+/// The payment in `row`, or [`StoreError::NotFound`].
+fn found(payment_id: &str, row: Option<AnyRow>) -> Result<Payment, StoreError> {
+    let row = row.ok_or_else(|| StoreError::NotFound {
+        payment_id: payment_id.to_owned(),
+    })?;
+    payment_from_row(&row)
 }
 
 fn payment_from_row(row: &AnyRow) -> Result<Payment, StoreError> {

@@ -1,6 +1,7 @@
 //! Shipping as a consumer of the orders service's events: group
 //! [`GROUP`] on topic [`TOPIC`], each event applied by [`Store::handle`]
-//! (inbox + effect in one transaction).
+//! (inbox + effect in one write unit, acknowledged only once it is
+//! durably committed).
 
 use events::{
     consumer::{Handler, HandlerError, Outcome},

@@ -138,8 +138,16 @@ impl From<StoreError> for Status {
                 tracing::warn!(%error, "shipping database busy or unreachable");
                 Status::unavailable("the shipping database is busy or unreachable; try again")
             }
+            StoreError::Write(write) if write.is_transient() => {
+                tracing::warn!(error = %write, "shipping write not committed");
+                Status::unavailable("the shipping database is busy; try again")
+            }
             StoreError::Database(error) => {
                 tracing::error!(%error, "shipping database error");
+                Status::internal("the shipping database failed; the error was logged")
+            }
+            StoreError::Write(write) => {
+                tracing::error!(error = %write, "shipping write failed");
                 Status::internal("the shipping database failed; the error was logged")
             }
             StoreError::Corrupt(detail) => {
@@ -177,6 +185,21 @@ mod tests {
         )));
         assert_eq!(status.code(), Code::Internal);
         assert!(!status.message().contains("SELECT"));
+        let status = Status::from(StoreError::Write(mesh::storage::WriteError::QueueFull {
+            database: "shipping".into(),
+            capacity: 1024,
+        }));
+        assert_eq!(
+            (status.code(), status.message()),
+            (
+                Code::Unavailable,
+                "the shipping database is busy; try again"
+            )
+        );
+        let status = Status::from(StoreError::Write(mesh::storage::WriteError::Panicked {
+            database: "shipping".into(),
+        }));
+        assert_eq!(status.code(), Code::Internal);
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! The shipping database: shipments, the per-order progress of events, and
 //! the inbox (docs/EVENTS.md).
 //!
-//! [`Store::handle`] applies one event in **one transaction**: it records the
+//! Every write is a unit of the database's group-commit writer
+//! ([`mesh::storage::GroupCommit`], ADR 0019): answered only once durably
+//! committed, so an event is acknowledged to the broker only after its
+//! effect is on disk; reads stay on the pool.
+//!
+//! [`Store::handle`] applies one event in **one write unit** (its own
+//! savepoint of the writer's transaction: all or nothing): it records the
 //! event in the inbox first (a redelivery stops there: nothing changes), then
 //! either applies it — when it is the next of its order — and every event of
 //! the order that was waiting for it, or keeps it waiting. So an order's
@@ -9,10 +15,14 @@
 //! order and however often the broker delivers them.
 //!
 //! On PostgreSQL the upsert of the order's progress row locks it, so two
-//! instances handling two events of one order take turns; on SQLite the
-//! transaction's first write takes the database's write lock.
+//! instances handling two events of one order take turns (should their
+//! batches lock two orders in opposite orders, the database aborts one as a
+//! deadlock: a transient error, and the event is delivered again); on SQLite
+//! the writer's `BEGIN IMMEDIATE` takes the database's write lock.
 
-use sqlx::{any::AnyRow, AnyPool, Row};
+use futures::future::BoxFuture;
+use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
+use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{self, Line, OrderEvent, PageKey, ShipmentStatus};
 
@@ -83,6 +93,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The write was not committed (a full queue, a failed batch).
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 const COLUMNS: &str = "shipment_id, order_id, user_id, status, tracking_number, created_at_unix_ms, updated_at_unix_ms, shipped_at_unix_ms";
@@ -91,14 +104,26 @@ const COLUMNS: &str = "shipment_id, order_id, user_id, status, tracking_number, 
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    writer: GroupCommit,
 }
 
-type Transaction = sqlx::Transaction<'static, sqlx::Any>;
-
 impl Store {
-    /// A store over an open, migrated pool.
+    /// A store over an open, migrated pool; starts the database's writer
+    /// (call inside a Tokio runtime).
     pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+        let writer = GroupCommit::start("shipping", pool.clone(), GroupCommitOptions::default());
+        Self { pool, writer }
+    }
+
+    /// Runs `unit` in the writer's next batch; answers once it is committed.
+    async fn write<T, F>(&self, unit: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write(unit).await
     }
 
     /// Applies `received` for `consumer` (see the module docs).
@@ -108,71 +133,12 @@ impl Store {
         received: &Received<'_>,
         now_unix_ms: i64,
     ) -> Result<Handled, StoreError> {
-        let event = received.event;
-        let mut tx = self.pool.begin().await?;
-        let recorded = sqlx::query(
-            "INSERT INTO inbox (consumer, event_id, order_id, sequence, event_type, state, payload_hex, received_at_unix_ms, applied_at_unix_ms) \
-             VALUES ($1, $2, $3, $4, $5, 'RECEIVED', '', $6, 0) ON CONFLICT (consumer, event_id) DO NOTHING",
-        )
-        .bind(consumer)
-        .bind(received.event_id)
-        .bind(event.order_id())
-        .bind(event.sequence())
-        .bind(received.event_type)
-        .bind(now_unix_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if recorded == 0 {
-            tx.commit().await?;
-            return Ok(Handled::Duplicate);
-        }
-        let applied: i64 = sqlx::query_scalar(
-            "INSERT INTO order_progress (order_id, applied_sequence, updated_at_unix_ms) VALUES ($1, 0, $2) \
-             ON CONFLICT (order_id) DO UPDATE SET updated_at_unix_ms = excluded.updated_at_unix_ms \
-             RETURNING applied_sequence",
-        )
-        .bind(event.order_id())
-        .bind(now_unix_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        let sequence = event.sequence();
-        let outcome = if sequence <= applied {
-            set_state(&mut tx, consumer, received.event_id, "SKIPPED", "", 0).await?;
-            Handled::Duplicate
-        } else if sequence > applied + 1 {
-            set_state(
-                &mut tx,
-                consumer,
-                received.event_id,
-                "WAITING",
-                &events::text_body::encode(received.body),
-                0,
-            )
-            .await?;
-            Handled::Waiting
-        } else {
-            apply(&mut tx, event, now_unix_ms).await?;
-            set_state(
-                &mut tx,
-                consumer,
-                received.event_id,
-                "APPLIED",
-                "",
-                now_unix_ms,
-            )
-            .await?;
-            let last =
-                apply_waiting(&mut tx, consumer, event.order_id(), sequence, now_unix_ms).await?;
-            sqlx::query("UPDATE order_progress SET applied_sequence = $1 WHERE order_id = $2")
-                .bind(last)
-                .bind(event.order_id())
-                .execute(&mut *tx)
-                .await?;
-            Handled::Applied
-        };
-        tx.commit().await?;
-        Ok(outcome)
+        let consumer = consumer.to_owned();
+        let received = OwnedReceived::from(received);
+        self.write(move |connection| {
+            Box::pin(async move { handle_in(connection, &consumer, &received, now_unix_ms).await })
+        })
+        .await
     }
 
     /// One shipment.
@@ -242,16 +208,24 @@ impl Store {
         tracking_number: &str,
         now_unix_ms: i64,
     ) -> Result<Shipment, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE shipments SET status = 'SHIPPED', tracking_number = $1, shipped_at_unix_ms = $2, updated_at_unix_ms = $2 \
-             WHERE shipment_id = $3 AND status = 'PENDING'",
-        )
-        .bind(tracking_number)
-        .bind(now_unix_ms)
-        .bind(shipment_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let (shipment_id_owned, tracking_number) =
+            (shipment_id.to_owned(), tracking_number.to_owned());
+        let updated = self
+            .write(move |connection| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE shipments SET status = 'SHIPPED', tracking_number = $1, shipped_at_unix_ms = $2, updated_at_unix_ms = $2 \
+                         WHERE shipment_id = $3 AND status = 'PENDING'",
+                    )
+                    .bind(&tracking_number)
+                    .bind(now_unix_ms)
+                    .bind(&shipment_id_owned)
+                    .execute(&mut *connection)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await?;
         let shipment = self.get(shipment_id).await?;
         match shipment.status {
             ShipmentStatus::Shipped => Ok(shipment),
@@ -293,9 +267,105 @@ impl Store {
     }
 }
 
+/// A [`Received`] the writer task can own.
+struct OwnedReceived {
+    event_id: String,
+    event_type: String,
+    body: Vec<u8>,
+    event: OrderEvent,
+}
+
+impl From<&Received<'_>> for OwnedReceived {
+    fn from(received: &Received<'_>) -> Self {
+        Self {
+            event_id: received.event_id.to_owned(),
+            event_type: received.event_type.to_owned(),
+            body: received.body.to_vec(),
+            event: received.event.clone(),
+        }
+    }
+}
+
+/// [`Store::handle`]'s write unit.
+async fn handle_in(
+    connection: &mut AnyConnection,
+    consumer: &str,
+    received: &OwnedReceived,
+    now_unix_ms: i64,
+) -> Result<Handled, StoreError> {
+    let event = &received.event;
+    let recorded = sqlx::query(
+        "INSERT INTO inbox (consumer, event_id, order_id, sequence, event_type, state, payload_hex, received_at_unix_ms, applied_at_unix_ms) \
+         VALUES ($1, $2, $3, $4, $5, 'RECEIVED', '', $6, 0) ON CONFLICT (consumer, event_id) DO NOTHING",
+    )
+    .bind(consumer)
+    .bind(&received.event_id)
+    .bind(event.order_id())
+    .bind(event.sequence())
+    .bind(&received.event_type)
+    .bind(now_unix_ms)
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if recorded == 0 {
+        return Ok(Handled::Duplicate);
+    }
+    let applied: i64 = sqlx::query_scalar(
+        "INSERT INTO order_progress (order_id, applied_sequence, updated_at_unix_ms) VALUES ($1, 0, $2) \
+         ON CONFLICT (order_id) DO UPDATE SET updated_at_unix_ms = excluded.updated_at_unix_ms \
+         RETURNING applied_sequence",
+    )
+    .bind(event.order_id())
+    .bind(now_unix_ms)
+    .fetch_one(&mut *connection)
+    .await?;
+    let sequence = event.sequence();
+    let outcome = if sequence <= applied {
+        set_state(connection, consumer, &received.event_id, "SKIPPED", "", 0).await?;
+        Handled::Duplicate
+    } else if sequence > applied + 1 {
+        set_state(
+            connection,
+            consumer,
+            &received.event_id,
+            "WAITING",
+            &events::text_body::encode(&received.body),
+            0,
+        )
+        .await?;
+        Handled::Waiting
+    } else {
+        apply(connection, event, now_unix_ms).await?;
+        set_state(
+            connection,
+            consumer,
+            &received.event_id,
+            "APPLIED",
+            "",
+            now_unix_ms,
+        )
+        .await?;
+        let last = apply_waiting(
+            connection,
+            consumer,
+            event.order_id(),
+            sequence,
+            now_unix_ms,
+        )
+        .await?;
+        sqlx::query("UPDATE order_progress SET applied_sequence = $1 WHERE order_id = $2")
+            .bind(last)
+            .bind(event.order_id())
+            .execute(&mut *connection)
+            .await?;
+        Handled::Applied
+    };
+    Ok(outcome)
+}
+
 /// The effect of one event of its order, in sequence.
 async fn apply(
-    tx: &mut Transaction,
+    connection: &mut AnyConnection,
     event: &OrderEvent,
     now_unix_ms: i64,
 ) -> Result<(), StoreError> {
@@ -315,7 +385,7 @@ async fn apply(
             .bind(order_id)
             .bind(user_id)
             .bind(now_unix_ms)
-            .execute(&mut **tx)
+            .execute(&mut *connection)
             .await?
             .rows_affected();
             if created == 1 {
@@ -327,7 +397,7 @@ async fn apply(
                     .bind(line_no as i64)
                     .bind(&line.sku)
                     .bind(line.quantity)
-                    .execute(&mut **tx)
+                    .execute(&mut *connection)
                     .await?;
                 }
             }
@@ -339,7 +409,7 @@ async fn apply(
             )
             .bind(now_unix_ms)
             .bind(order_id)
-            .execute(&mut **tx)
+            .execute(&mut *connection)
             .await?;
         }
         // Nothing to ship; its sequence number is used up all the same.
@@ -351,7 +421,7 @@ async fn apply(
 /// Applies the events of `order_id` that waited for `applied`, in sequence;
 /// returns the last sequence applied.
 async fn apply_waiting(
-    tx: &mut Transaction,
+    connection: &mut AnyConnection,
     consumer: &str,
     order_id: &str,
     mut applied: i64,
@@ -365,7 +435,7 @@ async fn apply_waiting(
         .bind(consumer)
         .bind(order_id)
         .bind(applied + 1)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *connection)
         .await?;
         let Some(row) = row else {
             // Other copies of what is applied now (another id, same
@@ -377,7 +447,7 @@ async fn apply_waiting(
             .bind(consumer)
             .bind(order_id)
             .bind(applied)
-            .execute(&mut **tx)
+            .execute(&mut *connection)
             .await?;
             return Ok(applied);
         };
@@ -392,14 +462,14 @@ async fn apply_waiting(
             .ok_or_else(|| {
                 StoreError::Corrupt(format!("inbox event {event_id} has unknown type"))
             })?;
-        apply(tx, &event, now_unix_ms).await?;
-        set_state(tx, consumer, &event_id, "APPLIED", "", now_unix_ms).await?;
+        apply(connection, &event, now_unix_ms).await?;
+        set_state(connection, consumer, &event_id, "APPLIED", "", now_unix_ms).await?;
         applied += 1;
     }
 }
 
 async fn set_state(
-    tx: &mut Transaction,
+    connection: &mut AnyConnection,
     consumer: &str,
     event_id: &str,
     state: &str,
@@ -414,7 +484,7 @@ async fn set_state(
     .bind(applied_at_unix_ms)
     .bind(consumer)
     .bind(event_id)
-    .execute(&mut **tx)
+    .execute(&mut *connection)
     .await?;
     Ok(())
 }

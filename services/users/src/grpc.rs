@@ -82,7 +82,11 @@ impl From<StoreError> for Status {
                 tracing::warn!(%error, "users database busy or unreachable");
                 Status::unavailable("the users database is busy or unreachable; try again")
             }
-            StoreError::Database(error) => {
+            StoreError::Write(error) if error.is_transient() => {
+                tracing::warn!(%error, "users write not committed");
+                Status::unavailable("the users database is busy or unreachable; try again")
+            }
+            StoreError::Database(_) | StoreError::Write(_) => {
                 // The cause goes to the log only: SQL text is not for callers.
                 tracing::error!(%error, "users database error");
                 Status::internal("the users database failed; the error was logged")
@@ -109,6 +113,16 @@ mod tests {
 
         let status = Status::from(StoreError::Database(sqlx::Error::PoolTimedOut));
         assert_eq!(status.code(), Code::Unavailable);
+
+        let status = Status::from(StoreError::Write(mesh::storage::WriteError::QueueFull {
+            database: "users".into(),
+            capacity: 1024,
+        }));
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.message(),
+            "the users database is busy or unreachable; try again"
+        );
 
         let status = Status::from(StoreError::Database(sqlx::Error::Protocol(
             "SELECT secret FROM users".into(),

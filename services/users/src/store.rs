@@ -3,8 +3,12 @@
 //!
 //! Every write is a single statement, so nothing is ever partially written;
 //! email uniqueness is the database's UNIQUE index, so two instances sharing
-//! the database cannot both create the same email.
+//! the database cannot both create the same email. Writes go through the
+//! database's group-commit writer ([`mesh::storage::GroupCommit`]): a user is
+//! answered only once its row is committed durably, and concurrent sign-ups
+//! share that commit.
 
+use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
 use sqlx::{any::AnyRow, AnyPool, Row};
 
 use crate::domain::{NewUser, PageKey};
@@ -21,6 +25,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The write was not committed (a full queue, a failed batch).
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 /// A stored user.
@@ -49,14 +56,17 @@ pub struct Page {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    writer: GroupCommit,
 }
 
 const COLUMNS: &str = "user_id, email, display_name, created_at_unix_ms";
 
 impl Store {
-    /// Wraps an open, migrated pool.
+    /// Wraps an open, migrated pool and starts its writer (call inside a
+    /// Tokio runtime).
     pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+        let writer = GroupCommit::start("users", pool.clone(), GroupCommitOptions::default());
+        Self { pool, writer }
     }
 
     /// Inserts a user; [`StoreError::EmailTaken`] if the email is in use.
@@ -66,29 +76,38 @@ impl Store {
         user: &NewUser,
         created_at_unix_ms: i64,
     ) -> Result<UserRecord, StoreError> {
-        let inserted = sqlx::query(
-            "INSERT INTO users (user_id, email, display_name, created_at_unix_ms) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(user_id)
-        .bind(&user.email)
-        .bind(&user.display_name)
-        .bind(created_at_unix_ms)
-        .execute(&self.pool)
-        .await;
-        match inserted {
-            Ok(_) => Ok(UserRecord {
-                user_id: user_id.to_owned(),
-                email: user.email.clone(),
-                display_name: user.display_name.clone(),
-                created_at_unix_ms,
-            }),
-            // The only other unique key is the random 122-bit user id.
-            Err(error) if mesh::storage::is_unique_violation(&error) => {
-                Err(StoreError::EmailTaken(user.email.clone()))
-            }
-            Err(error) => Err(error.into()),
-        }
+        let record = UserRecord {
+            user_id: user_id.to_owned(),
+            email: user.email.clone(),
+            display_name: user.display_name.clone(),
+            created_at_unix_ms,
+        };
+        let row = record.clone();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let inserted = sqlx::query(
+                        "INSERT INTO users (user_id, email, display_name, created_at_unix_ms) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(&row.user_id)
+                    .bind(&row.email)
+                    .bind(&row.display_name)
+                    .bind(row.created_at_unix_ms)
+                    .execute(&mut *connection)
+                    .await;
+                    match inserted {
+                        Ok(_) => Ok(()),
+                        // The only other unique key is the random 122-bit user id.
+                        Err(error) if mesh::storage::is_unique_violation(&error) => {
+                            Err(StoreError::EmailTaken(row.email))
+                        }
+                        Err(error) => Err(error.into()),
+                    }
+                })
+            })
+            .await?;
+        Ok(record)
     }
 
     /// One user by id.

@@ -188,7 +188,7 @@ impl Table {
 mod tests {
     use super::*;
     use crate::{
-        domain::Item,
+        domain::{Item, OrderStatus, ParkReason},
         outbox::Wake,
         store::{Fence, Inserted, NewOrder, Store, StoreError},
     };
@@ -296,6 +296,91 @@ mod tests {
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type, "mesh.events.v1.OrderRejected");
         assert_eq!(events[0].sequence, 1);
+    }
+
+    /// The event types of `order_id`'s pending events, in sequence.
+    async fn event_types(table: &Table, order_id: &str) -> Vec<(i64, String)> {
+        table
+            .pending_of(order_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| (event.sequence, event.event_type))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_operators_resolution_records_the_event_its_final_state_causes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let park = |fence: Fence, at: i64| {
+            let store = store.clone();
+            async move {
+                assert!(store
+                    .park(&fence, ParkReason::PaymentState, "held for a person", at)
+                    .await
+                    .unwrap());
+            }
+        };
+
+        // PENDING, parked, resolved CONFIRMED: shipping must hear of it.
+        let fence = pending_order(&store, "ord_1", 10).await;
+        park(fence, 20).await;
+        store
+            .resolve("ord_1", OrderStatus::Confirmed, "", 30)
+            .await
+            .unwrap();
+        assert_eq!(
+            event_types(&table, "ord_1").await,
+            [(1, "mesh.events.v1.OrderConfirmed".to_owned())]
+        );
+
+        // Cancelled later, parked while CANCELLING, resolved back to
+        // CONFIRMED: nothing changed for a consumer, no event.
+        assert!(store.request_cancel("ord_1", 40).await.unwrap());
+        let cancelling = store.try_lease("ord_1", "owner-2", 50, 5000).await.unwrap();
+        park(cancelling.expect("a cancelling order is leased"), 60).await;
+        store
+            .resolve("ord_1", OrderStatus::Confirmed, "", 70)
+            .await
+            .unwrap();
+        assert_eq!(event_types(&table, "ord_1").await.len(), 1);
+
+        // Parked while CANCELLING again, resolved CANCELLED: the shipment
+        // must be cancelled, so the event follows the confirmation.
+        assert!(store.request_cancel("ord_1", 80).await.unwrap());
+        let cancelling = store.try_lease("ord_1", "owner-3", 90, 5000).await.unwrap();
+        park(cancelling.expect("a cancelling order is leased"), 100).await;
+        store
+            .resolve("ord_1", OrderStatus::Cancelled, "", 110)
+            .await
+            .unwrap();
+        assert_eq!(
+            event_types(&table, "ord_1").await,
+            [
+                (1, "mesh.events.v1.OrderConfirmed".to_owned()),
+                (2, "mesh.events.v1.OrderCancelled".to_owned())
+            ]
+        );
+
+        // PENDING, parked, resolved REJECTED; a second resolution of the
+        // same order is refused and records nothing.
+        let fence = pending_order(&store, "ord_2", 120).await;
+        park(fence, 130).await;
+        store
+            .resolve("ord_2", OrderStatus::Rejected, "refused by hand", 140)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .resolve("ord_2", OrderStatus::Rejected, "again", 150)
+                .await,
+            Err(StoreError::NotParked { .. })
+        ));
+        assert_eq!(
+            event_types(&table, "ord_2").await,
+            [(1, "mesh.events.v1.OrderRejected".to_owned())]
+        );
     }
 
     #[tokio::test]

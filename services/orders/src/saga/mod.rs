@@ -300,7 +300,7 @@ impl Saga {
     /// Runs the saga steps holding the lease, then gives the lease up: a
     /// final order has freed it already; an order that needs a person is
     /// parked (logged once, here); any other is deferred to its next attempt
-    /// (a backoff per order, see [`Saga::retry_backoff_ms`]).
+    /// (a backoff per order, see [`Saga::retry_backoff`]).
     async fn run(
         &self,
         order: Order,
@@ -330,9 +330,8 @@ impl Saga {
                 // It quotes an upstream's answer: bounded.
                 let error = mesh::bounded::message(&error.to_string());
                 tracing::info!(%order_id, %error, "order not final yet");
-                self.store
-                    .defer(&fence, now, |failed| self.retry_backoff_ms(failed))
-                    .await
+                let backoff = self.retry_backoff();
+                self.store.defer(&fence, now, backoff).await
             }
         };
         if let Err(error) = given_up {
@@ -346,11 +345,15 @@ impl Saga {
     /// orders that keep failing (an upstream down for long, an answer that
     /// never comes) are tried less often and go behind the others, and one
     /// cut by an outage is finished at most a lease after the outage ends.
-    fn retry_backoff_ms(&self, failed_runs: i64) -> i64 {
-        let doublings = u32::try_from(failed_runs.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
-        millis(self.options.recovery_interval)
-            .saturating_mul(1_i64 << doublings)
-            .min(self.lease_ms())
+    ///
+    /// A function of the failed runs that the store's write unit can own (it
+    /// reads them inside the write).
+    fn retry_backoff(&self) -> impl Fn(i64) -> i64 + Send + 'static {
+        let (interval_ms, lease_ms) = (millis(self.options.recovery_interval), self.lease_ms());
+        move |failed_runs| {
+            let doublings = u32::try_from(failed_runs.saturating_sub(1).clamp(0, 30)).unwrap_or(30);
+            interval_ms.saturating_mul(1_i64 << doublings).min(lease_ms)
+        }
     }
 
     /// users.GetUser: the user exists.

@@ -1164,10 +1164,10 @@ async fn an_order_a_run_cannot_finish_waits_longer_each_time() {
             ..SagaOptions::with_per_call(PER_CALL)
         },
     );
-    assert_eq!(saga.retry_backoff_ms(1), 2_000);
-    assert_eq!(saga.retry_backoff_ms(2), 4_000);
-    assert_eq!(saga.retry_backoff_ms(3), 5_000, "at most a lease");
-    assert_eq!(saga.retry_backoff_ms(60), 5_000);
+    assert_eq!(saga.retry_backoff()(1), 2_000);
+    assert_eq!(saga.retry_backoff()(2), 4_000);
+    assert_eq!(saga.retry_backoff()(3), 5_000, "at most a lease");
+    assert_eq!(saga.retry_backoff()(60), 5_000);
 
     saga.place(place("r1", &[("A", 1)]), budget())
         .await

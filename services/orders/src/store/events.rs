@@ -1,8 +1,9 @@
 //! The event a final state causes, written into the outbox **inside** the
-//! state change's transaction (`Store::finish`): which kind it is, its
-//! protobuf body (`proto/mesh/events/v1/orders.proto`, built from the order
-//! as it is in that transaction), the row, and the [`Wake`] its commit
-//! sends to the relay. The relay's side (reading, publishing, marking) is
+//! state change's write unit (`Store::finish`, `Store::resolve`: one
+//! savepoint of the group-commit writer's transaction): which kind it is,
+//! its protobuf body (`proto/mesh/events/v1/orders.proto`, built from the
+//! order as it is in that unit), the row, and the [`Wake`] sent to the
+//! relay once the unit's commit is acknowledged. The relay's side (reading, publishing, marking) is
 //! `crate::outbox`.
 
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use sqlx::AnyConnection;
 use tokio::sync::Notify;
 
 use super::Order;
+use crate::domain::OrderStatus;
 
 /// The topic orders publishes to.
 pub const TOPIC: &str = "orders";
@@ -49,6 +51,16 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The event announcing the final `status` (CONFIRMED, CANCELLED, or
+    /// else REJECTED).
+    pub fn of_final(status: OrderStatus) -> Self {
+        match status {
+            OrderStatus::Confirmed => Self::Confirmed,
+            OrderStatus::Cancelled => Self::Cancelled,
+            _ => Self::Rejected,
+        }
+    }
+
     /// The CloudEvents `type`: the protobuf message's full name.
     pub fn event_type(self) -> &'static str {
         match self {
@@ -110,14 +122,36 @@ pub fn encode(kind: Kind, order: &Order, sequence: u64, at_unix_ms: i64) -> Vec<
     }
 }
 
-/// Records `kind` about `order` — as it is now, inside the caller's
-/// transaction — as the order's next event. The current span's trace
-/// context goes with it.
+/// An event to record, with the trace context of the request that causes
+/// it — captured on the caller's task, since a write unit runs on the
+/// writer's task, outside the caller's span.
+#[derive(Debug, Clone)]
+pub(crate) struct Cause {
+    kind: Kind,
+    at_unix_ms: i64,
+    traceparent: String,
+    tracestate: String,
+}
+
+impl Cause {
+    /// `kind` at `at_unix_ms`, in the current span's trace.
+    pub(crate) fn capture(kind: Kind, at_unix_ms: i64) -> Self {
+        let (traceparent, tracestate) = events::trace::current_context();
+        Self {
+            kind,
+            at_unix_ms,
+            traceparent: traceparent.unwrap_or_default(),
+            tracestate: tracestate.unwrap_or_default(),
+        }
+    }
+}
+
+/// Records `cause` about `order` — as it is now, inside the caller's write
+/// unit — as the order's next event.
 pub(crate) async fn record(
     connection: &mut AnyConnection,
     order: &Order,
-    kind: Kind,
-    now_unix_ms: i64,
+    cause: &Cause,
 ) -> Result<(), sqlx::Error> {
     let sequence: i64 = sqlx::query_scalar(
         "UPDATE orders SET event_sequence = event_sequence + 1 WHERE order_id = $1 RETURNING event_sequence",
@@ -126,12 +160,11 @@ pub(crate) async fn record(
     .fetch_one(&mut *connection)
     .await?;
     let body = encode(
-        kind,
+        cause.kind,
         order,
         u64::try_from(sequence).unwrap_or(0),
-        now_unix_ms,
+        cause.at_unix_ms,
     );
-    let (traceparent, tracestate) = events::trace::current_context();
     sqlx::query(
         "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '')",
@@ -140,11 +173,11 @@ pub(crate) async fn record(
     .bind(&order.order_id)
     .bind(sequence)
     .bind(TOPIC)
-    .bind(kind.event_type())
+    .bind(cause.kind.event_type())
     .bind(events::text_body::encode(&body))
-    .bind(traceparent.unwrap_or_default())
-    .bind(tracestate.unwrap_or_default())
-    .bind(now_unix_ms)
+    .bind(cause.traceparent.as_str())
+    .bind(cause.tracestate.as_str())
+    .bind(cause.at_unix_ms)
     .execute(&mut *connection)
     .await?;
     Ok(())

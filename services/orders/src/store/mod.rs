@@ -4,10 +4,19 @@
 //! `lease_owner = $me AND lease_version = $v AND status IN (PENDING,
 //! CANCELLING)`. `lease_version` is a counter the database bumps at every
 //! acquisition (not a clock), so a run whose lease expired and was taken over
-//! can no longer write, whatever the clocks say; multi-row writes run in one
-//! transaction that starts with the fenced write.
+//! can no longer write, whatever the clocks say; a multi-row write is one
+//! write unit that starts with the fenced write.
+//!
+//! Every write goes through the database's group-commit writer
+//! ([`mesh::storage::GroupCommit`]): a saga step returns only once its write
+//! is committed durably — before the remote call that depends on it — and
+//! the steps of concurrent orders share that commit. A multi-row write is
+//! one write unit (its own savepoint inside the writer's transaction), so it
+//! is all or nothing.
 
-use sqlx::{any::AnyRow, AnyPool, Row};
+use futures::future::BoxFuture;
+use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
+use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{
     charge_key_of, reservation_id_of, Item, KeySource, OrderStatus, PageKey, ParkReason, Step,
@@ -15,7 +24,7 @@ use crate::domain::{
 
 pub mod events;
 
-use events::{Kind, Wake};
+use events::{Cause, Kind, Wake};
 
 /// A stored order line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,6 +180,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The write was not committed (a full queue, a failed batch).
+    #[error(transparent)]
+    Write(#[from] WriteError),
 }
 
 const COLUMNS: &str = "order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, reservation_attempt, saga_keys, failed_runs, parked_reason, parked_detail, parked_at_unix_ms";
@@ -183,28 +195,49 @@ const FENCED: &str =
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
+    writer: GroupCommit,
     /// With the outbox on: whom to wake when an event was committed.
     outbox: Option<Wake>,
 }
 
 impl Store {
-    /// A store over an open, migrated pool, without the outbox (no events).
+    /// A store over an open, migrated pool, without the outbox (no events);
+    /// starts the database's writer (call inside a Tokio runtime).
     pub fn new(pool: AnyPool) -> Self {
-        Self { pool, outbox: None }
+        Self::start(pool, None)
     }
 
     /// A store that records the events of final states in the outbox, in
-    /// the state change's transaction, and wakes `wake` after the commit.
+    /// the state change's write unit, and wakes `wake` once that unit's
+    /// commit is acknowledged; starts the database's writer (call inside a
+    /// Tokio runtime).
     pub fn with_outbox(pool: AnyPool, wake: Wake) -> Self {
+        Self::start(pool, Some(wake))
+    }
+
+    fn start(pool: AnyPool, outbox: Option<Wake>) -> Self {
+        let writer = GroupCommit::start("orders", pool.clone(), GroupCommitOptions::default());
         Self {
             pool,
-            outbox: Some(wake),
+            writer,
+            outbox,
         }
     }
 
     /// The pool (for the outbox relay).
     pub fn pool(&self) -> &AnyPool {
         &self.pool
+    }
+
+    /// Runs `unit` in the writer's next batch; answers once it is committed.
+    async fn write<T, F>(&self, unit: F) -> Result<T, StoreError>
+    where
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write(unit).await
     }
 
     /// Records `order` as PENDING at step RESERVE, leased to `owner` until
@@ -216,27 +249,20 @@ impl Store {
         owner: &str,
         lease_until_unix_ms: i64,
     ) -> Result<Inserted, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
-            "INSERT INTO orders (order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, updated_at_unix_ms, reservation_attempt, lease_owner, lease_until_unix_ms, lease_version, saga_keys) \
-             VALUES ($1, $2, $3, $4, $5, $6, 0, '', '', $7, $7, 0, $8, $9, 1, $10) \
-             ON CONFLICT (request_id) DO NOTHING",
-        )
-        .bind(order.order_id)
-        .bind(order.request_id)
-        .bind(order.user_id)
-        .bind(order.currency)
-        .bind(OrderStatus::Pending.as_str())
-        .bind(Step::Reserve.as_str())
-        .bind(order.now_unix_ms)
-        .bind(owner)
-        .bind(lease_until_unix_ms)
-        .bind(KeySource::OrderId.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
-            tx.rollback().await?;
+        let row = PendingRow {
+            order_id: order.order_id.to_owned(),
+            request_id: order.request_id.to_owned(),
+            user_id: order.user_id.to_owned(),
+            currency: order.currency.to_owned(),
+            items: order.items.to_vec(),
+            now_unix_ms: order.now_unix_ms,
+            owner: owner.to_owned(),
+            lease_until_unix_ms,
+        };
+        let inserted = self
+            .write(move |connection| Box::pin(insert_pending_in(connection, row)))
+            .await?;
+        if !inserted {
             let existing = self
                 .find_by_request(order.request_id)
                 .await?
@@ -248,18 +274,6 @@ impl Store {
                 })?;
             return Ok(Inserted::Existing(existing));
         }
-        for (line_no, item) in order.items.iter().enumerate() {
-            sqlx::query(
-                "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, 0)",
-            )
-            .bind(order.order_id)
-            .bind(line_no as i64)
-            .bind(&item.sku)
-            .bind(item.quantity)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
         let fence = Fence {
             order_id: order.order_id.to_owned(),
             owner: owner.to_owned(),
@@ -360,17 +374,25 @@ impl Store {
         now_unix_ms: i64,
         lease_until_unix_ms: i64,
     ) -> Result<Option<Fence>, StoreError> {
+        let (order_id_owned, owner_owned) = (order_id.to_owned(), owner.to_owned());
+        let version: Option<i64> = self
+            .write(move |connection| {
+                Box::pin(async move {
         let version: Option<i64> = sqlx::query_scalar(
             "UPDATE orders SET lease_owner = $1, lease_until_unix_ms = $2, lease_version = lease_version + 1 \
              WHERE order_id = $3 AND status IN ('PENDING', 'CANCELLING') AND parked_reason = '' \
              AND (lease_until_unix_ms <= $4 OR lease_owner = '') \
              RETURNING lease_version",
         )
-        .bind(owner)
+        .bind(owner_owned)
         .bind(lease_until_unix_ms)
-        .bind(order_id)
+        .bind(order_id_owned)
         .bind(now_unix_ms)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *connection)
+        .await?;
+        Ok(version)
+        })
+        })
         .await?;
         Ok(version.map(|version| Fence {
             order_id: order_id.to_owned(),
@@ -391,16 +413,22 @@ impl Store {
 
     /// Gives the lease up (no-op if the fence is stale).
     pub async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0 \
-             WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3",
-        )
-        .bind(&fence.order_id)
-        .bind(&fence.owner)
-        .bind(fence.version)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let fence = fence.clone();
+        self.write(move |connection| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0 \
+                     WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3",
+                )
+                .bind(&fence.order_id)
+                .bind(&fence.owner)
+                .bind(fence.version)
+                .execute(&mut *connection)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Gives the lease up after a run that could not finish the order: one
@@ -410,32 +438,38 @@ impl Store {
         &self,
         fence: &Fence,
         now_unix_ms: i64,
-        backoff_ms: impl Fn(i64) -> i64,
+        backoff_ms: impl Fn(i64) -> i64 + Send + 'static,
     ) -> Result<(), StoreError> {
-        let failed: Option<i64> = sqlx::query_scalar(
-            "SELECT failed_runs FROM orders WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3",
-        )
-        .bind(&fence.order_id)
-        .bind(&fence.owner)
-        .bind(fence.version)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(failed) = failed else {
-            return Ok(());
-        };
-        let failed = failed.saturating_add(1);
-        sqlx::query(
-            "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0, failed_runs = $1, next_attempt_unix_ms = $2 \
-             WHERE order_id = $3 AND lease_owner = $4 AND lease_version = $5",
-        )
-        .bind(failed)
-        .bind(now_unix_ms.saturating_add(backoff_ms(failed)))
-        .bind(&fence.order_id)
-        .bind(&fence.owner)
-        .bind(fence.version)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let fence = fence.clone();
+        self.write(move |connection| {
+            Box::pin(async move {
+                let failed: Option<i64> = sqlx::query_scalar(
+                    "SELECT failed_runs FROM orders WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3",
+                )
+                .bind(&fence.order_id)
+                .bind(&fence.owner)
+                .bind(fence.version)
+                .fetch_optional(&mut *connection)
+                .await?;
+                let Some(failed) = failed else {
+                    return Ok(());
+                };
+                let failed = failed.saturating_add(1);
+                sqlx::query(
+                    "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0, failed_runs = $1, next_attempt_unix_ms = $2 \
+                     WHERE order_id = $3 AND lease_owner = $4 AND lease_version = $5",
+                )
+                .bind(failed)
+                .bind(now_unix_ms.saturating_add(backoff_ms(failed)))
+                .bind(&fence.order_id)
+                .bind(&fence.owner)
+                .bind(fence.version)
+                .execute(&mut *connection)
+                .await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// Parks the order for an operator (and gives the lease up): recovery
@@ -448,19 +482,26 @@ impl Store {
         detail: &str,
         now_unix_ms: i64,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(&fenced_sql(
-            "parked_reason = $1, parked_detail = $2, parked_at_unix_ms = $3, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
-            4,
-        ))
-        .bind(reason.as_str())
-        .bind(detail)
-        .bind(now_unix_ms)
-        .bind(&fence.order_id)
-        .bind(&fence.owner)
-        .bind(fence.version)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let (fence, detail) = (fence.clone(), detail.to_owned());
+        let updated = self
+            .write(move |connection| {
+                Box::pin(async move {
+                    let done = sqlx::query(&fenced_sql(
+                        "parked_reason = $1, parked_detail = $2, parked_at_unix_ms = $3, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
+                        4,
+                    ))
+                    .bind(reason.as_str())
+                    .bind(&detail)
+                    .bind(now_unix_ms)
+                    .bind(&fence.order_id)
+                    .bind(&fence.owner)
+                    .bind(fence.version)
+                    .execute(&mut *connection)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await?;
         Ok(updated == 1)
     }
 
@@ -468,15 +509,21 @@ impl Store {
     /// once, its failed runs forgotten. Fails with [`StoreError::NotParked`]
     /// unless it is parked.
     pub async fn unpark(&self, order_id: &str, now_unix_ms: i64) -> Result<(), StoreError> {
-        let updated = sqlx::query(
+        let order_id_owned = order_id.to_owned();
+        let updated = self.write(move |connection| {
+            Box::pin(async move {
+        let done = sqlx::query(
             "UPDATE orders SET parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, failed_runs = 0, next_attempt_unix_ms = 0, updated_at_unix_ms = $1 \
              WHERE order_id = $2 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
         )
         .bind(now_unix_ms)
-        .bind(order_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        .bind(order_id_owned)
+        .execute(&mut *connection)
+        .await?;
+        Ok(done.rows_affected())
+            })
+        })
+        .await?;
         self.parked_or_missing(updated, order_id).await
     }
 
@@ -490,20 +537,49 @@ impl Store {
         reason: &str,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE orders SET status = $1, step = $2, rejection_reason = $3, parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, updated_at_unix_ms = $4, lease_owner = '', lease_until_unix_ms = 0 \
-             WHERE order_id = $5 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
-        )
-        .bind(status.as_str())
-        .bind(Step::Done.as_str())
-        .bind(reason)
-        .bind(now_unix_ms)
-        .bind(order_id)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        self.parked_or_missing(updated, order_id).await?;
-        self.get(order_id).await
+        let (order_id_owned, reason) = (order_id.to_owned(), reason.to_owned());
+        let event = self
+            .outbox
+            .as_ref()
+            .map(|_| Cause::capture(Kind::of_final(status), now_unix_ms));
+        let resolved = self
+            .write(move |connection| {
+                Box::pin(async move {
+                    let Some(from) = parked_status_in(connection, &order_id_owned).await? else {
+                        return Ok(None);
+                    };
+                    let done = sqlx::query(
+                        "UPDATE orders SET status = $1, step = $2, rejection_reason = $3, parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, updated_at_unix_ms = $4, lease_owner = '', lease_until_unix_ms = 0 \
+                         WHERE order_id = $5 AND parked_reason > '' AND status = $6",
+                    )
+                    .bind(status.as_str())
+                    .bind(Step::Done.as_str())
+                    .bind(&reason)
+                    .bind(now_unix_ms)
+                    .bind(&order_id_owned)
+                    .bind(from.as_str())
+                    .execute(&mut *connection)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Ok(None);
+                    }
+                    let order = read_order(connection, &order_id_owned).await?;
+                    // A CANCELLING order resolved CONFIRMED is, for a
+                    // consumer, the confirmed order it already knows.
+                    let changes_for_consumers =
+                        !(from == OrderStatus::Cancelling && status == OrderStatus::Confirmed);
+                    if let Some(event) = event.filter(|_| changes_for_consumers) {
+                        events::record(connection, &order, &event).await?;
+                    }
+                    Ok(Some(order))
+                })
+            })
+            .await?;
+        let Some(order) = resolved else {
+            return Err(self.not_parked(order_id).await);
+        };
+        self.wake_relay();
+        Ok(order)
     }
 
     /// `Ok` if `updated` is 1, else NotFound or NotParked.
@@ -511,10 +587,18 @@ impl Store {
         if updated == 1 {
             return Ok(());
         }
-        self.get(order_id).await?;
-        Err(StoreError::NotParked {
-            order_id: order_id.to_owned(),
-        })
+        Err(self.not_parked(order_id).await)
+    }
+
+    /// Why a change to the parked order `order_id` did not happen: it does
+    /// not exist (NotFound), or it is not parked.
+    async fn not_parked(&self, order_id: &str) -> StoreError {
+        match self.get(order_id).await {
+            Ok(_) => StoreError::NotParked {
+                order_id: order_id.to_owned(),
+            },
+            Err(error) => error,
+        }
     }
 
     /// Up to `limit` parked orders, longest parked first, after `after`
@@ -591,37 +675,39 @@ impl Store {
         currency: &str,
         now_unix_ms: i64,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let updated = sqlx::query(&fenced_sql(
-            "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4, failed_runs = 0",
-            5,
-        ))
-        .bind(Step::Charge.as_str())
-        .bind(total_cents)
-        .bind(currency)
-        .bind(now_unix_ms)
-        .bind(&fence.order_id)
-        .bind(&fence.owner)
-        .bind(fence.version)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            tx.rollback().await?;
-            return leased(updated, &fence.order_id);
-        }
-        for (sku, price) in prices {
-            sqlx::query(
-                "UPDATE order_lines SET unit_price_cents = $1 WHERE order_id = $2 AND sku = $3",
-            )
-            .bind(price)
-            .bind(&fence.order_id)
-            .bind(sku)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let (fence, prices, currency) = (fence.clone(), prices.to_vec(), currency.to_owned());
+        self.write(move |connection| {
+            Box::pin(async move {
+                let updated = sqlx::query(&fenced_sql(
+                    "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4, failed_runs = 0",
+                    5,
+                ))
+                .bind(Step::Charge.as_str())
+                .bind(total_cents)
+                .bind(&currency)
+                .bind(now_unix_ms)
+                .bind(&fence.order_id)
+                .bind(&fence.owner)
+                .bind(fence.version)
+                .execute(&mut *connection)
+                .await?
+                .rows_affected();
+                // Nothing written yet: the unit's savepoint has nothing to undo.
+                leased(updated, &fence.order_id)?;
+                for (sku, price) in &prices {
+                    sqlx::query(
+                        "UPDATE order_lines SET unit_price_cents = $1 WHERE order_id = $2 AND sku = $3",
+                    )
+                    .bind(price)
+                    .bind(&fence.order_id)
+                    .bind(sku)
+                    .execute(&mut *connection)
+                    .await?;
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     /// CHARGE → COMMIT: the captured payment.
@@ -690,17 +776,24 @@ impl Store {
         order_id: &str,
         now_unix_ms: i64,
     ) -> Result<bool, StoreError> {
-        let updated = sqlx::query(
-            "UPDATE orders SET status = $1, step = $2, updated_at_unix_ms = $3 WHERE order_id = $4 AND status = $5",
-        )
-        .bind(OrderStatus::Cancelling.as_str())
-        .bind(Step::Cancel.as_str())
-        .bind(now_unix_ms)
-        .bind(order_id)
-        .bind(OrderStatus::Confirmed.as_str())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let order_id = order_id.to_owned();
+        let updated = self
+            .write(move |connection| {
+                Box::pin(async move {
+                    let done = sqlx::query(
+                        "UPDATE orders SET status = $1, step = $2, updated_at_unix_ms = $3 WHERE order_id = $4 AND status = $5",
+                    )
+                    .bind(OrderStatus::Cancelling.as_str())
+                    .bind(Step::Cancel.as_str())
+                    .bind(now_unix_ms)
+                    .bind(&order_id)
+                    .bind(OrderStatus::Confirmed.as_str())
+                    .execute(&mut *connection)
+                    .await?;
+                    Ok(done.rows_affected())
+                })
+            })
+            .await?;
         Ok(updated == 1)
     }
 
@@ -722,32 +815,39 @@ impl Store {
             Int(now_unix_ms),
         ];
         values.extend(reason.map(Text));
-        let Some(wake) = &self.outbox else {
-            self.fenced(fence, set, &values).await?;
-            return self.get(&fence.order_id).await;
-        };
-        // The state and its event in one transaction: never one without the other.
-        let mut tx = self.pool.begin().await?;
-        let updated = fenced_query(&fenced_sql(set, values.len() + 1), &values, fence)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if updated != 1 {
-            tx.rollback().await?;
-            return Err(StoreError::LeaseLost {
-                order_id: fence.order_id.clone(),
-            });
-        }
-        let order = read_order(&mut tx, &fence.order_id).await?;
-        let kind = match status {
-            OrderStatus::Confirmed => Kind::Confirmed,
-            OrderStatus::Cancelled => Kind::Cancelled,
-            _ => Kind::Rejected,
-        };
-        events::record(&mut tx, &order, kind, now_unix_ms).await?;
-        tx.commit().await?;
-        wake.notify();
+        let sql = fenced_sql(set, values.len() + 1);
+        let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
+        let fence = fence.clone();
+        // Captured here: the unit runs on the writer's task, not in the
+        // caller's span.
+        let event = self
+            .outbox
+            .as_ref()
+            .map(|_| Cause::capture(Kind::of_final(status), now_unix_ms));
+        // The state and its event in one write unit (one savepoint of the
+        // writer's transaction): never one without the other.
+        let order = self
+            .write(move |connection| {
+                Box::pin(async move {
+                    fenced_in(connection, &sql, &values, &fence).await?;
+                    let order = read_order(connection, &fence.order_id).await?;
+                    if let Some(event) = event {
+                        events::record(connection, &order, &event).await?;
+                    }
+                    Ok(order)
+                })
+            })
+            .await?;
+        self.wake_relay();
         Ok(order)
+    }
+
+    /// Wakes the relay (if the outbox is on): called once a unit that may
+    /// have recorded an event is acknowledged, so after its durable commit.
+    fn wake_relay(&self) {
+        if let Some(wake) = &self.outbox {
+            wake.notify();
+        }
     }
 
     /// `UPDATE orders SET <set> WHERE <fenced>`, `values` bound to the
@@ -759,39 +859,64 @@ impl Store {
         values: &[Value<'_>],
     ) -> Result<(), StoreError> {
         let sql = fenced_sql(set, values.len() + 1);
-        let updated = fenced_query(&sql, values, fence)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
-        leased(updated, &fence.order_id)
+        let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
+        let fence = fence.clone();
+        self.write(move |connection| {
+            Box::pin(async move { fenced_in(connection, &sql, &values, &fence).await })
+        })
+        .await
     }
 }
 
-/// `sql` (from [`fenced_sql`]) with `values` and the fence bound.
-fn fenced_query<'q>(
-    sql: &'q str,
-    values: &'q [Value<'q>],
-    fence: &'q Fence,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+/// Runs `sql` (from [`fenced_sql`]) with `values` and the fence bound, on
+/// the unit's `connection`; [`StoreError::LeaseLost`] (nothing written)
+/// unless it updated the order.
+async fn fenced_in(
+    connection: &mut AnyConnection,
+    sql: &str,
+    values: &[OwnedValue],
+    fence: &Fence,
+) -> Result<(), StoreError> {
     let mut query = sqlx::query(sql);
     for value in values {
         query = match value {
-            Text(text) => query.bind(*text),
-            Int(number) => query.bind(*number),
+            OwnedValue::Text(text) => query.bind(text.as_str()),
+            OwnedValue::Int(number) => query.bind(*number),
         };
     }
-    query
+    let updated = query
         .bind(fence.order_id.as_str())
         .bind(fence.owner.as_str())
         .bind(fence.version)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    leased(updated, &fence.order_id)
+}
+
+/// The status of `order_id` if it is parked (and so PENDING or CANCELLING),
+/// read on the unit's `connection`.
+async fn parked_status_in(
+    connection: &mut AnyConnection,
+    order_id: &str,
+) -> Result<Option<OrderStatus>, StoreError> {
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM orders WHERE order_id = $1 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    status
+        .map(|status| {
+            OrderStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown order status {status:?}")))
+        })
+        .transpose()
 }
 
 /// One order with its lines, read on `connection` (in a transaction, it
 /// sees the transaction's writes).
-async fn read_order(
-    connection: &mut sqlx::AnyConnection,
-    order_id: &str,
-) -> Result<Order, StoreError> {
+async fn read_order(connection: &mut AnyConnection, order_id: &str) -> Result<Order, StoreError> {
     let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1"))
         .bind(order_id)
         .fetch_optional(&mut *connection)
@@ -804,10 +929,7 @@ async fn read_order(
     Ok(order)
 }
 
-async fn lines_of(
-    connection: &mut sqlx::AnyConnection,
-    order_id: &str,
-) -> Result<Vec<Line>, StoreError> {
+async fn lines_of(connection: &mut AnyConnection, order_id: &str) -> Result<Vec<Line>, StoreError> {
     let rows = sqlx::query(
         "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
     )
@@ -840,6 +962,74 @@ enum Value<'a> {
     Int(i64),
 }
 use Value::{Int, Text};
+
+impl Value<'_> {
+    fn to_owned(&self) -> OwnedValue {
+        match self {
+            Text(text) => OwnedValue::Text((*text).to_owned()),
+            Int(number) => OwnedValue::Int(*number),
+        }
+    }
+}
+
+/// A [`Value`] the writer task can own.
+enum OwnedValue {
+    Text(String),
+    Int(i64),
+}
+
+/// What [`Store::insert_pending`] writes, owned by its write unit.
+struct PendingRow {
+    order_id: String,
+    request_id: String,
+    user_id: String,
+    currency: String,
+    items: Vec<Item>,
+    now_unix_ms: i64,
+    owner: String,
+    lease_until_unix_ms: i64,
+}
+
+/// The order and its lines, unless its request id is taken (then nothing is
+/// written and the answer is `false`).
+async fn insert_pending_in(
+    connection: &mut AnyConnection,
+    row: PendingRow,
+) -> Result<bool, StoreError> {
+    let inserted = sqlx::query(
+        "INSERT INTO orders (order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, updated_at_unix_ms, reservation_attempt, lease_owner, lease_until_unix_ms, lease_version, saga_keys) \
+         VALUES ($1, $2, $3, $4, $5, $6, 0, '', '', $7, $7, 0, $8, $9, 1, $10) \
+         ON CONFLICT (request_id) DO NOTHING",
+    )
+    .bind(&row.order_id)
+    .bind(&row.request_id)
+    .bind(&row.user_id)
+    .bind(&row.currency)
+    .bind(OrderStatus::Pending.as_str())
+    .bind(Step::Reserve.as_str())
+    .bind(row.now_unix_ms)
+    .bind(&row.owner)
+    .bind(row.lease_until_unix_ms)
+    .bind(KeySource::OrderId.as_str())
+    .execute(&mut *connection)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(false);
+    }
+    for (line_no, item) in row.items.iter().enumerate() {
+        sqlx::query(
+            "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, 0)",
+        )
+        .bind(&row.order_id)
+        .bind(line_no as i64)
+        .bind(&item.sku)
+        .bind(item.quantity)
+        .execute(&mut *connection)
+        .await?;
+    }
+    Ok(true)
+}
 
 /// `UPDATE orders SET <set> WHERE order_id = $n AND <fence>`, the order id
 /// and fence numbered from `first`.

@@ -1,0 +1,237 @@
+//! The writer task: collects a batch, runs it in one transaction with a
+//! savepoint per unit, commits, then answers.
+
+use std::{
+    panic::AssertUnwindSafe,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::FutureExt as _;
+use sqlx::{pool::PoolConnection, Any, AnyPool, Connection as _};
+use tokio::sync::mpsc;
+
+use super::{
+    job::{Executed, Job},
+    metrics::{UnitOutcome, WriterMetrics},
+    GroupCommitOptions, WriteError,
+};
+
+/// One database's writer.
+pub(super) struct Writer {
+    database: String,
+    pool: AnyPool,
+    max_batch: usize,
+    collect_window: Duration,
+    metrics: WriterMetrics,
+}
+
+/// Why a batch did not commit, and the units it leaves to answer.
+struct Failure {
+    error: sqlx::Error,
+    /// Units that ran (their savepoints are gone with the transaction).
+    executed: Vec<Executed>,
+    /// Units that never ran.
+    not_run: Vec<Box<dyn Job>>,
+}
+
+impl Writer {
+    pub(super) fn new(
+        database: &str,
+        pool: AnyPool,
+        options: GroupCommitOptions,
+        metrics: WriterMetrics,
+    ) -> Self {
+        Self {
+            database: database.to_owned(),
+            pool,
+            max_batch: options.max_batch.max(1),
+            collect_window: options.collect_window,
+            metrics,
+        }
+    }
+
+    /// Adds to `batch` what the queue holds now, then — only if others were
+    /// already waiting, so a lone unit is never delayed — what arrives while
+    /// the scheduler runs the tasks that are about to write, for at most the
+    /// collection window and only as long as units keep arriving. (Yielding
+    /// instead of a timer: Tokio's timers tick in whole milliseconds.)
+    async fn collect(
+        &self,
+        queue: &mut mpsc::Receiver<Box<dyn Job>>,
+        batch: &mut Vec<Box<dyn Job>>,
+    ) {
+        self.take_ready(queue, batch);
+        if batch.len() < 2 || self.collect_window.is_zero() {
+            return;
+        }
+        let until = Instant::now() + self.collect_window;
+        while batch.len() < self.max_batch && Instant::now() < until {
+            tokio::task::yield_now().await;
+            if self.take_ready(queue, batch) == 0 {
+                break;
+            }
+        }
+    }
+
+    /// Moves the units waiting in `queue` into `batch` (up to the batch
+    /// size); how many it moved.
+    fn take_ready(
+        &self,
+        queue: &mut mpsc::Receiver<Box<dyn Job>>,
+        batch: &mut Vec<Box<dyn Job>>,
+    ) -> usize {
+        let before = batch.len();
+        while batch.len() < self.max_batch {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        batch.len() - before
+    }
+
+    /// Runs, commits and answers one batch.
+    async fn commit(&self, batch: Vec<Box<dyn Job>>) {
+        let started = Instant::now();
+        let units = batch.len();
+        let outcome = match self.pool.acquire().await {
+            Ok(mut connection) => {
+                let outcome = self.run_batch(&mut connection, batch).await;
+                if outcome.is_err() {
+                    // Whatever state a failed batch left, it is not reused.
+                    connection.close_on_drop();
+                }
+                outcome
+            }
+            Err(error) => Err(Failure {
+                error,
+                executed: Vec::new(),
+                not_run: batch,
+            }),
+        };
+        match outcome {
+            Ok(executed) => {
+                for unit in executed {
+                    self.metrics.unit(if unit.succeeded {
+                        UnitOutcome::Committed
+                    } else {
+                        UnitOutcome::RolledBack
+                    });
+                    unit.answer.send(Ok(()));
+                }
+            }
+            Err(failure) => self.answer_failure(units, failure),
+        }
+        self.metrics.batch(units, started.elapsed().as_secs_f64());
+    }
+
+    async fn run_batch(
+        &self,
+        connection: &mut PoolConnection<Any>,
+        batch: Vec<Box<dyn Job>>,
+    ) -> Result<Vec<Executed>, Failure> {
+        // SQLite: take the write lock at BEGIN, so a unit that reads before it
+        // writes never has to upgrade its lock (SQLITE_BUSY without waiting).
+        let begin = if connection.backend_name() == "SQLite" {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN"
+        };
+        let mut transaction = match connection.begin_with(begin).await {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                return Err(Failure {
+                    error,
+                    executed: Vec::new(),
+                    not_run: batch,
+                })
+            }
+        };
+        let mut executed = Vec::with_capacity(batch.len());
+        let mut jobs = batch.into_iter();
+        while let Some(job) = jobs.next() {
+            let mut savepoint = match transaction.begin().await {
+                Ok(savepoint) => savepoint,
+                Err(error) => {
+                    let not_run = std::iter::once(job).chain(jobs).collect();
+                    return Err(Failure {
+                        error,
+                        executed,
+                        not_run,
+                    });
+                }
+            };
+            let ran = AssertUnwindSafe(async { job.run(&mut savepoint).await })
+                .catch_unwind()
+                .await;
+            let succeeded = ran.as_ref().map(|unit| unit.succeeded);
+            let ended = match succeeded {
+                Ok(true) => savepoint.commit().await,
+                Ok(false) => savepoint.rollback().await,
+                Err(_) => {
+                    tracing::error!(
+                        database = %self.database,
+                        "a write unit panicked; rolling back its savepoint"
+                    );
+                    self.metrics.unit(UnitOutcome::Failed);
+                    savepoint.rollback().await
+                }
+            };
+            if let Ok(unit) = ran {
+                executed.push(unit);
+            }
+            if let Err(error) = ended {
+                return Err(Failure {
+                    error,
+                    executed,
+                    not_run: jobs.collect(),
+                });
+            }
+        }
+        match transaction.commit().await {
+            Ok(()) => Ok(executed),
+            Err(error) => Err(Failure {
+                error,
+                executed,
+                not_run: Vec::new(),
+            }),
+        }
+    }
+
+    fn answer_failure(&self, units: usize, failure: Failure) {
+        let transient = super::super::is_transient(&failure.error);
+        tracing::warn!(
+            database = %self.database,
+            units,
+            error = %failure.error,
+            "a batch of writes did not commit; its callers get the error"
+        );
+        let error = WriteError::Batch {
+            database: self.database.clone(),
+            units,
+            transient,
+            source: Arc::new(failure.error),
+        };
+        for unit in failure.executed {
+            self.metrics.unit(UnitOutcome::Failed);
+            unit.answer.send(Err(&error));
+        }
+        for job in failure.not_run {
+            self.metrics.unit(UnitOutcome::Failed);
+            job.fail(&error);
+        }
+    }
+}
+
+/// Serves `queue` until every [`super::GroupCommit`] handle is dropped and
+/// the units queued before are answered.
+pub(super) async fn run(writer: Writer, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch = Vec::with_capacity(writer.max_batch);
+    while let Some(first) = queue.recv().await {
+        batch.push(first);
+        writer.collect(&mut queue, &mut batch).await;
+        writer.metrics.dequeued(batch.len());
+        writer.commit(std::mem::take(&mut batch)).await;
+    }
+}
