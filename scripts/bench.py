@@ -324,17 +324,19 @@ backend {variant}-inventory
     # ---- measuring -----------------------------------------------------
 
     def via(self, variant, rpc):
+        """The lab's flags for `variant`; only its own proxy need be running
+        (the gateway-only run starts no nginx or sidecars)."""
         direct = self.orders[0] if rpc == "place-order" else self.inventory[0][0]
         return {
-            "direct": ["--direct", f"127.0.0.1:{direct}"],
-            "mesh": [],
-            "mesh-mtls": [],
-            "nginx": ["--proxy", f"127.0.0.1:{self.nginx_port}"],
-            "sidecar": ["--proxy", f"127.0.0.1:{self.sidecar_ports['sidecar']}"],
-            "sidecar-tls": ["--proxy", f"127.0.0.1:{self.sidecar_ports['sidecar-tls']}"],
-            "gateway": ["--gateway", f"http://127.0.0.1:{getattr(self, 'gateway_port', 0)}"],
-            "gateway-grpc": ["--proxy", f"127.0.0.1:{getattr(self, 'gateway_port', 0)}"],
-        }[variant]
+            "direct": lambda: ["--direct", f"127.0.0.1:{direct}"],
+            "mesh": lambda: [],
+            "mesh-mtls": lambda: [],
+            "nginx": lambda: ["--proxy", f"127.0.0.1:{self.nginx_port}"],
+            "sidecar": lambda: ["--proxy", f"127.0.0.1:{self.sidecar_ports['sidecar']}"],
+            "sidecar-tls": lambda: ["--proxy", f"127.0.0.1:{self.sidecar_ports['sidecar-tls']}"],
+            "gateway": lambda: ["--gateway", f"http://127.0.0.1:{self.gateway_port}"],
+            "gateway-grpc": lambda: ["--proxy", f"127.0.0.1:{self.gateway_port}"],
+        }[variant]()
 
     def groups(self):
         """Processes whose CPU and memory are reported, by group."""

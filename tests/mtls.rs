@@ -389,11 +389,32 @@ async fn a_new_root_rotates_every_leaf_under_load_without_a_failed_call() {
         "Config": {"LeafCertTTL": "72h", "RotationPeriod": "2160h", "IntermediateCertTTL": "8760h",
                    "PrivateKey": key.serialize_pem()},
     });
-    agent
-        .put_text("/v1/connect/ca/configuration", &config.to_string())
-        .expect("rotate the CA");
-    let roots = agent.get_json("/v1/agent/connect/ca/roots");
-    assert_eq!(roots["Roots"].as_array().map(Vec::len), Some(2), "{roots}");
+    // Consul can answer the PUT while its first root is still being
+    // installed (the leader's CA set-up races the test's first leaf: seen
+    // once as "CA root is nil" followed by one root after the PUT), and the
+    // agent's roots are a cached view: ask the servers, and put the same
+    // configuration again until the rotation shows; a repeated PUT with the
+    // same key changes nothing once it has applied.
+    let rotated_roots = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            agent
+                .put_text("/v1/connect/ca/configuration", &config.to_string())
+                .expect("rotate the CA");
+            for _ in 0..25 {
+                let roots = agent.get_json("/v1/connect/ca/roots");
+                if roots["Roots"].as_array().map(Vec::len) == Some(2) {
+                    return roots;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    })
+    .await;
+    assert!(
+        rotated_roots.is_ok(),
+        "Consul never showed the new root beside the old one: {}",
+        agent.get_json("/v1/connect/ca/roots")
+    );
 
     // New connections show the server's new leaf, and our own was renewed too.
     let rotated = tokio::time::timeout(Duration::from_secs(90), async {

@@ -60,14 +60,7 @@ fn bench_add_stock(address: &str, certs: Option<&CertFiles>) -> i64 {
 /// Runs the bench and returns its JSON report, checking the stable fields.
 fn bench_json(args: &[&str]) -> serde_json::Value {
     let output = lab(args);
-    assert!(
-        output.status.success(),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim())
-        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {}", stdout(&output)));
+    let report = testkit::json_report(&output);
     for field in [
         "via",
         "rpc",
@@ -260,14 +253,7 @@ fn discovery_follows_a_large_service_into_the_balancer_and_cleans_up() {
         &consul,
         "--json",
     ]);
-    assert!(
-        output.status.success(),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim())
-        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {}", stdout(&output)));
+    let report = testkit::json_report(&output);
     assert_eq!(report["endpoints"], 40, "{report}");
     let changes = report["changes"].as_array().expect("changes");
     let kinds: Vec<&str> = changes

@@ -28,14 +28,7 @@ fn mesh_bench_runs_the_lab_with_the_documented_flags() {
         &address,
         "--json",
     ]);
-    assert!(
-        output.status.success(),
-        "{}{}",
-        stdout(&output),
-        stderr(&output)
-    );
-    let report: serde_json::Value = serde_json::from_str(stdout(&output).trim())
-        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {}", stdout(&output)));
+    let report = testkit::json_report(&output);
     assert_eq!(report["via"], "direct", "{report}");
     assert_eq!(report["ok"], 20, "{report}");
 
@@ -57,10 +50,13 @@ fn mesh_bench_runs_the_lab_with_the_documented_flags() {
 
 #[test]
 fn without_the_lab_built_mesh_bench_says_how_to_build_it() {
-    // A copy of `mesh` in a folder without `mesh-bench` beside it.
-    let folder = tempfile::tempdir().expect("temp dir");
+    // `mesh` in a folder without `mesh-bench` beside it: a hard link, not a
+    // copy (a copy's write descriptor, inherited by a process another test
+    // forks meanwhile, makes running it fail with "text file busy").
+    let built = binary("mesh");
+    let folder = tempfile::tempdir_in(built.parent().expect("the build folder")).expect("temp dir");
     let alone = folder.path().join("mesh");
-    std::fs::copy(binary("mesh"), &alone).expect("copy mesh");
+    std::fs::hard_link(&built, &alone).expect("link mesh");
     let mut command = Command::new(&alone);
     command.args(["bench", "--rpc", "health"]);
     let output = output_within(command, Duration::from_secs(30));

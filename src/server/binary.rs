@@ -19,6 +19,7 @@ use crate::service::ServiceIdentity;
 /// pub const SERVICE: Runnable = Runnable {
 ///     identity: &IDENTITY,
 ///     serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
+///     example: Some(ExampleCall { method: "GetUser", body: r#"{"user_id":"{user_id}"}"# }),
 /// };
 /// ```
 ///
@@ -31,12 +32,37 @@ pub struct Runnable {
     /// Parses the service's flags from `args` (the program's name first)
     /// and serves until SIGTERM/SIGINT (see [`serve_args`]).
     pub serve: fn(Vec<OsString>) -> LocalBoxFuture<'static, Result<(), ServeError>>,
+    /// A call worth trying on a fresh `mesh up` (its banner prints it as a
+    /// grpcurl command), or `None`.
+    pub example: Option<ExampleCall>,
+}
+
+/// One of a service's own methods with a JSON body that the demo shop makes
+/// interesting. In `body`, `{user_id}` and `{sku}` stand for the demo
+/// shop's user and item, `{request_id}` for a fresh UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExampleCall {
+    /// The method's name in the service, e.g. `GetUser`.
+    pub method: &'static str,
+    /// The request as JSON, with the placeholders above.
+    pub body: &'static str,
+}
+
+impl ExampleCall {
+    /// `body` with the placeholders filled in.
+    pub fn body_for(&self, user_id: &str, sku: &str, request_id: &str) -> String {
+        self.body
+            .replace("{user_id}", user_id)
+            .replace("{sku}", sku)
+            .replace("{request_id}", request_id)
+    }
 }
 
 impl fmt::Debug for Runnable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Runnable")
             .field("identity", self.identity)
+            .field("example", &self.example)
             .finish_non_exhaustive()
     }
 }

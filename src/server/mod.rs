@@ -43,7 +43,7 @@ use tonic_health::{
 };
 use tower::Service;
 
-pub use binary::{serve_args, Runnable};
+pub use binary::{serve_args, ExampleCall, Runnable};
 pub use error::ServeError;
 use tls::Admission;
 

@@ -56,14 +56,23 @@ impl ConsulAgent {
 
     fn start_with(posture: Posture) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
-        let mut options = ConsulOptions::new(tool("consul"), posture, dir.path());
-        options.api_port = Some(port);
-        options.node_name = Some(format!("test-{port}"));
-        options.ui = false;
-        options.log_level = Some("warn".to_owned());
-        let agent = LocalConsul::spawn(options)
-            .unwrap_or_else(|error| panic!("cannot start a Consul agent: {error}"));
+        // A free port can be taken by another process (a `mesh` child picking
+        // its own) before the agent binds it: draw again, a few times.
+        let mut attempts = 0;
+        let agent = loop {
+            attempts += 1;
+            let port = free_port();
+            let mut options = ConsulOptions::new(tool("consul"), posture, dir.path());
+            options.api_port = Some(port);
+            options.node_name = Some(format!("test-{port}"));
+            options.ui = false;
+            options.log_level = Some("warn".to_owned());
+            match LocalConsul::spawn(options) {
+                Ok(agent) => break agent,
+                Err(localenv::Error::PortTaken { .. }) if attempts < 3 => continue,
+                Err(error) => panic!("cannot start a Consul agent: {error}"),
+            }
+        };
         let client = AgentClient::for_endpoint(&agent.endpoint());
         let master_token = agent.token_file("master").map(|file| {
             std::fs::read_to_string(file)

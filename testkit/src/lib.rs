@@ -41,6 +41,6 @@ pub use ports::free_port;
 pub use postgres::Postgres;
 pub use process::ChildGuard;
 pub use reflection::list_services_v1;
-pub use run::output_within;
+pub use run::{json_report, output_within};
 pub use service::{ServiceOptions, ServiceProcess};
 pub use wait::wait_until;

@@ -66,3 +66,13 @@ pub fn output_within(mut command: Command, timeout: Duration) -> Output {
         ),
     }
 }
+
+/// The one JSON object a command printed with `--json`, after checking that
+/// it succeeded; panics with what it printed otherwise.
+pub fn json_report(output: &Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("not one JSON object ({error}): {stdout}"))
+}

@@ -204,7 +204,8 @@ impl Banner<'_> {
                 );
             }
         }
-        for service in services::identities() {
+        for runnable in services::ALL {
+            let service = runnable.identity;
             let Some(instance) = self.plan.iter().find(|i| i.service == *service) else {
                 continue;
             };
@@ -215,27 +216,15 @@ impl Banner<'_> {
                 let _ = writeln!(out, "  curl http://{address}/");
                 continue;
             };
-            let method = |name: &str| format!("{grpc_service}/{name}");
             let _ = writeln!(out, "  {grpcurl} {address} list {grpc_service}");
-            // An example call where the demo data makes one interesting.
-            let call = match service.name {
-                "users" => Some((format!(r#"{{"user_id":"{user_id}"}}"#), method("GetUser"))),
-                "inventory" => Some((format!(r#"{{"sku":"{sku}"}}"#), method("GetItem"))),
-                "payments" => Some((
-                    r#"{"payment_id":"no-such-payment"}"#.to_owned(),
-                    method("GetPayment"),
-                )),
-                "orders" => Some((
-                    format!(
-                        r#"{{"request_id":"{}","user_id":"{user_id}","items":[{{"sku":"{sku}","quantity":1}}]}}"#,
-                        uuid::Uuid::new_v4()
-                    ),
-                    method("PlaceOrder"),
-                )),
-                _ => None,
-            };
-            if let Some((body, method)) = call {
-                let _ = writeln!(out, "  {grpcurl} -d '{body}' {address} {method}");
+            // The service's own example call, with the demo shop's data.
+            if let Some(example) = runnable.example {
+                let body = example.body_for(user_id, sku, &uuid::Uuid::new_v4().to_string());
+                let _ = writeln!(
+                    out,
+                    "  {grpcurl} -d '{body}' {address} {grpc_service}/{}",
+                    example.method
+                );
             }
         }
         let mesh = command_beside_this("mesh");

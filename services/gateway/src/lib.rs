@@ -55,6 +55,7 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
 pub const SERVICE: Runnable = Runnable {
     identity: &IDENTITY,
     serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
+    example: None,
 };
 
 /// `text` from a caller, cut to what an answer or a log repeats of it

@@ -17,7 +17,7 @@ use std::time::Duration;
 use mesh::{
     limits::MAX_MESSAGE_BYTES,
     proto::inventory::v1::inventory_server::InventoryServer,
-    server::{Runnable, ServeError},
+    server::{ExampleCall, Runnable, ServeError},
     service::ServiceIdentity,
 };
 
@@ -32,6 +32,10 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
 pub const SERVICE: Runnable = Runnable {
     identity: &IDENTITY,
     serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
+    example: Some(ExampleCall {
+        method: "GetItem",
+        body: r#"{"sku":"{sku}"}"#,
+    }),
 };
 
 /// The schema, embedded at compile time.

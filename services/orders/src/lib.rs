@@ -23,7 +23,7 @@ use std::time::Duration;
 use mesh::{
     limits::MAX_MESSAGE_BYTES,
     proto::orders::v1::orders_server::OrdersServer,
-    server::{Runnable, ServeError},
+    server::{ExampleCall, Runnable, ServeError},
     service::ServiceIdentity,
 };
 
@@ -38,6 +38,10 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
 pub const SERVICE: Runnable = Runnable {
     identity: &IDENTITY,
     serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
+    example: Some(ExampleCall {
+        method: "PlaceOrder",
+        body: r#"{"request_id":"{request_id}","user_id":"{user_id}","items":[{"sku":"{sku}","quantity":1}]}"#,
+    }),
 };
 
 /// The largest request orders decodes. A valid order is at most 100 lines

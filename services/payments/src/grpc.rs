@@ -59,25 +59,35 @@ impl Payments for PaymentsService {
     ) -> Result<Response<proto::Payment>, Status> {
         let charge = domain::validate_charge(request.get_ref())?;
         let decision = self.limits.decide(charge.amount_cents, &charge.currency);
-        let outcome = self
-            .store
-            .charge(
-                &domain::new_payment_id(),
-                &charge,
-                &decision,
-                mesh::storage::now_unix_ms(),
-            )
-            .await?;
-        let (created, replayed) = match &outcome {
-            ChargeOutcome::Created(_) => (
-                self.counters.created.fetch_add(1, Ordering::Relaxed) + 1,
-                self.counters.replayed.load(Ordering::Relaxed),
-            ),
-            ChargeOutcome::Existing(_) => (
-                self.counters.created.load(Ordering::Relaxed),
-                self.counters.replayed.fetch_add(1, Ordering::Relaxed) + 1,
-            ),
-        };
+        // The write and its count run to the end in their own task: once a
+        // charge is queued it is committed whether or not the caller is
+        // still waiting (a retry elsewhere may have answered it already),
+        // and a committed charge is always counted.
+        let (store, counters) = (self.store.clone(), Arc::clone(&self.counters));
+        let recorded = tokio::spawn(async move {
+            let outcome = store
+                .charge(
+                    &domain::new_payment_id(),
+                    &charge,
+                    &decision,
+                    mesh::storage::now_unix_ms(),
+                )
+                .await?;
+            let counts = match &outcome {
+                ChargeOutcome::Created(_) => (
+                    counters.created.fetch_add(1, Ordering::Relaxed) + 1,
+                    counters.replayed.load(Ordering::Relaxed),
+                ),
+                ChargeOutcome::Existing(_) => (
+                    counters.created.load(Ordering::Relaxed),
+                    counters.replayed.fetch_add(1, Ordering::Relaxed) + 1,
+                ),
+            };
+            Ok::<_, StoreError>((outcome, counts))
+        });
+        let (outcome, (created, replayed)) = recorded
+            .await
+            .map_err(|error| Status::internal(format!("the charge's task failed: {error}")))??;
         let payment = outcome.payment();
         tracing::debug!(
             payment_id = %payment.payment_id,

@@ -15,7 +15,7 @@ pub mod store;
 use mesh::{
     limits::MAX_MESSAGE_BYTES,
     proto::payments::v1::payments_server::PaymentsServer,
-    server::{Runnable, ServeError},
+    server::{ExampleCall, Runnable, ServeError},
     service::ServiceIdentity,
 };
 
@@ -30,6 +30,10 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
 pub const SERVICE: Runnable = Runnable {
     identity: &IDENTITY,
     serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
+    example: Some(ExampleCall {
+        method: "GetPayment",
+        body: r#"{"payment_id":"no-such-payment"}"#,
+    }),
 };
 
 /// The schema, embedded in the binary.

@@ -14,7 +14,7 @@ pub mod store;
 use mesh::{
     limits::MAX_MESSAGE_BYTES,
     proto::users::v1::users_server::UsersServer,
-    server::{Runnable, ServeError},
+    server::{ExampleCall, Runnable, ServeError},
     service::ServiceIdentity,
 };
 
@@ -29,6 +29,10 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity::grpc(
 pub const SERVICE: Runnable = Runnable {
     identity: &IDENTITY,
     serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
+    example: Some(ExampleCall {
+        method: "GetUser",
+        body: r#"{"user_id":"{user_id}"}"#,
+    }),
 };
 
 /// The schema, embedded at compile time.

@@ -26,7 +26,18 @@ async fn the_front_door() {
             ("OTEL_EXPORTER_OTLP_ENDPOINT".into(), endpoint),
             ("OTEL_BSP_SCHEDULE_DELAY".into(), "200".into()),
         ],
-        gateway_args: Vec::new(),
+        // Every check below calls from 127.0.0.1, many without a token: the
+        // default anonymous bucket (5/s, burst 20) would answer some of them
+        // 429 depending on how fast the machine runs them. The limits have
+        // their own test, on a gateway of their own (`protection::STRICT`).
+        gateway_args: [
+            "--anonymous-rate-limit",
+            "1000",
+            "--anonymous-rate-burst",
+            "1000",
+        ]
+        .map(String::from)
+        .to_vec(),
     });
     // The checks block on curl and grpcurl: off the runtime's workers, which
     // keep serving the collector and the test's echo service meanwhile.
