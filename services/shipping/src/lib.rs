@@ -19,7 +19,7 @@ use std::{sync::Arc, time::Duration};
 use mesh::{
     limits::MAX_MESSAGE_BYTES,
     proto::shipping::v1::shipping_server::ShippingServer,
-    server::{Runnable, ServeError},
+    server::{ExampleCall, Runnable, ServeError},
     service::{ServiceIdentity, ServiceKind},
 };
 
@@ -37,6 +37,12 @@ pub const IDENTITY: ServiceIdentity = ServiceIdentity {
 pub const SERVICE: Runnable = Runnable {
     identity: &IDENTITY,
     serve: |args| Box::pin(mesh::server::serve_args(&IDENTITY, args, run)),
+    // The demo user's shipments: the order the banner's PlaceOrder call
+    // places shows up here once its event went through the broker.
+    example: Some(ExampleCall {
+        method: "ListShipments",
+        body: r#"{"user_id":"{user_id}"}"#,
+    }),
 };
 
 /// The schema, embedded at compile time.

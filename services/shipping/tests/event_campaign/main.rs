@@ -108,7 +108,8 @@ fn args() -> Args {
 #[derive(Default)]
 struct Figures {
     runs: usize,
-    faults: std::collections::BTreeMap<String, usize>,
+    /// fault → (runs, seconds spent in them, settling included).
+    faults: std::collections::BTreeMap<String, (usize, f64)>,
     settle_ms: Vec<u64>,
     /// Faults that did not happen: the other instance got there first.
     missed: usize,
@@ -129,7 +130,7 @@ impl Figures {
         let faults: Vec<String> = self
             .faults
             .iter()
-            .map(|(fault, count)| format!("{fault} {count}"))
+            .map(|(fault, (count, seconds))| format!("{fault} {count} ({seconds:.1} s)"))
             .collect();
         format!(
             "{broker}: {} runs (seed {seed}) in {:.0} s, {} orders, {} events applied exactly once; \
@@ -197,7 +198,7 @@ async fn campaign(broker: &str, args: &Args) -> Result<Figures, String> {
         let mut rng =
             StdRng::seed_from_u64(args.seed ^ (run as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
         let fault = Fault::pick(&mut rng, broker);
-        *figures.faults.entry(format!("{fault:?}")).or_default() += 1;
+        let began = Instant::now();
         one_run(&mut shop, &client, &mut rng, fault, &mut figures.missed)
             .await
             .map_err(|error| format!("run {run} ({fault:?}): {error}"))?;
@@ -206,6 +207,9 @@ async fn campaign(broker: &str, args: &Args) -> Result<Figures, String> {
             .await
             .map_err(|error| format!("run {run} ({fault:?}): {error}"))?;
         figures.settle_ms.push(settle.elapsed().as_millis() as u64);
+        let spent = figures.faults.entry(format!("{fault:?}")).or_default();
+        spent.0 += 1;
+        spent.1 += began.elapsed().as_secs_f64();
         if let Some(violation) = state.violation() {
             return Err(format!("run {run} ({fault:?}): {violation}"));
         }
