@@ -157,6 +157,21 @@ impl RedisServer {
         }
     }
 
+    /// Freezes it (SIGSTOP) until [`Self::thaw`]: a stalled broker whose
+    /// connections stay open, without a restart's cost.
+    pub fn freeze(&mut self) {
+        if let Some(server) = self.server.as_mut() {
+            server.freeze();
+        }
+    }
+
+    /// Lets it run again after [`Self::freeze`] (SIGCONT).
+    pub fn thaw(&mut self) {
+        if let Some(server) = self.server.as_mut() {
+            server.thaw();
+        }
+    }
+
     /// Whether it runs.
     pub fn is_running(&mut self) -> bool {
         self.server
@@ -260,6 +275,17 @@ impl RabbitServer {
     /// Stops the node at once (SIGKILL of its process group); its data stays.
     pub fn kill(&mut self) {
         self.rabbit.kill_node().expect("kill the RabbitMQ node");
+    }
+
+    /// Freezes the node (SIGSTOP) until [`Self::thaw`]: a stalled broker
+    /// whose connections stay open, without the seconds a restart takes.
+    pub fn freeze(&mut self) {
+        self.rabbit.freeze_node();
+    }
+
+    /// Lets it run again after [`Self::freeze`] (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.rabbit.thaw_node();
     }
 
     /// Stops the node gracefully (SIGTERM, as an init system does), waiting

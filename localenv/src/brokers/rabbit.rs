@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use nix::unistd::{chown, Gid, Uid, User};
+use nix::{
+    sys::signal::Signal,
+    unistd::{chown, Gid, Uid, User},
+};
 
 use super::{epmd, system_program, TlsListener};
 use crate::{Cancel, Error, ProcessSpec, RunAs, Supervised, TcpProbe};
@@ -225,6 +228,22 @@ impl LocalRabbit {
             node.kill()?;
         }
         Ok(())
+    }
+
+    /// Freezes the node (SIGSTOP of its process group): its connections
+    /// stay open but it answers nothing until [`Self::thaw_node`] — a broker
+    /// that stalls, without the seconds a restart of the node takes.
+    pub fn freeze_node(&mut self) {
+        if let Some(node) = self.node.as_mut() {
+            node.signal(Signal::SIGSTOP);
+        }
+    }
+
+    /// Lets a node frozen by [`Self::freeze_node`] run again (SIGCONT).
+    pub fn thaw_node(&mut self) {
+        if let Some(node) = self.node.as_mut() {
+            node.signal(Signal::SIGCONT);
+        }
     }
 
     /// Stops the node gracefully (SIGTERM, as an init system does).

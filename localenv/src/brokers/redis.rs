@@ -122,6 +122,17 @@ impl LocalRedis {
         &mut self.process
     }
 
+    /// Freezes the server (SIGSTOP): its connections stay open but it
+    /// answers nothing until [`Self::thaw`].
+    pub fn freeze(&mut self) {
+        self.process.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a server frozen by [`Self::freeze`] run again (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.process.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
     /// A graceful stop (SIGTERM: it finishes its append-only file), then
     /// SIGKILL after `grace`.
     pub fn stop(mut self, grace: Duration) -> Result<crate::Stopped, Error> {

@@ -21,6 +21,9 @@ pub const SKUS: [&str; 3] = ["BOLT-1", "NUT-2", "GEAR-3"];
 /// How long a relay holds an order's events (short: killed relays' rows
 /// move to the other instance quickly).
 const OUTBOX_LEASE: &str = "1s";
+/// How often each orders instance sweeps for rows left behind (a killed
+/// relay's, once their lease ran out): short, so a run does not wait for it.
+const OUTBOX_SWEEP: &str = "250ms";
 /// How long a delivery stays with a consumer before another takes it.
 const CLAIM_IDLE: &str = "1s";
 
@@ -56,6 +59,22 @@ impl BrokerServer {
         match self {
             Self::Redis(server) => server.resume(),
             Self::Rabbit(server) => server.resume(),
+        }
+    }
+
+    /// SIGSTOP: the broker stalls with its connections open.
+    pub fn freeze(&mut self) {
+        match self {
+            Self::Redis(server) => server.freeze(),
+            Self::Rabbit(server) => server.freeze(),
+        }
+    }
+
+    /// SIGCONT after [`Self::freeze`].
+    pub fn thaw(&mut self) {
+        match self {
+            Self::Redis(server) => server.thaw(),
+            Self::Rabbit(server) => server.thaw(),
         }
     }
 }
@@ -200,7 +219,7 @@ impl Shop {
             // A commit wakes its own instance's relay at once; the other
             // instance's sweep is what picks up a killed relay's rows.
             "--outbox-sweep".to_owned(),
-            "2s".to_owned(),
+            OUTBOX_SWEEP.to_owned(),
             "--recovery-interval-ms".to_owned(),
             "300".to_owned(),
         ];
