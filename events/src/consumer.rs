@@ -227,7 +227,11 @@ impl<H: Handler> Runner<H> {
         );
         let attempt = delivery.attempt;
         let result = self.handler.handle(&event).instrument(span.clone()).await;
-        let _entered = span.enter();
+        // The acknowledgement (or retry, or dead letter) in the event's span
+        // too: instrumented, never a guard held across an await (that left
+        // the span entered on a worker thread, and sqlx's Span::current()
+        // there panicked on it once it closed).
+        async move {
         match result {
             Ok(outcome) => {
                 if let Some(pause) = self.options.pause_before_ack {
@@ -257,6 +261,9 @@ impl<H: Handler> Runner<H> {
                 delivery.retry().await
             }
         }
+        }
+        .instrument(span)
+        .await
     }
 
     async fn dead_letter(
