@@ -8,13 +8,17 @@
 //! - `mesh-bench discovery`: how fast the mesh client follows a
 //!   1,000-instance service, and what each endpoint costs in memory;
 //! - `mesh-bench routing`: what traffic management costs (routed vs plain
-//!   throughput) and how fast a split moves under load.
+//!   throughput) and how fast a split moves under load;
+//! - `mesh-bench events`: the outbox's cost on PlaceOrder, the latency from
+//!   an order's commit to its shipment's, and events/s at saturation, on
+//!   Redis or RabbitMQ.
 //!
 //! `scripts/bench` drives both to compare the mesh with what users would
 //! pick instead (docs/BENCHMARKS.md).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
+mod events;
 mod load;
 mod mtls;
 mod scale;
@@ -43,6 +47,8 @@ enum Command {
     Discovery(scale::DiscoveryArgs),
     /// What traffic management costs (routed vs plain RPS) and how fast a split moves.
     Routing(load::routing::RoutingArgs),
+    /// The events path: the outbox's cost on PlaceOrder, commit-to-shipment latency, events/s.
+    Events(events::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +68,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(args).await,
             Command::Discovery(args) => scale::run(args).await,
             Command::Routing(args) => load::routing::run(args).await,
+            Command::Events(args) => events::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

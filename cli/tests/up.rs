@@ -258,6 +258,26 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     run_printed_grpcurl_commands(&up.log(), state.path());
     assert_eq!(widget_available(&agent, &certs), 98);
 
+    // `mesh status` shows the events path: the broker mesh up registered
+    // and, once relay and shipping caught up with those orders, no outbox
+    // backlog and no consumer lag (read from the services' metrics).
+    let status_args = ["status", "--consul-addr", consul.as_str()];
+    let events = wait_until(
+        "mesh status to show the events drained",
+        Duration::from_secs(60),
+        || {
+            let status = common::mesh(&status_args);
+            let text = String::from_utf8_lossy(&status.stdout).into_owned();
+            let line = text.lines().find(|line| line.starts_with("events: "))?;
+            (line.contains("outbox backlog 0 ") && line.contains("consumer lag shipping 0"))
+                .then(|| line.to_owned())
+        },
+    );
+    assert!(
+        events.starts_with("events: broker redis at 127.0.0.1:") && events.contains("(passing)"),
+        "{events}"
+    );
+
     // Zero trust: no plaintext, and default-deny intentions (users may not call payments).
     let plaintext = grpcurl(&[&address(&agent, "orders"), "list"]);
     assert!(
