@@ -78,11 +78,11 @@ impl Probe {
         Ok((pending, shipments, confirmed))
     }
 
-    /// (order confirmed at, shipment created at) of every order confirmed
-    /// since `since`.
-    async fn pairs_since(&self, since: i64) -> anyhow::Result<Vec<(i64, i64)>> {
-        let confirmed: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT order_id, created_at_unix_ms FROM outbox \
+    /// (order confirmed at, event published at, shipment created at) of
+    /// every order confirmed since `since`.
+    async fn pairs_since(&self, since: i64) -> anyhow::Result<Vec<(i64, i64, i64)>> {
+        let confirmed: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT order_id, created_at_unix_ms, published_at_unix_ms FROM outbox \
              WHERE event_type LIKE '%OrderConfirmed' AND created_at_unix_ms >= ?",
         )
         .bind(since)
@@ -98,23 +98,24 @@ impl Probe {
         .collect();
         confirmed
             .into_iter()
-            .map(|(order_id, at)| {
+            .map(|(order_id, at, published)| {
                 let shipped = shipped
                     .get(&order_id)
                     .with_context(|| format!("order {order_id} has no shipment"))?;
-                Ok((at, *shipped))
+                Ok((at, published, *shipped))
             })
             .collect()
     }
 
-    /// Commit → shipment, in ms, of every order confirmed since `since`.
-    pub(crate) async fn latencies_since(&self, since: i64) -> anyhow::Result<Vec<u64>> {
-        Ok(self
-            .pairs_since(since)
-            .await?
-            .into_iter()
-            .map(|(confirmed, shipped)| (shipped - confirmed).max(0) as u64)
-            .collect())
+    /// (commit → shipment, commit → broker's confirmation), in ms, of
+    /// every order confirmed since `since`.
+    pub(crate) async fn latencies_since(&self, since: i64) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+        let pairs = self.pairs_since(since).await?;
+        let span = |from: i64, to: i64| (to - from).max(0) as u64;
+        Ok((
+            pairs.iter().map(|(at, _, shipped)| span(*at, *shipped)).collect(),
+            pairs.iter().map(|(at, published, _)| span(*at, *published)).collect(),
+        ))
     }
 
     /// How many orders were confirmed since `since`, and how fast their
@@ -122,8 +123,8 @@ impl Probe {
     /// to the last.
     pub(crate) async fn drain_rate_since(&self, since: i64) -> anyhow::Result<(usize, f64)> {
         let pairs = self.pairs_since(since).await?;
-        let first = pairs.iter().map(|(_, shipped)| *shipped).min().unwrap_or(0);
-        let last = pairs.iter().map(|(_, shipped)| *shipped).max().unwrap_or(0);
+        let first = pairs.iter().map(|(_, _, shipped)| *shipped).min().unwrap_or(0);
+        let last = pairs.iter().map(|(_, _, shipped)| *shipped).max().unwrap_or(0);
         let seconds = ((last - first).max(1) as f64) / 1000.0;
         Ok((pairs.len(), pairs.len().saturating_sub(1) as f64 / seconds))
     }

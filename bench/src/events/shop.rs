@@ -1,7 +1,8 @@
 //! The processes `mesh-bench events` measures: a broker (Redis or RabbitMQ,
 //! started by `localenv` as `mesh up` starts it), users, inventory and
 //! payments, orders with its outbox (`--events on`) and orders without
-//! (`--events off`) over the same three, and two shipping instances. No
+//! (`--events off`) over the same three, and shipping (`--shipping`
+//! instances over one database, two as `mesh up` runs it). No
 //! Consul: everything is plaintext on loopback and is given its peers'
 //! addresses and the broker's URL, so the figures are the events path's
 //! alone.
@@ -61,8 +62,10 @@ pub(crate) struct EventsShop {
     pub(crate) orders_on: Service,
     /// orders without events (its own database).
     pub(crate) orders_off: Service,
-    /// The two shipping instances, while they run.
+    /// The shipping instances, while they run.
     shipping: Vec<Service>,
+    /// How many shipping instances run.
+    shipping_instances: usize,
     pub(crate) users_addr: SocketAddr,
     pub(crate) inventory_addr: SocketAddr,
 }
@@ -70,7 +73,12 @@ pub(crate) struct EventsShop {
 impl EventsShop {
     /// Starts the broker and every service in `dir`, with the binaries of
     /// `bin` (the folder `mesh-bench` is in, by default).
-    pub(crate) fn start(kind: BrokerKind, bin: &Path, dir: &Path) -> anyhow::Result<Self> {
+    pub(crate) fn start(
+        kind: BrokerKind,
+        shipping_instances: usize,
+        bin: &Path,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let cancel = Cancel::default();
         let (broker, broker_url) = match kind {
             BrokerKind::Redis => {
@@ -131,6 +139,7 @@ impl EventsShop {
             orders_on,
             orders_off,
             shipping: Vec::new(),
+            shipping_instances,
             users_addr,
             inventory_addr,
         };
@@ -138,10 +147,10 @@ impl EventsShop {
         Ok(shop)
     }
 
-    /// Starts the two shipping instances (if they are not running).
+    /// Starts the shipping instances (if they are not running).
     pub(crate) fn start_shipping(&mut self) -> anyhow::Result<()> {
         let logs = self.data.join("../logs");
-        while self.shipping.len() < 2 {
+        while self.shipping.len() < self.shipping_instances {
             let args = vec!["--broker-url".to_owned(), self.broker_url.clone()];
             let service = start_service(&self.bin, &logs, "shipping", &self.data, args)?;
             self.shipping.push(service);
@@ -149,7 +158,7 @@ impl EventsShop {
         Ok(())
     }
 
-    /// Stops both shipping instances (SIGTERM, then SIGKILL).
+    /// Stops the shipping instances (SIGTERM, then SIGKILL).
     pub(crate) fn stop_shipping(&mut self) {
         for mut service in self.shipping.drain(..) {
             let _ = service.process.stop(Duration::from_secs(5));
