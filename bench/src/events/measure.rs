@@ -113,8 +113,14 @@ impl Probe {
         let pairs = self.pairs_since(since).await?;
         let span = |from: i64, to: i64| (to - from).max(0) as u64;
         Ok((
-            pairs.iter().map(|(at, _, shipped)| span(*at, *shipped)).collect(),
-            pairs.iter().map(|(at, published, _)| span(*at, *published)).collect(),
+            pairs
+                .iter()
+                .map(|(at, _, shipped)| span(*at, *shipped))
+                .collect(),
+            pairs
+                .iter()
+                .map(|(at, published, _)| span(*at, *published))
+                .collect(),
         ))
     }
 
@@ -123,8 +129,16 @@ impl Probe {
     /// to the last.
     pub(crate) async fn drain_rate_since(&self, since: i64) -> anyhow::Result<(usize, f64)> {
         let pairs = self.pairs_since(since).await?;
-        let first = pairs.iter().map(|(_, _, shipped)| *shipped).min().unwrap_or(0);
-        let last = pairs.iter().map(|(_, _, shipped)| *shipped).max().unwrap_or(0);
+        let first = pairs
+            .iter()
+            .map(|(_, _, shipped)| *shipped)
+            .min()
+            .unwrap_or(0);
+        let last = pairs
+            .iter()
+            .map(|(_, _, shipped)| *shipped)
+            .max()
+            .unwrap_or(0);
         let seconds = ((last - first).max(1) as f64) / 1000.0;
         Ok((pairs.len(), pairs.len().saturating_sub(1) as f64 / seconds))
     }

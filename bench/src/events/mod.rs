@@ -119,7 +119,9 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             .context("mesh-bench has no folder")?
             .to_owned(),
     };
-    let dir = tempfile::Builder::new().prefix("mesh-bench-events-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("mesh-bench-events-")
+        .tempdir()?;
     let mut shop = EventsShop::start(args.broker, usize::from(args.shipping), &bin, dir.path())?;
     let user_id = seed(&shop).await?;
     let on = OrdersClient::new(channel(shop.orders_on.addr)?);
@@ -130,7 +132,11 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let mut rounds = Vec::new();
     for round in 0..args.rounds {
         // Alternate which goes first: neither always gets the warmer machine.
-        let (first, second) = if round % 2 == 0 { (&on, &off) } else { (&off, &on) };
+        let (first, second) = if round % 2 == 0 {
+            (&on, &off)
+        } else {
+            (&off, &on)
+        };
         let a = saturate(first, &user_id, args.concurrency, args.round).await?;
         let b = saturate(second, &user_id, args.concurrency, args.round).await?;
         rounds.push(if round % 2 == 0 { (a, b) } else { (b, a) });
@@ -330,7 +336,9 @@ async fn fixed_rate(
         ticks.tick().await;
         let mut client = client.clone();
         let request = request(user_id);
-        calls.push(tokio::spawn(async move { client.place_order(request).await }));
+        calls.push(tokio::spawn(
+            async move { client.place_order(request).await },
+        ));
     }
     for call in calls {
         call.await?.context("PlaceOrder failed")?;

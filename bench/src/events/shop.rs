@@ -38,7 +38,7 @@ pub(crate) enum BrokerKind {
 
 /// The running broker.
 enum Broker {
-    Redis(LocalRedis),
+    Redis(Box<LocalRedis>),
     Rabbit(Box<LocalRabbit>),
 }
 
@@ -85,7 +85,10 @@ impl EventsShop {
                 let port = free_port()?;
                 let redis = RedisConfig::new(RedisConfig::find_program()?, port, dir.join("redis"))
                     .start(START, &cancel)?;
-                (Broker::Redis(redis), format!("redis://127.0.0.1:{port}"))
+                (
+                    Broker::Redis(Box::new(redis)),
+                    format!("redis://127.0.0.1:{port}"),
+                )
             }
             BrokerKind::Rabbitmq => {
                 let rabbit_dir = dir.join("rabbitmq");
@@ -124,7 +127,12 @@ impl EventsShop {
             payments.addr.to_string(),
         ];
         let mut on = upstream_args.clone();
-        on.extend(["--events".into(), "on".into(), "--broker-url".into(), broker_url.clone()]);
+        on.extend([
+            "--events".into(),
+            "on".into(),
+            "--broker-url".into(),
+            broker_url.clone(),
+        ]);
         let orders_on = start("orders", &data, on)?;
         let mut off = upstream_args;
         off.extend(["--events".into(), "off".into()]);

@@ -98,7 +98,9 @@ pub(crate) async fn line(api: &ConsulApi) -> Option<String> {
             entry.socket_address(),
             super::table::Row::from_entry(entry).status.as_str()
         ),
-        None => format!("broker not registered in Consul as {BROKER} (services given a URL use it)"),
+        None => {
+            format!("broker not registered in Consul as {BROKER} (services given a URL use it)")
+        }
     };
     let consumers = scrape::passing(api, "shipping").await.unwrap_or_default();
     let backlog = Backlog::from_scrapes(&orders.unwrap_or_default(), &consumers);
@@ -112,10 +114,8 @@ mod tests {
     #[test]
     fn takes_the_largest_backlog_and_lag_any_instance_reports() {
         let orders = [
-            scrape::parse(
-                "orders_outbox_pending 3\norders_outbox_oldest_pending_age_seconds 12\n",
-            )
-            .unwrap(),
+            scrape::parse("orders_outbox_pending 3\norders_outbox_oldest_pending_age_seconds 12\n")
+                .unwrap(),
             scrape::parse("orders_outbox_pending 1\norders_outbox_oldest_pending_age_seconds 2\n")
                 .unwrap(),
         ];
