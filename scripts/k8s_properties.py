@@ -55,6 +55,7 @@ SERVICES = {
     "inventory": (50052, "mesh.inventory.v1.Inventory"),
     "payments": (50053, "mesh.payments.v1.Payments"),
     "orders": (50054, "mesh.orders.v1.Orders"),
+    "shipping": (50055, "mesh.shipping.v1.Shipping"),
     "gateway": (8080, None),
 }
 # The gRPC services with a database: what the per-service checks below assert. The edge
@@ -78,6 +79,10 @@ TRAFFIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "de
 # Token holders besides the services (each has its Secret consul-token-<name>).
 EXTRA_TOKENS = ["mesh-read", "traffic"]
 POSTGRES_STS = "postgres"
+# The events' broker (docs/EVENTS.md) and who talks to it.
+BROKER_STS = "mesh-broker"
+BROKER_PORT = 6379
+BROKER_CLIENTS = ("orders", "shipping")
 # Consul's HTTPS API (ports.https in k8s/base/consul/tls.json; there is no HTTP port).
 CONSUL_API_PORT = 8501
 # Consul server-to-server ports.
@@ -728,6 +733,29 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         return ct["image"]
     c(f"StatefulSet/{POSTGRES_STS}: postgres:16 as uid 999 behind Service postgres:5432", postgres)
 
+    # -- The events' broker ------------------------------------------------------------
+    def broker():
+        sts = r.get("StatefulSet", BROKER_STS)
+        need(sts["spec"].get("volumeClaimTemplates"), "no volume for the append-only file")
+        conf = find_generated(r, "ConfigMap", "mesh-broker-config")["data"]["redis.conf"]
+        lines = {line.strip() for line in conf.splitlines()}
+        for line in ("appendonly yes", "appendfsync always", "dir /data"):
+            need(line in lines, f"redis.conf lacks `{line}`")
+        ct = main_container(sts)
+        # The password is read from its Secret's file at start, never written into the manifest.
+        secret = mounted_secret_file(sts, ct, "/var/run/secrets/broker/password")
+        need(secret is not None and generated(secret[0], "broker-password") and secret[1] == "password",
+             f"the broker's password is not the Secret broker-password's file: {secret}")
+        for svc in BROKER_CLIENTS:
+            w = r.get("Deployment", svc)
+            sct = main_container(w)
+            need(env_text(r, sct, "MESH_BROKER_URL") == f"redis://{BROKER_STS}:{BROKER_PORT}",
+                 f"{svc}: MESH_BROKER_URL")
+            need(mounted_secret_file(w, sct, env_text(r, sct, "MESH_BROKER_PASSWORD_FILE")),
+                 f"{svc}: MESH_BROKER_PASSWORD_FILE is not a mounted Secret file")
+        return "appendfsync always on a volume; orders and shipping get the URL and a password file"
+    c(f"StatefulSet/{BROKER_STS}: durable Redis, its clients get a password file", broker)
+
     def postgres_init():
         pg = r.get("StatefulSet", POSTGRES_STS)
         ct = main_container(pg)
@@ -1058,6 +1086,13 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
     flow(traffic_job, pg, 5432, "TCP", False)
     flow(traffic_job, orders, GRPC_SERVICES["orders"][0], "TCP", False)
     flow(traffic_job, internet, 443, "TCP", False)
+    # The events' broker: orders publishes, shipping consumes, nobody else.
+    broker = pods.get(BROKER_STS)
+    for svc in SERVICES:
+        flow(pods.get(svc), broker, BROKER_PORT, "TCP", svc in BROKER_CLIENTS)
+    flow(debug, broker, BROKER_PORT, "TCP", False)
+    flow(foreign, broker, BROKER_PORT, "TCP", False)
+    flow(broker, internet, 443, "TCP", False)
 
     # The gateway: the one way in from outside the namespace, and what it may call.
     gateway = pods.get(GATEWAY)

@@ -17,6 +17,9 @@ const LAYERS: &[&[&str]] = &[
     &["discovery"],
     // The mesh library: client, server, config.
     &["mesh"],
+    // Events through a broker: the broker interface and its Redis and
+    // RabbitMQ adapters, for the services that publish or consume.
+    &["events"],
     // Every crate under `services/` (see [`SERVICES`]), and the data the
     // demo and benchmarks seed.
     &[SERVICES, "fixtures"],

@@ -14,26 +14,39 @@ use mesh::{
         users::v1::{users_client::UsersClient, CreateUserRequest, GetUserRequest},
     },
 };
-use testkit::{ConsulAgent, Postgres, ServiceOptions, ServiceProcess};
+use testkit::{ConsulAgent, Postgres, RedisServer, ServiceOptions, ServiceProcess};
 
-const SERVICES: [&str; 4] = ["users", "inventory", "payments", "orders"];
+const SERVICES: [&str; 5] = ["users", "inventory", "payments", "orders", "shipping"];
 
-fn start(agent: &ConsulAgent, postgres: &Postgres, name: &str) -> ServiceProcess {
+fn start(
+    agent: &ConsulAgent,
+    postgres: &Postgres,
+    broker: &RedisServer,
+    name: &str,
+) -> ServiceProcess {
     ServiceProcess::start(
         name,
         ServiceOptions {
             consul: Some(agent.http_addr()),
             args: vec!["--check-interval".into(), "500".into()],
-            env: vec![("DATABASE_URL".into(), postgres.url(name))],
+            // orders publishes its events to the broker, shipping consumes them.
+            env: vec![
+                ("DATABASE_URL".into(), postgres.url(name)),
+                ("MESH_BROKER_URL".into(), broker.url()),
+            ],
             ..ServiceOptions::default()
         },
     )
 }
 
-fn start_all(agent: &ConsulAgent, postgres: &Postgres) -> Vec<ServiceProcess> {
+fn start_all(
+    agent: &ConsulAgent,
+    postgres: &Postgres,
+    broker: &RedisServer,
+) -> Vec<ServiceProcess> {
     let processes: Vec<_> = SERVICES
         .iter()
-        .map(|name| start(agent, postgres, name))
+        .map(|name| start(agent, postgres, broker, name))
         .collect();
     for name in SERVICES {
         agent.wait_passing(name, 1, Duration::from_secs(30));
@@ -48,7 +61,8 @@ async fn the_shop_runs_on_postgresql_one_database_per_service() {
         postgres.create_database(name);
     }
     let agent = ConsulAgent::start();
-    let mut processes = start_all(&agent, &postgres);
+    let broker = RedisServer::start();
+    let mut processes = start_all(&agent, &postgres, &broker);
 
     let mesh = MeshClient::new(
         discovery::ConsulConfig::new(&agent.http_addr(), None).expect("consul"),
@@ -95,8 +109,17 @@ async fn the_shop_runs_on_postgresql_one_database_per_service() {
         ("inventory", "items"),
         ("payments", "payments"),
         ("orders", "orders"),
+        ("shipping", "shipments"),
     ] {
-        let output = postgres.psql(database, &format!("SELECT count(*) FROM {table}"));
+        // shipping's row comes from the order's event, a moment later.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut output = postgres.psql(database, &format!("SELECT count(*) FROM {table}"));
+        while String::from_utf8_lossy(&output.stdout).trim() == "0"
+            && std::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            output = postgres.psql(database, &format!("SELECT count(*) FROM {table}"));
+        }
         assert!(
             output.status.success(),
             "{database}.{table}: {}",
@@ -125,7 +148,7 @@ async fn the_shop_runs_on_postgresql_one_database_per_service() {
             .expect("exits after SIGTERM");
         assert!(status.success(), "{} exited with {status}", process.name);
     }
-    let _restarted = start_all(&agent, &postgres);
+    let _restarted = start_all(&agent, &postgres, &broker);
     let user = UsersClient::new(mesh.channel("users"))
         .get_user(GetUserRequest { user_id })
         .await

@@ -268,3 +268,113 @@ async fn a_callers_traceparent_is_continued_and_logged() {
         "startup lines carry no trace id: {lines:#?}"
     );
 }
+
+/// Issue 21, "Done when": the trace of one order continues into shipping's
+/// consumer. The outbox row keeps the trace context of the transaction that
+/// confirmed the order; the relay publishes it as the event's `traceparent`;
+/// shipping's `process orders` span (kind consumer, messaging attributes) is
+/// its child, in the order's trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trace_of_an_order_continues_into_shippings_consumer() {
+    let collector = Collector::default();
+    let endpoint = collector.start().await;
+    let agent = ConsulAgent::start();
+    let redis = testkit::RedisServer::start();
+    let broker = ["--broker-url", &redis.url()].map(str::to_owned);
+    let broker: Vec<&str> = broker.iter().map(String::as_str).collect();
+    let users = start("users", &agent, &endpoint, &[]);
+    let inventory = start("inventory", &agent, &endpoint, &[]);
+    let _payments = start("payments", &agent, &endpoint, &[]);
+    let orders = start("orders", &agent, &endpoint, &broker);
+    let _shipping = start("shipping", &agent, &endpoint, &broker);
+    for name in ["users", "inventory", "payments", "orders"] {
+        agent.wait_passing(name, 1, Duration::from_secs(30));
+    }
+    let user_id = UsersClient::connect(format!("http://{}", users.addr()))
+        .await
+        .expect("connect users")
+        .create_user(CreateUserRequest {
+            email: "ada@example.org".into(),
+            display_name: "Ada".into(),
+        })
+        .await
+        .expect("create user")
+        .into_inner()
+        .user_id;
+    InventoryClient::connect(format!("http://{}", inventory.addr()))
+        .await
+        .expect("connect inventory")
+        .add_stock(AddStockRequest {
+            sku: "COFFEE".into(),
+            quantity: 10,
+            unit_price_cents: 900,
+            currency: "EUR".into(),
+        })
+        .await
+        .expect("add stock");
+    let order = OrdersClient::connect(format!("http://{}", orders.addr()))
+        .await
+        .expect("connect orders")
+        .place_order(PlaceOrderRequest {
+            request_id: "trace-into-shipping".into(),
+            user_id,
+            items: vec![OrderLine {
+                sku: "COFFEE".into(),
+                quantity: 1,
+                unit_price_cents: 0,
+            }],
+            currency: "EUR".into(),
+        })
+        .await
+        .expect("place order")
+        .into_inner();
+
+    let order_id = order.order_id.clone();
+    let consumer = collector
+        .wait_for("shipping's span for the order's event", move |spans| {
+            spans
+                .iter()
+                .find(|span| {
+                    span.service == "shipping"
+                        && span.is(SpanKind::Consumer)
+                        && span.attributes.get("cloudevents.event_subject") == Some(&order_id)
+                })
+                .cloned()
+        })
+        .await;
+    let root = collector
+        .wait_for("the PlaceOrder server span", |spans| {
+            spans
+                .iter()
+                .find(|span| {
+                    span.service == "orders" && span.name == "mesh.orders.v1.Orders/PlaceOrder"
+                })
+                .cloned()
+        })
+        .await;
+    assert_eq!(
+        consumer.trace_id, root.trace_id,
+        "one trace from PlaceOrder into shipping"
+    );
+    assert_eq!(consumer.name, "process orders");
+    assert_eq!(consumer.attributes["messaging.system"], "redis");
+    assert_eq!(consumer.attributes["messaging.operation.type"], "process");
+    assert_eq!(consumer.attributes["messaging.destination.name"], "orders");
+    assert_eq!(
+        consumer.attributes["messaging.consumer.group.name"],
+        "shipping"
+    );
+    assert_eq!(
+        consumer.attributes["cloudevents.event_type"],
+        "mesh.events.v1.OrderConfirmed"
+    );
+    let spans = collector.spans();
+    let parent = spans
+        .iter()
+        .find(|span| span.span_id == consumer.parent_span_id)
+        .unwrap_or_else(|| panic!("the consumer span's parent was not exported: {consumer:?}"));
+    assert_eq!(
+        parent.service, "orders",
+        "its parent is the orders span that committed the event: {parent:?}"
+    );
+}

@@ -11,6 +11,9 @@
 //!   throughput) and how fast a split moves under load;
 //! - `mesh-bench quiet`: whether the machine is quiet enough to benchmark
 //!   (the lab refuses to start on a busy one unless told to run anyway).
+//! - `mesh-bench events`: the outbox's cost on PlaceOrder, the latency from
+//!   an order's commit to its shipment's, and events/s at saturation, on
+//!   Redis or RabbitMQ.
 //!
 //! `scripts/bench` drives both to compare the mesh with what users would
 //! pick instead (docs/BENCHMARKS.md).
@@ -18,6 +21,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod busy;
+mod events;
 mod load;
 mod mtls;
 mod scale;
@@ -48,6 +52,8 @@ enum Command {
     Routing(load::routing::RoutingArgs),
     /// Whether the machine is quiet enough to benchmark (1-minute load average ≤ --max-load).
     Quiet(busy::QuietArgs),
+    /// The events path: the outbox's cost on PlaceOrder, commit-to-shipment latency, events/s.
+    Events(events::EventsArgs),
 }
 
 fn main() -> ExitCode {
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
             Command::Discovery(args) => scale::run(args).await,
             Command::Routing(args) => load::routing::run(args).await,
             Command::Quiet(args) => busy::quiet(args),
+            Command::Events(args) => events::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

@@ -13,6 +13,7 @@ pub const ALL: &[Runnable] = &[
     inventory::SERVICE,
     payments::SERVICE,
     orders::SERVICE,
+    shipping::SERVICE,
     gateway::SERVICE,
 ];
 

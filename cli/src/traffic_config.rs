@@ -16,7 +16,7 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every entry, in the order Consul accepts them: protocols first (L7 entries
 /// need them), then the resolver (its subsets), the splitter, the router.
-pub const ENTRIES: [(&str, &str); 7] = [
+pub const ENTRIES: [(&str, &str); 8] = [
     (
         "service-defaults-users.json",
         include_str!("../../deploy/consul/config/service-defaults-users.json"),
@@ -32,6 +32,10 @@ pub const ENTRIES: [(&str, &str); 7] = [
     (
         "service-defaults-orders.json",
         include_str!("../../deploy/consul/config/service-defaults-orders.json"),
+    ),
+    (
+        "service-defaults-shipping.json",
+        include_str!("../../deploy/consul/config/service-defaults-shipping.json"),
     ),
     (
         "inventory-resolver.json",
@@ -105,6 +109,7 @@ mod tests {
                 "service-defaults",
                 "service-defaults",
                 "service-defaults",
+                "service-defaults",
                 "service-resolver",
                 "service-splitter",
                 "service-router"
@@ -141,7 +146,13 @@ mod tests {
                 })
                 .collect()
         };
-        let start = weights(ENTRIES[5].1);
+        let start = weights(
+            ENTRIES
+                .iter()
+                .find(|(file, _)| *file == "inventory-splitter.json")
+                .expect("the splitter")
+                .1,
+        );
         assert_eq!(start, [("v1".into(), 100.0), ("v2".into(), 0.0)]);
         for (body, v1, v2) in [
             (

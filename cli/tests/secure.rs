@@ -28,13 +28,14 @@ use testkit::{free_port, tool, GrpcurlOutput};
 /// Four services and a secure agent from cold start (dev build, shared cores).
 const READY_TIMEOUT: Duration = Duration::from_secs(150);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
-const HOLDERS: [&str; 9] = [
+const HOLDERS: [&str; 10] = [
     "master",
     "agent",
     "users",
     "inventory",
     "payments",
     "orders",
+    "shipping",
     "gateway",
     "mesh-read",
     "traffic",

@@ -215,9 +215,68 @@ fn up_serves_all_four_restarts_a_crash_stops_cleanly_and_reruns_without_reseedin
     );
     assert_eq!(widget_available(&agent, &certs), 99);
 
+    // Its event goes through the outbox and the broker mesh up started (and
+    // registered in Consul) to shipping: the order gets its one shipment.
+    assert!(alive(first_pids["redis"]), "{first_pids:?}");
+    let broker = agent.get_json("/v1/health/service/mesh-broker?passing");
+    assert_eq!(broker[0]["Service"]["Meta"]["scheme"], "redis", "{broker}");
+    let order_id = order.json()["orderId"]
+        .as_str()
+        .expect("an order id")
+        .to_owned();
+    let by_order = format!(r#"{{"order_id":"{order_id}"}}"#);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let shipments = loop {
+        let listed = grpcurl_mtls(
+            &certs,
+            &[
+                "-d",
+                &by_order,
+                &address(&agent, "shipping"),
+                "mesh.shipping.v1.Shipping/ListShipments",
+            ],
+        );
+        assert!(listed.success, "{listed:?}");
+        let shipments = listed.json()["shipments"].clone();
+        if shipments.as_array().is_some_and(|list| !list.is_empty()) {
+            break shipments;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no shipment for {order_id} within 60 s:\n{}",
+            up.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(shipments.as_array().map(Vec::len), Some(1), "{shipments}");
+    assert_eq!(
+        shipments[0]["status"], "SHIPMENT_STATUS_PENDING",
+        "{shipments}"
+    );
+
     // The printed grpcurl commands work verbatim (the PlaceOrder one orders a widget).
     run_printed_grpcurl_commands(&up.log(), state.path());
     assert_eq!(widget_available(&agent, &certs), 98);
+
+    // `mesh status` shows the events path: the broker mesh up registered
+    // and, once relay and shipping caught up with those orders, no outbox
+    // backlog and no consumer lag (read from the services' metrics).
+    let status_args = ["status", "--consul-addr", consul.as_str()];
+    let events = wait_until(
+        "mesh status to show the events drained",
+        Duration::from_secs(60),
+        || {
+            let status = common::mesh(&status_args);
+            let text = String::from_utf8_lossy(&status.stdout).into_owned();
+            let line = text.lines().find(|line| line.starts_with("events: "))?;
+            (line.contains("outbox backlog 0 ") && line.contains("consumer lag shipping 0"))
+                .then(|| line.to_owned())
+        },
+    );
+    assert!(
+        events.starts_with("events: broker redis at 127.0.0.1:") && events.contains("(passing)"),
+        "{events}"
+    );
 
     // Zero trust: no plaintext, and default-deny intentions (users may not call payments).
     let plaintext = grpcurl(&[&address(&agent, "orders"), "list"]);

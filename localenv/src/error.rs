@@ -90,6 +90,24 @@ pub enum Error {
         /// The port.
         port: u16,
     },
+    /// A server program is not installed.
+    #[error("{name} not found on PATH nor at {}: install the {package} package (scripts/install-tools does)", fallback.display())]
+    MissingProgram {
+        /// The program's name.
+        name: String,
+        /// Where it was looked for besides `PATH`.
+        fallback: PathBuf,
+        /// The package that has it.
+        package: &'static str,
+    },
+    /// A broker's password file is unusable.
+    #[error("{}: {reason}", path.display())]
+    BadPassword {
+        /// The file.
+        path: PathBuf,
+        /// Why (never the password).
+        reason: &'static str,
+    },
     /// A description file (`env.json`) could not be read.
     #[error("{} is not a local environment description: {reason}", path.display())]
     Description {

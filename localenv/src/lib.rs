@@ -11,6 +11,9 @@
 //!   `consul tls`, the mesh's ACL policies and one token per holder) or plain
 //!   (ACLs off, HTTP), from the one agent configuration
 //!   ([`consul::config`]).
+//! - [`brokers`]: the message brokers events go through — `redis-server`
+//!   (append-only file, `appendfsync always`) and RabbitMQ (its node and its
+//!   own `epmd`) — as supervised processes with readiness probes.
 //! - [`acl`]: the mesh's ACL policies (`deploy/consul/acl/*.hcl`) and their
 //!   bootstrap into any Consul with ACLs on; [`secrets`]: token files.
 //! - [`Description`]: `<state>/env.json`, what a running local environment
@@ -24,6 +27,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod acl;
+pub mod brokers;
 mod calls;
 pub mod consul;
 mod description;
@@ -37,4 +41,4 @@ pub use calls::{CallError, ConsulCalls};
 pub use description::{ConsulDescription, Description, DEFAULT_STATE_DIR, FILE_NAME};
 pub use error::Error;
 pub use probe::{Cancel, Probe, TcpProbe};
-pub use process::{describe, log_tail, ProcessSpec, Stopped, Supervised};
+pub use process::{describe, log_tail, ProcessSpec, RunAs, Stopped, Supervised};

@@ -45,6 +45,18 @@ pub struct ProcessSpec {
     pub current_dir: Option<PathBuf>,
     /// Where its stdout and stderr are appended.
     pub log: PathBuf,
+    /// The user and group it runs as (default: ours), e.g. a broker that
+    /// refuses to run as root.
+    pub run_as: Option<RunAs>,
+}
+
+/// A user and group id to run a process as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunAs {
+    /// The user id.
+    pub uid: u32,
+    /// The group id.
+    pub gid: u32,
 }
 
 impl ProcessSpec {
@@ -62,6 +74,7 @@ impl ProcessSpec {
             env_remove: Vec::new(),
             current_dir: None,
             log: log.into(),
+            run_as: None,
         }
     }
 
@@ -117,6 +130,9 @@ impl Supervised {
         command.envs(spec.env.iter().map(|(name, value)| (name, value)));
         if let Some(dir) = &spec.current_dir {
             command.current_dir(dir);
+        }
+        if let Some(user) = spec.run_as {
+            command.uid(user.uid).gid(user.gid);
         }
         command
             .stdin(Stdio::null())

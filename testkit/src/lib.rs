@@ -10,11 +10,13 @@
 #![warn(missing_docs)]
 
 mod agent_client;
+mod brokers;
 pub mod conformance;
 mod connect;
 mod consul;
 mod fault_proxy;
 mod grpcurl;
+pub mod harness;
 mod metrics;
 pub mod otlp;
 mod paths;
@@ -27,6 +29,7 @@ mod service;
 mod wait;
 
 pub use agent_client::AgentClient;
+pub use brokers::{RabbitServer, RedisServer, TlsFiles};
 pub use connect::{grpcurl_mtls, CertFiles};
 
 pub use consul::{AclToken, ConsulAgent};

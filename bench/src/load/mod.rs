@@ -300,7 +300,7 @@ fn progress_bar(stop: Stop, json: bool) -> ProgressBar {
 
 /// `10s`, `500ms`, `2m`, `1.5s`, or a bare number of seconds; longer than
 /// zero (the mesh's one duration parser).
-fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     duration::parser(duration::BareUnit::Seconds, Duration::from_nanos(1))(text)
 }
 

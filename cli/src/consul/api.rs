@@ -142,6 +142,18 @@ impl ConsulApi {
             .map(drop)
     }
 
+    /// Registers a service with this agent (`/v1/agent/service/register`,
+    /// `registration` as Consul's JSON).
+    pub(crate) async fn register(&self, registration: &serde_json::Value) -> Result<(), ApiError> {
+        self.send(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Bytes::from(registration.to_string()),
+        )
+        .await
+        .map(drop)
+    }
+
     /// Removes the service `id` from this agent.
     pub(crate) async fn deregister(&self, id: &str) -> Result<(), ApiError> {
         self.send(

@@ -1,9 +1,12 @@
 //! `mesh status [--watch]`: every registered instance (Consul's own service
 //! aside) with its health, as a table, and under it how many orders wait
-//! for an operator (read from orders' metrics, see [`parked`]). Exit 0 when
+//! for an operator (read from orders' metrics, see [`parked`]) and the
+//! events path: broker, outbox backlog, consumer lag (see [`events`]). Exit 0 when
 //! no instance is critical, 1 when one is, 2 when Consul cannot be asked.
 
+mod events;
 mod parked;
+mod scrape;
 mod table;
 
 use std::{process::ExitCode, time::Duration};
@@ -45,7 +48,8 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(match rows(&api).await {
             Ok(rows) => {
                 let parked = parked::line(&api).await.unwrap_or_default();
-                crate::output::print(&format!("{}{parked}", frame(&rows, &api)));
+                let events = events::line(&api).await.unwrap_or_default();
+                crate::output::print(&format!("{}{parked}{events}", frame(&rows, &api)));
                 exit_code(&rows)
             }
             Err(error) => {
@@ -66,7 +70,8 @@ pub(crate) async fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let text = match rows(&api).await {
             Ok(rows) => {
                 let parked = parked::line(&api).await.unwrap_or_default();
-                format!("{}{parked}", frame(&rows, &api))
+                let events = events::line(&api).await.unwrap_or_default();
+                format!("{}{parked}{events}", frame(&rows, &api))
             }
             Err(error) => format!("{error}\n"),
         };

@@ -7,16 +7,12 @@
 //! read-only view as the table (the operator RPCs need the `operator`
 //! identity; the metric only needs the metrics port).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::collections::BTreeMap;
 
-use anyhow::Context as _;
-use http_body_util::{BodyExt, Empty};
-use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+use crate::consul::ConsulApi;
 
-use crate::consul::{model::HealthEntry, ConsulApi};
+use super::scrape;
 
-/// How long one metrics read may take.
-const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The metric orders exports.
 const METRIC: &str = "orders_parked";
 
@@ -28,27 +24,20 @@ pub(crate) struct Parked {
 
 impl Parked {
     /// Reads the count from `metrics`, the text of a `/metrics` scrape.
-    pub(crate) fn from_metrics(metrics: &str) -> anyhow::Result<Self> {
-        let lines = metrics.lines().map(|line| Ok(line.to_owned()));
-        let scrape = prometheus_parse::Scrape::parse(lines).context("parse /metrics")?;
+    #[cfg(test)]
+    fn from_metrics(metrics: &str) -> anyhow::Result<Self> {
+        Ok(Self::from_scrape(&scrape::parse(metrics)?))
+    }
+
+    fn from_scrape(scrape: &prometheus_parse::Scrape) -> Self {
         let mut by_reason = BTreeMap::new();
-        for sample in scrape
-            .samples
-            .iter()
-            .filter(|sample| sample.metric == METRIC)
-        {
-            let count = match sample.value {
-                prometheus_parse::Value::Gauge(value) | prometheus_parse::Value::Untyped(value) => {
-                    value
-                }
-                _ => continue,
-            };
+        for (labels, count) in scrape::values(scrape, METRIC) {
             if count >= 1.0 {
-                let reason = sample.labels.get("reason").unwrap_or("unknown").to_owned();
+                let reason = labels.get("reason").unwrap_or("unknown").to_owned();
                 *by_reason.entry(reason).or_default() += count as u64;
             }
         }
-        Ok(Self { by_reason })
+        Self { by_reason }
     }
 
     fn total(&self) -> u64 {
@@ -75,43 +64,12 @@ impl Parked {
 
 /// The line about parked orders: `None` when no orders instance passes.
 pub(crate) async fn line(api: &ConsulApi) -> Option<String> {
-    let orders = api.health("orders", true).await.ok()?;
-    if orders.is_empty() {
-        return None;
-    }
-    for entry in &orders {
-        let Some(address) = metrics_address(entry) else {
-            continue;
-        };
-        if let Ok(Ok(parked)) = tokio::time::timeout(SCRAPE_TIMEOUT, read(&address)).await {
-            return Some(parked.line());
-        }
-    }
-    Some(
-        "parked orders: unknown (no passing orders instance answered on its metrics port; start orders with --metrics-listen)\n"
+    let scrapes = scrape::passing(api, "orders").await?;
+    Some(match scrapes.first() {
+        Some(scrape) => Parked::from_scrape(scrape).line(),
+        None => "parked orders: unknown (no passing orders instance answered on its metrics port; start orders with --metrics-listen)\n"
             .to_owned(),
-    )
-}
-
-/// `host:port` of the instance's metrics endpoint, from `Meta.metrics_port`.
-fn metrics_address(entry: &HealthEntry) -> Option<String> {
-    let port: u16 = entry.meta("metrics_port")?.parse().ok()?;
-    let service = entry.socket_address();
-    let host = service.rsplit_once(':')?.0;
-    Some(format!("{host}:{port}"))
-}
-
-async fn read(address: &str) -> anyhow::Result<Parked> {
-    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
-    let uri: http::Uri = format!("http://{address}/metrics").parse()?;
-    let response = client.get(uri).await?;
-    anyhow::ensure!(
-        response.status().is_success(),
-        "GET /metrics: {}",
-        response.status()
-    );
-    let body = response.into_body().collect().await?.to_bytes();
-    Parked::from_metrics(&String::from_utf8_lossy(&body))
+    })
 }
 
 #[cfg(test)]

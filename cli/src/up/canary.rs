@@ -105,6 +105,7 @@ mod tests {
                 "inventory-3",
                 "payments-1",
                 "orders-1",
+                "shipping-1",
                 "gateway-1"
             ]
         );

@@ -9,17 +9,23 @@
 //! 2. with `--mtls=required` (the default): the default intentions
 //!    (default-deny; in an agent not started here only with
 //!    `--apply-intentions`) and an `operator` certificate for grpcurl;
-//! 3. every instance as its own `mesh serve <service>` process, restarted with
+//! 3. the message broker of the events (`redis-server`, by the same engine,
+//!    data in `<state>/broker`, a password unless `--insecure-consul`);
+//!    orders (whose outbox relay publishes to it) and shipping (which
+//!    consumes) get its URL and password file in their environment;
+//! 4. every instance as its own `mesh serve <service>` process, restarted with
 //!    backoff when it crashes, then the API gateway (`mesh serve gateway`,
 //!    trusting the local token key `<state>/gateway/`, created 0600 here);
-//! 4. wait until Consul reports all of them passing, seed demo data through
+//! 5. wait until Consul reports all of them passing, seed demo data through
 //!    the mesh client, print where everything is (grpcurl commands included);
-//! 5. on SIGINT/SIGTERM/SIGHUP: SIGTERM every instance, wait for their drain
-//!    (+5 s), SIGKILL what is left, stop the agent if we started it (and
-//!    remove its description), exit 0. A second signal skips the wait.
+//! 6. on SIGINT/SIGTERM/SIGHUP: SIGTERM every instance, wait for their drain
+//!    (+5 s), SIGKILL what is left, stop the broker, stop the agent if we
+//!    started it (and remove its description), exit 0. A second signal
+//!    skips the wait.
 
 mod backoff;
 mod banner;
+mod broker;
 mod canary;
 mod child_consul;
 mod console;
@@ -142,6 +148,8 @@ struct Running {
     /// The agent we started (described in `<state>/env.json`).
     agent: Option<LocalConsul>,
     supervisor: Option<Supervisor>,
+    /// The message broker we started.
+    broker: Option<broker::Broker>,
     /// The agent the instances register with, and their service IDs.
     registrations: Option<(ConsulApi, Vec<String>)>,
 }
@@ -251,7 +259,43 @@ async fn drive(
         say(canary::write_config(&consul_config).await?);
     }
 
-    // 3. The instances.
+    // 3. The broker.
+    let started_broker = running
+        .broker
+        .insert(broker::start(state_dir, !args.insecure_consul).await?);
+    pids.set("redis", started_broker.pid());
+    let child_broker = started_broker.child.clone();
+    let broker_port = started_broker.port();
+    match api
+        .register(&child_broker.registration(broker_port))
+        .await
+    {
+        Ok(()) => say(format!(
+            "broker: registered in Consul as {} (Meta.scheme redis)",
+            events::CONSUL_SERVICE
+        )),
+        // Instances are given its URL anyway; only discovery by others is lost.
+        Err(error) => say(format!(
+            "warning: broker: cannot register it in Consul ({error}); instances get its URL directly"
+        )),
+    }
+    say(format!(
+        "broker: redis-server at {}{} (pid {}, append-only file in {}, log {})",
+        child_broker.url,
+        if child_broker.password_file.is_some() {
+            format!(
+                ", password in {}",
+                shown_state_dir.join("secrets/broker.password").display()
+            )
+        } else {
+            String::new()
+        },
+        started_broker.pid(),
+        shown_state_dir.join("broker").display(),
+        shown_state_dir.join("broker/redis.log").display()
+    ));
+
+    // 4. The instances.
     plan::check_ports_free(&plan)?;
     let settings = Settings {
         program: std::env::current_exe().context("cannot find this executable")?,
@@ -260,6 +304,7 @@ async fn drive(
         consul: child_consul,
         drain: args.drain,
         mtls: args.mtls,
+        broker: child_broker,
         gateway_keys: gateway::auth::dev::DevKeys::ensure(&crate::token::keys_dir(state_dir))
             .context("cannot create the local token key of the gateway")?,
     };
@@ -272,11 +317,14 @@ async fn drive(
     let plan_for_banner = plan.clone();
     running.registrations = Some((
         api.clone(),
-        plan.iter().map(plan::InstancePlan::id).collect(),
+        plan.iter()
+            .map(plan::InstancePlan::id)
+            .chain([broker::REGISTRATION_ID.to_owned()])
+            .collect(),
     ));
     running.supervisor = Some(Supervisor::start(settings.clone(), plan, Arc::clone(pids)));
 
-    // 4. Ready, seeded, announced.
+    // 5. Ready, seeded, announced.
     let bring_up = async {
         let timeout = args.ready_timeout;
         let passing = match ready::wait_passing(&api, &plan_for_banner, timeout).await {
@@ -345,7 +393,7 @@ async fn drive(
         signal = signals.recv() => return stopped_early(signal),
     }
 
-    // 5. Supervise until asked to stop.
+    // 6. Supervise until asked to stop.
     let signal = signals.recv().await;
     say(format!("\n{signal}: stopping"));
     Ok(())
@@ -402,6 +450,14 @@ async fn teardown(running: Running, state_dir: &Path, pids: &PidFile, signals: &
                 format!("; exited with an error: {}", unclean.join(", "))
             }
         ));
+    }
+    if let Some(broker) = running.broker {
+        match broker.stop().await {
+            Ok(stopped) if !stopped.killed => say("broker: stopped"),
+            Ok(_) => say("broker: SIGKILLed (it did not stop within 10 s of SIGTERM)"),
+            Err(error) => eprintln!("broker: could not be stopped cleanly: {error:#}"),
+        }
+        pids.remove("redis");
     }
     if let (None, Some((api, ids))) = (&running.agent, &running.registrations) {
         remove_leftover_registrations(api, ids).await;

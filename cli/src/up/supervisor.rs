@@ -38,6 +38,8 @@ pub(crate) struct Settings {
     pub(crate) drain: Duration,
     /// `--mtls` of every instance.
     pub(crate) mtls: mesh::config::MtlsMode,
+    /// The broker, for the services that publish or consume events.
+    pub(crate) broker: super::broker::ChildBroker,
     /// The local token key the gateway trusts (`mesh token` signs with it).
     pub(crate) gateway_keys: gateway::auth::dev::DevKeys,
 }
@@ -299,6 +301,7 @@ fn spawn(instance: &InstancePlan, settings: &Settings) -> anyhow::Result<Child> 
         command.env_remove(variable);
     }
     settings.consul.apply(&mut command, instance.service.name);
+    settings.broker.apply(&mut command);
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "info");
     }

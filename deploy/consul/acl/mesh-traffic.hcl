@@ -17,6 +17,9 @@ service "payments" {
 service "orders" {
   policy = "write"
 }
+service "shipping" {
+  policy = "write"
+}
 
 # `mesh chain` and `consul config read` next to the writes: health entries are filtered by node.
 node_prefix "" {

@@ -12,7 +12,7 @@ set -euo pipefail
 urldecode() { printf '%b' "${1//%/\\x}"; }
 
 declare -A seen_db=() seen_role=()
-for svc in users inventory payments orders; do
+for svc in users inventory payments orders shipping; do
   var="${svc^^}_DATABASE_URL"
   url=${!var:-}
   if [ -z "$url" ]; then

@@ -32,7 +32,7 @@ impl TokenSpec {
 }
 
 /// Every policy, from the files in `deploy/consul/acl/`.
-pub const POLICIES: [Policy; 8] = [
+pub const POLICIES: [Policy; 9] = [
     Policy {
         name: "mesh-users",
         file: "users.hcl",
@@ -55,8 +55,14 @@ pub const POLICIES: [Policy; 8] = [
         name: "mesh-orders",
         file: "orders.hcl",
         description:
-            "orders: service:write on itself, service:read on users, inventory, payments, node:read",
+            "orders: service:write on itself, service:read on users, inventory, payments, mesh-broker, node:read",
         rules: include_str!("../../../deploy/consul/acl/orders.hcl"),
+    },
+    Policy {
+        name: "mesh-shipping",
+        file: "shipping.hcl",
+        description: "shipping: service:write on itself, service:read on mesh-broker, node:read",
+        rules: include_str!("../../../deploy/consul/acl/shipping.hcl"),
     },
     Policy {
         name: "mesh-gateway",
@@ -87,7 +93,7 @@ pub const POLICIES: [Policy; 8] = [
 
 /// Every token: one per service (the gateway's too), the read-only one, the agent's, the
 /// traffic operator's.
-pub const TOKENS: [TokenSpec; 8] = [
+pub const TOKENS: [TokenSpec; 9] = [
     TokenSpec {
         name: "users",
         policy: "mesh-users",
@@ -103,6 +109,10 @@ pub const TOKENS: [TokenSpec; 8] = [
     TokenSpec {
         name: "orders",
         policy: "mesh-orders",
+    },
+    TokenSpec {
+        name: "shipping",
+        policy: "mesh-shipping",
     },
     TokenSpec {
         name: "gateway",

@@ -6,12 +6,15 @@
 //! - [`store`]: the orders database;
 //! - [`saga`]: PlaceOrder and CancelOrder as recoverable sagas (the state
 //!   machine is documented there), and the recovery loop;
+//! - [`outbox`]: the events of final states, written in the state's
+//!   transaction and published by a relay on every instance;
 //! - [`grpc`]: the tonic service and the one mapping of errors to gRPC codes.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod domain;
 pub mod grpc;
+pub mod outbox;
 pub mod saga;
 pub mod store;
 
@@ -100,6 +103,48 @@ pub struct Config {
     /// A fixed address for `payments` instead of Consul.
     #[arg(long, env = "MESH_PAYMENTS_ADDR")]
     pub payments_addr: Option<http::uri::Authority>,
+
+    /// `on`: an order's final state (CONFIRMED, REJECTED, CANCELLED) and its
+    /// event are written in one transaction, and the relay publishes the
+    /// event to the broker. `off`: no events (a deployment without
+    /// consumers, or the benchmark's baseline).
+    #[arg(long = "events", env = "MESH_EVENTS", value_enum, default_value_t = Switch::On)]
+    pub events: Switch,
+
+    /// Where the events go (the broker URL, or the broker in Consul).
+    #[command(flatten)]
+    pub broker: events::BrokerArgs,
+
+    /// How long a relay holds an order's events while it publishes them;
+    /// after a relay died, another instance publishes them once it ran out.
+    #[arg(value_name = "DURATION", long = "outbox-lease", env = "MESH_OUTBOX_LEASE", default_value = "30s",
+          value_parser = mesh::config::duration::parser(mesh::config::duration::BareUnit::Seconds, Duration::from_millis(100)))]
+    pub outbox_lease: Duration,
+
+    /// How often the relay looks for events left behind (a commit wakes it
+    /// at once otherwise).
+    #[arg(value_name = "DURATION", long = "outbox-sweep", env = "MESH_OUTBOX_SWEEP", default_value = "1s",
+          value_parser = mesh::config::duration::parser(mesh::config::duration::BareUnit::Seconds, Duration::from_millis(10)))]
+    pub outbox_sweep: Duration,
+
+    /// Test-only: pause between an event's commit and its publish.
+    #[arg(value_name = "DURATION", long = "fault-pause-before-publish", env = "MESH_FAULT_PAUSE_BEFORE_PUBLISH", hide = true,
+          value_parser = mesh::config::duration::millis)]
+    pub pause_before_publish: Option<Duration>,
+
+    /// Test-only: pause between the broker's confirmation and the mark.
+    #[arg(value_name = "DURATION", long = "fault-pause-after-publish", env = "MESH_FAULT_PAUSE_AFTER_PUBLISH", hide = true,
+          value_parser = mesh::config::duration::millis)]
+    pub pause_after_publish: Option<Duration>,
+}
+
+/// On or off.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// On.
+    On,
+    /// Off.
+    Off,
 }
 
 impl mesh::config::ServiceConfig for Config {
@@ -109,6 +154,17 @@ impl mesh::config::ServiceConfig for Config {
 }
 
 impl Config {
+    /// The outbox relay's pacing from the flags.
+    pub fn relay_options(&self) -> outbox::RelayOptions {
+        outbox::RelayOptions {
+            sweep_every: self.outbox_sweep,
+            lease: self.outbox_lease,
+            pause_before_publish: self.pause_before_publish,
+            pause_after_publish: self.pause_after_publish,
+            ..outbox::RelayOptions::default()
+        }
+    }
+
     /// The saga's timing from the flags.
     pub fn saga_options(&self) -> saga::SagaOptions {
         saga::SagaOptions {
@@ -182,9 +238,40 @@ impl Upstreams {
 
 /// Serves orders, calling `upstreams`, until SIGTERM/SIGINT.
 pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeError> {
+    config
+        .broker
+        .check()
+        .map_err(|error| ServeError::Settings(Box::new(error)))?;
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
     let pool = bound.open_storage(&MIGRATOR).await?;
-    let saga = saga::Saga::new(store::Store::new(pool), upstreams, config.saga_options());
+    let (store, _relay) = match config.events {
+        Switch::Off => (store::Store::new(pool), None),
+        Switch::On => {
+            let wake = outbox::Wake::default();
+            let relay = outbox::Relay::new(
+                outbox::Table::new(pool.clone()),
+                wake.clone(),
+                format!("{}-{}", bound.instance_id(), uuid::Uuid::new_v4().simple()),
+                config.relay_options(),
+            );
+            let consul = if config.service.no_consul {
+                None
+            } else {
+                Some(config.service.consul.config()?)
+            };
+            let broker = config.broker.clone();
+            let task = tokio::spawn(relay.run(move || {
+                let broker = broker.clone();
+                let consul = consul.clone();
+                async move { events::connect(&events::locate(&broker, consul.as_ref()).await?) }
+            }));
+            (
+                store::Store::with_outbox(pool, wake),
+                Some(AbortOnDrop(task)),
+            )
+        }
+    };
+    let saga = saga::Saga::new(store, upstreams, config.saga_options());
     let recovery = saga.spawn_recovery();
     let _stop_recovery = AbortOnDrop(recovery);
     let handler = grpc::OrdersService::new(saga, config.upstream_timeout);

@@ -19,6 +19,12 @@ service "payments" {
   policy = "read"
 }
 
+# The message broker its outbox relay publishes to, found in Consul (service
+# "mesh-broker") when no --broker-url is given.
+service "mesh-broker" {
+  policy = "read"
+}
+
 # Health entries are filtered by node: without node:read they come back empty.
 node_prefix "" {
   policy = "read"

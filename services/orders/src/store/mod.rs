@@ -22,6 +22,10 @@ use crate::domain::{
     charge_key_of, reservation_id_of, Item, KeySource, OrderStatus, PageKey, ParkReason, Step,
 };
 
+pub mod events;
+
+use events::{Cause, Kind, Wake};
+
 /// A stored order line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Line {
@@ -192,14 +196,37 @@ const FENCED: &str =
 pub struct Store {
     pool: AnyPool,
     writer: GroupCommit,
+    /// With the outbox on: whom to wake when an event was committed.
+    outbox: Option<Wake>,
 }
 
 impl Store {
-    /// A store over an open, migrated pool; starts the database's writer
-    /// (call inside a Tokio runtime).
+    /// A store over an open, migrated pool, without the outbox (no events);
+    /// starts the database's writer (call inside a Tokio runtime).
     pub fn new(pool: AnyPool) -> Self {
+        Self::start(pool, None)
+    }
+
+    /// A store that records the events of final states in the outbox, in
+    /// the state change's write unit, and wakes `wake` once that unit's
+    /// commit is acknowledged; starts the database's writer (call inside a
+    /// Tokio runtime).
+    pub fn with_outbox(pool: AnyPool, wake: Wake) -> Self {
+        Self::start(pool, Some(wake))
+    }
+
+    fn start(pool: AnyPool, outbox: Option<Wake>) -> Self {
         let writer = GroupCommit::start("orders", pool.clone(), GroupCommitOptions::default());
-        Self { pool, writer }
+        Self {
+            pool,
+            writer,
+            outbox,
+        }
+    }
+
+    /// The pool (for the outbox relay).
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
     }
 
     /// Runs `unit` in the writer's next batch; answers once it is committed.
@@ -257,14 +284,8 @@ impl Store {
 
     /// One order.
     pub async fn get(&self, order_id: &str) -> Result<Order, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1"))
-            .bind(order_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound {
-                order_id: order_id.to_owned(),
-            })?;
-        self.with_lines(order_from_row(&row)?).await
+        let mut connection = self.pool.acquire().await?;
+        read_order(&mut connection, order_id).await
     }
 
     /// The order placed by `request_id`, if any.
@@ -517,25 +538,48 @@ impl Store {
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
         let (order_id_owned, reason) = (order_id.to_owned(), reason.to_owned());
-        let updated = self.write(move |connection| {
-            Box::pin(async move {
-        let done = sqlx::query(
-            "UPDATE orders SET status = $1, step = $2, rejection_reason = $3, parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, updated_at_unix_ms = $4, lease_owner = '', lease_until_unix_ms = 0 \
-             WHERE order_id = $5 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
-        )
-        .bind(status.as_str())
-        .bind(Step::Done.as_str())
-        .bind(&reason)
-        .bind(now_unix_ms)
-        .bind(order_id_owned)
-        .execute(&mut *connection)
-        .await?;
-        Ok(done.rows_affected())
+        let event = self
+            .outbox
+            .as_ref()
+            .map(|_| Cause::capture(Kind::of_final(status), now_unix_ms));
+        let resolved = self
+            .write(move |connection| {
+                Box::pin(async move {
+                    let Some(from) = parked_status_in(connection, &order_id_owned).await? else {
+                        return Ok(None);
+                    };
+                    let done = sqlx::query(
+                        "UPDATE orders SET status = $1, step = $2, rejection_reason = $3, parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, updated_at_unix_ms = $4, lease_owner = '', lease_until_unix_ms = 0 \
+                         WHERE order_id = $5 AND parked_reason > '' AND status = $6",
+                    )
+                    .bind(status.as_str())
+                    .bind(Step::Done.as_str())
+                    .bind(&reason)
+                    .bind(now_unix_ms)
+                    .bind(&order_id_owned)
+                    .bind(from.as_str())
+                    .execute(&mut *connection)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Ok(None);
+                    }
+                    let order = read_order(connection, &order_id_owned).await?;
+                    // A CANCELLING order resolved CONFIRMED is, for a
+                    // consumer, the confirmed order it already knows.
+                    let changes_for_consumers =
+                        !(from == OrderStatus::Cancelling && status == OrderStatus::Confirmed);
+                    if let Some(event) = event.filter(|_| changes_for_consumers) {
+                        events::record(connection, &order, &event).await?;
+                    }
+                    Ok(Some(order))
+                })
             })
-        })
-        .await?;
-        self.parked_or_missing(updated, order_id).await?;
-        self.get(order_id).await
+            .await?;
+        let Some(order) = resolved else {
+            return Err(self.not_parked(order_id).await);
+        };
+        self.wake_relay();
+        Ok(order)
     }
 
     /// `Ok` if `updated` is 1, else NotFound or NotParked.
@@ -543,10 +587,18 @@ impl Store {
         if updated == 1 {
             return Ok(());
         }
-        self.get(order_id).await?;
-        Err(StoreError::NotParked {
-            order_id: order_id.to_owned(),
-        })
+        Err(self.not_parked(order_id).await)
+    }
+
+    /// Why a change to the parked order `order_id` did not happen: it does
+    /// not exist (NotFound), or it is not parked.
+    async fn not_parked(&self, order_id: &str) -> StoreError {
+        match self.get(order_id).await {
+            Ok(_) => StoreError::NotParked {
+                order_id: order_id.to_owned(),
+            },
+            Err(error) => error,
+        }
     }
 
     /// Up to `limit` parked orders, longest parked first, after `after`
@@ -763,8 +815,39 @@ impl Store {
             Int(now_unix_ms),
         ];
         values.extend(reason.map(Text));
-        self.fenced(fence, set, &values).await?;
-        self.get(&fence.order_id).await
+        let sql = fenced_sql(set, values.len() + 1);
+        let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
+        let fence = fence.clone();
+        // Captured here: the unit runs on the writer's task, not in the
+        // caller's span.
+        let event = self
+            .outbox
+            .as_ref()
+            .map(|_| Cause::capture(Kind::of_final(status), now_unix_ms));
+        // The state and its event in one write unit (one savepoint of the
+        // writer's transaction): never one without the other.
+        let order = self
+            .write(move |connection| {
+                Box::pin(async move {
+                    fenced_in(connection, &sql, &values, &fence).await?;
+                    let order = read_order(connection, &fence.order_id).await?;
+                    if let Some(event) = event {
+                        events::record(connection, &order, &event).await?;
+                    }
+                    Ok(order)
+                })
+            })
+            .await?;
+        self.wake_relay();
+        Ok(order)
+    }
+
+    /// Wakes the relay (if the outbox is on): called once a unit that may
+    /// have recorded an event is acknowledged, so after its durable commit.
+    fn wake_relay(&self) {
+        if let Some(wake) = &self.outbox {
+            wake.notify();
+        }
     }
 
     /// `UPDATE orders SET <set> WHERE <fenced>`, `values` bound to the
@@ -779,46 +862,96 @@ impl Store {
         let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
         let fence = fence.clone();
         self.write(move |connection| {
-            Box::pin(async move {
-                let mut query = sqlx::query(&sql);
-                for value in values {
-                    query = match value {
-                        OwnedValue::Text(text) => query.bind(text),
-                        OwnedValue::Int(number) => query.bind(number),
-                    };
-                }
-                let updated = query
-                    .bind(fence.order_id.as_str())
-                    .bind(fence.owner.as_str())
-                    .bind(fence.version)
-                    .execute(&mut *connection)
-                    .await?
-                    .rows_affected();
-                leased(updated, &fence.order_id)
-            })
+            Box::pin(async move { fenced_in(connection, &sql, &values, &fence).await })
         })
         .await
     }
 }
 
+/// Runs `sql` (from [`fenced_sql`]) with `values` and the fence bound, on
+/// the unit's `connection`; [`StoreError::LeaseLost`] (nothing written)
+/// unless it updated the order.
+async fn fenced_in(
+    connection: &mut AnyConnection,
+    sql: &str,
+    values: &[OwnedValue],
+    fence: &Fence,
+) -> Result<(), StoreError> {
+    let mut query = sqlx::query(sql);
+    for value in values {
+        query = match value {
+            OwnedValue::Text(text) => query.bind(text.as_str()),
+            OwnedValue::Int(number) => query.bind(*number),
+        };
+    }
+    let updated = query
+        .bind(fence.order_id.as_str())
+        .bind(fence.owner.as_str())
+        .bind(fence.version)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    leased(updated, &fence.order_id)
+}
+
+/// The status of `order_id` if it is parked (and so PENDING or CANCELLING),
+/// read on the unit's `connection`.
+async fn parked_status_in(
+    connection: &mut AnyConnection,
+    order_id: &str,
+) -> Result<Option<OrderStatus>, StoreError> {
+    let status: Option<String> = sqlx::query_scalar(
+        "SELECT status FROM orders WHERE order_id = $1 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *connection)
+    .await?;
+    status
+        .map(|status| {
+            OrderStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown order status {status:?}")))
+        })
+        .transpose()
+}
+
+/// One order with its lines, read on `connection` (in a transaction, it
+/// sees the transaction's writes).
+async fn read_order(connection: &mut AnyConnection, order_id: &str) -> Result<Order, StoreError> {
+    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1"))
+        .bind(order_id)
+        .fetch_optional(&mut *connection)
+        .await?
+        .ok_or_else(|| StoreError::NotFound {
+            order_id: order_id.to_owned(),
+        })?;
+    let mut order = order_from_row(&row)?;
+    order.lines = lines_of(connection, order_id).await?;
+    Ok(order)
+}
+
+async fn lines_of(connection: &mut AnyConnection, order_id: &str) -> Result<Vec<Line>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
+    )
+    .bind(order_id)
+    .fetch_all(&mut *connection)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            Ok(Line {
+                sku: row.try_get("sku")?,
+                quantity: row.try_get("quantity")?,
+                unit_price_cents: row.try_get("unit_price_cents")?,
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?)
+}
+
 impl Store {
     async fn with_lines(&self, mut order: Order) -> Result<Order, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
-        )
-        .bind(&order.order_id)
-        .fetch_all(&self.pool)
-        .await?;
-        order.lines = rows
-            .iter()
-            .map(|row| {
-                Ok(Line {
-                    sku: row.try_get("sku")?,
-                    quantity: row.try_get("quantity")?,
-                    unit_price_cents: row.try_get("unit_price_cents")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
+        let mut connection = self.pool.acquire().await?;
+        order.lines = lines_of(&mut connection, &order.order_id).await?;
         Ok(order)
     }
 }

@@ -1,0 +1,364 @@
+//! `mesh-bench events`: what the events path does and costs, measured on
+//! real processes and a real broker (docs/EVENTS.md, docs/BENCHMARKS.md):
+//!
+//! 1. **The outbox's cost on PlaceOrder**: closed-loop PlaceOrder at
+//!    saturation against orders with its outbox (`--events on`, relay
+//!    publishing to the broker) and orders without (`--events off`), over
+//!    the same users/inventory/payments, in `--rounds` interleaved pairs;
+//!    the median of the pairs' throughput ratios. Shipping is stopped
+//!    during these rounds (its CPU is not the outbox's cost on a shared
+//!    2-core machine). Aim: ratio ≥ 0.95 (the outbox slows PlaceOrder by
+//!    at most 5 %).
+//! 2. **Latency at a fixed rate**: `--rate` orders/s (open loop) for
+//!    `--seconds`, then per order the time from its commit (the outbox
+//!    row's time, written in the order's own write unit) to its shipment's
+//!    commit time (`shipments.created_at`): p50, p99, max. Aim: p99 ≤
+//!    100 ms at 100 orders/s.
+//! 3. **Throughput at saturation**: the broker frozen (SIGSTOP) while
+//!    `--backlog` orders are placed, so the outbox holds them all; then it
+//!    runs again and the backlog flows relay → broker → shipping; events/s
+//!    from the first shipment row to the last.
+//!
+//! `cargo build --release --workspace && target/release/mesh-bench events
+//! --broker redis` (and `--broker rabbitmq`).
+
+mod measure;
+mod shop;
+
+use std::{
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use mesh::proto::{
+    inventory::v1::{inventory_client::InventoryClient, AddStockRequest},
+    orders::v1::{orders_client::OrdersClient, OrderLine, PlaceOrderRequest},
+    users::v1::{users_client::UsersClient, CreateUserRequest},
+};
+use serde::Serialize;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+
+use shop::{BrokerKind, EventsShop};
+
+/// The SKU every order buys.
+const SKU: &str = "BENCH-1";
+
+/// `mesh-bench events` flags.
+#[derive(clap::Args, Debug)]
+pub(crate) struct EventsArgs {
+    /// The broker.
+    #[arg(long, value_enum, default_value_t = BrokerKind::Redis)]
+    broker: BrokerKind,
+    /// Interleaved on/off pairs for the outbox's cost.
+    #[arg(long, default_value_t = 6)]
+    rounds: u32,
+    /// Length of each saturation round.
+    #[arg(long, value_parser = crate::load::parse_duration, default_value = "5s")]
+    round: Duration,
+    /// Concurrent PlaceOrder callers at saturation.
+    #[arg(long, default_value_t = 16)]
+    concurrency: u32,
+    /// Orders per second of the latency phase.
+    #[arg(long, default_value_t = 100)]
+    rate: u32,
+    /// Length of the latency phase.
+    #[arg(long, value_parser = crate::load::parse_duration, default_value = "20s")]
+    seconds: Duration,
+    /// Orders held in the outbox for the saturation phase.
+    #[arg(long, default_value_t = 2000)]
+    backlog: u32,
+    /// Shipping instances (over one SQLite database, as `mesh up` runs two).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=8))]
+    shipping: u16,
+    /// Where the service binaries are (default: beside mesh-bench).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one run measured.
+#[derive(Debug, Serialize)]
+struct EventsReport {
+    broker: BrokerKind,
+    shipping_instances: u16,
+    /// The load average (1 min) when the run ended: the machine's state.
+    load_average: f64,
+    /// PlaceOrder/s per pair, events on and off.
+    rounds: Vec<(f64, f64)>,
+    /// Median of on/off per pair.
+    outbox_ratio: f64,
+    outbox_aim_met: bool,
+    rate: u32,
+    latency_orders: usize,
+    latency_p50_ms: u64,
+    latency_p99_ms: u64,
+    latency_max_ms: u64,
+    /// Commit → the broker's confirmation (the outbox's part).
+    relay_p50_ms: u64,
+    relay_p99_ms: u64,
+    latency_aim_met: bool,
+    backlog: usize,
+    events_per_second: f64,
+}
+
+/// Runs the three phases against `args.broker`.
+pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
+    let bin = match &args.bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("mesh-bench has no folder")?
+            .to_owned(),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("mesh-bench-events-")
+        .tempdir()?;
+    let mut shop = EventsShop::start(args.broker, usize::from(args.shipping), &bin, dir.path())?;
+    let user_id = seed(&shop).await?;
+    let on = OrdersClient::new(channel(shop.orders_on.addr)?);
+    let off = OrdersClient::new(channel(shop.orders_off.addr)?);
+
+    // 1. The outbox's cost, shipping stopped.
+    shop.stop_shipping();
+    let mut rounds = Vec::new();
+    for round in 0..args.rounds {
+        // Alternate which goes first: neither always gets the warmer machine.
+        let (first, second) = if round % 2 == 0 {
+            (&on, &off)
+        } else {
+            (&off, &on)
+        };
+        let a = saturate(first, &user_id, args.concurrency, args.round).await?;
+        let b = saturate(second, &user_id, args.concurrency, args.round).await?;
+        rounds.push(if round % 2 == 0 { (a, b) } else { (b, a) });
+    }
+    let outbox_ratio = median(rounds.iter().map(|(on, off)| on / off).collect());
+    shop.start_shipping()?;
+    let mut probe = measure::Probe::open(&shop.data).await?;
+    probe.wait_drained(Duration::from_secs(300)).await?;
+
+    // 2. Latency at a fixed rate.
+    let since = measure::now_ms();
+    fixed_rate(&on, &user_id, args.rate, args.seconds).await?;
+    probe.wait_drained(Duration::from_secs(120)).await?;
+    let (mut latencies, mut relayed) = probe.latencies_since(since).await?;
+    latencies.sort_unstable();
+    relayed.sort_unstable();
+    let at = |sorted: &[u64], q: f64| {
+        sorted
+            .get(((sorted.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let (p50, p99, max) = (
+        at(&latencies, 0.5),
+        at(&latencies, 0.99),
+        latencies.last().copied().unwrap_or(0),
+    );
+    let (relay_p50, relay_p99) = (at(&relayed, 0.5), at(&relayed, 0.99));
+
+    // 3. Throughput at saturation: a backlog in the outbox, then let go.
+    shop.freeze_broker();
+    let since = measure::now_ms();
+    place_many(&on, &user_id, args.backlog, args.concurrency).await?;
+    shop.thaw_broker();
+    probe.wait_drained(Duration::from_secs(600)).await?;
+    let (backlog, events_per_second) = probe.drain_rate_since(since).await?;
+
+    let report = EventsReport {
+        broker: args.broker,
+        shipping_instances: args.shipping,
+        load_average: load_average(),
+        outbox_aim_met: outbox_ratio >= 0.95,
+        rounds,
+        outbox_ratio,
+        rate: args.rate,
+        latency_orders: latencies.len(),
+        latency_p50_ms: p50,
+        latency_p99_ms: p99,
+        latency_max_ms: max,
+        relay_p50_ms: relay_p50,
+        relay_p99_ms: relay_p99,
+        latency_aim_met: p99 <= 100,
+        backlog,
+        events_per_second,
+    };
+    crate::print_report(&report, args.json, text)?;
+    drop(shop);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn text(report: &EventsReport) -> String {
+    let rounds: Vec<String> = report
+        .rounds
+        .iter()
+        .map(|(on, off)| format!("{on:.0}/{off:.0}"))
+        .collect();
+    let aim = |met: bool| if met { "aim met" } else { "AIM MISSED" };
+    format!(
+        "events through {:?}, {} shipping instance(s) (load average {:.2})\n\
+         outbox cost: PlaceOrder/s on/off per pair {}; median ratio {:.3} ({}: ≥ 0.95)\n\
+         commit → shipment at {} orders/s: {} orders, p50 {} ms, p99 {} ms, max {} ms ({}: p99 ≤ 100 ms); of which commit → broker confirmed p50 {} ms, p99 {} ms\n\
+         saturation: a backlog of {} events drained at {:.0} events/s\n",
+        report.broker,
+        report.shipping_instances,
+        report.load_average,
+        rounds.join(", "),
+        report.outbox_ratio,
+        aim(report.outbox_aim_met),
+        report.rate,
+        report.latency_orders,
+        report.latency_p50_ms,
+        report.latency_p99_ms,
+        report.latency_max_ms,
+        aim(report.latency_aim_met),
+        report.relay_p50_ms,
+        report.relay_p99_ms,
+        report.backlog,
+        report.events_per_second,
+    )
+}
+
+fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Channel::from_shared(format!("http://{addr}"))?.connect_lazy())
+}
+
+/// A user and plenty of stock; the user's id.
+async fn seed(shop: &EventsShop) -> anyhow::Result<String> {
+    let user_id = UsersClient::new(channel(shop.users_addr)?)
+        .create_user(CreateUserRequest {
+            email: "events-bench@example.com".into(),
+            display_name: "Events bench".into(),
+        })
+        .await?
+        .into_inner()
+        .user_id;
+    InventoryClient::new(channel(shop.inventory_addr)?)
+        .add_stock(AddStockRequest {
+            sku: SKU.into(),
+            quantity: 1_000_000_000,
+            unit_price_cents: 100,
+            currency: "EUR".into(),
+        })
+        .await?;
+    Ok(user_id)
+}
+
+fn request(user_id: &str) -> PlaceOrderRequest {
+    PlaceOrderRequest {
+        request_id: uuid::Uuid::new_v4().to_string(),
+        user_id: user_id.to_owned(),
+        items: vec![OrderLine {
+            sku: SKU.into(),
+            quantity: 1,
+            unit_price_cents: 0,
+        }],
+        currency: String::new(),
+    }
+}
+
+/// Closed-loop PlaceOrder for `length`; successful calls per second.
+async fn saturate(
+    client: &OrdersClient<Channel>,
+    user_id: &str,
+    concurrency: u32,
+    length: Duration,
+) -> anyhow::Result<f64> {
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let end = started + length;
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (mut client, user_id, done) = (client.clone(), user_id.to_owned(), done.clone());
+        workers.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                client.place_order(request(&user_id)).await?;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for worker in workers {
+        worker.await?.context("PlaceOrder failed")?;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// `count` orders, `concurrency` at a time.
+async fn place_many(
+    client: &OrdersClient<Channel>,
+    user_id: &str,
+    count: u32,
+    concurrency: u32,
+) -> anyhow::Result<()> {
+    let left = Arc::new(AtomicU64::new(u64::from(count)));
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (mut client, user_id, left) = (client.clone(), user_id.to_owned(), left.clone());
+        workers.push(tokio::spawn(async move {
+            while left
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                client.place_order(request(&user_id)).await?;
+            }
+            Ok::<_, tonic::Status>(())
+        }));
+    }
+    for worker in workers {
+        worker.await?.context("PlaceOrder failed")?;
+    }
+    Ok(())
+}
+
+/// `rate` PlaceOrder calls per second for `length`, each started on time
+/// whatever the earlier ones are doing (open loop).
+async fn fixed_rate(
+    client: &OrdersClient<Channel>,
+    user_id: &str,
+    rate: u32,
+    length: Duration,
+) -> anyhow::Result<()> {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1) / rate.max(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let end = Instant::now() + length;
+    let mut calls = Vec::new();
+    while Instant::now() < end {
+        ticks.tick().await;
+        let mut client = client.clone();
+        let request = request(user_id);
+        calls.push(tokio::spawn(
+            async move { client.place_order(request).await },
+        ));
+    }
+    for call in calls {
+        call.await?.context("PlaceOrder failed")?;
+    }
+    Ok(())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+/// The 1-minute load average (0 where /proc has none).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}

@@ -1,0 +1,444 @@
+//! The outbox tables (`migrations/0005_outbox.sql`) as the relay reads and
+//! writes them (an event is recorded by `crate::store::events::record`, in
+//! its state change's transaction).
+
+use sqlx::{AnyPool, Row};
+
+/// One pending event, as the relay publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The CloudEvents id.
+    pub event_id: String,
+    /// The order (the event's subject).
+    pub order_id: String,
+    /// Its place among the order's events.
+    pub sequence: i64,
+    /// The topic.
+    pub topic: String,
+    /// The CloudEvents type.
+    pub event_type: String,
+    /// The protobuf body.
+    pub body: Vec<u8>,
+    /// W3C trace context of its cause.
+    pub traceparent: String,
+    /// W3C trace state.
+    pub tracestate: String,
+    /// When it was recorded.
+    pub created_at_unix_ms: i64,
+}
+
+impl Pending {
+    /// The event to publish.
+    pub fn to_event(&self) -> events::Event {
+        let optional = |text: &str| Some(text.to_owned()).filter(|text| !text.is_empty());
+        events::Event::protobuf(
+            self.event_id.clone(),
+            super::SOURCE,
+            self.event_type.clone(),
+            self.order_id.clone(),
+            self.created_at_unix_ms,
+            self.body.clone(),
+        )
+        .with_trace(optional(&self.traceparent), optional(&self.tracestate))
+    }
+}
+
+/// The relay's access to the outbox.
+#[derive(Debug, Clone)]
+pub struct Table {
+    pool: AnyPool,
+}
+
+impl Table {
+    /// Over orders' pool.
+    pub fn new(pool: AnyPool) -> Self {
+        Self { pool }
+    }
+
+    /// Up to `limit` orders with pending events, the longest waiting first.
+    pub async fn pending_orders(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT order_id FROM outbox WHERE published_at_unix_ms = 0 \
+             GROUP BY order_id ORDER BY MIN(created_at_unix_ms) LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Takes `order_id`'s lease for `owner` until `until` unless another
+    /// relay holds a live one; whether it did.
+    pub async fn lease(
+        &self,
+        order_id: &str,
+        owner: &str,
+        now_unix_ms: i64,
+        until_unix_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let taken: Option<String> = sqlx::query_scalar(
+            "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+             WHERE outbox_leases.until_unix_ms <= $4 RETURNING owner",
+        )
+        .bind(order_id)
+        .bind(owner)
+        .bind(until_unix_ms)
+        .bind(now_unix_ms)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(taken.is_some())
+    }
+
+    /// Gives the lease up (no-op when another relay has it by now).
+    pub async fn release(&self, order_id: &str, owner: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM outbox_leases WHERE order_id = $1 AND owner = $2")
+            .bind(order_id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The order's pending events, in sequence.
+    pub async fn pending_of(&self, order_id: &str) -> Result<Vec<Pending>, sqlx::Error> {
+        let rows = sqlx::query(
+            "SELECT event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms \
+             FROM outbox WHERE order_id = $1 AND published_at_unix_ms = 0 ORDER BY sequence",
+        )
+        .bind(order_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let payload: String = row.try_get("payload_hex")?;
+                Ok(Pending {
+                    event_id: row.try_get("event_id")?,
+                    order_id: row.try_get("order_id")?,
+                    sequence: row.try_get("sequence")?,
+                    topic: row.try_get("topic")?,
+                    event_type: row.try_get("event_type")?,
+                    body: events::text_body::decode(&payload).ok_or_else(|| {
+                        sqlx::Error::Decode("outbox payload_hex is not hex".into())
+                    })?,
+                    traceparent: row.try_get("traceparent")?,
+                    tracestate: row.try_get("tracestate")?,
+                    created_at_unix_ms: row.try_get("created_at_unix_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// The broker confirmed `event_id`.
+    pub async fn mark_published(
+        &self,
+        event_id: &str,
+        now_unix_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "UPDATE outbox SET published_at_unix_ms = $1, attempts = attempts + 1, last_error = '' WHERE event_id = $2",
+        )
+        .bind(now_unix_ms.max(1))
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Publishing `event_id` failed with `error` (kept, bounded, for people).
+    pub async fn record_failure(&self, event_id: &str, error: &str) -> Result<(), sqlx::Error> {
+        let error: String = error.chars().take(300).collect();
+        sqlx::query(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2",
+        )
+        .bind(error)
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// How many events are pending, and when the oldest was recorded.
+    pub async fn backlog(&self) -> Result<(i64, Option<i64>), sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS pending, MIN(created_at_unix_ms) AS oldest FROM outbox WHERE published_at_unix_ms = 0",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("pending")?, row.try_get("oldest")?))
+    }
+
+    /// Forgets events published before `before` and leases that ended.
+    pub async fn prune(&self, before_unix_ms: i64, now_unix_ms: i64) -> Result<u64, sqlx::Error> {
+        let pruned = sqlx::query(
+            "DELETE FROM outbox WHERE published_at_unix_ms > 0 AND published_at_unix_ms < $1",
+        )
+        .bind(before_unix_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM outbox_leases WHERE until_unix_ms < $1")
+            .bind(now_unix_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(pruned)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        domain::{Item, OrderStatus, ParkReason},
+        outbox::Wake,
+        store::{Fence, Inserted, NewOrder, Store, StoreError},
+    };
+
+    async fn open(dir: &std::path::Path) -> (Store, Table) {
+        let pool = mesh::storage::open("orders", None, dir, &crate::MIGRATOR)
+            .await
+            .expect("open the orders database");
+        (
+            Store::with_outbox(pool.clone(), Wake::default()),
+            Table::new(pool),
+        )
+    }
+
+    async fn pending_order(store: &Store, order_id: &str, at: i64) -> Fence {
+        let items = [Item {
+            sku: "apple".into(),
+            quantity: 1,
+        }];
+        let inserted = store
+            .insert_pending(
+                &NewOrder {
+                    order_id,
+                    request_id: order_id,
+                    user_id: "u_1",
+                    currency: "EUR",
+                    items: &items,
+                    now_unix_ms: at,
+                },
+                "owner-1",
+                at + 1000,
+            )
+            .await
+            .unwrap();
+        match inserted {
+            Inserted::New(_, fence) => fence,
+            Inserted::Existing(order) => panic!("expected a new order, got {order:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_final_state_and_its_event_commit_together_in_the_orders_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let fence = pending_order(&store, "ord_1", 10).await;
+        assert!(table.pending_of("ord_1").await.unwrap().is_empty());
+
+        store.confirm(&fence, 20).await.unwrap();
+        let events = table.pending_of("ord_1").await.unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].sequence, 1);
+        assert_eq!(events[0].event_type, "mesh.events.v1.OrderConfirmed");
+        assert_eq!(events[0].topic, crate::outbox::TOPIC);
+        assert_eq!(events[0].created_at_unix_ms, 20);
+        let body = <mesh::proto::events::v1::OrderConfirmed as prost::Message>::decode(
+            events[0].body.as_slice(),
+        )
+        .unwrap();
+        assert_eq!(body.order_id, "ord_1");
+        assert_eq!(body.sequence, 1);
+
+        // The cancel that follows is the order's second event.
+        assert!(store.request_cancel("ord_1", 30).await.unwrap());
+        let cancelling = store
+            .try_lease("ord_1", "owner-2", 40, 5000)
+            .await
+            .unwrap()
+            .expect("a cancelling order is leased");
+        store.cancelled(&cancelling, 50).await.unwrap();
+        let events = table.pending_of("ord_1").await.unwrap();
+        let sequences: Vec<(i64, &str)> = events
+            .iter()
+            .map(|event| (event.sequence, event.event_type.as_str()))
+            .collect();
+        assert_eq!(
+            sequences,
+            [
+                (1, "mesh.events.v1.OrderConfirmed"),
+                (2, "mesh.events.v1.OrderCancelled")
+            ]
+        );
+        assert_eq!(table.backlog().await.unwrap(), (2, Some(20)));
+    }
+
+    #[tokio::test]
+    async fn a_state_change_that_is_refused_records_no_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let first = pending_order(&store, "ord_1", 10).await;
+        // Its lease expires and another run takes the order over: the first
+        // run's confirmation is refused, and with it the event.
+        let second = store
+            .try_lease("ord_1", "owner-2", 2000, 9000)
+            .await
+            .unwrap()
+            .expect("an expired lease is taken");
+        assert!(matches!(
+            store.confirm(&first, 2100).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(table.pending_of("ord_1").await.unwrap().is_empty());
+        assert_eq!(table.backlog().await.unwrap(), (0, None));
+        store.reject(&second, "out of stock", 2200).await.unwrap();
+        let events = table.pending_of("ord_1").await.unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event_type, "mesh.events.v1.OrderRejected");
+        assert_eq!(events[0].sequence, 1);
+    }
+
+    /// The event types of `order_id`'s pending events, in sequence.
+    async fn event_types(table: &Table, order_id: &str) -> Vec<(i64, String)> {
+        table
+            .pending_of(order_id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|event| (event.sequence, event.event_type))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn an_operators_resolution_records_the_event_its_final_state_causes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let park = |fence: Fence, at: i64| {
+            let store = store.clone();
+            async move {
+                assert!(store
+                    .park(&fence, ParkReason::PaymentState, "held for a person", at)
+                    .await
+                    .unwrap());
+            }
+        };
+
+        // PENDING, parked, resolved CONFIRMED: shipping must hear of it.
+        let fence = pending_order(&store, "ord_1", 10).await;
+        park(fence, 20).await;
+        store
+            .resolve("ord_1", OrderStatus::Confirmed, "", 30)
+            .await
+            .unwrap();
+        assert_eq!(
+            event_types(&table, "ord_1").await,
+            [(1, "mesh.events.v1.OrderConfirmed".to_owned())]
+        );
+
+        // Cancelled later, parked while CANCELLING, resolved back to
+        // CONFIRMED: nothing changed for a consumer, no event.
+        assert!(store.request_cancel("ord_1", 40).await.unwrap());
+        let cancelling = store.try_lease("ord_1", "owner-2", 50, 5000).await.unwrap();
+        park(cancelling.expect("a cancelling order is leased"), 60).await;
+        store
+            .resolve("ord_1", OrderStatus::Confirmed, "", 70)
+            .await
+            .unwrap();
+        assert_eq!(event_types(&table, "ord_1").await.len(), 1);
+
+        // Parked while CANCELLING again, resolved CANCELLED: the shipment
+        // must be cancelled, so the event follows the confirmation.
+        assert!(store.request_cancel("ord_1", 80).await.unwrap());
+        let cancelling = store.try_lease("ord_1", "owner-3", 90, 5000).await.unwrap();
+        park(cancelling.expect("a cancelling order is leased"), 100).await;
+        store
+            .resolve("ord_1", OrderStatus::Cancelled, "", 110)
+            .await
+            .unwrap();
+        assert_eq!(
+            event_types(&table, "ord_1").await,
+            [
+                (1, "mesh.events.v1.OrderConfirmed".to_owned()),
+                (2, "mesh.events.v1.OrderCancelled".to_owned())
+            ]
+        );
+
+        // PENDING, parked, resolved REJECTED; a second resolution of the
+        // same order is refused and records nothing.
+        let fence = pending_order(&store, "ord_2", 120).await;
+        park(fence, 130).await;
+        store
+            .resolve("ord_2", OrderStatus::Rejected, "refused by hand", 140)
+            .await
+            .unwrap();
+        assert!(matches!(
+            store
+                .resolve("ord_2", OrderStatus::Rejected, "again", 150)
+                .await,
+            Err(StoreError::NotParked { .. })
+        ));
+        assert_eq!(
+            event_types(&table, "ord_2").await,
+            [(1, "mesh.events.v1.OrderRejected".to_owned())]
+        );
+    }
+
+    #[tokio::test]
+    async fn one_relay_at_a_time_holds_an_orders_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, table) = open(dir.path()).await;
+        assert!(table.lease("ord_1", "relay-a", 100, 1100).await.unwrap());
+        assert!(
+            !table.lease("ord_1", "relay-b", 500, 1500).await.unwrap(),
+            "a live lease is not taken"
+        );
+        assert!(
+            table.lease("ord_2", "relay-b", 500, 1500).await.unwrap(),
+            "other orders are free"
+        );
+        // Expired: another relay takes it, and the first one's release no
+        // longer removes it.
+        assert!(table.lease("ord_1", "relay-b", 1100, 2100).await.unwrap());
+        table.release("ord_1", "relay-a").await.unwrap();
+        assert!(!table.lease("ord_1", "relay-a", 1200, 2200).await.unwrap());
+        table.release("ord_1", "relay-b").await.unwrap();
+        assert!(table.lease("ord_1", "relay-a", 1200, 2200).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn published_events_leave_the_backlog_and_are_pruned_after_the_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let first = pending_order(&store, "ord_1", 10).await;
+        store.confirm(&first, 20).await.unwrap();
+        let second = pending_order(&store, "ord_2", 30).await;
+        store.confirm(&second, 40).await.unwrap();
+        assert_eq!(
+            table.pending_orders(10).await.unwrap(),
+            ["ord_1", "ord_2"],
+            "the longest waiting first"
+        );
+        let event = table.pending_of("ord_1").await.unwrap().remove(0);
+        table
+            .record_failure(&event.event_id, &"x".repeat(10_000))
+            .await
+            .unwrap();
+        let error: String = sqlx::query_scalar("SELECT last_error FROM outbox WHERE event_id = $1")
+            .bind(&event.event_id)
+            .fetch_one(&table.pool)
+            .await
+            .unwrap();
+        assert_eq!(error.len(), 300, "a failure's text is bounded");
+        table.mark_published(&event.event_id, 100).await.unwrap();
+        assert_eq!(table.pending_orders(10).await.unwrap(), ["ord_2"]);
+        assert_eq!(table.backlog().await.unwrap(), (1, Some(40)));
+        assert_eq!(table.prune(100, 100).await.unwrap(), 0, "not yet");
+        assert_eq!(table.prune(101, 101).await.unwrap(), 1);
+        assert_eq!(
+            table.prune(10_000, 10_000).await.unwrap(),
+            0,
+            "pending stays"
+        );
+        assert_eq!(table.pending_of("ord_2").await.unwrap().len(), 1);
+    }
+}

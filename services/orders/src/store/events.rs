@@ -1,0 +1,184 @@
+//! The event a final state causes, written into the outbox **inside** the
+//! state change's write unit (`Store::finish`, `Store::resolve`: one
+//! savepoint of the group-commit writer's transaction): which kind it is,
+//! its protobuf body (`proto/mesh/events/v1/orders.proto`, built from the
+//! order as it is in that unit), the row, and the [`Wake`] sent to the
+//! relay once the unit's commit is acknowledged. The relay's side (reading, publishing, marking) is
+//! `crate::outbox`.
+
+use std::sync::Arc;
+
+use mesh::proto::events::v1::{OrderCancelled, OrderConfirmed, OrderLine, OrderRejected};
+use prost::Message;
+use sqlx::AnyConnection;
+use tokio::sync::Notify;
+
+use super::Order;
+use crate::domain::OrderStatus;
+
+/// The topic orders publishes to.
+pub const TOPIC: &str = "orders";
+
+/// The CloudEvents `source` of orders' events.
+pub const SOURCE: &str = "/mesh/orders";
+
+/// Wakes the relay when a transaction that recorded an event committed.
+#[derive(Debug, Clone, Default)]
+pub struct Wake(Arc<Notify>);
+
+impl Wake {
+    /// Something was committed (a wake with no relay waiting is kept for
+    /// its next wait).
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+
+    /// Waits for the next [`Wake::notify`].
+    pub async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Which final state the event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// CONFIRMED.
+    Confirmed,
+    /// CANCELLED.
+    Cancelled,
+    /// REJECTED.
+    Rejected,
+}
+
+impl Kind {
+    /// The event announcing the final `status` (CONFIRMED, CANCELLED, or
+    /// else REJECTED).
+    pub fn of_final(status: OrderStatus) -> Self {
+        match status {
+            OrderStatus::Confirmed => Self::Confirmed,
+            OrderStatus::Cancelled => Self::Cancelled,
+            _ => Self::Rejected,
+        }
+    }
+
+    /// The CloudEvents `type`: the protobuf message's full name.
+    pub fn event_type(self) -> &'static str {
+        match self {
+            Self::Confirmed => "mesh.events.v1.OrderConfirmed",
+            Self::Cancelled => "mesh.events.v1.OrderCancelled",
+            Self::Rejected => "mesh.events.v1.OrderRejected",
+        }
+    }
+}
+
+/// The body of `kind` about `order`, its `sequence`-th event, at `at_unix_ms`.
+pub fn encode(kind: Kind, order: &Order, sequence: u64, at_unix_ms: i64) -> Vec<u8> {
+    let lines: Vec<OrderLine> = order
+        .lines
+        .iter()
+        .map(|line| OrderLine {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+            unit_price_cents: line.unit_price_cents,
+        })
+        .collect();
+    match kind {
+        Kind::Confirmed => OrderConfirmed {
+            order_id: order.order_id.clone(),
+            user_id: order.user_id.clone(),
+            lines,
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+            payment_id: order.payment_id.clone(),
+            placed_at_unix_ms: order.created_at_unix_ms,
+            confirmed_at_unix_ms: at_unix_ms,
+            sequence,
+        }
+        .encode_to_vec(),
+        Kind::Cancelled => OrderCancelled {
+            order_id: order.order_id.clone(),
+            user_id: order.user_id.clone(),
+            lines,
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+            payment_id: order.payment_id.clone(),
+            placed_at_unix_ms: order.created_at_unix_ms,
+            cancelled_at_unix_ms: at_unix_ms,
+            sequence,
+        }
+        .encode_to_vec(),
+        Kind::Rejected => OrderRejected {
+            order_id: order.order_id.clone(),
+            user_id: order.user_id.clone(),
+            lines,
+            total_cents: order.total_cents,
+            currency: order.currency.clone(),
+            reason: order.rejection_reason.clone(),
+            placed_at_unix_ms: order.created_at_unix_ms,
+            rejected_at_unix_ms: at_unix_ms,
+            sequence,
+        }
+        .encode_to_vec(),
+    }
+}
+
+/// An event to record, with the trace context of the request that causes
+/// it — captured on the caller's task, since a write unit runs on the
+/// writer's task, outside the caller's span.
+#[derive(Debug, Clone)]
+pub(crate) struct Cause {
+    kind: Kind,
+    at_unix_ms: i64,
+    traceparent: String,
+    tracestate: String,
+}
+
+impl Cause {
+    /// `kind` at `at_unix_ms`, in the current span's trace.
+    pub(crate) fn capture(kind: Kind, at_unix_ms: i64) -> Self {
+        let (traceparent, tracestate) = events::trace::current_context();
+        Self {
+            kind,
+            at_unix_ms,
+            traceparent: traceparent.unwrap_or_default(),
+            tracestate: tracestate.unwrap_or_default(),
+        }
+    }
+}
+
+/// Records `cause` about `order` — as it is now, inside the caller's write
+/// unit — as the order's next event.
+pub(crate) async fn record(
+    connection: &mut AnyConnection,
+    order: &Order,
+    cause: &Cause,
+) -> Result<(), sqlx::Error> {
+    let sequence: i64 = sqlx::query_scalar(
+        "UPDATE orders SET event_sequence = event_sequence + 1 WHERE order_id = $1 RETURNING event_sequence",
+    )
+    .bind(&order.order_id)
+    .fetch_one(&mut *connection)
+    .await?;
+    let body = encode(
+        cause.kind,
+        order,
+        u64::try_from(sequence).unwrap_or(0),
+        cause.at_unix_ms,
+    );
+    sqlx::query(
+        "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '')",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(&order.order_id)
+    .bind(sequence)
+    .bind(TOPIC)
+    .bind(cause.kind.event_type())
+    .bind(events::text_body::encode(&body))
+    .bind(cause.traceparent.as_str())
+    .bind(cause.tracestate.as_str())
+    .bind(cause.at_unix_ms)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
