@@ -97,7 +97,10 @@ fn schemathesis_finds_no_5xx_and_no_schema_violation(shop: &Shop) {
         &format!("the shipment of {order}"),
         Duration::from_secs(60),
         || {
-            let reply = curl_as(&token, &[&shop.url(&format!("/v1/orders/{order}/shipments"))]);
+            let reply = curl_as(
+                &token,
+                &[&shop.url(&format!("/v1/orders/{order}/shipments"))],
+            );
             assert_eq!(reply.status, 200, "{reply:?}");
             reply.json()["shipments"][0]["shipmentId"]
                 .as_str()

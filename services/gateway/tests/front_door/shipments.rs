@@ -26,7 +26,11 @@ fn place(shop: &Shop, token: &str, user: &str) -> String {
         ],
     );
     assert_eq!(placed.status, 200, "{placed:?}");
-    assert_eq!(placed.json()["status"], "ORDER_STATUS_CONFIRMED", "{placed:?}");
+    assert_eq!(
+        placed.json()["status"],
+        "ORDER_STATUS_CONFIRMED",
+        "{placed:?}"
+    );
     placed.json()["orderId"]
         .as_str()
         .expect("orderId")
@@ -93,7 +97,10 @@ pub fn a_shipment_is_read_by_its_owner_only(shop: &Shop) {
         );
     }
     // Bob's own (empty) list is his to read.
-    let own = curl_as(&bob_token, &[&shop.url(&format!("/v1/users/{bob}/shipments"))]);
+    let own = curl_as(
+        &bob_token,
+        &[&shop.url(&format!("/v1/users/{bob}/shipments"))],
+    );
     assert_eq!(own.status, 200, "{own:?}");
     assert_eq!(own.json()["shipments"], json!([]), "{own:?}");
 
