@@ -66,7 +66,7 @@ BACKENDS = ("users", "inventory", "payments")
 # namespace. It calls these, and never payments.
 GATEWAY = "gateway"
 GATEWAY_PORT = 8443
-GATEWAY_CALLS = ("users", "inventory", "orders")
+GATEWAY_CALLS = ("users", "inventory", "orders", "shipping")
 CONSUL_STS = "consul-server"
 ACL_JOB = "consul-acl-bootstrap"
 ACL_POLICIES_CM = "consul-acl-policies"

@@ -1,6 +1,7 @@
 //! The intentions the project ships for the shop's call graph: default-deny,
 //! `orders` may call `users`, `inventory` and `payments`, the API `gateway`
-//! may call `users`, `inventory` and `orders` — and is denied `payments` by
+//! may call `users`, `inventory`, `orders` and `shipping` (whose read RPCs it
+//! exposes to a shipment's owner) — and is denied `payments` by
 //! name, so that no wildcard allow added later reaches it — and the
 //! `operator` identity (grpcurl, `mesh bench`, demo seeding) may call every
 //! service. Nothing else calls `payments` or `inventory`. The Kubernetes manifests
@@ -18,6 +19,7 @@ pub(crate) const DEFAULT_INTENTIONS: &[(&str, &str, IntentionAction)] = &[
     ("gateway", "users", IntentionAction::Allow),
     ("gateway", "inventory", IntentionAction::Allow),
     ("gateway", "orders", IntentionAction::Allow),
+    ("gateway", "shipping", IntentionAction::Allow),
     ("gateway", "payments", IntentionAction::Deny),
     (mesh::connect::OPERATOR, "*", IntentionAction::Allow),
     ("*", "*", IntentionAction::Deny),
@@ -65,6 +67,7 @@ mod tests {
         assert_eq!(callers_of("payments"), ["orders", "operator"]);
         assert_eq!(callers_of("inventory"), ["orders", "gateway", "operator"]);
         assert_eq!(callers_of("orders"), ["gateway", "operator"]);
+        assert_eq!(callers_of("shipping"), ["gateway", "operator"]);
         assert!(!callers_of("payments").contains(&"users"));
         assert!(DEFAULT_INTENTIONS.contains(&("gateway", "payments", IntentionAction::Deny)));
     }

@@ -68,7 +68,7 @@ pub const POLICIES: [Policy; 9] = [
         name: "mesh-gateway",
         file: "gateway.hcl",
         description:
-            "gateway: service:write on itself, service:read on users, inventory, orders, node:read",
+            "gateway: service:write on itself, service:read on users, inventory, orders, shipping, node:read",
         rules: include_str!("../../../deploy/consul/acl/gateway.hcl"),
     },
     Policy {
@@ -154,12 +154,12 @@ mod tests {
     }
 
     #[test]
-    fn the_gateway_may_resolve_users_inventory_and_orders_but_never_payments() {
+    fn the_gateway_may_resolve_users_inventory_orders_and_shipping_but_never_payments() {
         let gateway = POLICIES
             .iter()
             .find(|policy| policy.name == "mesh-gateway")
             .expect("the gateway's policy");
-        for service in ["users", "inventory", "orders"] {
+        for service in ["users", "inventory", "orders", "shipping"] {
             let rule = format!("service \"{service}\" {{\n  policy = \"read\"");
             assert!(gateway.rules.contains(&rule), "{}", gateway.rules);
         }

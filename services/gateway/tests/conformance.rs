@@ -2,7 +2,8 @@
 //!
 //! - schemathesis (PyPI) generates requests from `GET /openapi.json` —
 //!   bounded examples, authenticated with a valid token, seeded users,
-//!   items and orders offered as likely values — and finds no 5xx and no
+//!   items, orders and the seeded order's shipment offered as likely
+//!   values — and finds no 5xx and no
 //!   response outside the document; the gateway's own metrics show that
 //!   every operation answered at least one 2xx;
 //! - the shop page at `GET /` in headless Chromium: an order placed with a
@@ -91,6 +92,21 @@ fn schemathesis_finds_no_5xx_and_no_schema_violation(shop: &Shop) {
         .as_str()
         .expect("orderId")
         .to_owned();
+    // Its shipment, once the event went through the broker to shipping.
+    let shipment = testkit::wait_until(
+        &format!("the shipment of {order}"),
+        Duration::from_secs(60),
+        || {
+            let reply = curl_as(
+                &token,
+                &[&shop.url(&format!("/v1/orders/{order}/shipments"))],
+            );
+            assert_eq!(reply.status, 200, "{reply:?}");
+            reply.json()["shipments"][0]["shipmentId"]
+                .as_str()
+                .map(str::to_owned)
+        },
+    );
 
     // The seeded values, offered for the fields that name them (the rest
     // of each request, and these too at times, is generated).
@@ -102,6 +118,7 @@ fn schemathesis_finds_no_5xx_and_no_schema_violation(shop: &Shop) {
 [dictionaries]
 users = {{ values = ["{user}"] }}
 orders = {{ values = ["{order}"] }}
+shipments = {{ values = ["{shipment}"] }}
 skus = {{ values = ["WIDGET-1", "GADGET-2"] }}
 quantities = {{ values = ["1", "2"] }}
 currencies = {{ values = ["EUR"] }}
@@ -112,6 +129,7 @@ names = {{ values = ["Ada Lovelace", "Grace"] }}
 "path.user_id" = {{ dictionary = "users", probability = 0.8 }}
 "query.userId" = {{ dictionary = "users", probability = 0.8 }}
 "path.order_id" = {{ dictionary = "orders", probability = 0.8 }}
+"path.shipment_id" = {{ dictionary = "shipments", probability = 0.8 }}
 "path.sku" = {{ dictionary = "skus", probability = 0.8 }}
 "body.userId" = {{ dictionary = "users", probability = 0.8 }}
 "body.items[*].sku" = {{ dictionary = "skus", probability = 0.8 }}
@@ -163,7 +181,7 @@ parameters = {{ "body.userId" = "{user}", "body.currency" = "EUR", "body.items" 
         output.status.success(),
         "schemathesis found failures:\n{report}"
     );
-    assert!(report.contains("8 selected / 8 total"), "{report}");
+    assert!(report.contains("11 selected / 11 total"), "{report}");
 
     let after = successes(shop);
     let document = curl(&[&shop.url("/openapi.json")]).json();

@@ -1,7 +1,14 @@
 //! The tonic service: validate (domain), act (store), answer. Store errors
 //! become gRPC statuses in one place, [`impl From<StoreError> for Status`](StoreError).
+//!
+//! Reads through the API gateway are for the shipment's owner only: the
+//! gateway names the token's user ([`Caller`]), and a shipment belongs to the
+//! `user_id` of the order it was made from (PERMISSION_DENIED for another
+//! user, as orders answers for an order). Services and the operator read
+//! every shipment.
 
 use mesh::{
+    caller::Caller,
     connect::PeerIdentity,
     proto::shipping::v1::{
         shipping_server::Shipping, GetShipmentRequest, ListShipmentsRequest, ListShipmentsResponse,
@@ -39,6 +46,7 @@ impl Shipping for ShippingService {
     ) -> Result<Response<Shipment>, Status> {
         let shipment_id = domain::validate_get(request.get_ref())?;
         let shipment = self.store.get(&shipment_id).await?;
+        Caller::of(&request).may_act_for(&shipment.user_id, &format!("shipment {shipment_id}"))?;
         Ok(Response::new(to_proto(shipment)))
     }
 
@@ -46,13 +54,23 @@ impl Shipping for ShippingService {
         &self,
         request: Request<ListShipmentsRequest>,
     ) -> Result<Response<ListShipmentsResponse>, Status> {
+        let caller = Caller::of(&request);
         let (shipments, next) = match domain::validate_list(request.get_ref())? {
-            ListBy::Order(order_id) => (self.store.by_order(&order_id).await?, None),
+            ListBy::Order(order_id) => {
+                let shipments = self.store.by_order(&order_id).await?;
+                may_read_all(
+                    &caller,
+                    &shipments,
+                    &format!("the shipment of order {order_id}"),
+                )?;
+                (shipments, None)
+            }
             ListBy::User {
                 user_id,
                 size,
                 after,
             } => {
+                caller.may_act_for(&user_id, "this user's shipment list")?;
                 let page = self.store.by_user(&user_id, after.as_ref(), size).await?;
                 let next = (page.len() as i64 == size)
                     .then(|| page.last())
@@ -83,6 +101,14 @@ impl Shipping for ShippingService {
         tracing::info!(%shipment_id, order_id = %shipment.order_id, "shipment shipped");
         Ok(Response::new(to_proto(shipment)))
     }
+}
+
+/// Whether `caller` may read every one of `shipments` (an order's: at most
+/// one, so one owner); `what` names them in the refusal.
+fn may_read_all(caller: &Caller, shipments: &[store::Shipment], what: &str) -> Result<(), Status> {
+    shipments
+        .iter()
+        .try_for_each(|shipment| caller.may_act_for(&shipment.user_id, what))
 }
 
 /// PERMISSION_DENIED unless the caller's verified Connect identity is the
@@ -200,6 +226,40 @@ mod tests {
             database: "shipping".into(),
         }));
         assert_eq!(status.code(), Code::Internal);
+    }
+
+    fn shipment_of(user_id: &str) -> store::Shipment {
+        store::Shipment {
+            shipment_id: "shp_1".into(),
+            order_id: "ord_1".into(),
+            user_id: user_id.into(),
+            status: domain::ShipmentStatus::Pending,
+            tracking_number: String::new(),
+            created_at_unix_ms: 1,
+            updated_at_unix_ms: 1,
+            shipped_at_unix_ms: 0,
+            lines: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn an_end_user_reads_only_its_own_shipments() {
+        let alice = Caller::EndUser("u_alice".into());
+        let what = "the shipment of order ord_1";
+        assert!(may_read_all(&alice, &[shipment_of("u_alice")], what).is_ok());
+        // An order without a shipment yet: nothing to refuse.
+        assert!(may_read_all(&alice, &[], what).is_ok());
+        let denied = may_read_all(&alice, &[shipment_of("u_bob")], what).unwrap_err();
+        assert_eq!(
+            (denied.code(), denied.message()),
+            (
+                Code::PermissionDenied,
+                "the shipment of order ord_1 belongs to another user"
+            )
+        );
+        let anonymous = may_read_all(&Caller::Anonymous, &[shipment_of("u_bob")], what);
+        assert_eq!(anonymous.unwrap_err().code(), Code::Unauthenticated);
+        assert!(may_read_all(&Caller::Service, &[shipment_of("u_bob")], what).is_ok());
     }
 
     #[test]

@@ -16,6 +16,9 @@ service "inventory" {
 service "orders" {
   policy = "read"
 }
+service "shipping" {
+  policy = "read"
+}
 
 # Health entries are filtered by node: without node:read they come back empty.
 node_prefix "" {

@@ -221,6 +221,8 @@ mod tests {
                 "/mesh.orders.v1.Orders/GetOrder",
                 "/mesh.orders.v1.Orders/ListOrders",
                 "/mesh.orders.v1.Orders/PlaceOrder",
+                "/mesh.shipping.v1.Shipping/GetShipment",
+                "/mesh.shipping.v1.Shipping/ListShipments",
                 "/mesh.users.v1.Users/CreateUser",
                 "/mesh.users.v1.Users/GetUser",
             ]
@@ -233,6 +235,7 @@ mod tests {
             "/mesh.payments.v1.Payments/Charge",
             "/mesh.payments.v1.Payments/Refund",
             "/mesh.payments.v1.Payments/GetPayment",
+            "/mesh.shipping.v1.Shipping/MarkShipped",
             "/mesh.users.v1.Users/ListUsers",
         ] {
             assert!(

@@ -1,14 +1,14 @@
 //! The shop behind the gateway for the gateway's behaviour tests: a real
-//! Consul agent with the shipped intentions, real `users`, `inventory`,
-//! `payments` and `orders` processes with Connect mTLS, and a real
-//! `gateway` process with the local token key; `curl` and `grpcurl` call it
-//! as a client would.
+//! Consul agent with the shipped intentions, a real Redis as the events'
+//! broker, real `users`, `inventory`, `payments`, `orders` and `shipping`
+//! processes with Connect mTLS, and a real `gateway` process with the local
+//! token key; `curl` and `grpcurl` call it as a client would.
 #![allow(dead_code)] // Each test binary uses a part of it.
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use gateway::auth::dev::{DevKeys, DEV_AUDIENCE, DEV_ISSUER};
-use testkit::{free_port, ConsulAgent, ServiceOptions, ServiceProcess};
+use testkit::{free_port, ConsulAgent, RedisServer, ServiceOptions, ServiceProcess};
 
 /// The intentions `mesh up` and the Kubernetes manifests ship (plus the
 /// test-only service's), most specific first.
@@ -19,15 +19,21 @@ pub const INTENTIONS: &[(&str, &str, &str)] = &[
     ("gateway", "users", "allow"),
     ("gateway", "inventory", "allow"),
     ("gateway", "orders", "allow"),
+    ("gateway", "shipping", "allow"),
     ("gateway", "payments", "deny"),
     ("gateway", "gatewaytest", "allow"),
     ("operator", "*", "allow"),
     ("*", "*", "deny"),
 ];
 
+/// The services behind the gateway, in start order.
+pub const SERVICES: [&str; 5] = ["users", "inventory", "payments", "orders", "shipping"];
+
 /// The running shop.
 pub struct Shop {
     pub agent: ConsulAgent,
+    /// The events' broker: orders publishes to it, shipping consumes.
+    pub broker: RedisServer,
     pub services: Vec<ServiceProcess>,
     pub gateway: ServiceProcess,
     /// The gateway's `--metrics-listen` address.
@@ -55,15 +61,20 @@ impl Shop {
         let dir = tempfile::tempdir().expect("temp dir");
         let keys = DevKeys::ensure(&dir.path().join("keys")).expect("the local token key");
         let data = dir.path().join("data");
+        let broker = RedisServer::start();
         let mut services = Vec::new();
-        for name in ["users", "inventory", "payments", "orders"] {
+        for name in SERVICES {
+            let mut args = vec!["--check-interval".to_owned(), "500".to_owned()];
+            if ["orders", "shipping"].contains(&name) {
+                args.extend(["--broker-url".to_owned(), broker.url()]);
+            }
             services.push(ServiceProcess::start(
                 name,
                 ServiceOptions {
                     consul: Some(agent.http_addr()),
                     mtls: true,
                     data_dir: Some(data.clone()),
-                    args: vec!["--check-interval".into(), "500".into()],
+                    args,
                     env: options.env.clone(),
                     ..ServiceOptions::default()
                 },
@@ -73,12 +84,13 @@ impl Shop {
         let mut shop = Self {
             gateway: start_gateway(&agent, &keys, &metrics, &options.env, &options.gateway_args),
             agent,
+            broker,
             services,
             metrics,
             keys,
             dir,
         };
-        for name in ["users", "inventory", "payments", "orders", "gateway"] {
+        for name in SERVICES.into_iter().chain(["gateway"]) {
             shop.agent.wait_passing(name, 1, Duration::from_secs(60));
         }
         shop.gateway.wait_serving(Duration::from_secs(30));

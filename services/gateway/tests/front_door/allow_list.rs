@@ -42,6 +42,10 @@ const INTERNAL: &[(&str, &str)] = &[
         "mesh.inventory.v1.Inventory/AddStock",
     ),
     ("mesh/users/v1/users.proto", "mesh.users.v1.Users/ListUsers"),
+    (
+        "mesh/shipping/v1/shipping.proto",
+        "mesh.shipping.v1.Shipping/MarkShipped",
+    ),
 ];
 
 /// A gRPC-Web request body: one uncompressed message frame.

@@ -1,5 +1,5 @@
 //! The front door end to end, against one real mesh (Consul with the
-//! shipped intentions, the four services with Connect mTLS, the gateway)
+//! shipped intentions, Redis, the five services with Connect mTLS, the gateway)
 //! started once for this test binary: each check below is a behaviour a
 //! client of the gateway sees, through real `curl` and `grpcurl`.
 
@@ -13,6 +13,7 @@ mod exposure;
 mod observability;
 mod protection;
 mod rest;
+mod shipments;
 
 use common::{Shop, ShopOptions};
 use testkit::otlp::Collector;
@@ -45,6 +46,7 @@ async fn the_front_door() {
         shop.stock("WIDGET-1", 1000, 1999);
         shop.stock("GADGET-2", 5, 4999);
         rest::curl_signs_up_reads_orders_lists_and_cancels(&shop);
+        shipments::a_shipment_is_read_by_its_owner_only(&shop);
         auth::without_a_token_401_with_another_users_token_403(&shop);
         auth::services_believe_the_subject_only_from_the_gateway_identity(&shop);
         allow_list::internal_rpcs_answer_404_on_rest_grpc_and_grpc_web(&shop);
