@@ -48,7 +48,7 @@ impl Handler for ShipmentsFromOrders {
         };
         match self
             .store
-            .handle(GROUP, &received, mesh::storage::now_unix_ms())
+            .handle(GROUP, &received, mesh::storage::now_unix_ms)
             .await
         {
             Ok(Handled::Applied) => {

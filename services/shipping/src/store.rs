@@ -127,16 +127,27 @@ impl Store {
     }
 
     /// Applies `received` for `consumer` (see the module docs).
-    pub async fn handle(
+    ///
+    /// `clock` is read inside the write unit: the time an event is applied
+    /// is taken once the order's progress row is locked, so one order's
+    /// events carry their times in the order they were applied, whichever
+    /// instance applied them (a time taken before the unit waited for the
+    /// database could be older than an event applied before it).
+    pub async fn handle<C>(
         &self,
         consumer: &str,
         received: &Received<'_>,
-        now_unix_ms: i64,
-    ) -> Result<Handled, StoreError> {
+        clock: C,
+    ) -> Result<Handled, StoreError>
+    where
+        C: Fn() -> i64 + Send + Sync + 'static,
+    {
         let consumer = consumer.to_owned();
         let received = OwnedReceived::from(received);
+        let clock = std::sync::Arc::new(clock);
         self.write(move |connection| {
-            Box::pin(async move { handle_in(connection, &consumer, &received, now_unix_ms).await })
+            let clock = clock.clone();
+            Box::pin(async move { handle_in(connection, &consumer, &received, &*clock).await })
         })
         .await
     }
@@ -291,9 +302,10 @@ async fn handle_in(
     connection: &mut AnyConnection,
     consumer: &str,
     received: &OwnedReceived,
-    now_unix_ms: i64,
+    clock: &(dyn Fn() -> i64 + Send + Sync),
 ) -> Result<Handled, StoreError> {
     let event = &received.event;
+    let now_unix_ms = clock();
     let recorded = sqlx::query(
         "INSERT INTO inbox (consumer, event_id, order_id, sequence, event_type, state, payload_hex, received_at_unix_ms, applied_at_unix_ms) \
          VALUES ($1, $2, $3, $4, $5, 'RECEIVED', '', $6, 0) ON CONFLICT (consumer, event_id) DO NOTHING",
@@ -310,15 +322,22 @@ async fn handle_in(
     if recorded == 0 {
         return Ok(Handled::Duplicate);
     }
-    let applied: i64 = sqlx::query_scalar(
-        "INSERT INTO order_progress (order_id, applied_sequence, updated_at_unix_ms) VALUES ($1, 0, $2) \
-         ON CONFLICT (order_id) DO UPDATE SET updated_at_unix_ms = excluded.updated_at_unix_ms \
-         RETURNING applied_sequence",
+    // Locks the order's progress row until the commit (a no-op update when
+    // it exists): what another instance applied to this order before is
+    // committed and visible from here on.
+    let progress = sqlx::query(
+        "INSERT INTO order_progress (order_id, applied_sequence, updated_at_unix_ms) VALUES ($1, 0, 0) \
+         ON CONFLICT (order_id) DO UPDATE SET applied_sequence = order_progress.applied_sequence \
+         RETURNING applied_sequence, updated_at_unix_ms",
     )
     .bind(event.order_id())
-    .bind(now_unix_ms)
     .fetch_one(&mut *connection)
     .await?;
+    let applied: i64 = progress.try_get("applied_sequence")?;
+    let last_applied_at: i64 = progress.try_get("updated_at_unix_ms")?;
+    // An order's events carry their times in the order they were applied,
+    // whichever instance applied them and whatever its clock said.
+    let now_unix_ms = clock().max(now_unix_ms).max(last_applied_at);
     let sequence = event.sequence();
     let outcome = if sequence <= applied {
         set_state(connection, consumer, &received.event_id, "SKIPPED", "", 0).await?;
@@ -353,9 +372,12 @@ async fn handle_in(
             now_unix_ms,
         )
         .await?;
-        sqlx::query("UPDATE order_progress SET applied_sequence = $1 WHERE order_id = $2")
-            .bind(last)
-            .bind(event.order_id())
+        sqlx::query(
+            "UPDATE order_progress SET applied_sequence = $1, updated_at_unix_ms = $2 WHERE order_id = $3",
+        )
+        .bind(last)
+        .bind(now_unix_ms)
+        .bind(event.order_id())
             .execute(&mut *connection)
             .await?;
         Handled::Applied
@@ -586,7 +608,7 @@ mod tests {
                     body: &body,
                     event,
                 },
-                at,
+                move || at,
             )
             .await
             .unwrap()
@@ -651,6 +673,30 @@ mod tests {
                 ("c".to_owned(), 2, "APPLIED".to_owned())
             ]
         );
+    }
+
+    /// Seen in a 1000-run campaign: two instances, the cancel's time read
+    /// before its write waited behind the confirmation's, so the cancel
+    /// looked applied first. An instance whose clock lags (the same thing)
+    /// still stamps an order's events in the order they were applied.
+    #[tokio::test]
+    async fn an_orders_events_carry_their_times_in_the_order_they_were_applied() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        assert_eq!(
+            handle(&store, "k", &confirmed("ord_1"), 100).await,
+            Handled::Applied
+        );
+        assert_eq!(
+            handle(&store, "c", &cancelled("ord_1"), 50).await,
+            Handled::Applied
+        );
+        let times: Vec<(String, i64)> =
+            sqlx::query_as("SELECT event_id, applied_at_unix_ms FROM inbox ORDER BY sequence")
+                .fetch_all(&store.pool)
+                .await
+                .unwrap();
+        assert_eq!(times, [("k".to_owned(), 100), ("c".to_owned(), 100)]);
     }
 
     #[tokio::test]
