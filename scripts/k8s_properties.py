@@ -749,7 +749,7 @@ def check_overlay(rep: Report, r: Rendered, overlay: str | None):
         for svc in BROKER_CLIENTS:
             w = r.get("Deployment", svc)
             sct = main_container(w)
-            need(env_text(r, sct, "MESH_BROKER_URL") == f"redis://{BROKER_STS}:{BROKER_PORT}",
+            need(env_text(r, sct, "MESH_BROKER_URL") == f"rediss://{BROKER_STS}:{BROKER_PORT}",
                  f"{svc}: MESH_BROKER_URL")
             need(mounted_secret_file(w, sct, env_text(r, sct, "MESH_BROKER_PASSWORD_FILE")),
                  f"{svc}: MESH_BROKER_PASSWORD_FILE is not a mounted Secret file")
@@ -1281,6 +1281,7 @@ def main(argv: list[str]) -> int:
     # The TLS properties live in their own module, which uses this one's helpers: one copy
     # of this module, also when it runs as a script.
     sys.modules.setdefault("k8s_properties", sys.modules[__name__])
+    import k8s_broker_tls
     import k8s_consul_tls
 
     compose = None
@@ -1295,8 +1296,10 @@ def main(argv: list[str]) -> int:
         rendered = Rendered(path)
         check_overlay(rep, rendered, overlay)
         k8s_consul_tls.check(rep, rendered, f"[{overlay or os.path.basename(path)}]")
+        k8s_broker_tls.check(rep, rendered, f"[{overlay or os.path.basename(path)}]")
     if compose:
         k8s_consul_tls.check_compose(rep, compose)
+        k8s_broker_tls.check_compose(rep, compose)
     print(f"k8s: {rep.passed} passed, {rep.failed} failed")
     return 1 if rep.failed else 0
 

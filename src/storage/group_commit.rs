@@ -88,8 +88,10 @@ pub enum WriteError {
         /// The database (service) name.
         database: String,
     },
-    /// The unit panicked; its savepoint was rolled back.
-    #[error("a write to the {database} database panicked and was rolled back")]
+    /// The unit panicked (its savepoint was rolled back), or its writer
+    /// panicked outside the unit before answering it (the writer goes on
+    /// with the next batch; this batch was not confirmed to this caller).
+    #[error("a write to the {database} database panicked and was not confirmed")]
     Panicked {
         /// The database (service) name.
         database: String,

@@ -8,10 +8,18 @@
 #                                                   (RPC, verify_server_hostname), the API
 #                                                   Service `consul`, every server's DNS name
 #   consul-gossip-key  gossip.json                  {"encrypt": "<consul keygen>"}
+# and, with a CA of its own (domain `broker`: a broker certificate can never pass for a
+# Consul server, whose name is server.dc1.consul), what the events' broker's TLS needs:
+#   broker-ca          ca.pem                       the broker's CA: orders and shipping
+#                                                   mount it (MESH_BROKER_CACERT)
+#   broker-ca-key      ca.pem, ca-key.pem           its key: mounted nowhere
+#   broker-tls         server.pem, server-key.pem,  the broker's certificate: mesh-broker
+#                      ca.pem                       (the host of MESH_BROKER_URL), its
+#                                                   namespace names, 127.0.0.1 (the probes)
 # Idempotent: a Secret that exists is kept, a missing server certificate is issued by the
-# existing CA (delete consul-server-tls and re-run the Job to renew it). Runs in the
-# hashicorp/consul image (consul, curl, busybox) as a ServiceAccount that may create Secrets
-# and read only these four.
+# existing CA (delete consul-server-tls or broker-tls and re-run the Job to renew it). Runs
+# in the hashicorp/consul image (consul, curl, busybox) as a ServiceAccount that may create
+# Secrets and read only these seven.
 set -eu
 sa=${SERVICE_ACCOUNT_DIR:-/var/run/secrets/kubernetes.io/serviceaccount}
 ns=$(cat "$sa/namespace")
@@ -77,4 +85,27 @@ fi
 if ! exists consul-gossip-key; then
   printf '{"encrypt": "%s"}\n' "$(consul keygen)" > gossip.json
   create consul-gossip-key gossip.json=gossip.json
+fi
+
+# The events' broker: its own CA, then its server certificate.
+if exists broker-ca-key; then
+  field broker-ca-key ca.pem > broker-agent-ca.pem
+  field broker-ca-key ca-key.pem > broker-agent-ca-key.pem
+  echo "using the CA of Secret broker-ca-key"
+else
+  consul tls ca create -domain=broker -days=1825
+  create broker-ca-key ca.pem=broker-agent-ca.pem ca-key.pem=broker-agent-ca-key.pem
+fi
+exists broker-ca || create broker-ca ca.pem=broker-agent-ca.pem
+if ! exists broker-tls; then
+  consul tls cert create -server -domain=broker -dc=dc1 -days=365 \
+    -ca=broker-agent-ca.pem -key=broker-agent-ca-key.pem \
+    -additional-dnsname=mesh-broker \
+    -additional-dnsname="mesh-broker.$ns.svc" \
+    -additional-dnsname="mesh-broker.$ns.svc.cluster.local" \
+    -additional-dnsname="*.mesh-broker.$ns.svc" \
+    -additional-dnsname="*.mesh-broker.$ns.svc.cluster.local" \
+    -additional-ipaddress=127.0.0.1
+  create broker-tls server.pem=dc1-server-broker-0.pem server-key.pem=dc1-server-broker-0-key.pem \
+    ca.pem=broker-agent-ca.pem
 fi

@@ -328,3 +328,57 @@ async fn the_writer_stops_after_the_last_handle_and_answers_what_was_queued() {
     assert_eq!(pending.await.expect("queued before the drop: committed"), 1);
     assert_eq!(note_ids(&db.observer).await, vec![1]);
 }
+
+/// A unit whose answer panics: a panic in the writer outside any unit's
+/// savepoint (after COMMIT), as a bug in the writer's own code would be.
+struct AnswerThatPanics;
+
+impl job::Answer for AnswerThatPanics {
+    fn send(self: Box<Self>, _commit: Result<(), &WriteError>) {
+        panic!("a bug outside any write unit");
+    }
+}
+
+struct UnitWithPanickingAnswer;
+
+impl job::Job for UnitWithPanickingAnswer {
+    fn run<'c>(
+        self: Box<Self>,
+        _connection: &'c mut sqlx::AnyConnection,
+    ) -> futures::future::BoxFuture<'c, job::Executed> {
+        Box::pin(async {
+            job::Executed {
+                succeeded: true,
+                answer: Box::new(AnswerThatPanics),
+            }
+        })
+    }
+
+    fn fail(self: Box<Self>, _error: &WriteError) {}
+}
+
+#[tokio::test]
+async fn a_panic_outside_a_unit_fails_its_batch_loudly_and_the_writer_goes_on() {
+    let db = database().await;
+    let writer = writer("outside_panic_test", &db.pool);
+    // One batch (current-thread runtime): 1, the unit whose answer panics, 2.
+    let answered = insert_note(&writer, 1);
+    writer
+        .enqueue(Box::new(UnitWithPanickingAnswer))
+        .expect("queued");
+    let unanswered = insert_note(&writer, 2);
+    let (answered, unanswered) = tokio::join!(answered, unanswered);
+    answered.expect("answered before the panic");
+    // Its caller is told, not left waiting.
+    assert!(
+        matches!(
+            unanswered,
+            Err(TestError::Write(WriteError::Panicked { .. }))
+        ),
+        "{unanswered:?}"
+    );
+    // Not a wedge: the next writes go through the same writer.
+    assert_eq!(insert_note(&writer, 3).await.expect("still writing"), 3);
+    assert_eq!(insert_note(&writer, 4).await.expect("still writing"), 4);
+    assert_eq!(note_ids(&db.observer).await, vec![1, 2, 3, 4]);
+}

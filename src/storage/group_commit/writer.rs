@@ -96,11 +96,12 @@ impl Writer {
         let started = Instant::now();
         let units = batch.len();
         let outcome = match self.pool.acquire().await {
-            Ok(mut connection) => {
-                let outcome = self.run_batch(&mut connection, batch).await;
+            Ok(connection) => {
+                let mut connection = ClosedIfPanicking(connection);
+                let outcome = self.run_batch(&mut connection.0, batch).await;
                 if outcome.is_err() {
                     // Whatever state a failed batch left, it is not reused.
-                    connection.close_on_drop();
+                    connection.0.close_on_drop();
                 }
                 outcome
             }
@@ -224,14 +225,64 @@ impl Writer {
     }
 }
 
+/// A batch's connection that is closed, not returned to the pool, when a
+/// panic unwinds through the batch (it may be inside a transaction).
+struct ClosedIfPanicking(PoolConnection<Any>);
+
+impl Drop for ClosedIfPanicking {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.close_on_drop();
+        }
+    }
+}
+
 /// Serves `queue` until every [`super::GroupCommit`] handle is dropped and
 /// the units queued before are answered.
+///
+/// A panic outside a write unit (collecting, BEGIN, COMMIT, answering) ends
+/// only the batch it hit, never the writer: the batch's callers whose answer
+/// was not sent yet get [`WriteError::Panicked`] (their reply channel is
+/// dropped), the panic is logged (those units count as `failed`), and the writer serves the next
+/// batch on a fresh connection (docs/adr/0019-*). Without this the task died
+/// and the instance ran on, unable to write.
 pub(super) async fn run(writer: Writer, mut queue: mpsc::Receiver<Box<dyn Job>>) {
     let mut batch = Vec::with_capacity(writer.max_batch);
     while let Some(first) = queue.recv().await {
         batch.push(first);
-        writer.collect(&mut queue, &mut batch).await;
-        writer.metrics.dequeued(batch.len());
-        writer.commit(std::mem::take(&mut batch)).await;
+        let cycle = AssertUnwindSafe(async {
+            writer.collect(&mut queue, &mut batch).await;
+            writer.metrics.dequeued(batch.len());
+            writer.commit(std::mem::take(&mut batch)).await;
+        })
+        .catch_unwind()
+        .await;
+        if let Err(panic) = cycle {
+            let unanswered = batch.len();
+            // Dropping the units drops their reply channels: their callers
+            // get WriteError::Panicked instead of waiting for ever.
+            batch.clear();
+            for _ in 0..unanswered {
+                writer.metrics.unit(UnitOutcome::Failed);
+            }
+            tracing::error!(
+                database = %writer.database,
+                unanswered,
+                panic = %panic_message(panic.as_ref()),
+                "the database writer panicked outside a write unit; the batch's callers get an \
+                 error and the writer goes on with the next batch"
+            );
+        }
     }
+}
+
+/// The panic's message, bounded (it may carry anything).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    const LIMIT: usize = 256;
+    let message = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("a non-text panic payload");
+    message.chars().take(LIMIT).collect()
 }
