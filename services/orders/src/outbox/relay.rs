@@ -177,6 +177,7 @@ impl Relay {
     }
 
     async fn publish_order(&self, broker: &Broker, order_id: &str) -> Published {
+        let started = std::time::Instant::now();
         let now = now_unix_ms();
         let lease_ms = i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX / 2);
         match self
@@ -191,10 +192,13 @@ impl Relay {
                 return Published::Busy;
             }
         }
+        let leased = started.elapsed();
         let outcome = self.publish_leased(broker, order_id).await;
+        let published = started.elapsed();
         if let Err(error) = self.table.release(order_id, &self.owner).await {
             tracing::warn!(%order_id, %error, "cannot give the order's events up; the lease will expire");
         }
+        tracing::debug!(%order_id, lease_us = leased.as_micros(), publish_and_mark_us = (published - leased).as_micros(), release_us = (started.elapsed() - published).as_micros(), "relay phases");
         outcome
     }
 
@@ -207,6 +211,8 @@ impl Relay {
             }
         };
         for row in pending {
+            let row_started = std::time::Instant::now();
+            let waited_ms = now_unix_ms() - row.created_at_unix_ms;
             if let Some(pause) = self.options.pause_before_publish {
                 tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: committed, pausing before the publish");
                 tokio::time::sleep(pause).await;
@@ -223,6 +229,8 @@ impl Relay {
                 }
                 return Published::Failed(error);
             }
+            let publish = row_started.elapsed();
+            let publish_us = publish.as_micros();
             if let Some(pause) = self.options.pause_after_publish {
                 tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: published, pausing before the mark");
                 tokio::time::sleep(pause).await;
@@ -238,7 +246,7 @@ impl Relay {
                 tracing::warn!(event_id = %row.event_id, %error, "published, but cannot mark the row");
                 return Published::Busy;
             }
-            tracing::debug!(%order_id, sequence = row.sequence, event_id = %row.event_id, "event published");
+            tracing::debug!(%order_id, sequence = row.sequence, event_id = %row.event_id, waited_ms, publish_us, mark_us = (row_started.elapsed() - publish).as_micros(), "event published");
         }
         Published::All
     }
