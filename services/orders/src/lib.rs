@@ -115,8 +115,10 @@ pub struct Config {
     #[command(flatten)]
     pub broker: events::BrokerArgs,
 
-    /// How long a relay holds an order's events while it publishes them;
-    /// after a relay died, another instance publishes them once it ran out.
+    /// How long a relay holds an order's events: from the commit that
+    /// records them (that unit leases the order to its own instance's
+    /// relay) until they are published; after a relay died, another
+    /// instance publishes them once it ran out.
     #[arg(value_name = "DURATION", long = "outbox-lease", env = "MESH_OUTBOX_LEASE", default_value = "30s",
           value_parser = mesh::config::duration::parser(mesh::config::duration::BareUnit::Seconds, Duration::from_millis(100)))]
     pub outbox_lease: Duration,
@@ -158,7 +160,6 @@ impl Config {
     pub fn relay_options(&self) -> outbox::RelayOptions {
         outbox::RelayOptions {
             sweep_every: self.outbox_sweep,
-            lease: self.outbox_lease,
             pause_before_publish: self.pause_before_publish,
             pause_after_publish: self.pause_after_publish,
             ..outbox::RelayOptions::default()
@@ -247,13 +248,13 @@ pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeE
     let (store, _relay) = match config.events {
         Switch::Off => (store::Store::new(pool), None),
         Switch::On => {
-            let wake = outbox::Wake::default();
-            let relay = outbox::Relay::new(
-                outbox::Table::new(pool.clone()),
-                wake.clone(),
+            let wake = outbox::Wake::new(
                 format!("{}-{}", bound.instance_id(), uuid::Uuid::new_v4().simple()),
-                config.relay_options(),
+                config.outbox_lease,
             );
+            let store = store::Store::with_outbox(pool, wake.clone());
+            let relay =
+                outbox::Relay::new(outbox::Table::over(&store), wake, config.relay_options());
             let consul = if config.service.no_consul {
                 None
             } else {
@@ -265,10 +266,7 @@ pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeE
                 let consul = consul.clone();
                 async move { events::connect(&events::locate(&broker, consul.as_ref()).await?) }
             }));
-            (
-                store::Store::with_outbox(pool, wake),
-                Some(AbortOnDrop(task)),
-            )
+            (store, Some(AbortOnDrop(task)))
         }
     };
     let saga = saga::Saga::new(store, upstreams, config.saga_options());

@@ -18,15 +18,17 @@ use events::{Broker, BrokerError, EventBroker};
 use futures::StreamExt;
 use mesh::storage::now_unix_ms;
 
-use super::{metrics::OutboxMetrics, table::Table, Wake, TOPIC};
+use super::{
+    metrics::OutboxMetrics,
+    table::{Outcome, Table},
+    Wake, TOPIC,
+};
 
 /// How the relay paces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RelayOptions {
     /// How often it looks for pending rows without being woken.
     pub sweep_every: Duration,
-    /// How long a relay holds an order's events (longer than any publish).
-    pub lease: Duration,
     /// Orders looked at per round.
     pub batch: i64,
     /// Orders published at the same time.
@@ -47,7 +49,6 @@ impl Default for RelayOptions {
     fn default() -> Self {
         Self {
             sweep_every: Duration::from_secs(1),
-            lease: Duration::from_secs(30),
             batch: 64,
             concurrency: 8,
             keep_published: Duration::from_secs(24 * 3600),
@@ -63,7 +64,6 @@ impl Default for RelayOptions {
 pub struct Relay {
     table: Table,
     wake: Wake,
-    owner: String,
     options: RelayOptions,
     metrics: Arc<OutboxMetrics>,
 }
@@ -79,12 +79,12 @@ enum Published {
 }
 
 impl Relay {
-    /// A relay over `table`, woken by `wake`, leasing as `owner`.
-    pub fn new(table: Table, wake: Wake, owner: String, options: RelayOptions) -> Self {
+    /// A relay over `table`, woken by `wake` and leasing as its owner for
+    /// its lease.
+    pub fn new(table: Table, wake: Wake, options: RelayOptions) -> Self {
         Self {
             table,
             wake,
-            owner,
             options,
             metrics: OutboxMetrics::registered(),
         }
@@ -177,33 +177,64 @@ impl Relay {
     }
 
     async fn publish_order(&self, broker: &Broker, order_id: &str) -> Published {
+        let started = std::time::Instant::now();
         let now = now_unix_ms();
-        let lease_ms = i64::try_from(self.options.lease.as_millis()).unwrap_or(i64::MAX / 2);
-        match self
-            .table
-            .lease(order_id, &self.owner, now, now + lease_ms)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return Published::Busy,
-            Err(error) => {
-                tracing::warn!(%order_id, %error, "cannot lease the order's events");
-                return Published::Busy;
+        let owner = self.wake.owner();
+        // A lease the committing unit took for this relay needs no write of
+        // its own while it has at least half its time left.
+        let handed = self
+            .wake
+            .take_handed(order_id)
+            .is_some_and(|until| until - now > self.wake.lease_ms() / 2);
+        if !handed {
+            match self
+                .table
+                .lease(order_id, owner, now, now + self.wake.lease_ms())
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Published::Busy,
+                Err(error) => {
+                    tracing::warn!(%order_id, %error, "cannot lease the order's events");
+                    return Published::Busy;
+                }
             }
         }
-        let outcome = self.publish_leased(broker, order_id).await;
-        if let Err(error) = self.table.release(order_id, &self.owner).await {
-            tracing::warn!(%order_id, %error, "cannot give the order's events up; the lease will expire");
+        let leased = started.elapsed();
+        let (published, outcome) = self.publish_leased(broker, order_id).await;
+        let sent = started.elapsed();
+        // The marks and the release: one write unit, sharing the writer's
+        // commit with whatever else is queued.
+        if let Err(error) = self
+            .table
+            .finish(order_id, owner, outcome, now_unix_ms())
+            .await
+        {
+            // Published but not marked: it goes out again after the lease
+            // expires (a duplicate consumers drop).
+            tracing::warn!(%order_id, %error, "cannot mark the order's published events; they will go out again");
+            return Published::Busy;
         }
-        outcome
+        tracing::debug!(
+            %order_id,
+            handed,
+            lease_us = leased.as_micros(),
+            read_and_publish_us = (sent - leased).as_micros(),
+            mark_and_release_us = (started.elapsed() - sent).as_micros(),
+            "relay phases"
+        );
+        published
     }
 
-    async fn publish_leased(&self, broker: &Broker, order_id: &str) -> Published {
+    /// Publishes the leased order's pending events in sequence, stopping at
+    /// the first failure; what it gave, and what to record of it.
+    async fn publish_leased(&self, broker: &Broker, order_id: &str) -> (Published, Outcome) {
+        let mut outcome = Outcome::default();
         let pending = match self.table.pending_of(order_id).await {
             Ok(pending) => pending,
             Err(error) => {
                 tracing::warn!(%order_id, %error, "cannot read the order's events");
-                return Published::Busy;
+                return (Published::Busy, outcome);
             }
         };
         for row in pending {
@@ -211,36 +242,23 @@ impl Relay {
                 tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: committed, pausing before the publish");
                 tokio::time::sleep(pause).await;
             }
-            let event = row.to_event();
-            if let Err(error) = broker.publish(TOPIC, &event).await {
+            let waited_ms = now_unix_ms() - row.created_at_unix_ms;
+            let publishing = std::time::Instant::now();
+            if let Err(error) = broker.publish(TOPIC, &row.to_event()).await {
                 self.metrics.publish_error();
-                if let Err(db) = self
-                    .table
-                    .record_failure(&row.event_id, &error.to_string())
-                    .await
-                {
-                    tracing::warn!(event_id = %row.event_id, error = %db, "cannot record the failed publish");
-                }
-                return Published::Failed(error);
+                outcome.failed = Some((row.event_id, error.to_string()));
+                return (Published::Failed(error), outcome);
             }
+            let publish_us = publishing.elapsed().as_micros();
             if let Some(pause) = self.options.pause_after_publish {
                 tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: published, pausing before the mark");
                 tokio::time::sleep(pause).await;
             }
             self.metrics.published();
-            if let Err(error) = self
-                .table
-                .mark_published(&row.event_id, now_unix_ms())
-                .await
-            {
-                // Published but not marked: it goes out again later (a duplicate
-                // consumers drop); stop here so the order's order holds.
-                tracing::warn!(event_id = %row.event_id, %error, "published, but cannot mark the row");
-                return Published::Busy;
-            }
-            tracing::debug!(%order_id, sequence = row.sequence, event_id = %row.event_id, "event published");
+            tracing::debug!(%order_id, sequence = row.sequence, event_id = %row.event_id, waited_ms, publish_us, "event published");
+            outcome.confirmed.push(row.event_id);
         }
-        Published::All
+        (Published::All, outcome)
     }
 
     async fn maintain(&self, broker: &Broker) {
@@ -248,6 +266,7 @@ impl Relay {
             tracing::debug!(%error, "cannot apply the broker's retention now");
         }
         let now = now_unix_ms();
+        self.wake.forget_ended(now);
         let keep = i64::try_from(self.options.keep_published.as_millis()).unwrap_or(i64::MAX / 2);
         match self.table.prune(now - keep, now).await {
             Ok(0) => {}

@@ -2,7 +2,10 @@
 //! writes them (an event is recorded by `crate::store::events::record`, in
 //! its state change's transaction).
 
-use sqlx::{AnyPool, Row};
+use mesh::storage::GroupCommit;
+use sqlx::{AnyConnection, AnyPool, Row};
+
+use crate::store::{Store, StoreError};
 
 /// One pending event, as the relay publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,64 +46,139 @@ impl Pending {
     }
 }
 
-/// The relay's access to the outbox.
+/// The relay's access to the outbox: reads on the pool, writes as units of
+/// the database's group-commit writer, so the relay's bookkeeping shares the
+/// saga's durable commits instead of competing with them for the database's
+/// one writer.
 #[derive(Debug, Clone)]
 pub struct Table {
     pool: AnyPool,
+    writer: GroupCommit,
+}
+
+/// What publishing one leased order's events gave, for [`Table::finish`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The events the broker confirmed, in the order published.
+    pub confirmed: Vec<String>,
+    /// The event whose publish failed, with why (nothing after it was tried).
+    pub failed: Option<(String, String)>,
+}
+
+/// Takes `order_id`'s lease for `owner` until `until` unless another relay
+/// holds a live one (a relay's own lease is renewed), on `connection`;
+/// whether it did.
+pub(crate) async fn lease_in(
+    connection: &mut AnyConnection,
+    order_id: &str,
+    owner: &str,
+    now_unix_ms: i64,
+    until_unix_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let taken: Option<String> = sqlx::query_scalar(
+        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+         WHERE outbox_leases.until_unix_ms <= $4 OR outbox_leases.owner = excluded.owner RETURNING owner",
+    )
+    .bind(order_id)
+    .bind(owner)
+    .bind(until_unix_ms)
+    .bind(now_unix_ms)
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(taken.is_some())
 }
 
 impl Table {
-    /// Over orders' pool.
-    pub fn new(pool: AnyPool) -> Self {
-        Self { pool }
+    /// Over the store's database, writing through its writer.
+    pub fn over(store: &Store) -> Self {
+        Self {
+            pool: store.pool().clone(),
+            writer: store.writer().clone(),
+        }
     }
 
     /// Up to `limit` orders with pending events, the longest waiting first.
-    pub async fn pending_orders(&self, limit: i64) -> Result<Vec<String>, sqlx::Error> {
-        sqlx::query_scalar(
+    pub async fn pending_orders(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
             "SELECT order_id FROM outbox WHERE published_at_unix_ms = 0 \
              GROUP BY order_id ORDER BY MIN(created_at_unix_ms) LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
-        .await
+        .await?)
     }
 
     /// Takes `order_id`'s lease for `owner` until `until` unless another
-    /// relay holds a live one; whether it did.
+    /// relay holds a live one (its own is renewed); whether it did.
     pub async fn lease(
         &self,
         order_id: &str,
         owner: &str,
         now_unix_ms: i64,
         until_unix_ms: i64,
-    ) -> Result<bool, sqlx::Error> {
-        let taken: Option<String> = sqlx::query_scalar(
-            "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES ($1, $2, $3) \
-             ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
-             WHERE outbox_leases.until_unix_ms <= $4 RETURNING owner",
-        )
-        .bind(order_id)
-        .bind(owner)
-        .bind(until_unix_ms)
-        .bind(now_unix_ms)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(taken.is_some())
+    ) -> Result<bool, StoreError> {
+        let (order_id, owner) = (order_id.to_owned(), owner.to_owned());
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    Ok(lease_in(connection, &order_id, &owner, now_unix_ms, until_unix_ms).await?)
+                })
+            })
+            .await
     }
 
-    /// Gives the lease up (no-op when another relay has it by now).
-    pub async fn release(&self, order_id: &str, owner: &str) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM outbox_leases WHERE order_id = $1 AND owner = $2")
-            .bind(order_id)
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Records what publishing `order_id`'s events gave and gives `owner`'s
+    /// lease up, in one write unit: exactly the confirmed events are marked
+    /// published at `now`, the failed one gets its attempt and error (kept,
+    /// bounded, for people), and the lease is released (a no-op when
+    /// another relay has it by now).
+    pub async fn finish(
+        &self,
+        order_id: &str,
+        owner: &str,
+        outcome: Outcome,
+        now_unix_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (order_id, owner) = (order_id.to_owned(), owner.to_owned());
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    for event_id in &outcome.confirmed {
+                        sqlx::query(
+                            "UPDATE outbox SET published_at_unix_ms = $1, attempts = attempts + 1, last_error = '' \
+                             WHERE event_id = $2 AND order_id = $3",
+                        )
+                        .bind(now_unix_ms.max(1))
+                        .bind(event_id)
+                        .bind(&order_id)
+                        .execute(&mut *connection)
+                        .await?;
+                    }
+                    if let Some((event_id, error)) = &outcome.failed {
+                        let error: String = error.chars().take(300).collect();
+                        sqlx::query(
+                            "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2 AND order_id = $3",
+                        )
+                        .bind(error)
+                        .bind(event_id)
+                        .bind(&order_id)
+                        .execute(&mut *connection)
+                        .await?;
+                    }
+                    sqlx::query("DELETE FROM outbox_leases WHERE order_id = $1 AND owner = $2")
+                        .bind(&order_id)
+                        .bind(&owner)
+                        .execute(&mut *connection)
+                        .await?;
+                    Ok(())
+                })
+            })
+            .await
     }
 
     /// The order's pending events, in sequence.
-    pub async fn pending_of(&self, order_id: &str) -> Result<Vec<Pending>, sqlx::Error> {
+    pub async fn pending_of(&self, order_id: &str) -> Result<Vec<Pending>, StoreError> {
         let rows = sqlx::query(
             "SELECT event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms \
              FROM outbox WHERE order_id = $1 AND published_at_unix_ms = 0 ORDER BY sequence",
@@ -108,7 +186,8 @@ impl Table {
         .bind(order_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
+        let pending: Result<Vec<Pending>, sqlx::Error> = rows
+            .iter()
             .map(|row| {
                 let payload: String = row.try_get("payload_hex")?;
                 Ok(Pending {
@@ -125,36 +204,8 @@ impl Table {
                     created_at_unix_ms: row.try_get("created_at_unix_ms")?,
                 })
             })
-            .collect()
-    }
-
-    /// The broker confirmed `event_id`.
-    pub async fn mark_published(
-        &self,
-        event_id: &str,
-        now_unix_ms: i64,
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "UPDATE outbox SET published_at_unix_ms = $1, attempts = attempts + 1, last_error = '' WHERE event_id = $2",
-        )
-        .bind(now_unix_ms.max(1))
-        .bind(event_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Publishing `event_id` failed with `error` (kept, bounded, for people).
-    pub async fn record_failure(&self, event_id: &str, error: &str) -> Result<(), sqlx::Error> {
-        let error: String = error.chars().take(300).collect();
-        sqlx::query(
-            "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2",
-        )
-        .bind(error)
-        .bind(event_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+            .collect();
+        Ok(pending?)
     }
 
     /// How many events are pending, and when the oldest was recorded.
@@ -168,19 +219,25 @@ impl Table {
     }
 
     /// Forgets events published before `before` and leases that ended.
-    pub async fn prune(&self, before_unix_ms: i64, now_unix_ms: i64) -> Result<u64, sqlx::Error> {
-        let pruned = sqlx::query(
-            "DELETE FROM outbox WHERE published_at_unix_ms > 0 AND published_at_unix_ms < $1",
-        )
-        .bind(before_unix_ms)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        sqlx::query("DELETE FROM outbox_leases WHERE until_unix_ms < $1")
-            .bind(now_unix_ms)
-            .execute(&self.pool)
-            .await?;
-        Ok(pruned)
+    pub async fn prune(&self, before_unix_ms: i64, now_unix_ms: i64) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    let pruned = sqlx::query(
+                        "DELETE FROM outbox WHERE published_at_unix_ms > 0 AND published_at_unix_ms < $1",
+                    )
+                    .bind(before_unix_ms)
+                    .execute(&mut *connection)
+                    .await?
+                    .rows_affected();
+                    sqlx::query("DELETE FROM outbox_leases WHERE until_unix_ms < $1")
+                        .bind(now_unix_ms)
+                        .execute(&mut *connection)
+                        .await?;
+                    Ok(pruned)
+                })
+            })
+            .await
     }
 }
 
@@ -193,14 +250,23 @@ mod tests {
         store::{Fence, Inserted, NewOrder, Store, StoreError},
     };
 
-    async fn open(dir: &std::path::Path) -> (Store, Table) {
+    /// The relay of the store `open` gives, and its lease.
+    const RELAY: &str = "relay-a";
+    const LEASE_MS: i64 = 1000;
+
+    async fn open_with_wake(dir: &std::path::Path) -> (Store, Table, Wake) {
         let pool = mesh::storage::open("orders", None, dir, &crate::MIGRATOR)
             .await
             .expect("open the orders database");
-        (
-            Store::with_outbox(pool.clone(), Wake::default()),
-            Table::new(pool),
-        )
+        let wake = Wake::new(RELAY, std::time::Duration::from_millis(LEASE_MS as u64));
+        let store = Store::with_outbox(pool, wake.clone());
+        let table = Table::over(&store);
+        (store, table, wake)
+    }
+
+    async fn open(dir: &std::path::Path) -> (Store, Table) {
+        let (store, table, _) = open_with_wake(dir).await;
+        (store, table)
     }
 
     async fn pending_order(store: &Store, order_id: &str, at: i64) -> Fence {
@@ -396,13 +462,18 @@ mod tests {
             table.lease("ord_2", "relay-b", 500, 1500).await.unwrap(),
             "other orders are free"
         );
+        assert!(
+            table.lease("ord_1", "relay-a", 600, 1600).await.unwrap(),
+            "a relay renews its own lease"
+        );
         // Expired: another relay takes it, and the first one's release no
         // longer removes it.
-        assert!(table.lease("ord_1", "relay-b", 1100, 2100).await.unwrap());
-        table.release("ord_1", "relay-a").await.unwrap();
-        assert!(!table.lease("ord_1", "relay-a", 1200, 2200).await.unwrap());
-        table.release("ord_1", "relay-b").await.unwrap();
-        assert!(table.lease("ord_1", "relay-a", 1200, 2200).await.unwrap());
+        assert!(table.lease("ord_1", "relay-b", 1600, 2600).await.unwrap());
+        let release = |owner: &'static str| table.finish("ord_1", owner, Outcome::default(), 1700);
+        release("relay-a").await.unwrap();
+        assert!(!table.lease("ord_1", "relay-a", 1700, 2700).await.unwrap());
+        release("relay-b").await.unwrap();
+        assert!(table.lease("ord_1", "relay-a", 1700, 2700).await.unwrap());
     }
 
     #[tokio::test]
@@ -419,17 +490,22 @@ mod tests {
             "the longest waiting first"
         );
         let event = table.pending_of("ord_1").await.unwrap().remove(0);
-        table
-            .record_failure(&event.event_id, &"x".repeat(10_000))
-            .await
-            .unwrap();
+        let failed = Outcome {
+            confirmed: vec![],
+            failed: Some((event.event_id.clone(), "x".repeat(10_000))),
+        };
+        table.finish("ord_1", RELAY, failed, 50).await.unwrap();
         let error: String = sqlx::query_scalar("SELECT last_error FROM outbox WHERE event_id = $1")
             .bind(&event.event_id)
             .fetch_one(&table.pool)
             .await
             .unwrap();
         assert_eq!(error.len(), 300, "a failure's text is bounded");
-        table.mark_published(&event.event_id, 100).await.unwrap();
+        let confirmed = Outcome {
+            confirmed: vec![event.event_id.clone()],
+            failed: None,
+        };
+        table.finish("ord_1", RELAY, confirmed, 100).await.unwrap();
         assert_eq!(table.pending_orders(10).await.unwrap(), ["ord_2"]);
         assert_eq!(table.backlog().await.unwrap(), (1, Some(40)));
         assert_eq!(table.prune(100, 100).await.unwrap(), 0, "not yet");
@@ -440,5 +516,101 @@ mod tests {
             "pending stays"
         );
         assert_eq!(table.pending_of("ord_2").await.unwrap().len(), 1);
+    }
+
+    /// Who holds `order_id`'s lease, until when.
+    async fn lease_of(table: &Table, order_id: &str) -> Option<(String, i64)> {
+        sqlx::query_as("SELECT owner, until_unix_ms FROM outbox_leases WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&table.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_committed_event_is_leased_to_its_instances_relay_until_the_lease_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table, wake) = open_with_wake(dir.path()).await;
+        let fence = pending_order(&store, "ord_1", 10).await;
+        store.confirm(&fence, 20).await.unwrap();
+        assert_eq!(
+            lease_of(&table, "ord_1").await,
+            Some((RELAY.to_owned(), 20 + LEASE_MS)),
+            "the confirming unit leased the order to its relay"
+        );
+        assert_eq!(wake.take_handed("ord_1"), Some(20 + LEASE_MS));
+        assert_eq!(wake.take_handed("ord_1"), None, "handed over once");
+        assert!(
+            !table.lease("ord_1", "relay-b", 500, 1500).await.unwrap(),
+            "another relay does not take a pre-leased order while the lease lasts"
+        );
+        assert!(
+            table
+                .lease("ord_1", "relay-b", 20 + LEASE_MS, 3000)
+                .await
+                .unwrap(),
+            "it does once the lease ended (the committing relay died)"
+        );
+
+        // The cancel is committed while relay-b holds the order: the unit
+        // does not take it from relay-b, and hands nothing over.
+        assert!(store.request_cancel("ord_1", 1100).await.unwrap());
+        let cancelling = store
+            .try_lease("ord_1", "saga-2", 1200, 5000)
+            .await
+            .unwrap()
+            .expect("a cancelling order is leased");
+        store.cancelled(&cancelling, 1300).await.unwrap();
+        assert_eq!(event_types(&table, "ord_1").await.len(), 2);
+        assert_eq!(
+            lease_of(&table, "ord_1").await,
+            Some(("relay-b".to_owned(), 3000))
+        );
+        assert_eq!(wake.take_handed("ord_1"), None);
+
+        // An ended hand-off is forgotten.
+        let fence = pending_order(&store, "ord_2", 2000).await;
+        store.confirm(&fence, 2010).await.unwrap();
+        wake.forget_ended(2010 + LEASE_MS);
+        assert_eq!(wake.take_handed("ord_2"), None);
+    }
+
+    #[tokio::test]
+    async fn finishing_marks_exactly_the_confirmed_events_and_releases_the_lease() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let fence = pending_order(&store, "ord_1", 10).await;
+        store.confirm(&fence, 20).await.unwrap();
+        assert!(store.request_cancel("ord_1", 30).await.unwrap());
+        let cancelling = store
+            .try_lease("ord_1", "saga-2", 40, 5000)
+            .await
+            .unwrap()
+            .expect("a cancelling order is leased");
+        store.cancelled(&cancelling, 50).await.unwrap();
+        let other = pending_order(&store, "ord_2", 60).await;
+        store.confirm(&other, 70).await.unwrap();
+        let events = table.pending_of("ord_1").await.unwrap();
+        let (confirmed, cancelled) = (events[0].event_id.clone(), events[1].event_id.clone());
+        let unrelated = table.pending_of("ord_2").await.unwrap()[0].event_id.clone();
+
+        // The first event went out, the second failed; an event of another
+        // order named by mistake is not touched.
+        let outcome = Outcome {
+            confirmed: vec![confirmed.clone(), unrelated],
+            failed: Some((cancelled.clone(), "the broker is down".to_owned())),
+        };
+        table.finish("ord_1", RELAY, outcome, 100).await.unwrap();
+        let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
+            "SELECT event_id, published_at_unix_ms, attempts, last_error FROM outbox ORDER BY order_id, sequence",
+        )
+        .fetch_all(&table.pool)
+        .await
+        .unwrap();
+        assert_eq!(rows[0], (confirmed, 100, 1, String::new()));
+        assert_eq!(rows[1], (cancelled, 0, 1, "the broker is down".to_owned()));
+        assert_eq!(rows[2].1, 0, "another order's event stays pending");
+        assert_eq!(lease_of(&table, "ord_1").await, None, "released");
+        assert_eq!(table.backlog().await.unwrap(), (2, Some(50)));
     }
 }

@@ -6,7 +6,11 @@
 //! relay once the unit's commit is acknowledged. The relay's side (reading, publishing, marking) is
 //! `crate::outbox`.
 
-use std::sync::Arc;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use mesh::proto::events::v1::{OrderCancelled, OrderConfirmed, OrderLine, OrderRejected};
 use prost::Message;
@@ -22,20 +26,81 @@ pub const TOPIC: &str = "orders";
 /// The CloudEvents `source` of orders' events.
 pub const SOURCE: &str = "/mesh/orders";
 
-/// Wakes the relay when a transaction that recorded an event committed.
-#[derive(Debug, Clone, Default)]
-pub struct Wake(Arc<Notify>);
+/// The hand-off between the units that record events and this instance's
+/// relay: the unit that records an event also takes the order's lease for
+/// this relay (when no other relay holds a live one), so on the happy path
+/// the relay publishes without a lease write of its own; once the unit's
+/// commit is acknowledged, the store hands the order over and wakes the
+/// relay.
+#[derive(Debug, Clone)]
+pub struct Wake(Arc<Handoff>);
+
+#[derive(Debug)]
+struct Handoff {
+    notify: Notify,
+    owner: String,
+    lease_ms: i64,
+    /// Orders whose lease a committed unit took for this relay, with the
+    /// lease's end.
+    handed: Mutex<HashMap<String, i64>>,
+}
 
 impl Wake {
+    /// The hand-off to the relay leasing as `owner` for `lease` at a time.
+    pub fn new(owner: impl Into<String>, lease: Duration) -> Self {
+        Self(Arc::new(Handoff {
+            notify: Notify::new(),
+            owner: owner.into(),
+            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2),
+            handed: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Whom the leases are taken for.
+    pub fn owner(&self) -> &str {
+        &self.0.owner
+    }
+
+    /// How long a lease lasts, in ms.
+    pub fn lease_ms(&self) -> i64 {
+        self.0.lease_ms
+    }
+
+    /// A committed unit took `order_id`'s lease for this relay until
+    /// `until_unix_ms`.
+    pub(crate) fn hand_over(&self, order_id: String, until_unix_ms: i64) {
+        self.handed().insert(order_id, until_unix_ms);
+    }
+
+    /// The end of the lease a committed unit took on `order_id` for this
+    /// relay, if one did since the last call (the relay then holds it).
+    pub fn take_handed(&self, order_id: &str) -> Option<i64> {
+        self.handed().remove(order_id)
+    }
+
+    /// Forgets hand-offs whose lease ended before `now_unix_ms` (orders
+    /// another path published meanwhile), so the map stays bounded.
+    pub fn forget_ended(&self, now_unix_ms: i64) {
+        self.handed().retain(|_, until| *until > now_unix_ms);
+    }
+
+    fn handed(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
+        // A panic while holding it cannot leave the map inconsistent.
+        self.0
+            .handed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Something was committed (a wake with no relay waiting is kept for
     /// its next wait).
     pub fn notify(&self) {
-        self.0.notify_one();
+        self.0.notify.notify_one();
     }
 
     /// Waits for the next [`Wake::notify`].
     pub async fn notified(&self) {
-        self.0.notified().await;
+        self.0.notify.notified().await;
     }
 }
 
@@ -129,17 +194,23 @@ pub fn encode(kind: Kind, order: &Order, sequence: u64, at_unix_ms: i64) -> Vec<
 pub(crate) struct Cause {
     kind: Kind,
     at_unix_ms: i64,
+    /// The relay the recording unit leases the order for, and until when.
+    relay: String,
+    lease_until_unix_ms: i64,
     traceparent: String,
     tracestate: String,
 }
 
 impl Cause {
-    /// `kind` at `at_unix_ms`, in the current span's trace.
-    pub(crate) fn capture(kind: Kind, at_unix_ms: i64) -> Self {
+    /// `kind` at `at_unix_ms`, in the current span's trace, to be handed
+    /// to `wake`'s relay.
+    pub(crate) fn capture(kind: Kind, at_unix_ms: i64, wake: &Wake) -> Self {
         let (traceparent, tracestate) = events::trace::current_context();
         Self {
             kind,
             at_unix_ms,
+            relay: wake.owner().to_owned(),
+            lease_until_unix_ms: at_unix_ms.saturating_add(wake.lease_ms()),
             traceparent: traceparent.unwrap_or_default(),
             tracestate: tracestate.unwrap_or_default(),
         }
@@ -147,12 +218,14 @@ impl Cause {
 }
 
 /// Records `cause` about `order` — as it is now, inside the caller's write
-/// unit — as the order's next event.
+/// unit — as the order's next event, and takes the order's lease for the
+/// cause's relay unless another relay holds a live one: the end of that
+/// lease if taken (hand it over with [`Wake::hand_over`] once committed).
 pub(crate) async fn record(
     connection: &mut AnyConnection,
     order: &Order,
     cause: &Cause,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<i64>, sqlx::Error> {
     let sequence: i64 = sqlx::query_scalar(
         "UPDATE orders SET event_sequence = event_sequence + 1 WHERE order_id = $1 RETURNING event_sequence",
     )
@@ -180,5 +253,13 @@ pub(crate) async fn record(
     .bind(cause.at_unix_ms)
     .execute(&mut *connection)
     .await?;
-    Ok(())
+    let leased = crate::outbox::table::lease_in(
+        connection,
+        &order.order_id,
+        &cause.relay,
+        cause.at_unix_ms,
+        cause.lease_until_unix_ms,
+    )
+    .await?;
+    Ok(leased.then_some(cause.lease_until_unix_ms))
 }

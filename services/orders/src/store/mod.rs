@@ -541,7 +541,7 @@ impl Store {
         let event = self
             .outbox
             .as_ref()
-            .map(|_| Cause::capture(Kind::of_final(status), now_unix_ms));
+            .map(|wake| Cause::capture(Kind::of_final(status), now_unix_ms, wake));
         let resolved = self
             .write(move |connection| {
                 Box::pin(async move {
@@ -568,17 +568,18 @@ impl Store {
                     // consumer, the confirmed order it already knows.
                     let changes_for_consumers =
                         !(from == OrderStatus::Cancelling && status == OrderStatus::Confirmed);
+                    let mut handed = None;
                     if let Some(event) = event.filter(|_| changes_for_consumers) {
-                        events::record(connection, &order, &event).await?;
+                        handed = events::record(connection, &order, &event).await?;
                     }
-                    Ok(Some(order))
+                    Ok(Some((order, handed)))
                 })
             })
             .await?;
-        let Some(order) = resolved else {
+        let Some((order, handed)) = resolved else {
             return Err(self.not_parked(order_id).await);
         };
-        self.wake_relay();
+        self.wake_relay(&order.order_id, handed);
         Ok(order)
     }
 
@@ -823,31 +824,43 @@ impl Store {
         let event = self
             .outbox
             .as_ref()
-            .map(|_| Cause::capture(Kind::of_final(status), now_unix_ms));
+            .map(|wake| Cause::capture(Kind::of_final(status), now_unix_ms, wake));
         // The state and its event in one write unit (one savepoint of the
         // writer's transaction): never one without the other.
-        let order = self
+        let (order, handed) = self
             .write(move |connection| {
                 Box::pin(async move {
                     fenced_in(connection, &sql, &values, &fence).await?;
                     let order = read_order(connection, &fence.order_id).await?;
+                    let mut handed = None;
                     if let Some(event) = event {
-                        events::record(connection, &order, &event).await?;
+                        handed = events::record(connection, &order, &event).await?;
                     }
-                    Ok(order)
+                    Ok((order, handed))
                 })
             })
             .await?;
-        self.wake_relay();
+        self.wake_relay(&order.order_id, handed);
         Ok(order)
     }
 
-    /// Wakes the relay (if the outbox is on): called once a unit that may
-    /// have recorded an event is acknowledged, so after its durable commit.
-    fn wake_relay(&self) {
+    /// Wakes the relay (if the outbox is on), handing it `order_id` when
+    /// the unit took the order's lease for it (until `handed`): called once
+    /// a unit that may have recorded an event is acknowledged, so after its
+    /// durable commit.
+    fn wake_relay(&self, order_id: &str, handed: Option<i64>) {
         if let Some(wake) = &self.outbox {
+            if let Some(until_unix_ms) = handed {
+                wake.hand_over(order_id.to_owned(), until_unix_ms);
+            }
             wake.notify();
         }
+    }
+
+    /// The database's group-commit writer (the relay's bookkeeping shares
+    /// its commits with the saga's writes).
+    pub fn writer(&self) -> &GroupCommit {
+        &self.writer
     }
 
     /// `UPDATE orders SET <set> WHERE <fenced>`, `values` bound to the
