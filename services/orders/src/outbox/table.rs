@@ -3,9 +3,9 @@
 //! its state change's transaction).
 
 use mesh::storage::GroupCommit;
-use sqlx::{AnyConnection, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 
-use crate::store::{Store, StoreError};
+use crate::store::{events::lease_in, Store, StoreError};
 
 /// One pending event, as the relay publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,30 +63,6 @@ pub struct Outcome {
     pub confirmed: Vec<String>,
     /// The event whose publish failed, with why (nothing after it was tried).
     pub failed: Option<(String, String)>,
-}
-
-/// Takes `order_id`'s lease for `owner` until `until` unless another relay
-/// holds a live one (a relay's own lease is renewed), on `connection`;
-/// whether it did.
-pub(crate) async fn lease_in(
-    connection: &mut AnyConnection,
-    order_id: &str,
-    owner: &str,
-    now_unix_ms: i64,
-    until_unix_ms: i64,
-) -> Result<bool, sqlx::Error> {
-    let taken: Option<String> = sqlx::query_scalar(
-        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
-         WHERE outbox_leases.until_unix_ms <= $4 OR outbox_leases.owner = excluded.owner RETURNING owner",
-    )
-    .bind(order_id)
-    .bind(owner)
-    .bind(until_unix_ms)
-    .bind(now_unix_ms)
-    .fetch_optional(&mut *connection)
-    .await?;
-    Ok(taken.is_some())
 }
 
 impl Table {

@@ -253,7 +253,7 @@ pub(crate) async fn record(
     .bind(cause.at_unix_ms)
     .execute(&mut *connection)
     .await?;
-    let leased = crate::outbox::table::lease_in(
+    let leased = lease_in(
         connection,
         &order.order_id,
         &cause.relay,
@@ -262,4 +262,28 @@ pub(crate) async fn record(
     )
     .await?;
     Ok(leased.then_some(cause.lease_until_unix_ms))
+}
+
+/// Takes `order_id`'s lease for `owner` until `until` unless another relay
+/// holds a live one (a relay's own lease is renewed), on `connection`;
+/// whether it did.
+pub(crate) async fn lease_in(
+    connection: &mut AnyConnection,
+    order_id: &str,
+    owner: &str,
+    now_unix_ms: i64,
+    until_unix_ms: i64,
+) -> Result<bool, sqlx::Error> {
+    let taken: Option<String> = sqlx::query_scalar(
+        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES ($1, $2, $3) \
+         ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+         WHERE outbox_leases.until_unix_ms <= $4 OR outbox_leases.owner = excluded.owner RETURNING owner",
+    )
+    .bind(order_id)
+    .bind(owner)
+    .bind(until_unix_ms)
+    .bind(now_unix_ms)
+    .fetch_optional(&mut *connection)
+    .await?;
+    Ok(taken.is_some())
 }
