@@ -307,6 +307,23 @@ pub fn parse(output: &[u8]) -> Reply {
     }
 }
 
+/// Places an order of `quantity` WIDGET-1 for `user` over REST with `token`.
+pub fn place_order(shop: &Shop, token: &str, user: &str, request_id: &str, quantity: u32) -> Reply {
+    let body = serde_json::json!({"requestId": request_id, "userId": user, "items": [{"sku": "WIDGET-1", "quantity": quantity}]});
+    curl_as(
+        token,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body.to_string(),
+            &shop.url("/v1/orders"),
+        ],
+    )
+}
+
 /// `curl` with a bearer token.
 pub fn curl_as(token: &str, args: &[&str]) -> Reply {
     let header = format!("Authorization: Bearer {token}");

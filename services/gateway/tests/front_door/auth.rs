@@ -4,7 +4,7 @@
 use serde_json::json;
 use testkit::grpcurl_mtls;
 
-use crate::common::{curl, curl_as, Shop};
+use crate::common::{curl, curl_as, place_order, Shop};
 
 fn now() -> u64 {
     std::time::SystemTime::now()
@@ -15,19 +15,7 @@ fn now() -> u64 {
 
 /// Places an order for `user` with `token`; its id.
 fn order_for(shop: &Shop, token: &str, user: &str, request_id: &str) -> String {
-    let body = json!({"requestId": request_id, "userId": user, "items": [{"sku": "WIDGET-1", "quantity": 1}]});
-    let placed = curl_as(
-        token,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-            &shop.url("/v1/orders"),
-        ],
-    );
+    let placed = place_order(shop, token, user, request_id, 1);
     assert_eq!(placed.status, 200, "{placed:?}");
     placed.json()["orderId"]
         .as_str()

@@ -8,23 +8,11 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::common::{curl, curl_as, Reply, Shop};
+use crate::common::{curl, curl_as, place_order, Reply, Shop};
 
 /// Places an order for `user` over REST; its id.
 fn place(shop: &Shop, token: &str, user: &str) -> String {
-    let body = json!({"requestId": "shipments-1", "userId": user, "items": [{"sku": "WIDGET-1", "quantity": 2}]});
-    let placed = curl_as(
-        token,
-        &[
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body.to_string(),
-            &shop.url("/v1/orders"),
-        ],
-    );
+    let placed = place_order(shop, token, user, "shipments-1", 2);
     assert_eq!(placed.status, 200, "{placed:?}");
     assert_eq!(
         placed.json()["status"],
