@@ -59,10 +59,21 @@ pub async fn identity(agent: &ConsulAgent, name: &str) -> Identity {
 
 /// One HTTP/2 connection to `address` (a payments mesh port) as `identity`,
 /// handshake done. It reconnects by itself after a close.
+///
+/// A server that has just started may still wait for its first leaf from a
+/// Connect CA that is being set up ("CA root is nil"), and resets the
+/// handshake until then: tried again for up to 20 s.
 pub async fn dial(address: &str, identity: &Identity) -> Channel {
-    try_dial(address, identity)
-        .await
-        .expect("the TLS handshake succeeds")
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match try_dial(address, identity).await {
+            Ok(channel) => return channel,
+            Err(error) if tokio::time::Instant::now() >= deadline => {
+                panic!("the TLS handshake succeeds: {error:?}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
 }
 
 /// [`dial`], returning the error.
