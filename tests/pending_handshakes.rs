@@ -9,8 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use mtls_fixture::{check, dial, identity, payments};
-use testkit::{scrape_metrics, ConsulAgent};
+use mtls_fixture::{check, dial, identity, payments, spawn_payments, try_dial};
+use testkit::{scrape_metrics, ConsulAgent, Fault, FaultProxy};
 
 const CAP: usize = 16;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -169,4 +169,41 @@ async fn pending_handshakes_are_capped_and_timed_out_and_a_real_caller_still_get
         violations.is_empty(),
         "unauthenticated connections: {violations:#?}"
     );
+}
+
+/// A service without its first Connect certificate accepts nothing on its
+/// mesh port: a caller's connection waits in the listen backlog instead of
+/// having its handshake reset, and gets in once the certificate arrives.
+/// (Before, the server accepted at once and reset every handshake until its
+/// leaf was there — seen in CI right after an agent started: "CA root is
+/// nil".) The certificate is held back by blackholing payments' way to
+/// the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_its_first_certificate_a_service_holds_callers_instead_of_resetting_them() {
+    let agent = ConsulAgent::start();
+    let orders = identity(&agent, "orders").await;
+    let way_to_agent = FaultProxy::start(&agent.http_addr());
+    way_to_agent.set(Fault::Blackhole);
+    let (mut payments, _metrics) = spawn_payments(&way_to_agent.addr(), &[], &[]);
+    let address = payments.addr();
+
+    // The port is bound (connections reach the backlog) ...
+    let bound_by = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(&address).is_err() {
+        assert!(Instant::now() < bound_by, "payments never bound {address}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // ... but a caller's handshake is neither done nor reset: it waits.
+    let early = tokio::time::timeout(Duration::from_secs(3), try_dial(&address, &orders)).await;
+    assert!(
+        early.is_err(),
+        "without a certificate the server answered the handshake: {early:?}"
+    );
+
+    way_to_agent.set(Fault::Pass);
+    payments.wait_serving(Duration::from_secs(60));
+    let channel = dial(&address, &orders).await;
+    check(&channel, Duration::from_secs(10))
+        .await
+        .expect("served once the certificate is there");
 }

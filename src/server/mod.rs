@@ -266,13 +266,6 @@ impl BoundServer {
         let mtls_identity = self.connect_identity();
         let mut signals = self.signals;
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut server = tokio::spawn(front(
-            self.listener,
-            self.admission,
-            Box::pin(async {
-                let _ = stopped.await;
-            }),
-        ));
         let (stop_health, health_stopped) = tokio::sync::oneshot::channel::<()>();
         let health_server = tokio::spawn(health_port::serve(
             self.health_listener,
@@ -282,28 +275,46 @@ impl BoundServer {
             },
         ));
         let _metrics = self.metrics.map(observe::serve_metrics);
+        let (listener, admission) = (self.listener, self.admission);
 
+        // Nothing is accepted before the certificate is there: until then a
+        // caller's connection waits in the listen backlog (bounded by its
+        // own connect timeout) instead of having its handshake reset.
         let start_serving = async {
             if let Some(connect) = &mtls_identity {
                 wait_for_identity(connect).await;
             }
+            let server = tokio::spawn(front(
+                listener,
+                admission,
+                Box::pin(async {
+                    let _ = stopped.await;
+                }),
+            ));
             set_health(&health, grpc_service, ServingStatus::Serving).await;
             tracing::info!(service = identity.name, address = %self.local_addr, health = %self.health_addr, "serving");
-            registration::start(
+            let registrar = registration::start(
                 identity,
                 grpc_service,
                 &self.args,
                 self.local_addr,
                 self.health_addr.port(),
                 &instance_id,
-            )
+            );
+            (server, registrar)
         };
-        let (signal, registrar) = tokio::select! {
+        let (signal, serving) = tokio::select! {
             signal = signals.recv() => (signal, None),
-            started = start_serving => {
-                let registrar = started?;
+            (mut server, registrar) = start_serving => {
+                let registrar = match registrar {
+                    Ok(registrar) => registrar,
+                    Err(error) => {
+                        server.abort();
+                        return Err(error);
+                    }
+                };
                 tokio::select! {
-                    signal = signals.recv() => (signal, registrar),
+                    signal = signals.recv() => (signal, Some((server, registrar))),
                     finished = &mut server => {
                         // The server stopped on its own: that is an error.
                         finished.unwrap_or_else(|join| panic!("server task panicked: {join}"));
@@ -314,14 +325,16 @@ impl BoundServer {
         };
         tracing::info!(service = identity.name, %signal, drain = ?self.args.drain, "shutting down: NOT_SERVING, draining");
         set_health(&health, grpc_service, ServingStatus::NotServing).await;
-        if let Some(registrar) = registrar {
-            deregister(registrar, identity.name).await;
+        if let Some((server, registrar)) = serving {
+            if let Some(registrar) = registrar {
+                deregister(registrar, identity.name).await;
+            }
+            tokio::time::sleep(self.args.drain).await;
+            let _ = stop_accepting.send(());
+            server
+                .await
+                .unwrap_or_else(|join| panic!("server task panicked: {join}"));
         }
-        tokio::time::sleep(self.args.drain).await;
-        let _ = stop_accepting.send(());
-        server
-            .await
-            .unwrap_or_else(|join| panic!("server task panicked: {join}"));
         let _ = stop_health.send(());
         health_server
             .await

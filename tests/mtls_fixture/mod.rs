@@ -25,12 +25,23 @@ use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 /// A `payments` instance with Connect mTLS whose Consul address is `consul`
 /// (the agent, or a proxy in front of it), with metrics on a free port, the
-/// extra `args` and `env`. Returns it and its metrics address.
+/// extra `args` and `env`, serving. Returns it and its metrics address.
 pub fn payments(consul: &str, args: &[&str], env: &[(&str, &str)]) -> (ServiceProcess, String) {
+    let (mut process, metrics) = spawn_payments(consul, args, env);
+    process.wait_serving(Duration::from_secs(60));
+    (process, metrics)
+}
+
+/// [`payments`], started without waiting for it to serve.
+pub fn spawn_payments(
+    consul: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (ServiceProcess, String) {
     let metrics = format!("127.0.0.1:{}", free_port());
     let mut flags = vec!["--metrics-listen".to_owned(), metrics.clone()];
     flags.extend(args.iter().map(|arg| (*arg).to_owned()));
-    let process = ServiceProcess::start(
+    let process = ServiceProcess::spawn(
         "payments",
         ServiceOptions {
             consul: Some(consul.to_owned()),
@@ -60,9 +71,8 @@ pub async fn identity(agent: &ConsulAgent, name: &str) -> Identity {
 /// One HTTP/2 connection to `address` (a payments mesh port) as `identity`,
 /// handshake done. It reconnects by itself after a close.
 ///
-/// A server that has just started may still wait for its first leaf from a
-/// Connect CA that is being set up ("CA root is nil"), and resets the
-/// handshake until then: tried again for up to 20 s.
+/// A handshake that fails (the agent's Connect CA may still be settling
+/// right after it started) is tried again for up to 20 s.
 pub async fn dial(address: &str, identity: &Identity) -> Channel {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
