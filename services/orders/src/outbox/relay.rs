@@ -34,6 +34,11 @@ pub struct RelayOptions {
     pub batch: i64,
     /// Orders published at the same time.
     pub concurrency: usize,
+    /// Under load, how long the relay lets commits gather after a round that
+    /// published something before it reads again: fewer, larger rounds
+    /// (their statements are per round, not per order) for at most this
+    /// much more latency; an idle relay woken by a commit reads at once.
+    pub gather: Duration,
     /// How long published rows are kept (for people to look at).
     pub keep_published: Duration,
     /// How often the broker's retention is applied and old rows pruned.
@@ -52,6 +57,7 @@ impl Default for RelayOptions {
             sweep_every: Duration::from_secs(1),
             batch: 64,
             concurrency: 8,
+            gather: Duration::from_millis(10),
             keep_published: Duration::from_secs(24 * 3600),
             maintain_every: Duration::from_secs(60),
             pause_before_publish: None,
@@ -152,6 +158,9 @@ impl Relay {
                 // relays.
                 (false, None) => return Ok(()),
                 _ => {}
+            }
+            if !self.options.gather.is_zero() {
+                tokio::time::sleep(self.options.gather).await;
             }
         }
     }
