@@ -77,7 +77,11 @@ impl Sample {
     pub(crate) fn per_order(&self, orders: u64) -> CpuPerOrder {
         let per = |used: Duration| used.as_secs_f64() * 1e6 / orders.max(1) as f64;
         CpuPerOrder {
-            by_process: self.0.iter().map(|(label, used)| (label.to_string(), per(*used))).collect(),
+            by_process: self
+                .0
+                .iter()
+                .map(|(label, used)| (label.to_string(), per(*used)))
+                .collect(),
             total_us: per(self.0.values().sum()),
         }
     }

@@ -171,7 +171,8 @@ impl Relay {
     /// one at a time in sequence), and one write unit marking what the
     /// broker confirmed and releasing the leases.
     async fn round(&self, broker: &Broker) -> Result<Round, BrokerError> {
-        let reading = |error: StoreError| BrokerError::NotConfigured(format!("reading the outbox: {error}"));
+        let reading =
+            |error: StoreError| BrokerError::NotConfigured(format!("reading the outbox: {error}"));
         let owner = self.wake.owner();
         let now = now_unix_ms();
         let pending = self
@@ -328,7 +329,10 @@ impl Relay {
 fn by_order(pending: Vec<Pending>) -> Vec<(String, Vec<Pending>)> {
     let mut orders: Vec<(String, Vec<Pending>)> = Vec::new();
     for row in pending {
-        match orders.iter_mut().find(|(order_id, _)| *order_id == row.order_id) {
+        match orders
+            .iter_mut()
+            .find(|(order_id, _)| *order_id == row.order_id)
+        {
             Some((_, events)) => events.push(row),
             None => orders.push((row.order_id.clone(), vec![row])),
         }
@@ -410,7 +414,11 @@ mod tests {
         };
         let events = (1..=3).map(|sequence| event("ord_1", sequence)).collect();
         let (outcome, failure) = publish_in_sequence("ord_1".into(), events, publish).await;
-        assert_eq!(*tried.lock().unwrap(), ["ord_1-1", "ord_1-2"], "the third is never tried");
+        assert_eq!(
+            *tried.lock().unwrap(),
+            ["ord_1-1", "ord_1-2"],
+            "the third is never tried"
+        );
         assert_eq!(outcome.order_id, "ord_1");
         assert_eq!(outcome.confirmed, ["ord_1-1"]);
         let (failed, error) = outcome.failed.expect("the failure is recorded");
@@ -439,7 +447,10 @@ mod tests {
             .collect();
         assert_eq!(
             grouped,
-            [("ord_2".to_owned(), vec![1, 2]), ("ord_1".to_owned(), vec![1, 2])]
+            [
+                ("ord_2".to_owned(), vec![1, 2]),
+                ("ord_1".to_owned(), vec![1, 2])
+            ]
         );
     }
 }

@@ -106,7 +106,10 @@ impl Table {
     }
 
     /// Every pending event of `order_ids` (orders, each in sequence).
-    pub async fn pending_of_orders(&self, order_ids: &[String]) -> Result<Vec<Pending>, StoreError> {
+    pub async fn pending_of_orders(
+        &self,
+        order_ids: &[String],
+    ) -> Result<Vec<Pending>, StoreError> {
         if order_ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -285,7 +288,10 @@ async fn mark_confirmed(
 ) -> Result<(), sqlx::Error> {
     let mut next = 2;
     let mut terms = Vec::new();
-    for outcome in outcomes.iter().filter(|outcome| !outcome.confirmed.is_empty()) {
+    for outcome in outcomes
+        .iter()
+        .filter(|outcome| !outcome.confirmed.is_empty())
+    {
         terms.push(format!(
             "(order_id = ${next} AND event_id IN ({}))",
             placeholders(next + 1, outcome.confirmed.len())
@@ -300,7 +306,10 @@ async fn mark_confirmed(
         terms.join(" OR ")
     );
     let mut query = sqlx::query(&sql).bind(now_unix_ms.max(1));
-    for outcome in outcomes.iter().filter(|outcome| !outcome.confirmed.is_empty()) {
+    for outcome in outcomes
+        .iter()
+        .filter(|outcome| !outcome.confirmed.is_empty())
+    {
         query = query.bind(&outcome.order_id);
         for event_id in &outcome.confirmed {
             query = query.bind(event_id);
@@ -716,13 +725,64 @@ mod tests {
     async fn a_batch_finish_marks_exactly_the_confirmed_events_and_releases_the_leases() {
         let dir = tempfile::tempdir().unwrap();
         let (store, table) = open(dir.path()).await;
-        three_orders(&store).await;
+        batch_finish(&store, &table).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_lease_skips_orders_another_relay_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, table) = open(dir.path()).await;
+        batch_lease(&table).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_read_gives_every_pending_event_of_the_longest_waiting_orders_but_not_of_orders_another_relay_holds(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        batch_read(&store, &table).await;
+    }
+
+    /// The batch statements are hand-built SQL: the same checks on a real
+    /// PostgreSQL, one database each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_batch_statements_work_on_postgresql() {
+        let postgres = testkit::Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let open_pg = |name: &'static str| {
+            let url = postgres.create_database(name);
+            let dir = dir.path().join(name);
+            async move {
+                let pool = mesh::storage::open("orders", Some(&url), &dir, &crate::MIGRATOR)
+                    .await
+                    .expect("open the orders database on PostgreSQL");
+                let wake = Wake::new(RELAY, std::time::Duration::from_millis(LEASE_MS as u64));
+                let store = Store::with_outbox(pool, wake);
+                let table = Table::over(&store);
+                (store, table)
+            }
+        };
+        let (store, table) = open_pg("finish").await;
+        batch_finish(&store, &table).await;
+        let (_, table) = open_pg("lease").await;
+        batch_lease(&table).await;
+        let (store, table) = open_pg("read").await;
+        batch_read(&store, &table).await;
+    }
+
+    async fn batch_finish(store: &Store, table: &Table) {
+        three_orders(store).await;
         let events = table.pending_of("ord_1").await.unwrap();
         let (confirmed, cancelled) = (events[0].event_id.clone(), events[1].event_id.clone());
         let second = table.pending_of("ord_2").await.unwrap()[0].event_id.clone();
         let unrelated = table.pending_of("ord_3").await.unwrap()[0].event_id.clone();
         let taken = table
-            .lease_batch(&["ord_1".into(), "ord_2".into(), "ord_3".into()], RELAY, 100, 1100)
+            .lease_batch(
+                &["ord_1".into(), "ord_2".into(), "ord_3".into()],
+                RELAY,
+                100,
+                1100,
+            )
             .await
             .unwrap();
         assert_eq!(taken.len(), 3);
@@ -753,18 +813,22 @@ mod tests {
         assert_eq!(rows[0], (confirmed, 100, 1, String::new()));
         assert_eq!(rows[1], (cancelled, 0, 1, "the broker is down".to_owned()));
         assert_eq!(rows[2], (second, 100, 1, String::new()));
-        assert_eq!(rows[3].1, 0, "an event named under another order stays pending");
+        assert_eq!(
+            rows[3].1, 0,
+            "an event named under another order stays pending"
+        );
         assert_eq!(rows[3].2, 0);
         for order_id in ["ord_1", "ord_2", "ord_3"] {
-            assert_eq!(lease_of(&table, order_id).await, None, "{order_id} released");
+            assert_eq!(
+                lease_of(&table, order_id).await,
+                None,
+                "{order_id} released"
+            );
         }
         assert_eq!(table.backlog().await.unwrap(), (2, Some(50)));
     }
 
-    #[tokio::test]
-    async fn a_batch_lease_skips_orders_another_relay_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_, table) = open(dir.path()).await;
+    async fn batch_lease(table: &Table) {
         assert!(table.lease("held", "relay-b", 100, 2000).await.unwrap());
         assert!(table.lease("expired", "relay-b", 100, 500).await.unwrap());
         assert!(table.lease("own", RELAY, 100, 600).await.unwrap());
@@ -775,19 +839,22 @@ mod tests {
         let mut taken = table.lease_batch(&wanted, RELAY, 1000, 3000).await.unwrap();
         taken.sort();
         assert_eq!(taken, ["expired", "free", "own"]);
-        assert_eq!(lease_of(&table, "held").await, Some(("relay-b".into(), 2000)));
+        assert_eq!(
+            lease_of(&table, "held").await,
+            Some(("relay-b".into(), 2000))
+        );
         for order_id in ["free", "own", "expired"] {
             assert_eq!(lease_of(&table, order_id).await, Some((RELAY.into(), 3000)));
         }
-        assert!(table.lease_batch(&[], RELAY, 1000, 3000).await.unwrap().is_empty());
+        assert!(table
+            .lease_batch(&[], RELAY, 1000, 3000)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
-    #[tokio::test]
-    async fn a_batch_read_gives_every_pending_event_of_the_longest_waiting_orders_but_not_of_orders_another_relay_holds(
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, table) = open(dir.path()).await;
-        three_orders(&store).await;
+    async fn batch_read(store: &Store, table: &Table) {
+        three_orders(store).await;
         let read = |limit: i64, now: i64| {
             let table = table.clone();
             async move {
@@ -807,7 +874,11 @@ mod tests {
             ("ord_3".to_owned(), 1),
         ];
         assert_eq!(read(10, 0).await, all);
-        assert_eq!(read(2, 0).await, all[..3], "a limit counts orders, not events");
+        assert_eq!(
+            read(2, 0).await,
+            all[..3],
+            "a limit counts orders, not events"
+        );
         // relay-b holds ord_1 until 2000: left out while that lasts; this
         // relay's own lease does not hide anything.
         assert!(table.lease("ord_1", "relay-b", 1000, 2000).await.unwrap());
@@ -818,7 +889,10 @@ mod tests {
             .pending_of_orders(&["ord_3".into(), "ord_1".into()])
             .await
             .unwrap();
-        let fresh: Vec<(String, i64)> = fresh.into_iter().map(|row| (row.order_id, row.sequence)).collect();
+        let fresh: Vec<(String, i64)> = fresh
+            .into_iter()
+            .map(|row| (row.order_id, row.sequence))
+            .collect();
         assert_eq!(fresh, [all[0].clone(), all[1].clone(), all[3].clone()]);
         assert!(table.pending_of_orders(&[]).await.unwrap().is_empty());
     }
