@@ -193,10 +193,9 @@ impl Relay {
         let unleased: Vec<String> = orders
             .iter()
             .filter(|(order_id, _)| {
-                !self
-                    .wake
+                self.wake
                     .take_handed(order_id)
-                    .is_some_and(|until| until - now > self.wake.lease_ms() / 2)
+                    .is_none_or(|until| until - now <= self.wake.lease_ms() / 2)
             })
             .map(|(order_id, _)| order_id.clone())
             .collect();
