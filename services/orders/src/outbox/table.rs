@@ -819,11 +819,7 @@ mod tests {
         );
         assert_eq!(rows[3].2, 0);
         for order_id in ["ord_1", "ord_2", "ord_3"] {
-            assert_eq!(
-                lease_of(&table, order_id).await,
-                None,
-                "{order_id} released"
-            );
+            assert_eq!(lease_of(table, order_id).await, None, "{order_id} released");
         }
         assert_eq!(table.backlog().await.unwrap(), (2, Some(50)));
     }
@@ -840,11 +836,11 @@ mod tests {
         taken.sort();
         assert_eq!(taken, ["expired", "free", "own"]);
         assert_eq!(
-            lease_of(&table, "held").await,
+            lease_of(table, "held").await,
             Some(("relay-b".into(), 2000))
         );
         for order_id in ["free", "own", "expired"] {
-            assert_eq!(lease_of(&table, order_id).await, Some((RELAY.into(), 3000)));
+            assert_eq!(lease_of(table, order_id).await, Some((RELAY.into(), 3000)));
         }
         assert!(table
             .lease_batch(&[], RELAY, 1000, 3000)
