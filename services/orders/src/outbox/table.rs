@@ -875,12 +875,13 @@ mod tests {
             all[..3],
             "a limit counts orders, not events"
         );
-        // relay-b holds ord_1 until 2000: left out while that lasts; this
-        // relay's own lease does not hide anything.
-        assert!(table.lease("ord_1", "relay-b", 1000, 2000).await.unwrap());
-        assert!(table.lease("ord_2", RELAY, 1000, 2000).await.unwrap());
-        assert_eq!(read(10, 1500).await, all[2..]);
-        assert_eq!(read(10, 2000).await, all, "an ended lease hides nothing");
+        // The committing units leased the orders to this relay until
+        // 1050 at most. relay-b holds ord_1 from 2000 until 3000: left out
+        // while that lasts; this relay's own lease does not hide anything.
+        assert!(table.lease("ord_1", "relay-b", 2000, 3000).await.unwrap());
+        assert!(table.lease("ord_2", RELAY, 2000, 3000).await.unwrap());
+        assert_eq!(read(10, 2500).await, all[2..]);
+        assert_eq!(read(10, 3000).await, all, "an ended lease hides nothing");
         let fresh = table
             .pending_of_orders(&["ord_3".into(), "ord_1".into()])
             .await
