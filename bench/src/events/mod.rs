@@ -8,7 +8,11 @@
 //!    the median of the pairs' throughput ratios. Shipping is stopped
 //!    during these rounds (its CPU is not the outbox's cost on a shared
 //!    2-core machine). Aim: ratio ≥ 0.95 (the outbox slows PlaceOrder by
-//!    at most 5 %).
+//!    at most 5 %). Beside it, what survives a loaded machine: CPU µs per
+//!    order (user + system time from `/proc`) of both orders processes, the
+//!    broker and users/inventory/payments over the "on" and the "off"
+//!    rounds, and their ratio (at CPU-bound saturation, throughput on/off is
+//!    about CPU per order off/on).
 //! 2. **Latency at a fixed rate**: `--rate` orders/s (open loop) for
 //!    `--seconds`, then per order the time from its commit (the outbox
 //!    row's time, written in the order's own write unit) to its shipment's
@@ -22,6 +26,7 @@
 //! `cargo build --release --workspace && target/release/mesh-bench events
 //! --broker redis` (and `--broker rabbitmq`).
 
+mod cpu;
 mod measure;
 mod shop;
 
@@ -97,6 +102,13 @@ struct EventsReport {
     /// Median of on/off per pair.
     outbox_ratio: f64,
     outbox_aim_met: bool,
+    /// CPU µs per order over all "on" rounds, by process and in total.
+    cpu_on: cpu::CpuPerOrder,
+    /// The same over all "off" rounds.
+    cpu_off: cpu::CpuPerOrder,
+    /// Total CPU per order off / on: the throughput ratio a CPU-bound
+    /// machine would show, whatever else runs on it.
+    cpu_ratio: f64,
     rate: u32,
     latency_orders: usize,
     latency_p50_ms: u64,
@@ -129,19 +141,34 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
 
     // 1. The outbox's cost, shipping stopped.
     shop.stop_shipping();
+    let groups = shop.cpu_groups();
     let mut rounds = Vec::new();
+    let (mut cpu_on, mut cpu_off) = (cpu::Sample::default(), cpu::Sample::default());
+    let (mut orders_on, mut orders_off) = (0, 0);
     for round in 0..args.rounds {
         // Alternate which goes first: neither always gets the warmer machine.
-        let (first, second) = if round % 2 == 0 {
-            (&on, &off)
-        } else {
-            (&off, &on)
-        };
-        let a = saturate(first, &user_id, args.concurrency, args.round).await?;
-        let b = saturate(second, &user_id, args.concurrency, args.round).await?;
-        rounds.push(if round % 2 == 0 { (a, b) } else { (b, a) });
+        let on_first = round % 2 == 0;
+        let mut pair = [0.0; 2];
+        for events_on in [on_first, !on_first] {
+            let client = if events_on { &on } else { &off };
+            let before = groups.sample();
+            let (rate, placed) = saturate(client, &user_id, args.concurrency, args.round).await?;
+            let used = groups.sample().since(&before);
+            if events_on {
+                cpu_on.add(&used);
+                orders_on += placed;
+                pair[0] = rate;
+            } else {
+                cpu_off.add(&used);
+                orders_off += placed;
+                pair[1] = rate;
+            }
+        }
+        rounds.push((pair[0], pair[1]));
     }
     let outbox_ratio = median(rounds.iter().map(|(on, off)| on / off).collect());
+    let (cpu_on, cpu_off) = (cpu_on.per_order(orders_on), cpu_off.per_order(orders_off));
+    let cpu_ratio = cpu_off.total_us / cpu_on.total_us.max(f64::MIN_POSITIVE);
     shop.start_shipping()?;
     let mut probe = measure::Probe::open(&shop.data).await?;
     probe.wait_drained(Duration::from_secs(300)).await?;
@@ -181,6 +208,9 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         outbox_aim_met: outbox_ratio >= 0.95,
         rounds,
         outbox_ratio,
+        cpu_ratio,
+        cpu_on,
+        cpu_off,
         rate: args.rate,
         latency_orders: latencies.len(),
         latency_p50_ms: p50,
@@ -204,9 +234,19 @@ fn text(report: &EventsReport) -> String {
         .map(|(on, off)| format!("{on:.0}/{off:.0}"))
         .collect();
     let aim = |met: bool| if met { "aim met" } else { "AIM MISSED" };
+    let by_process: Vec<String> = report
+        .cpu_on
+        .by_process
+        .iter()
+        .map(|(name, on)| {
+            let off = report.cpu_off.by_process.get(name).copied().unwrap_or(0.0);
+            format!("{name} {on:.0}/{off:.0}")
+        })
+        .collect();
     format!(
         "events through {:?}, {} shipping instance(s) (load average {:.2})\n\
          outbox cost: PlaceOrder/s on/off per pair {}; median ratio {:.3} ({}: ≥ 0.95)\n\
+         CPU µs per order on/off: total {:.0}/{:.0}, ratio off/on {:.3}; by process {}\n\
          commit → shipment at {} orders/s: {} orders, p50 {} ms, p99 {} ms, max {} ms ({}: p99 ≤ 100 ms); of which commit → broker confirmed p50 {} ms, p99 {} ms\n\
          saturation: a backlog of {} events drained at {:.0} events/s\n",
         report.broker,
@@ -215,6 +255,10 @@ fn text(report: &EventsReport) -> String {
         rounds.join(", "),
         report.outbox_ratio,
         aim(report.outbox_aim_met),
+        report.cpu_on.total_us,
+        report.cpu_off.total_us,
+        report.cpu_ratio,
+        by_process.join(", "),
         report.rate,
         report.latency_orders,
         report.latency_p50_ms,
@@ -266,13 +310,14 @@ fn request(user_id: &str) -> PlaceOrderRequest {
     }
 }
 
-/// Closed-loop PlaceOrder for `length`; successful calls per second.
+/// Closed-loop PlaceOrder for `length`; successful calls per second, and
+/// how many.
 async fn saturate(
     client: &OrdersClient<Channel>,
     user_id: &str,
     concurrency: u32,
     length: Duration,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<(f64, u64)> {
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let end = started + length;
@@ -290,7 +335,8 @@ async fn saturate(
     for worker in workers {
         worker.await?.context("PlaceOrder failed")?;
     }
-    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+    let placed = done.load(Ordering::Relaxed);
+    Ok((placed as f64 / started.elapsed().as_secs_f64(), placed))
 }
 
 /// `count` orders, `concurrency` at a time.

@@ -57,7 +57,7 @@ pub(crate) struct EventsShop {
     /// Where orders (events on) and shipping keep their databases.
     pub(crate) data: PathBuf,
     /// users, inventory, payments.
-    _upstreams: Vec<Service>,
+    upstreams: Vec<Service>,
     /// orders with its outbox.
     pub(crate) orders_on: Service,
     /// orders without events (its own database).
@@ -143,7 +143,7 @@ impl EventsShop {
             broker_url,
             bin: bin.to_owned(),
             data,
-            _upstreams: vec![users, inventory, payments],
+            upstreams: vec![users, inventory, payments],
             orders_on,
             orders_off,
             shipping: Vec::new(),
@@ -179,6 +179,29 @@ impl EventsShop {
             Broker::Redis(redis) => redis.freeze(),
             Broker::Rabbit(rabbit) => rabbit.freeze_node(),
         }
+    }
+
+    /// The process groups whose CPU time a saturation round is charged
+    /// with: both orders (each is idle while the other is measured, and the
+    /// relay's tail after an "on" round still counts), the broker, and the
+    /// three upstreams.
+    pub(crate) fn cpu_groups(&mut self) -> super::cpu::Groups {
+        let broker = match &mut self.broker {
+            Broker::Redis(redis) => Some(redis.process().pid()),
+            Broker::Rabbit(rabbit) => rabbit.node_pid(),
+        };
+        let mut groups = vec![
+            ("orders (events on)", self.orders_on.process.pid()),
+            ("orders (events off)", self.orders_off.process.pid()),
+        ];
+        groups.extend(broker.map(|pid| ("broker", pid)));
+        for (name, upstream) in ["users", "inventory", "payments"]
+            .into_iter()
+            .zip(&self.upstreams)
+        {
+            groups.push((name, upstream.process.pid()));
+        }
+        super::cpu::Groups(groups)
     }
 
     /// Lets it run again (SIGCONT).

@@ -216,6 +216,12 @@ impl LocalRabbit {
         &self.config
     }
 
+    /// The node's process id (it leads its own process group, the Erlang
+    /// VM's processes included), while it runs.
+    pub fn node_pid(&self) -> Option<u32> {
+        self.node.as_ref().map(Supervised::pid)
+    }
+
     /// Whether the node runs.
     pub fn is_running(&mut self) -> bool {
         self.node.as_mut().is_some_and(Supervised::is_running)

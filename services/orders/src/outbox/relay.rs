@@ -20,9 +20,10 @@ use mesh::storage::now_unix_ms;
 
 use super::{
     metrics::OutboxMetrics,
-    table::{Outcome, Table},
+    table::{Outcome, Pending, Table},
     Wake, TOPIC,
 };
+use crate::store::StoreError;
 
 /// How the relay paces itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +34,11 @@ pub struct RelayOptions {
     pub batch: i64,
     /// Orders published at the same time.
     pub concurrency: usize,
+    /// Under load, how long the relay lets commits gather after a round that
+    /// published something before it reads again: fewer, larger rounds
+    /// (their statements are per round, not per order) for at most this
+    /// much more latency; an idle relay woken by a commit reads at once.
+    pub gather: Duration,
     /// How long published rows are kept (for people to look at).
     pub keep_published: Duration,
     /// How often the broker's retention is applied and old rows pruned.
@@ -51,6 +57,7 @@ impl Default for RelayOptions {
             sweep_every: Duration::from_secs(1),
             batch: 64,
             concurrency: 8,
+            gather: Duration::from_millis(10),
             keep_published: Duration::from_secs(24 * 3600),
             maintain_every: Duration::from_secs(60),
             pause_before_publish: None,
@@ -68,14 +75,13 @@ pub struct Relay {
     metrics: Arc<OutboxMetrics>,
 }
 
-/// What publishing one order's events gave.
-enum Published {
-    /// Every pending event of the order is out.
-    All,
-    /// Another relay holds the order.
-    Busy,
-    /// The broker failed; the rest waits.
-    Failed(BrokerError),
+/// What one round over a batch gave.
+#[derive(Debug, Default)]
+struct Round {
+    /// Some order had all its pending events published.
+    progressed: bool,
+    /// The first failure the broker gave.
+    failure: Option<BrokerError>,
 }
 
 impl Relay {
@@ -145,120 +151,147 @@ impl Relay {
     /// failed every order it tried.
     async fn drain(&self, broker: &Broker) -> Result<(), BrokerError> {
         loop {
-            let orders = self
-                .table
-                .pending_orders(self.options.batch)
-                .await
-                .map_err(|error| {
-                    BrokerError::NotConfigured(format!("reading the outbox: {error}"))
-                })?;
-            if orders.is_empty() {
-                return Ok(());
-            }
-            let results: Vec<Published> = futures::stream::iter(orders)
-                .map(|order_id| async move { self.publish_order(broker, &order_id).await })
-                .buffer_unordered(self.options.concurrency)
-                .collect()
-                .await;
-            let progressed = results
-                .iter()
-                .any(|result| matches!(result, Published::All));
-            let failure = results.into_iter().find_map(|result| match result {
-                Published::Failed(error) => Some(error),
-                _ => None,
-            });
-            match (progressed, failure) {
-                (_, Some(error)) if !progressed => return Err(error),
-                // Everything left is leased by other relays.
+            let round = self.round(broker).await?;
+            match (round.progressed, round.failure) {
+                (false, Some(error)) => return Err(error),
+                // Nothing pending, or everything left is leased by other
+                // relays.
                 (false, None) => return Ok(()),
                 _ => {}
             }
+            if !self.options.gather.is_zero() {
+                tokio::time::sleep(self.options.gather).await;
+            }
         }
     }
 
-    async fn publish_order(&self, broker: &Broker, order_id: &str) -> Published {
-        let started = std::time::Instant::now();
-        let now = now_unix_ms();
+    /// One round over a batch of orders: one read of their pending events,
+    /// one lease statement for the orders no committing unit handed over,
+    /// their publishes pipelined (orders concurrently, each order's events
+    /// one at a time in sequence), and one write unit marking what the
+    /// broker confirmed and releasing the leases.
+    async fn round(&self, broker: &Broker) -> Result<Round, BrokerError> {
+        let reading =
+            |error: StoreError| BrokerError::NotConfigured(format!("reading the outbox: {error}"));
         let owner = self.wake.owner();
-        // A lease the committing unit took for this relay needs no write of
-        // its own while it has at least half its time left.
-        let handed = self
-            .wake
-            .take_handed(order_id)
-            .is_some_and(|until| until - now > self.wake.lease_ms() / 2);
-        if !handed {
-            match self
+        let now = now_unix_ms();
+        let pending = self
+            .table
+            .pending_batch(self.options.batch, owner, now)
+            .await
+            .map_err(reading)?;
+        if pending.is_empty() {
+            return Ok(Round::default());
+        }
+        let started = std::time::Instant::now();
+        let mut orders = by_order(pending);
+        // A lease a committing unit took for this relay needs no write of
+        // its own while it has at least half its time left; the others are
+        // leased in one statement, and their events read again now that
+        // the lease is held (another relay may have published them between
+        // the read and the lease).
+        let unleased: Vec<String> = orders
+            .iter()
+            .filter(|(order_id, _)| {
+                self.wake
+                    .take_handed(order_id)
+                    .is_none_or(|until| until - now <= self.wake.lease_ms() / 2)
+            })
+            .map(|(order_id, _)| order_id.clone())
+            .collect();
+        if !unleased.is_empty() {
+            let taken = match self
                 .table
-                .lease(order_id, owner, now, now + self.wake.lease_ms())
+                .lease_batch(&unleased, owner, now, now + self.wake.lease_ms())
                 .await
             {
-                Ok(true) => {}
-                Ok(false) => return Published::Busy,
+                Ok(taken) => taken,
                 Err(error) => {
-                    tracing::warn!(%order_id, %error, "cannot lease the order's events");
-                    return Published::Busy;
+                    tracing::warn!(%error, "cannot lease the orders' events");
+                    Vec::new()
+                }
+            };
+            orders.retain(|(order_id, _)| !unleased.contains(order_id));
+            let fresh = self.table.pending_of_orders(&taken).await.map_err(reading);
+            match fresh {
+                Ok(fresh) => orders.extend(by_order(fresh)),
+                Err(error) => {
+                    // Give the leases up, or they block everyone until
+                    // they expire.
+                    let released = taken
+                        .into_iter()
+                        .map(|order_id| Outcome {
+                            order_id,
+                            ..Outcome::default()
+                        })
+                        .collect();
+                    let _ = self.table.finish(owner, released, now_unix_ms()).await;
+                    return Err(error);
                 }
             }
         }
+        if orders.is_empty() {
+            return Ok(Round::default());
+        }
         let leased = started.elapsed();
-        let (published, outcome) = self.publish_leased(broker, order_id).await;
+        let published: Vec<(Outcome, Option<BrokerError>)> = futures::stream::iter(orders)
+            .map(|(order_id, events)| async move {
+                publish_in_sequence(order_id, events, |row| self.publish_one(broker, row)).await
+            })
+            .buffer_unordered(self.options.concurrency)
+            .collect()
+            .await;
         let sent = started.elapsed();
-        // The marks and the release: one write unit, sharing the writer's
-        // commit with whatever else is queued.
-        if let Err(error) = self
-            .table
-            .finish(order_id, owner, outcome, now_unix_ms())
-            .await
-        {
-            // Published but not marked: it goes out again after the lease
-            // expires (a duplicate consumers drop).
-            tracing::warn!(%order_id, %error, "cannot mark the order's published events; they will go out again");
-            return Published::Busy;
+        let mut round = Round::default();
+        let mut outcomes = Vec::with_capacity(published.len());
+        for (outcome, failure) in published {
+            match failure {
+                None => round.progressed = true,
+                Some(error) => {
+                    round.failure.get_or_insert(error);
+                }
+            }
+            outcomes.push(outcome);
+        }
+        let orders = outcomes.len();
+        // The marks and the releases: one write unit for the batch,
+        // sharing the writer's commit with whatever else is queued.
+        if let Err(error) = self.table.finish(owner, outcomes, now_unix_ms()).await {
+            // Published but not marked: they go out again after the leases
+            // expire (duplicates consumers drop).
+            tracing::warn!(%error, "cannot mark the published events; they will go out again");
+            return Ok(Round::default());
         }
         tracing::debug!(
-            %order_id,
-            handed,
+            orders,
             lease_us = leased.as_micros(),
-            read_and_publish_us = (sent - leased).as_micros(),
+            publish_us = (sent - leased).as_micros(),
             mark_and_release_us = (started.elapsed() - sent).as_micros(),
-            "relay phases"
+            "relay round"
         );
-        published
+        Ok(round)
     }
 
-    /// Publishes the leased order's pending events in sequence, stopping at
-    /// the first failure; what it gave, and what to record of it.
-    async fn publish_leased(&self, broker: &Broker, order_id: &str) -> (Published, Outcome) {
-        let mut outcome = Outcome::default();
-        let pending = match self.table.pending_of(order_id).await {
-            Ok(pending) => pending,
-            Err(error) => {
-                tracing::warn!(%order_id, %error, "cannot read the order's events");
-                return (Published::Busy, outcome);
-            }
-        };
-        for row in pending {
-            if let Some(pause) = self.options.pause_before_publish {
-                tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: committed, pausing before the publish");
-                tokio::time::sleep(pause).await;
-            }
-            let waited_ms = now_unix_ms() - row.created_at_unix_ms;
-            let publishing = std::time::Instant::now();
-            if let Err(error) = broker.publish(TOPIC, &row.to_event()).await {
-                self.metrics.publish_error();
-                outcome.failed = Some((row.event_id, error.to_string()));
-                return (Published::Failed(error), outcome);
-            }
-            let publish_us = publishing.elapsed().as_micros();
-            if let Some(pause) = self.options.pause_after_publish {
-                tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: published, pausing before the mark");
-                tokio::time::sleep(pause).await;
-            }
-            self.metrics.published();
-            tracing::debug!(%order_id, sequence = row.sequence, event_id = %row.event_id, waited_ms, publish_us, "event published");
-            outcome.confirmed.push(row.event_id);
+    /// Publishes one event with the fault injection's pauses around it.
+    async fn publish_one(&self, broker: &Broker, row: Pending) -> Result<(), BrokerError> {
+        if let Some(pause) = self.options.pause_before_publish {
+            tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: committed, pausing before the publish");
+            tokio::time::sleep(pause).await;
         }
-        (Published::All, outcome)
+        let waited_ms = now_unix_ms() - row.created_at_unix_ms;
+        let publishing = std::time::Instant::now();
+        if let Err(error) = broker.publish(TOPIC, &row.to_event()).await {
+            self.metrics.publish_error();
+            return Err(error);
+        }
+        let publish_us = publishing.elapsed().as_micros();
+        if let Some(pause) = self.options.pause_after_publish {
+            tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: published, pausing before the mark");
+            tokio::time::sleep(pause).await;
+        }
+        self.metrics.published();
+        tracing::debug!(order_id = %row.order_id, sequence = row.sequence, event_id = %row.event_id, waited_ms, publish_us, "event published");
+        Ok(())
     }
 
     async fn maintain(&self, broker: &Broker) {
@@ -290,11 +323,133 @@ impl Relay {
     }
 }
 
+/// Pending events grouped by order, each order's in the order read (its
+/// sequence), the orders in the order first seen.
+fn by_order(pending: Vec<Pending>) -> Vec<(String, Vec<Pending>)> {
+    let mut orders: Vec<(String, Vec<Pending>)> = Vec::new();
+    for row in pending {
+        match orders
+            .iter_mut()
+            .find(|(order_id, _)| *order_id == row.order_id)
+        {
+            Some((_, events)) => events.push(row),
+            None => orders.push((row.order_id.clone(), vec![row])),
+        }
+    }
+    orders
+}
+
+/// Publishes one leased order's `events` in sequence with `publish`, one at
+/// a time, stopping at the first failure (nothing after it is tried, so a
+/// later event never leaves before an earlier one): what to record of it,
+/// and the broker's error if one failed.
+async fn publish_in_sequence<F, Fut>(
+    order_id: String,
+    events: Vec<Pending>,
+    publish: F,
+) -> (Outcome, Option<BrokerError>)
+where
+    F: Fn(Pending) -> Fut,
+    Fut: std::future::Future<Output = Result<(), BrokerError>>,
+{
+    let mut outcome = Outcome {
+        order_id,
+        ..Outcome::default()
+    };
+    for row in events {
+        let event_id = row.event_id.clone();
+        match publish(row).await {
+            Ok(()) => outcome.confirmed.push(event_id),
+            Err(error) => {
+                outcome.failed = Some((event_id, error.to_string()));
+                return (outcome, Some(error));
+            }
+        }
+    }
+    (outcome, None)
+}
+
 /// Aborts the task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    fn event(order_id: &str, sequence: i64) -> Pending {
+        Pending {
+            event_id: format!("{order_id}-{sequence}"),
+            order_id: order_id.into(),
+            sequence,
+            topic: TOPIC.into(),
+            event_type: "mesh.events.v1.OrderConfirmed".into(),
+            body: Vec::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            created_at_unix_ms: sequence,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_whose_event_failed_gets_no_later_event_published() {
+        let tried = Mutex::new(Vec::new());
+        let publish = |row: Pending| {
+            tried.lock().unwrap().push(row.event_id.clone());
+            async move {
+                if row.sequence == 2 {
+                    Err(BrokerError::NotConfigured("the broker refused it".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        let events = (1..=3).map(|sequence| event("ord_1", sequence)).collect();
+        let (outcome, failure) = publish_in_sequence("ord_1".into(), events, publish).await;
+        assert_eq!(
+            *tried.lock().unwrap(),
+            ["ord_1-1", "ord_1-2"],
+            "the third is never tried"
+        );
+        assert_eq!(outcome.order_id, "ord_1");
+        assert_eq!(outcome.confirmed, ["ord_1-1"]);
+        let (failed, error) = outcome.failed.expect("the failure is recorded");
+        assert_eq!(failed, "ord_1-2");
+        assert!(error.contains("the broker refused it"), "{error}");
+        assert!(failure.is_some());
+
+        let events = (1..=2).map(|sequence| event("ord_2", sequence)).collect();
+        let (outcome, failure) =
+            publish_in_sequence("ord_2".into(), events, |_| async { Ok(()) }).await;
+        assert_eq!(outcome.confirmed, ["ord_2-1", "ord_2-2"], "in sequence");
+        assert_eq!((outcome.failed, failure.is_none()), (None, true));
+    }
+
+    #[test]
+    fn a_batch_is_grouped_by_order_keeping_each_orders_sequence() {
+        let rows = vec![
+            event("ord_2", 1),
+            event("ord_1", 1),
+            event("ord_2", 2),
+            event("ord_1", 2),
+        ];
+        let grouped: Vec<(String, Vec<i64>)> = by_order(rows)
+            .into_iter()
+            .map(|(order_id, events)| (order_id, events.iter().map(|e| e.sequence).collect()))
+            .collect();
+        assert_eq!(
+            grouped,
+            [
+                ("ord_2".to_owned(), vec![1, 2]),
+                ("ord_1".to_owned(), vec![1, 2])
+            ]
+        );
     }
 }

@@ -59,6 +59,8 @@ pub struct Table {
 /// What publishing one leased order's events gave, for [`Table::finish`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
+    /// The order.
+    pub order_id: String,
     /// The events the broker confirmed, in the order published.
     pub confirmed: Vec<String>,
     /// The event whose publish failed, with why (nothing after it was tried).
@@ -74,15 +76,54 @@ impl Table {
         }
     }
 
-    /// Up to `limit` orders with pending events, the longest waiting first.
-    pub async fn pending_orders(&self, limit: i64) -> Result<Vec<String>, StoreError> {
-        Ok(sqlx::query_scalar(
-            "SELECT order_id FROM outbox WHERE published_at_unix_ms = 0 \
-             GROUP BY order_id ORDER BY MIN(created_at_unix_ms) LIMIT $1",
+    /// Every pending event of up to `limit` orders, in one statement: the
+    /// orders that waited longest first, each order's events in sequence;
+    /// orders whose live lease another relay than `owner` holds at
+    /// `now_unix_ms` are left out (they are that relay's to publish).
+    pub async fn pending_batch(
+        &self,
+        limit: i64,
+        owner: &str,
+        now_unix_ms: i64,
+    ) -> Result<Vec<Pending>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT o.event_id, o.order_id, o.sequence, o.topic, o.event_type, o.payload_hex, o.traceparent, o.tracestate, o.created_at_unix_ms \
+             FROM outbox o JOIN ( \
+               SELECT order_id, MIN(created_at_unix_ms) AS first_unix_ms FROM outbox \
+               WHERE published_at_unix_ms = 0 AND order_id NOT IN \
+                 (SELECT order_id FROM outbox_leases WHERE owner <> $1 AND until_unix_ms > $2) \
+               GROUP BY order_id ORDER BY MIN(created_at_unix_ms), order_id LIMIT $3 \
+             ) waiting ON o.order_id = waiting.order_id \
+             WHERE o.published_at_unix_ms = 0 \
+             ORDER BY waiting.first_unix_ms, o.order_id, o.sequence",
         )
+        .bind(owner)
+        .bind(now_unix_ms)
         .bind(limit)
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(decode_rows(&rows)?)
+    }
+
+    /// Every pending event of `order_ids` (orders, each in sequence).
+    pub async fn pending_of_orders(
+        &self,
+        order_ids: &[String],
+    ) -> Result<Vec<Pending>, StoreError> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms \
+             FROM outbox WHERE published_at_unix_ms = 0 AND order_id IN ({}) ORDER BY order_id, sequence",
+            placeholders(1, order_ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for order_id in order_ids {
+            query = query.bind(order_id);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(decode_rows(&rows)?)
     }
 
     /// Takes `order_id`'s lease for `owner` until `until` unless another
@@ -104,49 +145,88 @@ impl Table {
             .await
     }
 
-    /// Records what publishing `order_id`'s events gave and gives `owner`'s
-    /// lease up, in one write unit: exactly the confirmed events are marked
-    /// published at `now`, the failed one gets its attempt and error (kept,
-    /// bounded, for people), and the lease is released (a no-op when
-    /// another relay has it by now).
-    pub async fn finish(
+    /// Takes the leases of `order_ids` for `owner` until `until`, in one
+    /// statement, except those another relay holds a live lease on (its
+    /// own are renewed); the orders it took.
+    pub async fn lease_batch(
         &self,
-        order_id: &str,
+        order_ids: &[String],
         owner: &str,
-        outcome: Outcome,
         now_unix_ms: i64,
-    ) -> Result<(), StoreError> {
-        let (order_id, owner) = (order_id.to_owned(), owner.to_owned());
+        until_unix_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        if order_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (order_ids, owner) = (order_ids.to_vec(), owner.to_owned());
         self.writer
             .write(move |connection| {
                 Box::pin(async move {
-                    for event_id in &outcome.confirmed {
-                        sqlx::query(
-                            "UPDATE outbox SET published_at_unix_ms = $1, attempts = attempts + 1, last_error = '' \
-                             WHERE event_id = $2 AND order_id = $3",
-                        )
-                        .bind(now_unix_ms.max(1))
-                        .bind(event_id)
-                        .bind(&order_id)
-                        .execute(&mut *connection)
-                        .await?;
+                    let rows: Vec<String> = (0..order_ids.len())
+                        .map(|at| format!("(${}, $1, $2)", at + 4))
+                        .collect();
+                    let sql = format!(
+                        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES {} \
+                         ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+                         WHERE outbox_leases.until_unix_ms <= $3 OR outbox_leases.owner = excluded.owner RETURNING order_id",
+                        rows.join(", ")
+                    );
+                    let mut query = sqlx::query_scalar(&sql)
+                        .bind(&owner)
+                        .bind(until_unix_ms)
+                        .bind(now_unix_ms);
+                    for order_id in &order_ids {
+                        query = query.bind(order_id);
                     }
-                    if let Some((event_id, error)) = &outcome.failed {
+                    Ok(query.fetch_all(&mut *connection).await?)
+                })
+            })
+            .await
+    }
+
+    /// Records what publishing a batch of leased orders' events gave and
+    /// gives `owner`'s leases on them up, in one write unit: exactly the
+    /// confirmed events of each order are marked published at `now` (one
+    /// statement for the whole batch), each failed event gets its attempt
+    /// and error (kept, bounded, for people), and the leases are released
+    /// (one statement; a no-op for an order another relay has by now).
+    pub async fn finish(
+        &self,
+        owner: &str,
+        outcomes: Vec<Outcome>,
+        now_unix_ms: i64,
+    ) -> Result<(), StoreError> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let owner = owner.to_owned();
+        self.writer
+            .write(move |connection| {
+                Box::pin(async move {
+                    mark_confirmed(connection, &outcomes, now_unix_ms).await?;
+                    for outcome in &outcomes {
+                        let Some((event_id, error)) = &outcome.failed else {
+                            continue;
+                        };
                         let error: String = error.chars().take(300).collect();
                         sqlx::query(
                             "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2 AND order_id = $3",
                         )
                         .bind(error)
                         .bind(event_id)
-                        .bind(&order_id)
+                        .bind(&outcome.order_id)
                         .execute(&mut *connection)
                         .await?;
                     }
-                    sqlx::query("DELETE FROM outbox_leases WHERE order_id = $1 AND owner = $2")
-                        .bind(&order_id)
-                        .bind(&owner)
-                        .execute(&mut *connection)
-                        .await?;
+                    let sql = format!(
+                        "DELETE FROM outbox_leases WHERE owner = $1 AND order_id IN ({})",
+                        placeholders(2, outcomes.len())
+                    );
+                    let mut release = sqlx::query(&sql).bind(&owner);
+                    for outcome in &outcomes {
+                        release = release.bind(&outcome.order_id);
+                    }
+                    release.execute(&mut *connection).await?;
                     Ok(())
                 })
             })
@@ -162,26 +242,7 @@ impl Table {
         .bind(order_id)
         .fetch_all(&self.pool)
         .await?;
-        let pending: Result<Vec<Pending>, sqlx::Error> = rows
-            .iter()
-            .map(|row| {
-                let payload: String = row.try_get("payload_hex")?;
-                Ok(Pending {
-                    event_id: row.try_get("event_id")?,
-                    order_id: row.try_get("order_id")?,
-                    sequence: row.try_get("sequence")?,
-                    topic: row.try_get("topic")?,
-                    event_type: row.try_get("event_type")?,
-                    body: events::text_body::decode(&payload).ok_or_else(|| {
-                        sqlx::Error::Decode("outbox payload_hex is not hex".into())
-                    })?,
-                    traceparent: row.try_get("traceparent")?,
-                    tracestate: row.try_get("tracestate")?,
-                    created_at_unix_ms: row.try_get("created_at_unix_ms")?,
-                })
-            })
-            .collect();
-        Ok(pending?)
+        Ok(decode_rows(&rows)?)
     }
 
     /// How many events are pending, and when the oldest was recorded.
@@ -215,6 +276,76 @@ impl Table {
             })
             .await
     }
+}
+
+/// Marks the confirmed events of every outcome published at `now`, in one
+/// statement; each event only as its own order's (an id named under the
+/// wrong order is not touched).
+async fn mark_confirmed(
+    connection: &mut sqlx::AnyConnection,
+    outcomes: &[Outcome],
+    now_unix_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let mut next = 2;
+    let mut terms = Vec::new();
+    for outcome in outcomes
+        .iter()
+        .filter(|outcome| !outcome.confirmed.is_empty())
+    {
+        terms.push(format!(
+            "(order_id = ${next} AND event_id IN ({}))",
+            placeholders(next + 1, outcome.confirmed.len())
+        ));
+        next += 1 + outcome.confirmed.len();
+    }
+    if terms.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE outbox SET published_at_unix_ms = $1, attempts = attempts + 1, last_error = '' WHERE {}",
+        terms.join(" OR ")
+    );
+    let mut query = sqlx::query(&sql).bind(now_unix_ms.max(1));
+    for outcome in outcomes
+        .iter()
+        .filter(|outcome| !outcome.confirmed.is_empty())
+    {
+        query = query.bind(&outcome.order_id);
+        for event_id in &outcome.confirmed {
+            query = query.bind(event_id);
+        }
+    }
+    query.execute(&mut *connection).await?;
+    Ok(())
+}
+
+/// `$first, $first+1, …` (`count` of them).
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|at| format!("${at}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The outbox rows as the relay publishes them.
+fn decode_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Pending>, sqlx::Error> {
+    rows.iter()
+        .map(|row| {
+            let payload: String = row.try_get("payload_hex")?;
+            Ok(Pending {
+                event_id: row.try_get("event_id")?,
+                order_id: row.try_get("order_id")?,
+                sequence: row.try_get("sequence")?,
+                topic: row.try_get("topic")?,
+                event_type: row.try_get("event_type")?,
+                body: events::text_body::decode(&payload)
+                    .ok_or_else(|| sqlx::Error::Decode("outbox payload_hex is not hex".into()))?,
+                traceparent: row.try_get("traceparent")?,
+                tracestate: row.try_get("tracestate")?,
+                created_at_unix_ms: row.try_get("created_at_unix_ms")?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -445,7 +576,7 @@ mod tests {
         // Expired: another relay takes it, and the first one's release no
         // longer removes it.
         assert!(table.lease("ord_1", "relay-b", 1600, 2600).await.unwrap());
-        let release = |owner: &'static str| table.finish("ord_1", owner, Outcome::default(), 1700);
+        let release = |owner: &'static str| table.finish(owner, vec![nothing_of("ord_1")], 1700);
         release("relay-a").await.unwrap();
         assert!(!table.lease("ord_1", "relay-a", 1700, 2700).await.unwrap());
         release("relay-b").await.unwrap();
@@ -461,16 +592,17 @@ mod tests {
         let second = pending_order(&store, "ord_2", 30).await;
         store.confirm(&second, 40).await.unwrap();
         assert_eq!(
-            table.pending_orders(10).await.unwrap(),
+            batch_orders(&table, 10).await,
             ["ord_1", "ord_2"],
             "the longest waiting first"
         );
         let event = table.pending_of("ord_1").await.unwrap().remove(0);
         let failed = Outcome {
+            order_id: "ord_1".into(),
             confirmed: vec![],
             failed: Some((event.event_id.clone(), "x".repeat(10_000))),
         };
-        table.finish("ord_1", RELAY, failed, 50).await.unwrap();
+        table.finish(RELAY, vec![failed], 50).await.unwrap();
         let error: String = sqlx::query_scalar("SELECT last_error FROM outbox WHERE event_id = $1")
             .bind(&event.event_id)
             .fetch_one(&table.pool)
@@ -478,11 +610,12 @@ mod tests {
             .unwrap();
         assert_eq!(error.len(), 300, "a failure's text is bounded");
         let confirmed = Outcome {
+            order_id: "ord_1".into(),
             confirmed: vec![event.event_id.clone()],
             failed: None,
         };
-        table.finish("ord_1", RELAY, confirmed, 100).await.unwrap();
-        assert_eq!(table.pending_orders(10).await.unwrap(), ["ord_2"]);
+        table.finish(RELAY, vec![confirmed], 100).await.unwrap();
+        assert_eq!(batch_orders(&table, 10).await, ["ord_2"]);
         assert_eq!(table.backlog().await.unwrap(), (1, Some(40)));
         assert_eq!(table.prune(100, 100).await.unwrap(), 0, "not yet");
         assert_eq!(table.prune(101, 101).await.unwrap(), 1);
@@ -492,6 +625,25 @@ mod tests {
             "pending stays"
         );
         assert_eq!(table.pending_of("ord_2").await.unwrap().len(), 1);
+    }
+
+    /// An outcome that published nothing (a release).
+    fn nothing_of(order_id: &str) -> Outcome {
+        Outcome {
+            order_id: order_id.into(),
+            ..Outcome::default()
+        }
+    }
+
+    /// The orders of the batch `RELAY` reads at time 0, in the order read.
+    async fn batch_orders(table: &Table, limit: i64) -> Vec<String> {
+        let mut orders: Vec<String> = Vec::new();
+        for row in table.pending_batch(limit, RELAY, 0).await.unwrap() {
+            if orders.last() != Some(&row.order_id) {
+                orders.push(row.order_id);
+            }
+        }
+        orders
     }
 
     /// Who holds `order_id`'s lease, until when.
@@ -551,11 +703,10 @@ mod tests {
         assert_eq!(wake.take_handed("ord_2"), None);
     }
 
-    #[tokio::test]
-    async fn finishing_marks_exactly_the_confirmed_events_and_releases_the_lease() {
-        let dir = tempfile::tempdir().unwrap();
-        let (store, table) = open(dir.path()).await;
-        let fence = pending_order(&store, "ord_1", 10).await;
+    /// ord_1 CONFIRMED then CANCELLED (two events), ord_2 and ord_3
+    /// CONFIRMED.
+    async fn three_orders(store: &Store) {
+        let fence = pending_order(store, "ord_1", 10).await;
         store.confirm(&fence, 20).await.unwrap();
         assert!(store.request_cancel("ord_1", 30).await.unwrap());
         let cancelling = store
@@ -564,19 +715,95 @@ mod tests {
             .unwrap()
             .expect("a cancelling order is leased");
         store.cancelled(&cancelling, 50).await.unwrap();
-        let other = pending_order(&store, "ord_2", 60).await;
-        store.confirm(&other, 70).await.unwrap();
+        for (order_id, at) in [("ord_2", 60), ("ord_3", 80)] {
+            let fence = pending_order(store, order_id, at).await;
+            store.confirm(&fence, at + 10).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_batch_finish_marks_exactly_the_confirmed_events_and_releases_the_leases() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        batch_finish(&store, &table).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_lease_skips_orders_another_relay_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, table) = open(dir.path()).await;
+        batch_lease(&table).await;
+    }
+
+    #[tokio::test]
+    async fn a_batch_read_gives_every_pending_event_of_the_longest_waiting_orders_but_not_of_orders_another_relay_holds(
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        batch_read(&store, &table).await;
+    }
+
+    /// The batch statements are hand-built SQL: the same checks on a real
+    /// PostgreSQL, one database each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_batch_statements_work_on_postgresql() {
+        let postgres = testkit::Postgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let open_pg = |name: &'static str| {
+            let url = postgres.create_database(name);
+            let dir = dir.path().join(name);
+            async move {
+                let pool = mesh::storage::open("orders", Some(&url), &dir, &crate::MIGRATOR)
+                    .await
+                    .expect("open the orders database on PostgreSQL");
+                let wake = Wake::new(RELAY, std::time::Duration::from_millis(LEASE_MS as u64));
+                let store = Store::with_outbox(pool, wake);
+                let table = Table::over(&store);
+                (store, table)
+            }
+        };
+        let (store, table) = open_pg("finish").await;
+        batch_finish(&store, &table).await;
+        let (_, table) = open_pg("lease").await;
+        batch_lease(&table).await;
+        let (store, table) = open_pg("read").await;
+        batch_read(&store, &table).await;
+    }
+
+    async fn batch_finish(store: &Store, table: &Table) {
+        three_orders(store).await;
         let events = table.pending_of("ord_1").await.unwrap();
         let (confirmed, cancelled) = (events[0].event_id.clone(), events[1].event_id.clone());
-        let unrelated = table.pending_of("ord_2").await.unwrap()[0].event_id.clone();
+        let second = table.pending_of("ord_2").await.unwrap()[0].event_id.clone();
+        let unrelated = table.pending_of("ord_3").await.unwrap()[0].event_id.clone();
+        let taken = table
+            .lease_batch(
+                &["ord_1".into(), "ord_2".into(), "ord_3".into()],
+                RELAY,
+                100,
+                1100,
+            )
+            .await
+            .unwrap();
+        assert_eq!(taken.len(), 3);
 
-        // The first event went out, the second failed; an event of another
-        // order named by mistake is not touched.
-        let outcome = Outcome {
-            confirmed: vec![confirmed.clone(), unrelated],
-            failed: Some((cancelled.clone(), "the broker is down".to_owned())),
-        };
-        table.finish("ord_1", RELAY, outcome, 100).await.unwrap();
+        // ord_1: the first event went out, the second failed, and an event
+        // of ord_3 named under it by mistake is not touched; ord_2's went
+        // out; ord_3 published nothing.
+        let outcomes = vec![
+            Outcome {
+                order_id: "ord_1".into(),
+                confirmed: vec![confirmed.clone(), unrelated],
+                failed: Some((cancelled.clone(), "the broker is down".to_owned())),
+            },
+            Outcome {
+                order_id: "ord_2".into(),
+                confirmed: vec![second.clone()],
+                failed: None,
+            },
+            nothing_of("ord_3"),
+        ];
+        table.finish(RELAY, outcomes, 100).await.unwrap();
         let rows: Vec<(String, i64, i64, String)> = sqlx::query_as(
             "SELECT event_id, published_at_unix_ms, attempts, last_error FROM outbox ORDER BY order_id, sequence",
         )
@@ -585,8 +812,85 @@ mod tests {
         .unwrap();
         assert_eq!(rows[0], (confirmed, 100, 1, String::new()));
         assert_eq!(rows[1], (cancelled, 0, 1, "the broker is down".to_owned()));
-        assert_eq!(rows[2].1, 0, "another order's event stays pending");
-        assert_eq!(lease_of(&table, "ord_1").await, None, "released");
+        assert_eq!(rows[2], (second, 100, 1, String::new()));
+        assert_eq!(
+            rows[3].1, 0,
+            "an event named under another order stays pending"
+        );
+        assert_eq!(rows[3].2, 0);
+        for order_id in ["ord_1", "ord_2", "ord_3"] {
+            assert_eq!(lease_of(table, order_id).await, None, "{order_id} released");
+        }
         assert_eq!(table.backlog().await.unwrap(), (2, Some(50)));
+    }
+
+    async fn batch_lease(table: &Table) {
+        assert!(table.lease("held", "relay-b", 100, 2000).await.unwrap());
+        assert!(table.lease("expired", "relay-b", 100, 500).await.unwrap());
+        assert!(table.lease("own", RELAY, 100, 600).await.unwrap());
+        let wanted: Vec<String> = ["held", "free", "own", "expired"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+        let mut taken = table.lease_batch(&wanted, RELAY, 1000, 3000).await.unwrap();
+        taken.sort();
+        assert_eq!(taken, ["expired", "free", "own"]);
+        assert_eq!(
+            lease_of(table, "held").await,
+            Some(("relay-b".into(), 2000))
+        );
+        for order_id in ["free", "own", "expired"] {
+            assert_eq!(lease_of(table, order_id).await, Some((RELAY.into(), 3000)));
+        }
+        assert!(table
+            .lease_batch(&[], RELAY, 1000, 3000)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    async fn batch_read(store: &Store, table: &Table) {
+        three_orders(store).await;
+        let read = |limit: i64, now: i64| {
+            let table = table.clone();
+            async move {
+                table
+                    .pending_batch(limit, RELAY, now)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|row| (row.order_id, row.sequence))
+                    .collect::<Vec<_>>()
+            }
+        };
+        let all = vec![
+            ("ord_1".to_owned(), 1),
+            ("ord_1".to_owned(), 2),
+            ("ord_2".to_owned(), 1),
+            ("ord_3".to_owned(), 1),
+        ];
+        assert_eq!(read(10, 0).await, all);
+        assert_eq!(
+            read(2, 0).await,
+            all[..3],
+            "a limit counts orders, not events"
+        );
+        // The committing units leased the orders to this relay until
+        // 1050 at most. relay-b holds ord_1 from 2000 until 3000: left out
+        // while that lasts; this relay's own lease does not hide anything.
+        assert!(table.lease("ord_1", "relay-b", 2000, 3000).await.unwrap());
+        assert!(table.lease("ord_2", RELAY, 2000, 3000).await.unwrap());
+        assert_eq!(read(10, 2500).await, all[2..]);
+        assert_eq!(read(10, 3000).await, all, "an ended lease hides nothing");
+        let fresh = table
+            .pending_of_orders(&["ord_3".into(), "ord_1".into()])
+            .await
+            .unwrap();
+        let fresh: Vec<(String, i64)> = fresh
+            .into_iter()
+            .map(|row| (row.order_id, row.sequence))
+            .collect();
+        assert_eq!(fresh, [all[0].clone(), all[1].clone(), all[3].clone()]);
+        assert!(table.pending_of_orders(&[]).await.unwrap().is_empty());
     }
 }
