@@ -271,7 +271,10 @@ async fn a_lone_unit_that_fails_or_panics_leaves_nothing_behind() {
         })
         .await;
     assert!(
-        matches!(panicking, Err(TestError::Write(WriteError::Panicked { .. }))),
+        matches!(
+            panicking,
+            Err(TestError::Write(WriteError::Panicked { .. }))
+        ),
         "{panicking:?}"
     );
     assert_eq!(note_ids(&db.observer).await, vec![1]);

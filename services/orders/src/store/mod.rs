@@ -1323,10 +1323,7 @@ mod tests {
         ));
 
         store.next_attempt(&second, 1, 30, 5_030).await.unwrap();
-        store
-            .priced(&second, &priced(31, 5_031))
-            .await
-            .unwrap();
+        store.priced(&second, &priced(31, 5_031)).await.unwrap();
         let order = store.get("ord_1").await.unwrap();
         assert_eq!(
             (order.step, order.total_cents, order.currency.as_str()),
@@ -1495,15 +1492,18 @@ mod tests {
         store.priced(&fence, &priced(500, 5_000)).await.unwrap();
         // At 2000 the first lease would be over: the step's write moved it.
         assert_eq!(
-            store.try_lease("ord_1", "owner-2", 2_000, 9_000).await.unwrap(),
+            store
+                .try_lease("ord_1", "owner-2", 2_000, 9_000)
+                .await
+                .unwrap(),
             None
         );
-        store
-            .captured(&fence, "pay_1", 600, 6_000)
-            .await
-            .unwrap();
+        store.captured(&fence, "pay_1", 600, 6_000).await.unwrap();
         assert_eq!(
-            store.try_lease("ord_1", "owner-2", 5_500, 9_000).await.unwrap(),
+            store
+                .try_lease("ord_1", "owner-2", 5_500, 9_000)
+                .await
+                .unwrap(),
             None
         );
         let second = store
@@ -1530,7 +1530,11 @@ mod tests {
         ));
         assert_eq!(store.get("ord_1").await.unwrap(), before);
         assert_eq!(
-            store.try_lease("ord_1", "owner-3", 9_001, 20_000).await.unwrap().map(|f| f.version),
+            store
+                .try_lease("ord_1", "owner-3", 9_001, 20_000)
+                .await
+                .unwrap()
+                .map(|f| f.version),
             Some(3),
             "a stale write must not have extended the lease"
         );
