@@ -98,6 +98,12 @@ pub async fn open(
     let is_sqlite = url.starts_with("sqlite:");
     let pool = AnyPoolOptions::new()
         .max_connections(if is_sqlite { 4 } else { 10 })
+        // A SQLite connection is a file on this machine served by its own
+        // thread: pinging it before every use is one more cross-thread round
+        // trip per query, and it cannot have been dropped by a server (the
+        // pool still pings it when it is returned). A PostgreSQL connection
+        // can die while idle: it is tested before use.
+        .test_before_acquire(!is_sqlite)
         .acquire_timeout(Duration::from_secs(10))
         .after_connect(move |connection, _| Box::pin(durability::configure(connection, is_sqlite)))
         .connect_with(options)

@@ -14,6 +14,8 @@
 //! - `mesh-bench events`: the outbox's cost on PlaceOrder, the latency from
 //!   an order's commit to its shipment's, and events/s at saturation, on
 //!   Redis or RabbitMQ.
+//! - `mesh-bench order-cost`: CPU per PlaceOrder in each service (from
+//!   `/proc`), against a baseline build in the same run.
 //!
 //! `scripts/bench` drives both to compare the mesh with what users would
 //! pick instead (docs/BENCHMARKS.md).
@@ -21,9 +23,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 mod busy;
+mod cpu;
 mod events;
 mod load;
 mod mtls;
+mod order_cost;
 mod scale;
 
 use std::{process::ExitCode, time::Duration};
@@ -54,6 +58,8 @@ enum Command {
     Quiet(busy::QuietArgs),
     /// The events path: the outbox's cost on PlaceOrder, commit-to-shipment latency, events/s.
     Events(events::EventsArgs),
+    /// CPU per PlaceOrder in each service, optionally against a baseline build.
+    OrderCost(order_cost::OrderCostArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,6 +81,7 @@ fn main() -> ExitCode {
             Command::Routing(args) => load::routing::run(args).await,
             Command::Quiet(args) => busy::quiet(args),
             Command::Events(args) => events::run(args).await,
+            Command::OrderCost(args) => order_cost::run(args).await,
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.

@@ -13,7 +13,10 @@
 //! 2. begins one transaction (`BEGIN IMMEDIATE` on SQLite, so a batch never
 //!    has to upgrade a read lock);
 //! 3. runs each unit, in queue order, inside its own `SAVEPOINT`: a unit that
-//!    fails is rolled back to its savepoint alone, the others go on;
+//!    fails is rolled back to its savepoint alone, the others go on (a batch
+//!    of one unit needs no savepoint: the transaction is the unit's, rolled
+//!    back if it fails; the savepoint statements are prepared once per
+//!    connection, not parsed per unit);
 //! 4. commits, and only then answers every caller — the failed units too,
 //!    since what they read may have been written by their batch.
 //!

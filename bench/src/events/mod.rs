@@ -28,7 +28,7 @@
 
 mod cpu;
 mod measure;
-mod shop;
+pub(crate) mod shop;
 
 use std::{
     path::PathBuf,
@@ -135,7 +135,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         .prefix("mesh-bench-events-")
         .tempdir()?;
     let mut shop = EventsShop::start(args.broker, usize::from(args.shipping), &bin, dir.path())?;
-    let user_id = seed(&shop).await?;
+    let user_id = seed(shop.users_addr, shop.inventory_addr).await?;
     let on = OrdersClient::new(channel(shop.orders_on.addr)?);
     let off = OrdersClient::new(channel(shop.orders_off.addr)?);
 
@@ -272,13 +272,18 @@ fn text(report: &EventsReport) -> String {
     )
 }
 
-fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
+/// A lazy plaintext channel to `addr`.
+pub(crate) fn channel(addr: std::net::SocketAddr) -> anyhow::Result<Channel> {
     Ok(Channel::from_shared(format!("http://{addr}"))?.connect_lazy())
 }
 
-/// A user and plenty of stock; the user's id.
-async fn seed(shop: &EventsShop) -> anyhow::Result<String> {
-    let user_id = UsersClient::new(channel(shop.users_addr)?)
+/// A user (in users at `users`) and plenty of stock (in inventory at
+/// `inventory`); the user's id.
+pub(crate) async fn seed(
+    users: std::net::SocketAddr,
+    inventory: std::net::SocketAddr,
+) -> anyhow::Result<String> {
+    let user_id = UsersClient::new(channel(users)?)
         .create_user(CreateUserRequest {
             email: "events-bench@example.com".into(),
             display_name: "Events bench".into(),
@@ -286,7 +291,7 @@ async fn seed(shop: &EventsShop) -> anyhow::Result<String> {
         .await?
         .into_inner()
         .user_id;
-    InventoryClient::new(channel(shop.inventory_addr)?)
+    InventoryClient::new(channel(inventory)?)
         .add_stock(AddStockRequest {
             sku: SKU.into(),
             quantity: 1_000_000_000,
@@ -340,7 +345,7 @@ async fn saturate(
 }
 
 /// `count` orders, `concurrency` at a time.
-async fn place_many(
+pub(crate) async fn place_many(
     client: &OrdersClient<Channel>,
     user_id: &str,
     count: u32,
@@ -392,7 +397,8 @@ async fn fixed_rate(
     Ok(())
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+/// The median (0 of none).
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => 0.0,
@@ -402,7 +408,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// The 1-minute load average (0 where /proc has none).
-fn load_average() -> f64 {
+pub(crate) fn load_average() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse().ok())

@@ -49,6 +49,13 @@ pub(crate) struct Service {
     pub(crate) addr: SocketAddr,
 }
 
+impl Service {
+    /// The process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+}
+
 /// Everything the run needs, stopped and reaped when dropped.
 pub(crate) struct EventsShop {
     broker: Broker,
@@ -213,7 +220,9 @@ impl EventsShop {
     }
 }
 
-fn start_service(
+/// Starts `bin`'s `name` on a free loopback port, with its data in `data`,
+/// its log in `logs` and `args` after the common flags; waits until it serves.
+pub(crate) fn start_service(
     bin: &Path,
     logs: &Path,
     name: &str,

@@ -214,9 +214,9 @@ async fn measure(
                 rate: None,
                 keep_samples: false,
             };
-            let cpu_before = cpu_seconds()?;
+            let cpu_before = crate::cpu::cpu_seconds("self")?;
             let outcome = workers::run(plan, caller(), &hidden).await;
-            let cpu = cpu_seconds()? - cpu_before;
+            let cpu = crate::cpu::cpu_seconds("self")? - cpu_before;
             failed += outcome.requests() - outcome.ok;
             rps[slot] = outcome.requests() as f64 / outcome.elapsed.as_secs_f64().max(1e-9);
             cpu_us[slot] = cpu * 1e6 / (outcome.requests().max(1) as f64);
@@ -342,25 +342,6 @@ async fn shifts(
         failed += worker.await.unwrap_or(0);
     }
     Ok((shifts, failed))
-}
-
-/// CPU time this process has used (user + system), from `/proc/self/stat`
-/// (in USER_HZ, 100 per second on Linux).
-fn cpu_seconds() -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
-    // The fields after the command name, which is in parentheses.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |index: usize| -> anyhow::Result<f64> {
-        fields
-            .get(index)
-            .and_then(|field| field.parse::<f64>().ok())
-            .context("unexpected /proc/self/stat")
-    };
-    // utime and stime are fields 14 and 15 of stat(5); the state (field 3) is index 0 here.
-    Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// v1's share of calls in proportion to the subsets' instances, in percent

@@ -489,9 +489,10 @@ async fn settle_in(
     change: Move,
     now_unix_ms: i64,
 ) -> Result<ReservationRecord, StoreError> {
-    let moved: Option<String> = sqlx::query_scalar(&format!(
+    // The moved row comes back from the write itself (no second read).
+    let moved = sqlx::query(&format!(
         "UPDATE reservations SET state = {}, updated_at_unix_ms = $2 \
-         WHERE reservation_id = $1 AND {} RETURNING state",
+         WHERE reservation_id = $1 AND {} RETURNING {RESERVATION_COLUMNS}",
         change.new_state_sql(),
         change.condition_sql()
     ))
@@ -500,10 +501,10 @@ async fn settle_in(
     .fetch_optional(&mut *connection)
     .await?;
 
-    let Some(mut reservation) = load_reservation(&mut *connection, reservation_id).await? else {
-        return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
-    };
     let Some(moved) = moved else {
+        let Some(reservation) = load_reservation(&mut *connection, reservation_id).await? else {
+            return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
+        };
         return match change.transition(reservation.state) {
             Transition::AlreadyDone => Ok(reservation),
             Transition::Refuse => Err(StoreError::WrongState {
@@ -518,11 +519,8 @@ async fn settle_in(
             }),
         };
     };
-    let target = State::parse(&moved).ok_or_else(|| {
-        StoreError::Inconsistent(format!(
-            "reservation {reservation_id} moved to the unknown state {moved:?}"
-        ))
-    })?;
+    let reservation = reservation_from_row(&mut *connection, reservation_id, &moved).await?;
+    let target = reservation.state;
 
     // Release puts the units back on the shelf; Commit sells them;
     // Restock returns sold units to the shelf.
@@ -560,7 +558,6 @@ async fn settle_in(
             )));
         }
     }
-    reservation.state = target;
     Ok(reservation)
 }
 
@@ -609,18 +606,34 @@ impl Move {
     }
 }
 
+/// The columns [`reservation_from_row`] reads.
+const RESERVATION_COLUMNS: &str = "state, total_cents, currency, expires_at_unix_ms";
+
 async fn load_reservation(
     connection: &mut AnyConnection,
     reservation_id: &str,
 ) -> Result<Option<ReservationRecord>, StoreError> {
-    let Some(row) =
-        sqlx::query("SELECT state, total_cents, currency, expires_at_unix_ms FROM reservations WHERE reservation_id = $1")
-            .bind(reservation_id)
-            .fetch_optional(&mut *connection)
-            .await?
+    let Some(row) = sqlx::query(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE reservation_id = $1"
+    ))
+    .bind(reservation_id)
+    .fetch_optional(&mut *connection)
+    .await?
     else {
         return Ok(None);
     };
+    Ok(Some(
+        reservation_from_row(connection, reservation_id, &row).await?,
+    ))
+}
+
+/// The reservation whose [`RESERVATION_COLUMNS`] are `row`, with its lines
+/// (read on `connection`).
+async fn reservation_from_row(
+    connection: &mut AnyConnection,
+    reservation_id: &str,
+    row: &AnyRow,
+) -> Result<ReservationRecord, StoreError> {
     let state_text: String = row.try_get("state")?;
     let state = State::parse(&state_text).ok_or_else(|| {
         StoreError::Inconsistent(format!(
@@ -643,14 +656,14 @@ async fn load_reservation(
         })
     })
     .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(Some(ReservationRecord {
+    Ok(ReservationRecord {
         reservation_id: reservation_id.to_owned(),
         state,
         lines,
         total_cents: row.try_get("total_cents")?,
         currency: row.try_get("currency")?,
         expires_at_unix_ms: row.try_get("expires_at_unix_ms")?,
-    }))
+    })
 }
 
 fn item(row: &AnyRow) -> Result<ItemRecord, StoreError> {

@@ -156,7 +156,8 @@ impl Store {
     }
 }
 
-/// The charge's write unit: insert unless the key exists, then read the key.
+/// The charge's write unit: insert unless the key exists (the new row comes
+/// back from the insert itself), else read the key's payment.
 async fn charge_in(
     connection: &mut AnyConnection,
     payment_id: &str,
@@ -164,11 +165,11 @@ async fn charge_in(
     decision: &Decision,
     now_unix_ms: i64,
 ) -> Result<ChargeOutcome, StoreError> {
-    let inserted = sqlx::query(
+    let inserted = sqlx::query(&format!(
         "INSERT INTO payments (payment_id, idempotency_key, user_id, amount_cents, currency, status, decline_reason, created_at_unix_ms, updated_at_unix_ms) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-         ON CONFLICT (idempotency_key) DO NOTHING",
-    )
+         ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
+    ))
     .bind(payment_id)
     .bind(&charge.idempotency_key)
     .bind(&charge.user_id)
@@ -177,9 +178,11 @@ async fn charge_in(
     .bind(decision.status().as_str())
     .bind(decision.reason())
     .bind(now_unix_ms)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
+    .fetch_optional(&mut *connection)
+    .await?;
+    if let Some(row) = inserted {
+        return Ok(ChargeOutcome::Created(payment_from_row(&row)?));
+    }
     let row = sqlx::query(&format!(
         "SELECT {COLUMNS} FROM payments WHERE idempotency_key = $1"
     ))
@@ -188,14 +191,11 @@ async fn charge_in(
     .await?
     .ok_or_else(|| {
         StoreError::Corrupt(format!(
-            "no payment for idempotency key {} right after inserting it",
+            "no payment for idempotency key {} although inserting it conflicted",
             charge.idempotency_key
         ))
     })?;
     let payment = payment_from_row(&row)?;
-    if inserted == 1 && payment.payment_id == payment_id {
-        return Ok(ChargeOutcome::Created(payment));
-    }
     if payment.matches(charge) {
         Ok(ChargeOutcome::Existing(payment))
     } else {

@@ -235,6 +235,54 @@ async fn a_panicking_unit_is_rolled_back_and_the_writer_goes_on() {
     assert_eq!(insert_note(&writer, 4).await.expect("still writing"), 3);
 }
 
+/// A unit alone in its batch runs without a savepoint (the transaction is
+/// its own): when it fails or panics, the transaction is rolled back, so
+/// nothing it wrote survives, and the writer goes on.
+#[tokio::test]
+async fn a_lone_unit_that_fails_or_panics_leaves_nothing_behind() {
+    let db = database().await;
+    let writer = writer("lone_failure_test", &db.pool);
+    assert_eq!(insert_note(&writer, 1).await.expect("commits"), 1);
+    let failing = writer
+        .write(|connection| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO notes (id, body) VALUES (2, 'half done')")
+                    .execute(&mut *connection)
+                    .await?;
+                Err::<(), _>(TestError::Refused("changed its mind"))
+            })
+        })
+        .await;
+    assert!(
+        matches!(failing, Err(TestError::Refused("changed its mind"))),
+        "{failing:?}"
+    );
+    let panicking = writer
+        .write(|connection| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO notes (id, body) VALUES (3, 'then panics')")
+                    .execute(&mut *connection)
+                    .await?;
+                if connection.backend_name() == "SQLite" {
+                    panic!("a bug in a write unit");
+                }
+                Ok::<_, TestError>(())
+            })
+        })
+        .await;
+    assert!(
+        matches!(
+            panicking,
+            Err(TestError::Write(WriteError::Panicked { .. }))
+        ),
+        "{panicking:?}"
+    );
+    assert_eq!(note_ids(&db.observer).await, vec![1]);
+    assert_eq!(insert_note(&writer, 4).await.expect("still writing"), 2);
+    assert_eq!(note_ids(&db.observer).await, vec![1, 4]);
+    assert_eq!(batches_and_units("lone_failure_test"), (4.0, 4.0));
+}
+
 #[tokio::test]
 async fn a_full_queue_refuses_at_once_with_a_transient_error() {
     let db = database().await;

@@ -17,6 +17,18 @@ use super::{
     GroupCommitOptions, WriteError,
 };
 
+/// Each unit of a batch of several runs inside this savepoint. The three
+/// statements are sent as prepared statements (`sqlx::query`), which every
+/// connection caches, instead of sqlx's nested-transaction SQL, which is
+/// text parsed again at every use.
+const SAVEPOINT: &str = "SAVEPOINT unit";
+/// Keeps a unit's changes (the savepoint ends; its changes join the batch).
+const RELEASE: &str = "RELEASE SAVEPOINT unit";
+/// Undoes a failed unit's changes. The savepoint stays open until the
+/// batch's COMMIT: the next unit's savepoint of the same name nests inside
+/// it, and RELEASE and ROLLBACK TO always name the innermost one.
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT unit";
+
 /// One database's writer.
 pub(super) struct Writer {
     database: String,
@@ -149,36 +161,37 @@ impl Writer {
                 })
             }
         };
+        if batch.len() == 1 {
+            return self.run_alone(transaction, batch).await;
+        }
         let mut executed = Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter();
         while let Some(job) = jobs.next() {
-            let mut savepoint = match transaction.begin().await {
-                Ok(savepoint) => savepoint,
-                Err(error) => {
-                    let not_run = std::iter::once(job).chain(jobs).collect();
-                    return Err(Failure {
-                        error,
-                        executed,
-                        not_run,
-                    });
-                }
-            };
-            let ran = AssertUnwindSafe(async { job.run(&mut savepoint).await })
+            if let Err(error) = sqlx::query(SAVEPOINT).execute(&mut *transaction).await {
+                let not_run = std::iter::once(job).chain(jobs).collect();
+                return Err(Failure {
+                    error,
+                    executed,
+                    not_run,
+                });
+            }
+            let ran = AssertUnwindSafe(async { job.run(&mut transaction).await })
                 .catch_unwind()
                 .await;
             let succeeded = ran.as_ref().map(|unit| unit.succeeded);
-            let ended = match succeeded {
-                Ok(true) => savepoint.commit().await,
-                Ok(false) => savepoint.rollback().await,
+            let end = match succeeded {
+                Ok(true) => RELEASE,
+                Ok(false) => ROLLBACK_TO,
                 Err(_) => {
                     tracing::error!(
                         database = %self.database,
                         "a write unit panicked; rolling back its savepoint"
                     );
                     self.metrics.unit(UnitOutcome::Failed);
-                    savepoint.rollback().await
+                    ROLLBACK_TO
                 }
             };
+            let ended = sqlx::query(end).execute(&mut *transaction).await;
             if let Ok(unit) = ran {
                 executed.push(unit);
             }
@@ -191,6 +204,46 @@ impl Writer {
             }
         }
         match transaction.commit().await {
+            Ok(()) => Ok(executed),
+            Err(error) => Err(Failure {
+                error,
+                executed,
+                not_run: Vec::new(),
+            }),
+        }
+    }
+
+    /// A batch of one unit needs no savepoint: the transaction is the
+    /// unit's, so a unit that fails (or panics) is undone by rolling the
+    /// transaction back — two statements fewer per write when requests do
+    /// not overlap.
+    async fn run_alone(
+        &self,
+        mut transaction: sqlx::Transaction<'_, Any>,
+        batch: Vec<Box<dyn Job>>,
+    ) -> Result<Vec<Executed>, Failure> {
+        let mut executed = Vec::with_capacity(1);
+        for job in batch {
+            let ran = AssertUnwindSafe(async { job.run(&mut transaction).await })
+                .catch_unwind()
+                .await;
+            match ran {
+                Ok(unit) => executed.push(unit),
+                Err(_) => {
+                    tracing::error!(
+                        database = %self.database,
+                        "a write unit panicked; rolling its transaction back"
+                    );
+                    self.metrics.unit(UnitOutcome::Failed);
+                }
+            }
+        }
+        let ended = if executed.iter().all(|unit| unit.succeeded) && !executed.is_empty() {
+            transaction.commit().await
+        } else {
+            transaction.rollback().await
+        };
+        match ended {
             Ok(()) => Ok(executed),
             Err(error) => Err(Failure {
                 error,

@@ -232,7 +232,7 @@ impl Saga {
         match inserted {
             Inserted::New(order, fence) => {
                 tracing::info!(order_id = %order.order_id, request_id = %order.request_id, "order recorded as pending");
-                self.run(order, fence, &budget).await
+                self.run_just_leased(order, fence, &budget).await
             }
             // A concurrent first attempt recorded it a moment ago.
             Inserted::Existing(order) => self.replay(order, &command, &budget).await,
@@ -297,18 +297,40 @@ impl Saga {
         }
     }
 
-    /// Runs the saga steps holding the lease, then gives the lease up: a
-    /// final order has freed it already; an order that needs a person is
-    /// parked (logged once, here); any other is deferred to its next attempt
-    /// (a backoff per order, see [`Saga::retry_backoff`]).
+    /// Runs the saga steps holding the lease (renewed before the first
+    /// step: it was taken before the order was read), then gives the lease
+    /// up: a final order has freed it already; an order that needs a person
+    /// is parked (logged once, here); any other is deferred to its next
+    /// attempt (a backoff per order, see [`Saga::retry_backoff`]).
     async fn run(
         &self,
         order: Order,
         fence: Fence,
         budget: &CallBudget,
     ) -> Result<Order, OrderError> {
+        self.run_leased(order, fence, budget, false).await
+    }
+
+    /// [`Saga::run`] for an order whose lease the caller's last write just
+    /// took (the new order's insert): its first step needs no renewal.
+    async fn run_just_leased(
+        &self,
+        order: Order,
+        fence: Fence,
+        budget: &CallBudget,
+    ) -> Result<Order, OrderError> {
+        self.run_leased(order, fence, budget, true).await
+    }
+
+    async fn run_leased(
+        &self,
+        order: Order,
+        fence: Fence,
+        budget: &CallBudget,
+        just_leased: bool,
+    ) -> Result<Order, OrderError> {
         let order_id = order.order_id.clone();
-        let result = self.drive(order, &fence, budget).await;
+        let result = self.drive(order, &fence, budget, just_leased).await;
         let now = now_unix_ms();
         let given_up = match &result {
             Ok(order) => {
@@ -378,6 +400,11 @@ impl Saga {
 
     fn lease_ms(&self) -> i64 {
         millis(self.options.lease)
+    }
+
+    /// Until when a lease written now holds.
+    fn lease_from_now(&self) -> i64 {
+        now_unix_ms() + self.lease_ms()
     }
 }
 

@@ -18,7 +18,7 @@ use crate::{
     domain::{
         bounded_reason, classify_failure, stock_rejection_reason, CallFailure, ParkReason, Step,
     },
-    store::{Fence, Order},
+    store::{Fence, Order, Priced},
 };
 
 /// Transient failures one run retries itself (within the caller's deadline)
@@ -34,21 +34,32 @@ const MAX_RESERVATION_ATTEMPTS: i64 = 20;
 impl Saga {
     /// Runs steps until the order is final, or a step fails in a way only
     /// time can fix (then the order stays at that step for the next run).
+    ///
+    /// The lease outlives every step that starts under it: each step that
+    /// moves the order on renews the lease in its own fenced write (the
+    /// next step starts right after that write), so a separate renewal is
+    /// written only before a step that does not follow one: the first step
+    /// of a resumed order (`just_leased` false: the lease was taken before a
+    /// read) and a retry after its pause.
     pub(super) async fn drive(
         &self,
         mut order: Order,
         fence: &Fence,
         budget: &CallBudget,
+        just_leased: bool,
     ) -> Result<Order, OrderError> {
         let mut retries = 0;
+        let mut lease_fresh = just_leased;
         loop {
             if order.step == Step::Done || !order.status.is_unfinished() {
                 return outcome(order);
             }
-            // Renewal: the lease outlives every step that starts under it.
-            self.store
-                .renew(fence, now_unix_ms() + self.lease_ms())
-                .await?;
+            if !lease_fresh {
+                self.store.renew(fence, self.lease_from_now()).await?;
+            }
+            // Every Ok below wrote the next step with a renewed lease (or
+            // made the order final); an error leaves it as it was.
+            lease_fresh = false;
             let step = match order.step {
                 Step::Reserve => self.reserve(&mut order, fence, budget).await,
                 Step::Charge => self.charge(&mut order, fence, budget).await,
@@ -58,7 +69,10 @@ impl Saga {
                 Step::Done => continue,
             };
             match step {
-                Ok(()) => retries = 0,
+                Ok(()) => {
+                    retries = 0;
+                    lease_fresh = true;
+                }
                 Err(error) if error.is_transient() && retries < RETRIES_PER_RUN => {
                     let pause =
                         self.options.per_call / FIRST_RETRY_PAUSE_DIVISOR * 2u32.pow(retries);
@@ -115,7 +129,12 @@ impl Saga {
             ReservationState::Released if order.reservation_attempt < MAX_RESERVATION_ATTEMPTS => {
                 order.reservation_attempt += 1;
                 self.store
-                    .next_attempt(fence, order.reservation_attempt, now_unix_ms())
+                    .next_attempt(
+                        fence,
+                        order.reservation_attempt,
+                        now_unix_ms(),
+                        self.lease_from_now(),
+                    )
                     .await?;
                 Ok(())
             }
@@ -156,16 +175,15 @@ impl Saga {
             );
             return Err(inconsistent(order, ParkReason::ReservationContent, detail));
         }
-        self.store
-            .priced(
-                fence,
-                &prices,
-                reservation.total_cents,
-                &reservation.currency,
-                now_unix_ms(),
-            )
-            .await?;
-        for (line, (_, price)) in order.lines.iter_mut().zip(&prices) {
+        let priced = Priced {
+            prices,
+            total_cents: reservation.total_cents,
+            currency: reservation.currency.clone(),
+            now_unix_ms: now_unix_ms(),
+            lease_until_unix_ms: self.lease_from_now(),
+        };
+        self.store.priced(fence, &priced).await?;
+        for (line, (_, price)) in order.lines.iter_mut().zip(&priced.prices) {
             line.unit_price_cents = *price;
         }
         order.total_cents = reservation.total_cents;
@@ -192,7 +210,12 @@ impl Saga {
             Ok(payment) => match payment.status() {
                 PaymentStatus::Captured => {
                     self.store
-                        .captured(fence, &payment.payment_id, now_unix_ms())
+                        .captured(
+                            fence,
+                            &payment.payment_id,
+                            now_unix_ms(),
+                            self.lease_from_now(),
+                        )
                         .await?;
                     order.payment_id = payment.payment_id;
                     order.step = Step::Commit;
@@ -280,7 +303,9 @@ impl Saga {
         reason: String,
     ) -> Result<(), OrderError> {
         let reason = bounded_reason(&reason);
-        self.store.undo(fence, &reason, now_unix_ms()).await?;
+        self.store
+            .undo(fence, &reason, now_unix_ms(), self.lease_from_now())
+            .await?;
         order.rejection_reason = reason;
         order.step = Step::Undo;
         Ok(())

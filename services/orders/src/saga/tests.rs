@@ -863,6 +863,7 @@ async fn a_fenced_out_run_cannot_write_and_its_late_calls_change_nothing() {
         order_id: order.order_id.clone(),
         owner: "stale".into(),
         version: 1,
+        lease_until_unix_ms: 0,
     };
     let mut replayed = order.clone();
     replayed.status = OrderStatus::Pending;
@@ -891,7 +892,7 @@ async fn a_fenced_out_run_cannot_write_and_its_late_calls_change_nothing() {
     assert_eq!(stored(&world, "r1").await.status, OrderStatus::Confirmed);
     // Nor can it drive the order at all.
     assert!(
-        saga.drive(order, &stale, &budget()).await.is_ok(),
+        saga.drive(order, &stale, &budget(), false).await.is_ok(),
         "a final order is only answered"
     );
 }

@@ -5,7 +5,9 @@
 //! CANCELLING)`. `lease_version` is a counter the database bumps at every
 //! acquisition (not a clock), so a run whose lease expired and was taken over
 //! can no longer write, whatever the clocks say; a multi-row write is one
-//! write unit that starts with the fenced write.
+//! write unit that starts with the fenced write. A step's write also renews
+//! the lease (`lease_until_unix_ms`) in the same fenced statement, so a saga
+//! step costs one write, not a renewal and a write.
 //!
 //! Every write goes through the database's group-commit writer
 //! ([`mesh::storage::GroupCommit`]): a saga step returns only once its write
@@ -129,6 +131,53 @@ pub struct NewOrder<'a> {
     pub now_unix_ms: i64,
 }
 
+impl NewOrder<'_> {
+    /// The order as [`Store::insert_pending`] records it: PENDING at
+    /// RESERVE, unpriced, keys from its own id.
+    fn as_recorded(&self) -> Order {
+        Order {
+            order_id: self.order_id.to_owned(),
+            request_id: self.request_id.to_owned(),
+            user_id: self.user_id.to_owned(),
+            currency: self.currency.to_owned(),
+            status: OrderStatus::Pending,
+            step: Step::Reserve,
+            total_cents: 0,
+            payment_id: String::new(),
+            rejection_reason: String::new(),
+            created_at_unix_ms: self.now_unix_ms,
+            reservation_attempt: 0,
+            keys: KeySource::OrderId,
+            failed_runs: 0,
+            parked: None,
+            lines: self
+                .items
+                .iter()
+                .map(|item| Line {
+                    sku: item.sku.clone(),
+                    quantity: item.quantity,
+                    unit_price_cents: 0,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What RESERVE → CHARGE records ([`Store::priced`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Priced {
+    /// Inventory's unit price of each SKU.
+    pub prices: Vec<(String, i64)>,
+    /// The reservation's total.
+    pub total_cents: i64,
+    /// The seller's currency.
+    pub currency: String,
+    /// When.
+    pub now_unix_ms: i64,
+    /// The lease, renewed by the same write.
+    pub lease_until_unix_ms: i64,
+}
+
 /// The right to write an order's saga state: who holds its lease, and the
 /// lease's version (the fencing token).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +188,9 @@ pub struct Fence {
     pub owner: String,
     /// The lease version this run got.
     pub version: i64,
+    /// Until when the lease was taken (the store's answer when it leased the
+    /// order; the saga tracks its renewals itself).
+    pub lease_until_unix_ms: i64,
 }
 
 /// What `insert_pending` did.
@@ -278,8 +330,10 @@ impl Store {
             order_id: order.order_id.to_owned(),
             owner: owner.to_owned(),
             version: 1,
+            lease_until_unix_ms,
         };
-        Ok(Inserted::New(self.get(order.order_id).await?, fence))
+        // The row is exactly what was written: no read back.
+        Ok(Inserted::New(order.as_recorded(), fence))
     }
 
     /// One order.
@@ -398,10 +452,13 @@ impl Store {
             order_id: order_id.to_owned(),
             owner: owner.to_owned(),
             version,
+            lease_until_unix_ms,
         }))
     }
 
-    /// Extends the lease (a run renews before each remote step).
+    /// Extends the lease. A step's own write renews it too (see
+    /// [`Store::priced`]); a run renews on its own only before a step that
+    /// does not follow such a write (a resumed order, a retry after a pause).
     pub async fn renew(&self, fence: &Fence, lease_until_unix_ms: i64) -> Result<(), StoreError> {
         self.fenced(
             fence,
@@ -651,42 +708,46 @@ impl Store {
             .collect()
     }
 
-    /// RESERVE: moves to reservation `attempt` (the previous one was released).
+    /// RESERVE: moves to reservation `attempt` (the previous one was
+    /// released), renewing the lease until `lease_until`.
     pub async fn next_attempt(
         &self,
         fence: &Fence,
         attempt: i64,
         now_unix_ms: i64,
+        lease_until_unix_ms: i64,
     ) -> Result<(), StoreError> {
         self.fenced(
             fence,
-            "reservation_attempt = $1, updated_at_unix_ms = $2, failed_runs = 0",
-            &[Int(attempt), Int(now_unix_ms)],
+            "reservation_attempt = $1, updated_at_unix_ms = $2, failed_runs = 0, lease_until_unix_ms = $3",
+            &[Int(attempt), Int(now_unix_ms), Int(lease_until_unix_ms)],
         )
         .await
     }
 
     /// RESERVE → CHARGE: stores inventory's unit prices (by SKU), the total
-    /// and the seller's currency, in one transaction, before any Charge.
-    pub async fn priced(
-        &self,
-        fence: &Fence,
-        prices: &[(String, i64)],
-        total_cents: i64,
-        currency: &str,
-        now_unix_ms: i64,
-    ) -> Result<(), StoreError> {
-        let (fence, prices, currency) = (fence.clone(), prices.to_vec(), currency.to_owned());
+    /// and the seller's currency, in one transaction, before any Charge;
+    /// renews the lease until `priced.lease_until_unix_ms`.
+    pub async fn priced(&self, fence: &Fence, priced: &Priced) -> Result<(), StoreError> {
+        let fence = fence.clone();
+        let Priced {
+            prices,
+            total_cents,
+            currency,
+            now_unix_ms,
+            lease_until_unix_ms,
+        } = priced.clone();
         self.write(move |connection| {
             Box::pin(async move {
                 let updated = sqlx::query(&fenced_sql(
-                    "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4, failed_runs = 0",
-                    5,
+                    "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4, failed_runs = 0, lease_until_unix_ms = $5",
+                    6,
                 ))
                 .bind(Step::Charge.as_str())
                 .bind(total_cents)
                 .bind(&currency)
                 .bind(now_unix_ms)
+                .bind(lease_until_unix_ms)
                 .bind(&fence.order_id)
                 .bind(&fence.owner)
                 .bind(fence.version)
@@ -711,37 +772,47 @@ impl Store {
         .await
     }
 
-    /// CHARGE → COMMIT: the captured payment.
+    /// CHARGE → COMMIT: the captured payment; renews the lease until
+    /// `lease_until`.
     pub async fn captured(
         &self,
         fence: &Fence,
         payment_id: &str,
         now_unix_ms: i64,
+        lease_until_unix_ms: i64,
     ) -> Result<(), StoreError> {
         self.fenced(
             fence,
-            "step = $1, payment_id = $2, updated_at_unix_ms = $3, failed_runs = 0",
+            "step = $1, payment_id = $2, updated_at_unix_ms = $3, failed_runs = 0, lease_until_unix_ms = $4",
             &[
                 Text(Step::Commit.as_str()),
                 Text(payment_id),
                 Int(now_unix_ms),
+                Int(lease_until_unix_ms),
             ],
         )
         .await
     }
 
     /// → UNDO: the order will be rejected for `reason` once its payment (if
-    /// captured) is refunded and its reservation released.
+    /// captured) is refunded and its reservation released; renews the lease
+    /// until `lease_until`.
     pub async fn undo(
         &self,
         fence: &Fence,
         reason: &str,
         now_unix_ms: i64,
+        lease_until_unix_ms: i64,
     ) -> Result<(), StoreError> {
         self.fenced(
             fence,
-            "step = $1, rejection_reason = $2, updated_at_unix_ms = $3, failed_runs = 0",
-            &[Text(Step::Undo.as_str()), Text(reason), Int(now_unix_ms)],
+            "step = $1, rejection_reason = $2, updated_at_unix_ms = $3, failed_runs = 0, lease_until_unix_ms = $4",
+            &[
+                Text(Step::Undo.as_str()),
+                Text(reason),
+                Int(now_unix_ms),
+                Int(lease_until_unix_ms),
+            ],
         )
         .await
     }
@@ -816,7 +887,7 @@ impl Store {
             Int(now_unix_ms),
         ];
         values.extend(reason.map(Text));
-        let sql = fenced_sql(set, values.len() + 1);
+        let sql = format!("{} RETURNING {COLUMNS}", fenced_sql(set, values.len() + 1));
         let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
         let fence = fence.clone();
         // Captured here: the unit runs on the writer's task, not in the
@@ -830,8 +901,16 @@ impl Store {
         let (order, handed) = self
             .write(move |connection| {
                 Box::pin(async move {
-                    fenced_in(connection, &sql, &values, &fence).await?;
-                    let order = read_order(connection, &fence.order_id).await?;
+                    // The final row as the fenced write left it (RETURNING:
+                    // no second statement to read it), then its lines.
+                    let row = fenced_query(&sql, &values, &fence)
+                        .fetch_optional(&mut *connection)
+                        .await?
+                        .ok_or_else(|| StoreError::LeaseLost {
+                            order_id: fence.order_id.clone(),
+                        })?;
+                    let mut order = order_from_row(&row)?;
+                    order.lines = lines_of(connection, &fence.order_id).await?;
                     let mut handed = None;
                     if let Some(event) = event {
                         handed = events::record(connection, &order, &event).await?;
@@ -890,6 +969,20 @@ async fn fenced_in(
     values: &[OwnedValue],
     fence: &Fence,
 ) -> Result<(), StoreError> {
+    let updated = fenced_query(sql, values, fence)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
+    leased(updated, &fence.order_id)
+}
+
+/// `sql` (from [`fenced_sql`]) with `values`, then the order id and the
+/// fence, bound.
+fn fenced_query<'q>(
+    sql: &'q str,
+    values: &'q [OwnedValue],
+    fence: &'q Fence,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
     let mut query = sqlx::query(sql);
     for value in values {
         query = match value {
@@ -897,14 +990,10 @@ async fn fenced_in(
             OwnedValue::Int(number) => query.bind(*number),
         };
     }
-    let updated = query
+    query
         .bind(fence.order_id.as_str())
         .bind(fence.owner.as_str())
         .bind(fence.version)
-        .execute(&mut *connection)
-        .await?
-        .rows_affected();
-    leased(updated, &fence.order_id)
 }
 
 /// The status of `order_id` if it is parked (and so PENDING or CANCELLING),
@@ -1150,6 +1239,16 @@ mod tests {
             .unwrap()
     }
 
+    fn priced(now_unix_ms: i64, lease_until_unix_ms: i64) -> Priced {
+        Priced {
+            prices: vec![("apple".into(), 150), ("pear".into(), 200)],
+            total_cents: 500,
+            currency: "USD".into(),
+            now_unix_ms,
+            lease_until_unix_ms,
+        }
+    }
+
     fn fence_of(inserted: Inserted) -> (Order, Fence) {
         match inserted {
             Inserted::New(order, fence) => (order, fence),
@@ -1204,9 +1303,9 @@ mod tests {
             .expect("expired lease is taken");
         assert_eq!(second.version, 2);
         for stale in [
-            store.next_attempt(&first, 1, 20).await,
+            store.next_attempt(&first, 1, 20, 9_000).await,
             store.renew(&first, 99_999).await,
-            store.undo(&first, "late", 21).await,
+            store.undo(&first, "late", 21, 9_000).await,
         ] {
             assert!(
                 matches!(stale, Err(StoreError::LeaseLost { .. })),
@@ -1219,21 +1318,12 @@ mod tests {
             ..second.clone()
         };
         assert!(matches!(
-            store.captured(&stale_same_owner, "pay_x", 22).await,
+            store.captured(&stale_same_owner, "pay_x", 22, 9_000).await,
             Err(StoreError::LeaseLost { .. })
         ));
 
-        store.next_attempt(&second, 1, 30).await.unwrap();
-        store
-            .priced(
-                &second,
-                &[("apple".into(), 150), ("pear".into(), 200)],
-                500,
-                "USD",
-                31,
-            )
-            .await
-            .unwrap();
+        store.next_attempt(&second, 1, 30, 5_030).await.unwrap();
+        store.priced(&second, &priced(31, 5_031)).await.unwrap();
         let order = store.get("ord_1").await.unwrap();
         assert_eq!(
             (order.step, order.total_cents, order.currency.as_str()),
@@ -1242,7 +1332,7 @@ mod tests {
         assert_eq!(order.lines[0].unit_price_cents, 150);
         assert_eq!(order.lines[1].unit_price_cents, 200);
         assert_eq!(order.reservation_attempt, 1);
-        store.captured(&second, "pay_1", 32).await.unwrap();
+        store.captured(&second, "pay_1", 32, 5_032).await.unwrap();
         let confirmed = store.confirm(&second, 40).await.unwrap();
         assert_eq!(
             (confirmed.status, confirmed.step),
@@ -1291,7 +1381,7 @@ mod tests {
         let store = open(dir.path()).await;
         let (_, fence) = fence_of(insert(&store, "ord_1", "r1", "u_1", 10).await);
         store
-            .undo(&fence, "payment declined: too much", 20)
+            .undo(&fence, "payment declined: too much", 20, 1_020)
             .await
             .unwrap();
         let undoing = store.get("ord_1").await.unwrap();
@@ -1387,5 +1477,76 @@ mod tests {
 
     async fn store_order(store: &Store) -> Order {
         store.find_by_request("same").await.unwrap().unwrap()
+    }
+
+    /// Each step's write renews the lease in the same fenced statement (no
+    /// separate renewal per step): after it, no other run can take the order
+    /// until the new lease ends; a stale fence's step write changes nothing,
+    /// the lease included.
+    #[tokio::test]
+    async fn a_step_write_renews_the_lease_and_a_stale_one_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        // Leased until 1010.
+        let (_, fence) = fence_of(insert(&store, "ord_1", "r1", "u_1", 10).await);
+        store.priced(&fence, &priced(500, 5_000)).await.unwrap();
+        // At 2000 the first lease would be over: the step's write moved it.
+        assert_eq!(
+            store
+                .try_lease("ord_1", "owner-2", 2_000, 9_000)
+                .await
+                .unwrap(),
+            None
+        );
+        store.captured(&fence, "pay_1", 600, 6_000).await.unwrap();
+        assert_eq!(
+            store
+                .try_lease("ord_1", "owner-2", 5_500, 9_000)
+                .await
+                .unwrap(),
+            None
+        );
+        let second = store
+            .try_lease("ord_1", "owner-2", 6_000, 9_000)
+            .await
+            .unwrap()
+            .expect("the renewed lease has ended");
+        assert_eq!((second.version, second.lease_until_unix_ms), (2, 9_000));
+
+        // The first run's late step writes are fenced out and move nothing:
+        // neither the step nor the lease (the second run keeps it).
+        let before = store.get("ord_1").await.unwrap();
+        assert!(matches!(
+            store.undo(&fence, "late", 7_000, 99_000).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(matches!(
+            store.next_attempt(&fence, 3, 7_000, 99_000).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert!(matches!(
+            store.priced(&fence, &priced(7_000, 99_000)).await,
+            Err(StoreError::LeaseLost { .. })
+        ));
+        assert_eq!(store.get("ord_1").await.unwrap(), before);
+        assert_eq!(
+            store
+                .try_lease("ord_1", "owner-3", 9_001, 20_000)
+                .await
+                .unwrap()
+                .map(|f| f.version),
+            Some(3),
+            "a stale write must not have extended the lease"
+        );
+    }
+
+    /// The order `insert_pending` answers is the row it wrote (it is not
+    /// read back, so the two must agree).
+    #[tokio::test]
+    async fn the_inserted_order_is_the_stored_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        let (order, _) = fence_of(insert(&store, "ord_1", "r1", "u_1", 10).await);
+        assert_eq!(store.get("ord_1").await.unwrap(), order);
     }
 }

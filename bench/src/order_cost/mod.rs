@@ -1,0 +1,184 @@
+//! `mesh-bench order-cost`: what one PlaceOrder costs in CPU, per service.
+//!
+//! Starts users, inventory, payments and orders (release binaries, no
+//! Consul, plaintext on loopback, SQLite with durable commits, events off:
+//! the saga's own cost) from `--bin`, and with `--baseline DIR` a second
+//! such shop from other binaries (e.g. main's, copied before a change).
+//! Each round places `--orders` orders closed-loop at `--concurrency` in
+//! flight through each shop in turn (the order alternating between rounds,
+//! so neither always gets the warmer machine), reading every service
+//! process's user + system CPU time from `/proc` before and after. The
+//! report gives, per shop, the median over the rounds of each service's
+//! CPU µs per order, their sum, and orders/s; CPU time counts only each
+//! process's own work, so it holds on a loaded machine better than a rate
+//! (the load average at the start and end of the run is in the report).
+//!
+//! `cargo build --release --workspace && target/release/mesh-bench
+//! order-cost --baseline /path/to/main/release`.
+
+mod shop;
+
+use std::{path::PathBuf, process::ExitCode, time::Instant};
+
+use anyhow::Context as _;
+use mesh::proto::orders::v1::orders_client::OrdersClient;
+use serde::Serialize;
+
+use crate::events::{channel, load_average, median, place_many, seed};
+use shop::{OrderShop, SERVICES};
+
+/// `mesh-bench order-cost` flags.
+#[derive(clap::Args, Debug)]
+pub(crate) struct OrderCostArgs {
+    /// Where the service binaries are (default: beside mesh-bench).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Other binaries to measure in the same run, interleaved (the "before").
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Measured rounds per shop.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
+    /// Orders per round.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(10..=1_000_000))]
+    orders: u32,
+    /// Orders placed before the first round (connections, caches, pages).
+    #[arg(long, default_value_t = 200)]
+    warmup: u32,
+    /// PlaceOrder calls in flight.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    concurrency: u32,
+    /// One JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One shop's figures.
+#[derive(Debug, Serialize)]
+struct ShopReport {
+    /// "measured" (`--bin`) or "baseline".
+    label: &'static str,
+    bin: String,
+    /// Per round: CPU µs per order of each service, in [`SERVICES`] order.
+    rounds: Vec<[f64; 4]>,
+    /// Per round: orders/s.
+    rates: Vec<f64>,
+    /// Median over the rounds, per service.
+    median_us_per_order: [f64; 4],
+    /// The sum of the medians.
+    total_us_per_order: f64,
+    /// Median orders/s (closed loop, so it also depends on the machine's load).
+    median_orders_per_second: f64,
+}
+
+/// What the run measured.
+#[derive(Debug, Serialize)]
+struct OrderCostReport {
+    services: [&'static str; 4],
+    orders_per_round: u32,
+    concurrency: u32,
+    /// The 1-minute load average at the start and at the end.
+    load_average_start: f64,
+    load_average_end: f64,
+    shops: Vec<ShopReport>,
+}
+
+/// Starts the shop(s), then measures `args.rounds` rounds in each.
+pub(crate) async fn run(args: OrderCostArgs) -> anyhow::Result<ExitCode> {
+    let bin = match &args.bin {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("mesh-bench has no folder")?
+            .to_owned(),
+    };
+    let dir = tempfile::Builder::new()
+        .prefix("mesh-bench-order-cost-")
+        .tempdir()?;
+    let load_average_start = load_average();
+    let mut shops = vec![("measured", OrderShop::start(&bin, &dir.path().join("a"))?)];
+    if let Some(baseline) = &args.baseline {
+        shops.push((
+            "baseline",
+            OrderShop::start(baseline, &dir.path().join("b"))?,
+        ));
+    }
+    let mut clients = Vec::new();
+    for (_, shop) in &shops {
+        let user_id = seed(shop.users_addr(), shop.inventory_addr()).await?;
+        let client = OrdersClient::new(channel(shop.orders_addr())?);
+        place_many(&client, &user_id, args.warmup, args.concurrency).await?;
+        clients.push((client, user_id));
+    }
+    let mut measured: Vec<(Vec<[f64; 4]>, Vec<f64>)> = vec![Default::default(); shops.len()];
+    for round in 0..args.rounds as usize {
+        for turn in 0..shops.len() {
+            // Alternate which shop goes first.
+            let index = (turn + round) % shops.len();
+            let (client, user_id) = &clients[index];
+            let before = shops[index].1.cpu_seconds()?;
+            let started = Instant::now();
+            place_many(client, user_id, args.orders, args.concurrency).await?;
+            let elapsed = started.elapsed().as_secs_f64();
+            let after = shops[index].1.cpu_seconds()?;
+            let per_order =
+                std::array::from_fn(|i| (after[i] - before[i]) * 1e6 / f64::from(args.orders));
+            measured[index].0.push(per_order);
+            measured[index].1.push(f64::from(args.orders) / elapsed);
+        }
+    }
+    let reports = shops
+        .iter()
+        .zip(measured)
+        .map(|((label, shop), (rounds, rates))| {
+            let median_us_per_order: [f64; 4] =
+                std::array::from_fn(|i| median(rounds.iter().map(|round| round[i]).collect()));
+            ShopReport {
+                label: *label,
+                bin: shop.bin().display().to_string(),
+                total_us_per_order: median_us_per_order.iter().sum(),
+                median_us_per_order,
+                median_orders_per_second: median(rates.clone()),
+                rounds,
+                rates,
+            }
+        })
+        .collect();
+    let report = OrderCostReport {
+        services: SERVICES,
+        orders_per_round: args.orders,
+        concurrency: args.concurrency,
+        load_average_start,
+        load_average_end: load_average(),
+        shops: reports,
+    };
+    crate::print_report(&report, args.json, text)?;
+    drop(shops);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn text(report: &OrderCostReport) -> String {
+    let mut out = format!(
+        "CPU per PlaceOrder, {} orders a round at {} in flight (load average {:.2} → {:.2})\n\
+         {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+        report.orders_per_round,
+        report.concurrency,
+        report.load_average_start,
+        report.load_average_end,
+        "shop",
+        "users",
+        "inventory",
+        "payments",
+        "orders",
+        "total µs",
+        "orders/s",
+    );
+    for shop in &report.shops {
+        let [users, inventory, payments, orders] = shop.median_us_per_order;
+        out.push_str(&format!(
+            "{:<10} {users:>9.0} {inventory:>9.0} {payments:>9.0} {orders:>9.0} {:>9.0} {:>9.0}   ({})\n",
+            shop.label, shop.total_us_per_order, shop.median_orders_per_second, shop.bin
+        ));
+    }
+    out
+}
