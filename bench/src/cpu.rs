@@ -1,30 +1,47 @@
 //! CPU time of a process from `/proc/<pid>/stat`: user + system time of all
-//! its threads, in USER_HZ (100 per second: the kernel's fixed unit for
-//! `/proc`), so figures taken on a loaded machine still count only the
+//! its threads, so figures taken on a loaded machine still count only the
 //! process's own work.
 
-use anyhow::Context as _;
+use std::time::Duration;
 
-/// USER_HZ: `/proc`'s clock ticks per second on Linux.
-const TICKS_PER_SECOND: f64 = 100.0;
+use anyhow::Context as _;
 
 /// User + system CPU seconds `process` has used (`"self"` or a pid).
 pub(crate) fn cpu_seconds(process: &str) -> anyhow::Result<f64> {
     let path = format!("/proc/{process}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-    parse_cpu_seconds(&stat).with_context(|| format!("unexpected {path}"))
+    let (_, ticks) = parse_stat(&stat).with_context(|| format!("unexpected {path}"))?;
+    Ok(clock_tick().as_secs_f64() * ticks as f64)
 }
 
-/// utime + stime of a `stat(5)` line, in seconds.
-fn parse_cpu_seconds(stat: &str) -> Option<f64> {
-    // The fields after the command name, which is in parentheses (and may
-    // itself contain spaces or parentheses).
-    let (_, rest) = stat.rsplit_once(')')?;
+/// (process group, utime + stime in clock ticks) of a `/proc/<pid>/stat`
+/// line (stat(5)); the command name may hold spaces and parentheses, so
+/// fields are counted after its last `)`.
+pub(crate) fn parse_stat(stat: &str) -> Option<(u32, u64)> {
+    let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of stat(5); the state (field 3)
-    // is index 0 here.
-    let ticks = |index: usize| fields.get(index)?.parse::<f64>().ok();
-    Some((ticks(11)? + ticks(12)?) / TICKS_PER_SECOND)
+    // After the name: state(3) ppid(4) pgrp(5) … utime(14) stime(15).
+    let group = fields.get(2)?.parse().ok()?;
+    let user: u64 = fields.get(11)?.parse().ok()?;
+    let system: u64 = fields.get(12)?.parse().ok()?;
+    Some((group, user + system))
+}
+
+/// The length of a `/proc` clock tick (`getconf CLK_TCK`; Linux's
+/// USER_HZ is 100 where that cannot be asked).
+pub(crate) fn clock_tick() -> Duration {
+    static TICK: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *TICK.get_or_init(|| {
+        let hertz = std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|text| text.trim().parse::<u32>().ok())
+            .filter(|hertz| *hertz > 0)
+            .unwrap_or(100);
+        Duration::from_secs(1) / hertz
+    })
 }
 
 #[cfg(test)]
@@ -32,10 +49,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn utime_and_stime_are_summed_after_the_command_name() {
-        let stat = "4242 (orders (x)) S 1 4242 4242 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 9 0";
-        assert_eq!(parse_cpu_seconds(stat), Some(3.25));
-        assert_eq!(parse_cpu_seconds("4242 (orders) S 1"), None);
+    fn a_stat_line_gives_its_group_and_cpu_ticks_whatever_the_name_holds() {
+        let line = "4242 (beam.smp (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 \
+                    250 75 3 4 20 0 30 0 123 456 789";
+        assert_eq!(parse_stat(line), Some((4200, 325)));
+        assert_eq!(parse_stat("4242 (orders) S 1"), None);
+        assert_eq!(parse_stat("garbage"), None);
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use serde::Serialize;
 
+use crate::cpu::{clock_tick, parse_stat};
+
 /// The process groups counted, by what they are. Every process the shop
 /// starts leads its own group (`localenv` spawns them so), so a group is the
 /// process and whatever it started (RabbitMQ's Erlang VM under its script).
@@ -96,47 +98,9 @@ pub(crate) struct CpuPerOrder {
     pub(crate) total_us: f64,
 }
 
-/// (process group, utime + stime in clock ticks) of a `/proc/<pid>/stat`
-/// line; the command name may hold spaces and parentheses, so fields are
-/// counted after its last `)`.
-fn parse_stat(stat: &str) -> Option<(u32, u64)> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // After the name: state(3) ppid(4) pgrp(5) … utime(14) stime(15).
-    let group = fields.get(2)?.parse().ok()?;
-    let user: u64 = fields.get(11)?.parse().ok()?;
-    let system: u64 = fields.get(12)?.parse().ok()?;
-    Some((group, user + system))
-}
-
-/// The length of a `/proc` clock tick (`getconf CLK_TCK`; Linux's
-/// USER_HZ is 100 where that cannot be asked).
-fn clock_tick() -> Duration {
-    static TICK: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *TICK.get_or_init(|| {
-        let hertz = std::process::Command::new("getconf")
-            .arg("CLK_TCK")
-            .output()
-            .ok()
-            .and_then(|out| String::from_utf8(out.stdout).ok())
-            .and_then(|text| text.trim().parse::<u32>().ok())
-            .filter(|hertz| *hertz > 0)
-            .unwrap_or(100);
-        Duration::from_secs(1) / hertz
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_stat_line_gives_its_group_and_cpu_ticks_whatever_the_name_holds() {
-        let line = "4242 (beam.smp (x) y) S 1 4200 4200 0 -1 4194560 100 0 0 0 \
-                    250 75 3 4 20 0 30 0 123 456 789";
-        assert_eq!(parse_stat(line), Some((4200, 325)));
-        assert_eq!(parse_stat("garbage"), None);
-    }
 
     #[test]
     fn this_process_uses_cpu_time_its_group_is_charged_with() {

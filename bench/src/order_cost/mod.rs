@@ -134,7 +134,7 @@ pub(crate) async fn run(args: OrderCostArgs) -> anyhow::Result<ExitCode> {
             let median_us_per_order: [f64; 4] =
                 std::array::from_fn(|i| median(rounds.iter().map(|round| round[i]).collect()));
             ShopReport {
-                label: *label,
+                label,
                 bin: shop.bin().display().to_string(),
                 total_us_per_order: median_us_per_order.iter().sum(),
                 median_us_per_order,
