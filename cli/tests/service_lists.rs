@@ -278,6 +278,10 @@ const EXEMPT: &[(&str, &str)] = &[
         "bench/src/events/",
         "the events lab's shop: the services PlaceOrder touches, then shipping",
     ),
+    (
+        "bench/src/order_cost/",
+        "PlaceOrder's cost lab: exactly the four services a PlaceOrder touches, one column each",
+    ),
 ];
 
 /// Folders never scanned: build output, tools, state, VCS.
