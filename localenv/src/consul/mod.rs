@@ -186,9 +186,15 @@ impl LocalConsul {
                     consul
                         .get("/v1/acl/policies")
                         .map(drop)
-                        .map_err(|error| format!("ACLs not ready yet ({error})"))
-                } else {
-                    Ok(())
+                        .map_err(|error| format!("ACLs not ready yet ({error})"))?;
+                }
+                // The Connect CA sets its first root up just after the
+                // election; until the agent's own cache holds it, a leaf
+                // request answers 500 "CA root is nil".
+                match consul.get("/v1/agent/connect/ca/roots") {
+                    Ok(roots) if has_active_root(&roots) => Ok(()),
+                    Ok(_) => Err("the Connect CA has no root yet".to_owned()),
+                    Err(error) => Err(format!("the Connect CA is not ready yet ({error})")),
                 }
             }
             Ok(other) => Err(format!("no leader yet ({other})")),
@@ -316,4 +322,36 @@ impl LocalConsul {
 
 fn secrets_dir(dir: &Path) -> PathBuf {
     dir.join("secrets")
+}
+/// Whether an answer of `/v1/agent/connect/ca/roots` names an active root
+/// that is among its roots.
+fn has_active_root(roots: &serde_json::Value) -> bool {
+    let Some(active) = roots["ActiveRootID"].as_str().filter(|id| !id.is_empty()) else {
+        return false;
+    };
+    roots["Roots"]
+        .as_array()
+        .is_some_and(|all| all.iter().any(|root| root["ID"].as_str() == Some(active)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_active_root;
+    use serde_json::json;
+
+    #[test]
+    fn only_an_active_root_among_the_roots_counts() {
+        let ready = json!({"ActiveRootID": "a1", "Roots": [{"ID": "a1"}]});
+        assert!(has_active_root(&ready));
+        // What an agent answers while its CA is being set up.
+        assert!(!has_active_root(
+            &json!({"ActiveRootID": "", "Roots": null})
+        ));
+        assert!(!has_active_root(
+            &json!({"ActiveRootID": "a1", "Roots": []})
+        ));
+        assert!(!has_active_root(
+            &json!({"ActiveRootID": "a2", "Roots": [{"ID": "a1"}]})
+        ));
+    }
 }
