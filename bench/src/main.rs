@@ -114,3 +114,16 @@ fn print_report<T: serde::Serialize>(
         .and_then(|()| stdout.flush())
         .map_err(|error| anyhow::anyhow!("cannot write the report to stdout: {error}"))
 }
+
+/// Where the service binaries are: `bin` when given, else the folder
+/// mesh-bench itself runs from (a `cargo build` puts them side by side).
+fn service_binaries(bin: Option<&std::path::Path>) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    match bin {
+        Some(bin) => Ok(bin.to_owned()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("mesh-bench has no folder")?
+            .to_owned()),
+    }
+}

@@ -124,13 +124,7 @@ struct EventsReport {
 
 /// Runs the three phases against `args.broker`.
 pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
-    let bin = match &args.bin {
-        Some(bin) => bin.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("mesh-bench has no folder")?
-            .to_owned(),
-    };
+    let bin = crate::service_binaries(args.bin.as_deref())?;
     let dir = tempfile::Builder::new()
         .prefix("mesh-bench-events-")
         .tempdir()?;

@@ -20,7 +20,6 @@ mod shop;
 
 use std::{path::PathBuf, process::ExitCode, time::Instant};
 
-use anyhow::Context as _;
 use mesh::proto::orders::v1::orders_client::OrdersClient;
 use serde::Serialize;
 
@@ -85,13 +84,7 @@ struct OrderCostReport {
 
 /// Starts the shop(s), then measures `args.rounds` rounds in each.
 pub(crate) async fn run(args: OrderCostArgs) -> anyhow::Result<ExitCode> {
-    let bin = match &args.bin {
-        Some(bin) => bin.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("mesh-bench has no folder")?
-            .to_owned(),
-    };
+    let bin = crate::service_binaries(args.bin.as_deref())?;
     let dir = tempfile::Builder::new()
         .prefix("mesh-bench-order-cost-")
         .tempdir()?;
