@@ -353,6 +353,8 @@ async fn a_new_root_rotates_every_leaf_under_load_without_a_failed_call() {
     let agent = ConsulAgent::start();
     let data = tempfile::tempdir().expect("temp dir");
     let (users, _) = start(&agent, "users", &data);
+    // The client finds only instances whose Consul check passes.
+    agent.wait_passing("users", 1, Duration::from_secs(30));
     let orders = identity(&agent, "orders").await;
     let client = MeshClient::new(
         consul(&agent),
