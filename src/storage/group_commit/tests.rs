@@ -430,3 +430,65 @@ async fn a_panic_outside_a_unit_fails_its_batch_loudly_and_the_writer_goes_on() 
     assert_eq!(insert_note(&writer, 4).await.expect("still writing"), 4);
     assert_eq!(note_ids(&db.observer).await, vec![1, 2, 3, 4]);
 }
+
+/// Marks the writer's current connection (a TEMP table lives and dies with
+/// its connection) and answers whether it was marked already.
+fn mark_connection(
+    writer: &GroupCommit,
+) -> impl Future<Output = Result<bool, TestError>> + Send + 'static {
+    writer.write(|connection| {
+        Box::pin(async move {
+            let marked: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sqlite_temp_master WHERE name = 'writer_mark'",
+            )
+            .fetch_one(&mut *connection)
+            .await?;
+            sqlx::query("CREATE TEMP TABLE IF NOT EXISTS writer_mark (x BIGINT)")
+                .execute(&mut *connection)
+                .await?;
+            Ok(marked == 1)
+        })
+    })
+}
+
+#[tokio::test]
+async fn the_writer_keeps_its_connection_between_batches_but_not_after_a_failed_one() {
+    let db = database().await;
+    let writer = writer("kept_connection_test", &db.pool);
+    assert!(!mark_connection(&writer).await.expect("first batch"));
+    // Time for a connection returned to the pool to be idle there (sqlx
+    // returns it from a task of its own, after a ping).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        db.pool.size() as usize - db.pool.num_idle(),
+        1,
+        "the writer holds its connection between batches (no return, no ping per batch)"
+    );
+    assert!(
+        mark_connection(&writer).await.expect("second batch"),
+        "the next batch runs on the same connection"
+    );
+    // A batch that cannot commit: its connection is not kept.
+    let orphan = writer
+        .write(|connection| {
+            Box::pin(async move {
+                sqlx::query("INSERT INTO children (id, parent) VALUES (1, 99)")
+                    .execute(&mut *connection)
+                    .await?;
+                Ok::<_, TestError>(())
+            })
+        })
+        .await;
+    assert!(matches!(
+        orphan,
+        Err(TestError::Write(WriteError::Batch { .. }))
+    ));
+    assert!(
+        !mark_connection(&writer)
+            .await
+            .expect("batch after the failure"),
+        "a failed batch's connection is closed; the next batch takes another"
+    );
+    // Reads still have the rest of the pool.
+    assert!(note_ids(&db.pool).await.is_empty());
+}

@@ -29,6 +29,10 @@ const RELEASE: &str = "RELEASE SAVEPOINT unit";
 /// it, and RELEASE and ROLLBACK TO always name the innermost one.
 const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT unit";
 
+/// A connection the writer kept that has been idle this long is tested
+/// (one ping) before its next batch: a server may have closed it meanwhile.
+const IDLE_BEFORE_TEST: Duration = Duration::from_secs(10);
+
 /// One database's writer.
 pub(super) struct Writer {
     database: String,
@@ -36,6 +40,14 @@ pub(super) struct Writer {
     max_batch: usize,
     collect_window: Duration,
     metrics: WriterMetrics,
+    /// The connection of the last batch that committed, and when it ended.
+    /// The writer keeps it instead of returning it to the pool after every
+    /// batch: sqlx tests a returned connection with a ping (on SQLite a
+    /// round trip to the connection's own thread, on PostgreSQL one to the
+    /// server), which was one such round trip per batch for nothing.
+    /// (A mutex only to make the writer `Sync`: the writer task alone
+    /// touches it, never across an await.)
+    kept: std::sync::Mutex<Option<(PoolConnection<Any>, Instant)>>,
 }
 
 /// Why a batch did not commit, and the units it leaves to answer.
@@ -60,7 +72,34 @@ impl Writer {
             max_batch: options.max_batch.max(1),
             collect_window: options.collect_window,
             metrics,
+            kept: std::sync::Mutex::new(None),
         }
+    }
+
+    /// The kept connection (tested first if it has been idle a while), or
+    /// one from the pool.
+    async fn connection(&self) -> Result<PoolConnection<Any>, sqlx::Error> {
+        let kept = self.kept().take();
+        if let Some((mut connection, idle_since)) = kept {
+            if idle_since.elapsed() < IDLE_BEFORE_TEST {
+                return Ok(connection);
+            }
+            match connection.ping().await {
+                Ok(()) => return Ok(connection),
+                Err(error) => {
+                    tracing::debug!(database = %self.database, %error, "the writer's idle connection is gone; taking another");
+                    connection.close_on_drop();
+                }
+            }
+        }
+        self.pool.acquire().await
+    }
+
+    fn kept(&self) -> std::sync::MutexGuard<'_, Option<(PoolConnection<Any>, Instant)>> {
+        // Nothing can panic while it is held.
+        self.kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Adds to `batch` what the queue holds now, then — only if others were
@@ -107,13 +146,17 @@ impl Writer {
     async fn commit(&self, batch: Vec<Box<dyn Job>>) {
         let started = Instant::now();
         let units = batch.len();
-        let outcome = match self.pool.acquire().await {
+        let outcome = match self.connection().await {
             Ok(connection) => {
-                let mut connection = ClosedIfPanicking(connection);
-                let outcome = self.run_batch(&mut connection.0, batch).await;
-                if outcome.is_err() {
+                let mut guard = ClosedIfPanicking::new(connection);
+                let outcome = self.run_batch(guard.connection(), batch).await;
+                let mut connection = guard.into_inner();
+                if outcome.is_ok() {
+                    // Kept for the next batch (the transaction is over).
+                    *self.kept() = Some((connection, Instant::now()));
+                } else {
                     // Whatever state a failed batch left, it is not reused.
-                    connection.0.close_on_drop();
+                    connection.close_on_drop();
                 }
                 outcome
             }
@@ -280,12 +323,31 @@ impl Writer {
 
 /// A batch's connection that is closed, not returned to the pool, when a
 /// panic unwinds through the batch (it may be inside a transaction).
-struct ClosedIfPanicking(PoolConnection<Any>);
+struct ClosedIfPanicking(Option<PoolConnection<Any>>);
+
+impl ClosedIfPanicking {
+    fn new(connection: PoolConnection<Any>) -> Self {
+        Self(Some(connection))
+    }
+
+    fn connection(&mut self) -> &mut PoolConnection<Any> {
+        self.0
+            .as_mut()
+            .expect("the connection is there until into_inner takes it")
+    }
+
+    /// The connection, past the point where a panic could unwind.
+    fn into_inner(mut self) -> PoolConnection<Any> {
+        self.0
+            .take()
+            .expect("the connection is there until into_inner takes it")
+    }
+}
 
 impl Drop for ClosedIfPanicking {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.close_on_drop();
+        if let (true, Some(connection)) = (std::thread::panicking(), self.0.as_mut()) {
+            connection.close_on_drop();
         }
     }
 }

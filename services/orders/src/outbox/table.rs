@@ -354,7 +354,7 @@ mod tests {
     use crate::{
         domain::{Item, OrderStatus, ParkReason},
         outbox::Wake,
-        store::{Fence, Inserted, NewOrder, Store, StoreError},
+        store::{lines_of_the, Fence, Inserted, NewOrder, Store, StoreError},
     };
 
     /// The relay of the store `open` gives, and its lease.
@@ -409,7 +409,10 @@ mod tests {
         let fence = pending_order(&store, "ord_1", 10).await;
         assert!(table.pending_of("ord_1").await.unwrap().is_empty());
 
-        store.confirm(&fence, 20).await.unwrap();
+        store
+            .confirm(&fence, &lines_of_the(&store, &fence).await, 20)
+            .await
+            .unwrap();
         let events = table.pending_of("ord_1").await.unwrap();
         assert_eq!(events.len(), 1, "{events:?}");
         assert_eq!(events[0].sequence, 1);
@@ -430,7 +433,10 @@ mod tests {
             .await
             .unwrap()
             .expect("a cancelling order is leased");
-        store.cancelled(&cancelling, 50).await.unwrap();
+        store
+            .cancelled(&cancelling, &lines_of_the(&store, &cancelling).await, 50)
+            .await
+            .unwrap();
         let events = table.pending_of("ord_1").await.unwrap();
         let sequences: Vec<(i64, &str)> = events
             .iter()
@@ -459,12 +465,22 @@ mod tests {
             .unwrap()
             .expect("an expired lease is taken");
         assert!(matches!(
-            store.confirm(&first, 2100).await,
+            store
+                .confirm(&first, &lines_of_the(&store, &first).await, 2100)
+                .await,
             Err(StoreError::LeaseLost { .. })
         ));
         assert!(table.pending_of("ord_1").await.unwrap().is_empty());
         assert_eq!(table.backlog().await.unwrap(), (0, None));
-        store.reject(&second, "out of stock", 2200).await.unwrap();
+        store
+            .reject(
+                &second,
+                &lines_of_the(&store, &second).await,
+                "out of stock",
+                2200,
+            )
+            .await
+            .unwrap();
         let events = table.pending_of("ord_1").await.unwrap();
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].event_type, "mesh.events.v1.OrderRejected");
@@ -588,9 +604,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, table) = open(dir.path()).await;
         let first = pending_order(&store, "ord_1", 10).await;
-        store.confirm(&first, 20).await.unwrap();
+        store
+            .confirm(&first, &lines_of_the(&store, &first).await, 20)
+            .await
+            .unwrap();
         let second = pending_order(&store, "ord_2", 30).await;
-        store.confirm(&second, 40).await.unwrap();
+        store
+            .confirm(&second, &lines_of_the(&store, &second).await, 40)
+            .await
+            .unwrap();
         assert_eq!(
             batch_orders(&table, 10).await,
             ["ord_1", "ord_2"],
@@ -660,7 +682,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, table, wake) = open_with_wake(dir.path()).await;
         let fence = pending_order(&store, "ord_1", 10).await;
-        store.confirm(&fence, 20).await.unwrap();
+        store
+            .confirm(&fence, &lines_of_the(&store, &fence).await, 20)
+            .await
+            .unwrap();
         assert_eq!(
             lease_of(&table, "ord_1").await,
             Some((RELAY.to_owned(), 20 + LEASE_MS)),
@@ -688,7 +713,10 @@ mod tests {
             .await
             .unwrap()
             .expect("a cancelling order is leased");
-        store.cancelled(&cancelling, 1300).await.unwrap();
+        store
+            .cancelled(&cancelling, &lines_of_the(&store, &cancelling).await, 1300)
+            .await
+            .unwrap();
         assert_eq!(event_types(&table, "ord_1").await.len(), 2);
         assert_eq!(
             lease_of(&table, "ord_1").await,
@@ -698,7 +726,10 @@ mod tests {
 
         // An ended hand-off is forgotten.
         let fence = pending_order(&store, "ord_2", 2000).await;
-        store.confirm(&fence, 2010).await.unwrap();
+        store
+            .confirm(&fence, &lines_of_the(&store, &fence).await, 2010)
+            .await
+            .unwrap();
         wake.forget_ended(2010 + LEASE_MS);
         assert_eq!(wake.take_handed("ord_2"), None);
     }
@@ -707,17 +738,26 @@ mod tests {
     /// CONFIRMED.
     async fn three_orders(store: &Store) {
         let fence = pending_order(store, "ord_1", 10).await;
-        store.confirm(&fence, 20).await.unwrap();
+        store
+            .confirm(&fence, &lines_of_the(store, &fence).await, 20)
+            .await
+            .unwrap();
         assert!(store.request_cancel("ord_1", 30).await.unwrap());
         let cancelling = store
             .try_lease("ord_1", "saga-2", 40, 5000)
             .await
             .unwrap()
             .expect("a cancelling order is leased");
-        store.cancelled(&cancelling, 50).await.unwrap();
+        store
+            .cancelled(&cancelling, &lines_of_the(store, &cancelling).await, 50)
+            .await
+            .unwrap();
         for (order_id, at) in [("ord_2", 60), ("ord_3", 80)] {
             let fence = pending_order(store, order_id, at).await;
-            store.confirm(&fence, at + 10).await.unwrap();
+            store
+                .confirm(&fence, &lines_of_the(store, &fence).await, at + 10)
+                .await
+                .unwrap();
         }
     }
 

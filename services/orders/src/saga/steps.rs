@@ -116,7 +116,10 @@ impl Saga {
                     // All-or-nothing: a refused Reserve holds nothing.
                     CallFailure::Refused => {
                         let reason = stock_rejection_reason(status.code(), status.message());
-                        *order = self.store.reject(fence, &reason, now_unix_ms()).await?;
+                        *order = self
+                            .store
+                            .reject(fence, &order.lines, &reason, now_unix_ms())
+                            .await?;
                         Ok(())
                     }
                     _ => Err(pending(order, "reserve stock", "inventory", status)),
@@ -261,7 +264,10 @@ impl Saga {
         let id = order.reservation_id();
         match self.commit_stock(&id, budget).await {
             Ok(reservation) if reservation.state() == ReservationState::Committed => {
-                *order = self.store.confirm(fence, now_unix_ms()).await?;
+                *order = self
+                    .store
+                    .confirm(fence, &order.lines, now_unix_ms())
+                    .await?;
                 Ok(())
             }
             Ok(reservation) => {
@@ -366,7 +372,10 @@ impl Saga {
             }
         }
         let reason = order.rejection_reason.clone();
-        *order = self.store.reject(fence, &reason, now_unix_ms()).await?;
+        *order = self
+            .store
+            .reject(fence, &order.lines, &reason, now_unix_ms())
+            .await?;
         Ok(())
     }
 
@@ -395,14 +404,20 @@ impl Saga {
         };
         match payment.status() {
             PaymentStatus::Captured => {
-                *order = self.store.confirm(fence, now_unix_ms()).await?;
+                *order = self
+                    .store
+                    .confirm(fence, &order.lines, now_unix_ms())
+                    .await?;
                 tracing::info!(order_id = %order.order_id, reservation_id = %id, "the reservation was committed after all: order confirmed, payment kept");
                 Ok(())
             }
             PaymentStatus::Refunded => {
                 self.restock_units(order, &id, budget).await?;
                 let reason = order.rejection_reason.clone();
-                *order = self.store.reject(fence, &reason, now_unix_ms()).await?;
+                *order = self
+                    .store
+                    .reject(fence, &order.lines, &reason, now_unix_ms())
+                    .await?;
                 tracing::info!(order_id = %order.order_id, reservation_id = %id, "a committed reservation of a refunded order was restocked: order rejected");
                 Ok(())
             }

@@ -232,6 +232,18 @@ pub(crate) async fn record(
     .bind(&order.order_id)
     .fetch_one(&mut *connection)
     .await?;
+    record_numbered(connection, order, cause, sequence).await
+}
+
+/// [`record`] for a unit whose own write to the order's row already took
+/// the next number (`event_sequence = event_sequence + 1 … RETURNING
+/// event_sequence`): `sequence` is that number.
+pub(crate) async fn record_numbered(
+    connection: &mut AnyConnection,
+    order: &Order,
+    cause: &Cause,
+    sequence: i64,
+) -> Result<Option<i64>, sqlx::Error> {
     let body = encode(
         cause.kind,
         order,

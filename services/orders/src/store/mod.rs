@@ -819,8 +819,13 @@ impl Store {
 
     /// PENDING → CONFIRMED (a rejection reason recorded by UNDO is cleared:
     /// the sale happened after all).
-    pub async fn confirm(&self, fence: &Fence, now_unix_ms: i64) -> Result<Order, StoreError> {
-        self.finish(fence, OrderStatus::Confirmed, Some(""), now_unix_ms)
+    pub async fn confirm(
+        &self,
+        fence: &Fence,
+        lines: &[Line],
+        now_unix_ms: i64,
+    ) -> Result<Order, StoreError> {
+        self.finish(fence, lines, OrderStatus::Confirmed, Some(""), now_unix_ms)
             .await
     }
 
@@ -828,16 +833,28 @@ impl Store {
     pub async fn reject(
         &self,
         fence: &Fence,
+        lines: &[Line],
         reason: &str,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
-        self.finish(fence, OrderStatus::Rejected, Some(reason), now_unix_ms)
-            .await
+        self.finish(
+            fence,
+            lines,
+            OrderStatus::Rejected,
+            Some(reason),
+            now_unix_ms,
+        )
+        .await
     }
 
     /// CANCELLING → CANCELLED.
-    pub async fn cancelled(&self, fence: &Fence, now_unix_ms: i64) -> Result<Order, StoreError> {
-        self.finish(fence, OrderStatus::Cancelled, None, now_unix_ms)
+    pub async fn cancelled(
+        &self,
+        fence: &Fence,
+        lines: &[Line],
+        now_unix_ms: i64,
+    ) -> Result<Order, StoreError> {
+        self.finish(fence, lines, OrderStatus::Cancelled, None, now_unix_ms)
             .await
     }
 
@@ -870,39 +887,53 @@ impl Store {
     }
 
     /// The unfinished order → a final `status` (step DONE), frees the lease.
+    /// `lines` are the order's lines as the saga holds them (the saga's
+    /// order was read with its lines, and prices are written only under its
+    /// fence): the final order is the written row with them, not read again.
     async fn finish(
         &self,
         fence: &Fence,
+        lines: &[Line],
         status: OrderStatus,
         reason: Option<&str>,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
-        let set = match reason {
-            Some(_) => "status = $1, step = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0, rejection_reason = $4",
-            None => "status = $1, step = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
-        };
-        let mut values = vec![
-            Text(status.as_str()),
-            Text(Step::Done.as_str()),
-            Int(now_unix_ms),
-        ];
-        values.extend(reason.map(Text));
-        let sql = format!("{} RETURNING {COLUMNS}", fenced_sql(set, values.len() + 1));
-        let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
-        let fence = fence.clone();
         // Captured here: the unit runs on the writer's task, not in the
         // caller's span.
         let event = self
             .outbox
             .as_ref()
             .map(|wake| Cause::capture(Kind::of_final(status), now_unix_ms, wake));
+        let mut set = String::from(
+            "status = $1, step = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
+        );
+        if reason.is_some() {
+            set.push_str(", rejection_reason = $4");
+        }
+        if event.is_some() {
+            // The event's number comes from the same write (events.rs).
+            set.push_str(", event_sequence = event_sequence + 1");
+        }
+        let mut values = vec![
+            Text(status.as_str()),
+            Text(Step::Done.as_str()),
+            Int(now_unix_ms),
+        ];
+        values.extend(reason.map(Text));
+        let sql = format!(
+            "{} RETURNING {COLUMNS}, event_sequence",
+            fenced_sql(&set, values.len() + 1)
+        );
+        let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
+        let fence = fence.clone();
+        let lines = lines.to_vec();
         // The state and its event in one write unit (one savepoint of the
         // writer's transaction): never one without the other.
         let (order, handed) = self
             .write(move |connection| {
                 Box::pin(async move {
                     // The final row as the fenced write left it (RETURNING:
-                    // no second statement to read it), then its lines.
+                    // no second statement to read it).
                     let row = fenced_query(&sql, &values, &fence)
                         .fetch_optional(&mut *connection)
                         .await?
@@ -910,10 +941,12 @@ impl Store {
                             order_id: fence.order_id.clone(),
                         })?;
                     let mut order = order_from_row(&row)?;
-                    order.lines = lines_of(connection, &fence.order_id).await?;
+                    order.lines = lines;
                     let mut handed = None;
                     if let Some(event) = event {
-                        handed = events::record(connection, &order, &event).await?;
+                        let sequence: i64 = row.try_get("event_sequence")?;
+                        handed =
+                            events::record_numbered(connection, &order, &event, sequence).await?;
                     }
                     Ok((order, handed))
                 })
@@ -1190,6 +1223,17 @@ fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
     })
 }
 
+/// The lines of `fence`'s order as stored: what the saga holds when it
+/// finishes the order (tests call the store's final writes with them).
+#[cfg(test)]
+pub(crate) async fn lines_of_the(store: &Store, fence: &Fence) -> Vec<Line> {
+    store
+        .get(&fence.order_id)
+        .await
+        .expect("the fenced order exists")
+        .lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1333,7 +1377,10 @@ mod tests {
         assert_eq!(order.lines[1].unit_price_cents, 200);
         assert_eq!(order.reservation_attempt, 1);
         store.captured(&second, "pay_1", 32, 5_032).await.unwrap();
-        let confirmed = store.confirm(&second, 40).await.unwrap();
+        let confirmed = store
+            .confirm(&second, &lines_of_the(&store, &second).await, 40)
+            .await
+            .unwrap();
         assert_eq!(
             (confirmed.status, confirmed.step),
             (OrderStatus::Confirmed, Step::Done)
@@ -1348,7 +1395,9 @@ mod tests {
             None
         );
         assert!(matches!(
-            store.reject(&second, "late", 50).await,
+            store
+                .reject(&second, &lines_of_the(&store, &second).await, "late", 50)
+                .await,
             Err(StoreError::LeaseLost { .. })
         ));
 
@@ -1370,7 +1419,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(third.version, 3);
-        let cancelled = store.cancelled(&third, 80).await.unwrap();
+        let cancelled = store
+            .cancelled(&third, &lines_of_the(&store, &third).await, 80)
+            .await
+            .unwrap();
         assert_eq!(cancelled.status, OrderStatus::Cancelled);
         assert!(store.unfinished(90, 10).await.unwrap().is_empty());
     }
@@ -1391,7 +1443,12 @@ mod tests {
         );
         assert_eq!(undoing.rejection_reason, "payment declined: too much");
         let rejected = store
-            .reject(&fence, "payment declined: too much", 30)
+            .reject(
+                &fence,
+                &lines_of_the(&store, &fence).await,
+                "payment declined: too much",
+                30,
+            )
             .await
             .unwrap();
         assert_eq!(rejected.status, OrderStatus::Rejected);
