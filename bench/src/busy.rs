@@ -2,10 +2,15 @@
 //! other work too. `mesh-bench quiet` refuses (exit 1) when the 1-minute
 //! load average is above `--max-load` (1 by default) unless `--busy-ok`
 //! says to run anyway — `scripts/bench` asks it before it starts and keeps
-//! its answer in the report — and every `mesh-bench load` report carries the
+//! its answer in the report, giving the load up to `--settle` to fall after
+//! its own build (a release build leaves a 1-minute load of 2–4 behind on
+//! an otherwise idle machine, which decays by e in a minute) — and every `mesh-bench load` report carries the
 //! load average its run started at and whether that was above the limit.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
 use serde::Serialize;
@@ -55,7 +60,15 @@ pub(crate) struct QuietArgs {
     /// `busy_ok`).
     #[arg(long)]
     busy_ok: bool,
+
+    /// While the machine is busy, wait up to this long for its load to fall
+    /// (looking every 5 s) before answering; without it, answers at once.
+    #[arg(long, value_parser = crate::load::parse_duration)]
+    settle: Option<Duration>,
 }
+
+/// How often a settling wait looks at the load again.
+const SETTLE_STEP: Duration = Duration::from_secs(5);
 
 /// `mesh-bench quiet`'s answer (one JSON line on stdout).
 #[derive(Debug, Serialize)]
@@ -63,11 +76,26 @@ struct QuietAnswer {
     #[serde(flatten)]
     load: MachineLoad,
     busy_ok: bool,
+    /// How long it waited for the load to fall, in seconds.
+    settled_s: u64,
 }
 
-/// Prints the machine's load; an error when it is busy without `--busy-ok`.
-pub(crate) fn quiet(args: QuietArgs) -> anyhow::Result<std::process::ExitCode> {
-    let load = args.limit.measure()?;
+/// Prints the machine's load (after waiting up to `--settle` for a busy
+/// machine to quiet down); an error when it is busy without `--busy-ok`.
+pub(crate) async fn quiet(args: QuietArgs) -> anyhow::Result<std::process::ExitCode> {
+    let started = Instant::now();
+    let settle = args.settle.unwrap_or_default();
+    let mut load = args.limit.measure()?;
+    if load.busy && !settle.is_zero() {
+        eprintln!(
+            "mesh-bench: 1-minute load average {:.2} is above {}; waiting up to {:?} for it to fall",
+            load.load_average_1m, load.max_load, settle
+        );
+    }
+    while load.busy && started.elapsed() + SETTLE_STEP <= settle {
+        tokio::time::sleep(SETTLE_STEP).await;
+        load = args.limit.measure()?;
+    }
     if load.busy && !args.busy_ok {
         anyhow::bail!(
             "the machine is busy: 1-minute load average {:.2} is above {} (--max-load); numbers \
@@ -80,6 +108,7 @@ pub(crate) fn quiet(args: QuietArgs) -> anyhow::Result<std::process::ExitCode> {
     let answer = QuietAnswer {
         load,
         busy_ok: args.busy_ok,
+        settled_s: started.elapsed().as_secs(),
     };
     crate::print_report(&answer, true, |_| String::new())?;
     Ok(std::process::ExitCode::SUCCESS)

@@ -79,7 +79,7 @@ fn main() -> ExitCode {
             Command::Load(args) => load::run(*args).await,
             Command::Discovery(args) => scale::run(args).await,
             Command::Routing(args) => load::routing::run(args).await,
-            Command::Quiet(args) => busy::quiet(args),
+            Command::Quiet(args) => busy::quiet(args).await,
             Command::Events(args) => events::run(args).await,
             Command::OrderCost(args) => order_cost::run(args).await,
         }

@@ -318,6 +318,50 @@ fn quiet_refuses_a_busy_machine_unless_told_to_run_anyway() {
 }
 
 #[test]
+fn quiet_with_settle_waits_for_the_load_to_fall_and_then_answers() {
+    let file = loadavg_file("2.40");
+    let path = file.path().to_owned();
+    // The machine quiets down 2 s into the wait (as the load left by a
+    // build decays).
+    let quieting = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        std::fs::write(&path, "0.30 0.90 1.10 1/200 4242\n").expect("write loadavg");
+    });
+    let started = std::time::Instant::now();
+    let answer = testkit::json_report(&lab(&[
+        "quiet",
+        "--settle",
+        "60s",
+        "--loadavg-file",
+        file.path().to_str().unwrap(),
+    ]));
+    quieting.join().expect("the writer thread");
+    assert_eq!(answer["busy"], false, "{answer}");
+    assert_eq!(answer["load_average_1m"], 0.3, "{answer}");
+    assert!(answer["settled_s"].as_u64().unwrap() >= 2, "{answer}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "it answers once quiet, not at the end of --settle"
+    );
+
+    // Still busy when the wait is over: refused, as without --settle.
+    let busy = loadavg_file("3.10");
+    let refused = lab(&[
+        "quiet",
+        "--settle",
+        "5s",
+        "--loadavg-file",
+        busy.path().to_str().unwrap(),
+    ]);
+    assert!(!refused.status.success(), "{}", stdout(&refused));
+    assert!(
+        stderr(&refused).contains("waiting up to"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
 fn load_direct_to_two_instances_calls_each_in_turn_and_reports_the_machine_load() {
     let first = ServiceProcess::start("inventory", ServiceOptions::default());
     let second = ServiceProcess::start("inventory", ServiceOptions::default());
