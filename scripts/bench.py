@@ -529,6 +529,8 @@ def main():
                         help="run although the 1-minute load average is above 1 (the report says so)")
     args = parser.parse_args()
     quiet = quiet_machine(Path(args.bin), args.busy_ok)
+    # The machine as the runs start (the load read after them is the runs' own).
+    before = machine()
     plaintext = {"MESH_MTLS": "off"}
     os.environ.update(plaintext)
     bench = Bench(args)
@@ -543,7 +545,8 @@ def main():
         bench.procs.stop_all()
         shutil.rmtree(bench.state, ignore_errors=True)
     bench.results["wall_s"] = time.monotonic() - started
-    bench.results["machine"] = {**machine(), "quiet_check": quiet, "busy_ok": quiet["busy"]}
+    bench.results["machine"] = {**before, "load_after": os.getloadavg()[0],
+                                "quiet_check": quiet, "busy_ok": quiet["busy"]}
     import bench_report
     doc = Path(args.docs) / "BENCHMARKS.md"
     gateway_markdown = bench_report.gateway_markdown(bench.results, LABELS)

@@ -124,11 +124,18 @@ def aims(results):
     return rows
 
 
+def load_after(machine):
+    """The load average the runs left behind, when the results have it."""
+    after = machine.get("load_after")
+    return "" if after is None else f" (after it {after:.2f}: the runs' own load)"
+
+
 def gateway_markdown(results, labels):
     """The API gateway's section: REST through the gateway vs gRPC through the mesh, same run."""
     machine = results.get("machine", {})
     head = (f"Run of {machine.get('date', '?')} on {machine.get('cores', '?')} cores, {results['profile']} build, "
-            f"{results['seconds']:g} s per run; load average before the run {machine.get('load_before', 0):.2f}. "
+            f"{results['seconds']:g} s per run; load average before the run {machine.get('load_before', 0):.2f}"
+            f"{load_after(machine)}. "
             "Only 2xx answers count as successes; the gateway's rate limits are off for the run, its "
             "access log on.")
     rows = []
@@ -239,6 +246,7 @@ def markdown(results, labels):
         f"Run of {m['date']} on {m['cores']} cores ({m['cpu']}), {results['profile']} build, "
         f"{results['seconds']:g} s per run, "
         f"{results['wall_s'] / 60:.1f} min in all; load average before the run {m['load_before']:.2f}"
+        + load_after(m)
         + (" — **the machine was busy (run with --busy-ok): read ratios, not absolute numbers**"
            if m["load_before"] > 1 or m.get("busy_ok") else "")
         + ". Direct channels go to the same instances as the mesh (three inventory instances, called in "
