@@ -63,7 +63,7 @@ pub(crate) struct QuietArgs {
 
     /// While the machine is busy, wait up to this long for its load to fall
     /// (looking every 5 s) before answering; without it, answers at once.
-    #[arg(long, value_parser = crate::load::parse_duration)]
+    #[arg(long, value_parser = parse_settle)]
     settle: Option<Duration>,
 }
 
@@ -130,6 +130,14 @@ fn read_load(path: &Path) -> anyhow::Result<f64> {
                 text.chars().take(40).collect::<String>()
             )
         })
+}
+
+/// `--settle`: `90s`, `3m`, a bare number of seconds.
+fn parse_settle(text: &str) -> Result<Duration, String> {
+    mesh::config::duration::parser(
+        mesh::config::duration::BareUnit::Seconds,
+        Duration::from_secs(1),
+    )(text)
 }
 
 fn parse_load(text: &str) -> Result<f64, String> {
