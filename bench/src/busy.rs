@@ -4,8 +4,9 @@
 //! says to run anyway — `scripts/bench` asks it before it starts and keeps
 //! its answer in the report, giving the load up to `--settle` to fall after
 //! its own build (a release build leaves a 1-minute load of 2–4 behind on
-//! an otherwise idle machine, which decays by e in a minute) — and every `mesh-bench load` report carries the
-//! load average its run started at and whether that was above the limit.
+//! an otherwise idle machine, which decays by e in a minute) — and every
+//! `mesh-bench load` report carries the load average its run started at and
+//! whether that was above the limit.
 
 use std::{
     path::{Path, PathBuf},
