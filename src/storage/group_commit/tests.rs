@@ -78,6 +78,21 @@ fn insert_note(
     })
 }
 
+/// Inserts a child of the missing note 99: valid until COMMIT checks the
+/// deferred foreign key, so the batch that holds it cannot commit.
+fn insert_orphan(
+    writer: &GroupCommit,
+) -> impl Future<Output = Result<(), TestError>> + Send + 'static {
+    writer.write(|connection| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO children (id, parent) VALUES (1, 99)")
+                .execute(&mut *connection)
+                .await?;
+            Ok(())
+        })
+    })
+}
+
 async fn note_ids(pool: &AnyPool) -> Vec<i64> {
     sqlx::query("SELECT id FROM notes ORDER BY id")
         .fetch_all(pool)
@@ -177,15 +192,7 @@ async fn a_batch_that_cannot_commit_answers_every_unit_with_the_error_and_keeps_
     let db = database().await;
     let writer = writer("commit_failure_test", &db.pool);
     let note = insert_note(&writer, 1);
-    // Valid until COMMIT checks the deferred foreign key: parent 99 is missing.
-    let orphan = writer.write(|connection| {
-        Box::pin(async move {
-            sqlx::query("INSERT INTO children (id, parent) VALUES (1, 99)")
-                .execute(&mut *connection)
-                .await?;
-            Ok::<_, TestError>(())
-        })
-    });
+    let orphan = insert_orphan(&writer);
     let (note, orphan) = tokio::join!(note, orphan);
     for answer in [note.map(|_| ()), orphan] {
         match answer {
@@ -469,16 +476,7 @@ async fn the_writer_keeps_its_connection_between_batches_but_not_after_a_failed_
         "the next batch runs on the same connection"
     );
     // A batch that cannot commit: its connection is not kept.
-    let orphan = writer
-        .write(|connection| {
-            Box::pin(async move {
-                sqlx::query("INSERT INTO children (id, parent) VALUES (1, 99)")
-                    .execute(&mut *connection)
-                    .await?;
-                Ok::<_, TestError>(())
-            })
-        })
-        .await;
+    let orphan = insert_orphan(&writer).await;
     assert!(matches!(
         orphan,
         Err(TestError::Write(WriteError::Batch { .. }))
