@@ -179,7 +179,8 @@ async fn measure(
     let metrics = mesh.metrics(&args.service);
     let resolver = mesh.resolver(&args.service);
     let load = Load::start(HealthClient::new(channel));
-    wait_for(|| held(&metrics) == expected, CHANGE_TIMEOUT * 3)
+    let watched = metrics.clone();
+    wait_for(move || held(&watched) == expected, CHANGE_TIMEOUT * 3)
         .await
         .context("the balancer never held every endpoint")?;
     let cold_start_ms = millis(started.elapsed());
@@ -206,7 +207,8 @@ async fn measure(
         .await
         .map(|_| millis(acknowledged.elapsed()))
         .context("the resolver did not see the change")?;
-        wait_for(|| held(&metrics) == count, CHANGE_TIMEOUT)
+        let watched = metrics.clone();
+        wait_for(move || held(&watched) == count, CHANGE_TIMEOUT)
             .await
             .context("the balancer did not take the change")?;
         let balancer_ms = millis(acknowledged.elapsed());
@@ -228,7 +230,8 @@ async fn measure(
             &ids[((args.changes - 1) / 2) as usize % ids.len()],
         )
         .await?;
-        wait_for(|| held(&metrics) == expected, CHANGE_TIMEOUT).await?;
+        let watched = metrics.clone();
+        wait_for(move || held(&watched) == expected, CHANGE_TIMEOUT).await?;
     }
     load.until(args.warm_requests).await;
     let rss_warm_kib = rss_kib()?;
@@ -292,13 +295,26 @@ fn millis(elapsed: Duration) -> f64 {
 }
 
 /// Checks `done` after every turn of the scheduler until it holds.
-async fn wait_for(done: impl Fn() -> bool, timeout: Duration) -> anyhow::Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?}");
-        tokio::task::yield_now().await;
-    }
-    Ok(())
+/// How often [`wait_for`] looks.
+const WAIT_POLL: Duration = Duration::from_micros(50);
+
+/// Waits until `done`, looking every 50 µs from a thread of its own: a spin
+/// on the runtime (as this once was) takes a core from the client it times
+/// on a 2-core machine, and Tokio's timers tick in whole milliseconds.
+async fn wait_for(
+    done: impl Fn() -> bool + Send + 'static,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + timeout;
+        while !done() {
+            anyhow::ensure!(Instant::now() < deadline, "timed out after {timeout:?}");
+            std::thread::sleep(WAIT_POLL);
+        }
+        Ok(())
+    })
+    .await
+    .context("the waiting thread")?
 }
 
 async fn for_each_id<'a, F, Fut>(ids: &'a [String], action: F) -> anyhow::Result<()>
