@@ -34,10 +34,16 @@ pub struct RelayOptions {
     pub batch: i64,
     /// Orders published at the same time.
     pub concurrency: usize,
-    /// Under load, how long the relay lets commits gather after a round that
-    /// published something before it reads again: fewer, larger rounds
-    /// (their statements are per round, not per order) for at most this
-    /// much more latency; an idle relay woken by a commit reads at once.
+    /// After a round that published something, the relay lets commits
+    /// gather this long per event it published before it reads again, up
+    /// to [`RelayOptions::gather`]: a round's statements, wake-ups and
+    /// broker round trips are per round, not per event, so under load the
+    /// rounds grow (and cost less per event) while a light load, whose
+    /// rounds carry an event or two, waits a millisecond or two; an idle
+    /// relay woken by a commit reads at once.
+    pub gather_per_event: Duration,
+    /// The longest gather, whatever the last round carried: the most
+    /// latency batching adds to an event.
     pub gather: Duration,
     /// How long published rows are kept (for people to look at).
     pub keep_published: Duration,
@@ -57,12 +63,25 @@ impl Default for RelayOptions {
             sweep_every: Duration::from_secs(1),
             batch: 64,
             concurrency: 8,
-            gather: Duration::from_millis(10),
+            gather_per_event: Duration::from_millis(2),
+            gather: Duration::from_millis(40),
             keep_published: Duration::from_secs(24 * 3600),
             maintain_every: Duration::from_secs(60),
             pause_before_publish: None,
             pause_after_publish: None,
         }
+    }
+}
+
+impl RelayOptions {
+    /// How long to let commits gather after a round that published
+    /// `published` events: [`RelayOptions::gather_per_event`] each, at most
+    /// [`RelayOptions::gather`].
+    fn gather_after(&self, published: usize) -> Duration {
+        let published = u32::try_from(published).unwrap_or(u32::MAX);
+        self.gather_per_event
+            .checked_mul(published)
+            .map_or(self.gather, |gather| gather.min(self.gather))
     }
 }
 
@@ -80,6 +99,8 @@ pub struct Relay {
 struct Round {
     /// Some order had all its pending events published.
     progressed: bool,
+    /// Events the broker confirmed.
+    published: usize,
     /// The first failure the broker gave.
     failure: Option<BrokerError>,
 }
@@ -159,8 +180,9 @@ impl Relay {
                 (false, None) => return Ok(()),
                 _ => {}
             }
-            if !self.options.gather.is_zero() {
-                tokio::time::sleep(self.options.gather).await;
+            let gather = self.options.gather_after(round.published);
+            if !gather.is_zero() {
+                tokio::time::sleep(gather).await;
             }
         }
     }
@@ -253,6 +275,7 @@ impl Relay {
             }
             outcomes.push(outcome);
         }
+        round.published = outcomes.iter().map(|outcome| outcome.confirmed.len()).sum();
         let orders = outcomes.len();
         // The marks and the releases: one write unit for the batch,
         // sharing the writer's commit with whatever else is queued.
@@ -430,6 +453,23 @@ mod tests {
             publish_in_sequence("ord_2".into(), events, |_| async { Ok(()) }).await;
         assert_eq!(outcome.confirmed, ["ord_2-1", "ord_2-2"], "in sequence");
         assert_eq!((outcome.failed, failure.is_none()), (None, true));
+    }
+
+    #[test]
+    fn the_gather_grows_with_what_the_last_round_published_up_to_its_cap() {
+        let options = RelayOptions::default();
+        let per_event = options.gather_per_event;
+        assert_eq!(options.gather_after(0), Duration::ZERO);
+        assert_eq!(options.gather_after(1), per_event);
+        assert_eq!(options.gather_after(3), per_event * 3);
+        let at_the_cap = usize::try_from(options.gather.as_nanos() / per_event.as_nanos()).unwrap();
+        assert_eq!(options.gather_after(at_the_cap), options.gather);
+        assert_eq!(options.gather_after(at_the_cap + 1), options.gather);
+        assert_eq!(
+            options.gather_after(usize::MAX),
+            options.gather,
+            "no overflow"
+        );
     }
 
     #[test]

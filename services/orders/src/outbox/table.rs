@@ -681,13 +681,20 @@ mod tests {
     async fn a_committed_event_is_leased_to_its_instances_relay_until_the_lease_ends() {
         let dir = tempfile::tempdir().unwrap();
         let (store, table, wake) = open_with_wake(dir.path()).await;
-        let fence = pending_order(&store, "ord_1", 10).await;
+        committed_hand_off(&store, &table, &wake).await;
+    }
+
+    /// The unit that records an event leases the order to its relay (in
+    /// the same statement as the row: SQLite's two-statement query,
+    /// PostgreSQL's CTE), unless another relay holds it.
+    async fn committed_hand_off(store: &Store, table: &Table, wake: &Wake) {
+        let fence = pending_order(store, "ord_1", 10).await;
         store
-            .confirm(&fence, &lines_of_the(&store, &fence).await, 20)
+            .confirm(&fence, &lines_of_the(store, &fence).await, 20)
             .await
             .unwrap();
         assert_eq!(
-            lease_of(&table, "ord_1").await,
+            lease_of(table, "ord_1").await,
             Some((RELAY.to_owned(), 20 + LEASE_MS)),
             "the confirming unit leased the order to its relay"
         );
@@ -714,20 +721,20 @@ mod tests {
             .unwrap()
             .expect("a cancelling order is leased");
         store
-            .cancelled(&cancelling, &lines_of_the(&store, &cancelling).await, 1300)
+            .cancelled(&cancelling, &lines_of_the(store, &cancelling).await, 1300)
             .await
             .unwrap();
-        assert_eq!(event_types(&table, "ord_1").await.len(), 2);
+        assert_eq!(event_types(table, "ord_1").await.len(), 2);
         assert_eq!(
-            lease_of(&table, "ord_1").await,
+            lease_of(table, "ord_1").await,
             Some(("relay-b".to_owned(), 3000))
         );
         assert_eq!(wake.take_handed("ord_1"), None);
 
         // An ended hand-off is forgotten.
-        let fence = pending_order(&store, "ord_2", 2000).await;
+        let fence = pending_order(store, "ord_2", 2000).await;
         store
-            .confirm(&fence, &lines_of_the(&store, &fence).await, 2010)
+            .confirm(&fence, &lines_of_the(store, &fence).await, 2010)
             .await
             .unwrap();
         wake.forget_ended(2010 + LEASE_MS);
@@ -783,8 +790,9 @@ mod tests {
         batch_read(&store, &table).await;
     }
 
-    /// The batch statements are hand-built SQL: the same checks on a real
-    /// PostgreSQL, one database each.
+    /// The batch statements and the recording unit's row-and-lease
+    /// statement differ by database: the same checks on a real PostgreSQL,
+    /// one database each.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_batch_statements_work_on_postgresql() {
         let postgres = testkit::Postgres::start();
@@ -797,17 +805,19 @@ mod tests {
                     .await
                     .expect("open the orders database on PostgreSQL");
                 let wake = Wake::new(RELAY, std::time::Duration::from_millis(LEASE_MS as u64));
-                let store = Store::with_outbox(pool, wake);
+                let store = Store::with_outbox(pool, wake.clone());
                 let table = Table::over(&store);
-                (store, table)
+                (store, table, wake)
             }
         };
-        let (store, table) = open_pg("finish").await;
+        let (store, table, _) = open_pg("finish").await;
         batch_finish(&store, &table).await;
-        let (_, table) = open_pg("lease").await;
+        let (_, table, _) = open_pg("lease").await;
         batch_lease(&table).await;
-        let (store, table) = open_pg("read").await;
+        let (store, table, _) = open_pg("read").await;
         batch_read(&store, &table).await;
+        let (store, table, wake) = open_pg("hand_off").await;
+        committed_hand_off(&store, &table, &wake).await;
     }
 
     async fn batch_finish(store: &Store, table: &Table) {
