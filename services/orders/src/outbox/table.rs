@@ -5,7 +5,10 @@
 use mesh::storage::GroupCommit;
 use sqlx::{AnyPool, Row};
 
-use crate::store::{events::lease_in, Store, StoreError};
+use crate::store::{
+    events::{claimed_by_another, lease_in},
+    Store, StoreError,
+};
 
 /// One pending event, as the relay publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +82,8 @@ impl Table {
     /// Every pending event of up to `limit` orders, in one statement: the
     /// orders that waited longest first, each order's events in sequence;
     /// orders whose live lease another relay than `owner` holds at
-    /// `now_unix_ms` are left out (they are that relay's to publish).
+    /// `now_unix_ms` (a lease row, or a claim in an event's row) are left
+    /// out (they are that relay's to publish).
     pub async fn pending_batch(
         &self,
         limit: i64,
@@ -92,7 +96,9 @@ impl Table {
                SELECT order_id, MIN(created_at_unix_ms) AS first_unix_ms FROM outbox \
                WHERE published_at_unix_ms = 0 AND order_id NOT IN \
                  (SELECT order_id FROM outbox_leases WHERE owner <> $1 AND until_unix_ms > $2) \
-               GROUP BY order_id ORDER BY MIN(created_at_unix_ms), order_id LIMIT $3 \
+               GROUP BY order_id \
+               HAVING MAX(CASE WHEN claimed_by <> $1 AND claimed_until_unix_ms > $2 THEN 1 ELSE 0 END) = 0 \
+               ORDER BY MIN(created_at_unix_ms), order_id LIMIT $3 \
              ) waiting ON o.order_id = waiting.order_id \
              WHERE o.published_at_unix_ms = 0 \
              ORDER BY waiting.first_unix_ms, o.order_id, o.sequence",
@@ -146,8 +152,8 @@ impl Table {
     }
 
     /// Takes the leases of `order_ids` for `owner` until `until`, in one
-    /// statement, except those another relay holds a live lease on (its
-    /// own are renewed); the orders it took.
+    /// statement, except those another relay holds a live lease or claim
+    /// on (its own are renewed); the orders it took.
     pub async fn lease_batch(
         &self,
         order_ids: &[String],
@@ -163,13 +169,15 @@ impl Table {
             .write(move |connection| {
                 Box::pin(async move {
                     let rows: Vec<String> = (0..order_ids.len())
-                        .map(|at| format!("(${}, $1, $2)", at + 4))
+                        .map(|at| format!("(${})", at + 4))
                         .collect();
                     let sql = format!(
-                        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES {} \
+                        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) \
+                         SELECT v.column1, $1, $2 FROM (VALUES {}) AS v WHERE NOT {} \
                          ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
                          WHERE outbox_leases.until_unix_ms <= $3 OR outbox_leases.owner = excluded.owner RETURNING order_id",
-                        rows.join(", ")
+                        rows.join(", "),
+                        claimed_by_another!("v.column1", "$1", "$3")
                     );
                     let mut query = sqlx::query_scalar(&sql)
                         .bind(&owner)
@@ -189,7 +197,8 @@ impl Table {
     /// confirmed events of each order are marked published at `now` (one
     /// statement for the whole batch), each failed event gets its attempt
     /// and error (kept, bounded, for people), and the leases are released
-    /// (one statement; a no-op for an order another relay has by now).
+    /// (one statement; a no-op for an order another relay has by now), as
+    /// are the claims of orders whose publish failed.
     pub async fn finish(
         &self,
         owner: &str,
@@ -227,6 +236,26 @@ impl Table {
                         release = release.bind(&outcome.order_id);
                     }
                     release.execute(&mut *connection).await?;
+                    // An order whose publish failed keeps pending rows: its
+                    // claim (an order's first event) is given up like a
+                    // lease, so any relay may take the order at once.
+                    let failed: Vec<&str> = outcomes
+                        .iter()
+                        .filter(|outcome| outcome.failed.is_some())
+                        .map(|outcome| outcome.order_id.as_str())
+                        .collect();
+                    if !failed.is_empty() {
+                        let sql = format!(
+                            "UPDATE outbox SET claimed_until_unix_ms = 0 \
+                             WHERE claimed_by = $1 AND published_at_unix_ms = 0 AND order_id IN ({})",
+                            placeholders(2, failed.len())
+                        );
+                        let mut unclaim = sqlx::query(&sql).bind(&owner);
+                        for order_id in failed {
+                            unclaim = unclaim.bind(order_id);
+                        }
+                        unclaim.execute(&mut *connection).await?;
+                    }
                     Ok(())
                 })
             })
@@ -668,6 +697,17 @@ mod tests {
         orders
     }
 
+    /// Whom `order_id`'s first event is claimed for, until when.
+    async fn claim_of(table: &Table, order_id: &str) -> (String, i64) {
+        sqlx::query_as(
+            "SELECT claimed_by, claimed_until_unix_ms FROM outbox WHERE order_id = $1 AND sequence = 1",
+        )
+        .bind(order_id)
+        .fetch_one(&table.pool)
+        .await
+        .unwrap()
+    }
+
     /// Who holds `order_id`'s lease, until when.
     async fn lease_of(table: &Table, order_id: &str) -> Option<(String, i64)> {
         sqlx::query_as("SELECT owner, until_unix_ms FROM outbox_leases WHERE order_id = $1")
@@ -694,19 +734,58 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            lease_of(table, "ord_1").await,
-            Some((RELAY.to_owned(), 20 + LEASE_MS)),
-            "the confirming unit leased the order to its relay"
+            claim_of(table, "ord_1").await,
+            (RELAY.to_owned(), 20 + LEASE_MS),
+            "the confirming unit leased the order's first event to its relay in the row"
         );
+        assert_eq!(lease_of(table, "ord_1").await, None, "with no lease row");
         assert_eq!(wake.take_handed("ord_1"), Some(20 + LEASE_MS));
         assert_eq!(wake.take_handed("ord_1"), None, "handed over once");
         assert!(
             !table.lease("ord_1", "relay-b", 500, 1500).await.unwrap(),
             "another relay does not take a pre-leased order while the lease lasts"
         );
+        let read_by = |relay: &'static str| async move {
+            table
+                .pending_batch(64, relay, 500)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|row| row.order_id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            read_by("relay-b").await,
+            Vec::<String>::new(),
+            "nor reads it"
+        );
+        assert_eq!(read_by(RELAY).await, ["ord_1"]);
+        // A failed publish gives the claim up like a lease.
+        let event_id = table.pending_of("ord_1").await.unwrap()[0].event_id.clone();
+        let failed = Outcome {
+            order_id: "ord_1".into(),
+            confirmed: Vec::new(),
+            failed: Some((event_id, "the broker refused it".into())),
+        };
+        table.finish(RELAY, vec![failed], 600).await.unwrap();
+        assert!(
+            table.lease("ord_1", "relay-b", 700, 3000).await.unwrap(),
+            "once its relay gave it up, another takes it"
+        );
+
+        // A claim whose relay died ends with the lease's time.
+        let fence = pending_order(store, "ord_3", 10).await;
+        store
+            .confirm(&fence, &lines_of_the(store, &fence).await, 20)
+            .await
+            .unwrap();
+        assert!(!table
+            .lease("ord_3", "relay-b", 20 + LEASE_MS - 1, 3000)
+            .await
+            .unwrap());
         assert!(
             table
-                .lease("ord_1", "relay-b", 20 + LEASE_MS, 3000)
+                .lease("ord_3", "relay-b", 20 + LEASE_MS, 3000)
                 .await
                 .unwrap(),
             "it does once the lease ended (the committing relay died)"

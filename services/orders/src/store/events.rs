@@ -250,53 +250,82 @@ pub(crate) async fn record_numbered(
         u64::try_from(sequence).unwrap_or(0),
         cause.at_unix_ms,
     );
-    // The row and the lease in one statement (one round trip to the
-    // database instead of two): on SQLite two statements in one query,
-    // which share its numbered arguments; on PostgreSQL, whose prepared
-    // statements hold one command, the row's INSERT in a data-modifying
-    // CTE. Either way the answer is the lease's row when it was taken.
-    let sql = if connection.backend_name() == "SQLite" {
+    let row = sqlx::query_scalar::<_, String>(if sequence == 1 {
+        // The order's first event: no relay can hold the order yet, so the
+        // row carries its relay's lease itself (no lease row to write).
+        RECORD_CLAIMED
+    } else if connection.backend_name() == "SQLite" {
+        // A later event: the row and the lease row in one statement (one
+        // round trip to the database instead of two), two statements in
+        // one query, which share its numbered arguments.
         RECORD_AND_LEASE_SQLITE
     } else {
+        // PostgreSQL's prepared statement holds one command: the row's
+        // INSERT in a data-modifying CTE.
         RECORD_AND_LEASE_POSTGRES
-    };
-    let leased: Vec<String> = sqlx::query_scalar(sql)
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(&order.order_id)
-        .bind(sequence)
-        .bind(TOPIC)
-        .bind(cause.kind.event_type())
-        .bind(events::text_body::encode(&body))
-        .bind(cause.traceparent.as_str())
-        .bind(cause.tracestate.as_str())
-        .bind(cause.at_unix_ms)
-        .bind(cause.relay.as_str())
-        .bind(cause.lease_until_unix_ms)
-        // Every row is read, so that both statements run to their end.
-        .fetch_all(&mut *connection)
-        .await?;
+    })
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(&order.order_id)
+    .bind(sequence)
+    .bind(TOPIC)
+    .bind(cause.kind.event_type())
+    .bind(events::text_body::encode(&body))
+    .bind(cause.traceparent.as_str())
+    .bind(cause.tracestate.as_str())
+    .bind(cause.at_unix_ms)
+    .bind(cause.relay.as_str())
+    .bind(cause.lease_until_unix_ms);
+    // Every row is read, so that every statement runs to its end.
+    let leased = row.fetch_all(&mut *connection).await?;
     Ok((!leased.is_empty()).then_some(cause.lease_until_unix_ms))
 }
 
-/// The outbox row ($1–$9) and the order's lease for $10 until $11 unless
-/// another relay holds a live one at $9 (the lease statement is
-/// [`lease_in`]'s): SQLite's form, two statements in one query.
-const RECORD_AND_LEASE_SQLITE: &str = "\
-    INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, ''); \
-    INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES ($2, $10, $11) \
-    ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
-    WHERE outbox_leases.until_unix_ms <= $9 OR outbox_leases.owner = excluded.owner RETURNING owner";
+/// Whether a relay other than `$owner` holds a live claim at `$now` on a
+/// pending row of the order `$order` (SQL expressions, spliced in).
+macro_rules! claimed_by_another {
+    ($order:literal, $owner:literal, $now:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM outbox c WHERE c.order_id = ",
+            $order,
+            " AND c.published_at_unix_ms = 0 AND c.claimed_by <> ",
+            $owner,
+            " AND c.claimed_until_unix_ms > ",
+            $now,
+            ")"
+        )
+    };
+}
+pub(crate) use claimed_by_another;
+
+/// An order's first event ($1–$9), claimed for the relay $10 until $11.
+const RECORD_CLAIMED: &str = "\
+    INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error, claimed_by, claimed_until_unix_ms) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '', $10, $11) RETURNING claimed_by";
+
+/// A later event's row ($1–$9) and the order's lease for $10 until $11
+/// unless another relay holds a live one at $9 (a lease row or a claim;
+/// the lease statement is [`lease_in`]'s): SQLite's form, two statements
+/// in one query.
+const RECORD_AND_LEASE_SQLITE: &str = concat!(
+    "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, ''); \
+     INSERT INTO outbox_leases (order_id, owner, until_unix_ms) SELECT $2, $10, $11 WHERE NOT ",
+    claimed_by_another!("$2", "$10", "$9"),
+    " ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+     WHERE outbox_leases.until_unix_ms <= $9 OR outbox_leases.owner = excluded.owner RETURNING owner"
+);
 
 /// [`RECORD_AND_LEASE_SQLITE`] as one PostgreSQL command.
-const RECORD_AND_LEASE_POSTGRES: &str = "\
-    WITH recorded AS ( \
-      INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
-      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '') RETURNING order_id \
-    ) \
-    INSERT INTO outbox_leases (order_id, owner, until_unix_ms) SELECT order_id, $10, $11 FROM recorded \
-    ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
-    WHERE outbox_leases.until_unix_ms <= $9 OR outbox_leases.owner = excluded.owner RETURNING owner";
+const RECORD_AND_LEASE_POSTGRES: &str = concat!(
+    "WITH recorded AS ( \
+       INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '') RETURNING order_id \
+     ) \
+     INSERT INTO outbox_leases (order_id, owner, until_unix_ms) SELECT order_id, $10, $11 FROM recorded WHERE NOT ",
+    claimed_by_another!("$2", "$10", "$9"),
+    " ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+     WHERE outbox_leases.until_unix_ms <= $9 OR outbox_leases.owner = excluded.owner RETURNING owner"
+);
 
 /// Takes `order_id`'s lease for `owner` until `until` unless another relay
 /// holds a live one (a relay's own lease is renewed), on `connection`;
@@ -308,11 +337,12 @@ pub(crate) async fn lease_in(
     now_unix_ms: i64,
     until_unix_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let taken: Option<String> = sqlx::query_scalar(
-        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) VALUES ($1, $2, $3) \
-         ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+    let taken: Option<String> = sqlx::query_scalar(concat!(
+        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) SELECT $1, $2, $3 WHERE NOT ",
+        claimed_by_another!("$1", "$2", "$4"),
+        " ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
          WHERE outbox_leases.until_unix_ms <= $4 OR outbox_leases.owner = excluded.owner RETURNING owner",
-    )
+    ))
     .bind(order_id)
     .bind(owner)
     .bind(until_unix_ms)
