@@ -105,6 +105,19 @@ pub trait EventBroker: Send + Sync {
         event: &Event,
     ) -> impl Future<Output = Result<(), BrokerError>> + Send;
 
+    /// Publishes `events` to `topic` in one exchange with the broker where
+    /// it can (Redis: one pipeline, so one read and one `fsync` for all of
+    /// them; RabbitMQ: every message sent before the first confirm is
+    /// awaited): one answer per event, in the order given, each meaning
+    /// what [`EventBroker::publish`]'s does. The broker stores them in
+    /// that order, but one may fail while a later one is stored: put only
+    /// independent events (of different orders) in one batch.
+    fn publish_batch(
+        &self,
+        topic: &str,
+        events: &[&Event],
+    ) -> impl Future<Output = Vec<Result<(), BrokerError>>> + Send;
+
     /// Joins (creating if needed) the subscription's group.
     fn subscribe(
         &self,
@@ -157,6 +170,38 @@ impl EventBroker for Broker {
             Self::Redis(broker) => broker.publish(topic, event).await,
             Self::RabbitMq(broker) => broker.publish(topic, event).await,
         }
+    }
+
+    async fn publish_batch(&self, topic: &str, events: &[&Event]) -> Vec<Result<(), BrokerError>> {
+        // An invalid event is answered without being sent; the others go.
+        let mut answers: Vec<Option<Result<(), BrokerError>>> = events
+            .iter()
+            .map(|event| event.validate().err().map(|error| Err(error.into())))
+            .collect();
+        let valid: Vec<&Event> = events
+            .iter()
+            .zip(&answers)
+            .filter(|(_, answer)| answer.is_none())
+            .map(|(event, _)| *event)
+            .collect();
+        let mut sent = match self {
+            Self::Redis(broker) => broker.publish_batch(topic, &valid).await,
+            Self::RabbitMq(broker) => broker.publish_batch(topic, &valid).await,
+        }
+        .into_iter();
+        answers
+            .iter_mut()
+            .map(|answer| {
+                answer.take().unwrap_or_else(|| {
+                    sent.next().unwrap_or_else(|| {
+                        Err(BrokerError::NotConfirmed {
+                            broker: "broker",
+                            detail: "the adapter gave fewer answers than events".to_owned(),
+                        })
+                    })
+                })
+            })
+            .collect()
     }
 
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BrokerError> {

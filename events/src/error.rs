@@ -3,7 +3,7 @@
 use crate::envelope::MalformedEvent;
 
 /// A broker operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
     /// The broker could not be reached or dropped the connection: retry later.
     #[error("the {broker} broker is unreachable: {detail}")]

@@ -436,6 +436,48 @@ fn an_invalid_event_is_refused_before_it_is_sent(target: &Target) {
     });
 }
 
+fn a_batch_is_answered_per_event_and_stored_in_order(target: &Target) {
+    target.block_on(async {
+        let broker = target.broker();
+        let topic = unique("t");
+        let mut deliveries = broker
+            .subscribe(&subscription(&topic, "g", "a"))
+            .await
+            .unwrap();
+        let mut sent: Vec<Event> = (0..5).map(event).collect();
+        sent[2].id = String::new();
+        let answers = broker
+            .publish_batch(&topic, &sent.iter().collect::<Vec<_>>())
+            .await;
+        assert_eq!(answers.len(), 5, "one answer per event");
+        for (at, answer) in answers.iter().enumerate() {
+            if at == 2 {
+                let error = answer.as_ref().unwrap_err();
+                assert!(matches!(error, BrokerError::Malformed(_)), "{error}");
+            } else {
+                assert!(answer.is_ok(), "event {at}: {answer:?}");
+            }
+        }
+        let received: Vec<String> = receive_and_ack(&mut deliveries, 4)
+            .await
+            .into_iter()
+            .map(|event| event.subject)
+            .collect();
+        assert_eq!(
+            received,
+            ["subject-0", "subject-1", "subject-3", "subject-4"],
+            "the valid ones, in the order given"
+        );
+        assert!(
+            next(&mut deliveries, Duration::from_millis(500))
+                .await
+                .is_none(),
+            "the invalid one was never sent"
+        );
+        assert!(broker.publish_batch(&topic, &[]).await.is_empty());
+    });
+}
+
 fn the_backlog_counts_what_the_group_has_not_acknowledged(target: &Target) {
     target.block_on(async {
         let broker = target.broker();
@@ -481,6 +523,13 @@ fn publishing_fails_while_the_broker_is_down_and_works_again_after(target: &Targ
         .block_on(broker.publish(&topic, &event(1)))
         .unwrap_err();
     assert!(error.is_transient(), "{error}");
+    let batch = [event(3), event(4)];
+    let answers = target.block_on(broker.publish_batch(&topic, &batch.iter().collect::<Vec<_>>()));
+    assert_eq!(answers.len(), 2);
+    for answer in answers {
+        let error = answer.expect_err("a batch is not confirmed while the broker is down");
+        assert!(error.is_transient(), "{error}");
+    }
     target.block_on(async {
         assert!(broker.ping().await.is_err());
         assert!(
@@ -669,6 +718,10 @@ fn cases(kind: &'static str) -> Vec<Case<Target>> {
         (
             "an_invalid_event_is_refused_before_it_is_sent",
             an_invalid_event_is_refused_before_it_is_sent,
+        ),
+        (
+            "a_batch_is_answered_per_event_and_stored_in_order",
+            a_batch_is_answered_per_event_and_stored_in_order,
         ),
         (
             "the_backlog_counts_what_the_group_has_not_acknowledged",

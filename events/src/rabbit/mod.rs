@@ -64,6 +64,61 @@ impl RabbitBroker {
     pub fn retention(&self) -> Duration {
         self.link.retention()
     }
+
+    /// Sends `event` to `topic` on the publishing channel: its confirm, to
+    /// await.
+    async fn send(
+        &self,
+        topic: &str,
+        event: &Event,
+    ) -> Result<lapin::PublisherConfirm, BrokerError> {
+        let publisher = self.link.publisher(topic).await?;
+        publisher
+            .basic_publish(
+                ShortString::from(names::EXCHANGE),
+                ShortString::from(topic),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &event.data,
+                properties(event),
+            )
+            .await
+            .map_err(|error| self.link.lost(error))
+    }
+
+    /// Waits for a sent message's confirm: whether the broker stored it.
+    async fn confirmed(&self, confirm: lapin::PublisherConfirm) -> Result<(), BrokerError> {
+        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
+            .await
+            .map_err(|_| BrokerError::NotConfirmed {
+                broker: NAME,
+                detail: format!("no confirm within {CONFIRM_TIMEOUT:?}"),
+            })?
+            .map_err(|error| {
+                self.link.forget();
+                BrokerError::NotConfirmed {
+                    broker: NAME,
+                    detail: crate::envelope::bounded(&error.to_string(), 300),
+                }
+            })?;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) => Err(BrokerError::NotConfirmed {
+                broker: NAME,
+                detail: format!("unroutable: {}", returned.reply_text),
+            }),
+            Confirmation::Nack(_) => Err(BrokerError::NotConfirmed {
+                broker: NAME,
+                detail: "the broker could not store it (negative confirm)".to_owned(),
+            }),
+            Confirmation::NotRequested => Err(BrokerError::NotConfirmed {
+                broker: NAME,
+                detail: "publisher confirms are off on this channel".to_owned(),
+            }),
+        }
+    }
 }
 
 /// The message properties of `event` (its attributes as headers, so a
@@ -93,48 +148,24 @@ impl EventBroker for RabbitBroker {
     }
 
     async fn publish(&self, topic: &str, event: &Event) -> Result<(), BrokerError> {
-        let publisher = self.link.publisher(topic).await?;
-        let confirm = publisher
-            .basic_publish(
-                ShortString::from(names::EXCHANGE),
-                ShortString::from(topic),
-                BasicPublishOptions {
-                    mandatory: true,
-                    ..BasicPublishOptions::default()
-                },
-                &event.data,
-                properties(event),
-            )
-            .await
-            .map_err(|error| self.link.lost(error))?;
-        let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
-            .await
-            .map_err(|_| BrokerError::NotConfirmed {
-                broker: NAME,
-                detail: format!("no confirm within {CONFIRM_TIMEOUT:?}"),
-            })?
-            .map_err(|error| {
-                self.link.forget();
-                BrokerError::NotConfirmed {
-                    broker: NAME,
-                    detail: crate::envelope::bounded(&error.to_string(), 300),
-                }
-            })?;
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) => Err(BrokerError::NotConfirmed {
-                broker: NAME,
-                detail: format!("unroutable: {}", returned.reply_text),
-            }),
-            Confirmation::Nack(_) => Err(BrokerError::NotConfirmed {
-                broker: NAME,
-                detail: "the broker could not store it (negative confirm)".to_owned(),
-            }),
-            Confirmation::NotRequested => Err(BrokerError::NotConfirmed {
-                broker: NAME,
-                detail: "publisher confirms are off on this channel".to_owned(),
-            }),
+        let confirm = self.send(topic, event).await?;
+        self.confirmed(confirm).await
+    }
+
+    async fn publish_batch(&self, topic: &str, events: &[&Event]) -> Vec<Result<(), BrokerError>> {
+        // Every message goes out before the first confirm is awaited: the
+        // quorum queue stores and confirms them together.
+        let mut sent = Vec::with_capacity(events.len());
+        for event in events {
+            sent.push(self.send(topic, event).await);
         }
+        futures::future::join_all(sent.into_iter().map(|sent| async move {
+            match sent {
+                Ok(confirm) => self.confirmed(confirm).await,
+                Err(error) => Err(error),
+            }
+        }))
+        .await
     }
 
     async fn subscribe(&self, subscription: &Subscription) -> Result<Deliveries, BrokerError> {

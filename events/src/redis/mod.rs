@@ -187,24 +187,55 @@ impl EventBroker for RedisBroker {
 
     async fn publish(&self, topic: &str, event: &Event) -> Result<(), BrokerError> {
         self.check_durability().await?;
-        let mut add = redis::cmd("XADD");
-        add.arg(stream_key(topic)).arg("*");
-        for (name, value) in event.headers() {
-            add.arg(name).arg(value);
+        added(self.query(&xadd(topic, event)).await)
+    }
+
+    async fn publish_batch(&self, topic: &str, events: &[&Event]) -> Vec<Result<(), BrokerError>> {
+        if events.is_empty() {
+            return Vec::new();
         }
-        add.arg(headers::DATA).arg(event.data.as_ref());
-        match self.query(&add).await {
-            Ok(Value::BulkString(_)) | Ok(Value::SimpleString(_)) => Ok(()),
-            Ok(other) => Err(BrokerError::NotConfirmed {
-                broker: NAME,
-                detail: format!("unexpected XADD reply {other:?}"),
-            }),
-            // The command may have been applied before the connection broke.
-            Err(BrokerError::Unavailable { detail, .. }) => Err(BrokerError::NotConfirmed {
-                broker: NAME,
-                detail,
-            }),
-            Err(error) => Err(error),
+        if let Err(error) = self.check_durability().await {
+            return events.iter().map(|_| Err(error.clone())).collect();
+        }
+        let mut pipeline = redis::pipe();
+        // Each XADD's own answer, an error reply included, not the first
+        // error for all.
+        pipeline.ignore_errors();
+        for event in events {
+            pipeline.add_command(xadd(topic, event));
+        }
+        match pipeline
+            .query_async::<Vec<Value>>(&mut self.control.clone())
+            .await
+        {
+            Ok(replies) if replies.len() == events.len() => replies
+                .into_iter()
+                .map(|reply| match reply {
+                    Value::ServerError(error) => Err(BrokerError::refused(
+                        NAME,
+                        "a command",
+                        error.details().unwrap_or("error"),
+                    )),
+                    reply => added(Ok(reply)),
+                })
+                .collect(),
+            Ok(replies) => events
+                .iter()
+                .map(|_| {
+                    Err(BrokerError::NotConfirmed {
+                        broker: NAME,
+                        detail: format!(
+                            "{} replies to a pipeline of {} XADDs",
+                            replies.len(),
+                            events.len()
+                        ),
+                    })
+                })
+                .collect(),
+            Err(error) => {
+                let error = added(Err(classify(error, "a command")));
+                events.iter().map(|_| error.clone()).collect()
+            }
         }
     }
 
@@ -302,6 +333,34 @@ impl EventBroker for RedisBroker {
 
     async fn ping(&self) -> Result<(), BrokerError> {
         self.query(&redis::cmd("PING")).await.map(drop)
+    }
+}
+
+/// The `XADD` that appends `event` to `topic`'s stream.
+fn xadd(topic: &str, event: &Event) -> redis::Cmd {
+    let mut add = redis::cmd("XADD");
+    add.arg(stream_key(topic)).arg("*");
+    for (name, value) in event.headers() {
+        add.arg(name).arg(value);
+    }
+    add.arg(headers::DATA).arg(event.data.as_ref());
+    add
+}
+
+/// What an `XADD`'s reply means for its event.
+fn added(reply: Result<Value, BrokerError>) -> Result<(), BrokerError> {
+    match reply {
+        Ok(Value::BulkString(_)) | Ok(Value::SimpleString(_)) => Ok(()),
+        Ok(other) => Err(BrokerError::NotConfirmed {
+            broker: NAME,
+            detail: format!("unexpected XADD reply {other:?}"),
+        }),
+        // The command may have been applied before the connection broke.
+        Err(BrokerError::Unavailable { detail, .. }) => Err(BrokerError::NotConfirmed {
+            broker: NAME,
+            detail,
+        }),
+        Err(error) => Err(error),
     }
 }
 

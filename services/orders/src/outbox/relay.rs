@@ -15,7 +15,6 @@
 use std::{sync::Arc, time::Duration};
 
 use events::{Broker, BrokerError, EventBroker};
-use futures::StreamExt;
 use mesh::storage::now_unix_ms;
 
 use super::{
@@ -32,8 +31,6 @@ pub struct RelayOptions {
     pub sweep_every: Duration,
     /// Orders looked at per round.
     pub batch: i64,
-    /// Orders published at the same time.
-    pub concurrency: usize,
     /// After a round that published something, the relay lets commits
     /// gather this long per event it published before it reads again, up
     /// to [`RelayOptions::gather`]: a round's statements, wake-ups and
@@ -62,7 +59,6 @@ impl Default for RelayOptions {
         Self {
             sweep_every: Duration::from_secs(1),
             batch: 64,
-            concurrency: 8,
             gather_per_event: Duration::from_millis(2),
             gather: Duration::from_millis(40),
             keep_published: Duration::from_secs(24 * 3600),
@@ -189,9 +185,10 @@ impl Relay {
 
     /// One round over a batch of orders: one read of their pending events,
     /// one lease statement for the orders no committing unit handed over,
-    /// their publishes pipelined (orders concurrently, each order's events
-    /// one at a time in sequence), and one write unit marking what the
-    /// broker confirmed and releasing the leases.
+    /// their publishes in waves (one exchange with the broker per wave: the
+    /// next event of every order, so each order's events leave one at a
+    /// time in sequence; usually one wave), and one write unit marking what
+    /// the broker confirmed and releasing the leases.
     async fn round(&self, broker: &Broker) -> Result<Round, BrokerError> {
         let reading =
             |error: StoreError| BrokerError::NotConfigured(format!("reading the outbox: {error}"));
@@ -256,13 +253,7 @@ impl Relay {
             return Ok(Round::default());
         }
         let leased = started.elapsed();
-        let published: Vec<(Outcome, Option<BrokerError>)> = futures::stream::iter(orders)
-            .map(|(order_id, events)| async move {
-                publish_in_sequence(order_id, events, |row| self.publish_one(broker, row)).await
-            })
-            .buffer_unordered(self.options.concurrency)
-            .collect()
-            .await;
+        let published = publish_in_waves(orders, |wave| self.publish_wave(broker, wave)).await;
         let sent = started.elapsed();
         let mut round = Round::default();
         let mut outcomes = Vec::with_capacity(published.len());
@@ -295,26 +286,45 @@ impl Relay {
         Ok(round)
     }
 
-    /// Publishes one event with the fault injection's pauses around it.
-    async fn publish_one(&self, broker: &Broker, row: Pending) -> Result<(), BrokerError> {
+    /// Publishes one wave (at most one event per order) in one exchange
+    /// with the broker, with the fault injection's pauses around it.
+    async fn publish_wave(
+        &self,
+        broker: &Broker,
+        wave: Vec<Pending>,
+    ) -> Vec<Result<(), BrokerError>> {
         if let Some(pause) = self.options.pause_before_publish {
-            tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: committed, pausing before the publish");
+            tracing::warn!(
+                events = wave.len(),
+                ?pause,
+                "fault injection: committed, pausing before the publish"
+            );
             tokio::time::sleep(pause).await;
         }
-        let waited_ms = now_unix_ms() - row.created_at_unix_ms;
         let publishing = std::time::Instant::now();
-        if let Err(error) = broker.publish(TOPIC, &row.to_event()).await {
-            self.metrics.publish_error();
-            return Err(error);
-        }
+        let events: Vec<events::Event> = wave.iter().map(Pending::to_event).collect();
+        let answers = broker
+            .publish_batch(TOPIC, &events.iter().collect::<Vec<_>>())
+            .await;
         let publish_us = publishing.elapsed().as_micros();
         if let Some(pause) = self.options.pause_after_publish {
-            tracing::warn!(event_id = %row.event_id, ?pause, "fault injection: published, pausing before the mark");
+            tracing::warn!(
+                events = wave.len(),
+                ?pause,
+                "fault injection: published, pausing before the mark"
+            );
             tokio::time::sleep(pause).await;
         }
-        self.metrics.published();
-        tracing::debug!(order_id = %row.order_id, sequence = row.sequence, event_id = %row.event_id, waited_ms, publish_us, "event published");
-        Ok(())
+        let now = now_unix_ms();
+        for (row, answer) in wave.iter().zip(&answers) {
+            if answer.is_ok() {
+                self.metrics.published();
+                tracing::debug!(order_id = %row.order_id, sequence = row.sequence, event_id = %row.event_id, waited_ms = now - row.created_at_unix_ms, publish_us, "event published");
+            } else {
+                self.metrics.publish_error();
+            }
+        }
+        answers
     }
 
     async fn maintain(&self, broker: &Broker) {
@@ -362,34 +372,65 @@ fn by_order(pending: Vec<Pending>) -> Vec<(String, Vec<Pending>)> {
     orders
 }
 
-/// Publishes one leased order's `events` in sequence with `publish`, one at
-/// a time, stopping at the first failure (nothing after it is tried, so a
-/// later event never leaves before an earlier one): what to record of it,
-/// and the broker's error if one failed.
-async fn publish_in_sequence<F, Fut>(
-    order_id: String,
-    events: Vec<Pending>,
+/// Publishes leased orders' events in waves with `publish`: each wave
+/// holds the next event of every order still going, so an order's events
+/// leave in sequence, one at a time, while the wave's events of different
+/// orders share one exchange with the broker. An order stops at its first
+/// failure (nothing after it is tried, so a later event never leaves before
+/// an earlier one). For each order: what to record of it, and the broker's
+/// error if one failed.
+async fn publish_in_waves<F, Fut>(
+    orders: Vec<(String, Vec<Pending>)>,
     publish: F,
-) -> (Outcome, Option<BrokerError>)
+) -> Vec<(Outcome, Option<BrokerError>)>
 where
-    F: Fn(Pending) -> Fut,
-    Fut: std::future::Future<Output = Result<(), BrokerError>>,
+    F: Fn(Vec<Pending>) -> Fut,
+    Fut: std::future::Future<Output = Vec<Result<(), BrokerError>>>,
 {
-    let mut outcome = Outcome {
-        order_id,
-        ..Outcome::default()
-    };
-    for row in events {
-        let event_id = row.event_id.clone();
-        match publish(row).await {
-            Ok(()) => outcome.confirmed.push(event_id),
-            Err(error) => {
-                outcome.failed = Some((event_id, error.to_string()));
-                return (outcome, Some(error));
+    let mut results: Vec<(Outcome, Option<BrokerError>)> = Vec::with_capacity(orders.len());
+    let mut queues = Vec::with_capacity(orders.len());
+    for (order_id, events) in orders {
+        results.push((
+            Outcome {
+                order_id,
+                ..Outcome::default()
+            },
+            None,
+        ));
+        queues.push(events.into_iter());
+    }
+    loop {
+        let (mut wave, mut whose) = (Vec::new(), Vec::new());
+        for (at, queue) in queues.iter_mut().enumerate() {
+            if results[at].1.is_some() {
+                continue;
+            }
+            if let Some(row) = queue.next() {
+                whose.push((at, row.event_id.clone()));
+                wave.push(row);
+            }
+        }
+        if wave.is_empty() {
+            return results;
+        }
+        let mut answers = publish(wave).await.into_iter();
+        for (at, event_id) in whose {
+            // A missing answer is a failure: the order stops there.
+            let answer = answers.next().unwrap_or_else(|| {
+                Err(BrokerError::NotConfigured(
+                    "the broker gave no answer for this event".to_owned(),
+                ))
+            });
+            let (outcome, failure) = &mut results[at];
+            match answer {
+                Ok(()) => outcome.confirmed.push(event_id),
+                Err(error) => {
+                    outcome.failed = Some((event_id, error.to_string()));
+                    *failure = Some(error);
+                }
             }
         }
     }
-    (outcome, None)
 }
 
 /// Aborts the task when dropped.
@@ -423,36 +464,80 @@ mod tests {
 
     #[tokio::test]
     async fn an_order_whose_event_failed_gets_no_later_event_published() {
-        let tried = Mutex::new(Vec::new());
-        let publish = |row: Pending| {
-            tried.lock().unwrap().push(row.event_id.clone());
+        let waves = Mutex::new(Vec::new());
+        let publish = |wave: Vec<Pending>| {
+            waves.lock().unwrap().push(
+                wave.iter()
+                    .map(|row| row.event_id.clone())
+                    .collect::<Vec<_>>(),
+            );
             async move {
-                if row.sequence == 2 {
-                    Err(BrokerError::NotConfigured("the broker refused it".into()))
-                } else {
-                    Ok(())
-                }
+                wave.iter()
+                    .map(|row| {
+                        if row.order_id == "ord_1" && row.sequence == 2 {
+                            Err(BrokerError::NotConfigured("the broker refused it".into()))
+                        } else {
+                            Ok(())
+                        }
+                    })
+                    .collect()
             }
         };
-        let events = (1..=3).map(|sequence| event("ord_1", sequence)).collect();
-        let (outcome, failure) = publish_in_sequence("ord_1".into(), events, publish).await;
+        let orders = vec![
+            (
+                "ord_1".to_owned(),
+                (1..=3).map(|n| event("ord_1", n)).collect(),
+            ),
+            (
+                "ord_2".to_owned(),
+                (1..=3).map(|n| event("ord_2", n)).collect(),
+            ),
+            ("ord_3".to_owned(), vec![event("ord_3", 1)]),
+        ];
+        let results = publish_in_waves(orders, publish).await;
         assert_eq!(
-            *tried.lock().unwrap(),
-            ["ord_1-1", "ord_1-2"],
-            "the third is never tried"
+            *waves.lock().unwrap(),
+            [
+                vec!["ord_1-1", "ord_2-1", "ord_3-1"],
+                vec!["ord_1-2", "ord_2-2"],
+                vec!["ord_2-3"],
+            ],
+            "one event per order per wave, in sequence; ord_1's third is never tried"
         );
+        let (outcome, failure) = &results[0];
         assert_eq!(outcome.order_id, "ord_1");
         assert_eq!(outcome.confirmed, ["ord_1-1"]);
-        let (failed, error) = outcome.failed.expect("the failure is recorded");
+        let (failed, error) = outcome.failed.clone().expect("the failure is recorded");
         assert_eq!(failed, "ord_1-2");
         assert!(error.contains("the broker refused it"), "{error}");
         assert!(failure.is_some());
+        let (outcome, failure) = &results[1];
+        assert_eq!(
+            outcome.confirmed,
+            ["ord_2-1", "ord_2-2", "ord_2-3"],
+            "in sequence"
+        );
+        assert_eq!((&outcome.failed, failure.is_none()), (&None, true));
+        assert_eq!(results[2].0.confirmed, ["ord_3-1"]);
+    }
 
-        let events = (1..=2).map(|sequence| event("ord_2", sequence)).collect();
-        let (outcome, failure) =
-            publish_in_sequence("ord_2".into(), events, |_| async { Ok(()) }).await;
-        assert_eq!(outcome.confirmed, ["ord_2-1", "ord_2-2"], "in sequence");
-        assert_eq!((outcome.failed, failure.is_none()), (None, true));
+    #[tokio::test]
+    async fn an_event_the_broker_gave_no_answer_for_stops_its_order() {
+        let results = publish_in_waves(
+            vec![
+                (
+                    "ord_1".to_owned(),
+                    vec![event("ord_1", 1), event("ord_1", 2)],
+                ),
+                ("ord_2".to_owned(), vec![event("ord_2", 1)]),
+            ],
+            // One answer for a wave of two.
+            |_| async { vec![Ok(())] },
+        )
+        .await;
+        assert_eq!(results[0].0.confirmed, ["ord_1-1", "ord_1-2"]);
+        assert!(results[1].0.confirmed.is_empty());
+        assert!(results[1].1.is_some(), "ord_2 failed, not left unanswered");
     }
 
     #[test]
