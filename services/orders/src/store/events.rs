@@ -250,7 +250,7 @@ pub(crate) async fn record_numbered(
         u64::try_from(sequence).unwrap_or(0),
         cause.at_unix_ms,
     );
-    let row = sqlx::query_scalar::<_, String>(if sequence == 1 {
+    let query = sqlx::query_scalar::<_, String>(if sequence == 1 {
         // The order's first event: no relay can hold the order yet, so the
         // row carries its relay's lease itself (no lease row to write).
         RECORD_CLAIMED
@@ -276,7 +276,7 @@ pub(crate) async fn record_numbered(
     .bind(cause.relay.as_str())
     .bind(cause.lease_until_unix_ms);
     // Every row is read, so that every statement runs to its end.
-    let leased = row.fetch_all(&mut *connection).await?;
+    let leased = query.fetch_all(&mut *connection).await?;
     Ok((!leased.is_empty()).then_some(cause.lease_until_unix_ms))
 }
 
