@@ -189,6 +189,14 @@ fn subscription(topic: &str, group: &str, consumer: &str) -> Subscription {
     }
 }
 
+/// `consumer` of `group` on `topic`, joined (the group created if new).
+async fn join(broker: &Broker, topic: &str, group: &str, consumer: &str) -> Deliveries {
+    broker
+        .subscribe(&subscription(topic, group, consumer))
+        .await
+        .unwrap()
+}
+
 async fn next(deliveries: &mut Deliveries, within: Duration) -> Option<Delivery> {
     match tokio::time::timeout(within, deliveries.next()).await {
         Ok(result) => Some(result.expect("a delivery")),
@@ -231,14 +239,8 @@ fn every_event_reaches_every_group_with_its_attributes(target: &Target) {
     target.block_on(async {
         let broker = target.broker();
         let topic = unique("t");
-        let mut first = broker
-            .subscribe(&subscription(&topic, "first", "a"))
-            .await
-            .unwrap();
-        let mut second = broker
-            .subscribe(&subscription(&topic, "second", "a"))
-            .await
-            .unwrap();
+        let mut first = join(&broker, &topic, "first", "a").await;
+        let mut second = join(&broker, &topic, "second", "a").await;
         let sent: Vec<Event> = (0..10).map(event).collect();
         publish_all(&broker, &topic, &sent).await;
         for deliveries in [&mut first, &mut second] {
@@ -262,10 +264,7 @@ fn a_group_created_later_starts_from_the_oldest_retained_event(target: &Target) 
         let topic = unique("t");
         let early: Vec<Event> = (0..5).map(event).collect();
         publish_all(&broker, &topic, &early).await;
-        let mut late = broker
-            .subscribe(&subscription(&topic, "late", "a"))
-            .await
-            .unwrap();
+        let mut late = join(&broker, &topic, "late", "a").await;
         let after = event(5);
         broker.publish(&topic, &after).await.unwrap();
         let mut ids: Vec<String> = receive_and_ack(&mut late, 6)
@@ -289,10 +288,7 @@ fn a_handed_back_delivery_comes_again_with_the_next_attempt(target: &Target) {
     target.block_on(async {
         let broker = target.broker();
         let topic = unique("t");
-        let mut deliveries = broker
-            .subscribe(&subscription(&topic, "g", "a"))
-            .await
-            .unwrap();
+        let mut deliveries = join(&broker, &topic, "g", "a").await;
         let sent = event(1);
         broker.publish(&topic, &sent).await.unwrap();
         let first = expect_next(&mut deliveries).await;
@@ -312,14 +308,8 @@ fn a_dead_consumers_deliveries_go_to_another_consumer_of_the_group(target: &Targ
     target.block_on(async {
         let broker = target.broker();
         let topic = unique("t");
-        let mut survivor = broker
-            .subscribe(&subscription(&topic, "g", "survivor"))
-            .await
-            .unwrap();
-        let mut doomed = broker
-            .subscribe(&subscription(&topic, "g", "doomed"))
-            .await
-            .unwrap();
+        let mut survivor = join(&broker, &topic, "g", "survivor").await;
+        let mut doomed = join(&broker, &topic, "g", "doomed").await;
         // Publish until the doomed consumer holds one.
         let held = loop {
             let sent = event(1);
@@ -376,10 +366,7 @@ fn a_dead_lettered_event_leaves_the_group(target: &Target) {
     target.block_on(async {
         let broker = target.broker();
         let topic = unique("t");
-        let mut deliveries = broker
-            .subscribe(&subscription(&topic, "g", "a"))
-            .await
-            .unwrap();
+        let mut deliveries = join(&broker, &topic, "g", "a").await;
         assert_eq!(broker.dead_letter_count(&topic, "g").await.unwrap(), 0);
         broker.publish(&topic, &event(1)).await.unwrap();
         let delivery = expect_next(&mut deliveries).await;
@@ -403,10 +390,7 @@ fn a_message_that_is_not_an_event_is_delivered_as_malformed(target: &Target) {
     target.block_on(async {
         let broker = target.broker();
         let topic = unique("t");
-        let mut deliveries = broker
-            .subscribe(&subscription(&topic, "g", "a"))
-            .await
-            .unwrap();
+        let mut deliveries = join(&broker, &topic, "g", "a").await;
         target.publish_garbage(&topic).await;
         let delivery = expect_next(&mut deliveries).await;
         let error = delivery.event.as_ref().unwrap_err().clone();
@@ -440,10 +424,7 @@ fn a_batch_is_answered_per_event_and_stored_in_order(target: &Target) {
     target.block_on(async {
         let broker = target.broker();
         let topic = unique("t");
-        let mut deliveries = broker
-            .subscribe(&subscription(&topic, "g", "a"))
-            .await
-            .unwrap();
+        let mut deliveries = join(&broker, &topic, "g", "a").await;
         let mut sent: Vec<Event> = (0..5).map(event).collect();
         sent[2].id = String::new();
         let answers = broker
@@ -482,20 +463,14 @@ fn the_backlog_counts_what_the_group_has_not_acknowledged(target: &Target) {
     target.block_on(async {
         let broker = target.broker();
         let topic = unique("t");
-        let deliveries = broker
-            .subscribe(&subscription(&topic, "g", "a"))
-            .await
-            .unwrap();
+        let deliveries = join(&broker, &topic, "g", "a").await;
         drop(deliveries);
         publish_all(&broker, &topic, &(0..3).map(event).collect::<Vec<_>>()).await;
         wait_for("a backlog of 3", async || {
             broker.backlog(&topic, "g").await.unwrap().total() == 3
         })
         .await;
-        let mut deliveries = broker
-            .subscribe(&subscription(&topic, "g", "b"))
-            .await
-            .unwrap();
+        let mut deliveries = join(&broker, &topic, "g", "b").await;
         receive_and_ack(&mut deliveries, 3).await;
         wait_for("no backlog", async || {
             broker.backlog(&topic, "g").await.unwrap().total() == 0
@@ -510,10 +485,7 @@ fn publishing_fails_while_the_broker_is_down_and_works_again_after(target: &Targ
     let broker = target.broker();
     let topic = unique("t");
     let mut deliveries = target.block_on(async {
-        let deliveries = broker
-            .subscribe(&subscription(&topic, "g", "a"))
-            .await
-            .unwrap();
+        let deliveries = join(&broker, &topic, "g", "a").await;
         broker.publish(&topic, &event(0)).await.unwrap();
         deliveries
     });
@@ -554,10 +526,7 @@ fn publishing_fails_while_the_broker_is_down_and_works_again_after(target: &Targ
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        let mut again = broker
-            .subscribe(&subscription(&topic, "g", "a"))
-            .await
-            .unwrap();
+        let mut again = join(&broker, &topic, "g", "a").await;
         // An acknowledgement sent just before the stop may be lost with it:
         // the event before comes again then (at least once).
         loop {
@@ -632,14 +601,8 @@ fn redis_trimming_never_drops_what_a_group_has_not_acknowledged(target: &Target)
         let topic = unique("t");
         let settings = target.settings().with_retention(Duration::from_millis(1));
         let broker = events::connect(&settings).unwrap();
-        let mut slow = broker
-            .subscribe(&subscription(&topic, "slow", "a"))
-            .await
-            .unwrap();
-        let mut fast = broker
-            .subscribe(&subscription(&topic, "fast", "a"))
-            .await
-            .unwrap();
+        let mut slow = join(&broker, &topic, "slow", "a").await;
+        let mut fast = join(&broker, &topic, "fast", "a").await;
         let sent: Vec<Event> = (0..6).map(event).collect();
         publish_all(&broker, &topic, &sent).await;
         receive_and_ack(&mut fast, 6).await;

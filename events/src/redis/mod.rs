@@ -210,14 +210,7 @@ impl EventBroker for RedisBroker {
         {
             Ok(replies) if replies.len() == events.len() => replies
                 .into_iter()
-                .map(|reply| match reply {
-                    Value::ServerError(error) => Err(BrokerError::refused(
-                        NAME,
-                        "a command",
-                        error.details().unwrap_or("error"),
-                    )),
-                    reply => added(Ok(reply)),
-                })
+                .map(|reply| added(server_reply(reply)))
                 .collect(),
             Ok(replies) => events
                 .iter()
@@ -370,13 +363,20 @@ pub(crate) async fn query(
     command: &redis::Cmd,
 ) -> Result<Value, BrokerError> {
     match command.query_async::<Value>(connection).await {
-        Ok(Value::ServerError(error)) => Err(BrokerError::refused(
+        Ok(value) => server_reply(value),
+        Err(error) => Err(classify(error, "a command")),
+    }
+}
+
+/// A reply, or the error the server answered instead.
+fn server_reply(value: Value) -> Result<Value, BrokerError> {
+    match value {
+        Value::ServerError(error) => Err(BrokerError::refused(
             NAME,
             "a command",
             error.details().unwrap_or("error"),
         )),
-        Ok(value) => Ok(value),
-        Err(error) => Err(classify(error, "a command")),
+        value => Ok(value),
     }
 }
 
