@@ -107,34 +107,74 @@ impl Service<Uri> for MtlsConnector {
                 .authority()
                 .map(|a| a.as_str().to_owned())
                 .unwrap_or_default();
-            let fail = |reason: String, source: Option<std::io::Error>| -> BoxError {
-                Box::new(NotConnected {
-                    address: authority.clone(),
-                    target: target.to_string(),
-                    reason,
-                    source,
-                })
-            };
-            let config = identity
-                .client_config(&target)
-                .map_err(|error| fail(error.to_string(), None))?;
-            let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-            let port = uri.port_u16().unwrap_or(80);
-            let tcp = TcpStream::connect((host, port))
-                .await
-                .map_err(|error| fail(format!("TCP connect: {error}"), Some(error)))?;
-            let _ = tcp.set_nodelay(true);
-            let server_name = match host.parse::<std::net::IpAddr>() {
-                Ok(ip) => ServerName::IpAddress(ip.into()),
-                Err(_) => ServerName::try_from(host.to_owned())
-                    .map_err(|error| fail(format!("bad host name: {error}"), None))?,
-            };
-            let stream = TlsConnector::from(config)
-                .connect(server_name, tcp)
-                .await
-                .map_err(|error| fail(describe(&error), Some(error)))?;
+            let stream = dial_tls(&authority, &target, &identity).await?;
             Ok(TokioIo::new(stream))
         })
+    }
+}
+
+/// Opens a TCP connection to `authority` (`host:port`, `TCP_NODELAY` set).
+/// A failure is a [`NotConnected`] naming `target`.
+pub(crate) async fn dial_tcp(authority: &str, target: &str) -> Result<TcpStream, NotConnected> {
+    let (host, port) = split_authority(authority);
+    let tcp = TcpStream::connect((host, port)).await.map_err(|error| {
+        not_connected(
+            authority,
+            target,
+            format!("TCP connect: {error}"),
+            Some(error),
+        )
+    })?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Opens a TCP connection to `authority` and completes a TLS 1.3 handshake
+/// that presents `identity`'s Connect leaf and accepts only `target`'s
+/// SPIFFE identity. A failure is a [`NotConnected`].
+pub(crate) async fn dial_tls(
+    authority: &str,
+    target: &str,
+    identity: &Identity,
+) -> Result<TlsStream<TcpStream>, NotConnected> {
+    let config = identity
+        .client_config(target)
+        .map_err(|error| not_connected(authority, target, error.to_string(), None))?;
+    let tcp = dial_tcp(authority, target).await?;
+    let (host, _) = split_authority(authority);
+    let server_name = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => ServerName::IpAddress(ip.into()),
+        Err(_) => ServerName::try_from(host.to_owned()).map_err(|error| {
+            not_connected(authority, target, format!("bad host name: {error}"), None)
+        })?,
+    };
+    TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|error| not_connected(authority, target, describe(&error), Some(error)))
+}
+
+/// `host` (brackets of an IPv6 literal removed) and `port` (80 when absent).
+fn split_authority(authority: &str) -> (&str, u16) {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            (host.trim_matches(['[', ']']), port.parse().unwrap_or(80))
+        }
+        _ => (authority.trim_matches(['[', ']']), 80),
+    }
+}
+
+fn not_connected(
+    authority: &str,
+    target: &str,
+    reason: String,
+    source: Option<std::io::Error>,
+) -> NotConnected {
+    NotConnected {
+        address: authority.to_owned(),
+        target: target.to_owned(),
+        reason,
+        source,
     }
 }
 

@@ -15,6 +15,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 use tonic::body::Body;
@@ -77,7 +78,7 @@ fn select(routed: &Routed) -> Result<&Arc<TargetStack>, BoxError> {
     Ok(&live.targets[primary])
 }
 
-impl Service<http::Request<Body>> for Dispatch {
+impl Service<http::Request<Bytes>> for Dispatch {
     type Response = http::Response<Body>;
     type Error = BoxError;
     type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
@@ -87,7 +88,7 @@ impl Service<http::Request<Body>> for Dispatch {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Bytes>) -> Self::Future {
         let Some(routed) = request.extensions().get::<Routed>() else {
             return Box::pin(async {
                 Err("internal: an attempt without a routing decision".into())
@@ -124,7 +125,7 @@ pin_project_lite::pin_project! {
     /// An attempt whose latency is recorded for its target when it answers.
     struct Timed {
         #[pin]
-        attempt: Dispatched<Balancer, http::Request<Body>>,
+        attempt: Dispatched<Balancer, http::Request<Bytes>>,
         stack: Arc<TargetStack>,
         started: Instant,
     }

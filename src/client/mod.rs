@@ -24,6 +24,7 @@ mod collector;
 mod connector;
 mod dispatch;
 mod eject;
+mod endpoint;
 pub(crate) mod error;
 mod failfast;
 mod instrument;

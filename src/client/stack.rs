@@ -30,9 +30,10 @@
 //!     endpoints last, then by
 //! 11. `PeakEwma` latency (`ewma_*`);
 //! 12. [`EndpointObserve`]: per-endpoint request count and span fields;
-//! 13. one lazily connected tonic `Channel` (HTTP/2 with `http2_keepalive_*`,
+//! 13. [`Http2Endpoint`]: one lazily connected HTTP/2 connection that each
+//!     call drives from its own task (keep-alive PINGs `http2_keepalive_*`,
 //!     the resolver's `ConnectTimeout` or `connect_timeout`, Connect mTLS with
-//!     the target service's identity when the options carry one).
+//!     the target service's identity when the options carry one; ADR 0022).
 
 use std::{
     collections::HashSet,
@@ -45,9 +46,9 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use discovery::{Endpoint, Resolver};
 use futures::{Stream, StreamExt};
-use tonic::body::Body;
 use tower::{
     balance::p2c::Balance,
     discover::Change,
@@ -59,9 +60,9 @@ use tower::{
 use super::{
     attempt::Attempt,
     call::MeshCall,
-    connector::endpoint_channel,
     dispatch::Dispatch,
     eject::{EjectPolicy, Ejectable},
+    endpoint::Http2Endpoint,
     failfast::FailFast,
     instrument::{ClientTrace, EndpointObserve},
     live::ServiceRouting,
@@ -101,7 +102,7 @@ type EndpointChanges =
     Pin<Box<dyn Stream<Item = Result<Change<String, EndpointService>, Infallible>> + Send>>;
 
 /// One chain target's balancer (items 8 to 13 of the module docs).
-pub(crate) type Balancer = FailFast<Balance<EndpointChanges, http::Request<Body>>>;
+pub(crate) type Balancer = FailFast<Balance<EndpointChanges, http::Request<Bytes>>>;
 
 /// Builds the balancer of one chain target over `resolver`'s endpoints
 /// (items 7 to 13 of the module docs).
@@ -185,7 +186,7 @@ fn endpoint_changes(
 }
 
 /// One endpoint's stack (items 10 to 13 of the module docs).
-pub(crate) type EndpointService = Ejectable<PeakEwma<EndpointObserve<tonic::transport::Channel>>>;
+pub(crate) type EndpointService = Ejectable<PeakEwma<EndpointObserve<Http2Endpoint>>>;
 
 fn endpoint(
     service: &str,
@@ -201,13 +202,13 @@ fn endpoint(
             tracing::warn!(%service, %address, ?backoff, "endpoint ejected after consecutive failures");
         })
     };
-    let channel = endpoint_channel(&address.to_string(), service, options)
+    let connection = Http2Endpoint::new(&address.to_string(), service, options)
         .expect("a socket address is a valid URI authority");
     ServiceBuilder::new()
         .layer(Ejectable::layer(EjectPolicy::from(options), on_eject))
         .layer(peak_ewma(options))
         .layer(EndpointObserve::layer(service, address))
-        .service(channel)
+        .service(connection)
 }
 
 /// tower's `PeakEwma` with the options' default RTT and decay.
