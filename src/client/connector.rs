@@ -212,3 +212,20 @@ fn describe(error: &std::io::Error) -> String {
     }
     format!("TLS handshake: {tls}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::split_authority;
+
+    #[test]
+    fn an_authority_splits_into_host_and_port() {
+        assert_eq!(split_authority("127.0.0.1:50051"), ("127.0.0.1", 50051));
+        assert_eq!(split_authority("[::1]:8443"), ("::1", 8443));
+        assert_eq!(
+            split_authority("users.service.consul:20000"),
+            ("users.service.consul", 20000)
+        );
+        assert_eq!(split_authority("localhost"), ("localhost", 80));
+        assert_eq!(split_authority("[::1]"), ("::1", 80));
+    }
+}
