@@ -118,7 +118,7 @@ impl Service<Uri> for MtlsConnector {
 pub(crate) async fn dial_tcp(authority: &str, target: &str) -> Result<TcpStream, NotConnected> {
     let (host, port) = split_authority(authority);
     let tcp = TcpStream::connect((host, port)).await.map_err(|error| {
-        not_connected(
+        NotConnected::new(
             authority,
             target,
             format!("TCP connect: {error}"),
@@ -139,19 +139,19 @@ pub(crate) async fn dial_tls(
 ) -> Result<TlsStream<TcpStream>, NotConnected> {
     let config = identity
         .client_config(target)
-        .map_err(|error| not_connected(authority, target, error.to_string(), None))?;
+        .map_err(|error| NotConnected::new(authority, target, error.to_string(), None))?;
     let tcp = dial_tcp(authority, target).await?;
     let (host, _) = split_authority(authority);
     let server_name = match host.parse::<std::net::IpAddr>() {
         Ok(ip) => ServerName::IpAddress(ip.into()),
         Err(_) => ServerName::try_from(host.to_owned()).map_err(|error| {
-            not_connected(authority, target, format!("bad host name: {error}"), None)
+            NotConnected::new(authority, target, format!("bad host name: {error}"), None)
         })?,
     };
     TlsConnector::from(config)
         .connect(server_name, tcp)
         .await
-        .map_err(|error| not_connected(authority, target, describe(&error), Some(error)))
+        .map_err(|error| NotConnected::new(authority, target, describe(&error), Some(error)))
 }
 
 /// `host` (brackets of an IPv6 literal removed) and `port` (80 when absent).
@@ -161,20 +161,6 @@ fn split_authority(authority: &str) -> (&str, u16) {
             (host.trim_matches(['[', ']']), port.parse().unwrap_or(80))
         }
         _ => (authority.trim_matches(['[', ']']), 80),
-    }
-}
-
-fn not_connected(
-    authority: &str,
-    target: &str,
-    reason: String,
-    source: Option<std::io::Error>,
-) -> NotConnected {
-    NotConnected {
-        address: authority.to_owned(),
-        target: target.to_owned(),
-        reason,
-        source,
     }
 }
 

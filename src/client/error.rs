@@ -47,6 +47,23 @@ pub struct NotConnected {
     pub source: Option<io::Error>,
 }
 
+impl NotConnected {
+    /// Why dialling `target` at `address` failed (`source`: the I/O error, if any).
+    pub(crate) fn new(
+        address: &str,
+        target: &str,
+        reason: String,
+        source: Option<io::Error>,
+    ) -> Self {
+        Self {
+            address: address.to_owned(),
+            target: target.to_owned(),
+            reason,
+            source,
+        }
+    }
+}
+
 /// Consul answers a chain target's health query with no instance because
 /// the token may not read the service: the call is refused rather than
 /// failed over (a failover would hide a missing ACL rule).

@@ -115,12 +115,12 @@ pub(crate) async fn connect(
     })
     .await;
     dialled.unwrap_or_else(|_| {
-        Err(NotConnected {
-            address: authority.to_string(),
-            target: target.to_string(),
-            reason: format!("connect timed out after {timeout:?}"),
-            source: None,
-        })
+        Err(NotConnected::new(
+            &authority,
+            &target,
+            format!("connect timed out after {timeout:?}"),
+            None,
+        ))
     })
 }
 
@@ -143,11 +143,9 @@ where
         .enable_push(false)
         .handshake::<T, Bytes>(io)
         .await
-        .map_err(|error| NotConnected {
-            address: authority.to_owned(),
-            target: target.to_owned(),
-            reason: format!("HTTP/2 handshake: {error}"),
-            source: error.into_io(),
+        .map_err(|error| {
+            let reason = format!("HTTP/2 handshake: {error}");
+            NotConnected::new(authority, target, reason, error.into_io())
         })?;
     let calls = OpenCalls::default();
     let ping_pong = connection.ping_pong();

@@ -113,12 +113,12 @@ impl Http2Endpoint {
                 // The connection ended before this request got a stream:
                 // nothing was sent, and the next check dials again.
                 self.state = State::Idle;
-                return ResponseFuture::failed(Box::new(NotConnected {
-                    address: self.address.to_string(),
-                    target: self.target.to_string(),
-                    reason: format!("the connection closed before the request was sent: {error}"),
-                    source: None,
-                }));
+                return ResponseFuture::failed(Box::new(NotConnected::new(
+                    &self.address,
+                    &self.target,
+                    format!("the connection closed before the request was sent: {error}"),
+                    None,
+                )));
             }
             Err(error) => return ResponseFuture::failed(error.into()),
         };
@@ -161,12 +161,12 @@ impl Service<http::Request<Bytes>> for Http2Endpoint {
                     self.state = match ready!(Pin::new(dialling).poll(cx)) {
                         Ok(Ok(connection)) => State::Connected(connection),
                         Ok(Err(not_connected)) => State::Failed(not_connected),
-                        Err(failed) => State::Failed(NotConnected {
-                            address: self.address.to_string(),
-                            target: self.target.to_string(),
-                            reason: format!("the dialling task failed: {failed}"),
-                            source: None,
-                        }),
+                        Err(failed) => State::Failed(NotConnected::new(
+                            &self.address,
+                            &self.target,
+                            format!("the dialling task failed: {failed}"),
+                            None,
+                        )),
                     };
                 }
                 State::Connected(connection) => match connection.sender.poll_ready(cx) {
