@@ -36,8 +36,13 @@ pub struct RelayOptions {
     /// to [`RelayOptions::gather`]: a round's statements, wake-ups and
     /// broker round trips are per round, not per event, so under load the
     /// rounds grow (and cost less per event) while a light load, whose
-    /// rounds carry an event or two, waits a millisecond or two; an idle
-    /// relay woken by a commit reads at once.
+    /// rounds carry an event or two, waits a few milliseconds; an idle
+    /// relay woken by a commit reads at once. A round that publishes `n`
+    /// events at a rate of `r` events per millisecond waits `k·n` and so
+    /// carries `n = r·(k·n + t)` (`t` the round's own time): the rounds
+    /// reach the cap once `r ≥ 1/k`, so `k` is chosen to put that rate
+    /// (250 events/s at 4 ms) well below saturation, where `n` would
+    /// otherwise swing with small changes of the rate.
     pub gather_per_event: Duration,
     /// The longest gather, whatever the last round carried: the most
     /// latency batching adds to an event.
@@ -59,8 +64,8 @@ impl Default for RelayOptions {
         Self {
             sweep_every: Duration::from_secs(1),
             batch: 64,
-            gather_per_event: Duration::from_millis(2),
-            gather: Duration::from_millis(40),
+            gather_per_event: Duration::from_millis(4),
+            gather: Duration::from_millis(80),
             keep_published: Duration::from_secs(24 * 3600),
             maintain_every: Duration::from_secs(60),
             pause_before_publish: None,
@@ -78,6 +83,19 @@ impl RelayOptions {
         self.gather_per_event
             .checked_mul(published)
             .map_or(self.gather, |gather| gather.min(self.gather))
+    }
+
+    /// How long to wait before the next read after a round that published
+    /// `published` events and whose read found `full` a whole batch: a
+    /// full batch reads again at once (more may be waiting, so the relay
+    /// keeps up with any rate and gathers only once it has caught up),
+    /// otherwise [`RelayOptions::gather_after`].
+    fn pause_after(&self, published: usize, full: bool) -> Duration {
+        if full {
+            Duration::ZERO
+        } else {
+            self.gather_after(published)
+        }
     }
 }
 
@@ -97,6 +115,8 @@ struct Round {
     progressed: bool,
     /// Events the broker confirmed.
     published: usize,
+    /// The read found a whole batch of orders: more may be waiting now.
+    full: bool,
     /// The first failure the broker gave.
     failure: Option<BrokerError>,
 }
@@ -176,7 +196,7 @@ impl Relay {
                 (false, None) => return Ok(()),
                 _ => {}
             }
-            let gather = self.options.gather_after(round.published);
+            let gather = self.options.pause_after(round.published, round.full);
             if !gather.is_zero() {
                 tokio::time::sleep(gather).await;
             }
@@ -204,6 +224,7 @@ impl Relay {
         }
         let started = std::time::Instant::now();
         let mut orders = by_order(pending);
+        let full = i64::try_from(orders.len()).unwrap_or(i64::MAX) >= self.options.batch;
         // A lease a committing unit took for this relay needs no write of
         // its own while it has at least half its time left; the others are
         // leased in one statement, and their events read again now that
@@ -253,11 +274,24 @@ impl Relay {
             return Ok(Round::default());
         }
         let leased = started.elapsed();
+        // Held by its first event's claim alone (handed over, no later
+        // event): no lease row was written for the order, none to release.
+        let claim_only: Vec<String> = orders
+            .iter()
+            .filter(|(order_id, events)| {
+                !unleased.contains(order_id) && events.iter().all(|event| event.sequence == 1)
+            })
+            .map(|(order_id, _)| order_id.clone())
+            .collect();
         let published = publish_in_waves(orders, |wave| self.publish_wave(broker, wave)).await;
         let sent = started.elapsed();
-        let mut round = Round::default();
+        let mut round = Round {
+            full,
+            ..Round::default()
+        };
         let mut outcomes = Vec::with_capacity(published.len());
-        for (outcome, failure) in published {
+        for (mut outcome, failure) in published {
+            outcome.claim_only = claim_only.contains(&outcome.order_id);
             match failure {
                 None => round.progressed = true,
                 Some(error) => {
@@ -555,6 +589,15 @@ mod tests {
             options.gather,
             "no overflow"
         );
+    }
+
+    #[test]
+    fn a_round_that_read_a_whole_batch_reads_again_at_once() {
+        let options = RelayOptions::default();
+        assert_eq!(options.pause_after(64, true), Duration::ZERO);
+        assert_eq!(options.pause_after(0, true), Duration::ZERO);
+        assert_eq!(options.pause_after(64, false), options.gather);
+        assert_eq!(options.pause_after(2, false), options.gather_per_event * 2);
     }
 
     #[test]

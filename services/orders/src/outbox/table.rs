@@ -68,6 +68,10 @@ pub struct Outcome {
     pub confirmed: Vec<String>,
     /// The event whose publish failed, with why (nothing after it was tried).
     pub failed: Option<(String, String)>,
+    /// The relay held the order by its first event's claim alone (the
+    /// committing unit's hand-off; no `outbox_leases` row was written for
+    /// it): there is no lease row to release.
+    pub claim_only: bool,
 }
 
 impl Table {
@@ -227,15 +231,22 @@ impl Table {
                         .execute(&mut *connection)
                         .await?;
                     }
-                    let sql = format!(
-                        "DELETE FROM outbox_leases WHERE owner = $1 AND order_id IN ({})",
-                        placeholders(2, outcomes.len())
-                    );
-                    let mut release = sqlx::query(&sql).bind(&owner);
-                    for outcome in &outcomes {
-                        release = release.bind(&outcome.order_id);
+                    let leased: Vec<&str> = outcomes
+                        .iter()
+                        .filter(|outcome| !outcome.claim_only)
+                        .map(|outcome| outcome.order_id.as_str())
+                        .collect();
+                    if !leased.is_empty() {
+                        let sql = format!(
+                            "DELETE FROM outbox_leases WHERE owner = $1 AND order_id IN ({})",
+                            placeholders(2, leased.len())
+                        );
+                        let mut release = sqlx::query(&sql).bind(&owner);
+                        for order_id in leased {
+                            release = release.bind(order_id);
+                        }
+                        release.execute(&mut *connection).await?;
                     }
-                    release.execute(&mut *connection).await?;
                     // An order whose publish failed keeps pending rows: its
                     // claim (an order's first event) is given up like a
                     // lease, so any relay may take the order at once.
@@ -383,8 +394,9 @@ mod tests {
     use crate::{
         domain::{Item, OrderStatus, ParkReason},
         outbox::Wake,
-        store::{lines_of_the, Fence, Inserted, NewOrder, Store, StoreError},
+        store::{order_of_the, Fence, Inserted, NewOrder, Store, StoreError},
     };
+    use mesh::proto::events::v1::OrderConfirmed;
 
     /// The relay of the store `open` gives, and its lease.
     const RELAY: &str = "relay-a";
@@ -438,20 +450,12 @@ mod tests {
         let fence = pending_order(&store, "ord_1", 10).await;
         assert!(table.pending_of("ord_1").await.unwrap().is_empty());
 
-        store
-            .confirm(&fence, &lines_of_the(&store, &fence).await, 20)
-            .await
-            .unwrap();
-        let events = table.pending_of("ord_1").await.unwrap();
-        assert_eq!(events.len(), 1, "{events:?}");
-        assert_eq!(events[0].sequence, 1);
-        assert_eq!(events[0].event_type, "mesh.events.v1.OrderConfirmed");
-        assert_eq!(events[0].topic, crate::outbox::TOPIC);
-        assert_eq!(events[0].created_at_unix_ms, 20);
-        let body = <mesh::proto::events::v1::OrderConfirmed as prost::Message>::decode(
-            events[0].body.as_slice(),
-        )
-        .unwrap();
+        confirm_as_stored(&store, &fence, 20).await;
+        let (event, body) = only_confirmed(&table, "ord_1").await;
+        assert_eq!(event.sequence, 1);
+        assert_eq!(event.event_type, "mesh.events.v1.OrderConfirmed");
+        assert_eq!(event.topic, crate::outbox::TOPIC);
+        assert_eq!(event.created_at_unix_ms, 20);
         assert_eq!(body.order_id, "ord_1");
         assert_eq!(body.sequence, 1);
 
@@ -463,7 +467,7 @@ mod tests {
             .unwrap()
             .expect("a cancelling order is leased");
         store
-            .cancelled(&cancelling, &lines_of_the(&store, &cancelling).await, 50)
+            .cancelled(&cancelling, &order_of_the(&store, &cancelling).await, 50)
             .await
             .unwrap();
         let events = table.pending_of("ord_1").await.unwrap();
@@ -495,7 +499,7 @@ mod tests {
             .expect("an expired lease is taken");
         assert!(matches!(
             store
-                .confirm(&first, &lines_of_the(&store, &first).await, 2100)
+                .confirm(&first, &order_of_the(&store, &first).await, 2100)
                 .await,
             Err(StoreError::LeaseLost { .. })
         ));
@@ -504,7 +508,7 @@ mod tests {
         store
             .reject(
                 &second,
-                &lines_of_the(&store, &second).await,
+                &order_of_the(&store, &second).await,
                 "out of stock",
                 2200,
             )
@@ -634,12 +638,12 @@ mod tests {
         let (store, table) = open(dir.path()).await;
         let first = pending_order(&store, "ord_1", 10).await;
         store
-            .confirm(&first, &lines_of_the(&store, &first).await, 20)
+            .confirm(&first, &order_of_the(&store, &first).await, 20)
             .await
             .unwrap();
         let second = pending_order(&store, "ord_2", 30).await;
         store
-            .confirm(&second, &lines_of_the(&store, &second).await, 40)
+            .confirm(&second, &order_of_the(&store, &second).await, 40)
             .await
             .unwrap();
         assert_eq!(
@@ -652,6 +656,7 @@ mod tests {
             order_id: "ord_1".into(),
             confirmed: vec![],
             failed: Some((event.event_id.clone(), "x".repeat(10_000))),
+            claim_only: false,
         };
         table.finish(RELAY, vec![failed], 50).await.unwrap();
         let error: String = sqlx::query_scalar("SELECT last_error FROM outbox WHERE event_id = $1")
@@ -664,6 +669,7 @@ mod tests {
             order_id: "ord_1".into(),
             confirmed: vec![event.event_id.clone()],
             failed: None,
+            claim_only: false,
         };
         table.finish(RELAY, vec![confirmed], 100).await.unwrap();
         assert_eq!(batch_orders(&table, 10).await, ["ord_2"]);
@@ -730,7 +736,7 @@ mod tests {
     async fn committed_hand_off(store: &Store, table: &Table, wake: &Wake) {
         let fence = pending_order(store, "ord_1", 10).await;
         store
-            .confirm(&fence, &lines_of_the(store, &fence).await, 20)
+            .confirm(&fence, &order_of_the(store, &fence).await, 20)
             .await
             .unwrap();
         assert_eq!(
@@ -766,6 +772,7 @@ mod tests {
             order_id: "ord_1".into(),
             confirmed: Vec::new(),
             failed: Some((event_id, "the broker refused it".into())),
+            claim_only: false,
         };
         table.finish(RELAY, vec![failed], 600).await.unwrap();
         assert!(
@@ -776,7 +783,7 @@ mod tests {
         // A claim whose relay died ends with the lease's time.
         let fence = pending_order(store, "ord_3", 10).await;
         store
-            .confirm(&fence, &lines_of_the(store, &fence).await, 20)
+            .confirm(&fence, &order_of_the(store, &fence).await, 20)
             .await
             .unwrap();
         assert!(!table
@@ -800,7 +807,7 @@ mod tests {
             .unwrap()
             .expect("a cancelling order is leased");
         store
-            .cancelled(&cancelling, &lines_of_the(store, &cancelling).await, 1300)
+            .cancelled(&cancelling, &order_of_the(store, &cancelling).await, 1300)
             .await
             .unwrap();
         assert_eq!(event_types(table, "ord_1").await.len(), 2);
@@ -813,7 +820,7 @@ mod tests {
         // An ended hand-off is forgotten.
         let fence = pending_order(store, "ord_2", 2000).await;
         store
-            .confirm(&fence, &lines_of_the(store, &fence).await, 2010)
+            .confirm(&fence, &order_of_the(store, &fence).await, 2010)
             .await
             .unwrap();
         wake.forget_ended(2010 + LEASE_MS);
@@ -825,7 +832,7 @@ mod tests {
     async fn three_orders(store: &Store) {
         let fence = pending_order(store, "ord_1", 10).await;
         store
-            .confirm(&fence, &lines_of_the(store, &fence).await, 20)
+            .confirm(&fence, &order_of_the(store, &fence).await, 20)
             .await
             .unwrap();
         assert!(store.request_cancel("ord_1", 30).await.unwrap());
@@ -835,13 +842,13 @@ mod tests {
             .unwrap()
             .expect("a cancelling order is leased");
         store
-            .cancelled(&cancelling, &lines_of_the(store, &cancelling).await, 50)
+            .cancelled(&cancelling, &order_of_the(store, &cancelling).await, 50)
             .await
             .unwrap();
         for (order_id, at) in [("ord_2", 60), ("ord_3", 80)] {
             let fence = pending_order(store, order_id, at).await;
             store
-                .confirm(&fence, &lines_of_the(store, &fence).await, at + 10)
+                .confirm(&fence, &order_of_the(store, &fence).await, at + 10)
                 .await
                 .unwrap();
         }
@@ -924,11 +931,13 @@ mod tests {
                 order_id: "ord_1".into(),
                 confirmed: vec![confirmed.clone(), unrelated],
                 failed: Some((cancelled.clone(), "the broker is down".to_owned())),
+                claim_only: false,
             },
             Outcome {
                 order_id: "ord_2".into(),
                 confirmed: vec![second.clone()],
                 failed: None,
+                claim_only: false,
             },
             nothing_of("ord_3"),
         ];
@@ -1021,5 +1030,105 @@ mod tests {
             .collect();
         assert_eq!(fresh, [all[0].clone(), all[1].clone(), all[3].clone()]);
         assert!(table.pending_of_orders(&[]).await.unwrap().is_empty());
+    }
+
+    /// `order_id`'s only pending event, an OrderConfirmed, with its body.
+    async fn only_confirmed(table: &Table, order_id: &str) -> (Pending, OrderConfirmed) {
+        let mut events = table.pending_of(order_id).await.unwrap();
+        assert_eq!(events.len(), 1, "{events:?}");
+        let event = events.remove(0);
+        let body = <OrderConfirmed as prost::Message>::decode(event.body.as_slice()).unwrap();
+        (event, body)
+    }
+
+    /// Confirms `fence`'s order at `at` as the saga would, with the order
+    /// as stored.
+    async fn confirm_as_stored(store: &Store, fence: &Fence, at: i64) {
+        store
+            .confirm(fence, &order_of_the(store, fence).await, at)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_final_write_from_a_stale_saga_order_records_the_order_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let fence = pending_order(&store, "ord_1", 10).await;
+        let stored = order_of_the(&store, &fence).await;
+        let mut stale = stored.clone();
+        stale.user_id = "u_somebody_else".into();
+        stale.total_cents += 12_345;
+        stale.currency = "USD".into();
+
+        let confirmed = store.confirm(&fence, &stale, 20).await.unwrap();
+        assert_eq!(confirmed.user_id, stored.user_id);
+        let (_, body) = only_confirmed(&table, "ord_1").await;
+        assert_eq!(
+            (
+                body.user_id.as_str(),
+                body.total_cents,
+                body.currency.as_str()
+            ),
+            (
+                stored.user_id.as_str(),
+                stored.total_cents,
+                stored.currency.as_str()
+            ),
+            "the event describes the row the write left, not the caller's copy"
+        );
+        assert_eq!(body.sequence, 1);
+    }
+
+    #[tokio::test]
+    async fn a_final_write_after_an_earlier_event_takes_the_next_number_and_a_lease_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table, wake) = open_with_wake(dir.path()).await;
+        let fence = pending_order(&store, "ord_1", 10).await;
+        // As if the order had had an event already (its row was pruned).
+        sqlx::query("UPDATE orders SET event_sequence = 1 WHERE order_id = $1")
+            .bind("ord_1")
+            .execute(&table.pool)
+            .await
+            .unwrap();
+
+        confirm_as_stored(&store, &fence, 20).await;
+        let (event, body) = only_confirmed(&table, "ord_1").await;
+        assert_eq!((event.sequence, body.sequence), (2, 2));
+        assert_eq!(
+            lease_of(&table, "ord_1").await,
+            Some((RELAY.to_owned(), 20 + LEASE_MS)),
+            "a later event is leased by a lease row, not a claim"
+        );
+        assert_eq!(wake.take_handed("ord_1"), Some(20 + LEASE_MS));
+    }
+
+    #[tokio::test]
+    async fn finishing_a_claim_only_order_leaves_lease_rows_alone_and_others_release_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, table) = open(dir.path()).await;
+        for order_id in ["ord_1", "ord_2"] {
+            assert!(table
+                .lease(order_id, RELAY, 10, 10 + LEASE_MS)
+                .await
+                .unwrap());
+        }
+        let outcome = |order_id: &str, claim_only| Outcome {
+            claim_only,
+            ..nothing_of(order_id)
+        };
+        table
+            .finish(
+                RELAY,
+                vec![outcome("ord_1", true), outcome("ord_2", false)],
+                20,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            lease_of(&table, "ord_1").await,
+            Some((RELAY.to_owned(), 10 + LEASE_MS))
+        );
+        assert_eq!(lease_of(&table, "ord_2").await, None);
     }
 }

@@ -46,10 +46,7 @@ impl Saga {
         self.refund_payment(order, budget).await?;
         let id = order.reservation_id();
         self.restock_units(order, &id, budget).await?;
-        *order = self
-            .store
-            .cancelled(fence, &order.lines, now_unix_ms())
-            .await?;
+        *order = self.store.cancelled(fence, order, now_unix_ms()).await?;
         tracing::info!(order_id = %order.order_id, payment_id = %order.payment_id, "order cancelled: refunded and restocked");
         Ok(())
     }

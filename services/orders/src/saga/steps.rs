@@ -118,7 +118,7 @@ impl Saga {
                         let reason = stock_rejection_reason(status.code(), status.message());
                         *order = self
                             .store
-                            .reject(fence, &order.lines, &reason, now_unix_ms())
+                            .reject(fence, order, &reason, now_unix_ms())
                             .await?;
                         Ok(())
                     }
@@ -264,10 +264,7 @@ impl Saga {
         let id = order.reservation_id();
         match self.commit_stock(&id, budget).await {
             Ok(reservation) if reservation.state() == ReservationState::Committed => {
-                *order = self
-                    .store
-                    .confirm(fence, &order.lines, now_unix_ms())
-                    .await?;
+                *order = self.store.confirm(fence, order, now_unix_ms()).await?;
                 Ok(())
             }
             Ok(reservation) => {
@@ -374,7 +371,7 @@ impl Saga {
         let reason = order.rejection_reason.clone();
         *order = self
             .store
-            .reject(fence, &order.lines, &reason, now_unix_ms())
+            .reject(fence, order, &reason, now_unix_ms())
             .await?;
         Ok(())
     }
@@ -404,10 +401,7 @@ impl Saga {
         };
         match payment.status() {
             PaymentStatus::Captured => {
-                *order = self
-                    .store
-                    .confirm(fence, &order.lines, now_unix_ms())
-                    .await?;
+                *order = self.store.confirm(fence, order, now_unix_ms()).await?;
                 tracing::info!(order_id = %order.order_id, reservation_id = %id, "the reservation was committed after all: order confirmed, payment kept");
                 Ok(())
             }
@@ -416,7 +410,7 @@ impl Saga {
                 let reason = order.rejection_reason.clone();
                 *order = self
                     .store
-                    .reject(fence, &order.lines, &reason, now_unix_ms())
+                    .reject(fence, order, &reason, now_unix_ms())
                     .await?;
                 tracing::info!(order_id = %order.order_id, reservation_id = %id, "a committed reservation of a refunded order was restocked: order rejected");
                 Ok(())

@@ -822,10 +822,10 @@ impl Store {
     pub async fn confirm(
         &self,
         fence: &Fence,
-        lines: &[Line],
+        order: &Order,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
-        self.finish(fence, lines, OrderStatus::Confirmed, Some(""), now_unix_ms)
+        self.finish(fence, order, OrderStatus::Confirmed, Some(""), now_unix_ms)
             .await
     }
 
@@ -833,13 +833,13 @@ impl Store {
     pub async fn reject(
         &self,
         fence: &Fence,
-        lines: &[Line],
+        order: &Order,
         reason: &str,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
         self.finish(
             fence,
-            lines,
+            order,
             OrderStatus::Rejected,
             Some(reason),
             now_unix_ms,
@@ -851,10 +851,10 @@ impl Store {
     pub async fn cancelled(
         &self,
         fence: &Fence,
-        lines: &[Line],
+        order: &Order,
         now_unix_ms: i64,
     ) -> Result<Order, StoreError> {
-        self.finish(fence, lines, OrderStatus::Cancelled, None, now_unix_ms)
+        self.finish(fence, order, OrderStatus::Cancelled, None, now_unix_ms)
             .await
     }
 
@@ -887,13 +887,17 @@ impl Store {
     }
 
     /// The unfinished order → a final `status` (step DONE), frees the lease.
-    /// `lines` are the order's lines as the saga holds them (the saga's
-    /// order was read with its lines, and prices are written only under its
-    /// fence): the final order is the written row with them, not read again.
+    /// `order` is the order as the saga holds it (read with its lines, and
+    /// prices are written only under its fence): the final order is the
+    /// written row with its lines, not read again. With the outbox on, the
+    /// order's event is recorded in the same write unit; on SQLite the write
+    /// and an order's first event are one query (events.rs, `FirstEvent`),
+    /// the event's body predicted from `order` and checked against the row
+    /// as written.
     async fn finish(
         &self,
         fence: &Fence,
-        lines: &[Line],
+        order: &Order,
         status: OrderStatus,
         reason: Option<&str>,
         now_unix_ms: i64,
@@ -920,34 +924,61 @@ impl Store {
             Int(now_unix_ms),
         ];
         values.extend(reason.map(Text));
+        let fence_at = values.len() + 1;
         let sql = format!(
             "{} RETURNING {COLUMNS}, event_sequence",
-            fenced_sql(&set, values.len() + 1)
+            fenced_sql(&set, fence_at)
         );
+        // SQLite's form with the order's first event folded in (the
+        // fence's three arguments end at `fence_at + 2`); the body predicted
+        // from the saga's order as this write leaves it.
+        let first_event = event.map(|cause| {
+            let mut predicted = order.clone();
+            predicted.status = status;
+            if let Some(reason) = reason {
+                predicted.rejection_reason = reason.to_owned();
+            }
+            let folded = format!("{sql}; {}", events::first_event_sql(fence_at, fence_at + 3));
+            (folded, events::FirstEvent::predict(cause, &predicted))
+        });
         let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
         let fence = fence.clone();
-        let lines = lines.to_vec();
+        let lines = order.lines.clone();
         // The state and its event in one write unit (one savepoint of the
         // writer's transaction): never one without the other.
         let (order, handed) = self
             .write(move |connection| {
                 Box::pin(async move {
+                    // PostgreSQL's prepared statement holds one command:
+                    // there the event is recorded by a statement of its own.
+                    let folded = connection.backend_name() == "SQLite";
+                    let query = match &first_event {
+                        Some((folded_sql, first)) if folded => {
+                            first.bind(fenced_query(folded_sql, &values, &fence))
+                        }
+                        _ => fenced_query(&sql, &values, &fence),
+                    };
                     // The final row as the fenced write left it (RETURNING:
-                    // no second statement to read it).
-                    let row = fenced_query(&sql, &values, &fence)
-                        .fetch_optional(&mut *connection)
-                        .await?
-                        .ok_or_else(|| StoreError::LeaseLost {
-                            order_id: fence.order_id.clone(),
-                        })?;
-                    let mut order = order_from_row(&row)?;
+                    // no second statement to read it), and when folded the
+                    // INSERT's row after it. Every row is read, so that
+                    // every statement runs to its end.
+                    let rows = query.fetch_all(&mut *connection).await?;
+                    let row = rows.first().ok_or_else(|| StoreError::LeaseLost {
+                        order_id: fence.order_id.clone(),
+                    })?;
+                    let mut order = order_from_row(row)?;
                     order.lines = lines;
-                    let mut handed = None;
-                    if let Some(event) = event {
-                        let sequence: i64 = row.try_get("event_sequence")?;
-                        handed =
-                            events::record_numbered(connection, &order, &event, sequence).await?;
-                    }
+                    let handed = match first_event {
+                        None => None,
+                        Some((_, first)) => {
+                            let sequence: i64 = row.try_get("event_sequence")?;
+                            let inserted = folded
+                                && rows[1..]
+                                    .iter()
+                                    .any(|row| row.try_column("claimed_by").is_ok());
+                            first.settle(connection, &order, sequence, inserted).await?
+                        }
+                    };
                     Ok((order, handed))
                 })
             })
@@ -1223,15 +1254,14 @@ fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
     })
 }
 
-/// The lines of `fence`'s order as stored: what the saga holds when it
-/// finishes the order (tests call the store's final writes with them).
+/// `fence`'s order as stored: what the saga holds when it finishes the
+/// order (tests call the store's final writes with it).
 #[cfg(test)]
-pub(crate) async fn lines_of_the(store: &Store, fence: &Fence) -> Vec<Line> {
+pub(crate) async fn order_of_the(store: &Store, fence: &Fence) -> Order {
     store
         .get(&fence.order_id)
         .await
         .expect("the fenced order exists")
-        .lines
 }
 
 #[cfg(test)]
@@ -1378,7 +1408,7 @@ mod tests {
         assert_eq!(order.reservation_attempt, 1);
         store.captured(&second, "pay_1", 32, 5_032).await.unwrap();
         let confirmed = store
-            .confirm(&second, &lines_of_the(&store, &second).await, 40)
+            .confirm(&second, &order_of_the(&store, &second).await, 40)
             .await
             .unwrap();
         assert_eq!(
@@ -1396,7 +1426,7 @@ mod tests {
         );
         assert!(matches!(
             store
-                .reject(&second, &lines_of_the(&store, &second).await, "late", 50)
+                .reject(&second, &order_of_the(&store, &second).await, "late", 50)
                 .await,
             Err(StoreError::LeaseLost { .. })
         ));
@@ -1420,7 +1450,7 @@ mod tests {
             .unwrap();
         assert_eq!(third.version, 3);
         let cancelled = store
-            .cancelled(&third, &lines_of_the(&store, &third).await, 80)
+            .cancelled(&third, &order_of_the(&store, &third).await, 80)
             .await
             .unwrap();
         assert_eq!(cancelled.status, OrderStatus::Cancelled);
@@ -1445,7 +1475,7 @@ mod tests {
         let rejected = store
             .reject(
                 &fence,
-                &lines_of_the(&store, &fence).await,
+                &order_of_the(&store, &fence).await,
                 "payment declined: too much",
                 30,
             )
