@@ -948,6 +948,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_commit_of_units_the_items_do_not_hold_changes_nothing_and_names_the_sku() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "A", 10, 5).await;
+        stock(&store, "B", 10, 7).await;
+        store
+            .reserve(&request("r3", &[("B", 2), ("A", 4)]), NEVER, 2)
+            .await
+            .unwrap();
+        // Damage the books behind the store's back: B no longer holds the
+        // two reserved units.
+        sqlx::query("UPDATE items SET reserved = 1 WHERE sku = 'B'")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        match store.commit("r3", 3).await {
+            Err(StoreError::Inconsistent(detail)) => assert!(
+                detail.starts_with("B holds fewer reserved or sold units than reservation r3"),
+                "{detail}"
+            ),
+            other => panic!("expected Inconsistent, got {other:?}"),
+        }
+        assert_eq!(
+            store.reservation("r3").await.unwrap().state,
+            State::Reserved,
+            "the state change was rolled back with the stock's"
+        );
+        assert_eq!(levels(&store.item("A").await.unwrap()), (6, 4));
+    }
+
+    #[tokio::test]
     async fn expiry_is_decided_by_the_same_write_as_the_commit() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path()).await;
