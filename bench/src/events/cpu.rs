@@ -55,6 +55,17 @@ impl Groups {
 }
 
 impl Sample {
+    /// A sample of these groups' times.
+    #[cfg(test)]
+    pub(crate) fn of(used: impl IntoIterator<Item = (&'static str, Duration)>) -> Self {
+        Sample(used.into_iter().collect())
+    }
+
+    /// What `label`'s group used (zero for a group not counted).
+    pub(crate) fn used(&self, label: &str) -> Duration {
+        self.0.get(label).copied().unwrap_or_default()
+    }
+
     /// What each group used between `earlier` and this sample.
     pub(crate) fn since(&self, earlier: &Sample) -> Sample {
         Sample(

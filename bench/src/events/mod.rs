@@ -13,6 +13,12 @@
 //!    broker and users/inventory/payments over the "on" and the "off"
 //!    rounds, and their ratio (at CPU-bound saturation, throughput on/off is
 //!    about CPU per order off/on).
+//!
+//!    Then `--together` rounds load both shops at the same time (half the
+//!    callers each) and compare, within each round, the CPU of an order with
+//!    and without the outbox (`together.rs`): both see the same machine at
+//!    the same moment, so the machine's swings cancel out of each round's
+//!    ratio. Aim: median ≥ 0.95.
 //! 2. **Latency at a fixed rate**: `--rate` orders/s (open loop) for
 //!    `--seconds`, then per order the time from its commit (the outbox
 //!    row's time, written in the order's own write unit) to its shipment's
@@ -29,6 +35,7 @@
 mod cpu;
 mod measure;
 pub(crate) mod shop;
+mod together;
 
 use std::{
     path::PathBuf,
@@ -64,6 +71,10 @@ pub(crate) struct EventsArgs {
     /// Interleaved on/off pairs for the outbox's cost.
     #[arg(long, default_value_t = 6)]
     rounds: u32,
+    /// Rounds with both shops loaded at the same time (half the callers
+    /// each), the outbox's cost measured within each round; 0 skips them.
+    #[arg(long, default_value_t = 6)]
+    together: u32,
     /// Length of each saturation round.
     #[arg(long, value_parser = crate::load::parse_duration, default_value = "5s")]
     round: Duration,
@@ -109,6 +120,12 @@ struct EventsReport {
     /// Total CPU per order off / on: the throughput ratio a CPU-bound
     /// machine would show, whatever else runs on it.
     cpu_ratio: f64,
+    /// The rounds with both shops loaded together.
+    together: Vec<together::TogetherRound>,
+    /// Their median cost ratio (CPU per order off / on).
+    together_cost_ratio: f64,
+    /// Their median ratio of orders placed, on / off.
+    together_placed_ratio: f64,
     rate: u32,
     latency_orders: usize,
     latency_p50_ms: u64,
@@ -163,6 +180,17 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let outbox_ratio = median(rounds.iter().map(|(on, off)| on / off).collect());
     let (cpu_on, cpu_off) = (cpu_on.per_order(orders_on), cpu_off.per_order(orders_off));
     let cpu_ratio = cpu_off.total_us / cpu_on.total_us.max(f64::MIN_POSITIVE);
+    let together = together::measure(
+        &groups,
+        (&on, &off),
+        &user_id,
+        args.concurrency,
+        args.round,
+        args.together,
+    )
+    .await?;
+    let together_cost_ratio = median(together.iter().map(|r| r.cost_ratio()).collect());
+    let together_placed_ratio = median(together.iter().map(|r| r.placed_ratio()).collect());
     shop.start_shipping()?;
     let mut probe = measure::Probe::open(&shop.data).await?;
     probe.wait_drained(Duration::from_secs(300)).await?;
@@ -205,6 +233,9 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         cpu_ratio,
         cpu_on,
         cpu_off,
+        together,
+        together_cost_ratio,
+        together_placed_ratio,
         rate: args.rate,
         latency_orders: latencies.len(),
         latency_p50_ms: p50,
@@ -237,10 +268,27 @@ fn text(report: &EventsReport) -> String {
             format!("{name} {on:.0}/{off:.0}")
         })
         .collect();
+    let together: Vec<String> = report
+        .together
+        .iter()
+        .map(|round| format!("{:.3}", round.cost_ratio()))
+        .collect();
+    let together = if together.is_empty() {
+        String::from("not measured")
+    } else {
+        format!(
+            "CPU per order off/on per round {}; median {:.3} ({}: ≥ 0.95), orders placed on/off median {:.3}",
+            together.join(", "),
+            report.together_cost_ratio,
+            aim(report.together_cost_ratio >= 0.95),
+            report.together_placed_ratio
+        )
+    };
     format!(
         "events through {:?}, {} shipping instance(s) (load average {:.2})\n\
          outbox cost: PlaceOrder/s on/off per pair {}; median ratio {:.3} ({}: ≥ 0.95)\n\
          CPU µs per order on/off: total {:.0}/{:.0}, ratio off/on {:.3}; by process {}\n\
+         both shops together: {}\n\
          commit → shipment at {} orders/s: {} orders, p50 {} ms, p99 {} ms, max {} ms ({}: p99 ≤ 100 ms); of which commit → broker confirmed p50 {} ms, p99 {} ms\n\
          saturation: a backlog of {} events drained at {:.0} events/s\n",
         report.broker,
@@ -253,6 +301,7 @@ fn text(report: &EventsReport) -> String {
         report.cpu_off.total_us,
         report.cpu_ratio,
         by_process.join(", "),
+        together,
         report.rate,
         report.latency_orders,
         report.latency_p50_ms,
