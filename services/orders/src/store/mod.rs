@@ -929,54 +929,67 @@ impl Store {
             "{} RETURNING {COLUMNS}, event_sequence",
             fenced_sql(&set, fence_at)
         );
-        // SQLite's form with the order's first event folded in (the
-        // fence's three arguments end at `fence_at + 2`); the body predicted
-        // from the saga's order as this write leaves it.
-        let first_event = event.map(|cause| {
-            let mut predicted = order.clone();
-            predicted.status = status;
-            if let Some(reason) = reason {
-                predicted.rejection_reason = reason.to_owned();
-            }
-            let folded = format!("{sql}; {}", events::first_event_sql(fence_at, fence_at + 3));
-            (folded, events::FirstEvent::predict(cause, &predicted))
-        });
         let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
         let fence = fence.clone();
-        let lines = order.lines.clone();
+        let saga_order = order.clone();
+        let reason = reason.map(str::to_owned);
         // The state and its event in one write unit (one savepoint of the
         // writer's transaction): never one without the other.
         let (order, handed) = self
             .write(move |connection| {
                 Box::pin(async move {
-                    // PostgreSQL's prepared statement holds one command:
-                    // there the event is recorded by a statement of its own.
-                    let folded = connection.backend_name() == "SQLite";
-                    let query = match &first_event {
-                        Some((folded_sql, first)) if folded => {
-                            first.bind(fenced_query(folded_sql, &values, &fence))
-                        }
-                        _ => fenced_query(&sql, &values, &fence),
-                    };
                     // The final row as the fenced write left it (RETURNING:
-                    // no second statement to read it), and when folded the
-                    // INSERT's row after it. Every row is read, so that
-                    // every statement runs to its end.
-                    let rows = query.fetch_all(&mut *connection).await?;
+                    // no second statement to read it). On SQLite an order's
+                    // first event is folded into the same query (the
+                    // fence's three arguments end at `fence_at + 2`), its
+                    // body predicted from the saga's order; PostgreSQL's
+                    // prepared statement holds one command, so there the
+                    // event is a statement of its own. Every row is read,
+                    // so that every statement runs to its end.
+                    let (rows, event) = match event {
+                        Some(cause) if connection.backend_name() == "SQLite" => {
+                            let mut predicted = saga_order.clone();
+                            predicted.status = status;
+                            if let Some(reason) = &reason {
+                                predicted.rejection_reason.clone_from(reason);
+                            }
+                            let first = events::FirstEvent::predict(cause, &predicted);
+                            let folded = format!(
+                                "{sql}; {}",
+                                events::first_event_sql(fence_at, fence_at + 3)
+                            );
+                            let rows = first
+                                .bind(fenced_query(&folded, &values, &fence))
+                                .fetch_all(&mut *connection)
+                                .await?;
+                            (rows, Some(Ok(first)))
+                        }
+                        event => {
+                            let rows = fenced_query(&sql, &values, &fence)
+                                .fetch_all(&mut *connection)
+                                .await?;
+                            (rows, event.map(Err))
+                        }
+                    };
                     let row = rows.first().ok_or_else(|| StoreError::LeaseLost {
                         order_id: fence.order_id.clone(),
                     })?;
                     let mut order = order_from_row(row)?;
-                    order.lines = lines;
-                    let handed = match first_event {
+                    order.lines = saga_order.lines;
+                    let handed = match event {
                         None => None,
-                        Some((_, first)) => {
+                        Some(Ok(first)) => {
                             let sequence: i64 = row.try_get("event_sequence")?;
-                            let inserted = folded
-                                && rows[1..]
-                                    .iter()
-                                    .any(|row| row.try_column("claimed_by").is_ok());
+                            // The folded INSERT's row is the only one with
+                            // a `claimed_by` column.
+                            let inserted = rows[1..]
+                                .iter()
+                                .any(|row| row.try_column("claimed_by").is_ok());
                             first.settle(connection, &order, sequence, inserted).await?
+                        }
+                        Some(Err(cause)) => {
+                            let sequence: i64 = row.try_get("event_sequence")?;
+                            events::record_numbered(connection, &order, &cause, sequence).await?
                         }
                     };
                     Ok((order, handed))
