@@ -94,24 +94,12 @@ impl Table {
         owner: &str,
         now_unix_ms: i64,
     ) -> Result<Vec<Pending>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT o.event_id, o.order_id, o.sequence, o.topic, o.event_type, o.payload_hex, o.traceparent, o.tracestate, o.created_at_unix_ms \
-             FROM outbox o JOIN ( \
-               SELECT order_id, MIN(created_at_unix_ms) AS first_unix_ms FROM outbox \
-               WHERE published_at_unix_ms = 0 AND order_id NOT IN \
-                 (SELECT order_id FROM outbox_leases WHERE owner <> $1 AND until_unix_ms > $2) \
-               GROUP BY order_id \
-               HAVING MAX(CASE WHEN claimed_by <> $1 AND claimed_until_unix_ms > $2 THEN 1 ELSE 0 END) = 0 \
-               ORDER BY MIN(created_at_unix_ms), order_id LIMIT $3 \
-             ) waiting ON o.order_id = waiting.order_id \
-             WHERE o.published_at_unix_ms = 0 \
-             ORDER BY waiting.first_unix_ms, o.order_id, o.sequence",
-        )
-        .bind(owner)
-        .bind(now_unix_ms)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(PENDING_BATCH)
+            .bind(owner)
+            .bind(now_unix_ms)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(decode_rows(&rows)?)
     }
 
@@ -123,11 +111,7 @@ impl Table {
         if order_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = format!(
-            "SELECT event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms \
-             FROM outbox WHERE published_at_unix_ms = 0 AND order_id IN ({}) ORDER BY order_id, sequence",
-            placeholders(1, order_ids.len())
-        );
+        let sql = pending_of_orders_sql(order_ids.len());
         let mut query = sqlx::query(&sql);
         for order_id in order_ids {
             query = query.bind(order_id);
@@ -172,17 +156,7 @@ impl Table {
         self.writer
             .write(move |connection| {
                 Box::pin(async move {
-                    let rows: Vec<String> = (0..order_ids.len())
-                        .map(|at| format!("(${})", at + 4))
-                        .collect();
-                    let sql = format!(
-                        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) \
-                         SELECT v.column1, $1, $2 FROM (VALUES {}) AS v WHERE NOT {} \
-                         ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
-                         WHERE outbox_leases.until_unix_ms <= $3 OR outbox_leases.owner = excluded.owner RETURNING order_id",
-                        rows.join(", "),
-                        claimed_by_another!("v.column1", "$1", "$3")
-                    );
+                    let sql = lease_batch_sql(order_ids.len());
                     let mut query = sqlx::query_scalar(&sql)
                         .bind(&owner)
                         .bind(until_unix_ms)
@@ -222,14 +196,12 @@ impl Table {
                             continue;
                         };
                         let error: String = error.chars().take(300).collect();
-                        sqlx::query(
-                            "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2 AND order_id = $3",
-                        )
-                        .bind(error)
-                        .bind(event_id)
-                        .bind(&outcome.order_id)
-                        .execute(&mut *connection)
-                        .await?;
+                        sqlx::query(FAILED_ATTEMPT)
+                            .bind(error)
+                            .bind(event_id)
+                            .bind(&outcome.order_id)
+                            .execute(&mut *connection)
+                            .await?;
                     }
                     let leased: Vec<&str> = outcomes
                         .iter()
@@ -237,10 +209,7 @@ impl Table {
                         .map(|outcome| outcome.order_id.as_str())
                         .collect();
                     if !leased.is_empty() {
-                        let sql = format!(
-                            "DELETE FROM outbox_leases WHERE owner = $1 AND order_id IN ({})",
-                            placeholders(2, leased.len())
-                        );
+                        let sql = release_sql(leased.len());
                         let mut release = sqlx::query(&sql).bind(&owner);
                         for order_id in leased {
                             release = release.bind(order_id);
@@ -256,11 +225,7 @@ impl Table {
                         .map(|outcome| outcome.order_id.as_str())
                         .collect();
                     if !failed.is_empty() {
-                        let sql = format!(
-                            "UPDATE outbox SET claimed_until_unix_ms = 0 \
-                             WHERE claimed_by = $1 AND published_at_unix_ms = 0 AND order_id IN ({})",
-                            placeholders(2, failed.len())
-                        );
+                        let sql = unclaim_sql(failed.len());
                         let mut unclaim = sqlx::query(&sql).bind(&owner);
                         for order_id in failed {
                             unclaim = unclaim.bind(order_id);
@@ -275,23 +240,16 @@ impl Table {
 
     /// The order's pending events, in sequence.
     pub async fn pending_of(&self, order_id: &str) -> Result<Vec<Pending>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms \
-             FROM outbox WHERE order_id = $1 AND published_at_unix_ms = 0 ORDER BY sequence",
-        )
-        .bind(order_id)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(PENDING_OF)
+            .bind(order_id)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(decode_rows(&rows)?)
     }
 
     /// How many events are pending, and when the oldest was recorded.
     pub async fn backlog(&self) -> Result<(i64, Option<i64>), sqlx::Error> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS pending, MIN(created_at_unix_ms) AS oldest FROM outbox WHERE published_at_unix_ms = 0",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let row = sqlx::query(BACKLOG).fetch_one(&self.pool).await?;
         Ok((row.try_get("pending")?, row.try_get("oldest")?))
     }
 
@@ -300,14 +258,12 @@ impl Table {
         self.writer
             .write(move |connection| {
                 Box::pin(async move {
-                    let pruned = sqlx::query(
-                        "DELETE FROM outbox WHERE published_at_unix_ms > 0 AND published_at_unix_ms < $1",
-                    )
-                    .bind(before_unix_ms)
-                    .execute(&mut *connection)
-                    .await?
-                    .rows_affected();
-                    sqlx::query("DELETE FROM outbox_leases WHERE until_unix_ms < $1")
+                    let pruned = sqlx::query(PRUNE_PUBLISHED)
+                        .bind(before_unix_ms)
+                        .execute(&mut *connection)
+                        .await?
+                        .rows_affected();
+                    sqlx::query(PRUNE_LEASES)
                         .bind(now_unix_ms)
                         .execute(&mut *connection)
                         .await?;
@@ -326,25 +282,15 @@ async fn mark_confirmed(
     outcomes: &[Outcome],
     now_unix_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let mut next = 2;
-    let mut terms = Vec::new();
-    for outcome in outcomes
+    let confirmed: Vec<usize> = outcomes
         .iter()
-        .filter(|outcome| !outcome.confirmed.is_empty())
-    {
-        terms.push(format!(
-            "(order_id = ${next} AND event_id IN ({}))",
-            placeholders(next + 1, outcome.confirmed.len())
-        ));
-        next += 1 + outcome.confirmed.len();
-    }
-    if terms.is_empty() {
+        .map(|outcome| outcome.confirmed.len())
+        .filter(|confirmed| *confirmed > 0)
+        .collect();
+    if confirmed.is_empty() {
         return Ok(());
     }
-    let sql = format!(
-        "UPDATE outbox SET published_at_unix_ms = $1, attempts = attempts + 1, last_error = '' WHERE {}",
-        terms.join(" OR ")
-    );
+    let sql = mark_confirmed_sql(&confirmed);
     let mut query = sqlx::query(&sql).bind(now_unix_ms.max(1));
     for outcome in outcomes
         .iter()
@@ -357,6 +303,101 @@ async fn mark_confirmed(
     }
     query.execute(&mut *connection).await?;
     Ok(())
+}
+
+// The statements on the outbox, named so that a test can check how SQLite
+// runs each: every one finds its rows through an index (the table keeps a
+// day of published rows; a scan of it would grow with them).
+
+/// [`Table::pending_batch`]: $1 owner, $2 now, $3 limit.
+const PENDING_BATCH: &str = "\
+    SELECT o.event_id, o.order_id, o.sequence, o.topic, o.event_type, o.payload_hex, o.traceparent, o.tracestate, o.created_at_unix_ms \
+    FROM outbox o JOIN ( \
+      SELECT order_id, MIN(created_at_unix_ms) AS first_unix_ms FROM outbox \
+      WHERE published_at_unix_ms = 0 AND order_id NOT IN \
+        (SELECT order_id FROM outbox_leases WHERE owner <> $1 AND until_unix_ms > $2) \
+      GROUP BY order_id \
+      HAVING MAX(CASE WHEN claimed_by <> $1 AND claimed_until_unix_ms > $2 THEN 1 ELSE 0 END) = 0 \
+      ORDER BY MIN(created_at_unix_ms), order_id LIMIT $3 \
+    ) waiting ON o.order_id = waiting.order_id \
+    WHERE o.published_at_unix_ms = 0 \
+    ORDER BY waiting.first_unix_ms, o.order_id, o.sequence";
+
+/// [`Table::pending_of`]: $1 the order.
+const PENDING_OF: &str = "\
+    SELECT event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms \
+    FROM outbox WHERE order_id = $1 AND published_at_unix_ms = 0 ORDER BY sequence";
+
+/// [`Table::backlog`].
+const BACKLOG: &str = "SELECT COUNT(*) AS pending, MIN(created_at_unix_ms) AS oldest FROM outbox WHERE published_at_unix_ms = 0";
+
+/// A failed publish's attempt: $1 error, $2 event, $3 its order.
+const FAILED_ATTEMPT: &str =
+    "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2 AND order_id = $3";
+
+/// [`Table::prune`]'s rows: $1 published before.
+const PRUNE_PUBLISHED: &str =
+    "DELETE FROM outbox WHERE published_at_unix_ms > 0 AND published_at_unix_ms < $1";
+
+/// [`Table::prune`]'s leases: $1 ended before.
+const PRUNE_LEASES: &str = "DELETE FROM outbox_leases WHERE until_unix_ms < $1";
+
+/// [`Table::pending_of_orders`] for `orders` orders ($1…).
+fn pending_of_orders_sql(orders: usize) -> String {
+    format!(
+        "SELECT event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms \
+         FROM outbox WHERE published_at_unix_ms = 0 AND order_id IN ({}) ORDER BY order_id, sequence",
+        placeholders(1, orders)
+    )
+}
+
+/// [`Table::lease_batch`] for `orders` orders: $1 owner, $2 until, $3 now,
+/// the orders from $4.
+fn lease_batch_sql(orders: usize) -> String {
+    let rows: Vec<String> = (0..orders).map(|at| format!("(${})", at + 4)).collect();
+    format!(
+        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) \
+         SELECT v.column1, $1, $2 FROM (VALUES {}) AS v WHERE NOT {} \
+         ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+         WHERE outbox_leases.until_unix_ms <= $3 OR outbox_leases.owner = excluded.owner RETURNING order_id",
+        rows.join(", "),
+        claimed_by_another!("v.column1", "$1", "$3")
+    )
+}
+
+/// The release of `orders` leases: $1 owner, the orders from $2.
+fn release_sql(orders: usize) -> String {
+    format!(
+        "DELETE FROM outbox_leases WHERE owner = $1 AND order_id IN ({})",
+        placeholders(2, orders)
+    )
+}
+
+/// The claims given up on `orders` orders: $1 owner, the orders from $2.
+fn unclaim_sql(orders: usize) -> String {
+    format!(
+        "UPDATE outbox SET claimed_until_unix_ms = 0 \
+         WHERE claimed_by = $1 AND published_at_unix_ms = 0 AND order_id IN ({})",
+        placeholders(2, orders)
+    )
+}
+
+/// The mark of the confirmed events of orders, `confirmed[i]` of the i-th:
+/// $1 now, then each order followed by its events.
+fn mark_confirmed_sql(confirmed: &[usize]) -> String {
+    let mut next = 2;
+    let mut terms = Vec::with_capacity(confirmed.len());
+    for &events in confirmed {
+        terms.push(format!(
+            "(order_id = ${next} AND event_id IN ({}))",
+            placeholders(next + 1, events)
+        ));
+        next += 1 + events;
+    }
+    format!(
+        "UPDATE outbox SET published_at_unix_ms = $1, attempts = attempts + 1, last_error = '' WHERE {}",
+        terms.join(" OR ")
+    )
 }
 
 /// `$first, $first+1, …` (`count` of them).
@@ -441,6 +482,83 @@ mod tests {
             Inserted::New(_, fence) => fence,
             Inserted::Existing(order) => panic!("expected a new order, got {order:?}"),
         }
+    }
+
+    /// Every statement on the outbox finds its rows through an index, none
+    /// scans the table or a whole index of it: the table keeps a day of
+    /// published rows, and a scan would grow with them. (An index of the
+    /// pending rows alone, migration 0007, serves a lookup by order only
+    /// where the statement asks for pending rows.)
+    #[tokio::test]
+    async fn every_statement_on_the_outbox_finds_its_rows_through_an_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = open(dir.path()).await;
+        let statements = [
+            ("the relay's read", PENDING_BATCH.to_owned()),
+            ("an order's pending events", PENDING_OF.to_owned()),
+            ("leased orders' pending events", pending_of_orders_sql(3)),
+            ("the relay's leases", lease_batch_sql(3)),
+            ("a unit's lease", crate::store::events::LEASE.to_owned()),
+            ("a failed publish", FAILED_ATTEMPT.to_owned()),
+            ("claims given up", unclaim_sql(3)),
+            ("the mark", mark_confirmed_sql(&[2, 1])),
+            ("the backlog", BACKLOG.to_owned()),
+            ("the prune", PRUNE_PUBLISHED.to_owned()),
+            (
+                "a first body rewritten",
+                crate::store::events::REWRITE_FIRST_BODY.to_owned(),
+            ),
+        ];
+        for (name, sql) in statements {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut query = sqlx::query(&explain);
+            for _ in 0..highest_placeholder(&sql) {
+                query = query.bind("x");
+            }
+            let plan: Vec<String> = query
+                .fetch_all(store.pool())
+                .await
+                .unwrap_or_else(|error| panic!("{name}: {error}"))
+                .iter()
+                .map(|row| row.try_get("detail").unwrap())
+                .collect();
+            assert!(
+                !plan.iter().any(|step| scans_outbox(step)),
+                "{name} scans the outbox: {plan:#?}"
+            );
+        }
+    }
+
+    /// The highest `$n` in `sql`.
+    fn highest_placeholder(sql: &str) -> usize {
+        sql.split('$')
+            .skip(1)
+            .filter_map(|rest| {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse().ok()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A query plan's step that reads the whole outbox table or one of its
+    /// indexes ("SCAN outbox", "SCAN o USING INDEX …"; the statements name
+    /// it `outbox`, `o` or `c`).
+    fn scans_outbox(step: &str) -> bool {
+        let mut words = step.split_whitespace();
+        words.next() == Some("SCAN") && matches!(words.next(), Some("outbox" | "o" | "c"))
+    }
+
+    #[test]
+    fn a_plan_step_that_reads_the_whole_outbox_is_told_from_one_that_searches_it() {
+        assert!(scans_outbox("SCAN outbox"));
+        assert!(scans_outbox("SCAN o USING INDEX sqlite_autoindex_outbox_1"));
+        assert!(!scans_outbox(
+            "SEARCH o USING INDEX outbox_pending (published_at_unix_ms=?)"
+        ));
+        assert!(!scans_outbox("SCAN outbox_leases"));
+        assert!(!scans_outbox("SCAN waiting"));
+        assert_eq!(highest_placeholder("a = $1 AND b IN ($12, $3)"), 12);
     }
 
     #[tokio::test]

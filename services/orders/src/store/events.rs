@@ -346,7 +346,7 @@ impl FirstEvent {
         let written = encode(self.cause.kind, order, 1, self.cause.at_unix_ms);
         if written != self.body {
             tracing::debug!(order_id = %order.order_id, "the event's body as predicted from the saga's order differed from the row written; recorded the row's");
-            sqlx::query("UPDATE outbox SET payload_hex = $1 WHERE order_id = $2 AND sequence = 1")
+            sqlx::query(REWRITE_FIRST_BODY)
                 .bind(events::text_body::encode(&written))
                 .bind(&order.order_id)
                 .execute(&mut *connection)
@@ -429,6 +429,20 @@ const RECORD_AND_LEASE_POSTGRES: &str = concat!(
      WHERE outbox_leases.until_unix_ms <= $9 OR outbox_leases.owner = excluded.owner RETURNING owner"
 );
 
+/// The body of an order's first event ($2), just recorded, replaced by $1
+/// (pending: the clause lets the pending rows' (order, sequence) index find
+/// it).
+pub(crate) const REWRITE_FIRST_BODY: &str =
+    "UPDATE outbox SET payload_hex = $1 WHERE order_id = $2 AND sequence = 1 AND published_at_unix_ms = 0";
+
+/// [`lease_in`]'s statement: $1 order, $2 owner, $3 until, $4 now.
+pub(crate) const LEASE: &str = concat!(
+    "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) SELECT $1, $2, $3 WHERE NOT ",
+    claimed_by_another!("$1", "$2", "$4"),
+    " ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
+     WHERE outbox_leases.until_unix_ms <= $4 OR outbox_leases.owner = excluded.owner RETURNING owner",
+);
+
 /// Takes `order_id`'s lease for `owner` until `until` unless another relay
 /// holds a live one (a relay's own lease is renewed), on `connection`;
 /// whether it did.
@@ -439,17 +453,12 @@ pub(crate) async fn lease_in(
     now_unix_ms: i64,
     until_unix_ms: i64,
 ) -> Result<bool, sqlx::Error> {
-    let taken: Option<String> = sqlx::query_scalar(concat!(
-        "INSERT INTO outbox_leases (order_id, owner, until_unix_ms) SELECT $1, $2, $3 WHERE NOT ",
-        claimed_by_another!("$1", "$2", "$4"),
-        " ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
-         WHERE outbox_leases.until_unix_ms <= $4 OR outbox_leases.owner = excluded.owner RETURNING owner",
-    ))
-    .bind(order_id)
-    .bind(owner)
-    .bind(until_unix_ms)
-    .bind(now_unix_ms)
-    .fetch_optional(&mut *connection)
-    .await?;
+    let taken: Option<String> = sqlx::query_scalar(LEASE)
+        .bind(order_id)
+        .bind(owner)
+        .bind(until_unix_ms)
+        .bind(now_unix_ms)
+        .fetch_optional(&mut *connection)
+        .await?;
     Ok(taken.is_some())
 }

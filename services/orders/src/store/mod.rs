@@ -16,6 +16,8 @@
 //! one write unit (its own savepoint inside the writer's transaction), so it
 //! is all or nothing.
 
+use std::sync::OnceLock;
+
 use futures::future::BoxFuture;
 use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
@@ -908,27 +910,17 @@ impl Store {
             .outbox
             .as_ref()
             .map(|wake| Cause::capture(Kind::of_final(status), now_unix_ms, wake));
-        let mut set = String::from(
-            "status = $1, step = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
-        );
-        if reason.is_some() {
-            set.push_str(", rejection_reason = $4");
-        }
-        if event.is_some() {
-            // The event's number comes from the same write (events.rs).
-            set.push_str(", event_sequence = event_sequence + 1");
-        }
         let mut values = vec![
             Text(status.as_str()),
             Text(Step::Done.as_str()),
             Int(now_unix_ms),
         ];
         values.extend(reason.map(Text));
-        let fence_at = values.len() + 1;
-        let sql = format!(
-            "{} RETURNING {COLUMNS}, event_sequence",
-            fenced_sql(&set, fence_at)
-        );
+        let shape = FinishShape {
+            reason: reason.is_some(),
+            event: event.is_some(),
+        };
+        let sql = shape.sql();
         let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
         let fence = fence.clone();
         let saga_order = order.clone();
@@ -954,18 +946,14 @@ impl Store {
                                 predicted.rejection_reason.clone_from(reason);
                             }
                             let first = events::FirstEvent::predict(cause, &predicted);
-                            let folded = format!(
-                                "{sql}; {}",
-                                events::first_event_sql(fence_at, fence_at + 3)
-                            );
                             let rows = first
-                                .bind(fenced_query(&folded, &values, &fence))
+                                .bind(fenced_query(shape.folded_sql(), &values, &fence))
                                 .fetch_all(&mut *connection)
                                 .await?;
                             (rows, Some(Ok(first)))
                         }
                         event => {
-                            let rows = fenced_query(&sql, &values, &fence)
+                            let rows = fenced_query(sql, &values, &fence)
                                 .fetch_all(&mut *connection)
                                 .await?;
                             (rows, event.map(Err))
@@ -1208,6 +1196,55 @@ async fn insert_pending_in(
         .await?;
     }
     Ok(true)
+}
+
+/// What the final write's SQL depends on (`Store::finish`): whether it sets
+/// a rejection reason and whether it numbers an event. Each shape's SQL is
+/// built once, not at every order.
+#[derive(Debug, Clone, Copy)]
+struct FinishShape {
+    reason: bool,
+    event: bool,
+}
+
+impl FinishShape {
+    fn index(self) -> usize {
+        usize::from(self.reason) * 2 + usize::from(self.event)
+    }
+
+    /// The fenced final write, returning the row and its event number.
+    fn sql(self) -> &'static str {
+        static SQL: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
+        SQL[self.index()].get_or_init(|| {
+            let mut set = String::from(
+                "status = $1, step = $2, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
+            );
+            if self.reason {
+                set.push_str(", rejection_reason = $4");
+            }
+            if self.event {
+                // The event's number comes from the same write (events.rs).
+                set.push_str(", event_sequence = event_sequence + 1");
+            }
+            let fence_at = 4 + usize::from(self.reason);
+            format!("{} RETURNING {COLUMNS}, event_sequence", fenced_sql(&set, fence_at))
+        })
+    }
+
+    /// SQLite's write with an event: [`FinishShape::sql`] then the order's
+    /// first event in the same query (events.rs, `first_event_sql`; the
+    /// fence's three arguments end where the event's begin).
+    fn folded_sql(self) -> &'static str {
+        static SQL: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
+        SQL[self.index()].get_or_init(|| {
+            let fence_at = 4 + usize::from(self.reason);
+            format!(
+                "{}; {}",
+                self.sql(),
+                events::first_event_sql(fence_at, fence_at + 3)
+            )
+        })
+    }
 }
 
 /// `UPDATE orders SET <set> WHERE order_id = $n AND <fence>`, the order id
