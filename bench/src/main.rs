@@ -75,13 +75,26 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Load(args) => load::run(*args).await,
-            Command::Discovery(args) => scale::run(args).await,
-            Command::Routing(args) => load::routing::run(args).await,
-            Command::Quiet(args) => busy::quiet(args).await,
-            Command::Events(args) => events::run(args).await,
-            Command::OrderCost(args) => order_cost::run(args).await,
+        let stopped = stop_signal();
+        let command = async move {
+            match cli.command {
+                Command::Load(args) => load::run(*args).await,
+                Command::Discovery(args) => scale::run(args).await,
+                Command::Routing(args) => load::routing::run(args).await,
+                Command::Quiet(args) => busy::quiet(args).await,
+                Command::Events(args) => events::run(args).await,
+                Command::OrderCost(args) => order_cost::run(args).await,
+            }
+        };
+        // The services a benchmark starts lead process groups of their
+        // own (a terminal's Ctrl-C does not reach them), and they are
+        // stopped when their handles drop: on SIGINT or SIGTERM the
+        // benchmark is dropped, not left to die with its children running.
+        tokio::select! {
+            result = command => result,
+            signal = stopped => {
+                Err(anyhow::anyhow!("stopped by {signal}; the processes it started were stopped"))
+            }
         }
     });
     // Background tasks (Consul watches, connections) must not hold the exit up.
@@ -125,5 +138,26 @@ fn service_binaries(bin: Option<&std::path::Path>) -> anyhow::Result<std::path::
             .parent()
             .context("mesh-bench has no folder")?
             .to_owned()),
+    }
+}
+
+/// Watches SIGINT and SIGTERM from the moment it is called (so a signal
+/// that comes while the benchmark starts its first process is not missed);
+/// the future ends with the name of the first that comes. It never ends if
+/// they cannot be watched (the benchmark then ends only by itself or by
+/// SIGKILL).
+fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let watched = signal(SignalKind::interrupt()).and_then(|interrupt| {
+        signal(SignalKind::terminate()).map(|terminate| (interrupt, terminate))
+    });
+    async move {
+        let Ok((mut interrupt, mut terminate)) = watched else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => "SIGINT",
+            _ = terminate.recv() => "SIGTERM",
+        }
     }
 }
