@@ -264,10 +264,17 @@ impl Saga {
     }
 
     /// Takes the order's lease, waiting (bounded by the caller's deadline
-    /// and the lease length) while another run holds it.
+    /// and the lease length) while another run holds it. It gives up a
+    /// little before the caller's deadline ([`answer_margin`]), so that the
+    /// caller hears why (another run holds the order: `Busy`) rather than
+    /// only that its deadline passed.
     async fn lease(&self, order_id: &str, budget: &CallBudget) -> Result<Lease, OrderError> {
         let owner = new_owner();
-        let give_up = tokio::time::Instant::now() + budget.remaining().min(self.options.lease);
+        let remaining = budget.remaining();
+        let give_up = tokio::time::Instant::now()
+            + remaining
+                .saturating_sub(answer_margin(remaining))
+                .min(self.options.lease);
         loop {
             let now = now_unix_ms();
             if let Some(fence) = self
@@ -288,12 +295,13 @@ impl Saga {
                     detail: parked.detail,
                 })));
             }
-            if tokio::time::Instant::now() >= give_up {
+            let now = tokio::time::Instant::now();
+            if now >= give_up {
                 return Err(OrderError::Busy {
                     order_id: order_id.to_owned(),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep((give_up - now).min(Duration::from_millis(50))).await;
         }
     }
 
@@ -425,6 +433,13 @@ pub fn rejected_as_invalid(reason: &str) -> bool {
 
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+/// How long before the caller's deadline (`remaining` from now) a wait
+/// for another run's lease ends, leaving the answer time to reach the
+/// caller: a fifth of what is left, at most 250 ms.
+fn answer_margin(remaining: Duration) -> Duration {
+    (remaining / 5).min(Duration::from_millis(250))
 }
 
 fn new_owner() -> String {

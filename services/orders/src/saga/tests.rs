@@ -780,6 +780,58 @@ async fn a_repeat_during_a_run_waits_for_its_outcome_or_answers_busy() {
     assert_eq!(world.inventory.available("A"), 4);
 }
 
+/// A repeat whose deadline comes before the run holding the order lets go
+/// hears `Busy` (UNAVAILABLE, saying another request works on the order)
+/// before its deadline, not only DEADLINE_EXCEEDED at it: after an orders
+/// instance dies mid-order, a retry elsewhere waits for the dead run's lease
+/// and used to be cut by its own deadline first.
+#[tokio::test]
+async fn a_repeat_hears_busy_before_its_deadline_while_another_run_holds_the_order() {
+    let world = World::new(&[("A", 5, 100)], Mode::Slow(2_000)).await;
+    let first = {
+        let saga = world.saga();
+        tokio::spawn(async move { saga.place(place("r1", &[("A", 1)]), budget()).await })
+    };
+    // Let the first run record the order and take its lease.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    let mut metadata = MetadataMap::new();
+    metadata.insert("grpc-timeout", "1S".parse().unwrap());
+    let started = std::time::Instant::now();
+    let error = world
+        .saga()
+        .place(
+            place("r1", &[("A", 1)]),
+            CallBudget::from_incoming(&metadata, PER_CALL),
+        )
+        .await
+        .unwrap_err();
+    let waited = started.elapsed();
+    first.abort();
+    assert!(matches!(error, OrderError::Busy { .. }), "{error:?}");
+    assert!(
+        waited < Duration::from_secs(1),
+        "answered after {waited:?}, when the caller's deadline had passed"
+    );
+    assert!(
+        waited >= Duration::from_millis(500),
+        "it gave the other run time first: answered after {waited:?}"
+    );
+}
+
+#[test]
+fn a_wait_for_another_runs_lease_ends_before_the_callers_deadline() {
+    assert_eq!(
+        super::answer_margin(Duration::from_millis(100)),
+        Duration::from_millis(20)
+    );
+    assert_eq!(
+        super::answer_margin(Duration::from_secs(10)),
+        Duration::from_millis(250)
+    );
+    assert_eq!(super::answer_margin(Duration::ZERO), Duration::ZERO);
+}
+
 #[tokio::test]
 async fn a_reservation_that_expired_behind_a_charge_is_refunded_and_rejected() {
     let world = World::new(&[("A", 5, 100)], Mode::ChargeThenTimeOut).await;
