@@ -57,7 +57,7 @@ fn sigterm_stops_the_services_the_bench_started() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start mesh-bench");
-    // users, inventory, payments and orders.
+    // The shop order-cost starts: its four services.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut services = children_of(bench.id());
     while services.len() < 4 && Instant::now() < deadline {

@@ -345,6 +345,27 @@ fn every_service_has_its_policy_files_and_kubernetes_folder() {
     }
 }
 
+/// `sqlx::migrate!()` embeds a service's migrations when its crate
+/// compiles; cargo does not know to compile it again when a migration is
+/// added unless the crate's build script says so. Without it, a new
+/// migration reached the binary only with some other change to the crate.
+#[test]
+fn every_service_with_migrations_rebuilds_when_one_changes() {
+    for service in services::identities() {
+        let name = service.name;
+        if !root().join(format!("services/{name}/migrations")).is_dir() {
+            continue;
+        }
+        let build = root().join(format!("services/{name}/build.rs"));
+        let script = std::fs::read_to_string(&build).unwrap_or_default();
+        assert!(
+            script.contains("cargo:rerun-if-changed=migrations"),
+            "services/{name}/build.rs must print cargo:rerun-if-changed=migrations \
+             (docs/adding-a-service.md)"
+        );
+    }
+}
+
 #[test]
 fn names_and_ports_are_unique_and_the_grpc_ports_consecutive() {
     let names: BTreeSet<&str> = services::identities().map(|s| s.name).collect();

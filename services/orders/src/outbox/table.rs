@@ -529,6 +529,118 @@ mod tests {
         }
     }
 
+    /// A database made before migration 0007 (its (order, sequence) index
+    /// over every row), with published and pending events in it, upgrades:
+    /// the index holds the pending rows only, and the relay's reads and
+    /// marks work on the rows from before.
+    #[tokio::test]
+    async fn events_recorded_before_migration_0007_are_published_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let before = tempfile::tempdir().unwrap();
+        let migrations = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        for entry in std::fs::read_dir(&migrations).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if name.as_str() < "0007" {
+                std::fs::copy(&path, before.path().join(&name)).unwrap();
+            }
+        }
+        {
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(
+                    sqlx::sqlite::SqliteConnectOptions::new()
+                        .filename(dir.path().join("orders.db"))
+                        .create_if_missing(true),
+                )
+                .await
+                .unwrap();
+            sqlx::migrate::Migrator::new(before.path())
+                .await
+                .unwrap()
+                .run(&pool)
+                .await
+                .unwrap();
+            let body = events::text_body::encode(b"old");
+            for (event_id, order_id, sequence, published) in [
+                ("e-1", "ord_old", 1, 5),
+                ("e-2", "ord_old", 2, 0),
+                ("e-3", "ord_other", 1, 0),
+            ] {
+                sqlx::query(
+                    "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
+                     VALUES (?, ?, ?, 'orders', 'mesh.events.v1.OrderCancelled', ?, '', '', ?, ?, 0, '')",
+                )
+                .bind(event_id)
+                .bind(order_id)
+                .bind(sequence)
+                .bind(&body)
+                .bind(sequence)
+                .bind(published)
+                .execute(&pool)
+                .await
+                .unwrap();
+            }
+            pool.close().await;
+        }
+
+        let (store, table) = open(dir.path()).await;
+        let index: String =
+            sqlx::query_scalar("SELECT sql FROM sqlite_master WHERE name = 'outbox_pending_order'")
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+        assert!(index.contains("WHERE published_at_unix_ms = 0"), "{index}");
+        let old_index: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'outbox_order_sequence'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(old_index, 0, "the index over every row is gone");
+
+        let pending = table.pending_of("ord_old").await.unwrap();
+        assert_eq!(
+            pending
+                .iter()
+                .map(|event| event.sequence)
+                .collect::<Vec<_>>(),
+            [2],
+            "only the pending event of the order"
+        );
+        assert_eq!(pending[0].body, b"old");
+        let batch = table.pending_batch(64, RELAY, 100).await.unwrap();
+        assert_eq!(
+            batch
+                .iter()
+                .map(|event| event.event_id.as_str())
+                .collect::<Vec<_>>(),
+            ["e-3", "e-2"],
+            "the order that waited longest first"
+        );
+        assert_eq!(
+            table
+                .lease_batch(&["ord_old".to_owned()], RELAY, 100, 200)
+                .await
+                .unwrap(),
+            ["ord_old"]
+        );
+        table
+            .finish(
+                RELAY,
+                vec![Outcome {
+                    order_id: "ord_old".into(),
+                    confirmed: vec!["e-2".into()],
+                    ..Outcome::default()
+                }],
+                150,
+            )
+            .await
+            .unwrap();
+        assert!(table.pending_of("ord_old").await.unwrap().is_empty());
+        assert_eq!(table.backlog().await.unwrap(), (1, Some(1)));
+    }
+
     /// The highest `$n` in `sql`.
     fn highest_placeholder(sql: &str) -> usize {
         sql.split('$')
