@@ -187,6 +187,51 @@ async fn a_failing_unit_is_rolled_back_alone_and_answered_with_its_own_error() {
     assert_eq!(batches_and_units("isolation_test"), (1.0, 4.0));
 }
 
+/// A unit that writes, then fails.
+fn write_then_fail(
+    writer: &GroupCommit,
+    id: i64,
+) -> impl Future<Output = Result<(), TestError>> + Send + 'static {
+    writer.write(move |connection| {
+        Box::pin(async move {
+            sqlx::query("INSERT INTO notes (id, body) VALUES ($1, 'half done')")
+                .bind(id)
+                .execute(&mut *connection)
+                .await?;
+            Err::<(), _>(TestError::Refused("changed its mind"))
+        })
+    })
+}
+
+/// The boundaries between units (a savepoint opened with the previous
+/// unit's end, the last unit's release left to the COMMIT) hold whichever
+/// units fail: the first, two in a row, the last.
+#[tokio::test]
+async fn failing_units_at_a_batchs_start_middle_and_end_are_rolled_back_alone() {
+    let db = database().await;
+    let writer = writer("boundaries_test", &db.pool);
+    let answers = tokio::join!(
+        write_then_fail(&writer, 10),
+        insert_note(&writer, 1),
+        write_then_fail(&writer, 11),
+        write_then_fail(&writer, 12),
+        insert_note(&writer, 2),
+        write_then_fail(&writer, 13),
+    );
+    for failed in [answers.0, answers.2, answers.3, answers.5] {
+        assert!(matches!(failed, Err(TestError::Refused(_))), "{failed:?}");
+    }
+    assert_eq!(answers.1.expect("note 1 commits"), 1);
+    assert_eq!(answers.4.expect("note 2 commits"), 2, "it saw note 1 only");
+    assert_eq!(note_ids(&db.observer).await, vec![1, 2]);
+    assert_eq!(batches_and_units("boundaries_test"), (1.0, 6.0));
+    // The next batch starts clean, its last unit succeeding.
+    let (third, fourth) = tokio::join!(insert_note(&writer, 3), insert_note(&writer, 4));
+    third.expect("note 3 commits");
+    assert_eq!(fourth.expect("note 4 commits"), 4);
+    assert_eq!(note_ids(&db.observer).await, vec![1, 2, 3, 4]);
+}
+
 #[tokio::test]
 async fn a_batch_that_cannot_commit_answers_every_unit_with_the_error_and_keeps_nothing() {
     let db = database().await;

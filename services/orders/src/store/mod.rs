@@ -1163,24 +1163,29 @@ async fn insert_pending_in(
     connection: &mut AnyConnection,
     row: PendingRow,
 ) -> Result<bool, StoreError> {
-    let inserted = sqlx::query(
-        "INSERT INTO orders (order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, updated_at_unix_ms, reservation_attempt, lease_owner, lease_until_unix_ms, lease_version, saga_keys) \
-         VALUES ($1, $2, $3, $4, $5, $6, 0, '', '', $7, $7, 0, $8, $9, 1, $10) \
-         ON CONFLICT (request_id) DO NOTHING",
-    )
-    .bind(&row.order_id)
-    .bind(&row.request_id)
-    .bind(&row.user_id)
-    .bind(&row.currency)
-    .bind(OrderStatus::Pending.as_str())
-    .bind(Step::Reserve.as_str())
-    .bind(row.now_unix_ms)
-    .bind(&row.owner)
-    .bind(row.lease_until_unix_ms)
-    .bind(KeySource::OrderId.as_str())
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
+    let lines = row.items.len();
+    if connection.backend_name() == "SQLite" {
+        // The order and its lines in one query (one round trip to SQLite's
+        // thread): the lines' INSERT applies only if the order's did.
+        let mut query = bind_pending(sqlx::query(insert_with_lines_sql(lines)?), &row);
+        for item in &row.items {
+            query = query.bind(&item.sku).bind(item.quantity);
+        }
+        let written = query.execute(&mut *connection).await?.rows_affected();
+        return match written {
+            0 => Ok(false),
+            n if n == 1 + lines as u64 => Ok(true),
+            n => Err(StoreError::Corrupt(format!(
+                "recording order {} wrote {n} rows, not {}",
+                row.order_id,
+                1 + lines
+            ))),
+        };
+    }
+    let inserted = bind_pending(sqlx::query(INSERT_PENDING), &row)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
     if inserted == 0 {
         return Ok(false);
     }
@@ -1196,6 +1201,56 @@ async fn insert_pending_in(
         .await?;
     }
     Ok(true)
+}
+
+/// A new order's row, PENDING at step RESERVE and leased (`$1`–`$10`, see
+/// [`bind_pending`]), unless its request id is taken.
+const INSERT_PENDING: &str = "INSERT INTO orders (order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, updated_at_unix_ms, reservation_attempt, lease_owner, lease_until_unix_ms, lease_version, saga_keys) \
+     VALUES ($1, $2, $3, $4, $5, $6, 0, '', '', $7, $7, 0, $8, $9, 1, $10) \
+     ON CONFLICT (request_id) DO NOTHING";
+
+/// Binds [`INSERT_PENDING`]'s arguments.
+fn bind_pending<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    row: &'q PendingRow,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+    query
+        .bind(&row.order_id)
+        .bind(&row.request_id)
+        .bind(&row.user_id)
+        .bind(&row.currency)
+        .bind(OrderStatus::Pending.as_str())
+        .bind(Step::Reserve.as_str())
+        .bind(row.now_unix_ms)
+        .bind(&row.owner)
+        .bind(row.lease_until_unix_ms)
+        .bind(KeySource::OrderId.as_str())
+}
+
+/// SQLite's insert of a new order with `lines` lines in one query:
+/// [`INSERT_PENDING`], then the lines (line `i`: SKU `$11 + 2i`, quantity
+/// `$12 + 2i`) only if the order's row was inserted (`changes() = 1`: a
+/// taken request id inserts nothing).
+fn insert_with_lines_sql(lines: usize) -> Result<&'static str, StoreError> {
+    static SQL: [OnceLock<String>; mesh::validate::MAX_ORDER_LINES] =
+        [const { OnceLock::new() }; mesh::validate::MAX_ORDER_LINES];
+    let cell = SQL.get(lines.wrapping_sub(1)).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "an order of {lines} lines (1 to {} are accepted)",
+            mesh::validate::MAX_ORDER_LINES
+        ))
+    })?;
+    Ok(cell.get_or_init(|| {
+        let values: Vec<String> = (0..lines)
+            .map(|i| format!("($1, {i}, ${}, ${})", 11 + 2 * i, 12 + 2 * i))
+            .collect();
+        format!(
+            "{INSERT_PENDING}; \
+             INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) \
+             SELECT column1, column2, column3, column4, 0 FROM (VALUES {}) WHERE changes() = 1",
+            values.join(", ")
+        )
+    }))
 }
 
 /// What the final write's SQL depends on (`Store::finish`): whether it sets

@@ -5,11 +5,13 @@
 //! PostgreSQL database):
 //! - stock only moves through conditional updates (`… WHERE available >= $n`)
 //!   whose affected rows are checked, so stock can never be oversold;
-//! - each Reserve/Release/Commit is ONE transaction whose first statement is a
-//!   write (claiming the reservation id, or moving its state), so a SQLite
-//!   transaction never has to upgrade a read snapshot to a write (which fails
-//!   with SQLITE_BUSY under contention), and on PostgreSQL a second caller with
-//!   the same reservation id waits on the row instead of reserving twice;
+//! - each Reserve/Release/Commit is ONE write unit. On PostgreSQL its first
+//!   statement is a write (claiming the reservation id, or moving its state),
+//!   so a second caller with the same reservation id waits on the row instead
+//!   of reserving twice. On SQLite the writer's `BEGIN IMMEDIATE` holds the
+//!   database's write lock before the unit's first statement, so no other
+//!   writer runs between its statements and a read never has to upgrade to a
+//!   write; there the units go in one or two queries ([`folded`]);
 //! - item rows are updated in SKU order, so two transactions never lock the
 //!   same items in opposite orders.
 //!
@@ -24,6 +26,8 @@ use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{self, Line, ReservationRequest, Shortage, State, StockAddition, Transition};
+
+mod folded;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -333,13 +337,17 @@ impl Store {
 }
 
 /// [`Store::reserve`]'s write unit: every line or none (a failure rolls
-/// the unit's savepoint back).
+/// the unit's savepoint back). SQLite's runs in two queries
+/// ([`folded::reserve_in`]); this is PostgreSQL's, a statement at a time.
 async fn reserve_in(
     connection: &mut AnyConnection,
     request: ReservationRequest,
     expires_at_unix_ms: i64,
     now_unix_ms: i64,
 ) -> Result<ReservationRecord, StoreError> {
+    if connection.backend_name() == "SQLite" {
+        return folded::reserve_in(connection, request, expires_at_unix_ms, now_unix_ms).await;
+    }
     let id = &request.reservation_id;
 
     // First statement a write: claim the id (or find it taken).
@@ -357,34 +365,14 @@ async fn reserve_in(
     .await?
     .rows_affected();
     if claimed == 0 {
-        let existing = load_reservation(&mut *connection, id)
-            .await?
-            .ok_or_else(|| {
-                StoreError::Inconsistent(format!("reservation {id} vanished while read"))
-            })?;
-        let existing_lines: Vec<Line> = existing
-            .lines
-            .iter()
-            .map(|line| Line {
-                sku: line.sku.clone(),
-                quantity: line.quantity,
-            })
-            .collect();
-        return if domain::same_items(&existing_lines, &request.lines) {
-            Ok(existing)
-        } else {
-            Err(StoreError::ReservationIdReused(id.clone()))
-        };
+        return existing_reservation(connection, &request).await;
     }
 
     // Take the stock, SKU by SKU in SKU order, each a conditional update.
-    let mut by_sku: Vec<&Line> = request.lines.iter().collect();
-    by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
-    let mut prices = HashMap::new();
-    let mut currencies: Vec<(String, String)> = Vec::new();
+    let mut taken = Vec::new();
     let mut short = Vec::new();
-    for line in by_sku {
-        let taken = sqlx::query(
+    for line in by_sku(&request.lines) {
+        let row = sqlx::query(
             "UPDATE items SET available = available - $1, reserved = reserved + $1, \
                 updated_at_unix_ms = $3 \
              WHERE sku = $2 AND available >= $1 \
@@ -395,61 +383,21 @@ async fn reserve_in(
         .bind(now_unix_ms)
         .fetch_optional(&mut *connection)
         .await?;
-        match taken {
-            Some(row) => {
-                prices.insert(
-                    line.sku.as_str(),
-                    row.try_get::<i64, _>("unit_price_cents")?,
-                );
-                currencies.push((line.sku.clone(), row.try_get("currency")?));
-            }
+        match row {
+            Some(row) => taken.push(Taken {
+                sku: line.sku.clone(),
+                unit_price_cents: row.try_get("unit_price_cents")?,
+                currency: row.try_get("currency")?,
+            }),
             None => short.push(line),
         }
     }
-
     if !short.is_empty() {
-        // Name every short line, in the caller's order, with what is there.
-        let mut shortages = Vec::new();
-        for line in &request.lines {
-            if !short.iter().any(|s| s.sku == line.sku) {
-                continue;
-            }
-            let available = sqlx::query("SELECT available FROM items WHERE sku = $1")
-                .bind(&line.sku)
-                .fetch_optional(&mut *connection)
-                .await?
-                .map(|row| row.try_get::<i64, _>("available"))
-                .transpose()?;
-            shortages.push(Shortage {
-                sku: line.sku.clone(),
-                asked: line.quantity,
-                available,
-            });
-        }
-        return Err(StoreError::Insufficient(shortages));
+        return Err(shortages(connection, &request, &short).await?);
     }
-    let currency = match domain::one_currency(&currencies, &request.currency) {
-        Ok(currency) => currency,
-        Err(problem) => {
-            return Err(StoreError::Currency(problem));
-        }
-    };
+    let priced = Priced::of(&request, &taken)?;
 
-    let lines: Vec<LineRecord> = request
-        .lines
-        .iter()
-        .map(|line| LineRecord {
-            sku: line.sku.clone(),
-            quantity: line.quantity,
-            unit_price_cents: prices[line.sku.as_str()],
-        })
-        .collect();
-    let Some(total_cents) =
-        domain::total_cents(lines.iter().map(|l| (l.quantity, l.unit_price_cents)))
-    else {
-        return Err(StoreError::TotalTooLarge);
-    };
-    for (line_no, line) in lines.iter().enumerate() {
+    for (line_no, line) in priced.lines.iter().enumerate() {
         sqlx::query(
             "INSERT INTO reservation_lines \
                 (reservation_id, line_no, sku, quantity, unit_price_cents) \
@@ -467,28 +415,153 @@ async fn reserve_in(
         "UPDATE reservations SET total_cents = $2, currency = $3 WHERE reservation_id = $1",
     )
     .bind(id)
-    .bind(total_cents)
-    .bind(&currency)
+    .bind(priced.total_cents)
+    .bind(&priced.currency)
     .execute(&mut *connection)
     .await?;
-    Ok(ReservationRecord {
-        reservation_id: id.clone(),
-        state: State::Reserved,
-        lines,
-        total_cents,
-        currency,
-        expires_at_unix_ms,
-    })
+    Ok(priced.into_record(request.reservation_id, expires_at_unix_ms))
+}
+
+/// The lines in SKU order: the order every unit takes item rows in, so two
+/// units never lock the same items in opposite orders.
+fn by_sku(lines: &[Line]) -> Vec<&Line> {
+    let mut by_sku: Vec<&Line> = lines.iter().collect();
+    by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
+    by_sku
+}
+
+/// One line's stock taken: the item's price and currency as the take found
+/// them.
+struct Taken {
+    sku: String,
+    unit_price_cents: i64,
+    currency: String,
+}
+
+/// A reservation's lines priced from what the takes found, its total and
+/// its one currency.
+struct Priced {
+    lines: Vec<LineRecord>,
+    total_cents: i64,
+    currency: String,
+}
+
+impl Priced {
+    /// Prices `request`'s lines (in its order) from `taken` (one per line):
+    /// refuses mixed currencies, a currency other than the one asked, and a
+    /// total that does not fit.
+    fn of(request: &ReservationRequest, taken: &[Taken]) -> Result<Self, StoreError> {
+        let currencies: Vec<(String, String)> = taken
+            .iter()
+            .map(|taken| (taken.sku.clone(), taken.currency.clone()))
+            .collect();
+        let currency =
+            domain::one_currency(&currencies, &request.currency).map_err(StoreError::Currency)?;
+        let prices: HashMap<&str, i64> = taken
+            .iter()
+            .map(|taken| (taken.sku.as_str(), taken.unit_price_cents))
+            .collect();
+        let lines = request
+            .lines
+            .iter()
+            .map(|line| {
+                let unit_price_cents = prices.get(line.sku.as_str()).copied().ok_or_else(|| {
+                    StoreError::Inconsistent(format!("no stock was taken for {}", line.sku))
+                })?;
+                Ok(LineRecord {
+                    sku: line.sku.clone(),
+                    quantity: line.quantity,
+                    unit_price_cents,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let total_cents =
+            domain::total_cents(lines.iter().map(|l| (l.quantity, l.unit_price_cents)))
+                .ok_or(StoreError::TotalTooLarge)?;
+        Ok(Self {
+            lines,
+            total_cents,
+            currency,
+        })
+    }
+
+    fn into_record(self, reservation_id: String, expires_at_unix_ms: i64) -> ReservationRecord {
+        ReservationRecord {
+            reservation_id,
+            state: State::Reserved,
+            lines: self.lines,
+            total_cents: self.total_cents,
+            currency: self.currency,
+            expires_at_unix_ms,
+        }
+    }
+}
+
+/// A Reserve whose id is taken: the stored reservation if it has the same
+/// items (whatever its state), else [`StoreError::ReservationIdReused`].
+async fn existing_reservation(
+    connection: &mut AnyConnection,
+    request: &ReservationRequest,
+) -> Result<ReservationRecord, StoreError> {
+    let id = &request.reservation_id;
+    let existing = load_reservation(&mut *connection, id)
+        .await?
+        .ok_or_else(|| StoreError::Inconsistent(format!("reservation {id} vanished while read")))?;
+    let existing_lines: Vec<Line> = existing
+        .lines
+        .iter()
+        .map(|line| Line {
+            sku: line.sku.clone(),
+            quantity: line.quantity,
+        })
+        .collect();
+    if domain::same_items(&existing_lines, &request.lines) {
+        Ok(existing)
+    } else {
+        Err(StoreError::ReservationIdReused(id.clone()))
+    }
+}
+
+/// [`StoreError::Insufficient`] naming every `short` line, in the caller's
+/// order, with what its item holds (read in the unit, which then rolls
+/// back).
+async fn shortages(
+    connection: &mut AnyConnection,
+    request: &ReservationRequest,
+    short: &[&Line],
+) -> Result<StoreError, StoreError> {
+    let mut shortages = Vec::new();
+    for line in &request.lines {
+        if !short.iter().any(|s| s.sku == line.sku) {
+            continue;
+        }
+        let available = sqlx::query("SELECT available FROM items WHERE sku = $1")
+            .bind(&line.sku)
+            .fetch_optional(&mut *connection)
+            .await?
+            .map(|row| row.try_get::<i64, _>("available"))
+            .transpose()?;
+        shortages.push(Shortage {
+            sku: line.sku.clone(),
+            asked: line.quantity,
+            available,
+        });
+    }
+    Ok(StoreError::Insufficient(shortages))
 }
 
 /// [`Store::settle`]'s write unit: the reservation as this change left it
-/// (a failure rolls the unit's savepoint back).
+/// (a failure rolls the unit's savepoint back). SQLite's runs in one query
+/// ([`folded::settle_in`]); this is PostgreSQL's, a statement at a time.
 async fn settle_in(
     connection: &mut AnyConnection,
     reservation_id: &str,
     change: Move,
     now_unix_ms: i64,
 ) -> Result<ReservationRecord, StoreError> {
+    if connection.backend_name() == "SQLite" {
+        return folded::settle_in(connection, reservation_id, change, now_unix_ms).await;
+    }
     // The moved row comes back from the write itself (no second read).
     let moved = sqlx::query(&format!(
         "UPDATE reservations SET state = {}, updated_at_unix_ms = $2 \
@@ -502,22 +575,7 @@ async fn settle_in(
     .await?;
 
     let Some(moved) = moved else {
-        let Some(reservation) = load_reservation(&mut *connection, reservation_id).await? else {
-            return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
-        };
-        return match change.transition(reservation.state) {
-            Transition::AlreadyDone => Ok(reservation),
-            Transition::Refuse => Err(StoreError::WrongState {
-                reservation_id: reservation_id.to_owned(),
-                state: reservation.state,
-            }),
-            // Still RESERVED and not moved: the sweeper found it not
-            // expired (any other move of a RESERVED one always applies).
-            Transition::Apply => Err(StoreError::WrongState {
-                reservation_id: reservation_id.to_owned(),
-                state: reservation.state,
-            }),
-        };
+        return unmoved(connection, reservation_id, change).await;
     };
     let reservation = reservation_from_row(&mut *connection, reservation_id, &moved).await?;
     let target = reservation.state;
@@ -552,13 +610,44 @@ async fn settle_in(
             .await?
             .rows_affected();
         if updated != 1 {
-            return Err(StoreError::Inconsistent(format!(
-                "{} holds fewer reserved or sold units than reservation {reservation_id} ({})",
-                line.sku, line.quantity
-            )));
+            return Err(units_missing(line, reservation_id));
         }
     }
     Ok(reservation)
+}
+
+/// A settle found `line`'s item holding fewer reserved (or sold) units than
+/// the line: the unit fails and rolls back.
+fn units_missing(line: &LineRecord, reservation_id: &str) -> StoreError {
+    StoreError::Inconsistent(format!(
+        "{} holds fewer reserved or sold units than reservation {reservation_id} ({})",
+        line.sku, line.quantity
+    ))
+}
+
+/// A settle whose conditional write moved nothing: the reservation as it
+/// is if the change was already made, else why it cannot be made.
+async fn unmoved(
+    connection: &mut AnyConnection,
+    reservation_id: &str,
+    change: Move,
+) -> Result<ReservationRecord, StoreError> {
+    let Some(reservation) = load_reservation(&mut *connection, reservation_id).await? else {
+        return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
+    };
+    match change.transition(reservation.state) {
+        Transition::AlreadyDone => Ok(reservation),
+        Transition::Refuse => Err(StoreError::WrongState {
+            reservation_id: reservation_id.to_owned(),
+            state: reservation.state,
+        }),
+        // Still RESERVED and not moved: the sweeper found it not expired
+        // (any other move of a RESERVED one always applies).
+        Transition::Apply => Err(StoreError::WrongState {
+            reservation_id: reservation_id.to_owned(),
+            state: reservation.state,
+        }),
+    }
 }
 
 /// A change of a reservation's state, each one conditional write.
@@ -634,28 +723,42 @@ async fn reservation_from_row(
     reservation_id: &str,
     row: &AnyRow,
 ) -> Result<ReservationRecord, StoreError> {
+    let lines = sqlx::query(LINES_OF)
+        .bind(reservation_id)
+        .fetch_all(&mut *connection)
+        .await?
+        .iter()
+        .map(line_record)
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    reservation_with(reservation_id, row, lines)
+}
+
+/// A reservation's lines in their order (`$1` its id), as [`line_record`]
+/// reads them.
+const LINES_OF: &str = "SELECT sku, quantity, unit_price_cents FROM reservation_lines \
+     WHERE reservation_id = $1 ORDER BY line_no";
+
+fn line_record(row: &AnyRow) -> Result<LineRecord, sqlx::Error> {
+    Ok(LineRecord {
+        sku: row.try_get("sku")?,
+        quantity: row.try_get("quantity")?,
+        unit_price_cents: row.try_get("unit_price_cents")?,
+    })
+}
+
+/// The reservation whose [`RESERVATION_COLUMNS`] are `row` and whose lines
+/// are `lines`.
+fn reservation_with(
+    reservation_id: &str,
+    row: &AnyRow,
+    lines: Vec<LineRecord>,
+) -> Result<ReservationRecord, StoreError> {
     let state_text: String = row.try_get("state")?;
     let state = State::parse(&state_text).ok_or_else(|| {
         StoreError::Inconsistent(format!(
             "reservation {reservation_id} has the unknown state {state_text:?}"
         ))
     })?;
-    let lines = sqlx::query(
-        "SELECT sku, quantity, unit_price_cents FROM reservation_lines \
-         WHERE reservation_id = $1 ORDER BY line_no",
-    )
-    .bind(reservation_id)
-    .fetch_all(&mut *connection)
-    .await?
-    .iter()
-    .map(|row| {
-        Ok(LineRecord {
-            sku: row.try_get("sku")?,
-            quantity: row.try_get("quantity")?,
-            unit_price_cents: row.try_get("unit_price_cents")?,
-        })
-    })
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
     Ok(ReservationRecord {
         reservation_id: reservation_id.to_owned(),
         state,
@@ -945,6 +1048,58 @@ mod tests {
             store.commit("nope", 6).await,
             Err(StoreError::ReservationNotFound(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_settle_that_moves_nothing_leaves_other_reservations_units_alone() {
+        // Two reservations hold units of the same items: a repeated or
+        // refused settle of one must not move the other's units (SQLite's
+        // folded settle moves items only when its state change applied).
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).await;
+        stock(&store, "A", 20, 5).await;
+        stock(&store, "B", 20, 7).await;
+        let both = [("A", 2), ("B", 3)];
+        store
+            .reserve(&request("mine", &both), NEVER, 1)
+            .await
+            .unwrap();
+        store
+            .reserve(&request("other", &both), NEVER, 1)
+            .await
+            .unwrap();
+        let committed = store.commit("mine", 2).await.unwrap();
+        assert_eq!(committed.lines.len(), 2);
+        let held = |store: Store| async move {
+            let a = store.item("A").await.unwrap();
+            let b = store.item("B").await.unwrap();
+            (
+                (a.available, a.reserved, a.committed),
+                (b.available, b.reserved, b.committed),
+            )
+        };
+        let expected = ((16, 2, 2), (14, 3, 3));
+        assert_eq!(held(store.clone()).await, expected);
+
+        assert_eq!(store.commit("mine", 3).await.unwrap(), committed);
+        assert!(matches!(
+            store.release("mine", 4).await,
+            Err(StoreError::WrongState { .. })
+        ));
+        assert_eq!(
+            store.release_expired(5, 10).await.unwrap(),
+            0,
+            "nothing has expired"
+        );
+        assert_eq!(held(store.clone()).await, expected);
+
+        let restocked = store.restock("mine", 6).await.unwrap();
+        assert_eq!(restocked.state, State::Restocked);
+        assert_eq!(store.restock("mine", 7).await.unwrap(), restocked);
+        let restocked_levels = ((18, 2, 0), (17, 3, 0));
+        assert_eq!(held(store.clone()).await, restocked_levels);
+        store.commit("other", 8).await.unwrap();
+        assert_eq!(held(store.clone()).await, ((18, 0, 2), (17, 0, 3)));
     }
 
     #[tokio::test]
