@@ -741,21 +741,31 @@ impl Store {
         } = priced.clone();
         self.write(move |connection| {
             Box::pin(async move {
-                let updated = sqlx::query(&fenced_sql(
-                    "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4, failed_runs = 0, lease_until_unix_ms = $5",
-                    6,
-                ))
-                .bind(Step::Charge.as_str())
-                .bind(total_cents)
-                .bind(&currency)
-                .bind(now_unix_ms)
-                .bind(lease_until_unix_ms)
-                .bind(&fence.order_id)
-                .bind(&fence.owner)
-                .bind(fence.version)
-                .execute(&mut *connection)
-                .await?
-                .rows_affected();
+                let bind_step = |sql: &'static str| {
+                    sqlx::query(sql)
+                        .bind(Step::Charge.as_str())
+                        .bind(total_cents)
+                        .bind(&currency)
+                        .bind(now_unix_ms)
+                        .bind(lease_until_unix_ms)
+                        .bind(&fence.order_id)
+                        .bind(&fence.owner)
+                        .bind(fence.version)
+                };
+                if connection.backend_name() == "SQLite" && !prices.is_empty() {
+                    // The step and the lines' prices in one query: the
+                    // prices apply only if the fenced step did.
+                    let mut query = bind_step(priced_with_prices_sql(prices.len())?);
+                    for (sku, price) in &prices {
+                        query = query.bind(sku).bind(price);
+                    }
+                    let written = query.execute(&mut *connection).await?.rows_affected();
+                    return leased(written.min(1), &fence.order_id);
+                }
+                let updated = bind_step(priced_sql())
+                    .execute(&mut *connection)
+                    .await?
+                    .rows_affected();
                 // Nothing written yet: the unit's savepoint has nothing to undo.
                 leased(updated, &fence.order_id)?;
                 for (sku, price) in &prices {
@@ -1300,6 +1310,42 @@ impl FinishShape {
             )
         })
     }
+}
+
+/// The fenced write that records inventory's prices and moves the order to
+/// CHARGE with a renewed lease (`$1`–`$5`, the fence from `$6`).
+fn priced_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        fenced_sql(
+            "step = $1, total_cents = $2, currency = $3, updated_at_unix_ms = $4, failed_runs = 0, lease_until_unix_ms = $5",
+            6,
+        )
+    })
+}
+
+/// SQLite's [`priced_sql`] with the prices of `lines` lines in the same
+/// query (line `i`: SKU `$9 + 2i`, unit price `$10 + 2i`), set only if the
+/// fenced write applied (`changes() = 1`).
+fn priced_with_prices_sql(lines: usize) -> Result<&'static str, StoreError> {
+    static SQL: [OnceLock<String>; mesh::validate::MAX_ORDER_LINES] =
+        [const { OnceLock::new() }; mesh::validate::MAX_ORDER_LINES];
+    let cell = SQL
+        .get(lines.wrapping_sub(1))
+        .ok_or_else(|| StoreError::Corrupt(format!("{lines} prices for one order")))?;
+    Ok(cell.get_or_init(|| {
+        let values: Vec<String> = (0..lines)
+            .map(|i| format!("(${}, ${})", 9 + 2 * i, 10 + 2 * i))
+            .collect();
+        format!(
+            "{}; UPDATE order_lines SET unit_price_cents = prices.column2 \
+             FROM (VALUES {}) AS prices \
+             WHERE order_lines.order_id = $6 AND order_lines.sku = prices.column1 \
+               AND changes() = 1",
+            priced_sql(),
+            values.join(", ")
+        )
+    }))
 }
 
 /// `UPDATE orders SET <set> WHERE order_id = $n AND <fence>`, the order id
