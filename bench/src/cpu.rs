@@ -1,6 +1,7 @@
 //! CPU time of a process from `/proc/<pid>/stat`: user + system time of all
 //! its threads, so figures taken on a loaded machine still count only the
-//! process's own work.
+//! process's own work; and its context switches, from each thread's
+//! `/proc/<pid>/task/<tid>/status`.
 
 use std::time::Duration;
 
@@ -12,6 +13,36 @@ pub(crate) fn cpu_seconds(process: &str) -> anyhow::Result<f64> {
     let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let (_, ticks) = parse_stat(&stat).with_context(|| format!("unexpected {path}"))?;
     Ok(clock_tick().as_secs_f64() * ticks as f64)
+}
+
+/// Context switches (voluntary + involuntary) of the live threads of
+/// `process` (a pid): each is a wake-up or a preemption, the cost that
+/// dominates a service's CPU when its work is hand-offs between threads. A
+/// thread that has exited takes its count with it.
+pub(crate) fn context_switches(process: &str) -> anyhow::Result<u64> {
+    let tasks = format!("/proc/{process}/task");
+    let mut total = 0;
+    for task in std::fs::read_dir(&tasks).with_context(|| format!("reading {tasks}"))? {
+        let path = task?.path().join("status");
+        // A thread may exit between the listing and the read.
+        if let Ok(status) = std::fs::read_to_string(&path) {
+            total += parse_switches(&status)
+                .with_context(|| format!("no context switch counts in {}", path.display()))?;
+        }
+    }
+    Ok(total)
+}
+
+/// `voluntary_ctxt_switches` + `nonvoluntary_ctxt_switches` of a
+/// `/proc/<pid>/task/<tid>/status` text (proc(5)).
+pub(crate) fn parse_switches(status: &str) -> Option<u64> {
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|value| value.trim().parse::<u64>().ok())
+    };
+    Some(field("voluntary_ctxt_switches:")? + field("nonvoluntary_ctxt_switches:")?)
 }
 
 /// (process group, utime + stime in clock ticks) of a `/proc/<pid>/stat`
@@ -55,6 +86,22 @@ mod tests {
         assert_eq!(parse_stat(line), Some((4200, 325)));
         assert_eq!(parse_stat("4242 (orders) S 1"), None);
         assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn a_status_text_gives_its_voluntary_and_involuntary_switches() {
+        let status = "Name:\torders\nThreads:\t9\nvoluntary_ctxt_switches:\t1200\n\
+                      nonvoluntary_ctxt_switches:\t34\n";
+        assert_eq!(parse_switches(status), Some(1234));
+        assert_eq!(parse_switches("voluntary_ctxt_switches:\t5\n"), None);
+        assert_eq!(parse_switches("garbage"), None);
+    }
+
+    #[test]
+    fn this_process_has_switched_at_least_once() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        assert!(context_switches("self").unwrap() >= 1);
+        assert!(context_switches("0").is_err());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! so neither always gets the warmer machine), reading every service
 //! process's user + system CPU time from `/proc` before and after. The
 //! report gives, per shop, the median over the rounds of each service's
-//! CPU µs per order, their sum, and orders/s; CPU time counts only each
+//! CPU µs per order, their sum, orders/s, and the context switches per
+//! order summed over the services (each service's in the JSON report: the
+//! thread hand-offs that most of an order's CPU goes to); CPU time counts only each
 //! process's own work, so it holds on a loaded machine better than a rate
 //! (the load average at the start and end of the run is in the report).
 //!
@@ -62,6 +64,13 @@ struct ShopReport {
     rounds: Vec<[f64; 4]>,
     /// Per round: orders/s.
     rates: Vec<f64>,
+    /// Per round: context switches per order of each service, in
+    /// [`SERVICES`] order.
+    switch_rounds: Vec<[f64; 4]>,
+    /// Median over the rounds, per service.
+    median_switches_per_order: [f64; 4],
+    /// The sum of those medians.
+    total_switches_per_order: f64,
     /// Median over the rounds, per service.
     median_us_per_order: [f64; 4],
     /// The sum of the medians.
@@ -103,37 +112,46 @@ pub(crate) async fn run(args: OrderCostArgs) -> anyhow::Result<ExitCode> {
         place_many(&client, &user_id, args.warmup, args.concurrency).await?;
         clients.push((client, user_id));
     }
-    let mut measured: Vec<(Vec<[f64; 4]>, Vec<f64>)> = vec![Default::default(); shops.len()];
+    let mut measured: Vec<Measured> = (0..shops.len()).map(|_| Measured::default()).collect();
     for round in 0..args.rounds as usize {
         for turn in 0..shops.len() {
             // Alternate which shop goes first.
             let index = (turn + round) % shops.len();
             let (client, user_id) = &clients[index];
-            let before = shops[index].1.cpu_seconds()?;
+            let shop = &shops[index].1;
+            let (before, switches_before) = (shop.cpu_seconds()?, shop.context_switches()?);
             let started = Instant::now();
             place_many(client, user_id, args.orders, args.concurrency).await?;
             let elapsed = started.elapsed().as_secs_f64();
-            let after = shops[index].1.cpu_seconds()?;
-            let per_order =
-                std::array::from_fn(|i| (after[i] - before[i]) * 1e6 / f64::from(args.orders));
-            measured[index].0.push(per_order);
-            measured[index].1.push(f64::from(args.orders) / elapsed);
+            let (after, switches_after) = (shop.cpu_seconds()?, shop.context_switches()?);
+            let orders = f64::from(args.orders);
+            let round = &mut measured[index];
+            round.cpu.push(std::array::from_fn(|i| {
+                (after[i] - before[i]) * 1e6 / orders
+            }));
+            round.switches.push(std::array::from_fn(|i| {
+                switches_after[i].saturating_sub(switches_before[i]) as f64 / orders
+            }));
+            round.rates.push(orders / elapsed);
         }
     }
     let reports = shops
         .iter()
         .zip(measured)
-        .map(|((label, shop), (rounds, rates))| {
-            let median_us_per_order: [f64; 4] =
-                std::array::from_fn(|i| median(rounds.iter().map(|round| round[i]).collect()));
+        .map(|((label, shop), measured)| {
+            let median_us_per_order = medians(&measured.cpu);
+            let median_switches_per_order = medians(&measured.switches);
             ShopReport {
                 label,
                 bin: shop.bin().display().to_string(),
                 total_us_per_order: median_us_per_order.iter().sum(),
                 median_us_per_order,
-                median_orders_per_second: median(rates.clone()),
-                rounds,
-                rates,
+                median_orders_per_second: median(measured.rates.clone()),
+                rounds: measured.cpu,
+                rates: measured.rates,
+                total_switches_per_order: median_switches_per_order.iter().sum(),
+                median_switches_per_order,
+                switch_rounds: measured.switches,
             }
         })
         .collect();
@@ -150,10 +168,24 @@ pub(crate) async fn run(args: OrderCostArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// One shop's rounds: per service CPU µs and context switches per order,
+/// and orders/s.
+#[derive(Debug, Default)]
+struct Measured {
+    cpu: Vec<[f64; 4]>,
+    switches: Vec<[f64; 4]>,
+    rates: Vec<f64>,
+}
+
+/// Each service's median over `rounds`.
+fn medians(rounds: &[[f64; 4]]) -> [f64; 4] {
+    std::array::from_fn(|i| median(rounds.iter().map(|round| round[i]).collect()))
+}
+
 fn text(report: &OrderCostReport) -> String {
     let mut out = format!(
         "CPU per PlaceOrder, {} orders a round at {} in flight (load average {:.2} → {:.2})\n\
-         {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+         {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         report.orders_per_round,
         report.concurrency,
         report.load_average_start,
@@ -165,12 +197,17 @@ fn text(report: &OrderCostReport) -> String {
         "orders",
         "total µs",
         "orders/s",
+        "switches",
     );
     for shop in &report.shops {
         let [users, inventory, payments, orders] = shop.median_us_per_order;
         out.push_str(&format!(
-            "{:<10} {users:>9.0} {inventory:>9.0} {payments:>9.0} {orders:>9.0} {:>9.0} {:>9.0}   ({})\n",
-            shop.label, shop.total_us_per_order, shop.median_orders_per_second, shop.bin
+            "{:<10} {users:>9.0} {inventory:>9.0} {payments:>9.0} {orders:>9.0} {:>9.0} {:>9.0} {:>9.0}   ({})\n",
+            shop.label,
+            shop.total_us_per_order,
+            shop.median_orders_per_second,
+            shop.total_switches_per_order,
+            shop.bin
         ));
     }
     out

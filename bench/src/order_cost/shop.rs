@@ -75,4 +75,14 @@ impl OrderShop {
         }
         Ok(spent)
     }
+
+    /// Each service's context switches so far (its live threads'), in
+    /// [`SERVICES`] order.
+    pub(super) fn context_switches(&self) -> anyhow::Result<[u64; 4]> {
+        let mut switches = [0; 4];
+        for (slot, service) in switches.iter_mut().zip(&self.services) {
+            *slot = crate::cpu::context_switches(&service.pid().to_string())?;
+        }
+        Ok(switches)
+    }
 }

@@ -1,0 +1,72 @@
+//! `mesh-bench order-cost`: per service, the CPU and the context switches
+//! one PlaceOrder costs, for the measured shop and a baseline, from the
+//! services' own `/proc` counters.
+
+use std::{process::Command, time::Duration};
+
+use testkit::{binary, output_within};
+
+#[test]
+fn order_cost_reports_cpu_and_context_switches_per_order_for_both_shops() {
+    let bin = binary("users");
+    let bin_dir = bin
+        .parent()
+        .expect("the binaries' folder")
+        .to_str()
+        .expect("utf-8 path");
+    let mut command = Command::new(binary("mesh-bench"));
+    command.args([
+        "order-cost",
+        "--baseline",
+        bin_dir,
+        "--rounds",
+        "2",
+        "--orders",
+        "40",
+        "--warmup",
+        "10",
+        "--concurrency",
+        "4",
+        "--json",
+    ]);
+    let output = output_within(command, Duration::from_secs(120));
+    let report = testkit::json_report(&output);
+    assert_eq!(
+        report["services"],
+        serde_json::json!(["users", "inventory", "payments", "orders"])
+    );
+    let shops = report["shops"].as_array().expect("shops");
+    assert_eq!(shops.len(), 2, "{report}");
+    for shop in shops {
+        let per_service = |field: &str| -> Vec<f64> {
+            shop[field]
+                .as_array()
+                .unwrap_or_else(|| panic!("no {field}: {shop}"))
+                .iter()
+                .map(|value| value.as_f64().expect("a number"))
+                .collect()
+        };
+        // Every service does work for every order: it uses CPU and it
+        // switches threads (its RPC's wake-ups, its database's hand-offs).
+        for field in ["median_us_per_order", "median_switches_per_order"] {
+            let values = per_service(field);
+            assert_eq!(values.len(), 4, "{field}: {shop}");
+            assert!(values.iter().all(|value| *value > 0.0), "{field}: {shop}");
+        }
+        let switches = per_service("median_switches_per_order");
+        let total = shop["total_switches_per_order"].as_f64().expect("total");
+        assert!(
+            (switches.iter().sum::<f64>() - total).abs() < 1e-6,
+            "{shop}"
+        );
+        assert_eq!(
+            shop["switch_rounds"].as_array().map(Vec::len),
+            Some(2),
+            "{shop}"
+        );
+        assert!(
+            shop["median_orders_per_second"].as_f64() > Some(0.0),
+            "{shop}"
+        );
+    }
+}
