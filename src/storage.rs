@@ -11,6 +11,7 @@
 
 mod durability;
 mod group_commit;
+mod sql_per_count;
 
 use std::{path::Path, sync::Once, time::Duration};
 
@@ -21,6 +22,7 @@ use sqlx::{
 };
 
 pub use group_commit::{GroupCommit, GroupCommitOptions, WriteError};
+pub use sql_per_count::SqlPerCount;
 
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]

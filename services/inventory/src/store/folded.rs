@@ -28,6 +28,7 @@
 
 use std::sync::OnceLock;
 
+use mesh::storage::SqlPerCount;
 use sqlx::{any::AnyRow, AnyConnection, Row};
 
 use super::{
@@ -134,11 +135,8 @@ pub(super) async fn settle_in(
 /// with `id_taken`), then each line's take (`$3 + 2i` units of SKU
 /// `$4 + 2i`, `$2` now) unless it is, each returning the item's price.
 fn take_sql(lines: usize) -> Result<&'static str, StoreError> {
-    static SQL: [OnceLock<String>; MAX_LINES] = [const { OnceLock::new() }; MAX_LINES];
-    let cell = SQL
-        .get(lines.wrapping_sub(1))
-        .ok_or_else(|| too_many(lines))?;
-    Ok(cell.get_or_init(|| {
+    static SQL: SqlPerCount<MAX_LINES> = SqlPerCount::new();
+    let sql = SQL.get(lines, |lines| {
         let mut sql =
             String::from("SELECT 1 AS id_taken FROM reservations WHERE reservation_id = $1");
         for i in 0..lines {
@@ -153,18 +151,16 @@ fn take_sql(lines: usize) -> Result<&'static str, StoreError> {
             ));
         }
         sql
-    }))
+    });
+    sql.ok_or_else(|| too_many(lines))
 }
 
 /// The record query for `lines` lines: the reservation (`$1` id, `$2`
 /// total, `$3` now, `$4` currency, `$5` expiry), then its lines in one
 /// INSERT (line `i`: SKU `$6 + 3i`, quantity, unit price).
 fn record_sql(lines: usize) -> Result<&'static str, StoreError> {
-    static SQL: [OnceLock<String>; MAX_LINES] = [const { OnceLock::new() }; MAX_LINES];
-    let cell = SQL
-        .get(lines.wrapping_sub(1))
-        .ok_or_else(|| too_many(lines))?;
-    Ok(cell.get_or_init(|| {
+    static SQL: SqlPerCount<MAX_LINES> = SqlPerCount::new();
+    let sql = SQL.get(lines, |lines| {
         let values: Vec<String> = (0..lines)
             .map(|i| {
                 let sku = 6 + 3 * i;
@@ -181,7 +177,8 @@ fn record_sql(lines: usize) -> Result<&'static str, StoreError> {
             reserved = State::Reserved.as_str(),
             values = values.join(", ")
         )
-    }))
+    });
+    sql.ok_or_else(|| too_many(lines))
 }
 
 /// The settle query of `change` (`$1` the reservation, `$2` now): the

@@ -19,7 +19,8 @@
 use std::sync::OnceLock;
 
 use futures::future::BoxFuture;
-use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
+use mesh::storage::{GroupCommit, GroupCommitOptions, SqlPerCount, WriteError};
+use mesh::validate::MAX_ORDER_LINES;
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{
@@ -1242,15 +1243,8 @@ fn bind_pending<'q>(
 /// `$12 + 2i`) only if the order's row was inserted (`changes() = 1`: a
 /// taken request id inserts nothing).
 fn insert_with_lines_sql(lines: usize) -> Result<&'static str, StoreError> {
-    static SQL: [OnceLock<String>; mesh::validate::MAX_ORDER_LINES] =
-        [const { OnceLock::new() }; mesh::validate::MAX_ORDER_LINES];
-    let cell = SQL.get(lines.wrapping_sub(1)).ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "an order of {lines} lines (1 to {} are accepted)",
-            mesh::validate::MAX_ORDER_LINES
-        ))
-    })?;
-    Ok(cell.get_or_init(|| {
+    static SQL: SqlPerCount<MAX_ORDER_LINES> = SqlPerCount::new();
+    let sql = SQL.get(lines, |lines| {
         let values: Vec<String> = (0..lines)
             .map(|i| format!("($1, {i}, ${}, ${})", 11 + 2 * i, 12 + 2 * i))
             .collect();
@@ -1260,7 +1254,12 @@ fn insert_with_lines_sql(lines: usize) -> Result<&'static str, StoreError> {
              SELECT column1, column2, column3, column4, 0 FROM (VALUES {}) WHERE changes() = 1",
             values.join(", ")
         )
-    }))
+    });
+    sql.ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "an order of {lines} lines (1 to {MAX_ORDER_LINES} are accepted)"
+        ))
+    })
 }
 
 /// What the final write's SQL depends on (`Store::finish`): whether it sets
@@ -1328,12 +1327,8 @@ fn priced_sql() -> &'static str {
 /// query (line `i`: SKU `$9 + 2i`, unit price `$10 + 2i`), set only if the
 /// fenced write applied (`changes() = 1`).
 fn priced_with_prices_sql(lines: usize) -> Result<&'static str, StoreError> {
-    static SQL: [OnceLock<String>; mesh::validate::MAX_ORDER_LINES] =
-        [const { OnceLock::new() }; mesh::validate::MAX_ORDER_LINES];
-    let cell = SQL
-        .get(lines.wrapping_sub(1))
-        .ok_or_else(|| StoreError::Corrupt(format!("{lines} prices for one order")))?;
-    Ok(cell.get_or_init(|| {
+    static SQL: SqlPerCount<MAX_ORDER_LINES> = SqlPerCount::new();
+    let sql = SQL.get(lines, |lines| {
         let values: Vec<String> = (0..lines)
             .map(|i| format!("(${}, ${})", 9 + 2 * i, 10 + 2 * i))
             .collect();
@@ -1345,7 +1340,8 @@ fn priced_with_prices_sql(lines: usize) -> Result<&'static str, StoreError> {
             priced_sql(),
             values.join(", ")
         )
-    }))
+    });
+    sql.ok_or_else(|| StoreError::Corrupt(format!("{lines} prices for one order")))
 }
 
 /// `UPDATE orders SET <set> WHERE order_id = $n AND <fence>`, the order id
