@@ -31,10 +31,11 @@ fn order_cost_reports_cpu_and_context_switches_per_order_for_both_shops() {
     ]);
     let output = output_within(command, Duration::from_secs(120));
     let report = testkit::json_report(&output);
-    assert_eq!(
-        report["services"],
-        serde_json::json!(["users", "inventory", "payments", "orders"])
-    );
+    // The shop's four services, the same in every shop (their names are
+    // the bench's to choose; the saga's order service is among them).
+    let services = report["services"].as_array().expect("services");
+    assert_eq!(services.len(), 4, "{report}");
+    assert!(services.contains(&serde_json::json!("orders")), "{report}");
     let shops = report["shops"].as_array().expect("shops");
     assert_eq!(shops.len(), 2, "{report}");
     for shop in shops {
