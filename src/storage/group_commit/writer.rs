@@ -60,6 +60,16 @@ impl Boundaries {
         Self { folded }
     }
 
+    /// What begins a batch of one unit or `several`: on SQLite `BEGIN
+    /// IMMEDIATE`, with the first unit's savepoint when there are several.
+    fn begin(self, several: bool) -> &'static str {
+        match (self.folded, several) {
+            (true, true) => "BEGIN IMMEDIATE; SAVEPOINT unit",
+            (true, false) => "BEGIN IMMEDIATE",
+            (false, _) => "BEGIN",
+        }
+    }
+
     /// How a unit that `succeeded` (or not) ends, when `more` units follow.
     fn after_unit(self, succeeded: bool, more: bool) -> UnitEnd {
         let end = if succeeded { RELEASE } else { ROLLBACK_TO };
@@ -254,12 +264,7 @@ impl Writer {
         // the same round trip (see [`Boundaries`]).
         let boundaries = Boundaries::of(connection.backend_name() == "SQLite");
         let several = batch.len() > 1;
-        let begin = match (boundaries.folded, several) {
-            (true, true) => "BEGIN IMMEDIATE; SAVEPOINT unit",
-            (true, false) => "BEGIN IMMEDIATE",
-            (false, _) => "BEGIN",
-        };
-        let mut transaction = match connection.begin_with(begin).await {
+        let mut transaction = match connection.begin_with(boundaries.begin(several)).await {
             Ok(transaction) => transaction,
             Err(error) => {
                 return Err(Failure {
@@ -496,6 +501,17 @@ mod boundary_tests {
             opens_next: false,
         };
         assert_eq!(sqlite.after_unit(false, false), last_failed);
+    }
+
+    #[test]
+    fn a_batch_begins_with_its_first_savepoint_only_on_sqlite_and_only_when_it_has_several_units() {
+        assert_eq!(
+            Boundaries::of(true).begin(true),
+            "BEGIN IMMEDIATE; SAVEPOINT unit"
+        );
+        assert_eq!(Boundaries::of(true).begin(false), "BEGIN IMMEDIATE");
+        assert_eq!(Boundaries::of(false).begin(true), "BEGIN");
+        assert_eq!(Boundaries::of(false).begin(false), "BEGIN");
     }
 
     #[test]
