@@ -1,13 +1,13 @@
 //! `mesh-bench order-cost`: per service, the CPU and the context switches
-//! one PlaceOrder costs, for the measured shop and a baseline, from the
-//! services' own `/proc` counters.
+//! one PlaceOrder costs, and the kernel's share of that CPU, for the
+//! measured shop and a baseline, from the services' own `/proc` counters.
 
 use std::{process::Command, time::Duration};
 
 use testkit::{binary, output_within};
 
 #[test]
-fn order_cost_reports_cpu_and_context_switches_per_order_for_both_shops() {
+fn order_cost_reports_cpu_context_switches_and_the_kernels_share_per_order_for_both_shops() {
     let bin = binary("users");
     let bin_dir = bin
         .parent()
@@ -67,6 +67,15 @@ fn order_cost_reports_cpu_and_context_switches_per_order_for_both_shops() {
         );
         assert!(
             shop["median_orders_per_second"].as_f64() > Some(0.0),
+            "{shop}"
+        );
+        // Each order's RPCs and commits are system calls, and each service
+        // runs code of its own: the kernel's share is neither none nor all.
+        let kernel = shop["median_kernel_share"].as_f64().expect("kernel share");
+        assert!(kernel > 0.0 && kernel < 1.0, "{shop}");
+        assert_eq!(
+            shop["kernel_shares"].as_array().map(Vec::len),
+            Some(2),
             "{shop}"
         );
     }

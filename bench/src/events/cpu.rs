@@ -41,7 +41,7 @@ impl Groups {
             };
             for (label, leader) in &self.0 {
                 if *leader == group {
-                    *totals.entry(label).or_default() += ticks;
+                    *totals.entry(label).or_default() += ticks.total();
                 }
             }
         }

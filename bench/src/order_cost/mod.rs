@@ -11,7 +11,9 @@
 //! report gives, per shop, the median over the rounds of each service's
 //! CPU µs per order, their sum, orders/s, and the context switches per
 //! order summed over the services (each service's in the JSON report: the
-//! thread hand-offs that most of an order's CPU goes to); CPU time counts only each
+//! thread hand-offs that most of an order's CPU goes to), and the share of
+//! that CPU the kernel spent on the services' behalf (system calls, thread
+//! wake-ups and switches, syncs); CPU time counts only each
 //! process's own work, so it holds on a loaded machine better than a rate
 //! (the load average at the start and end of the run is in the report).
 //!
@@ -25,7 +27,10 @@ use std::{path::PathBuf, process::ExitCode, time::Instant};
 use mesh::proto::orders::v1::orders_client::OrdersClient;
 use serde::Serialize;
 
-use crate::events::{channel, load_average, median, place_many, seed};
+use crate::{
+    cpu::CpuTimes,
+    events::{channel, load_average, median, place_many, seed},
+};
 use shop::{OrderShop, SERVICES};
 
 /// `mesh-bench order-cost` flags.
@@ -77,6 +82,10 @@ struct ShopReport {
     total_us_per_order: f64,
     /// Median orders/s (closed loop, so it also depends on the machine's load).
     median_orders_per_second: f64,
+    /// Per round: the services' system CPU over their user + system CPU.
+    kernel_shares: Vec<f64>,
+    /// Median of those.
+    median_kernel_share: f64,
 }
 
 /// What the run measured.
@@ -119,16 +128,17 @@ pub(crate) async fn run(args: OrderCostArgs) -> anyhow::Result<ExitCode> {
             let index = (turn + round) % shops.len();
             let (client, user_id) = &clients[index];
             let shop = &shops[index].1;
-            let (before, switches_before) = (shop.cpu_seconds()?, shop.context_switches()?);
+            let (before, switches_before) = (shop.cpu_times()?, shop.context_switches()?);
             let started = Instant::now();
             place_many(client, user_id, args.orders, args.concurrency).await?;
             let elapsed = started.elapsed().as_secs_f64();
-            let (after, switches_after) = (shop.cpu_seconds()?, shop.context_switches()?);
+            let (after, switches_after) = (shop.cpu_times()?, shop.context_switches()?);
             let orders = f64::from(args.orders);
             let round = &mut measured[index];
             round.cpu.push(std::array::from_fn(|i| {
-                (after[i] - before[i]) * 1e6 / orders
+                (after[i].total() - before[i].total()) * 1e6 / orders
             }));
+            round.kernel_shares.push(kernel_share(&before, &after));
             round.switches.push(std::array::from_fn(|i| {
                 switches_after[i].saturating_sub(switches_before[i]) as f64 / orders
             }));
@@ -147,6 +157,8 @@ pub(crate) async fn run(args: OrderCostArgs) -> anyhow::Result<ExitCode> {
                 total_us_per_order: median_us_per_order.iter().sum(),
                 median_us_per_order,
                 median_orders_per_second: median(measured.rates.clone()),
+                median_kernel_share: median(measured.kernel_shares.clone()),
+                kernel_shares: measured.kernel_shares,
                 rounds: measured.cpu,
                 rates: measured.rates,
                 total_switches_per_order: median_switches_per_order.iter().sum(),
@@ -175,6 +187,22 @@ struct Measured {
     cpu: Vec<[f64; 4]>,
     switches: Vec<[f64; 4]>,
     rates: Vec<f64>,
+    kernel_shares: Vec<f64>,
+}
+
+/// The services' system CPU between `before` and `after` over their user +
+/// system CPU (0 when they used none).
+fn kernel_share(before: &[CpuTimes; 4], after: &[CpuTimes; 4]) -> f64 {
+    let (mut system, mut total) = (0.0, 0.0);
+    for (before, after) in before.iter().zip(after) {
+        system += after.system - before.system;
+        total += after.total() - before.total();
+    }
+    if total > 0.0 {
+        system / total
+    } else {
+        0.0
+    }
 }
 
 /// Each service's median over `rounds`.
@@ -185,7 +213,7 @@ fn medians(rounds: &[[f64; 4]]) -> [f64; 4] {
 fn text(report: &OrderCostReport) -> String {
     let mut out = format!(
         "CPU per PlaceOrder, {} orders a round at {} in flight (load average {:.2} → {:.2})\n\
-         {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
+         {:<10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}\n",
         report.orders_per_round,
         report.concurrency,
         report.load_average_start,
@@ -198,17 +226,42 @@ fn text(report: &OrderCostReport) -> String {
         "total µs",
         "orders/s",
         "switches",
+        "kernel %",
     );
     for shop in &report.shops {
         let [users, inventory, payments, orders] = shop.median_us_per_order;
         out.push_str(&format!(
-            "{:<10} {users:>9.0} {inventory:>9.0} {payments:>9.0} {orders:>9.0} {:>9.0} {:>9.0} {:>9.0}   ({})\n",
+            "{:<10} {users:>9.0} {inventory:>9.0} {payments:>9.0} {orders:>9.0} {:>9.0} {:>9.0} {:>9.0} {:>9.0}   ({})\n",
             shop.label,
             shop.total_us_per_order,
             shop.median_orders_per_second,
             shop.total_switches_per_order,
+            shop.median_kernel_share * 100.0,
             shop.bin
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn times(user: f64, system: f64) -> CpuTimes {
+        CpuTimes { user, system }
+    }
+
+    #[test]
+    fn the_kernel_share_is_the_services_system_time_over_their_whole_time() {
+        let before = [times(1.0, 1.0); 4];
+        let after = [
+            times(2.0, 1.5),
+            times(1.0, 1.0),
+            times(1.5, 2.0),
+            times(4.0, 2.5),
+        ];
+        // System: 0.5 + 0 + 1.0 + 1.5 = 3.0 of 1.5 + 0 + 1.5 + 4.5 = 7.5.
+        assert!((kernel_share(&before, &after) - 0.4).abs() < 1e-9);
+        assert_eq!(kernel_share(&before, &before), 0.0);
+    }
 }

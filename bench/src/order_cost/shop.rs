@@ -8,9 +8,12 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::events::shop::{start_service, Service};
+use crate::{
+    cpu::CpuTimes,
+    events::shop::{start_service, Service},
+};
 
-/// The services, in the order [`OrderShop::cpu_seconds`] reports them.
+/// The services, in the order [`OrderShop::cpu_times`] reports them.
 pub(super) const SERVICES: [&str; 4] = ["users", "inventory", "payments", "orders"];
 
 /// One running shop.
@@ -67,11 +70,11 @@ impl OrderShop {
         self.services[3].addr
     }
 
-    /// Each service's CPU seconds so far, in [`SERVICES`] order.
-    pub(super) fn cpu_seconds(&self) -> anyhow::Result<[f64; 4]> {
-        let mut spent = [0.0; 4];
+    /// Each service's CPU time so far, in [`SERVICES`] order.
+    pub(super) fn cpu_times(&self) -> anyhow::Result<[CpuTimes; 4]> {
+        let mut spent = [CpuTimes::default(); 4];
         for (slot, service) in spent.iter_mut().zip(&self.services) {
-            *slot = crate::cpu::cpu_seconds(&service.pid().to_string())?;
+            *slot = crate::cpu::cpu_times(&service.pid().to_string())?;
         }
         Ok(spent)
     }
