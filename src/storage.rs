@@ -7,11 +7,13 @@
 //!   when it returns ([`durability`]'s module doc says how, per database);
 //! - [`GroupCommit`]: one writer task per database that commits the write
 //!   units of concurrent requests together, so that they share one durable
-//!   flush.
+//!   flush; [`SqliteWriter`] does the same on a SQLite file's own thread,
+//!   and [`Writer`] picks the one a database gets.
 
 mod durability;
 mod group_commit;
 mod sql_per_count;
+mod writer_choice;
 
 use std::{path::Path, sync::Once, time::Duration};
 
@@ -21,8 +23,11 @@ use sqlx::{
     AnyPool,
 };
 
-pub use group_commit::{GroupCommit, GroupCommitOptions, WriteError};
+pub use group_commit::{
+    GroupCommit, GroupCommitOptions, SqliteWriter, SqliteWriterError, WriteError,
+};
 pub use sql_per_count::SqlPerCount;
+pub use writer_choice::{sqlite_file, Writer};
 
 /// Why a database could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -50,6 +55,14 @@ pub enum StorageError {
         service: String,
         /// The cause.
         source: sqlx::Error,
+    },
+    /// The database's writer could not start.
+    #[error("cannot start the {service} database's writer: {source}")]
+    Writer {
+        /// The service.
+        service: String,
+        /// The cause.
+        source: Box<SqliteWriterError>,
     },
     /// A migration failed.
     #[error("migrating the {service} database failed: {source}")]

@@ -39,6 +39,7 @@
 
 mod job;
 mod metrics;
+mod thread;
 mod writer;
 
 #[cfg(test)]
@@ -52,6 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use job::{Job, TypedJob};
 use metrics::{UnitOutcome, WriterMetrics};
+pub use thread::{SqliteWriter, SqliteWriterError};
 
 /// How a writer batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,8 +117,9 @@ pub enum WriteError {
         units: usize,
         /// Whether the cause is worth a retry ([`super::is_transient`]).
         transient: bool,
-        /// What failed.
-        source: Arc<sqlx::Error>,
+        /// What failed (a `sqlx::Error` from [`GroupCommit`], a
+        /// `rusqlite::Error` from [`SqliteWriter`]).
+        source: Arc<dyn std::error::Error + Send + Sync>,
     },
 }
 

@@ -136,7 +136,10 @@ impl From<StoreError> for Status {
                 tracing::warn!(error = %write, "payments write not committed");
                 Status::unavailable("the payments database is busy; try again")
             }
-            StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Write(_) => {
+            StoreError::Corrupt(_)
+            | StoreError::Database(_)
+            | StoreError::Sqlite(_)
+            | StoreError::Write(_) => {
                 // The cause goes to the log; callers do not see SQL.
                 tracing::error!(%error, "payments storage failure");
                 Status::internal("payments storage failure; see the service log")
@@ -168,7 +171,10 @@ mod tests {
         let pool = mesh::storage::open("payments", None, dir, &crate::MIGRATOR)
             .await
             .unwrap();
-        PaymentsService::new(Store::new(pool), DeclineLimits::uniform(limit))
+        PaymentsService::new(
+            Store::new(pool).expect("start the payments writer"),
+            DeclineLimits::uniform(limit),
+        )
     }
 
     fn charge(key: &str, amount: i64) -> Request<ChargeRequest> {

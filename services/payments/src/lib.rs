@@ -84,7 +84,7 @@ impl mesh::config::ServiceConfig for Config {
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
     let pool = bound.open_storage(&MIGRATOR).await?;
-    let handler = grpc::PaymentsService::new(store::Store::new(pool), config.decline_limits());
+    let handler = grpc::PaymentsService::new(store::Store::new(pool)?, config.decline_limits());
     // Prometheus `payments_charges_total{outcome}`, read from the counters at each scrape.
     for outcome in ["created", "replayed"] {
         let counters = handler.counters();

@@ -58,7 +58,7 @@ where
             let result = running.await;
             Executed {
                 succeeded: result.is_ok(),
-                answer: Box::new(TypedAnswer { result, reply }),
+                answer: Box::new(TypedAnswer::new(result, reply)),
             }
         })
     }
@@ -69,9 +69,18 @@ where
     }
 }
 
-struct TypedAnswer<T, E> {
+/// A unit's own result, sent to its caller after COMMIT (or replaced by the
+/// batch's error).
+pub(super) struct TypedAnswer<T, E> {
     result: Result<T, E>,
     reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<T, E> TypedAnswer<T, E> {
+    /// `result`, to be sent on `reply`.
+    pub(super) fn new(result: Result<T, E>, reply: oneshot::Sender<Result<T, E>>) -> Self {
+        Self { result, reply }
+    }
 }
 
 impl<T, E> Answer for TypedAnswer<T, E>

@@ -6,11 +6,15 @@
 //! whoever wins the race.
 //!
 //! Writes (`charge`, `refund`) go through the database's group-commit writer
-//! ([`mesh::storage::GroupCommit`]): a payment is answered only once the
+//! ([`mesh::storage::Writer`]): a payment is answered only once the
 //! transaction holding it has committed durably, and concurrent charges share
-//! that commit.
+//! that commit. On a SQLite file the units run on the database's own thread
+//! ([`on_thread`]); elsewhere through the pool (the functions below). Both
+//! run the same statements.
 
-use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
+mod on_thread;
+
+use mesh::storage::{GroupCommitOptions, StorageError, WriteError, Writer};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{Charge, Decision, PaymentStatus};
@@ -90,26 +94,62 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database failed (a unit on SQLite's writer thread).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The write was not committed (a full queue, a failed batch).
     #[error(transparent)]
     Write(#[from] WriteError),
 }
 
-const COLUMNS: &str = "payment_id, idempotency_key, user_id, amount_cents, currency, status, decline_reason, created_at_unix_ms";
+/// A payment's columns, in the order [`Payment::from_columns`] takes them.
+macro_rules! columns {
+    () => {
+        "payment_id, idempotency_key, user_id, amount_cents, currency, status, decline_reason, created_at_unix_ms"
+    };
+}
+
+/// The charge's insert: the new payment comes back, or nothing when the key
+/// exists. $1 id, $2 key, $3 user, $4 amount, $5 currency, $6 status, $7
+/// decline reason, $8 now.
+const INSERT_CHARGE: &str = concat!(
+    "INSERT INTO payments (payment_id, idempotency_key, user_id, amount_cents, currency, status, decline_reason, created_at_unix_ms, updated_at_unix_ms) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+     ON CONFLICT (idempotency_key) DO NOTHING RETURNING ",
+    columns!()
+);
+
+/// The payment of a key: $1 the key.
+const BY_KEY: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM payments WHERE idempotency_key = $1"
+);
+
+/// One payment: $1 its id.
+const BY_ID: &str = concat!(
+    "SELECT ",
+    columns!(),
+    " FROM payments WHERE payment_id = $1"
+);
+
+/// The refund's write: $1 refunded, $2 now, $3 the payment, $4 captured.
+const REFUND: &str = "UPDATE payments SET status = $1, updated_at_unix_ms = $2 \
+     WHERE payment_id = $3 AND status = $4";
 
 /// The payments table.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    writer: GroupCommit,
+    writer: Writer,
 }
 
 impl Store {
     /// A store over an open, migrated pool; starts the database's writer
     /// (call inside a Tokio runtime).
-    pub fn new(pool: AnyPool) -> Self {
-        let writer = GroupCommit::start("payments", pool.clone(), GroupCommitOptions::default());
-        Self { pool, writer }
+    pub fn new(pool: AnyPool) -> Result<Self, StorageError> {
+        let writer = Writer::start("payments", &pool, GroupCommitOptions::default())?;
+        Ok(Self { pool, writer })
     }
 
     /// Records `charge` with `decision` under a new `payment_id`, unless its
@@ -125,33 +165,56 @@ impl Store {
     ) -> Result<ChargeOutcome, StoreError> {
         let (payment_id, charge, decision) =
             (payment_id.to_owned(), charge.clone(), decision.clone());
-        self.writer
-            .write(move |connection| {
-                Box::pin(async move {
-                    charge_in(connection, &payment_id, &charge, &decision, now_unix_ms).await
-                })
-            })
-            .await
+        match &self.writer {
+            Writer::Sqlite(writer) => {
+                writer
+                    .write(move |connection| {
+                        on_thread::charge(connection, &payment_id, &charge, &decision, now_unix_ms)
+                    })
+                    .await
+            }
+            Writer::Pool(writer) => {
+                writer
+                    .write(move |connection| {
+                        Box::pin(async move {
+                            charge_in(connection, &payment_id, &charge, &decision, now_unix_ms)
+                                .await
+                        })
+                    })
+                    .await
+            }
+        }
     }
 
     /// Refunds a captured payment; a refunded one is returned unchanged.
     pub async fn refund(&self, payment_id: &str, now_unix_ms: i64) -> Result<Payment, StoreError> {
         let payment_id = payment_id.to_owned();
-        self.writer
-            .write(move |connection| {
-                Box::pin(async move { refund_in(connection, &payment_id, now_unix_ms).await })
-            })
-            .await
+        match &self.writer {
+            Writer::Sqlite(writer) => {
+                writer
+                    .write(move |connection| {
+                        on_thread::refund(connection, &payment_id, now_unix_ms)
+                    })
+                    .await
+            }
+            Writer::Pool(writer) => {
+                writer
+                    .write(move |connection| {
+                        Box::pin(
+                            async move { refund_in(connection, &payment_id, now_unix_ms).await },
+                        )
+                    })
+                    .await
+            }
+        }
     }
 
     /// One payment.
     pub async fn get(&self, payment_id: &str) -> Result<Payment, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"
-        ))
-        .bind(payment_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(BY_ID)
+            .bind(payment_id)
+            .fetch_optional(&self.pool)
+            .await?;
         found(payment_id, row)
     }
 }
@@ -165,37 +228,37 @@ async fn charge_in(
     decision: &Decision,
     now_unix_ms: i64,
 ) -> Result<ChargeOutcome, StoreError> {
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO payments (payment_id, idempotency_key, user_id, amount_cents, currency, status, decline_reason, created_at_unix_ms, updated_at_unix_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-         ON CONFLICT (idempotency_key) DO NOTHING RETURNING {COLUMNS}"
-    ))
-    .bind(payment_id)
-    .bind(&charge.idempotency_key)
-    .bind(&charge.user_id)
-    .bind(charge.amount_cents)
-    .bind(&charge.currency)
-    .bind(decision.status().as_str())
-    .bind(decision.reason())
-    .bind(now_unix_ms)
-    .fetch_optional(&mut *connection)
-    .await?;
+    let inserted = sqlx::query(INSERT_CHARGE)
+        .bind(payment_id)
+        .bind(&charge.idempotency_key)
+        .bind(&charge.user_id)
+        .bind(charge.amount_cents)
+        .bind(&charge.currency)
+        .bind(decision.status().as_str())
+        .bind(decision.reason())
+        .bind(now_unix_ms)
+        .fetch_optional(&mut *connection)
+        .await?;
     if let Some(row) = inserted {
         return Ok(ChargeOutcome::Created(payment_from_row(&row)?));
     }
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM payments WHERE idempotency_key = $1"
-    ))
-    .bind(&charge.idempotency_key)
-    .fetch_optional(&mut *connection)
-    .await?
-    .ok_or_else(|| {
+    let row = sqlx::query(BY_KEY)
+        .bind(&charge.idempotency_key)
+        .fetch_optional(&mut *connection)
+        .await?;
+    let existing = row.as_ref().map(payment_from_row).transpose()?;
+    replayed(charge, existing)
+}
+
+/// What a charge whose key exists answers: the key's payment if it was
+/// made for the same arguments.
+fn replayed(charge: &Charge, existing: Option<Payment>) -> Result<ChargeOutcome, StoreError> {
+    let payment = existing.ok_or_else(|| {
         StoreError::Corrupt(format!(
             "no payment for idempotency key {} although inserting it conflicted",
             charge.idempotency_key
         ))
     })?;
-    let payment = payment_from_row(&row)?;
     if payment.matches(charge) {
         Ok(ChargeOutcome::Existing(payment))
     } else {
@@ -211,23 +274,25 @@ async fn refund_in(
     payment_id: &str,
     now_unix_ms: i64,
 ) -> Result<Payment, StoreError> {
-    sqlx::query(
-        "UPDATE payments SET status = $1, updated_at_unix_ms = $2 \
-         WHERE payment_id = $3 AND status = $4",
-    )
-    .bind(PaymentStatus::Refunded.as_str())
-    .bind(now_unix_ms)
-    .bind(payment_id)
-    .bind(PaymentStatus::Captured.as_str())
-    .execute(&mut *connection)
-    .await?;
-    let row = sqlx::query(&format!(
-        "SELECT {COLUMNS} FROM payments WHERE payment_id = $1"
-    ))
-    .bind(payment_id)
-    .fetch_optional(&mut *connection)
-    .await?;
-    let payment = found(payment_id, row)?;
+    sqlx::query(REFUND)
+        .bind(PaymentStatus::Refunded.as_str())
+        .bind(now_unix_ms)
+        .bind(payment_id)
+        .bind(PaymentStatus::Captured.as_str())
+        .execute(&mut *connection)
+        .await?;
+    let row = sqlx::query(BY_ID)
+        .bind(payment_id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    refunded(payment_id, row.as_ref().map(payment_from_row).transpose()?)
+}
+
+/// What a refund answers, from the payment as its write left it.
+fn refunded(payment_id: &str, payment: Option<Payment>) -> Result<Payment, StoreError> {
+    let payment = payment.ok_or_else(|| StoreError::NotFound {
+        payment_id: payment_id.to_owned(),
+    })?;
     match payment.status {
         PaymentStatus::Refunded => Ok(payment),
         PaymentStatus::Declined => Err(StoreError::Declined {
@@ -248,18 +313,43 @@ fn found(payment_id: &str, row: Option<AnyRow>) -> Result<Payment, StoreError> {
 }
 
 fn payment_from_row(row: &AnyRow) -> Result<Payment, StoreError> {
-    let status: String = row.try_get("status")?;
-    Ok(Payment {
-        payment_id: row.try_get("payment_id")?,
-        idempotency_key: row.try_get("idempotency_key")?,
-        user_id: row.try_get("user_id")?,
-        amount_cents: row.try_get("amount_cents")?,
-        currency: row.try_get("currency")?,
-        status: PaymentStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown payment status {status:?}")))?,
-        decline_reason: row.try_get("decline_reason")?,
-        created_at_unix_ms: row.try_get("created_at_unix_ms")?,
-    })
+    Payment::from_columns(
+        row.try_get("payment_id")?,
+        row.try_get("idempotency_key")?,
+        row.try_get("user_id")?,
+        row.try_get("amount_cents")?,
+        row.try_get("currency")?,
+        &row.try_get::<String, _>("status")?,
+        row.try_get("decline_reason")?,
+        row.try_get("created_at_unix_ms")?,
+    )
+}
+
+impl Payment {
+    /// A payment from its columns (`columns!()`'s order), its status checked.
+    #[allow(clippy::too_many_arguments)]
+    fn from_columns(
+        payment_id: String,
+        idempotency_key: String,
+        user_id: String,
+        amount_cents: i64,
+        currency: String,
+        status: &str,
+        decline_reason: String,
+        created_at_unix_ms: i64,
+    ) -> Result<Self, StoreError> {
+        Ok(Payment {
+            payment_id,
+            idempotency_key,
+            user_id,
+            amount_cents,
+            currency,
+            status: PaymentStatus::parse(status)
+                .ok_or_else(|| StoreError::Corrupt(format!("unknown payment status {status:?}")))?,
+            decline_reason,
+            created_at_unix_ms,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -273,7 +363,7 @@ mod tests {
         let pool = mesh::storage::open("payments", None, dir, &crate::MIGRATOR)
             .await
             .expect("open the payments database");
-        Store::new(pool)
+        Store::new(pool).expect("start the payments writer")
     }
 
     fn charge(key: &str, amount: i64) -> Charge {

@@ -1,0 +1,448 @@
+//! Group commit on SQLite's own thread: [`SqliteWriter`] runs each batch —
+//! `BEGIN IMMEDIATE`, every unit inside its savepoint, `COMMIT` — whole on
+//! one thread that owns a `rusqlite` connection to the database's file.
+//!
+//! The async writer ([`super::GroupCommit`]) sends every statement of a unit
+//! to sqlx's worker thread for the connection and waits for its answer: two
+//! thread hand-offs (a wake-up each way) per statement, which on SQLite cost
+//! more than the statement (docs/adr/0023-*). Here a unit is a plain closure
+//! over the connection, run where the connection lives: one hand-off into
+//! the thread per batch (none while it is busy) and one answer per unit.
+//! The batching, the savepoint rules, the answers after COMMIT, the queue's
+//! bound, the metrics and the errors are the async writer's (its module
+//! doc); a panicking unit is rolled back alone and answered
+//! [`WriteError::Panicked`].
+
+use std::{
+    panic::AssertUnwindSafe,
+    path::Path,
+    sync::{mpsc, Arc},
+    time::{Duration, Instant},
+};
+
+use tokio::sync::oneshot;
+
+use super::{
+    job::{Answer, TypedAnswer},
+    metrics::{UnitOutcome, WriterMetrics},
+    GroupCommitOptions, WriteError,
+};
+
+/// A unit on the writer's thread.
+trait ThreadJob: Send {
+    /// Runs the unit; `Err` if it panicked.
+    fn run(self: Box<Self>, connection: &rusqlite::Connection) -> Result<Ran, ()>;
+
+    /// Answers the caller with `error` without running the unit.
+    fn fail(self: Box<Self>, error: &WriteError);
+}
+
+/// What a unit did, and how to answer its caller after COMMIT.
+struct Ran {
+    succeeded: bool,
+    answer: Box<dyn Answer>,
+}
+
+struct TypedThreadJob<F, T, E> {
+    unit: F,
+    reply: oneshot::Sender<Result<T, E>>,
+}
+
+impl<F, T, E> ThreadJob for TypedThreadJob<F, T, E>
+where
+    F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
+    T: Send + 'static,
+    E: From<WriteError> + Send + 'static,
+{
+    fn run(self: Box<Self>, connection: &rusqlite::Connection) -> Result<Ran, ()> {
+        let TypedThreadJob { unit, reply } = *self;
+        // On a panic the reply is dropped unsent: the caller gets Panicked.
+        let result =
+            std::panic::catch_unwind(AssertUnwindSafe(|| unit(connection))).map_err(drop)?;
+        Ok(Ran {
+            succeeded: result.is_ok(),
+            answer: Box::new(TypedAnswer::new(result, reply)),
+        })
+    }
+
+    fn fail(self: Box<Self>, error: &WriteError) {
+        // The caller may have gone (its RPC was cancelled): nothing to answer.
+        let _ = self.reply.send(Err(E::from(error.clone())));
+    }
+}
+
+/// The handle to one SQLite database's writer thread; clones share it. The
+/// thread ends when the last handle is dropped, after the units queued.
+#[derive(Debug, Clone)]
+pub struct SqliteWriter {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    database: String,
+    capacity: usize,
+    queue: mpsc::SyncSender<Box<dyn ThreadJob>>,
+    metrics: WriterMetrics,
+}
+
+/// Why the writer's connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum SqliteWriterError {
+    /// Opening or setting up the connection failed.
+    #[error("cannot open the {database} database's writer on {path}: {source}")]
+    Open {
+        /// The database (service) name.
+        database: String,
+        /// The file.
+        path: String,
+        /// The cause.
+        source: rusqlite::Error,
+    },
+    /// The writer's thread could not be started.
+    #[error("cannot start the {database} database's writer thread: {source}")]
+    Thread {
+        /// The database (service) name.
+        database: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The connection would not commit durably (WAL, `synchronous = FULL`).
+    #[error("the {database} database's writer connection is not durable: {setting}")]
+    NotDurable {
+        /// The database (service) name.
+        database: String,
+        /// What the connection reported.
+        setting: String,
+    },
+}
+
+impl SqliteWriter {
+    /// Opens `path` (an existing, migrated SQLite database) with the pool's
+    /// connection settings (WAL, `synchronous = FULL`, a 10 s busy timeout,
+    /// foreign keys) and starts its writer thread; `database` names the
+    /// metrics, the errors and the thread.
+    pub fn start(
+        database: &str,
+        path: &Path,
+        options: GroupCommitOptions,
+    ) -> Result<Self, SqliteWriterError> {
+        let connection = open(database, path)?;
+        let capacity = options.queue_capacity.max(1);
+        let (queue, receiver) = mpsc::sync_channel(capacity);
+        let metrics = WriterMetrics::new(database);
+        let thread = Thread {
+            database: database.to_owned(),
+            connection,
+            max_batch: options.max_batch.max(1),
+            collect_window: options.collect_window,
+            metrics: metrics.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("{database}-writer"))
+            .spawn(move || thread.serve(&receiver))
+            .map_err(|source| SqliteWriterError::Thread {
+                database: database.to_owned(),
+                source,
+            })?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                database: database.to_owned(),
+                capacity,
+                queue,
+                metrics,
+            }),
+        })
+    }
+
+    /// Queues `unit` now (units run in the order of these calls) and returns
+    /// its answer, which comes once its batch has committed. The unit runs on
+    /// the writer's thread inside its savepoint: plain SQL, no waiting on
+    /// anything else. `E` receives the unit's own errors and the writer's
+    /// [`WriteError`]s.
+    pub fn write<F, T, E>(
+        &self,
+        unit: F,
+    ) -> impl std::future::Future<Output = Result<T, E>> + Send + 'static
+    where
+        F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<WriteError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.enqueue(Box::new(TypedThreadJob { unit, reply }));
+        let database = self.shared.database.clone();
+        async move {
+            queued.map_err(E::from)?;
+            match answer.await {
+                Ok(result) => result,
+                // The unit panicked (its reply was dropped unsent).
+                Err(_) => Err(E::from(WriteError::Panicked { database })),
+            }
+        }
+    }
+
+    fn enqueue(&self, job: Box<dyn ThreadJob>) -> Result<(), WriteError> {
+        let shared = &self.shared;
+        shared.metrics.queued();
+        match shared.queue.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(refused) => {
+                shared.metrics.dequeued(1);
+                shared.metrics.unit(UnitOutcome::Refused);
+                Err(match refused {
+                    mpsc::TrySendError::Full(_) => WriteError::QueueFull {
+                        database: shared.database.clone(),
+                        capacity: shared.capacity,
+                    },
+                    mpsc::TrySendError::Disconnected(_) => WriteError::Stopped {
+                        database: shared.database.clone(),
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// The writer's connection, set up as the pool's are, and checked.
+fn open(database: &str, path: &Path) -> Result<rusqlite::Connection, SqliteWriterError> {
+    let failed = |source| SqliteWriterError::Open {
+        database: database.to_owned(),
+        path: path.display().to_string(),
+        source,
+    };
+    let connection = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(failed)?;
+    connection
+        .execute_batch(crate::storage::durability::SQLITE_CONNECTION_SETTINGS)
+        .map_err(failed)?;
+    let journal: String = connection
+        .pragma_query_value(None, "journal_mode", |row| row.get(0))
+        .map_err(failed)?;
+    let synchronous: i64 = connection
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .map_err(failed)?;
+    // synchronous: 2 is FULL, 3 EXTRA.
+    if !journal.eq_ignore_ascii_case("wal") || synchronous < 2 {
+        return Err(SqliteWriterError::NotDurable {
+            database: database.to_owned(),
+            setting: format!("journal_mode = {journal}, synchronous = {synchronous}"),
+        });
+    }
+    Ok(connection)
+}
+
+/// The writer thread's state.
+struct Thread {
+    database: String,
+    connection: rusqlite::Connection,
+    max_batch: usize,
+    collect_window: Duration,
+    metrics: WriterMetrics,
+}
+
+/// Savepoint statements, as in the async writer.
+const SAVEPOINT: &str = "SAVEPOINT unit";
+const RELEASE: &str = "RELEASE SAVEPOINT unit";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT unit";
+
+impl Thread {
+    /// Serves `queue` until every handle is dropped and the units queued
+    /// before are answered.
+    fn serve(self, queue: &mpsc::Receiver<Box<dyn ThreadJob>>) {
+        let mut batch = Vec::with_capacity(self.max_batch);
+        while let Ok(first) = queue.recv() {
+            batch.push(first);
+            self.collect(queue, &mut batch);
+            self.metrics.dequeued(batch.len());
+            self.commit(std::mem::take(&mut batch));
+        }
+    }
+
+    /// Adds what the queue holds now; only if others were waiting, also
+    /// what arrives while this thread yields the core, for at most the
+    /// collection window and as long as units keep arriving (a lone unit is
+    /// never delayed).
+    fn collect(
+        &self,
+        queue: &mpsc::Receiver<Box<dyn ThreadJob>>,
+        batch: &mut Vec<Box<dyn ThreadJob>>,
+    ) {
+        self.take_ready(queue, batch);
+        if batch.len() < 2 || self.collect_window.is_zero() {
+            return;
+        }
+        let until = Instant::now() + self.collect_window;
+        while batch.len() < self.max_batch && Instant::now() < until {
+            std::thread::yield_now();
+            if self.take_ready(queue, batch) == 0 {
+                break;
+            }
+        }
+    }
+
+    fn take_ready(
+        &self,
+        queue: &mpsc::Receiver<Box<dyn ThreadJob>>,
+        batch: &mut Vec<Box<dyn ThreadJob>>,
+    ) -> usize {
+        let before = batch.len();
+        while batch.len() < self.max_batch {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        batch.len() - before
+    }
+
+    /// Runs, commits and answers one batch.
+    fn commit(&self, batch: Vec<Box<dyn ThreadJob>>) {
+        let started = Instant::now();
+        let units = batch.len();
+        match self.run_batch(batch) {
+            Ok(ran) => {
+                for unit in ran {
+                    self.metrics.unit(if unit.succeeded {
+                        UnitOutcome::Committed
+                    } else {
+                        UnitOutcome::RolledBack
+                    });
+                    unit.answer.send(Ok(()));
+                }
+            }
+            Err(failure) => self.answer_failure(units, failure),
+        }
+        self.metrics.batch(units, started.elapsed().as_secs_f64());
+    }
+
+    fn execute(&self, sql: &str) -> rusqlite::Result<()> {
+        self.connection.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
+    fn run_batch(&self, batch: Vec<Box<dyn ThreadJob>>) -> Result<Vec<Ran>, Failure> {
+        if let Err(error) = self.execute("BEGIN IMMEDIATE") {
+            return Err(Failure {
+                error,
+                ran: Vec::new(),
+                not_run: batch,
+            });
+        }
+        // A batch of one needs no savepoint: the transaction is the unit's.
+        let several = batch.len() > 1;
+        let mut ran = Vec::with_capacity(batch.len());
+        let mut jobs = batch.into_iter();
+        let mut all_succeeded = true;
+        while let Some(job) = jobs.next() {
+            let opened = if several {
+                self.execute(SAVEPOINT)
+            } else {
+                Ok(())
+            };
+            if let Err(error) = opened {
+                return Err(self.abandon(error, ran, std::iter::once(job).chain(jobs).collect()));
+            }
+            let succeeded = match job.run(&self.connection) {
+                Ok(unit) => {
+                    let succeeded = unit.succeeded;
+                    ran.push(unit);
+                    succeeded
+                }
+                Err(()) => {
+                    tracing::error!(
+                        database = %self.database,
+                        "a write unit panicked; rolling it back"
+                    );
+                    self.metrics.unit(UnitOutcome::Failed);
+                    false
+                }
+            };
+            all_succeeded &= succeeded;
+            let ended = match (several, succeeded) {
+                (true, true) => self.execute(RELEASE),
+                (true, false) => self
+                    .execute(ROLLBACK_TO)
+                    .and_then(|()| self.execute(RELEASE)),
+                (false, _) => Ok(()),
+            };
+            if let Err(error) = ended {
+                return Err(self.abandon(error, ran, jobs.collect()));
+            }
+        }
+        let end = if several || all_succeeded {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        match self.execute(end) {
+            Ok(()) => Ok(ran),
+            Err(error) => Err(self.abandon(error, ran, Vec::new())),
+        }
+    }
+
+    /// Rolls the open transaction back (whatever a failed statement left)
+    /// and returns the failure to answer.
+    fn abandon(
+        &self,
+        error: rusqlite::Error,
+        ran: Vec<Ran>,
+        not_run: Vec<Box<dyn ThreadJob>>,
+    ) -> Failure {
+        if !self.connection.is_autocommit() {
+            if let Err(rollback) = self.execute("ROLLBACK") {
+                tracing::warn!(database = %self.database, error = %rollback, "rolling back a failed batch failed");
+            }
+        }
+        Failure {
+            error,
+            ran,
+            not_run,
+        }
+    }
+
+    fn answer_failure(&self, units: usize, failure: Failure) {
+        let transient = is_transient(&failure.error);
+        tracing::warn!(
+            database = %self.database,
+            units,
+            error = %failure.error,
+            "a batch of writes did not commit; its callers get the error"
+        );
+        let error = WriteError::Batch {
+            database: self.database.clone(),
+            units,
+            transient,
+            source: Arc::new(failure.error),
+        };
+        for unit in failure.ran {
+            self.metrics.unit(UnitOutcome::Failed);
+            unit.answer.send(Err(&error));
+        }
+        for job in failure.not_run {
+            self.metrics.unit(UnitOutcome::Failed);
+            job.fail(&error);
+        }
+    }
+}
+
+/// Why a batch did not commit, and the units it leaves to answer.
+struct Failure {
+    error: rusqlite::Error,
+    ran: Vec<Ran>,
+    not_run: Vec<Box<dyn ThreadJob>>,
+}
+
+/// Whether a SQLite error is worth a retry: busy or locked (another
+/// process's writer held the file past the busy timeout).
+fn is_transient(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+#[cfg(test)]
+mod tests;
