@@ -188,7 +188,7 @@ impl From<StoreError> for Status {
                 tracing::warn!(%error, "inventory write not committed");
                 Status::unavailable("the inventory database is busy or unreachable; try again")
             }
-            StoreError::Database(_) | StoreError::Write(_) => {
+            StoreError::Database(_) | StoreError::Sqlite(_) | StoreError::Write(_) => {
                 // The cause goes to the log only: SQL text is not for callers.
                 tracing::error!(%error, "inventory database error");
                 Status::internal("the inventory database failed; the error was logged")

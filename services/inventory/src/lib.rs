@@ -79,7 +79,7 @@ impl mesh::config::ServiceConfig for Config {
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
     let pool = bound.open_storage(&MIGRATOR).await?;
-    let store = store::Store::new(pool);
+    let store = store::Store::new(pool)?;
     let sweeper = tokio::spawn(release_expired(store.clone(), config.reservation_sweep));
     let handler = grpc::InventoryService::new(
         store,

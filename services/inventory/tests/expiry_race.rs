@@ -10,7 +10,7 @@ async fn open(dir: &std::path::Path) -> Store {
     let pool = mesh::storage::open("inventory", None, dir, &inventory::MIGRATOR)
         .await
         .expect("open the inventory database");
-    Store::new(pool)
+    Store::new(pool).expect("start the inventory writer")
 }
 
 /// Reservations contended at their expiry instant.

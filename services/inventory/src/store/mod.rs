@@ -11,23 +11,26 @@
 //!   of reserving twice. On SQLite the writer's `BEGIN IMMEDIATE` holds the
 //!   database's write lock before the unit's first statement, so no other
 //!   writer runs between its statements and a read never has to upgrade to a
-//!   write; there the units go in one or two queries ([`folded`]);
+//!   write;
 //! - item rows are updated in SKU order, so two transactions never lock the
 //!   same items in opposite orders.
 //!
 //! Every write goes through the database's group-commit writer
-//! ([`mesh::storage::GroupCommit`]): each Reserve/Release/Commit is one write
+//! ([`mesh::storage::Writer`]): each Reserve/Release/Commit is one write
 //! unit (all or nothing, in its own savepoint), answered only once it is
-//! committed durably, and concurrent ones share that commit.
+//! committed durably, and concurrent ones share that commit. On a SQLite
+//! file the units run on the database's own thread ([`on_thread`]), with
+//! the statements of the pool's units below (a statement there costs no
+//! hand-off between threads); elsewhere through the pool.
 
 use std::collections::HashMap;
 
-use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
+use mesh::storage::{GroupCommitOptions, StorageError, WriteError, Writer};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{self, Line, ReservationRequest, Shortage, State, StockAddition, Transition};
 
-mod folded;
+mod on_thread;
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +91,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database failed (a unit on SQLite's writer thread).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The write was not committed (a full queue, a failed batch).
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -142,15 +148,15 @@ pub struct ReservationRecord {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    writer: GroupCommit,
+    writer: Writer,
 }
 
 impl Store {
     /// Wraps an open, migrated pool and starts its writer (call inside a
     /// Tokio runtime).
-    pub fn new(pool: AnyPool) -> Self {
-        let writer = GroupCommit::start("inventory", pool.clone(), GroupCommitOptions::default());
-        Self { pool, writer }
+    pub fn new(pool: AnyPool) -> Result<Self, StorageError> {
+        let writer = Writer::start("inventory", &pool, GroupCommitOptions::default())?;
+        Ok(Self { pool, writer })
     }
 
     /// Adds units to a SKU (creating it) and sets its price, in one statement.
@@ -160,35 +166,34 @@ impl Store {
         now_unix_ms: i64,
     ) -> Result<ItemRecord, StoreError> {
         let unit_addition = addition.clone();
-        let added = self
-            .writer
-            .write(move |connection| {
-                Box::pin(async move {
-                    let addition = unit_addition;
-        let row = sqlx::query(&format!(
-            "INSERT INTO items (sku, available, reserved, unit_price_cents, updated_at_unix_ms, committed, currency) \
-             VALUES ($1, $2, 0, $3, $4, 0, $6) \
-             ON CONFLICT (sku) DO UPDATE SET \
-                available = items.available + excluded.available, \
-                unit_price_cents = excluded.unit_price_cents, \
-                currency = excluded.currency, \
-                updated_at_unix_ms = excluded.updated_at_unix_ms \
-             WHERE items.available + items.reserved <= $5 \
-               AND (items.currency = excluded.currency OR items.reserved = 0) \
-             RETURNING {ITEM_COLUMNS}"
-        ))
-        .bind(&addition.sku)
-        .bind(addition.quantity)
-        .bind(addition.unit_price_cents)
-        .bind(now_unix_ms)
-        .bind(domain::MAX_STOCK - addition.quantity)
-        .bind(&addition.currency)
-        .fetch_optional(&mut *connection)
-        .await?;
-        row.map(|row| item(&row)).transpose()
-                })
-            })
-            .await?;
+        let added = match &self.writer {
+            Writer::Sqlite(writer) => {
+                writer
+                    .write(move |connection| {
+                        on_thread::add_stock(connection, &unit_addition, now_unix_ms)
+                    })
+                    .await?
+            }
+            Writer::Pool(writer) => {
+                writer
+                    .write(move |connection| {
+                        Box::pin(async move {
+                            let addition = unit_addition;
+                            let row = sqlx::query(ADD_STOCK)
+                                .bind(&addition.sku)
+                                .bind(addition.quantity)
+                                .bind(addition.unit_price_cents)
+                                .bind(now_unix_ms)
+                                .bind(domain::MAX_STOCK - addition.quantity)
+                                .bind(&addition.currency)
+                                .fetch_optional(&mut *connection)
+                                .await?;
+                            row.map(|row| item(&row)).transpose()
+                        })
+                    })
+                    .await?
+            }
+        };
         match added {
             Some(record) => Ok(record),
             None => {
@@ -241,16 +246,27 @@ impl Store {
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
         let request = request.clone();
-        self.writer
-            .write(move |connection| {
-                Box::pin(reserve_in(
-                    connection,
-                    request,
-                    expires_at_unix_ms,
-                    now_unix_ms,
-                ))
-            })
-            .await
+        match &self.writer {
+            Writer::Sqlite(writer) => {
+                writer
+                    .write(move |connection| {
+                        on_thread::reserve(connection, request, expires_at_unix_ms, now_unix_ms)
+                    })
+                    .await
+            }
+            Writer::Pool(writer) => {
+                writer
+                    .write(move |connection| {
+                        Box::pin(reserve_in(
+                            connection,
+                            request,
+                            expires_at_unix_ms,
+                            now_unix_ms,
+                        ))
+                    })
+                    .await
+            }
+        }
     }
 
     /// RESERVED → RELEASED, its units back to available. Idempotent.
@@ -321,12 +337,24 @@ impl Store {
         now_unix_ms: i64,
     ) -> Result<ReservationRecord, StoreError> {
         let id = reservation_id.to_owned();
-        let reservation = self
-            .writer
-            .write(move |connection| {
-                Box::pin(async move { settle_in(connection, &id, change, now_unix_ms).await })
-            })
-            .await?;
+        let reservation = match &self.writer {
+            Writer::Sqlite(writer) => {
+                writer
+                    .write(move |connection| {
+                        on_thread::settle(connection, &id, change, now_unix_ms)
+                    })
+                    .await?
+            }
+            Writer::Pool(writer) => {
+                writer
+                    .write(move |connection| {
+                        Box::pin(
+                            async move { settle_in(connection, &id, change, now_unix_ms).await },
+                        )
+                    })
+                    .await?
+            }
+        };
         if change == Move::Commit && reservation.state == State::Released {
             // Expired: released by this very write (committed, so the stock
             // is back); the sale cannot happen.
@@ -336,34 +364,26 @@ impl Store {
     }
 }
 
-/// [`Store::reserve`]'s write unit: every line or none (a failure rolls
-/// the unit's savepoint back). SQLite's runs in two queries
-/// ([`folded::reserve_in`]); this is PostgreSQL's, a statement at a time.
+/// [`Store::reserve`]'s write unit through the pool: every line or none (a
+/// failure rolls the unit's savepoint back). [`on_thread::reserve`] is the
+/// same unit on SQLite's writer thread.
 async fn reserve_in(
     connection: &mut AnyConnection,
     request: ReservationRequest,
     expires_at_unix_ms: i64,
     now_unix_ms: i64,
 ) -> Result<ReservationRecord, StoreError> {
-    if connection.backend_name() == "SQLite" {
-        return folded::reserve_in(connection, request, expires_at_unix_ms, now_unix_ms).await;
-    }
     let id = &request.reservation_id;
 
     // First statement a write: claim the id (or find it taken).
-    let claimed = sqlx::query(
-        "INSERT INTO reservations \
-            (reservation_id, state, total_cents, created_at_unix_ms, updated_at_unix_ms, currency, expires_at_unix_ms) \
-         VALUES ($1, $2, 0, $3, $3, '', $4) \
-         ON CONFLICT (reservation_id) DO NOTHING",
-    )
-    .bind(id)
-    .bind(State::Reserved.as_str())
-    .bind(now_unix_ms)
-    .bind(expires_at_unix_ms)
-    .execute(&mut *connection)
-    .await?
-    .rows_affected();
+    let claimed = sqlx::query(CLAIM)
+        .bind(id)
+        .bind(State::Reserved.as_str())
+        .bind(now_unix_ms)
+        .bind(expires_at_unix_ms)
+        .execute(&mut *connection)
+        .await?
+        .rows_affected();
     if claimed == 0 {
         return existing_reservation(connection, &request).await;
     }
@@ -372,17 +392,12 @@ async fn reserve_in(
     let mut taken = Vec::new();
     let mut short = Vec::new();
     for line in by_sku(&request.lines) {
-        let row = sqlx::query(
-            "UPDATE items SET available = available - $1, reserved = reserved + $1, \
-                updated_at_unix_ms = $3 \
-             WHERE sku = $2 AND available >= $1 \
-             RETURNING unit_price_cents, currency",
-        )
-        .bind(line.quantity)
-        .bind(&line.sku)
-        .bind(now_unix_ms)
-        .fetch_optional(&mut *connection)
-        .await?;
+        let row = sqlx::query(TAKE)
+            .bind(line.quantity)
+            .bind(&line.sku)
+            .bind(now_unix_ms)
+            .fetch_optional(&mut *connection)
+            .await?;
         match row {
             Some(row) => taken.push(Taken {
                 sku: line.sku.clone(),
@@ -398,27 +413,21 @@ async fn reserve_in(
     let priced = Priced::of(&request, &taken)?;
 
     for (line_no, line) in priced.lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO reservation_lines \
-                (reservation_id, line_no, sku, quantity, unit_price_cents) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
+        sqlx::query(INSERT_LINE)
+            .bind(id)
+            .bind(line_no as i64)
+            .bind(&line.sku)
+            .bind(line.quantity)
+            .bind(line.unit_price_cents)
+            .execute(&mut *connection)
+            .await?;
+    }
+    sqlx::query(SET_TOTAL)
         .bind(id)
-        .bind(line_no as i64)
-        .bind(&line.sku)
-        .bind(line.quantity)
-        .bind(line.unit_price_cents)
+        .bind(priced.total_cents)
+        .bind(&priced.currency)
         .execute(&mut *connection)
         .await?;
-    }
-    sqlx::query(
-        "UPDATE reservations SET total_cents = $2, currency = $3 WHERE reservation_id = $1",
-    )
-    .bind(id)
-    .bind(priced.total_cents)
-    .bind(&priced.currency)
-    .execute(&mut *connection)
-    .await?;
     Ok(priced.into_record(request.reservation_id, expires_at_unix_ms))
 }
 
@@ -535,7 +544,7 @@ async fn shortages(
         if !short.iter().any(|s| s.sku == line.sku) {
             continue;
         }
-        let available = sqlx::query("SELECT available FROM items WHERE sku = $1")
+        let available = sqlx::query(AVAILABLE)
             .bind(&line.sku)
             .fetch_optional(&mut *connection)
             .await?
@@ -550,39 +559,48 @@ async fn shortages(
     Ok(StoreError::Insufficient(shortages))
 }
 
-/// [`Store::settle`]'s write unit: the reservation as this change left it
-/// (a failure rolls the unit's savepoint back). SQLite's runs in one query
-/// ([`folded::settle_in`]); this is PostgreSQL's, a statement at a time.
+/// [`Store::settle`]'s write unit through the pool: the reservation as this
+/// change left it (a failure rolls the unit's savepoint back).
+/// [`on_thread::settle`] is the same unit on SQLite's writer thread.
 async fn settle_in(
     connection: &mut AnyConnection,
     reservation_id: &str,
     change: Move,
     now_unix_ms: i64,
 ) -> Result<ReservationRecord, StoreError> {
-    if connection.backend_name() == "SQLite" {
-        return folded::settle_in(connection, reservation_id, change, now_unix_ms).await;
-    }
     // The moved row comes back from the write itself (no second read).
-    let moved = sqlx::query(&format!(
-        "UPDATE reservations SET state = {}, updated_at_unix_ms = $2 \
-         WHERE reservation_id = $1 AND {} RETURNING {RESERVATION_COLUMNS}",
-        change.new_state_sql(),
-        change.condition_sql()
-    ))
-    .bind(reservation_id)
-    .bind(now_unix_ms)
-    .fetch_optional(&mut *connection)
-    .await?;
+    let moved = sqlx::query(change.sql())
+        .bind(reservation_id)
+        .bind(now_unix_ms)
+        .fetch_optional(&mut *connection)
+        .await?;
 
     let Some(moved) = moved else {
         return unmoved(connection, reservation_id, change).await;
     };
     let reservation = reservation_from_row(&mut *connection, reservation_id, &moved).await?;
-    let target = reservation.state;
+    let statement = items_move_sql(reservation.state);
+    for line in lines_by_sku(&reservation.lines) {
+        let updated = sqlx::query(statement)
+            .bind(line.quantity)
+            .bind(&line.sku)
+            .bind(now_unix_ms)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected();
+        if updated != 1 {
+            return Err(units_missing(line, reservation_id));
+        }
+    }
+    Ok(reservation)
+}
 
-    // Release puts the units back on the shelf; Commit sells them;
-    // Restock returns sold units to the shelf.
-    let statement = match target {
+/// The statement that moves a settled line's units between an item's
+/// counts, for the state the reservation moved to (`$1` quantity, `$2` SKU,
+/// `$3` now): Release puts the units back on the shelf, Commit sells them,
+/// Restock returns sold units to the shelf.
+fn items_move_sql(target: State) -> &'static str {
+    match target {
         State::Released => {
             "UPDATE items SET reserved = reserved - $1, available = available + $1, \
                 updated_at_unix_ms = $3 \
@@ -598,22 +616,14 @@ async fn settle_in(
                 updated_at_unix_ms = $3 \
              WHERE sku = $2 AND reserved >= $1"
         }
-    };
-    let mut by_sku: Vec<&LineRecord> = reservation.lines.iter().collect();
-    by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
-    for line in by_sku {
-        let updated = sqlx::query(statement)
-            .bind(line.quantity)
-            .bind(&line.sku)
-            .bind(now_unix_ms)
-            .execute(&mut *connection)
-            .await?
-            .rows_affected();
-        if updated != 1 {
-            return Err(units_missing(line, reservation_id));
-        }
     }
-    Ok(reservation)
+}
+
+/// A reservation's lines in SKU order (the order units take item rows in).
+fn lines_by_sku(lines: &[LineRecord]) -> Vec<&LineRecord> {
+    let mut by_sku: Vec<&LineRecord> = lines.iter().collect();
+    by_sku.sort_by(|a, b| a.sku.cmp(&b.sku));
+    by_sku
 }
 
 /// A settle found `line`'s item holding fewer reserved (or sold) units than
@@ -685,6 +695,26 @@ impl Move {
         }
     }
 
+    /// The conditional state change, returning the moved reservation's
+    /// [`RESERVATION_COLUMNS`] (`$1` the reservation, `$2` now).
+    fn sql(self) -> &'static str {
+        static SQL: [std::sync::OnceLock<String>; 4] = [const { std::sync::OnceLock::new() }; 4];
+        let index = match self {
+            Move::Release => 0,
+            Move::Commit => 1,
+            Move::Restock => 2,
+            Move::ReleaseExpired => 3,
+        };
+        SQL[index].get_or_init(|| {
+            format!(
+                "UPDATE reservations SET state = {}, updated_at_unix_ms = $2 \
+                 WHERE reservation_id = $1 AND {} RETURNING {RESERVATION_COLUMNS}",
+                self.new_state_sql(),
+                self.condition_sql()
+            )
+        })
+    }
+
     /// What it does to a reservation it did not move.
     fn transition(self, state: State) -> Transition {
         match self {
@@ -698,16 +728,18 @@ impl Move {
 /// The columns [`reservation_from_row`] reads.
 const RESERVATION_COLUMNS: &str = "state, total_cents, currency, expires_at_unix_ms";
 
+/// A reservation's [`RESERVATION_COLUMNS`] (`$1` its id).
+const RESERVATION_OF: &str =
+    "SELECT state, total_cents, currency, expires_at_unix_ms FROM reservations WHERE reservation_id = $1";
+
 async fn load_reservation(
     connection: &mut AnyConnection,
     reservation_id: &str,
 ) -> Result<Option<ReservationRecord>, StoreError> {
-    let Some(row) = sqlx::query(&format!(
-        "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE reservation_id = $1"
-    ))
-    .bind(reservation_id)
-    .fetch_optional(&mut *connection)
-    .await?
+    let Some(row) = sqlx::query(RESERVATION_OF)
+        .bind(reservation_id)
+        .fetch_optional(&mut *connection)
+        .await?
     else {
         return Ok(None);
     };
@@ -753,20 +785,45 @@ fn reservation_with(
     row: &AnyRow,
     lines: Vec<LineRecord>,
 ) -> Result<ReservationRecord, StoreError> {
-    let state_text: String = row.try_get("state")?;
-    let state = State::parse(&state_text).ok_or_else(|| {
-        StoreError::Inconsistent(format!(
-            "reservation {reservation_id} has the unknown state {state_text:?}"
-        ))
-    })?;
-    Ok(ReservationRecord {
-        reservation_id: reservation_id.to_owned(),
-        state,
-        lines,
+    ReservationHead {
+        state: row.try_get("state")?,
         total_cents: row.try_get("total_cents")?,
         currency: row.try_get("currency")?,
         expires_at_unix_ms: row.try_get("expires_at_unix_ms")?,
-    })
+    }
+    .with_lines(reservation_id, lines)
+}
+
+/// A reservation's [`RESERVATION_COLUMNS`] as read.
+struct ReservationHead {
+    state: String,
+    total_cents: i64,
+    currency: String,
+    expires_at_unix_ms: i64,
+}
+
+impl ReservationHead {
+    /// The reservation with its `lines`, its state checked.
+    fn with_lines(
+        self,
+        reservation_id: &str,
+        lines: Vec<LineRecord>,
+    ) -> Result<ReservationRecord, StoreError> {
+        let state = State::parse(&self.state).ok_or_else(|| {
+            StoreError::Inconsistent(format!(
+                "reservation {reservation_id} has the unknown state {:?}",
+                self.state
+            ))
+        })?;
+        Ok(ReservationRecord {
+            reservation_id: reservation_id.to_owned(),
+            state,
+            lines,
+            total_cents: self.total_cents,
+            currency: self.currency,
+            expires_at_unix_ms: self.expires_at_unix_ms,
+        })
+    }
 }
 
 fn item(row: &AnyRow) -> Result<ItemRecord, StoreError> {
@@ -782,6 +839,44 @@ fn item(row: &AnyRow) -> Result<ItemRecord, StoreError> {
 
 const ITEM_COLUMNS: &str = "sku, available, reserved, unit_price_cents, committed, currency";
 
+/// AddStock's upsert: $1 SKU, $2 units, $3 price, $4 now, $5 the most units
+/// the item may hold before it, $6 currency; the item comes back unless the
+/// limit or a currency change with units held refuses it.
+const ADD_STOCK: &str = "INSERT INTO items (sku, available, reserved, unit_price_cents, updated_at_unix_ms, committed, currency) \
+     VALUES ($1, $2, 0, $3, $4, 0, $6) \
+     ON CONFLICT (sku) DO UPDATE SET \
+        available = items.available + excluded.available, \
+        unit_price_cents = excluded.unit_price_cents, \
+        currency = excluded.currency, \
+        updated_at_unix_ms = excluded.updated_at_unix_ms \
+     WHERE items.available + items.reserved <= $5 \
+       AND (items.currency = excluded.currency OR items.reserved = 0) \
+     RETURNING sku, available, reserved, unit_price_cents, committed, currency";
+
+/// Reserve's claim of its id: $1 id, $2 RESERVED, $3 now, $4 expiry.
+const CLAIM: &str = "INSERT INTO reservations \
+        (reservation_id, state, total_cents, created_at_unix_ms, updated_at_unix_ms, currency, expires_at_unix_ms) \
+     VALUES ($1, $2, 0, $3, $3, '', $4) \
+     ON CONFLICT (reservation_id) DO NOTHING";
+
+/// One line's take: $1 units of SKU $2 at $3 now, the item's price back.
+const TAKE: &str = "UPDATE items SET available = available - $1, reserved = reserved + $1, \
+        updated_at_unix_ms = $3 \
+     WHERE sku = $2 AND available >= $1 \
+     RETURNING unit_price_cents, currency";
+
+/// One reservation line: $1 id, $2 line number, $3 SKU, $4 units, $5 price.
+const INSERT_LINE: &str = "INSERT INTO reservation_lines \
+        (reservation_id, line_no, sku, quantity, unit_price_cents) \
+     VALUES ($1, $2, $3, $4, $5)";
+
+/// A claimed reservation's total: $1 id, $2 total, $3 currency.
+const SET_TOTAL: &str =
+    "UPDATE reservations SET total_cents = $2, currency = $3 WHERE reservation_id = $1";
+
+/// What an item holds: $1 its SKU.
+const AVAILABLE: &str = "SELECT available FROM items WHERE sku = $1";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -793,7 +888,7 @@ mod tests {
         let pool = mesh::storage::open("inventory", None, dir, &crate::MIGRATOR)
             .await
             .expect("open the inventory database");
-        Store::new(pool)
+        Store::new(pool).expect("start the inventory writer")
     }
 
     async fn stock(store: &Store, sku: &str, quantity: i64, price: i64) -> ItemRecord {

@@ -1,9 +1,10 @@
 //! payments' write units on a SQLite file's writer thread
 //! ([`mesh::storage::SqliteWriter`]): the statements of the pool's units
-//! (the parent module), run where the connection lives, each prepared once
-//! and cached by the connection.
+//! (the parent module), with the same SQL, run where the connection lives,
+//! each prepared once and cached by the connection (its `$n` arguments bound
+//! by name).
 
-use rusqlite::{params, OptionalExtension as _};
+use rusqlite::{named_params, OptionalExtension as _};
 
 use super::{
     refunded, replayed, ChargeOutcome, Payment, StoreError, BY_ID, BY_KEY, INSERT_CHARGE, REFUND,
@@ -22,16 +23,16 @@ pub(super) fn charge(
     let inserted = connection
         .prepare_cached(INSERT_CHARGE)?
         .query_row(
-            params![
-                payment_id,
-                charge.idempotency_key,
-                charge.user_id,
-                charge.amount_cents,
-                charge.currency,
-                decision.status().as_str(),
-                decision.reason(),
-                now_unix_ms,
-            ],
+            named_params! {
+                "$1": payment_id,
+                "$2": charge.idempotency_key,
+                "$3": charge.user_id,
+                "$4": charge.amount_cents,
+                "$5": charge.currency,
+                "$6": decision.status().as_str(),
+                "$7": decision.reason(),
+                "$8": now_unix_ms,
+            },
             columns,
         )
         .optional()?;
@@ -40,7 +41,7 @@ pub(super) fn charge(
     }
     let existing = connection
         .prepare_cached(BY_KEY)?
-        .query_row([&charge.idempotency_key], columns)
+        .query_row(named_params! { "$1": charge.idempotency_key }, columns)
         .optional()?;
     replayed(charge, existing.map(payment).transpose()?)
 }
@@ -51,15 +52,15 @@ pub(super) fn refund(
     payment_id: &str,
     now_unix_ms: i64,
 ) -> Result<Payment, StoreError> {
-    connection.prepare_cached(REFUND)?.execute(params![
-        PaymentStatus::Refunded.as_str(),
-        now_unix_ms,
-        payment_id,
-        PaymentStatus::Captured.as_str(),
-    ])?;
+    connection.prepare_cached(REFUND)?.execute(named_params! {
+        "$1": PaymentStatus::Refunded.as_str(),
+        "$2": now_unix_ms,
+        "$3": payment_id,
+        "$4": PaymentStatus::Captured.as_str(),
+    })?;
     let row = connection
         .prepare_cached(BY_ID)?
-        .query_row([payment_id], columns)
+        .query_row(named_params! { "$1": payment_id }, columns)
         .optional()?;
     refunded(payment_id, row.map(payment).transpose()?)
 }
