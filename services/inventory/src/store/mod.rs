@@ -512,9 +512,18 @@ async fn existing_reservation(
     connection: &mut AnyConnection,
     request: &ReservationRequest,
 ) -> Result<ReservationRecord, StoreError> {
+    let existing = load_reservation(&mut *connection, &request.reservation_id).await?;
+    replayed(request, existing)
+}
+
+/// What a Reserve whose id is taken answers, given the reservation stored
+/// under it.
+fn replayed(
+    request: &ReservationRequest,
+    existing: Option<ReservationRecord>,
+) -> Result<ReservationRecord, StoreError> {
     let id = &request.reservation_id;
-    let existing = load_reservation(&mut *connection, id)
-        .await?
+    let existing = existing
         .ok_or_else(|| StoreError::Inconsistent(format!("reservation {id} vanished while read")))?;
     let existing_lines: Vec<Line> = existing
         .lines
@@ -540,10 +549,7 @@ async fn shortages(
     short: &[&Line],
 ) -> Result<StoreError, StoreError> {
     let mut shortages = Vec::new();
-    for line in &request.lines {
-        if !short.iter().any(|s| s.sku == line.sku) {
-            continue;
-        }
+    for line in short_in_request_order(request, short) {
         let available = sqlx::query(AVAILABLE)
             .bind(&line.sku)
             .fetch_optional(&mut *connection)
@@ -557,6 +563,18 @@ async fn shortages(
         });
     }
     Ok(StoreError::Insufficient(shortages))
+}
+
+/// The `short` lines in the caller's order (the order a shortage names them in).
+fn short_in_request_order<'r>(
+    request: &'r ReservationRequest,
+    short: &[&Line],
+) -> impl Iterator<Item = &'r Line> {
+    let short: Vec<String> = short.iter().map(|line| line.sku.clone()).collect();
+    request
+        .lines
+        .iter()
+        .filter(move |line| short.contains(&line.sku))
 }
 
 /// [`Store::settle`]'s write unit through the pool: the reservation as this
@@ -642,21 +660,35 @@ async fn unmoved(
     reservation_id: &str,
     change: Move,
 ) -> Result<ReservationRecord, StoreError> {
-    let Some(reservation) = load_reservation(&mut *connection, reservation_id).await? else {
-        return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
-    };
-    match change.transition(reservation.state) {
-        Transition::AlreadyDone => Ok(reservation),
-        Transition::Refuse => Err(StoreError::WrongState {
-            reservation_id: reservation_id.to_owned(),
-            state: reservation.state,
-        }),
-        // Still RESERVED and not moved: the sweeper found it not expired
-        // (any other move of a RESERVED one always applies).
-        Transition::Apply => Err(StoreError::WrongState {
-            reservation_id: reservation_id.to_owned(),
-            state: reservation.state,
-        }),
+    let found = load_reservation(&mut *connection, reservation_id).await?;
+    change.unmoved(reservation_id, found)
+}
+
+impl Move {
+    /// What a settle whose conditional write moved nothing answers, given
+    /// the reservation as it is (`found`): it if the change was already
+    /// made, else why the change cannot be made.
+    fn unmoved(
+        self,
+        reservation_id: &str,
+        found: Option<ReservationRecord>,
+    ) -> Result<ReservationRecord, StoreError> {
+        let Some(reservation) = found else {
+            return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
+        };
+        match self.transition(reservation.state) {
+            Transition::AlreadyDone => Ok(reservation),
+            Transition::Refuse => Err(StoreError::WrongState {
+                reservation_id: reservation_id.to_owned(),
+                state: reservation.state,
+            }),
+            // Still RESERVED and not moved: the sweeper found it not expired
+            // (any other move of a RESERVED one always applies).
+            Transition::Apply => Err(StoreError::WrongState {
+                reservation_id: reservation_id.to_owned(),
+                state: reservation.state,
+            }),
+        }
     }
 }
 

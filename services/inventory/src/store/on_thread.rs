@@ -9,11 +9,11 @@
 use rusqlite::{named_params, OptionalExtension as _};
 
 use super::{
-    by_sku, items_move_sql, lines_by_sku, units_missing, ItemRecord, LineRecord, Move, Priced,
-    ReservationHead, ReservationRecord, StoreError, Taken, ADD_STOCK, AVAILABLE, CLAIM,
-    INSERT_LINE, LINES_OF, RESERVATION_OF, SET_TOTAL, TAKE,
+    by_sku, items_move_sql, lines_by_sku, replayed, short_in_request_order, units_missing,
+    ItemRecord, LineRecord, Move, Priced, ReservationHead, ReservationRecord, StoreError, Taken,
+    ADD_STOCK, AVAILABLE, CLAIM, INSERT_LINE, LINES_OF, RESERVATION_OF, SET_TOTAL, TAKE,
 };
-use crate::domain::{self, Line, ReservationRequest, Shortage, State, StockAddition, Transition};
+use crate::domain::{self, Line, ReservationRequest, Shortage, State, StockAddition};
 
 type Connection = rusqlite::Connection;
 
@@ -149,16 +149,10 @@ fn unmoved(
     reservation_id: &str,
     change: Move,
 ) -> Result<ReservationRecord, StoreError> {
-    let Some(reservation) = load_reservation(connection, reservation_id)? else {
-        return Err(StoreError::ReservationNotFound(reservation_id.to_owned()));
-    };
-    match change.transition(reservation.state) {
-        Transition::AlreadyDone => Ok(reservation),
-        Transition::Refuse | Transition::Apply => Err(StoreError::WrongState {
-            reservation_id: reservation_id.to_owned(),
-            state: reservation.state,
-        }),
-    }
+    change.unmoved(
+        reservation_id,
+        load_reservation(connection, reservation_id)?,
+    )
 }
 
 /// [`super::existing_reservation`] on this connection.
@@ -166,22 +160,10 @@ fn existing_reservation(
     connection: &Connection,
     request: &ReservationRequest,
 ) -> Result<ReservationRecord, StoreError> {
-    let id = &request.reservation_id;
-    let existing = load_reservation(connection, id)?
-        .ok_or_else(|| StoreError::Inconsistent(format!("reservation {id} vanished while read")))?;
-    let existing_lines: Vec<Line> = existing
-        .lines
-        .iter()
-        .map(|line| Line {
-            sku: line.sku.clone(),
-            quantity: line.quantity,
-        })
-        .collect();
-    if domain::same_items(&existing_lines, &request.lines) {
-        Ok(existing)
-    } else {
-        Err(StoreError::ReservationIdReused(id.clone()))
-    }
+    replayed(
+        request,
+        load_reservation(connection, &request.reservation_id)?,
+    )
 }
 
 /// [`super::shortages`] on this connection.
@@ -191,10 +173,7 @@ fn shortages(
     short: &[&Line],
 ) -> Result<StoreError, StoreError> {
     let mut shortages = Vec::new();
-    for line in &request.lines {
-        if !short.iter().any(|s| s.sku == line.sku) {
-            continue;
-        }
+    for line in short_in_request_order(request, short) {
         let available = connection
             .prepare_cached(AVAILABLE)?
             .query_row(named_params! { "$1": line.sku }, |row| row.get::<_, i64>(0))
