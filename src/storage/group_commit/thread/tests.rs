@@ -267,3 +267,72 @@ fn busy_and_locked_are_worth_a_retry_and_a_constraint_is_not() {
     assert!(!is_transient(&failure(19)));
     assert!(!is_transient(&rusqlite::Error::QueryReturnedNoRows));
 }
+
+/// The writer's batches and units so far, from its metrics.
+fn batches_and_units(database: &str) -> (f64, f64) {
+    let text = crate::telemetry::metrics::encode_text();
+    let value = |series: &str| {
+        let prefix = format!("{series}{{database=\"{database}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map(|value| value.trim().parse::<f64>().expect("a number"))
+            .unwrap_or(0.0)
+    };
+    (
+        value("mesh_storage_write_batch_size_count"),
+        value("mesh_storage_write_batch_size_sum"),
+    )
+}
+
+#[tokio::test]
+async fn units_run_in_the_order_write_was_called_in_batches_of_at_most_the_bound() {
+    let db = database().await;
+    let writer = SqliteWriter::start(
+        "thread_bounded_test",
+        &db.path,
+        GroupCommitOptions {
+            max_batch: 8,
+            ..GroupCommitOptions::default()
+        },
+    )
+    .expect("start the writer");
+    let (open, gated) = gate(&writer);
+    // Each unit inserts its note and counts the notes it sees.
+    let units: Vec<_> = (1..=20)
+        .map(|id| {
+            writer.write(move |connection| {
+                connection.execute("INSERT INTO notes (id, body) VALUES (?1, 'x')", [id])?;
+                Ok::<i64, TestError>(connection.query_row(
+                    "SELECT COUNT(*) FROM notes",
+                    [],
+                    |row| row.get(0),
+                )?)
+            })
+        })
+        .collect();
+    open.send(()).expect("the gate is waiting");
+    gated.await.expect("the gate");
+    let seen: Vec<i64> = futures::future::join_all(units)
+        .await
+        .into_iter()
+        .map(|answer| answer.expect("every unit commits"))
+        .collect();
+    assert_eq!(seen, (1..=20).collect::<Vec<i64>>(), "unit n saw n notes");
+    // The gate alone, then 8 + 8 + 4.
+    assert_eq!(batches_and_units("thread_bounded_test"), (4.0, 21.0));
+}
+
+#[tokio::test]
+async fn units_queued_before_the_last_handle_is_dropped_are_still_committed() {
+    let db = database().await;
+    let writer = writer(&db, GroupCommitOptions::default());
+    let (open, gated) = gate(&writer);
+    let units: Vec<_> = (1..=3).map(|id| insert_note(&writer, id)).collect();
+    drop(writer);
+    open.send(()).expect("the gate is waiting");
+    gated.await.expect("the gate");
+    for answer in futures::future::join_all(units).await {
+        assert!(matches!(answer, Ok(1)), "{answer:?}");
+    }
+    assert_eq!(note_ids(&db.observer).await, vec![1, 2, 3]);
+}
