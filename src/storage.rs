@@ -12,6 +12,7 @@
 
 mod durability;
 mod group_commit;
+mod numbered_args;
 mod sql_per_count;
 mod writer_choice;
 
@@ -26,6 +27,7 @@ use sqlx::{
 pub use group_commit::{
     GroupCommit, GroupCommitOptions, SqliteWriter, SqliteWriterError, WriteError,
 };
+pub use numbered_args::NumberedArgs;
 pub use sql_per_count::SqlPerCount;
 pub use writer_choice::{sqlite_file, Writer};
 

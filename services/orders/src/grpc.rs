@@ -256,7 +256,10 @@ impl From<OrderError> for Status {
                 Status::unavailable("the orders database is busy; try again")
             }
             OrderError::Store(
-                StoreError::Corrupt(_) | StoreError::Database(_) | StoreError::Write(_),
+                StoreError::Corrupt(_)
+                | StoreError::Database(_)
+                | StoreError::Sqlite(_)
+                | StoreError::Write(_),
             ) => {
                 // The cause goes to the log; callers do not see SQL.
                 tracing::error!(%error, "orders storage failure");

@@ -246,13 +246,13 @@ pub async fn run_with(config: Config, upstreams: Upstreams) -> Result<(), ServeE
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
     let pool = bound.open_storage(&MIGRATOR).await?;
     let (store, _relay) = match config.events {
-        Switch::Off => (store::Store::new(pool), None),
+        Switch::Off => (store::Store::new(pool)?, None),
         Switch::On => {
             let wake = outbox::Wake::new(
                 format!("{}-{}", bound.instance_id(), uuid::Uuid::new_v4().simple()),
                 config.outbox_lease,
             );
-            let store = store::Store::with_outbox(pool, wake.clone());
+            let store = store::Store::with_outbox(pool, wake.clone())?;
             let relay =
                 outbox::Relay::new(outbox::Table::over(&store), wake, config.relay_options());
             let consul = if config.service.no_consul {

@@ -2,13 +2,15 @@
 //! writes them (an event is recorded by `crate::store::events::record`, in
 //! its state change's transaction).
 
-use mesh::storage::GroupCommit;
+use mesh::storage::{NumberedArgs, Writer};
 use sqlx::{AnyPool, Row};
 
 use crate::store::{
-    events::{claimed_by_another, lease_in},
+    events::{claimed_by_another, lease_in, LEASE},
     Store, StoreError,
 };
+
+mod on_thread;
 
 /// One pending event, as the relay publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +58,7 @@ impl Pending {
 #[derive(Debug, Clone)]
 pub struct Table {
     pool: AnyPool,
-    writer: GroupCommit,
+    writer: Writer,
 }
 
 /// What publishing one leased order's events gave, for [`Table::finish`].
@@ -130,13 +132,33 @@ impl Table {
         until_unix_ms: i64,
     ) -> Result<bool, StoreError> {
         let (order_id, owner) = (order_id.to_owned(), owner.to_owned());
-        self.writer
-            .write(move |connection| {
-                Box::pin(async move {
-                    Ok(lease_in(connection, &order_id, &owner, now_unix_ms, until_unix_ms).await?)
-                })
-            })
-            .await
+        match &self.writer {
+            Writer::Sqlite(writer) => {
+                writer
+                    .write(move |connection| {
+                        let taken = NumberedArgs::new()
+                            .arg(order_id)
+                            .arg(owner)
+                            .arg(until_unix_ms)
+                            .arg(now_unix_ms)
+                            .rows(connection, LEASE, |_| Ok(()))?;
+                        Ok(!taken.is_empty())
+                    })
+                    .await
+            }
+            Writer::Pool(writer) => {
+                writer
+                    .write(move |connection| {
+                        Box::pin(async move {
+                            Ok(
+                                lease_in(connection, &order_id, &owner, now_unix_ms, until_unix_ms)
+                                    .await?,
+                            )
+                        })
+                    })
+                    .await
+            }
+        }
     }
 
     /// Takes the leases of `order_ids` for `owner` until `until`, in one
@@ -153,7 +175,28 @@ impl Table {
             return Ok(Vec::new());
         }
         let (order_ids, owner) = (order_ids.to_vec(), owner.to_owned());
-        self.writer
+        let writer = match &self.writer {
+            Writer::Sqlite(writer) => {
+                return writer
+                    .write(move |connection| {
+                        let mut args = NumberedArgs::new()
+                            .arg(owner)
+                            .arg(until_unix_ms)
+                            .arg(now_unix_ms);
+                        for order_id in order_ids.iter().cloned() {
+                            args.push(order_id);
+                        }
+                        Ok(
+                            args.rows(connection, &lease_batch_sql(order_ids.len()), |row| {
+                                row.get(0)
+                            })?,
+                        )
+                    })
+                    .await
+            }
+            Writer::Pool(writer) => writer,
+        };
+        writer
             .write(move |connection| {
                 Box::pin(async move {
                     let sql = lease_batch_sql(order_ids.len());
@@ -187,7 +230,17 @@ impl Table {
             return Ok(());
         }
         let owner = owner.to_owned();
-        self.writer
+        let writer = match &self.writer {
+            Writer::Sqlite(writer) => {
+                return writer
+                    .write(move |connection| {
+                        on_thread::finish(connection, &owner, &outcomes, now_unix_ms)
+                    })
+                    .await
+            }
+            Writer::Pool(writer) => writer,
+        };
+        writer
             .write(move |connection| {
                 Box::pin(async move {
                     mark_confirmed(connection, &outcomes, now_unix_ms).await?;
@@ -195,19 +248,14 @@ impl Table {
                         let Some((event_id, error)) = &outcome.failed else {
                             continue;
                         };
-                        let error: String = error.chars().take(300).collect();
                         sqlx::query(FAILED_ATTEMPT)
-                            .bind(error)
+                            .bind(bounded_error(error))
                             .bind(event_id)
                             .bind(&outcome.order_id)
                             .execute(&mut *connection)
                             .await?;
                     }
-                    let leased: Vec<&str> = outcomes
-                        .iter()
-                        .filter(|outcome| !outcome.claim_only)
-                        .map(|outcome| outcome.order_id.as_str())
-                        .collect();
+                    let leased = leased_orders(&outcomes);
                     if !leased.is_empty() {
                         let sql = release_sql(leased.len());
                         let mut release = sqlx::query(&sql).bind(&owner);
@@ -219,11 +267,7 @@ impl Table {
                     // An order whose publish failed keeps pending rows: its
                     // claim (an order's first event) is given up like a
                     // lease, so any relay may take the order at once.
-                    let failed: Vec<&str> = outcomes
-                        .iter()
-                        .filter(|outcome| outcome.failed.is_some())
-                        .map(|outcome| outcome.order_id.as_str())
-                        .collect();
+                    let failed = failed_orders(&outcomes);
                     if !failed.is_empty() {
                         let sql = unclaim_sql(failed.len());
                         let mut unclaim = sqlx::query(&sql).bind(&owner);
@@ -255,7 +299,23 @@ impl Table {
 
     /// Forgets events published before `before` and leases that ended.
     pub async fn prune(&self, before_unix_ms: i64, now_unix_ms: i64) -> Result<u64, StoreError> {
-        self.writer
+        let writer = match &self.writer {
+            Writer::Sqlite(writer) => {
+                return writer
+                    .write(move |connection| {
+                        let pruned = NumberedArgs::new()
+                            .arg(before_unix_ms)
+                            .execute(connection, PRUNE_PUBLISHED)?;
+                        NumberedArgs::new()
+                            .arg(now_unix_ms)
+                            .execute(connection, PRUNE_LEASES)?;
+                        Ok(pruned as u64)
+                    })
+                    .await
+            }
+            Writer::Pool(writer) => writer,
+        };
+        writer
             .write(move |connection| {
                 Box::pin(async move {
                     let pruned = sqlx::query(PRUNE_PUBLISHED)
@@ -272,6 +332,30 @@ impl Table {
             })
             .await
     }
+}
+
+/// A failed publish's error as kept in the row: bounded (it may hold
+/// anything the broker said).
+fn bounded_error(error: &str) -> String {
+    error.chars().take(300).collect()
+}
+
+/// The orders of `outcomes` held by a lease row (not by a claim alone).
+fn leased_orders(outcomes: &[Outcome]) -> Vec<&str> {
+    outcomes
+        .iter()
+        .filter(|outcome| !outcome.claim_only)
+        .map(|outcome| outcome.order_id.as_str())
+        .collect()
+}
+
+/// The orders of `outcomes` whose publish failed.
+fn failed_orders(outcomes: &[Outcome]) -> Vec<&str> {
+    outcomes
+        .iter()
+        .filter(|outcome| outcome.failed.is_some())
+        .map(|outcome| outcome.order_id.as_str())
+        .collect()
 }
 
 /// Marks the confirmed events of every outcome published at `now`, in one
@@ -448,7 +532,7 @@ mod tests {
             .await
             .expect("open the orders database");
         let wake = Wake::new(RELAY, std::time::Duration::from_millis(LEASE_MS as u64));
-        let store = Store::with_outbox(pool, wake.clone());
+        let store = Store::with_outbox(pool, wake.clone()).expect("start the orders writer");
         let table = Table::over(&store);
         (store, table, wake)
     }
@@ -1121,7 +1205,8 @@ mod tests {
                     .await
                     .expect("open the orders database on PostgreSQL");
                 let wake = Wake::new(RELAY, std::time::Duration::from_millis(LEASE_MS as u64));
-                let store = Store::with_outbox(pool, wake.clone());
+                let store =
+                    Store::with_outbox(pool, wake.clone()).expect("start the orders writer");
                 let table = Table::over(&store);
                 (store, table, wake)
             }

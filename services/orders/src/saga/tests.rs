@@ -415,7 +415,7 @@ impl World {
             .unwrap();
         Self {
             _dir: dir,
-            store: Store::new(pool),
+            store: Store::new(pool).expect("start the orders writer"),
             inventory: FakeInventory::with_stock(stock),
             payments: FakePayments::new(mode),
         }

@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use mesh::proto::events::v1::{OrderCancelled, OrderConfirmed, OrderLine, OrderRejected};
+use mesh::{
+    proto::events::v1::{OrderCancelled, OrderConfirmed, OrderLine, OrderRejected},
+    storage::NumberedArgs,
+};
 use prost::Message;
 use sqlx::AnyConnection;
 use tokio::sync::Notify;
@@ -235,12 +238,10 @@ pub(crate) async fn record(
     order: &Order,
     cause: &Cause,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let sequence: i64 = sqlx::query_scalar(
-        "UPDATE orders SET event_sequence = event_sequence + 1 WHERE order_id = $1 RETURNING event_sequence",
-    )
-    .bind(&order.order_id)
-    .fetch_one(&mut *connection)
-    .await?;
+    let sequence: i64 = sqlx::query_scalar(NEXT_SEQUENCE)
+        .bind(&order.order_id)
+        .fetch_one(&mut *connection)
+        .await?;
     record_numbered(connection, order, cause, sequence).await
 }
 
@@ -288,6 +289,72 @@ pub(crate) async fn record_numbered(
     let leased = query.fetch_all(&mut *connection).await?;
     Ok((!leased.is_empty()).then_some(cause.lease_until_unix_ms))
 }
+
+/// [`record`] in a unit on SQLite's writer thread.
+pub(crate) fn record_on_thread(
+    connection: &rusqlite::Connection,
+    order: &Order,
+    cause: &Cause,
+) -> Result<Option<i64>, rusqlite::Error> {
+    let sequence: i64 = NumberedArgs::new()
+        .arg(order.order_id.clone())
+        .first_row(connection, NEXT_SEQUENCE, |row| row.get(0))?
+        .ok_or(rusqlite::Error::QueryReturnedNoRows)?;
+    record_numbered_on_thread(connection, order, cause, sequence)
+}
+
+/// [`record_numbered`] in a unit on SQLite's writer thread: the row (an
+/// order's first event claimed in the row itself), then for a later event
+/// the order's lease, each a statement of its own.
+pub(crate) fn record_numbered_on_thread(
+    connection: &rusqlite::Connection,
+    order: &Order,
+    cause: &Cause,
+    sequence: i64,
+) -> Result<Option<i64>, rusqlite::Error> {
+    let body = encode(
+        cause.kind,
+        order,
+        u64::try_from(sequence).unwrap_or(0),
+        cause.at_unix_ms,
+    );
+    let row = NumberedArgs::new()
+        .arg(event_id())
+        .arg(order.order_id.clone())
+        .arg(sequence)
+        .arg(TOPIC.to_owned())
+        .arg(cause.kind.event_type().to_owned())
+        .arg(events::text_body::encode(&body))
+        .arg(cause.traceparent.clone())
+        .arg(cause.tracestate.clone())
+        .arg(cause.at_unix_ms);
+    let leased = if sequence == 1 {
+        let claimed = row
+            .arg(cause.relay.clone())
+            .arg(cause.lease_until_unix_ms)
+            .rows(connection, RECORD_CLAIMED, |_| Ok(()))?;
+        !claimed.is_empty()
+    } else {
+        row.execute(connection, RECORD_ROW)?;
+        let taken = NumberedArgs::new()
+            .arg(order.order_id.clone())
+            .arg(cause.relay.clone())
+            .arg(cause.lease_until_unix_ms)
+            .arg(cause.at_unix_ms)
+            .rows(connection, LEASE, |_| Ok(()))?;
+        !taken.is_empty()
+    };
+    Ok(leased.then_some(cause.lease_until_unix_ms))
+}
+
+/// The next event number of an order: $1 the order.
+const NEXT_SEQUENCE: &str =
+    "UPDATE orders SET event_sequence = event_sequence + 1 WHERE order_id = $1 RETURNING event_sequence";
+
+/// A later event's row ($1–$9), without a claim: its lease is a row of
+/// `outbox_leases` ([`LEASE`]).
+const RECORD_ROW: &str = "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '')";
 
 /// The first event of an order that a final write is about to finish, for
 /// SQLite's folded form of that write ([`first_event_sql`]): the body is

@@ -10,7 +10,9 @@
 //! step costs one write, not a renewal and a write.
 //!
 //! Every write goes through the database's group-commit writer
-//! ([`mesh::storage::GroupCommit`]): a saga step returns only once its write
+//! ([`mesh::storage::Writer`]; on a SQLite file its units run on the
+//! database's own thread, [`on_thread`], with the statements of the pool's
+//! units below): a saga step returns only once its write
 //! is committed durably — before the remote call that depends on it — and
 //! the steps of concurrent orders share that commit. A multi-row write is
 //! one write unit (its own savepoint inside the writer's transaction), so it
@@ -19,7 +21,7 @@
 use std::sync::OnceLock;
 
 use futures::future::BoxFuture;
-use mesh::storage::{GroupCommit, GroupCommitOptions, SqlPerCount, WriteError};
+use mesh::storage::{GroupCommitOptions, SqlPerCount, StorageError, WriteError, Writer};
 use mesh::validate::MAX_ORDER_LINES;
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
@@ -28,6 +30,7 @@ use crate::domain::{
 };
 
 pub mod events;
+mod on_thread;
 
 use events::{Cause, Kind, Wake};
 
@@ -235,6 +238,9 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database failed (a unit on SQLite's writer thread).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The write was not committed (a full queue, a failed batch).
     #[error(transparent)]
     Write(#[from] WriteError),
@@ -250,7 +256,7 @@ const FENCED: &str =
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: AnyPool,
-    writer: GroupCommit,
+    writer: Writer,
     /// With the outbox on: whom to wake when an event was committed.
     outbox: Option<Wake>,
 }
@@ -258,7 +264,7 @@ pub struct Store {
 impl Store {
     /// A store over an open, migrated pool, without the outbox (no events);
     /// starts the database's writer (call inside a Tokio runtime).
-    pub fn new(pool: AnyPool) -> Self {
+    pub fn new(pool: AnyPool) -> Result<Self, StorageError> {
         Self::start(pool, None)
     }
 
@@ -266,17 +272,17 @@ impl Store {
     /// the state change's write unit, and wakes `wake` once that unit's
     /// commit is acknowledged; starts the database's writer (call inside a
     /// Tokio runtime).
-    pub fn with_outbox(pool: AnyPool, wake: Wake) -> Self {
+    pub fn with_outbox(pool: AnyPool, wake: Wake) -> Result<Self, StorageError> {
         Self::start(pool, Some(wake))
     }
 
-    fn start(pool: AnyPool, outbox: Option<Wake>) -> Self {
-        let writer = GroupCommit::start("orders", pool.clone(), GroupCommitOptions::default());
-        Self {
+    fn start(pool: AnyPool, outbox: Option<Wake>) -> Result<Self, StorageError> {
+        let writer = Writer::start("orders", &pool, GroupCommitOptions::default())?;
+        Ok(Self {
             pool,
             writer,
             outbox,
-        }
+        })
     }
 
     /// The pool (for the outbox relay).
@@ -284,15 +290,21 @@ impl Store {
         &self.pool
     }
 
-    /// Runs `unit` in the writer's next batch; answers once it is committed.
-    async fn write<T, F>(&self, unit: F) -> Result<T, StoreError>
+    /// Runs `unit` in the writer's next batch; answers once it is
+    /// committed: `on_thread` on a SQLite file's writer thread, `on_pool`
+    /// through the pool's writer (the same statements).
+    async fn write<T, S, P>(&self, on_thread: S, on_pool: P) -> Result<T, StoreError>
     where
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
+        S: FnOnce(&rusqlite::Connection) -> Result<T, StoreError> + Send + 'static,
+        P: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T, StoreError>>
             + Send
             + 'static,
         T: Send + 'static,
     {
-        self.writer.write(unit).await
+        match &self.writer {
+            Writer::Sqlite(writer) => writer.write(on_thread).await,
+            Writer::Pool(writer) => writer.write(on_pool).await,
+        }
     }
 
     /// Records `order` as PENDING at step RESERVE, leased to `owner` until
@@ -314,8 +326,13 @@ impl Store {
             owner: owner.to_owned(),
             lease_until_unix_ms,
         };
+        let row = std::sync::Arc::new(row);
+        let on_pool = row.clone();
         let inserted = self
-            .write(move |connection| Box::pin(insert_pending_in(connection, row)))
+            .write(
+                move |connection| on_thread::insert_pending(connection, &row),
+                move |connection| Box::pin(insert_pending_in(connection, on_pool)),
+            )
             .await?;
         if !inserted {
             let existing = self
@@ -432,25 +449,27 @@ impl Store {
         lease_until_unix_ms: i64,
     ) -> Result<Option<Fence>, StoreError> {
         let (order_id_owned, owner_owned) = (order_id.to_owned(), owner.to_owned());
+        let args = mesh::storage::NumberedArgs::new()
+            .arg(owner_owned.clone())
+            .arg(lease_until_unix_ms)
+            .arg(order_id_owned.clone())
+            .arg(now_unix_ms);
         let version: Option<i64> = self
-            .write(move |connection| {
-                Box::pin(async move {
-        let version: Option<i64> = sqlx::query_scalar(
-            "UPDATE orders SET lease_owner = $1, lease_until_unix_ms = $2, lease_version = lease_version + 1 \
-             WHERE order_id = $3 AND status IN ('PENDING', 'CANCELLING') AND parked_reason = '' \
-             AND (lease_until_unix_ms <= $4 OR lease_owner = '') \
-             RETURNING lease_version",
-        )
-        .bind(owner_owned)
-        .bind(lease_until_unix_ms)
-        .bind(order_id_owned)
-        .bind(now_unix_ms)
-        .fetch_optional(&mut *connection)
-        .await?;
-        Ok(version)
-        })
-        })
-        .await?;
+            .write(
+                move |connection| Ok(args.first_row(connection, TRY_LEASE, |row| row.get(0))?),
+                move |connection| {
+                    Box::pin(async move {
+                        Ok(sqlx::query_scalar(TRY_LEASE)
+                            .bind(owner_owned)
+                            .bind(lease_until_unix_ms)
+                            .bind(order_id_owned)
+                            .bind(now_unix_ms)
+                            .fetch_optional(&mut *connection)
+                            .await?)
+                    })
+                },
+            )
+            .await?;
         Ok(version.map(|version| Fence {
             order_id: order_id.to_owned(),
             owner: owner.to_owned(),
@@ -474,20 +493,24 @@ impl Store {
     /// Gives the lease up (no-op if the fence is stale).
     pub async fn release_lease(&self, fence: &Fence) -> Result<(), StoreError> {
         let fence = fence.clone();
-        self.write(move |connection| {
-            Box::pin(async move {
-                sqlx::query(
-                    "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0 \
-                     WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3",
-                )
-                .bind(&fence.order_id)
-                .bind(&fence.owner)
-                .bind(fence.version)
-                .execute(&mut *connection)
-                .await?;
+        let args = fence_args(mesh::storage::NumberedArgs::new(), &fence);
+        self.write(
+            move |connection| {
+                args.execute(connection, RELEASE_LEASE)?;
                 Ok(())
-            })
-        })
+            },
+            move |connection| {
+                Box::pin(async move {
+                    sqlx::query(RELEASE_LEASE)
+                        .bind(&fence.order_id)
+                        .bind(&fence.owner)
+                        .bind(fence.version)
+                        .execute(&mut *connection)
+                        .await?;
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
@@ -498,37 +521,39 @@ impl Store {
         &self,
         fence: &Fence,
         now_unix_ms: i64,
-        backoff_ms: impl Fn(i64) -> i64 + Send + 'static,
+        backoff_ms: impl Fn(i64) -> i64 + Send + Sync + 'static,
     ) -> Result<(), StoreError> {
         let fence = fence.clone();
-        self.write(move |connection| {
-            Box::pin(async move {
-                let failed: Option<i64> = sqlx::query_scalar(
-                    "SELECT failed_runs FROM orders WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3",
-                )
-                .bind(&fence.order_id)
-                .bind(&fence.owner)
-                .bind(fence.version)
-                .fetch_optional(&mut *connection)
-                .await?;
-                let Some(failed) = failed else {
-                    return Ok(());
-                };
-                let failed = failed.saturating_add(1);
-                sqlx::query(
-                    "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0, failed_runs = $1, next_attempt_unix_ms = $2 \
-                     WHERE order_id = $3 AND lease_owner = $4 AND lease_version = $5",
-                )
-                .bind(failed)
-                .bind(now_unix_ms.saturating_add(backoff_ms(failed)))
-                .bind(&fence.order_id)
-                .bind(&fence.owner)
-                .bind(fence.version)
-                .execute(&mut *connection)
-                .await?;
-                Ok(())
-            })
-        })
+        let backoff_ms = std::sync::Arc::new(backoff_ms);
+        let (thread_fence, thread_backoff) = (fence.clone(), backoff_ms.clone());
+        self.write(
+            move |connection| {
+                on_thread::defer(connection, &thread_fence, now_unix_ms, &*thread_backoff)
+            },
+            move |connection| {
+                Box::pin(async move {
+                    let failed: Option<i64> = sqlx::query_scalar(DEFER_READ)
+                        .bind(&fence.order_id)
+                        .bind(&fence.owner)
+                        .bind(fence.version)
+                        .fetch_optional(&mut *connection)
+                        .await?;
+                    let Some(failed) = failed else {
+                        return Ok(());
+                    };
+                    let failed = failed.saturating_add(1);
+                    sqlx::query(DEFER_WRITE)
+                        .bind(failed)
+                        .bind(now_unix_ms.saturating_add(backoff_ms(failed)))
+                        .bind(&fence.order_id)
+                        .bind(&fence.owner)
+                        .bind(fence.version)
+                        .execute(&mut *connection)
+                        .await?;
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
@@ -543,24 +568,31 @@ impl Store {
         now_unix_ms: i64,
     ) -> Result<bool, StoreError> {
         let (fence, detail) = (fence.clone(), detail.to_owned());
+        let args = fence_args(
+            mesh::storage::NumberedArgs::new()
+                .arg(reason.as_str().to_owned())
+                .arg(detail.clone())
+                .arg(now_unix_ms),
+            &fence,
+        );
         let updated = self
-            .write(move |connection| {
-                Box::pin(async move {
-                    let done = sqlx::query(&fenced_sql(
-                        "parked_reason = $1, parked_detail = $2, parked_at_unix_ms = $3, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
-                        4,
-                    ))
-                    .bind(reason.as_str())
-                    .bind(&detail)
-                    .bind(now_unix_ms)
-                    .bind(&fence.order_id)
-                    .bind(&fence.owner)
-                    .bind(fence.version)
-                    .execute(&mut *connection)
-                    .await?;
-                    Ok(done.rows_affected())
-                })
-            })
+            .write(
+                move |connection| Ok(args.execute(connection, park_sql())? as u64),
+                move |connection| {
+                    Box::pin(async move {
+                        let done = sqlx::query(park_sql())
+                            .bind(reason.as_str())
+                            .bind(&detail)
+                            .bind(now_unix_ms)
+                            .bind(&fence.order_id)
+                            .bind(&fence.owner)
+                            .bind(fence.version)
+                            .execute(&mut *connection)
+                            .await?;
+                        Ok(done.rows_affected())
+                    })
+                },
+            )
             .await?;
         Ok(updated == 1)
     }
@@ -570,20 +602,24 @@ impl Store {
     /// unless it is parked.
     pub async fn unpark(&self, order_id: &str, now_unix_ms: i64) -> Result<(), StoreError> {
         let order_id_owned = order_id.to_owned();
-        let updated = self.write(move |connection| {
-            Box::pin(async move {
-        let done = sqlx::query(
-            "UPDATE orders SET parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, failed_runs = 0, next_attempt_unix_ms = 0, updated_at_unix_ms = $1 \
-             WHERE order_id = $2 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
-        )
-        .bind(now_unix_ms)
-        .bind(order_id_owned)
-        .execute(&mut *connection)
-        .await?;
-        Ok(done.rows_affected())
-            })
-        })
-        .await?;
+        let args = mesh::storage::NumberedArgs::new()
+            .arg(now_unix_ms)
+            .arg(order_id_owned.clone());
+        let updated = self
+            .write(
+                move |connection| Ok(args.execute(connection, UNPARK)? as u64),
+                move |connection| {
+                    Box::pin(async move {
+                        let done = sqlx::query(UNPARK)
+                            .bind(now_unix_ms)
+                            .bind(order_id_owned)
+                            .execute(&mut *connection)
+                            .await?;
+                        Ok(done.rows_affected())
+                    })
+                },
+            )
+            .await?;
         self.parked_or_missing(updated, order_id).await
     }
 
@@ -602,39 +638,47 @@ impl Store {
             .outbox
             .as_ref()
             .map(|wake| Cause::capture(Kind::of_final(status), now_unix_ms, wake));
+        let (thread_id, thread_reason, thread_event) =
+            (order_id_owned.clone(), reason.clone(), event.clone());
         let resolved = self
-            .write(move |connection| {
-                Box::pin(async move {
-                    let Some(from) = parked_status_in(connection, &order_id_owned).await? else {
-                        return Ok(None);
-                    };
-                    let done = sqlx::query(
-                        "UPDATE orders SET status = $1, step = $2, rejection_reason = $3, parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, updated_at_unix_ms = $4, lease_owner = '', lease_until_unix_ms = 0 \
-                         WHERE order_id = $5 AND parked_reason > '' AND status = $6",
+            .write(
+                move |connection| {
+                    on_thread::resolve(
+                        connection,
+                        &thread_id,
+                        status,
+                        &thread_reason,
+                        now_unix_ms,
+                        thread_event,
                     )
-                    .bind(status.as_str())
-                    .bind(Step::Done.as_str())
-                    .bind(&reason)
-                    .bind(now_unix_ms)
-                    .bind(&order_id_owned)
-                    .bind(from.as_str())
-                    .execute(&mut *connection)
-                    .await?;
-                    if done.rows_affected() != 1 {
-                        return Ok(None);
-                    }
-                    let order = read_order(connection, &order_id_owned).await?;
-                    // A CANCELLING order resolved CONFIRMED is, for a
-                    // consumer, the confirmed order it already knows.
-                    let changes_for_consumers =
-                        !(from == OrderStatus::Cancelling && status == OrderStatus::Confirmed);
-                    let mut handed = None;
-                    if let Some(event) = event.filter(|_| changes_for_consumers) {
-                        handed = events::record(connection, &order, &event).await?;
-                    }
-                    Ok(Some((order, handed)))
-                })
-            })
+                },
+                move |connection| {
+                    Box::pin(async move {
+                        let Some(from) = parked_status_in(connection, &order_id_owned).await?
+                        else {
+                            return Ok(None);
+                        };
+                        let done = sqlx::query(RESOLVE)
+                            .bind(status.as_str())
+                            .bind(Step::Done.as_str())
+                            .bind(&reason)
+                            .bind(now_unix_ms)
+                            .bind(&order_id_owned)
+                            .bind(from.as_str())
+                            .execute(&mut *connection)
+                            .await?;
+                        if done.rows_affected() != 1 {
+                            return Ok(None);
+                        }
+                        let order = read_order(connection, &order_id_owned).await?;
+                        let mut handed = None;
+                        if let Some(event) = event.filter(|_| changes_for_consumers(from, status)) {
+                            handed = events::record(connection, &order, &event).await?;
+                        }
+                        Ok(Some((order, handed)))
+                    })
+                },
+            )
             .await?;
         let Some((order, handed)) = resolved else {
             return Err(self.not_parked(order_id).await);
@@ -740,48 +784,51 @@ impl Store {
             now_unix_ms,
             lease_until_unix_ms,
         } = priced.clone();
-        self.write(move |connection| {
-            Box::pin(async move {
-                let bind_step = |sql: &'static str| {
-                    sqlx::query(sql)
-                        .bind(Step::Charge.as_str())
-                        .bind(total_cents)
-                        .bind(&currency)
-                        .bind(now_unix_ms)
-                        .bind(lease_until_unix_ms)
-                        .bind(&fence.order_id)
-                        .bind(&fence.owner)
-                        .bind(fence.version)
-                };
-                if connection.backend_name() == "SQLite" && !prices.is_empty() {
-                    // The step and the lines' prices in one query: the
-                    // prices apply only if the fenced step did.
-                    let mut query = bind_step(priced_with_prices_sql(prices.len())?);
-                    for (sku, price) in &prices {
-                        query = query.bind(sku).bind(price);
+        let thread_fence = fence.clone();
+        let thread_priced = priced.clone();
+        self.write(
+            move |connection| on_thread::priced(connection, &thread_fence, &thread_priced),
+            move |connection| {
+                Box::pin(async move {
+                    let bind_step = |sql: &'static str| {
+                        sqlx::query(sql)
+                            .bind(Step::Charge.as_str())
+                            .bind(total_cents)
+                            .bind(&currency)
+                            .bind(now_unix_ms)
+                            .bind(lease_until_unix_ms)
+                            .bind(&fence.order_id)
+                            .bind(&fence.owner)
+                            .bind(fence.version)
+                    };
+                    if connection.backend_name() == "SQLite" && !prices.is_empty() {
+                        // The step and the lines' prices in one query: the
+                        // prices apply only if the fenced step did.
+                        let mut query = bind_step(priced_with_prices_sql(prices.len())?);
+                        for (sku, price) in &prices {
+                            query = query.bind(sku).bind(price);
+                        }
+                        let written = query.execute(&mut *connection).await?.rows_affected();
+                        return leased(written.min(1), &fence.order_id);
                     }
-                    let written = query.execute(&mut *connection).await?.rows_affected();
-                    return leased(written.min(1), &fence.order_id);
-                }
-                let updated = bind_step(priced_sql())
-                    .execute(&mut *connection)
-                    .await?
-                    .rows_affected();
-                // Nothing written yet: the unit's savepoint has nothing to undo.
-                leased(updated, &fence.order_id)?;
-                for (sku, price) in &prices {
-                    sqlx::query(
-                        "UPDATE order_lines SET unit_price_cents = $1 WHERE order_id = $2 AND sku = $3",
-                    )
-                    .bind(price)
-                    .bind(&fence.order_id)
-                    .bind(sku)
-                    .execute(&mut *connection)
-                    .await?;
-                }
-                Ok(())
-            })
-        })
+                    let updated = bind_step(priced_sql())
+                        .execute(&mut *connection)
+                        .await?
+                        .rows_affected();
+                    // Nothing written yet: the unit's savepoint has nothing to undo.
+                    leased(updated, &fence.order_id)?;
+                    for (sku, price) in &prices {
+                        sqlx::query(PRICE_LINE)
+                            .bind(price)
+                            .bind(&fence.order_id)
+                            .bind(sku)
+                            .execute(&mut *connection)
+                            .await?;
+                    }
+                    Ok(())
+                })
+            },
+        )
         .await
     }
 
@@ -879,22 +926,29 @@ impl Store {
         now_unix_ms: i64,
     ) -> Result<bool, StoreError> {
         let order_id = order_id.to_owned();
+        let args = mesh::storage::NumberedArgs::new()
+            .arg(OrderStatus::Cancelling.as_str().to_owned())
+            .arg(Step::Cancel.as_str().to_owned())
+            .arg(now_unix_ms)
+            .arg(order_id.clone())
+            .arg(OrderStatus::Confirmed.as_str().to_owned());
         let updated = self
-            .write(move |connection| {
-                Box::pin(async move {
-                    let done = sqlx::query(
-                        "UPDATE orders SET status = $1, step = $2, updated_at_unix_ms = $3 WHERE order_id = $4 AND status = $5",
-                    )
-                    .bind(OrderStatus::Cancelling.as_str())
-                    .bind(Step::Cancel.as_str())
-                    .bind(now_unix_ms)
-                    .bind(&order_id)
-                    .bind(OrderStatus::Confirmed.as_str())
-                    .execute(&mut *connection)
-                    .await?;
-                    Ok(done.rows_affected())
-                })
-            })
+            .write(
+                move |connection| Ok(args.execute(connection, REQUEST_CANCEL)? as u64),
+                move |connection| {
+                    Box::pin(async move {
+                        let done = sqlx::query(REQUEST_CANCEL)
+                            .bind(OrderStatus::Cancelling.as_str())
+                            .bind(Step::Cancel.as_str())
+                            .bind(now_unix_ms)
+                            .bind(&order_id)
+                            .bind(OrderStatus::Confirmed.as_str())
+                            .execute(&mut *connection)
+                            .await?;
+                        Ok(done.rows_affected())
+                    })
+                },
+            )
             .await?;
         Ok(updated == 1)
     }
@@ -936,64 +990,90 @@ impl Store {
         let fence = fence.clone();
         let saga_order = order.clone();
         let reason = reason.map(str::to_owned);
+        let thread_args = fence_args(
+            values
+                .iter()
+                .fold(mesh::storage::NumberedArgs::new(), |args, value| {
+                    args.arg(value.to_sql_value())
+                }),
+            &fence,
+        );
+        let (thread_lines, thread_event, thread_fence) = (
+            saga_order.lines.clone(),
+            event.clone(),
+            fence.order_id.clone(),
+        );
         // The state and its event in one write unit (one savepoint of the
         // writer's transaction): never one without the other.
         let (order, handed) = self
-            .write(move |connection| {
-                Box::pin(async move {
-                    // The final row as the fenced write left it (RETURNING:
-                    // no second statement to read it). On SQLite an order's
-                    // first event is folded into the same query (the
-                    // fence's three arguments end at `fence_at + 2`), its
-                    // body predicted from the saga's order; PostgreSQL's
-                    // prepared statement holds one command, so there the
-                    // event is a statement of its own. Every row is read,
-                    // so that every statement runs to its end.
-                    let (rows, event) = match event {
-                        Some(cause) if connection.backend_name() == "SQLite" => {
-                            let mut predicted = saga_order.clone();
-                            predicted.status = status;
-                            if let Some(reason) = &reason {
-                                predicted.rejection_reason.clone_from(reason);
+            .write(
+                move |connection| {
+                    on_thread::finish(
+                        connection,
+                        sql,
+                        &thread_args,
+                        &thread_fence,
+                        thread_lines,
+                        thread_event,
+                    )
+                },
+                move |connection| {
+                    Box::pin(async move {
+                        // The final row as the fenced write left it (RETURNING:
+                        // no second statement to read it). On SQLite an order's
+                        // first event is folded into the same query (the
+                        // fence's three arguments end at `fence_at + 2`), its
+                        // body predicted from the saga's order; PostgreSQL's
+                        // prepared statement holds one command, so there the
+                        // event is a statement of its own. Every row is read,
+                        // so that every statement runs to its end.
+                        let (rows, event) = match event {
+                            Some(cause) if connection.backend_name() == "SQLite" => {
+                                let mut predicted = saga_order.clone();
+                                predicted.status = status;
+                                if let Some(reason) = &reason {
+                                    predicted.rejection_reason.clone_from(reason);
+                                }
+                                let first = events::FirstEvent::predict(cause, &predicted);
+                                let rows = first
+                                    .bind(fenced_query(shape.folded_sql(), &values, &fence))
+                                    .fetch_all(&mut *connection)
+                                    .await?;
+                                (rows, Some(Ok(first)))
                             }
-                            let first = events::FirstEvent::predict(cause, &predicted);
-                            let rows = first
-                                .bind(fenced_query(shape.folded_sql(), &values, &fence))
-                                .fetch_all(&mut *connection)
-                                .await?;
-                            (rows, Some(Ok(first)))
-                        }
-                        event => {
-                            let rows = fenced_query(sql, &values, &fence)
-                                .fetch_all(&mut *connection)
-                                .await?;
-                            (rows, event.map(Err))
-                        }
-                    };
-                    let row = rows.first().ok_or_else(|| StoreError::LeaseLost {
-                        order_id: fence.order_id.clone(),
-                    })?;
-                    let mut order = order_from_row(row)?;
-                    order.lines = saga_order.lines;
-                    let handed = match event {
-                        None => None,
-                        Some(Ok(first)) => {
-                            let sequence: i64 = row.try_get("event_sequence")?;
-                            // The folded INSERT's row is the only one with
-                            // a `claimed_by` column.
-                            let inserted = rows[1..]
-                                .iter()
-                                .any(|row| row.try_column("claimed_by").is_ok());
-                            first.settle(connection, &order, sequence, inserted).await?
-                        }
-                        Some(Err(cause)) => {
-                            let sequence: i64 = row.try_get("event_sequence")?;
-                            events::record_numbered(connection, &order, &cause, sequence).await?
-                        }
-                    };
-                    Ok((order, handed))
-                })
-            })
+                            event => {
+                                let rows = fenced_query(sql, &values, &fence)
+                                    .fetch_all(&mut *connection)
+                                    .await?;
+                                (rows, event.map(Err))
+                            }
+                        };
+                        let row = rows.first().ok_or_else(|| StoreError::LeaseLost {
+                            order_id: fence.order_id.clone(),
+                        })?;
+                        let mut order = order_from_row(row)?;
+                        order.lines = saga_order.lines;
+                        let handed = match event {
+                            None => None,
+                            Some(Ok(first)) => {
+                                let sequence: i64 = row.try_get("event_sequence")?;
+                                // The folded INSERT's row is the only one with
+                                // a `claimed_by` column.
+                                let inserted = rows[1..]
+                                    .iter()
+                                    .any(|row| row.try_column("claimed_by").is_ok());
+                                first.settle(connection, &order, sequence, inserted).await?
+                            }
+                            Some(Err(cause)) => {
+                                let sequence: i64 = row.try_get("event_sequence")?;
+                                events::record_numbered(connection, &order, &cause, sequence)
+                                    .await?
+                            }
+                        };
+                        Ok((order, handed))
+                    })
+                },
+            )
             .await?;
         self.wake_relay(&order.order_id, handed);
         Ok(order)
@@ -1014,7 +1094,7 @@ impl Store {
 
     /// The database's group-commit writer (the relay's bookkeeping shares
     /// its commits with the saga's writes).
-    pub fn writer(&self) -> &GroupCommit {
+    pub fn writer(&self) -> &Writer {
         &self.writer
     }
 
@@ -1027,11 +1107,27 @@ impl Store {
         values: &[Value<'_>],
     ) -> Result<(), StoreError> {
         let sql = fenced_sql(set, values.len() + 1);
+        let args = fence_args(
+            values
+                .iter()
+                .fold(mesh::storage::NumberedArgs::new(), |args, value| {
+                    args.arg(value.to_owned().to_sql_value())
+                }),
+            fence,
+        );
         let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
         let fence = fence.clone();
-        self.write(move |connection| {
-            Box::pin(async move { fenced_in(connection, &sql, &values, &fence).await })
-        })
+        let thread_sql = sql.clone();
+        let order_id = fence.order_id.clone();
+        self.write(
+            move |connection| {
+                let updated = args.execute(connection, &thread_sql)?;
+                leased(updated as u64, &order_id)
+            },
+            move |connection| {
+                Box::pin(async move { fenced_in(connection, &sql, &values, &fence).await })
+            },
+        )
         .await
     }
 }
@@ -1078,24 +1174,23 @@ async fn parked_status_in(
     connection: &mut AnyConnection,
     order_id: &str,
 ) -> Result<Option<OrderStatus>, StoreError> {
-    let status: Option<String> = sqlx::query_scalar(
-        "SELECT status FROM orders WHERE order_id = $1 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')",
-    )
-    .bind(order_id)
-    .fetch_optional(&mut *connection)
-    .await?;
-    status
-        .map(|status| {
-            OrderStatus::parse(&status)
-                .ok_or_else(|| StoreError::Corrupt(format!("unknown order status {status:?}")))
-        })
-        .transpose()
+    let status: Option<String> = sqlx::query_scalar(PARKED_STATUS)
+        .bind(order_id)
+        .fetch_optional(&mut *connection)
+        .await?;
+    status.map(|status| parse_status(&status)).transpose()
+}
+
+/// A stored order status.
+fn parse_status(status: &str) -> Result<OrderStatus, StoreError> {
+    OrderStatus::parse(status)
+        .ok_or_else(|| StoreError::Corrupt(format!("unknown order status {status:?}")))
 }
 
 /// One order with its lines, read on `connection` (in a transaction, it
 /// sees the transaction's writes).
 async fn read_order(connection: &mut AnyConnection, order_id: &str) -> Result<Order, StoreError> {
-    let row = sqlx::query(&format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1"))
+    let row = sqlx::query(order_sql())
         .bind(order_id)
         .fetch_optional(&mut *connection)
         .await?
@@ -1108,12 +1203,10 @@ async fn read_order(connection: &mut AnyConnection, order_id: &str) -> Result<Or
 }
 
 async fn lines_of(connection: &mut AnyConnection, order_id: &str) -> Result<Vec<Line>, StoreError> {
-    let rows = sqlx::query(
-        "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no",
-    )
-    .bind(order_id)
-    .fetch_all(&mut *connection)
-    .await?;
+    let rows = sqlx::query(LINES_OF)
+        .bind(order_id)
+        .fetch_all(&mut *connection)
+        .await?;
     Ok(rows
         .iter()
         .map(|row| {
@@ -1156,6 +1249,96 @@ enum OwnedValue {
     Int(i64),
 }
 
+impl OwnedValue {
+    /// The value for a unit on SQLite's writer thread.
+    fn to_sql_value(&self) -> rusqlite::types::Value {
+        match self {
+            OwnedValue::Text(text) => rusqlite::types::Value::Text(text.clone()),
+            OwnedValue::Int(number) => rusqlite::types::Value::Integer(*number),
+        }
+    }
+}
+
+/// `args` followed by `fence`'s order id, owner and version (the order of
+/// [`fenced_sql`]'s and the lease statements' arguments).
+fn fence_args(args: mesh::storage::NumberedArgs, fence: &Fence) -> mesh::storage::NumberedArgs {
+    args.arg(fence.order_id.clone())
+        .arg(fence.owner.clone())
+        .arg(fence.version)
+}
+
+/// Whether resolving an order that was `from` as `to` is news for the
+/// event's consumers: a CANCELLING order resolved CONFIRMED is, for them,
+/// the confirmed order they already know.
+fn changes_for_consumers(from: OrderStatus, to: OrderStatus) -> bool {
+    !(from == OrderStatus::Cancelling && to == OrderStatus::Confirmed)
+}
+
+/// [`Store::try_lease`]: $1 owner, $2 until, $3 order, $4 now; the new
+/// lease version back.
+const TRY_LEASE: &str = "UPDATE orders SET lease_owner = $1, lease_until_unix_ms = $2, lease_version = lease_version + 1 \
+     WHERE order_id = $3 AND status IN ('PENDING', 'CANCELLING') AND parked_reason = '' \
+     AND (lease_until_unix_ms <= $4 OR lease_owner = '') \
+     RETURNING lease_version";
+
+/// [`Store::release_lease`]: $1 order, $2 owner, $3 version.
+const RELEASE_LEASE: &str = "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0 \
+     WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3";
+
+/// [`Store::defer`]'s read: $1 order, $2 owner, $3 version.
+const DEFER_READ: &str =
+    "SELECT failed_runs FROM orders WHERE order_id = $1 AND lease_owner = $2 AND lease_version = $3";
+
+/// [`Store::defer`]'s write: $1 failed runs, $2 next attempt, $3 order, $4
+/// owner, $5 version.
+const DEFER_WRITE: &str = "UPDATE orders SET lease_owner = '', lease_until_unix_ms = 0, failed_runs = $1, next_attempt_unix_ms = $2 \
+     WHERE order_id = $3 AND lease_owner = $4 AND lease_version = $5";
+
+/// [`Store::park`]'s fenced write: $1 reason, $2 detail, $3 now, the fence
+/// from $4.
+fn park_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        fenced_sql(
+            "parked_reason = $1, parked_detail = $2, parked_at_unix_ms = $3, updated_at_unix_ms = $3, lease_owner = '', lease_until_unix_ms = 0",
+            4,
+        )
+    })
+}
+
+/// [`Store::unpark`]: $1 now, $2 order.
+const UNPARK: &str = "UPDATE orders SET parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, failed_runs = 0, next_attempt_unix_ms = 0, updated_at_unix_ms = $1 \
+     WHERE order_id = $2 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')";
+
+/// [`Store::resolve`]'s write: $1 status, $2 step, $3 reason, $4 now, $5
+/// order, $6 the status it was parked in.
+const RESOLVE: &str = "UPDATE orders SET status = $1, step = $2, rejection_reason = $3, parked_reason = '', parked_detail = '', parked_at_unix_ms = 0, updated_at_unix_ms = $4, lease_owner = '', lease_until_unix_ms = 0 \
+     WHERE order_id = $5 AND parked_reason > '' AND status = $6";
+
+/// The status of a parked order: $1 the order.
+const PARKED_STATUS: &str = "SELECT status FROM orders WHERE order_id = $1 AND parked_reason > '' AND status IN ('PENDING', 'CANCELLING')";
+
+/// [`Store::request_cancel`]: $1 CANCELLING, $2 CANCEL, $3 now, $4 order,
+/// $5 CONFIRMED.
+const REQUEST_CANCEL: &str = "UPDATE orders SET status = $1, step = $2, updated_at_unix_ms = $3 WHERE order_id = $4 AND status = $5";
+
+/// One line's price: $1 price, $2 order, $3 SKU.
+const PRICE_LINE: &str =
+    "UPDATE order_lines SET unit_price_cents = $1 WHERE order_id = $2 AND sku = $3";
+
+/// One new line: $1 order, $2 line number, $3 SKU, $4 quantity.
+const INSERT_LINE: &str = "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, 0)";
+
+/// An order's lines in order: $1 the order.
+const LINES_OF: &str =
+    "SELECT sku, quantity, unit_price_cents FROM order_lines WHERE order_id = $1 ORDER BY line_no";
+
+/// One order's row: $1 the order.
+fn order_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| format!("SELECT {COLUMNS} FROM orders WHERE order_id = $1"))
+}
+
 /// What [`Store::insert_pending`] writes, owned by its write unit.
 struct PendingRow {
     order_id: String,
@@ -1172,7 +1355,7 @@ struct PendingRow {
 /// written and the answer is `false`).
 async fn insert_pending_in(
     connection: &mut AnyConnection,
-    row: PendingRow,
+    row: std::sync::Arc<PendingRow>,
 ) -> Result<bool, StoreError> {
     let lines = row.items.len();
     if connection.backend_name() == "SQLite" {
@@ -1201,15 +1384,13 @@ async fn insert_pending_in(
         return Ok(false);
     }
     for (line_no, item) in row.items.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) VALUES ($1, $2, $3, $4, 0)",
-        )
-        .bind(&row.order_id)
-        .bind(line_no as i64)
-        .bind(&item.sku)
-        .bind(item.quantity)
-        .execute(&mut *connection)
-        .await?;
+        sqlx::query(INSERT_LINE)
+            .bind(&row.order_id)
+            .bind(line_no as i64)
+            .bind(&item.sku)
+            .bind(item.quantity)
+            .execute(&mut *connection)
+            .await?;
     }
     Ok(true)
 }
@@ -1363,11 +1544,40 @@ fn leased(updated: u64, order_id: &str) -> Result<(), StoreError> {
     }
 }
 
-fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
-    let status: String = row.try_get("status")?;
-    let step: String = row.try_get("step")?;
-    let keys: String = row.try_get("saga_keys")?;
-    let parked_reason: String = row.try_get("parked_reason")?;
+/// A row's columns by name, from the pool (`AnyRow`) or from SQLite's
+/// writer thread (`rusqlite::Row`): one decoding of an order for both.
+pub(crate) trait Columns {
+    /// The text column `name`.
+    fn text(&self, name: &str) -> Result<String, StoreError>;
+    /// The integer column `name`.
+    fn int(&self, name: &str) -> Result<i64, StoreError>;
+}
+
+impl Columns for AnyRow {
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.try_get(name)?)
+    }
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn text(&self, name: &str) -> Result<String, StoreError> {
+        Ok(self.get(name)?)
+    }
+
+    fn int(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.get(name)?)
+    }
+}
+
+fn order_from_row(row: &impl Columns) -> Result<Order, StoreError> {
+    let status = row.text("status")?;
+    let step = row.text("step")?;
+    let keys = row.text("saga_keys")?;
+    let parked_reason = row.text("parked_reason")?;
     let parked = if parked_reason.is_empty() {
         None
     } else {
@@ -1375,27 +1585,27 @@ fn order_from_row(row: &AnyRow) -> Result<Order, StoreError> {
             reason: ParkReason::parse(&parked_reason).ok_or_else(|| {
                 StoreError::Corrupt(format!("unknown parked reason {parked_reason:?}"))
             })?,
-            detail: row.try_get("parked_detail")?,
-            at_unix_ms: row.try_get("parked_at_unix_ms")?,
+            detail: row.text("parked_detail")?,
+            at_unix_ms: row.int("parked_at_unix_ms")?,
         })
     };
     Ok(Order {
-        order_id: row.try_get("order_id")?,
-        request_id: row.try_get("request_id")?,
-        user_id: row.try_get("user_id")?,
-        currency: row.try_get("currency")?,
+        order_id: row.text("order_id")?,
+        request_id: row.text("request_id")?,
+        user_id: row.text("user_id")?,
+        currency: row.text("currency")?,
         status: OrderStatus::parse(&status)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown order status {status:?}")))?,
         step: Step::parse(&step)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown saga step {step:?}")))?,
-        total_cents: row.try_get("total_cents")?,
-        payment_id: row.try_get("payment_id")?,
-        rejection_reason: row.try_get("rejection_reason")?,
-        created_at_unix_ms: row.try_get("created_at_unix_ms")?,
-        reservation_attempt: row.try_get("reservation_attempt")?,
+        total_cents: row.int("total_cents")?,
+        payment_id: row.text("payment_id")?,
+        rejection_reason: row.text("rejection_reason")?,
+        created_at_unix_ms: row.int("created_at_unix_ms")?,
+        reservation_attempt: row.int("reservation_attempt")?,
         keys: KeySource::parse(&keys)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown saga keys {keys:?}")))?,
-        failed_runs: row.try_get("failed_runs")?,
+        failed_runs: row.int("failed_runs")?,
         parked,
         lines: Vec::new(),
     })
@@ -1419,7 +1629,7 @@ mod tests {
         let pool = mesh::storage::open("orders", None, dir, &crate::MIGRATOR)
             .await
             .expect("open the orders database");
-        Store::new(pool)
+        Store::new(pool).expect("start the orders writer")
     }
 
     fn items() -> Vec<Item> {
