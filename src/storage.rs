@@ -13,7 +13,6 @@
 mod durability;
 mod group_commit;
 mod numbered_args;
-mod sql_per_count;
 mod writer_choice;
 
 use std::{path::Path, sync::Once, time::Duration};
@@ -28,7 +27,6 @@ pub use group_commit::{
     GroupCommit, GroupCommitOptions, SqliteWriter, SqliteWriterError, WriteError,
 };
 pub use numbered_args::NumberedArgs;
-pub use sql_per_count::SqlPerCount;
 pub use writer_choice::{sqlite_file, Writer};
 
 /// Why a database could not be opened.

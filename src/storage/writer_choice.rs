@@ -1,12 +1,13 @@
 //! Which writer a database gets: SQLite files get [`SqliteWriter`] (their
-//! write units run whole on the database's own thread), every other
-//! database the async [`GroupCommit`] writer on its pool (docs/adr/0023-*).
+//! write units run whole on the database's own thread), PostgreSQL the
+//! async [`GroupCommit`] writer on its pool (docs/adr/0023-*). An in-memory
+//! SQLite database is refused: the writer's connection could not share it.
 
 use std::path::PathBuf;
 
 use sqlx::AnyPool;
 
-use super::{GroupCommit, GroupCommitOptions, SqliteWriter, StorageError};
+use super::{GroupCommit, GroupCommitOptions, SqliteWriter, SqliteWriterError, StorageError};
 
 /// One database's writer; a store writes each of its units for the kind it
 /// is given (a closure over a `rusqlite::Connection`, or over sqlx's
@@ -15,8 +16,7 @@ use super::{GroupCommit, GroupCommitOptions, SqliteWriter, StorageError};
 pub enum Writer {
     /// A SQLite file: units run on its writer thread.
     Sqlite(SqliteWriter),
-    /// PostgreSQL (or an in-memory SQLite, which a second connection cannot
-    /// share): units run through the pool's async writer.
+    /// PostgreSQL: units run through the pool's async writer.
     Pool(GroupCommit),
 }
 
@@ -28,19 +28,25 @@ impl Writer {
         pool: &AnyPool,
         options: GroupCommitOptions,
     ) -> Result<Self, StorageError> {
-        match sqlite_file(pool) {
-            Some(path) => SqliteWriter::start(database, &path, options)
-                .map(Writer::Sqlite)
-                .map_err(|source| StorageError::Writer {
-                    service: database.to_owned(),
-                    source: Box::new(source),
-                }),
-            None => Ok(Writer::Pool(GroupCommit::start(
+        if pool.connect_options().database_url.scheme() != "sqlite" {
+            return Ok(Writer::Pool(GroupCommit::start(
                 database,
                 pool.clone(),
                 options,
-            ))),
+            )));
         }
+        let started = match sqlite_file(pool) {
+            Some(path) => SqliteWriter::start(database, &path, options),
+            None => Err(SqliteWriterError::NotAFile {
+                database: database.to_owned(),
+            }),
+        };
+        started
+            .map(Writer::Sqlite)
+            .map_err(|source| StorageError::Writer {
+                service: database.to_owned(),
+                source: Box::new(source),
+            })
     }
 }
 
@@ -62,7 +68,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn a_sqlite_file_gets_the_thread_writer_and_memory_the_pool_writer() {
+    async fn a_sqlite_file_gets_the_thread_writer_and_an_in_memory_database_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let pool = crate::storage::open("choice_test", None, dir.path(), &Migrator::DEFAULT)
             .await
@@ -83,7 +89,10 @@ mod tests {
         .await
         .expect("open in memory");
         assert_eq!(sqlite_file(&memory), None);
-        let writer = Writer::start("choice_test", &memory, GroupCommitOptions::default());
-        assert!(matches!(writer, Ok(Writer::Pool(_))), "{writer:?}");
+        let refused = Writer::start("choice_test", &memory, GroupCommitOptions::default());
+        match refused {
+            Err(error) => assert!(error.to_string().contains("not a file"), "{error}"),
+            Ok(writer) => panic!("an in-memory database got a writer: {writer:?}"),
+        }
     }
 }

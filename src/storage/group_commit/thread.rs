@@ -107,6 +107,13 @@ pub enum SqliteWriterError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The SQLite database is not a file (an in-memory one), so the
+    /// writer's connection would not see the pool's.
+    #[error("the {database} SQLite database is not a file; its writer needs one it can share with the pool")]
+    NotAFile {
+        /// The database (service) name.
+        database: String,
+    },
     /// The connection would not commit durably (WAL, `synchronous = FULL`).
     #[error("the {database} database's writer connection is not durable: {setting}")]
     NotDurable {

@@ -588,10 +588,6 @@ mod tests {
             ("the mark", mark_confirmed_sql(&[2, 1])),
             ("the backlog", BACKLOG.to_owned()),
             ("the prune", PRUNE_PUBLISHED.to_owned()),
-            (
-                "a first body rewritten",
-                crate::store::events::REWRITE_FIRST_BODY.to_owned(),
-            ),
         ];
         for (name, sql) in statements {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");

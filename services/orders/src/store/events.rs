@@ -264,14 +264,8 @@ pub(crate) async fn record_numbered(
         // The order's first event: no relay can hold the order yet, so the
         // row carries its relay's lease itself (no lease row to write).
         RECORD_CLAIMED
-    } else if connection.backend_name() == "SQLite" {
-        // A later event: the row and the lease row in one statement (one
-        // round trip to the database instead of two), two statements in
-        // one query, which share its numbered arguments.
-        RECORD_AND_LEASE_SQLITE
     } else {
-        // PostgreSQL's prepared statement holds one command: the row's
-        // INSERT in a data-modifying CTE.
+        // A later event: the row and the order's lease in one command.
         RECORD_AND_LEASE_POSTGRES
     })
     .bind(event_id())
@@ -356,99 +350,6 @@ const NEXT_SEQUENCE: &str =
 const RECORD_ROW: &str = "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '')";
 
-/// The first event of an order that a final write is about to finish, for
-/// SQLite's folded form of that write ([`first_event_sql`]): the body is
-/// built from the order as the caller predicts the write leaves it, and
-/// [`FirstEvent::settle`] checks the prediction against the row as written.
-#[derive(Debug)]
-pub(crate) struct FirstEvent {
-    cause: Cause,
-    body: Vec<u8>,
-}
-
-impl FirstEvent {
-    /// `cause`'s event about `predicted` (the order as the final write is
-    /// expected to leave it) as the order's first event.
-    pub(crate) fn predict(cause: Cause, predicted: &Order) -> Self {
-        let body = encode(cause.kind, predicted, 1, cause.at_unix_ms);
-        Self { cause, body }
-    }
-
-    /// The numbered arguments [`first_event_sql`] expects from `$first`
-    /// on, bound after the final write's own.
-    pub(crate) fn bind<'q>(
-        &'q self,
-        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
-    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
-        query
-            .bind(event_id())
-            .bind(TOPIC)
-            .bind(self.cause.kind.event_type())
-            .bind(events::text_body::encode(&self.body))
-            .bind(self.cause.traceparent.as_str())
-            .bind(self.cause.tracestate.as_str())
-            .bind(self.cause.at_unix_ms)
-            .bind(self.cause.relay.as_str())
-            .bind(self.cause.lease_until_unix_ms)
-    }
-
-    /// Completes the event once the folded write ran: `order` is the order
-    /// as written, `sequence` the number the write took, `inserted` whether
-    /// the folded INSERT recorded the row (only when the write applied and
-    /// took number 1). A row whose predicted body differs from the order as
-    /// written gets the right body; an order that already had events (so
-    /// no row was inserted) records its event the general way. Either way
-    /// the unit ends with exactly [`record_numbered`]'s row; the end of the
-    /// lease taken, if one was (hand it over once committed).
-    pub(crate) async fn settle(
-        self,
-        connection: &mut AnyConnection,
-        order: &Order,
-        sequence: i64,
-        inserted: bool,
-    ) -> Result<Option<i64>, sqlx::Error> {
-        if !inserted {
-            return record_numbered(connection, order, &self.cause, sequence).await;
-        }
-        let written = encode(self.cause.kind, order, 1, self.cause.at_unix_ms);
-        if written != self.body {
-            tracing::debug!(order_id = %order.order_id, "the event's body as predicted from the saga's order differed from the row written; recorded the row's");
-            sqlx::query(REWRITE_FIRST_BODY)
-                .bind(events::text_body::encode(&written))
-                .bind(&order.order_id)
-                .execute(&mut *connection)
-                .await?;
-        }
-        Ok(Some(self.cause.lease_until_unix_ms))
-    }
-}
-
-/// The INSERT that follows a final write (`UPDATE orders … WHERE order_id =
-/// $order …`, whose arguments end before `$first`) in the same SQLite query:
-/// the order's first event, claimed like [`RECORD_CLAIMED`]'s, recorded only
-/// if that UPDATE changed the order's row (`changes()`) and gave it event
-/// number 1. Two statements in one query: one round trip to SQLite's thread
-/// for the state change and its event. Its row, when recorded, is the
-/// query's only `claimed_by` column.
-pub(crate) fn first_event_sql(order: usize, first: usize) -> String {
-    let at = |offset: usize| format!("${}", first + offset);
-    format!(
-        "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error, claimed_by, claimed_until_unix_ms) \
-         SELECT {event_id}, ${order}, 1, {topic}, {event_type}, {payload}, {traceparent}, {tracestate}, {at_ms}, 0, 0, '', {relay}, {until} \
-         WHERE changes() = 1 AND (SELECT event_sequence FROM orders WHERE order_id = ${order}) = 1 \
-         RETURNING claimed_by",
-        event_id = at(0),
-        topic = at(1),
-        event_type = at(2),
-        payload = at(3),
-        traceparent = at(4),
-        tracestate = at(5),
-        at_ms = at(6),
-        relay = at(7),
-        until = at(8),
-    )
-}
-
 /// Whether a relay other than `$owner` holds a live claim at `$now` on a
 /// pending row of the order `$order` (SQL expressions, spliced in).
 macro_rules! claimed_by_another {
@@ -473,18 +374,9 @@ const RECORD_CLAIMED: &str = "\
 
 /// A later event's row ($1–$9) and the order's lease for $10 until $11
 /// unless another relay holds a live one at $9 (a lease row or a claim;
-/// the lease statement is [`lease_in`]'s): SQLite's form, two statements
-/// in one query.
-const RECORD_AND_LEASE_SQLITE: &str = concat!(
-    "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, ''); \
-     INSERT INTO outbox_leases (order_id, owner, until_unix_ms) SELECT $2, $10, $11 WHERE NOT ",
-    claimed_by_another!("$2", "$10", "$9"),
-    " ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
-     WHERE outbox_leases.until_unix_ms <= $9 OR outbox_leases.owner = excluded.owner RETURNING owner"
-);
-
-/// [`RECORD_AND_LEASE_SQLITE`] as one PostgreSQL command.
+/// the lease statement is [`lease_in`]'s), as one PostgreSQL command (the
+/// row's INSERT in a data-modifying CTE). SQLite's writer thread runs the
+/// two as statements of their own ([`record_numbered_on_thread`]).
 const RECORD_AND_LEASE_POSTGRES: &str = concat!(
     "WITH recorded AS ( \
        INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
@@ -495,12 +387,6 @@ const RECORD_AND_LEASE_POSTGRES: &str = concat!(
     " ON CONFLICT (order_id) DO UPDATE SET owner = excluded.owner, until_unix_ms = excluded.until_unix_ms \
      WHERE outbox_leases.until_unix_ms <= $9 OR outbox_leases.owner = excluded.owner RETURNING owner"
 );
-
-/// The body of an order's first event ($2), just recorded, replaced by $1
-/// (pending: the clause lets the pending rows' (order, sequence) index find
-/// it).
-pub(crate) const REWRITE_FIRST_BODY: &str =
-    "UPDATE outbox SET payload_hex = $1 WHERE order_id = $2 AND sequence = 1 AND published_at_unix_ms = 0";
 
 /// [`lease_in`]'s statement: $1 order, $2 owner, $3 until, $4 now.
 pub(crate) const LEASE: &str = concat!(

@@ -21,8 +21,7 @@
 use std::sync::OnceLock;
 
 use futures::future::BoxFuture;
-use mesh::storage::{GroupCommitOptions, SqlPerCount, StorageError, WriteError, Writer};
-use mesh::validate::MAX_ORDER_LINES;
+use mesh::storage::{GroupCommitOptions, StorageError, WriteError, Writer};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{
@@ -801,16 +800,6 @@ impl Store {
                             .bind(&fence.owner)
                             .bind(fence.version)
                     };
-                    if connection.backend_name() == "SQLite" && !prices.is_empty() {
-                        // The step and the lines' prices in one query: the
-                        // prices apply only if the fenced step did.
-                        let mut query = bind_step(priced_with_prices_sql(prices.len())?);
-                        for (sku, price) in &prices {
-                            query = query.bind(sku).bind(price);
-                        }
-                        let written = query.execute(&mut *connection).await?.rows_affected();
-                        return leased(written.min(1), &fence.order_id);
-                    }
                     let updated = bind_step(priced_sql())
                         .execute(&mut *connection)
                         .await?
@@ -981,15 +970,14 @@ impl Store {
             Int(now_unix_ms),
         ];
         values.extend(reason.map(Text));
-        let shape = FinishShape {
+        let sql = FinishShape {
             reason: reason.is_some(),
             event: event.is_some(),
-        };
-        let sql = shape.sql();
+        }
+        .sql();
         let values: Vec<OwnedValue> = values.iter().map(Value::to_owned).collect();
         let fence = fence.clone();
         let saga_order = order.clone();
-        let reason = reason.map(str::to_owned);
         let thread_args = fence_args(
             values
                 .iter()
@@ -1020,51 +1008,18 @@ impl Store {
                 move |connection| {
                     Box::pin(async move {
                         // The final row as the fenced write left it (RETURNING:
-                        // no second statement to read it). On SQLite an order's
-                        // first event is folded into the same query (the
-                        // fence's three arguments end at `fence_at + 2`), its
-                        // body predicted from the saga's order; PostgreSQL's
-                        // prepared statement holds one command, so there the
-                        // event is a statement of its own. Every row is read,
-                        // so that every statement runs to its end.
-                        let (rows, event) = match event {
-                            Some(cause) if connection.backend_name() == "SQLite" => {
-                                let mut predicted = saga_order.clone();
-                                predicted.status = status;
-                                if let Some(reason) = &reason {
-                                    predicted.rejection_reason.clone_from(reason);
-                                }
-                                let first = events::FirstEvent::predict(cause, &predicted);
-                                let rows = first
-                                    .bind(fenced_query(shape.folded_sql(), &values, &fence))
-                                    .fetch_all(&mut *connection)
-                                    .await?;
-                                (rows, Some(Ok(first)))
-                            }
-                            event => {
-                                let rows = fenced_query(sql, &values, &fence)
-                                    .fetch_all(&mut *connection)
-                                    .await?;
-                                (rows, event.map(Err))
-                            }
-                        };
-                        let row = rows.first().ok_or_else(|| StoreError::LeaseLost {
-                            order_id: fence.order_id.clone(),
-                        })?;
-                        let mut order = order_from_row(row)?;
+                        // no second statement to read it).
+                        let row = fenced_query(sql, &values, &fence)
+                            .fetch_optional(&mut *connection)
+                            .await?
+                            .ok_or_else(|| StoreError::LeaseLost {
+                                order_id: fence.order_id.clone(),
+                            })?;
+                        let mut order = order_from_row(&row)?;
                         order.lines = saga_order.lines;
                         let handed = match event {
                             None => None,
-                            Some(Ok(first)) => {
-                                let sequence: i64 = row.try_get("event_sequence")?;
-                                // The folded INSERT's row is the only one with
-                                // a `claimed_by` column.
-                                let inserted = rows[1..]
-                                    .iter()
-                                    .any(|row| row.try_column("claimed_by").is_ok());
-                                first.settle(connection, &order, sequence, inserted).await?
-                            }
-                            Some(Err(cause)) => {
+                            Some(cause) => {
                                 let sequence: i64 = row.try_get("event_sequence")?;
                                 events::record_numbered(connection, &order, &cause, sequence)
                                     .await?
@@ -1357,25 +1312,6 @@ async fn insert_pending_in(
     connection: &mut AnyConnection,
     row: std::sync::Arc<PendingRow>,
 ) -> Result<bool, StoreError> {
-    let lines = row.items.len();
-    if connection.backend_name() == "SQLite" {
-        // The order and its lines in one query (one round trip to SQLite's
-        // thread): the lines' INSERT applies only if the order's did.
-        let mut query = bind_pending(sqlx::query(insert_with_lines_sql(lines)?), &row);
-        for item in &row.items {
-            query = query.bind(&item.sku).bind(item.quantity);
-        }
-        let written = query.execute(&mut *connection).await?.rows_affected();
-        return match written {
-            0 => Ok(false),
-            n if n == 1 + lines as u64 => Ok(true),
-            n => Err(StoreError::Corrupt(format!(
-                "recording order {} wrote {n} rows, not {}",
-                row.order_id,
-                1 + lines
-            ))),
-        };
-    }
     let inserted = bind_pending(sqlx::query(INSERT_PENDING), &row)
         .execute(&mut *connection)
         .await?
@@ -1419,30 +1355,6 @@ fn bind_pending<'q>(
         .bind(KeySource::OrderId.as_str())
 }
 
-/// SQLite's insert of a new order with `lines` lines in one query:
-/// [`INSERT_PENDING`], then the lines (line `i`: SKU `$11 + 2i`, quantity
-/// `$12 + 2i`) only if the order's row was inserted (`changes() = 1`: a
-/// taken request id inserts nothing).
-fn insert_with_lines_sql(lines: usize) -> Result<&'static str, StoreError> {
-    static SQL: SqlPerCount<MAX_ORDER_LINES> = SqlPerCount::new();
-    let sql = SQL.get(lines, |lines| {
-        let values: Vec<String> = (0..lines)
-            .map(|i| format!("($1, {i}, ${}, ${})", 11 + 2 * i, 12 + 2 * i))
-            .collect();
-        format!(
-            "{INSERT_PENDING}; \
-             INSERT INTO order_lines (order_id, line_no, sku, quantity, unit_price_cents) \
-             SELECT column1, column2, column3, column4, 0 FROM (VALUES {}) WHERE changes() = 1",
-            values.join(", ")
-        )
-    });
-    sql.ok_or_else(|| {
-        StoreError::Corrupt(format!(
-            "an order of {lines} lines (1 to {MAX_ORDER_LINES} are accepted)"
-        ))
-    })
-}
-
 /// What the final write's SQL depends on (`Store::finish`): whether it sets
 /// a rejection reason and whether it numbers an event. Each shape's SQL is
 /// built once, not at every order.
@@ -1475,21 +1387,6 @@ impl FinishShape {
             format!("{} RETURNING {COLUMNS}, event_sequence", fenced_sql(&set, fence_at))
         })
     }
-
-    /// SQLite's write with an event: [`FinishShape::sql`] then the order's
-    /// first event in the same query (events.rs, `first_event_sql`; the
-    /// fence's three arguments end where the event's begin).
-    fn folded_sql(self) -> &'static str {
-        static SQL: [OnceLock<String>; 4] = [const { OnceLock::new() }; 4];
-        SQL[self.index()].get_or_init(|| {
-            let fence_at = 4 + usize::from(self.reason);
-            format!(
-                "{}; {}",
-                self.sql(),
-                events::first_event_sql(fence_at, fence_at + 3)
-            )
-        })
-    }
 }
 
 /// The fenced write that records inventory's prices and moves the order to
@@ -1502,27 +1399,6 @@ fn priced_sql() -> &'static str {
             6,
         )
     })
-}
-
-/// SQLite's [`priced_sql`] with the prices of `lines` lines in the same
-/// query (line `i`: SKU `$9 + 2i`, unit price `$10 + 2i`), set only if the
-/// fenced write applied (`changes() = 1`).
-fn priced_with_prices_sql(lines: usize) -> Result<&'static str, StoreError> {
-    static SQL: SqlPerCount<MAX_ORDER_LINES> = SqlPerCount::new();
-    let sql = SQL.get(lines, |lines| {
-        let values: Vec<String> = (0..lines)
-            .map(|i| format!("(${}, ${})", 9 + 2 * i, 10 + 2 * i))
-            .collect();
-        format!(
-            "{}; UPDATE order_lines SET unit_price_cents = prices.column2 \
-             FROM (VALUES {}) AS prices \
-             WHERE order_lines.order_id = $6 AND order_lines.sku = prices.column1 \
-               AND changes() = 1",
-            priced_sql(),
-            values.join(", ")
-        )
-    });
-    sql.ok_or_else(|| StoreError::Corrupt(format!("{lines} prices for one order")))
 }
 
 /// `UPDATE orders SET <set> WHERE order_id = $n AND <fence>`, the order id
