@@ -37,11 +37,14 @@
 //! execution of its units. A caller that goes away (a cancelled RPC) does not
 //! withdraw its unit: it commits or fails with its batch, unanswered.
 
+mod intake;
 mod job;
 mod metrics;
 mod thread;
 mod writer;
 
+#[cfg(test)]
+mod test_tables;
 #[cfg(test)]
 mod tests;
 
@@ -52,7 +55,7 @@ use sqlx::{AnyConnection, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use job::{Job, TypedJob};
-use metrics::{UnitOutcome, WriterMetrics};
+use metrics::WriterMetrics;
 pub use thread::{SqliteWriter, SqliteWriterError};
 
 /// How a writer batches.
@@ -144,10 +147,8 @@ pub struct GroupCommit {
 
 #[derive(Debug)]
 struct Shared {
-    database: String,
-    capacity: usize,
+    intake: intake::Intake,
     queue: mpsc::Sender<Box<dyn Job>>,
-    metrics: WriterMetrics,
 }
 
 impl GroupCommit {
@@ -163,10 +164,12 @@ impl GroupCommit {
         ));
         Self {
             shared: Arc::new(Shared {
-                database: database.to_owned(),
-                capacity,
+                intake: intake::Intake {
+                    database: database.to_owned(),
+                    capacity,
+                    metrics,
+                },
                 queue,
-                metrics,
             }),
         }
     }
@@ -204,35 +207,16 @@ impl GroupCommit {
     {
         let (reply, answer) = oneshot::channel();
         let queued = self.enqueue(Box::new(TypedJob::new(unit, reply)));
-        let database = self.shared.database.clone();
-        async move {
-            queued.map_err(E::from)?;
-            match answer.await {
-                Ok(result) => result,
-                // The unit's future panicked (its reply was dropped unsent).
-                Err(_) => Err(E::from(WriteError::Panicked { database })),
-            }
-        }
+        self.shared.intake.answer(queued, answer)
     }
 
     fn enqueue(&self, job: Box<dyn Job>) -> Result<(), WriteError> {
         let shared = &self.shared;
-        shared.metrics.queued();
-        match shared.queue.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(refused) => {
-                shared.metrics.dequeued(1);
-                shared.metrics.unit(UnitOutcome::Refused);
-                Err(match refused {
-                    mpsc::error::TrySendError::Full(_) => WriteError::QueueFull {
-                        database: shared.database.clone(),
-                        capacity: shared.capacity,
-                    },
-                    mpsc::error::TrySendError::Closed(_) => WriteError::Stopped {
-                        database: shared.database.clone(),
-                    },
-                })
-            }
-        }
+        shared.intake.hand_over(|| {
+            shared.queue.try_send(job).map_err(|refused| match refused {
+                mpsc::error::TrySendError::Full(_) => intake::Refusal::Full,
+                mpsc::error::TrySendError::Closed(_) => intake::Refusal::Stopped,
+            })
+        })
     }
 }

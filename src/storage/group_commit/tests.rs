@@ -6,20 +6,12 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use sqlx::{migrate::Migrator, AnyPool, Row};
+use sqlx::{migrate::Migrator, AnyPool};
 
-use super::*;
-
-/// The errors of the test units: their own failure, SQL, or the writer's.
-#[derive(Debug, thiserror::Error)]
-enum TestError {
-    #[error("unit refused: {0}")]
-    Refused(&'static str),
-    #[error(transparent)]
-    Sql(#[from] sqlx::Error),
-    #[error(transparent)]
-    Write(#[from] WriteError),
-}
+use super::{
+    test_tables::{batches_and_units, note_ids, TestError},
+    *,
+};
 
 struct Database {
     _dir: tempfile::TempDir,
@@ -33,18 +25,7 @@ async fn database() -> Database {
     let pool = crate::storage::open("writer_test", None, dir.path(), &Migrator::DEFAULT)
         .await
         .expect("open SQLite");
-    sqlx::query("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")
-        .execute(&pool)
-        .await
-        .expect("create notes");
-    // A deferred foreign key fails at COMMIT, not at the statement.
-    sqlx::query(
-        "CREATE TABLE children (id BIGINT PRIMARY KEY, parent BIGINT NOT NULL \
-         REFERENCES notes (id) DEFERRABLE INITIALLY DEFERRED)",
-    )
-    .execute(&pool)
-    .await
-    .expect("create children");
+    super::test_tables::create_test_tables(&pool).await;
     let observer = crate::storage::open("writer_test", None, dir.path(), &Migrator::DEFAULT)
         .await
         .expect("open SQLite again");
@@ -91,32 +72,6 @@ fn insert_orphan(
             Ok(())
         })
     })
-}
-
-async fn note_ids(pool: &AnyPool) -> Vec<i64> {
-    sqlx::query("SELECT id FROM notes ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .expect("read notes")
-        .iter()
-        .map(|row| row.get::<i64, _>(0))
-        .collect()
-}
-
-/// `(batches, units)` committed by `database`'s writers, from the metrics.
-fn batches_and_units(database: &str) -> (f64, f64) {
-    let text = crate::telemetry::metrics::encode_text();
-    let value = |series: &str| {
-        let prefix = format!("{series}{{database=\"{database}\"}} ");
-        text.lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .map(|value| value.trim().parse::<f64>().expect("a number"))
-            .unwrap_or(0.0)
-    };
-    (
-        value("mesh_storage_write_batch_size_count"),
-        value("mesh_storage_write_batch_size_sum"),
-    )
 }
 
 #[tokio::test]
@@ -453,7 +408,9 @@ impl job::Job for UnitWithPanickingAnswer {
             }
         })
     }
+}
 
+impl job::Fail for UnitWithPanickingAnswer {
     fn fail(self: Box<Self>, _error: &WriteError) {}
 }
 

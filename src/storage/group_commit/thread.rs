@@ -23,51 +23,33 @@ use std::{
 use tokio::sync::oneshot;
 
 use super::{
-    job::{Answer, TypedAnswer},
+    intake::{Intake, Refusal},
+    job::{answer_committed, answer_failed_batch, Executed, Fail, TypedAnswer, TypedJob},
     metrics::{UnitOutcome, WriterMetrics},
     GroupCommitOptions, WriteError,
 };
 
 /// A unit on the writer's thread.
-trait ThreadJob: Send {
+trait ThreadJob: Fail {
     /// Runs the unit; `Err` if it panicked.
-    fn run(self: Box<Self>, connection: &rusqlite::Connection) -> Result<Ran, ()>;
-
-    /// Answers the caller with `error` without running the unit.
-    fn fail(self: Box<Self>, error: &WriteError);
+    fn run(self: Box<Self>, connection: &rusqlite::Connection) -> Result<Executed, ()>;
 }
 
-/// What a unit did, and how to answer its caller after COMMIT.
-struct Ran {
-    succeeded: bool,
-    answer: Box<dyn Answer>,
-}
-
-struct TypedThreadJob<F, T, E> {
-    unit: F,
-    reply: oneshot::Sender<Result<T, E>>,
-}
-
-impl<F, T, E> ThreadJob for TypedThreadJob<F, T, E>
+impl<F, T, E> ThreadJob for TypedJob<F, T, E>
 where
     F: FnOnce(&rusqlite::Connection) -> Result<T, E> + Send + 'static,
     T: Send + 'static,
     E: From<WriteError> + Send + 'static,
 {
-    fn run(self: Box<Self>, connection: &rusqlite::Connection) -> Result<Ran, ()> {
-        let TypedThreadJob { unit, reply } = *self;
+    fn run(self: Box<Self>, connection: &rusqlite::Connection) -> Result<Executed, ()> {
+        let (unit, reply) = (*self).into_parts();
         // On a panic the reply is dropped unsent: the caller gets Panicked.
         let result =
             std::panic::catch_unwind(AssertUnwindSafe(|| unit(connection))).map_err(drop)?;
-        Ok(Ran {
+        Ok(Executed {
             succeeded: result.is_ok(),
             answer: Box::new(TypedAnswer::new(result, reply)),
         })
-    }
-
-    fn fail(self: Box<Self>, error: &WriteError) {
-        // The caller may have gone (its RPC was cancelled): nothing to answer.
-        let _ = self.reply.send(Err(E::from(error.clone())));
     }
 }
 
@@ -80,10 +62,8 @@ pub struct SqliteWriter {
 
 #[derive(Debug)]
 struct Shared {
-    database: String,
-    capacity: usize,
+    intake: Intake,
     queue: mpsc::SyncSender<Box<dyn ThreadJob>>,
-    metrics: WriterMetrics,
 }
 
 /// Why the writer's connection could not be opened.
@@ -154,10 +134,12 @@ impl SqliteWriter {
             })?;
         Ok(Self {
             shared: Arc::new(Shared {
-                database: database.to_owned(),
-                capacity,
+                intake: Intake {
+                    database: database.to_owned(),
+                    capacity,
+                    metrics,
+                },
                 queue,
-                metrics,
             }),
         })
     }
@@ -177,37 +159,15 @@ impl SqliteWriter {
         E: From<WriteError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let queued = self.enqueue(Box::new(TypedThreadJob { unit, reply }));
-        let database = self.shared.database.clone();
-        async move {
-            queued.map_err(E::from)?;
-            match answer.await {
-                Ok(result) => result,
-                // The unit panicked (its reply was dropped unsent).
-                Err(_) => Err(E::from(WriteError::Panicked { database })),
-            }
-        }
-    }
-
-    fn enqueue(&self, job: Box<dyn ThreadJob>) -> Result<(), WriteError> {
+        let job: Box<dyn ThreadJob> = Box::new(TypedJob::new(unit, reply));
         let shared = &self.shared;
-        shared.metrics.queued();
-        match shared.queue.try_send(job) {
-            Ok(()) => Ok(()),
-            Err(refused) => {
-                shared.metrics.dequeued(1);
-                shared.metrics.unit(UnitOutcome::Refused);
-                Err(match refused {
-                    mpsc::TrySendError::Full(_) => WriteError::QueueFull {
-                        database: shared.database.clone(),
-                        capacity: shared.capacity,
-                    },
-                    mpsc::TrySendError::Disconnected(_) => WriteError::Stopped {
-                        database: shared.database.clone(),
-                    },
-                })
-            }
-        }
+        let queued = shared.intake.hand_over(|| {
+            shared.queue.try_send(job).map_err(|refused| match refused {
+                mpsc::TrySendError::Full(_) => Refusal::Full,
+                mpsc::TrySendError::Disconnected(_) => Refusal::Stopped,
+            })
+        });
+        shared.intake.answer(queued, answer)
     }
 }
 
@@ -310,27 +270,21 @@ impl Thread {
     fn commit(&self, batch: Vec<Box<dyn ThreadJob>>) {
         let started = Instant::now();
         let units = batch.len();
-        match self.run_batch(batch) {
-            Ok(ran) => {
-                for unit in ran {
-                    self.metrics.unit(if unit.succeeded {
-                        UnitOutcome::Committed
-                    } else {
-                        UnitOutcome::RolledBack
-                    });
-                    unit.answer.send(Ok(()));
-                }
-            }
+        let outcome = self.run_batch(batch);
+        // Counted before the answers: a caller that reads the metrics once
+        // answered finds its batch there.
+        self.metrics.batch(units, started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(ran) => answer_committed(&self.metrics, ran),
             Err(failure) => self.answer_failure(units, failure),
         }
-        self.metrics.batch(units, started.elapsed().as_secs_f64());
     }
 
     fn execute(&self, sql: &str) -> rusqlite::Result<()> {
         self.connection.prepare_cached(sql)?.execute([]).map(drop)
     }
 
-    fn run_batch(&self, batch: Vec<Box<dyn ThreadJob>>) -> Result<Vec<Ran>, Failure> {
+    fn run_batch(&self, batch: Vec<Box<dyn ThreadJob>>) -> Result<Vec<Executed>, Failure> {
         if let Err(error) = self.execute("BEGIN IMMEDIATE") {
             return Err(Failure {
                 error,
@@ -395,7 +349,7 @@ impl Thread {
     fn abandon(
         &self,
         error: rusqlite::Error,
-        ran: Vec<Ran>,
+        ran: Vec<Executed>,
         not_run: Vec<Box<dyn ThreadJob>>,
     ) -> Failure {
         if !self.connection.is_autocommit() {
@@ -411,34 +365,22 @@ impl Thread {
     }
 
     fn answer_failure(&self, units: usize, failure: Failure) {
-        let transient = is_transient(&failure.error);
-        tracing::warn!(
-            database = %self.database,
+        answer_failed_batch(
+            &self.database,
+            &self.metrics,
+            is_transient(&failure.error),
+            Arc::new(failure.error),
             units,
-            error = %failure.error,
-            "a batch of writes did not commit; its callers get the error"
+            failure.ran,
+            failure.not_run,
         );
-        let error = WriteError::Batch {
-            database: self.database.clone(),
-            units,
-            transient,
-            source: Arc::new(failure.error),
-        };
-        for unit in failure.ran {
-            self.metrics.unit(UnitOutcome::Failed);
-            unit.answer.send(Err(&error));
-        }
-        for job in failure.not_run {
-            self.metrics.unit(UnitOutcome::Failed);
-            job.fail(&error);
-        }
     }
 }
 
 /// Why a batch did not commit, and the units it leaves to answer.
 struct Failure {
     error: rusqlite::Error,
-    ran: Vec<Ran>,
+    ran: Vec<Executed>,
     not_run: Vec<Box<dyn ThreadJob>>,
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::{
     job::{Executed, Job},
     metrics::{UnitOutcome, WriterMetrics},
-    GroupCommitOptions, WriteError,
+    GroupCommitOptions,
 };
 
 /// Each unit of a batch of several runs inside this savepoint. The three
@@ -237,20 +237,13 @@ impl Writer {
                 not_run: batch,
             }),
         };
+        // Counted before the answers: a caller that reads the metrics once
+        // answered finds its batch there.
+        self.metrics.batch(units, started.elapsed().as_secs_f64());
         match outcome {
-            Ok(executed) => {
-                for unit in executed {
-                    self.metrics.unit(if unit.succeeded {
-                        UnitOutcome::Committed
-                    } else {
-                        UnitOutcome::RolledBack
-                    });
-                    unit.answer.send(Ok(()));
-                }
-            }
+            Ok(executed) => super::job::answer_committed(&self.metrics, executed),
             Err(failure) => self.answer_failure(units, failure),
         }
-        self.metrics.batch(units, started.elapsed().as_secs_f64());
     }
 
     async fn run_batch(
@@ -373,27 +366,15 @@ impl Writer {
     }
 
     fn answer_failure(&self, units: usize, failure: Failure) {
-        let transient = super::super::is_transient(&failure.error);
-        tracing::warn!(
-            database = %self.database,
+        super::job::answer_failed_batch(
+            &self.database,
+            &self.metrics,
+            super::super::is_transient(&failure.error),
+            Arc::new(failure.error),
             units,
-            error = %failure.error,
-            "a batch of writes did not commit; its callers get the error"
+            failure.executed,
+            failure.not_run,
         );
-        let error = WriteError::Batch {
-            database: self.database.clone(),
-            units,
-            transient,
-            source: Arc::new(failure.error),
-        };
-        for unit in failure.executed {
-            self.metrics.unit(UnitOutcome::Failed);
-            unit.answer.send(Err(&error));
-        }
-        for job in failure.not_run {
-            self.metrics.unit(UnitOutcome::Failed);
-            job.fail(&error);
-        }
     }
 }
 

@@ -5,19 +5,10 @@
 
 use std::{path::PathBuf, sync::mpsc as std_mpsc};
 
-use sqlx::{migrate::Migrator, AnyPool, Row};
+use sqlx::{migrate::Migrator, AnyPool};
 
 use super::*;
-
-#[derive(Debug, thiserror::Error)]
-enum TestError {
-    #[error("unit refused: {0}")]
-    Refused(&'static str),
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
-    #[error(transparent)]
-    Write(#[from] WriteError),
-}
+use crate::storage::group_commit::test_tables::{batches_and_units, note_ids, TestError};
 
 struct Database {
     _dir: tempfile::TempDir,
@@ -31,18 +22,7 @@ async fn database() -> Database {
     let observer = crate::storage::open("thread_test", None, dir.path(), &Migrator::DEFAULT)
         .await
         .expect("open SQLite");
-    sqlx::query("CREATE TABLE notes (id BIGINT PRIMARY KEY, body TEXT NOT NULL)")
-        .execute(&observer)
-        .await
-        .expect("create notes");
-    // A deferred foreign key fails at COMMIT, not at the statement.
-    sqlx::query(
-        "CREATE TABLE children (id BIGINT PRIMARY KEY, parent BIGINT NOT NULL \
-         REFERENCES notes (id) DEFERRABLE INITIALLY DEFERRED)",
-    )
-    .execute(&observer)
-    .await
-    .expect("create children");
+    crate::storage::group_commit::test_tables::create_test_tables(&observer).await;
     Database {
         path: dir.path().join("thread_test.db"),
         _dir: dir,
@@ -52,16 +32,6 @@ async fn database() -> Database {
 
 fn writer(db: &Database, options: GroupCommitOptions) -> SqliteWriter {
     SqliteWriter::start("thread_test", &db.path, options).expect("start the writer")
-}
-
-async fn note_ids(pool: &AnyPool) -> Vec<i64> {
-    sqlx::query("SELECT id FROM notes ORDER BY id")
-        .fetch_all(pool)
-        .await
-        .expect("read notes")
-        .iter()
-        .map(|row| row.get::<i64, _>(0))
-        .collect()
 }
 
 fn insert_note(
@@ -266,22 +236,6 @@ fn busy_and_locked_are_worth_a_retry_and_a_constraint_is_not() {
     assert!(is_transient(&failure(517)));
     assert!(!is_transient(&failure(19)));
     assert!(!is_transient(&rusqlite::Error::QueryReturnedNoRows));
-}
-
-/// The writer's batches and units so far, from its metrics.
-fn batches_and_units(database: &str) -> (f64, f64) {
-    let text = crate::telemetry::metrics::encode_text();
-    let value = |series: &str| {
-        let prefix = format!("{series}{{database=\"{database}\"}} ");
-        text.lines()
-            .find_map(|line| line.strip_prefix(&prefix))
-            .map(|value| value.trim().parse::<f64>().expect("a number"))
-            .unwrap_or(0.0)
-    };
-    (
-        value("mesh_storage_write_batch_size_count"),
-        value("mesh_storage_write_batch_size_sum"),
-    )
 }
 
 #[tokio::test]
