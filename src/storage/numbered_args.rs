@@ -71,11 +71,22 @@ impl NumberedArgs {
     fn bind(&self, statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<()> {
         statement.clear_bindings();
         for (at, value) in self.0.iter().enumerate() {
-            if let Some(index) = statement.parameter_index(&format!("${}", at + 1))? {
+            if let Some(index) = statement.parameter_index(&name(at + 1))? {
                 statement.raw_bind_parameter(index, value)?;
             }
         }
         Ok(())
+    }
+}
+
+/// `$number`, without building the text each time for the usual numbers.
+fn name(number: usize) -> std::borrow::Cow<'static, str> {
+    const KEPT: usize = 256;
+    static NAMES: std::sync::LazyLock<Vec<String>> =
+        std::sync::LazyLock::new(|| (0..KEPT).map(|number| format!("${number}")).collect());
+    match NAMES.get(number) {
+        Some(name) => std::borrow::Cow::Borrowed(name.as_str()),
+        None => std::borrow::Cow::Owned(format!("${number}")),
     }
 }
 
@@ -129,5 +140,12 @@ mod tests {
                 .unwrap(),
             None
         );
+    }
+
+    #[test]
+    fn a_parameters_name_is_its_number_however_high() {
+        assert_eq!(name(1), "$1");
+        assert_eq!(name(255), "$255");
+        assert_eq!(name(1000), "$1000");
     }
 }
