@@ -73,3 +73,36 @@ impl Intake {
         }
     }
 }
+
+/// Moves units from `next` into `batch` until it holds `max` or `next` has
+/// none ready; how many it moved.
+pub(super) fn fill<J>(
+    batch: &mut Vec<J>,
+    max: usize,
+    mut next: impl FnMut() -> Option<J>,
+) -> usize {
+    let before = batch.len();
+    while batch.len() < max {
+        match next() {
+            Some(job) => batch.push(job),
+            None => break,
+        }
+    }
+    batch.len() - before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill;
+
+    #[test]
+    fn a_batch_is_filled_up_to_its_bound_or_until_nothing_is_ready() {
+        let mut ready = vec![1, 2, 3, 4, 5].into_iter();
+        let mut batch = vec![0];
+        assert_eq!(fill(&mut batch, 3, || ready.next()), 2);
+        assert_eq!(batch, vec![0, 1, 2]);
+        assert_eq!(fill(&mut batch, 10, || ready.next()), 3);
+        assert_eq!(batch, vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(fill(&mut batch, 10, || ready.next()), 0);
+    }
+}

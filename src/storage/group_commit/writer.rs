@@ -203,14 +203,7 @@ impl Writer {
         queue: &mut mpsc::Receiver<Box<dyn Job>>,
         batch: &mut Vec<Box<dyn Job>>,
     ) -> usize {
-        let before = batch.len();
-        while batch.len() < self.max_batch {
-            match queue.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        batch.len() - before
+        super::intake::fill(batch, self.max_batch, || queue.try_recv().ok())
     }
 
     /// Runs, commits and answers one batch.
