@@ -8,11 +8,15 @@
 //! - [`GroupCommit`]: one writer task per database that commits the write
 //!   units of concurrent requests together, so that they share one durable
 //!   flush; [`SqliteWriter`] does the same on a SQLite file's own thread,
-//!   and [`Writer`] picks the one a database gets.
+//!   and [`Writer`] picks the one a database gets;
+//! - [`SqliteReader`]: a SQLite file's hot reads on threads that own their
+//!   connections, and [`Reader`], which picks it or the pool.
 
 mod durability;
 mod group_commit;
 mod numbered_args;
+mod reader;
+mod reader_choice;
 mod writer_choice;
 
 use std::{path::Path, sync::Once, time::Duration};
@@ -27,6 +31,8 @@ pub use group_commit::{
     GroupCommit, GroupCommitOptions, SqliteWriter, SqliteWriterError, WriteError,
 };
 pub use numbered_args::NumberedArgs;
+pub use reader::{ReadError, SqliteReader, READ_QUEUE_CAPACITY};
+pub use reader_choice::{Reader, SQLITE_READER_THREADS};
 pub use writer_choice::{sqlite_file, Writer};
 
 /// Why a database could not be opened.
@@ -59,6 +65,14 @@ pub enum StorageError {
     /// The database's writer could not start.
     #[error("cannot start the {service} database's writer: {source}")]
     Writer {
+        /// The service.
+        service: String,
+        /// The cause.
+        source: Box<SqliteWriterError>,
+    },
+    /// The database's reader threads could not start.
+    #[error("cannot start the {service} database's readers: {source}")]
+    Reader {
         /// The service.
         service: String,
         /// The cause.
@@ -179,6 +193,16 @@ pub fn is_transient(error: &sqlx::Error) -> bool {
         }),
         _ => false,
     }
+}
+
+/// Whether an error of a SQLite connection on a writer's or reader's own
+/// thread is worth a retry: busy or locked (another process's writer, or a
+/// checkpoint, held the file past the busy timeout).
+pub fn is_sqlite_busy(error: &rusqlite::Error) -> bool {
+    matches!(
+        error.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
 }
 
 /// Milliseconds since the Unix epoch, for `*_unix_ms` columns.

@@ -56,6 +56,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use job::{Job, TypedJob};
 use metrics::WriterMetrics;
+pub(crate) use thread::open_file;
 pub use thread::{SqliteWriter, SqliteWriterError};
 
 /// How a writer batches.

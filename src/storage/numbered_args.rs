@@ -68,6 +68,22 @@ impl NumberedArgs {
         Ok(self.rows(connection, sql, map)?.into_iter().next())
     }
 
+    /// The same arguments bound, in order, to `query` on the pool (sqlx
+    /// and PostgreSQL read `$n`'s number), so one argument list serves both
+    /// forms of a read.
+    pub fn bind_to<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        self.0.iter().fold(query, |query, value| match value {
+            Value::Null => query.bind(None::<i64>),
+            Value::Integer(number) => query.bind(*number),
+            Value::Real(number) => query.bind(*number),
+            Value::Text(text) => query.bind(text.clone()),
+            Value::Blob(bytes) => query.bind(bytes.clone()),
+        })
+    }
+
     fn bind(&self, statement: &mut rusqlite::Statement<'_>) -> rusqlite::Result<()> {
         statement.clear_bindings();
         for (at, value) in self.0.iter().enumerate() {

@@ -255,11 +255,22 @@ impl From<OrderError> for Status {
                 tracing::warn!(%error, "orders write not committed");
                 Status::unavailable("the orders database is busy; try again")
             }
+            OrderError::Store(StoreError::Read(read)) if read.is_transient() => {
+                tracing::warn!(%error, "orders read not run");
+                Status::unavailable("the orders database is busy; try again")
+            }
+            OrderError::Store(StoreError::Sqlite(sqlite))
+                if mesh::storage::is_sqlite_busy(sqlite) =>
+            {
+                tracing::warn!(%error, "orders database busy");
+                Status::unavailable("the orders database is busy; try again")
+            }
             OrderError::Store(
                 StoreError::Corrupt(_)
                 | StoreError::Database(_)
                 | StoreError::Sqlite(_)
-                | StoreError::Write(_),
+                | StoreError::Write(_)
+                | StoreError::Read(_),
             ) => {
                 // The cause goes to the log; callers do not see SQL.
                 tracing::error!(%error, "orders storage failure");

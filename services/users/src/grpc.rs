@@ -86,7 +86,18 @@ impl From<StoreError> for Status {
                 tracing::warn!(%error, "users write not committed");
                 Status::unavailable("the users database is busy or unreachable; try again")
             }
-            StoreError::Database(_) | StoreError::Write(_) => {
+            StoreError::Read(error) if error.is_transient() => {
+                tracing::warn!(%error, "users read not run");
+                Status::unavailable("the users database is busy or unreachable; try again")
+            }
+            StoreError::Sqlite(error) if mesh::storage::is_sqlite_busy(&error) => {
+                tracing::warn!(%error, "users database busy");
+                Status::unavailable("the users database is busy or unreachable; try again")
+            }
+            StoreError::Database(_)
+            | StoreError::Sqlite(_)
+            | StoreError::Write(_)
+            | StoreError::Read(_) => {
                 // The cause goes to the log only: SQL text is not for callers.
                 tracing::error!(%error, "users database error");
                 Status::internal("the users database failed; the error was logged")

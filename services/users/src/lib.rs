@@ -57,7 +57,7 @@ impl mesh::config::ServiceConfig for Config {
 pub async fn run(config: Config) -> Result<(), ServeError> {
     let bound = mesh::server::bind(&IDENTITY, &config.service).await?;
     let pool = bound.open_storage(&MIGRATOR).await?;
-    let handler = grpc::UsersService::new(store::Store::new(pool));
+    let handler = grpc::UsersService::new(store::Store::new(pool)?);
     bound
         .serve(
             UsersServer::new(handler)

@@ -6,9 +6,12 @@
 //! the database cannot both create the same email. Writes go through the
 //! database's group-commit writer ([`mesh::storage::GroupCommit`]): a user is
 //! answered only once its row is committed durably, and concurrent sign-ups
-//! share that commit.
+//! share that commit. Reads of a SQLite file run on its reader threads
+//! ([`mesh::storage::Reader`]; the same SQL), PostgreSQL's on the pool.
 
-use mesh::storage::{GroupCommit, GroupCommitOptions, WriteError};
+use mesh::storage::{
+    GroupCommit, GroupCommitOptions, NumberedArgs, ReadError, Reader, StorageError, WriteError,
+};
 use sqlx::{any::AnyRow, AnyPool, Row};
 
 use crate::domain::{NewUser, PageKey};
@@ -25,9 +28,15 @@ pub enum StoreError {
     /// The database failed.
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    /// The database failed (a read on SQLite's reader thread).
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     /// The write was not committed (a full queue, a failed batch).
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The read did not run (its queue was full, the readers stopped).
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 /// A stored user.
@@ -55,18 +64,35 @@ pub struct Page {
 /// The users database.
 #[derive(Debug, Clone)]
 pub struct Store {
-    pool: AnyPool,
+    reader: Reader,
     writer: GroupCommit,
 }
 
 const COLUMNS: &str = "user_id, email, display_name, created_at_unix_ms";
 
+/// One user by id (`$1`).
+static GET: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM users WHERE user_id = $1"));
+/// The first page (`$1` its size plus one).
+static FIRST_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("SELECT {COLUMNS} FROM users ORDER BY created_at_unix_ms, user_id LIMIT $1")
+});
+/// The page after a key (`$1` its time, `$2` its id, `$3` the size plus one).
+static NEXT_PAGE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {COLUMNS} FROM users \
+         WHERE created_at_unix_ms > $1 OR (created_at_unix_ms = $1 AND user_id > $2) \
+         ORDER BY created_at_unix_ms, user_id LIMIT $3"
+    )
+});
+
 impl Store {
-    /// Wraps an open, migrated pool and starts its writer (call inside a
-    /// Tokio runtime).
-    pub fn new(pool: AnyPool) -> Self {
-        let writer = GroupCommit::start("users", pool.clone(), GroupCommitOptions::default());
-        Self { pool, writer }
+    /// Wraps an open, migrated pool and starts its writer and readers (call
+    /// inside a Tokio runtime).
+    pub fn new(pool: AnyPool) -> Result<Self, StorageError> {
+        let reader = Reader::start("users", &pool)?;
+        let writer = GroupCommit::start("users", pool, GroupCommitOptions::default());
+        Ok(Self { reader, writer })
     }
 
     /// Inserts a user; [`StoreError::EmailTaken`] if the email is in use.
@@ -112,43 +138,57 @@ impl Store {
 
     /// One user by id.
     pub async fn get(&self, user_id: &str) -> Result<UserRecord, StoreError> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM users WHERE user_id = $1"))
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        match row {
-            Some(row) => record(&row),
-            None => Err(StoreError::NotFound(user_id.to_owned())),
-        }
+        let args = NumberedArgs::new().arg(user_id.to_owned());
+        let found = match &self.reader {
+            Reader::Sqlite(reader) => {
+                reader
+                    .read(move |connection| {
+                        Ok::<_, StoreError>(args.first_row(connection, &GET, record_of_row)?)
+                    })
+                    .await?
+            }
+            Reader::Pool(pool) => match sqlx::query(&GET).bind(user_id).fetch_optional(pool).await?
+            {
+                Some(row) => Some(record(&row)?),
+                None => None,
+            },
+        };
+        found.ok_or_else(|| StoreError::NotFound(user_id.to_owned()))
     }
 
     /// Up to `size` users after `after` (from the start when `None`), ordered
     /// by (created_at_unix_ms, user_id): a keyset page, stable while users are added.
     pub async fn list(&self, size: i64, after: Option<&PageKey>) -> Result<Page, StoreError> {
-        let rows = match after {
-            None => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM users \
-                     ORDER BY created_at_unix_ms, user_id LIMIT $1"
-                ))
-                .bind(size + 1)
-                .fetch_all(&self.pool)
-                .await?
+        let (sql, args) = match after {
+            None => (&*FIRST_PAGE, NumberedArgs::new().arg(size + 1)),
+            Some(key) => (
+                &*NEXT_PAGE,
+                NumberedArgs::new()
+                    .arg(key.created_at_unix_ms)
+                    .arg(key.user_id.clone())
+                    .arg(size + 1),
+            ),
+        };
+        let mut users = match &self.reader {
+            Reader::Sqlite(reader) => {
+                reader
+                    .read(move |connection| {
+                        Ok::<_, StoreError>(args.rows(connection, sql, record_of_row)?)
+                    })
+                    .await?
             }
-            Some(key) => {
-                sqlx::query(&format!(
-                    "SELECT {COLUMNS} FROM users \
-                     WHERE created_at_unix_ms > $1 OR (created_at_unix_ms = $1 AND user_id > $2) \
-                     ORDER BY created_at_unix_ms, user_id LIMIT $3"
-                ))
-                .bind(key.created_at_unix_ms)
-                .bind(&key.user_id)
-                .bind(size + 1)
-                .fetch_all(&self.pool)
-                .await?
+            Reader::Pool(pool) => {
+                let query = match after {
+                    None => sqlx::query(sql).bind(size + 1),
+                    Some(key) => sqlx::query(sql)
+                        .bind(key.created_at_unix_ms)
+                        .bind(&key.user_id)
+                        .bind(size + 1),
+                };
+                let rows = query.fetch_all(pool).await?;
+                rows.iter().map(record).collect::<Result<Vec<_>, _>>()?
             }
         };
-        let mut users = rows.iter().map(record).collect::<Result<Vec<_>, _>>()?;
         let more = users.len() as i64 > size;
         users.truncate(usize::try_from(size).unwrap_or(0));
         let next = match users.last() {
@@ -160,6 +200,16 @@ impl Store {
         };
         Ok(Page { users, next })
     }
+}
+
+/// A user from a row of [`COLUMNS`] on a reader thread.
+fn record_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
+    Ok(UserRecord {
+        user_id: row.get("user_id")?,
+        email: row.get("email")?,
+        display_name: row.get("display_name")?,
+        created_at_unix_ms: row.get("created_at_unix_ms")?,
+    })
 }
 
 fn record(row: &AnyRow) -> Result<UserRecord, StoreError> {
@@ -182,7 +232,7 @@ mod tests {
         let pool = mesh::storage::open("users", None, dir, &crate::MIGRATOR)
             .await
             .expect("open the users database");
-        Store::new(pool)
+        Store::new(pool).expect("start the users store")
     }
 
     fn user(email: &str) -> NewUser {

@@ -66,11 +66,12 @@ struct Shared {
     queue: mpsc::SyncSender<Box<dyn ThreadJob>>,
 }
 
-/// Why the writer's connection could not be opened.
+/// Why the writer's (or a reader's) connection or thread could not be
+/// started.
 #[derive(Debug, thiserror::Error)]
 pub enum SqliteWriterError {
     /// Opening or setting up the connection failed.
-    #[error("cannot open the {database} database's writer on {path}: {source}")]
+    #[error("cannot open a connection to the {database} database on {path}: {source}")]
     Open {
         /// The database (service) name.
         database: String,
@@ -79,8 +80,8 @@ pub enum SqliteWriterError {
         /// The cause.
         source: rusqlite::Error,
     },
-    /// The writer's thread could not be started.
-    #[error("cannot start the {database} database's writer thread: {source}")]
+    /// The writer's (or a reader's) thread could not be started.
+    #[error("cannot start a thread of the {database} database: {source}")]
     Thread {
         /// The database (service) name.
         database: String,
@@ -171,8 +172,14 @@ impl SqliteWriter {
     }
 }
 
-/// The writer's connection, set up as the pool's are, and checked.
-fn open(database: &str, path: &Path) -> Result<rusqlite::Connection, SqliteWriterError> {
+/// A connection of this thread to `path` (`flags` besides no mutex: one
+/// thread uses it), set up with `settings`.
+pub(crate) fn open_file(
+    database: &str,
+    path: &Path,
+    flags: rusqlite::OpenFlags,
+    settings: &str,
+) -> Result<rusqlite::Connection, SqliteWriterError> {
     let failed = |source| SqliteWriterError::Open {
         database: database.to_owned(),
         path: path.display().to_string(),
@@ -180,12 +187,26 @@ fn open(database: &str, path: &Path) -> Result<rusqlite::Connection, SqliteWrite
     };
     let connection = rusqlite::Connection::open_with_flags(
         path,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        flags | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(failed)?;
-    connection
-        .execute_batch(crate::storage::durability::SQLITE_CONNECTION_SETTINGS)
-        .map_err(failed)?;
+    connection.execute_batch(settings).map_err(failed)?;
+    Ok(connection)
+}
+
+/// The writer's connection, set up as the pool's are, and checked.
+fn open(database: &str, path: &Path) -> Result<rusqlite::Connection, SqliteWriterError> {
+    let failed = |source| SqliteWriterError::Open {
+        database: database.to_owned(),
+        path: path.display().to_string(),
+        source,
+    };
+    let connection = open_file(
+        database,
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE,
+        crate::storage::durability::SQLITE_CONNECTION_SETTINGS,
+    )?;
     let journal: String = connection
         .pragma_query_value(None, "journal_mode", |row| row.get(0))
         .map_err(failed)?;
@@ -361,7 +382,7 @@ impl Thread {
         answer_failed_batch(
             &self.database,
             &self.metrics,
-            is_transient(&failure.error),
+            crate::storage::is_sqlite_busy(&failure.error),
             Arc::new(failure.error),
             units,
             failure.ran,
@@ -375,15 +396,6 @@ struct Failure {
     error: rusqlite::Error,
     ran: Vec<Executed>,
     not_run: Vec<Box<dyn ThreadJob>>,
-}
-
-/// Whether a SQLite error is worth a retry: busy or locked (another
-/// process's writer held the file past the busy timeout).
-fn is_transient(error: &rusqlite::Error) -> bool {
-    matches!(
-        error.sqlite_error_code(),
-        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
-    )
 }
 
 #[cfg(test)]

@@ -2,12 +2,12 @@
 //! writes them (an event is recorded by `crate::store::events::record`, in
 //! its state change's transaction).
 
-use mesh::storage::{NumberedArgs, Writer};
+use mesh::storage::{NumberedArgs, Reader, Writer};
 use sqlx::{AnyPool, Row};
 
 use crate::store::{
     events::{claimed_by_another, lease_in, LEASE},
-    Store, StoreError,
+    Columns, Store, StoreError,
 };
 
 mod on_thread;
@@ -51,14 +51,16 @@ impl Pending {
     }
 }
 
-/// The relay's access to the outbox: reads on the pool, writes as units of
-/// the database's group-commit writer, so the relay's bookkeeping shares the
-/// saga's durable commits instead of competing with them for the database's
-/// one writer.
+/// The relay's access to the outbox: its pending events read on the
+/// store's readers (a SQLite file's reader threads, or the pool), writes as
+/// units of the database's group-commit writer, so the relay's bookkeeping
+/// shares the saga's durable commits instead of competing with them for the
+/// database's one writer.
 #[derive(Debug, Clone)]
 pub struct Table {
     pool: AnyPool,
     writer: Writer,
+    reader: Reader,
 }
 
 /// What publishing one leased order's events gave, for [`Table::finish`].
@@ -82,6 +84,7 @@ impl Table {
         Self {
             pool: store.pool().clone(),
             writer: store.writer().clone(),
+            reader: store.reader().clone(),
         }
     }
 
@@ -96,13 +99,11 @@ impl Table {
         owner: &str,
         now_unix_ms: i64,
     ) -> Result<Vec<Pending>, StoreError> {
-        let rows = sqlx::query(PENDING_BATCH)
-            .bind(owner)
-            .bind(now_unix_ms)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(decode_rows(&rows)?)
+        let args = NumberedArgs::new()
+            .arg(owner.to_owned())
+            .arg(now_unix_ms)
+            .arg(limit);
+        self.pending(PENDING_BATCH.to_owned(), args).await
     }
 
     /// Every pending event of `order_ids` (orders, each in sequence).
@@ -113,13 +114,29 @@ impl Table {
         if order_ids.is_empty() {
             return Ok(Vec::new());
         }
-        let sql = pending_of_orders_sql(order_ids.len());
-        let mut query = sqlx::query(&sql);
+        let mut args = NumberedArgs::new();
         for order_id in order_ids {
-            query = query.bind(order_id);
+            args.push(order_id.clone());
         }
-        let rows = query.fetch_all(&self.pool).await?;
-        Ok(decode_rows(&rows)?)
+        self.pending(pending_of_orders_sql(order_ids.len()), args)
+            .await
+    }
+
+    /// The pending events `sql` selects with `args`, read on a SQLite
+    /// file's reader thread or on the pool.
+    async fn pending(&self, sql: String, args: NumberedArgs) -> Result<Vec<Pending>, StoreError> {
+        match &self.reader {
+            Reader::Sqlite(reader) => {
+                let rows = reader.read(move |connection| {
+                    Ok::<_, StoreError>(args.rows(connection, &sql, |row| Ok(pending_from(row)))?)
+                });
+                rows.await?.into_iter().collect()
+            }
+            Reader::Pool(pool) => {
+                let rows = args.bind_to(sqlx::query(&sql)).fetch_all(pool).await?;
+                rows.iter().map(pending_from).collect()
+            }
+        }
     }
 
     /// Takes `order_id`'s lease for `owner` until `until` unless another
@@ -284,11 +301,11 @@ impl Table {
 
     /// The order's pending events, in sequence.
     pub async fn pending_of(&self, order_id: &str) -> Result<Vec<Pending>, StoreError> {
-        let rows = sqlx::query(PENDING_OF)
-            .bind(order_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(decode_rows(&rows)?)
+        self.pending(
+            PENDING_OF.to_owned(),
+            NumberedArgs::new().arg(order_id.to_owned()),
+        )
+        .await
     }
 
     /// How many events are pending, and when the oldest was recorded.
@@ -493,24 +510,22 @@ fn placeholders(first: usize, count: usize) -> String {
 }
 
 /// The outbox rows as the relay publishes them.
-fn decode_rows(rows: &[sqlx::any::AnyRow]) -> Result<Vec<Pending>, sqlx::Error> {
-    rows.iter()
-        .map(|row| {
-            let payload: String = row.try_get("payload_hex")?;
-            Ok(Pending {
-                event_id: row.try_get("event_id")?,
-                order_id: row.try_get("order_id")?,
-                sequence: row.try_get("sequence")?,
-                topic: row.try_get("topic")?,
-                event_type: row.try_get("event_type")?,
-                body: events::text_body::decode(&payload)
-                    .ok_or_else(|| sqlx::Error::Decode("outbox payload_hex is not hex".into()))?,
-                traceparent: row.try_get("traceparent")?,
-                tracestate: row.try_get("tracestate")?,
-                created_at_unix_ms: row.try_get("created_at_unix_ms")?,
-            })
-        })
-        .collect()
+/// A pending event from a row of the pending queries (on a reader thread
+/// or the pool).
+fn pending_from(row: &impl Columns) -> Result<Pending, StoreError> {
+    let payload = row.text("payload_hex")?;
+    Ok(Pending {
+        event_id: row.text("event_id")?,
+        order_id: row.text("order_id")?,
+        sequence: row.int("sequence")?,
+        topic: row.text("topic")?,
+        event_type: row.text("event_type")?,
+        body: events::text_body::decode(&payload)
+            .ok_or_else(|| StoreError::Corrupt("outbox payload_hex is not hex".into()))?,
+        traceparent: row.text("traceparent")?,
+        tracestate: row.text("tracestate")?,
+        created_at_unix_ms: row.int("created_at_unix_ms")?,
+    })
 }
 
 #[cfg(test)]

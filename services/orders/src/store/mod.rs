@@ -21,7 +21,7 @@
 use std::sync::OnceLock;
 
 use futures::future::BoxFuture;
-use mesh::storage::{GroupCommitOptions, StorageError, WriteError, Writer};
+use mesh::storage::{GroupCommitOptions, ReadError, Reader, StorageError, WriteError, Writer};
 use sqlx::{any::AnyRow, AnyConnection, AnyPool, Row};
 
 use crate::domain::{
@@ -243,9 +243,16 @@ pub enum StoreError {
     /// The write was not committed (a full queue, a failed batch).
     #[error(transparent)]
     Write(#[from] WriteError),
+    /// The read did not run (its queue was full, the readers stopped).
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 const COLUMNS: &str = "order_id, request_id, user_id, currency, status, step, total_cents, payment_id, rejection_reason, created_at_unix_ms, reservation_attempt, saga_keys, failed_runs, parked_reason, parked_detail, parked_at_unix_ms";
+
+/// The order of a request id (`$1`).
+static BY_REQUEST: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {COLUMNS} FROM orders WHERE request_id = $1"));
 
 /// The fencing condition of every saga write (`$F1` owner, `$F2` version).
 const FENCED: &str =
@@ -256,6 +263,8 @@ const FENCED: &str =
 pub struct Store {
     pool: AnyPool,
     writer: Writer,
+    /// The hot reads: a SQLite file's on its reader threads.
+    reader: Reader,
     /// With the outbox on: whom to wake when an event was committed.
     outbox: Option<Wake>,
 }
@@ -277,9 +286,11 @@ impl Store {
 
     fn start(pool: AnyPool, outbox: Option<Wake>) -> Result<Self, StorageError> {
         let writer = Writer::start("orders", &pool, GroupCommitOptions::default())?;
+        let reader = Reader::start("orders", &pool)?;
         Ok(Self {
             pool,
             writer,
+            reader,
             outbox,
         })
     }
@@ -357,23 +368,41 @@ impl Store {
 
     /// One order.
     pub async fn get(&self, order_id: &str) -> Result<Order, StoreError> {
-        let mut connection = self.pool.acquire().await?;
-        read_order(&mut connection, order_id).await
+        match &self.reader {
+            Reader::Sqlite(reader) => {
+                let order_id = order_id.to_owned();
+                reader
+                    .read(move |connection| on_thread::read_order(connection, &order_id))
+                    .await
+            }
+            Reader::Pool(pool) => {
+                let mut connection = pool.acquire().await?;
+                read_order(&mut connection, order_id).await
+            }
+        }
     }
 
     /// The order placed by `request_id`, if any.
     pub async fn find_by_request(&self, request_id: &str) -> Result<Option<Order>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM orders WHERE request_id = $1"
-        ))
-        .bind(request_id)
-        .fetch_optional(&self.pool)
-        .await?;
+        let pool = match &self.reader {
+            Reader::Sqlite(reader) => {
+                let request_id = request_id.to_owned();
+                return reader
+                    .read(move |connection| on_thread::find_by_request(connection, &request_id))
+                    .await;
+            }
+            Reader::Pool(pool) => pool,
+        };
+        let row = sqlx::query(&BY_REQUEST)
+            .bind(request_id)
+            .fetch_optional(pool)
+            .await?;
         match row {
             None => Ok(None),
             Some(row) => Ok(Some(self.with_lines(order_from_row(&row)?).await?)),
         }
     }
+
     /// A page of `user_id`'s orders, newest first, after `after` (exclusive).
     /// Returns up to `limit` orders.
     pub async fn list(
@@ -1045,6 +1074,11 @@ impl Store {
             }
             wake.notify();
         }
+    }
+
+    /// The database's readers (for the outbox relay's reads).
+    pub fn reader(&self) -> &Reader {
+        &self.reader
     }
 
     /// The database's group-commit writer (the relay's bookkeeping shares

@@ -165,21 +165,41 @@ pub(super) fn finish(
 }
 
 /// [`super::read_order`] on this connection.
-fn read_order(connection: &Connection, order_id: &str) -> Result<Order, StoreError> {
+pub(super) fn read_order(connection: &Connection, order_id: &str) -> Result<Order, StoreError> {
     let order = NumberedArgs::new()
         .arg(order_id.to_owned())
         .first_row(connection, order_sql(), |row| Ok(order_from_row(row)))?
         .ok_or_else(|| StoreError::NotFound {
             order_id: order_id.to_owned(),
         })??;
-    let lines = NumberedArgs::new()
-        .arg(order_id.to_owned())
-        .rows(connection, LINES_OF, |row| {
-            Ok(Line {
-                sku: row.get(0)?,
-                quantity: row.get(1)?,
-                unit_price_cents: row.get(2)?,
-            })
-        })?;
+    with_lines(connection, order)
+}
+
+/// [`super::Store::find_by_request`] on a reader's connection.
+pub(super) fn find_by_request(
+    connection: &Connection,
+    request_id: &str,
+) -> Result<Option<Order>, StoreError> {
+    let order = NumberedArgs::new()
+        .arg(request_id.to_owned())
+        .first_row(connection, &super::BY_REQUEST, |row| {
+            Ok(order_from_row(row))
+        })?
+        .transpose()?;
+    order.map(|order| with_lines(connection, order)).transpose()
+}
+
+/// `order` with its lines, read on this connection.
+fn with_lines(connection: &Connection, order: Order) -> Result<Order, StoreError> {
+    let lines =
+        NumberedArgs::new()
+            .arg(order.order_id.clone())
+            .rows(connection, LINES_OF, |row| {
+                Ok(Line {
+                    sku: row.get(0)?,
+                    quantity: row.get(1)?,
+                    unit_price_cents: row.get(2)?,
+                })
+            })?;
     Ok(Order { lines, ..order })
 }

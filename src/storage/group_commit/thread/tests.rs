@@ -231,11 +231,13 @@ async fn a_missing_file_is_refused_at_start() {
 #[test]
 fn busy_and_locked_are_worth_a_retry_and_a_constraint_is_not() {
     let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
-    assert!(is_transient(&failure(5)));
-    assert!(is_transient(&failure(6)));
-    assert!(is_transient(&failure(517)));
-    assert!(!is_transient(&failure(19)));
-    assert!(!is_transient(&rusqlite::Error::QueryReturnedNoRows));
+    assert!(crate::storage::is_sqlite_busy(&failure(5)));
+    assert!(crate::storage::is_sqlite_busy(&failure(6)));
+    assert!(crate::storage::is_sqlite_busy(&failure(517)));
+    assert!(!crate::storage::is_sqlite_busy(&failure(19)));
+    assert!(!crate::storage::is_sqlite_busy(
+        &rusqlite::Error::QueryReturnedNoRows
+    ));
 }
 
 #[tokio::test]
