@@ -164,4 +164,34 @@ mod tests {
         assert_eq!(name(255), "$255");
         assert_eq!(name(1000), "$1000");
     }
+
+    #[tokio::test]
+    async fn the_same_arguments_bind_in_order_to_a_query_on_the_pool() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pool = crate::storage::open(
+            "numbered_args_test",
+            None,
+            dir.path(),
+            &sqlx::migrate::Migrator::DEFAULT,
+        )
+        .await
+        .expect("open SQLite");
+        let args = NumberedArgs::new()
+            .arg(41_i64)
+            .arg("text".to_owned())
+            .arg(1.5_f64)
+            .arg(vec![7_u8, 8]);
+        let row = args
+            .bind_to(sqlx::query(
+                "SELECT $1 + 1 AS number, $2 AS text, $3 * 2 AS real, length($4) AS bytes",
+            ))
+            .fetch_one(&pool)
+            .await
+            .expect("select");
+        use sqlx::Row as _;
+        assert_eq!(row.get::<i64, _>("number"), 42);
+        assert_eq!(row.get::<String, _>("text"), "text");
+        assert_eq!(row.get::<f64, _>("real"), 3.0);
+        assert_eq!(row.get::<i64, _>("bytes"), 2);
+    }
 }
