@@ -282,6 +282,11 @@ const EXEMPT: &[(&str, &str)] = &[
         "bench/src/order_cost/",
         "PlaceOrder's cost lab: exactly the four services a PlaceOrder touches, one column each",
     ),
+    (
+        "scripts/bench-durability",
+        "PlaceOrder through `mesh up`: the four services an order touches, summed as its cost; \
+         every other process of the pids file is reported beside them",
+    ),
 ];
 
 /// Folders never scanned: build output, tools, state, VCS.
