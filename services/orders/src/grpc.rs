@@ -498,6 +498,24 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_may_succeed_later_is_unavailable() {
+        let busy = OrderError::Store(StoreError::Read(mesh::storage::ReadError::Busy {
+            database: "orders".into(),
+            capacity: 1024,
+        }));
+        let status = Status::from(busy);
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.message(), "the orders database is busy; try again");
+        let panicked = OrderError::Store(StoreError::Read(mesh::storage::ReadError::Panicked {
+            database: "orders".into(),
+        }));
+        assert_eq!(Status::from(panicked).code(), Code::Internal);
+        let locked = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(5), None);
+        let status = Status::from(OrderError::Store(StoreError::Sqlite(locked)));
+        assert_eq!(status.code(), Code::Unavailable);
+    }
+
+    #[test]
     fn storage_failures_do_not_leak_sql() {
         let status = Status::from(StoreError::Database(sqlx::Error::Protocol(
             "SELECT * FROM orders".into(),

@@ -135,6 +135,21 @@ mod tests {
             "the users database is busy or unreachable; try again"
         );
 
+        let status = Status::from(StoreError::Read(mesh::storage::ReadError::Busy {
+            database: "users".into(),
+            capacity: 1024,
+        }));
+        assert_eq!(status.code(), Code::Unavailable);
+        let status = Status::from(StoreError::Read(mesh::storage::ReadError::Panicked {
+            database: "users".into(),
+        }));
+        assert_eq!(status.code(), Code::Internal);
+        let locked = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(5), None);
+        assert_eq!(
+            Status::from(StoreError::Sqlite(locked)).code(),
+            Code::Unavailable
+        );
+
         let status = Status::from(StoreError::Database(sqlx::Error::Protocol(
             "SELECT secret FROM users".into(),
         )));
