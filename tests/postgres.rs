@@ -11,7 +11,9 @@ use mesh::{
         orders::v1::{
             orders_client::OrdersClient, GetOrderRequest, OrderLine, OrderStatus, PlaceOrderRequest,
         },
-        users::v1::{users_client::UsersClient, CreateUserRequest, GetUserRequest},
+        users::v1::{
+            users_client::UsersClient, CreateUserRequest, GetUserRequest, ListUsersRequest,
+        },
     },
 };
 use testkit::{ConsulAgent, Postgres, RedisServer, ServiceOptions, ServiceProcess};
@@ -136,6 +138,41 @@ async fn the_shop_runs_on_postgresql_one_database_per_service() {
         !foreign.status.success(),
         "the users database has no orders table"
     );
+    // Users' pages on PostgreSQL (the pool form of its reads): keyset
+    // pages of one, in creation order.
+    let mut users = UsersClient::new(mesh.channel("users"));
+    let second = users
+        .create_user(CreateUserRequest {
+            email: "pg2@example.com".into(),
+            display_name: "Second".into(),
+        })
+        .await
+        .expect("create a second user")
+        .into_inner()
+        .user_id;
+    let first_page = users
+        .list_users(ListUsersRequest {
+            page_size: 1,
+            page_token: String::new(),
+        })
+        .await
+        .expect("first page")
+        .into_inner();
+    let next_page = users
+        .list_users(ListUsersRequest {
+            page_size: 1,
+            page_token: first_page.next_page_token.clone(),
+        })
+        .await
+        .expect("next page")
+        .into_inner();
+    let listed: Vec<String> = first_page
+        .users
+        .iter()
+        .chain(&next_page.users)
+        .map(|user| user.user_id.clone())
+        .collect();
+    assert_eq!(listed, vec![user_id.clone(), second]);
 
     // Restart everything: the data is in PostgreSQL, not in the processes.
     for process in &mut processes {

@@ -178,14 +178,7 @@ impl Store {
                     .await?
             }
             Reader::Pool(pool) => {
-                let query = match after {
-                    None => sqlx::query(sql).bind(size + 1),
-                    Some(key) => sqlx::query(sql)
-                        .bind(key.created_at_unix_ms)
-                        .bind(&key.user_id)
-                        .bind(size + 1),
-                };
-                let rows = query.fetch_all(pool).await?;
+                let rows = args.bind_to(sqlx::query(sql)).fetch_all(pool).await?;
                 rows.iter().map(record).collect::<Result<Vec<_>, _>>()?
             }
         };
