@@ -26,6 +26,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // One file of nested modules for every package (`mesh::users::v1`…),
         // so a new .proto needs no edit in src/proto.rs.
         .include_file("mesh_protos.rs")
+        // prost with buffers sized for the mesh's messages (src/proto/codec.rs).
+        .codec_path("crate::proto::codec::ProstCodec")
         .compile_protos(&protos, &[PathBuf::from("proto")])?;
 
     let descriptors = FileDescriptorSet::decode(fs::read(&descriptor_path)?.as_slice())?;

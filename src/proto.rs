@@ -1,6 +1,8 @@
 //! Generated protobuf and gRPC code for `proto/`.
 #![allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
 
+pub mod codec;
+
 /// The encoded `FileDescriptorSet` of every `.proto`, served by reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mesh_descriptor.bin"));

@@ -82,6 +82,11 @@ pub fn init(identity: &ServiceIdentity, args: &ServiceArgs) -> Telemetry {
         .with_location(false)
         .with_threads(false)
         .with_tracked_inactivity(false)
+        // No code reads OpenTelemetry's "current" context: the parent of a
+        // span is the enclosing `tracing` span, and `traceparent` is written
+        // from the span itself. Activating the OTel context on every enter
+        // (every poll of an instrumented future) is work for nobody.
+        .with_context_activation(false)
         .with_target(false)
         .with_filter(logs::trace_filter());
     let installed = tracing_subscriber::registry()

@@ -76,7 +76,7 @@ impl Inventory for InventoryService {
                 now,
             )
             .await?;
-        tracing::info!(reservation_id = %stored.reservation_id, state = stored.state.as_str(), "reserve");
+        tracing::debug!(reservation_id = %stored.reservation_id, state = stored.state.as_str(), "reserve");
         Ok(Response::new(reservation_to_proto(stored)))
     }
 
@@ -102,7 +102,7 @@ impl Inventory for InventoryService {
             .store
             .commit(&reservation_id, mesh::storage::now_unix_ms())
             .await?;
-        tracing::info!(%reservation_id, "commit");
+        tracing::debug!(%reservation_id, "commit");
         Ok(Response::new(reservation_to_proto(stored)))
     }
 

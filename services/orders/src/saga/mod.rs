@@ -231,7 +231,7 @@ impl Saga {
             .await?;
         match inserted {
             Inserted::New(order, fence) => {
-                tracing::info!(order_id = %order.order_id, request_id = %order.request_id, "order recorded as pending");
+                tracing::debug!(order_id = %order.order_id, request_id = %order.request_id, "order recorded as pending");
                 self.run_just_leased(order, fence, &budget).await
             }
             // A concurrent first attempt recorded it a moment ago.
