@@ -56,7 +56,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use job::{Job, TypedJob};
 use metrics::WriterMetrics;
-pub(crate) use thread::open_file;
+pub(crate) use thread::{open_file, run_cached};
 pub use thread::{SqliteWriter, SqliteWriterError};
 
 /// How a writer batches.

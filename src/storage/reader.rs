@@ -14,7 +14,7 @@ use std::{panic::AssertUnwindSafe, path::Path, sync::Arc};
 
 use tokio::sync::oneshot;
 
-use super::SqliteWriterError;
+use super::{group_commit::run_cached, SqliteWriterError};
 
 /// How many reads may wait for a reader thread before a read is refused
 /// with [`ReadError::Busy`].
@@ -147,17 +147,17 @@ fn open(database: &str, path: &Path) -> Result<rusqlite::Connection, SqliteWrite
 }
 
 /// Runs reads until every handle is dropped; each inside `BEGIN` …
-/// `COMMIT`, so that a read of several statements sees one snapshot.
+/// `ROLLBACK`, so that a read of several statements sees one snapshot.
 fn serve(connection: &rusqlite::Connection, queue: &flume::Receiver<Job>) {
     while let Ok(job) = queue.recv() {
-        if let Err(error) = connection.execute_batch("BEGIN") {
+        if let Err(error) = run_cached(connection, "BEGIN") {
             tracing::warn!(%error, "a reader could not begin a read transaction");
         }
         // On a panic the job's reply is dropped unsent: its caller gets
         // Panicked, and the transaction is rolled back below.
         let _ = std::panic::catch_unwind(AssertUnwindSafe(|| job(connection)));
         if !connection.is_autocommit() {
-            if let Err(error) = connection.execute_batch("ROLLBACK") {
+            if let Err(error) = run_cached(connection, "ROLLBACK") {
                 tracing::warn!(%error, "a reader could not end its read transaction");
             }
         }

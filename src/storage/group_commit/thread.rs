@@ -194,6 +194,13 @@ pub(crate) fn open_file(
     Ok(connection)
 }
 
+/// Runs a statement without arguments (`BEGIN`, `SAVEPOINT`…) from the
+/// connection's statement cache: `execute_batch` would compile it again at
+/// every use.
+pub(crate) fn run_cached(connection: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    connection.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// The writer's connection, set up as the pool's are, and checked.
 fn open(database: &str, path: &Path) -> Result<rusqlite::Connection, SqliteWriterError> {
     let failed = |source| SqliteWriterError::Open {
@@ -295,7 +302,7 @@ impl Thread {
     }
 
     fn execute(&self, sql: &str) -> rusqlite::Result<()> {
-        self.connection.prepare_cached(sql)?.execute([]).map(drop)
+        run_cached(&self.connection, sql)
     }
 
     fn run_batch(&self, batch: Vec<Box<dyn ThreadJob>>) -> Result<Vec<Executed>, Failure> {
