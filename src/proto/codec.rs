@@ -5,10 +5,11 @@
 //! tonic starts each call's encode and decode buffers at 8 KiB: four 8 KiB
 //! allocations per unary call (request and response, client and server),
 //! for messages that here are a few hundred bytes. glibc serves a block that
-//! size from its large bins, not the per-thread cache, and the profile of
-//! PlaceOrder showed those allocations among the allocator's top callers
-//! (`docs/bench/`). At [`MESSAGE_BUFFER_BYTES`] the blocks come from the
-//! thread cache; a larger message grows its buffer as it always did.
+//! size from its large bins, not the per-thread cache, and a profile of
+//! orders under PlaceOrder showed those allocations among the allocator's
+//! top callers (`docs/BENCHMARKS.md`, run 9). At [`MESSAGE_BUFFER_BYTES`]
+//! the blocks come from the thread cache; a larger message grows its
+//! buffer as it always did.
 
 use std::marker::PhantomData;
 

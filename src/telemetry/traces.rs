@@ -332,7 +332,9 @@ pub(crate) mod testing {
             .with_tracer(provider.tracer("test"))
             .with_location(false)
             .with_threads(false)
-            .with_tracked_inactivity(false);
+            .with_tracked_inactivity(false)
+            // As `telemetry::init` sets it.
+            .with_context_activation(false);
         let subscriber = tracing_subscriber::registry().with(layer);
         (tracing::Dispatch::new(subscriber), captured, provider)
     }
