@@ -99,6 +99,17 @@ impl RelayOptions {
     }
 }
 
+/// Why a round or a drain stopped.
+#[derive(Debug, thiserror::Error)]
+enum RelayError {
+    /// The outbox could not be read (the events wait in it).
+    #[error("reading the outbox: {0}")]
+    Read(#[from] StoreError),
+    /// The broker took none of the events tried.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
 /// A relay for one orders instance.
 #[derive(Debug, Clone)]
 pub struct Relay {
@@ -177,20 +188,27 @@ impl Relay {
                 Err(error) => {
                     let next =
                         (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(2));
-                    tracing::warn!(%error, retry_in = ?next, "the broker did not take the outbox's events; they wait");
+                    match &error {
+                        RelayError::Read(_) => {
+                            tracing::warn!(%error, retry_in = ?next, "cannot read the outbox; its events wait");
+                        }
+                        RelayError::Broker(_) => {
+                            tracing::warn!(%error, retry_in = ?next, "the broker did not take the outbox's events; they wait");
+                        }
+                    }
                     next
                 }
             };
         }
     }
 
-    /// Publishes every pending event it can lease; an error when the broker
-    /// failed every order it tried.
-    async fn drain(&self, broker: &Broker) -> Result<(), BrokerError> {
+    /// Publishes every pending event it can lease; an error when the outbox
+    /// could not be read or the broker failed every order it tried.
+    async fn drain(&self, broker: &Broker) -> Result<(), RelayError> {
         loop {
             let round = self.round(broker).await?;
             match (round.progressed, round.failure) {
-                (false, Some(error)) => return Err(error),
+                (false, Some(error)) => return Err(error.into()),
                 // Nothing pending, or everything left is leased by other
                 // relays.
                 (false, None) => return Ok(()),
@@ -209,16 +227,13 @@ impl Relay {
     /// next event of every order, so each order's events leave one at a
     /// time in sequence; usually one wave), and one write unit marking what
     /// the broker confirmed and releasing the leases.
-    async fn round(&self, broker: &Broker) -> Result<Round, BrokerError> {
-        let reading =
-            |error: StoreError| BrokerError::NotConfigured(format!("reading the outbox: {error}"));
+    async fn round(&self, broker: &Broker) -> Result<Round, RelayError> {
         let owner = self.wake.owner();
         let now = now_unix_ms();
         let pending = self
             .table
             .pending_batch(self.options.batch, owner, now)
-            .await
-            .map_err(reading)?;
+            .await?;
         if pending.is_empty() {
             return Ok(Round::default());
         }
@@ -252,7 +267,7 @@ impl Relay {
                 }
             };
             orders.retain(|(order_id, _)| !unleased.contains(order_id));
-            let fresh = self.table.pending_of_orders(&taken).await.map_err(reading);
+            let fresh = self.table.pending_of_orders(&taken).await;
             match fresh {
                 Ok(fresh) => orders.extend(by_order(fresh)),
                 Err(error) => {
@@ -266,7 +281,7 @@ impl Relay {
                         })
                         .collect();
                     let _ = self.table.finish(owner, released, now_unix_ms()).await;
-                    return Err(error);
+                    return Err(error.into());
                 }
             }
         }
@@ -483,17 +498,7 @@ mod tests {
     use super::*;
 
     fn event(order_id: &str, sequence: i64) -> Pending {
-        Pending {
-            event_id: format!("{order_id}-{sequence}"),
-            order_id: order_id.into(),
-            sequence,
-            topic: TOPIC.into(),
-            event_type: "mesh.events.v1.OrderConfirmed".into(),
-            body: Vec::new(),
-            traceparent: String::new(),
-            tracestate: String::new(),
-            created_at_unix_ms: sequence,
-        }
+        Pending::for_test(order_id, sequence)
     }
 
     #[tokio::test]

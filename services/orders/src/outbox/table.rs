@@ -11,6 +11,7 @@ use crate::store::{
 };
 
 mod on_thread;
+mod unreadable;
 
 /// One pending event, as the relay publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,25 @@ pub struct Pending {
     pub tracestate: String,
     /// When it was recorded.
     pub created_at_unix_ms: i64,
+}
+
+#[cfg(test)]
+impl Pending {
+    /// `order_id`'s event number `sequence` (id `{order_id}-{sequence}`,
+    /// empty body), for tests.
+    pub(crate) fn for_test(order_id: &str, sequence: i64) -> Self {
+        Self {
+            event_id: format!("{order_id}-{sequence}"),
+            order_id: order_id.into(),
+            sequence,
+            topic: super::TOPIC.into(),
+            event_type: "mesh.events.v1.OrderConfirmed".into(),
+            body: Vec::new(),
+            traceparent: String::new(),
+            tracestate: String::new(),
+            created_at_unix_ms: sequence,
+        }
+    }
 }
 
 impl Pending {
@@ -61,6 +81,7 @@ pub struct Table {
     pool: AnyPool,
     writer: Writer,
     reader: Reader,
+    unreadable: unreadable::Reported,
 }
 
 /// What publishing one leased order's events gave, for [`Table::finish`].
@@ -85,6 +106,7 @@ impl Table {
             pool: store.pool().clone(),
             writer: store.writer().clone(),
             reader: store.reader().clone(),
+            unreadable: unreadable::Reported::default(),
         }
     }
 
@@ -123,20 +145,22 @@ impl Table {
     }
 
     /// The pending events `sql` selects with `args`, read on a SQLite
-    /// file's reader thread or on the pool.
+    /// file's reader thread or on the pool, without the events of an order
+    /// that has an unreadable row (`unreadable.rs`).
     async fn pending(&self, sql: String, args: NumberedArgs) -> Result<Vec<Pending>, StoreError> {
-        match &self.reader {
+        let rows: Vec<_> = match &self.reader {
             Reader::Sqlite(reader) => {
                 let rows = reader.read(move |connection| {
                     Ok::<_, StoreError>(args.rows(connection, &sql, |row| Ok(pending_from(row)))?)
                 });
-                rows.await?.into_iter().collect()
+                rows.await?.into_iter().collect::<Result<_, _>>()?
             }
             Reader::Pool(pool) => {
                 let rows = args.bind_to(sqlx::query(&sql)).fetch_all(pool).await?;
-                rows.iter().map(pending_from).collect()
+                rows.iter().map(pending_from).collect::<Result<_, _>>()?
             }
-        }
+        };
+        Ok(self.unreadable.readable(rows))
     }
 
     /// Takes `order_id`'s lease for `owner` until `until` unless another
@@ -512,20 +536,25 @@ fn placeholders(first: usize, count: usize) -> String {
 /// The outbox rows as the relay publishes them.
 /// A pending event from a row of the pending queries (on a reader thread
 /// or the pool).
-fn pending_from(row: &impl Columns) -> Result<Pending, StoreError> {
-    let payload = row.text("payload_hex")?;
-    Ok(Pending {
-        event_id: row.text("event_id")?,
-        order_id: row.text("order_id")?,
+/// A column of the wrong type is an error of the whole read; a body that is
+/// not hex is the row's alone ([`unreadable::Unreadable`]).
+fn pending_from(row: &impl Columns) -> Result<Result<Pending, unreadable::Unreadable>, StoreError> {
+    let event_id = row.text("event_id")?;
+    let order_id = row.text("order_id")?;
+    let Some(body) = events::text_body::decode(&row.text("payload_hex")?) else {
+        return Ok(Err(unreadable::Unreadable { order_id, event_id }));
+    };
+    Ok(Ok(Pending {
+        event_id,
+        order_id,
         sequence: row.int("sequence")?,
         topic: row.text("topic")?,
         event_type: row.text("event_type")?,
-        body: events::text_body::decode(&payload)
-            .ok_or_else(|| StoreError::Corrupt("outbox payload_hex is not hex".into()))?,
+        body,
         traceparent: row.text("traceparent")?,
         tracestate: row.text("tracestate")?,
         created_at_unix_ms: row.int("created_at_unix_ms")?,
-    })
+    }))
 }
 
 #[cfg(test)]
@@ -1369,6 +1398,35 @@ mod tests {
 
     /// Confirms `fence`'s order at `at` as the saga would, with the order
     /// as stored.
+    /// A row whose body is not hex (a damaged file, a hand edit) holds back
+    /// its own order's events, all of them, and no other order's: one such
+    /// row once stopped the relay for every order.
+    #[tokio::test]
+    async fn an_unreadable_row_holds_back_its_order_and_the_other_orders_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let fence = pending_order(&store, "ord_good", 10).await;
+        confirm_as_stored(&store, &fence, 20).await;
+        for (event_id, sequence, payload) in [("bad-1", 1, "+f"), ("bad-2", 2, "00")] {
+            sqlx::query(
+                "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
+                 VALUES (?, 'ord_bad', ?, 'orders', 'mesh.events.v1.OrderConfirmed', ?, '', '', 5, 0, 0, '')",
+            )
+            .bind(event_id)
+            .bind(sequence)
+            .bind(payload)
+            .execute(store.pool())
+            .await
+            .unwrap();
+        }
+        for _ in 0..2 {
+            let batch = table.pending_batch(64, RELAY, 100).await.unwrap();
+            let orders: Vec<&str> = batch.iter().map(|event| event.order_id.as_str()).collect();
+            assert_eq!(orders, ["ord_good"]);
+        }
+        assert!(table.pending_of("ord_bad").await.unwrap().is_empty());
+    }
+
     async fn confirm_as_stored(store: &Store, fence: &Fence, at: i64) {
         store
             .confirm(fence, &order_of_the(store, fence).await, at)
