@@ -91,6 +91,14 @@ pub struct Config {
           value_parser = mesh::config::duration::positive_millis)]
     pub reservation_ttl: Duration,
 
+    /// How long a user that users said exists is taken as existing without
+    /// asking users again: a customer's next orders skip that call. Users
+    /// cannot be deleted; a user not found is always asked about again.
+    /// `0` asks users for every new order.
+    #[arg(value_name = "DURATION", long = "known-user-ttl", env = "MESH_KNOWN_USER_TTL", default_value = "5m",
+          value_parser = mesh::config::duration::millis)]
+    pub known_user_ttl: Duration,
+
     /// A fixed address for `users` instead of resolving it through Consul
     /// (debugging, or a deployment without Consul). Default: the mesh client.
     #[arg(long, env = "MESH_USERS_ADDR")]
@@ -173,6 +181,7 @@ impl Config {
             lease: self.saga_lease,
             reservation_ttl: self.reservation_ttl,
             recovery_interval: self.recovery_interval,
+            known_user_ttl: self.known_user_ttl,
         }
     }
 }

@@ -105,6 +105,7 @@
 mod calls;
 mod cancel;
 mod errors;
+mod known_users;
 mod operator;
 mod parked_metric;
 mod recovery;
@@ -126,6 +127,7 @@ use mesh::{
 use tonic::Code;
 
 pub use errors::OrderError;
+pub use known_users::KnownUsers;
 
 use mesh::deadline::CallBudget;
 
@@ -147,6 +149,9 @@ pub struct SagaOptions {
     pub reservation_ttl: Duration,
     /// How often the recovery loop looks for unfinished orders.
     pub recovery_interval: Duration,
+    /// How long a user that users said exists is taken as existing without
+    /// asking again (zero: every new order asks).
+    pub known_user_ttl: Duration,
 }
 
 impl SagaOptions {
@@ -157,6 +162,7 @@ impl SagaOptions {
             lease: per_call * 5,
             reservation_ttl: Duration::from_secs(15 * 60),
             recovery_interval: Duration::from_secs(1),
+            known_user_ttl: Duration::from_secs(5 * 60),
         }
     }
 }
@@ -168,6 +174,7 @@ pub struct Saga {
     users: UsersClient<Channel>,
     inventory: InventoryClient<Channel>,
     payments: PaymentsClient<Channel>,
+    known_users: KnownUsers,
     options: SagaOptions,
 }
 
@@ -191,6 +198,7 @@ impl Saga {
             users: UsersClient::new(upstreams.users),
             inventory: InventoryClient::new(upstreams.inventory),
             payments: PaymentsClient::new(upstreams.payments),
+            known_users: KnownUsers::new(options.known_user_ttl, known_users::CAPACITY),
             options,
         })
     }
@@ -386,13 +394,20 @@ impl Saga {
         }
     }
 
-    /// users.GetUser: the user exists.
+    /// users.GetUser: the user exists. A user users confirmed a little
+    /// while ago is not asked about again ([`KnownUsers`]).
     async fn check_user(&self, user_id: &str, budget: &CallBudget) -> Result<(), OrderError> {
+        if self.known_users.contains(user_id) {
+            return Ok(());
+        }
         let request = GetUserRequest {
             user_id: user_id.to_owned(),
         };
         match self.get_user(request, budget).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.known_users.remember(user_id);
+                Ok(())
+            }
             // An id users considers malformed names no user either.
             Err(status) if matches!(status.code(), Code::NotFound | Code::InvalidArgument) => {
                 Err(OrderError::UserNotFound {

@@ -40,7 +40,11 @@ use crate::domain::{order_charge_key, order_reservation_id, Item as OrderItem, P
 
 // ---- scripted upstreams -------------------------------------------------
 
-struct FakeUsers;
+/// Knows user `u_1`; counts the GetUser calls.
+#[derive(Default)]
+struct FakeUsers {
+    get_user_calls: AtomicU64,
+}
 
 #[tonic::async_trait]
 impl Users for FakeUsers {
@@ -48,6 +52,7 @@ impl Users for FakeUsers {
         Err(Status::unimplemented("not in this fake"))
     }
     async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        self.get_user_calls.fetch_add(1, Ordering::SeqCst);
         match request.get_ref().user_id.as_str() {
             "u_1" => Ok(Response::new(User {
                 user_id: "u_1".into(),
@@ -432,7 +437,7 @@ impl World {
         Saga::new(
             self.store.clone(),
             Upstreams {
-                users: channel(UsersServer::new(FakeUsers)),
+                users: channel(UsersServer::new(FakeUsers::default())),
                 inventory: channel(InventoryServer::from_arc(Arc::clone(&self.inventory))),
                 payments,
             },
@@ -531,6 +536,56 @@ async fn an_unknown_user_records_nothing() {
     );
     assert_eq!(world.store.find_by_request("r1").await.unwrap(), None);
     assert_eq!(world.inventory.reserve_calls.load(Ordering::SeqCst), 0);
+}
+
+/// A customer's next order does not ask users again (ADR 0025); a user
+/// users did not find is asked about at every order, so one created
+/// meanwhile can order at once; with a zero time to live every order asks.
+#[tokio::test]
+async fn a_customer_users_confirmed_is_not_asked_about_again() {
+    let world = World::new(&[("A", 10, 300)], Mode::Normal).await;
+    let saga_asking = |known_user_ttl: Duration| {
+        let users = Arc::new(FakeUsers::default());
+        let saga = Saga::new(
+            world.store.clone(),
+            Upstreams {
+                users: channel(UsersServer::from_arc(Arc::clone(&users))),
+                inventory: channel(InventoryServer::from_arc(Arc::clone(&world.inventory))),
+                payments: channel(PaymentsServer::from_arc(Arc::clone(&world.payments))),
+            },
+            SagaOptions {
+                known_user_ttl,
+                ..SagaOptions::with_per_call(PER_CALL)
+            },
+        );
+        (saga, users)
+    };
+    let calls = |users: &FakeUsers| users.get_user_calls.load(Ordering::SeqCst);
+
+    let (saga, users) = saga_asking(Duration::from_secs(60));
+    for request in ["r1", "r2", "r3"] {
+        let order = saga.place(place(request, &[("A", 1)]), budget()).await;
+        assert_eq!(order.unwrap().status, OrderStatus::Confirmed);
+    }
+    assert_eq!(calls(&users), 1, "asked once for three orders");
+    for request in ["n1", "n2"] {
+        let mut command = place(request, &[("A", 1)]);
+        command.user_id = "u_404".into();
+        let error = saga.place(command, budget()).await.unwrap_err();
+        assert!(
+            matches!(error, OrderError::UserNotFound { .. }),
+            "{error:?}"
+        );
+    }
+    assert_eq!(calls(&users), 3, "an unknown user is asked about each time");
+
+    let (saga, users) = saga_asking(Duration::ZERO);
+    for request in ["z1", "z2"] {
+        saga.place(place(request, &[("A", 1)]), budget())
+            .await
+            .unwrap();
+    }
+    assert_eq!(calls(&users), 2, "a zero time to live asks every time");
 }
 
 #[tokio::test]
@@ -1208,7 +1263,7 @@ async fn an_order_a_run_cannot_finish_waits_longer_each_time() {
     let saga = Saga::new(
         world.store.clone(),
         Upstreams {
-            users: channel(UsersServer::new(FakeUsers)),
+            users: channel(UsersServer::new(FakeUsers::default())),
             inventory: channel(InventoryServer::from_arc(Arc::clone(&world.inventory))),
             payments: refused(),
         },
