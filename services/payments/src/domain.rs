@@ -218,9 +218,10 @@ pub fn validate_payment_id(request: &str, payment_id: &str) -> Result<(), Status
     violations.into_result(request)
 }
 
-/// A new payment id: `pay_` and a random UUID.
+/// A new payment id: `pay_` and a time-ordered UUID (version 7), so that
+/// new payments are appended to the primary key's B-tree (ADR 0026).
 pub fn new_payment_id() -> String {
-    format!("pay_{}", uuid::Uuid::new_v4().simple())
+    format!("pay_{}", uuid::Uuid::now_v7().simple())
 }
 
 #[cfg(test)]
@@ -329,6 +330,8 @@ mod tests {
         );
         assert!(validate_payment_id("RefundRequest", "pay_1").is_ok());
         assert!(new_payment_id().starts_with("pay_"));
+        let (first, second) = (new_payment_id(), new_payment_id());
+        assert!(first < second, "time-ordered (ADR 0026): {first} {second}");
     }
 
     #[test]
