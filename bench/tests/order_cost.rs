@@ -47,12 +47,21 @@ fn order_cost_reports_cpu_context_switches_and_the_kernels_share_per_order_for_b
                 .map(|value| value.as_f64().expect("a number"))
                 .collect()
         };
-        // Every service does work for every order: it uses CPU and it
-        // switches threads (its RPC's wake-ups, its database's hand-offs).
+        // Every service on the saga's writes does work for every order: it
+        // uses CPU and it switches threads (its RPC's wake-ups, its
+        // database's hand-offs). users answers only a customer's first order
+        // (orders remembers users that exist, ADR 0025), and the bench's
+        // orders are one customer's: its share may be nothing.
         for field in ["median_us_per_order", "median_switches_per_order"] {
             let values = per_service(field);
             assert_eq!(values.len(), 4, "{field}: {shop}");
-            assert!(values.iter().all(|value| *value > 0.0), "{field}: {shop}");
+            for (service, value) in services.iter().zip(&values) {
+                if service == "users" {
+                    assert!(*value >= 0.0, "{field}: {shop}");
+                } else {
+                    assert!(*value > 0.0, "{service} {field}: {shop}");
+                }
+            }
         }
         let switches = per_service("median_switches_per_order");
         let total = shop["total_switches_per_order"].as_f64().expect("total");
