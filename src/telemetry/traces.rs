@@ -146,7 +146,7 @@ impl Pipeline {
     }
 
     /// Ids and propagation without export. No span is recorded: attributes,
-    /// events and the finished span would be built for nobody (12 % of an
+    /// events and the finished span would be built for nobody (8–12 % of an
     /// order's CPU, docs/BENCHMARKS.md run 10). `OTEL_TRACES_SAMPLER`, when
     /// set, still chooses.
     pub(crate) fn local(settings: &Settings) -> Self {
