@@ -127,7 +127,6 @@ use mesh::{
 use tonic::Code;
 
 pub use errors::OrderError;
-pub use known_users::KnownUsers;
 
 use mesh::deadline::CallBudget;
 
@@ -174,7 +173,7 @@ pub struct Saga {
     users: UsersClient<Channel>,
     inventory: InventoryClient<Channel>,
     payments: PaymentsClient<Channel>,
-    known_users: KnownUsers,
+    known_users: known_users::KnownUsers,
     options: SagaOptions,
 }
 
@@ -198,7 +197,10 @@ impl Saga {
             users: UsersClient::new(upstreams.users),
             inventory: InventoryClient::new(upstreams.inventory),
             payments: PaymentsClient::new(upstreams.payments),
-            known_users: KnownUsers::new(options.known_user_ttl, known_users::CAPACITY),
+            known_users: known_users::KnownUsers::new(
+                options.known_user_ttl,
+                known_users::CAPACITY,
+            ),
             options,
         })
     }
@@ -395,7 +397,7 @@ impl Saga {
     }
 
     /// users.GetUser: the user exists. A user users confirmed a little
-    /// while ago is not asked about again ([`KnownUsers`]).
+    /// while ago is not asked about again ([`known_users::KnownUsers`]).
     async fn check_user(&self, user_id: &str, budget: &CallBudget) -> Result<(), OrderError> {
         if self.known_users.contains(user_id) {
             return Ok(());
