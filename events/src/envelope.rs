@@ -151,9 +151,10 @@ impl Event {
     /// Checks that the event can be published: every required attribute
     /// present and within its bound.
     pub fn validate(&self) -> Result<(), MalformedEvent> {
+        let headers = self.headers();
         let read = |name: &str| {
-            self.headers()
-                .into_iter()
+            headers
+                .iter()
                 .find(|(header, _)| *header == name)
                 .map(|(_, value)| value.as_bytes().to_vec())
         };

@@ -10,15 +10,10 @@ use crate::{envelope::Event, settings::BrokerKind};
 
 /// `traceparent` and `tracestate` of the current span, if it is traced.
 pub fn current_context() -> (Option<String>, Option<String>) {
-    let mut headers = http::HeaderMap::new();
-    mesh::telemetry::traces::inject(&tracing::Span::current().context(), &mut headers);
-    let read = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned)
-    };
-    (read("traceparent"), read("tracestate"))
+    mesh::telemetry::traces::w3c_context(&tracing::Span::current().context())
+        .map_or((None, None), |(traceparent, tracestate)| {
+            (Some(traceparent), Some(tracestate))
+        })
 }
 
 /// The span of processing `event` from `topic` in `group`, a child of the

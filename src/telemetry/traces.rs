@@ -232,6 +232,27 @@ pub fn inject(cx: &Context, headers: &mut http::HeaderMap) {
     }
 }
 
+/// `cx`'s span as the values [`inject`] writes (`traceparent`, and
+/// `tracestate`, empty when the span has none), without a carrier: for code
+/// that stores them, as the orders outbox does with every event (a header
+/// map and a propagator per event cost it 4–5 µs).
+pub fn w3c_context(cx: &Context) -> Option<(String, String)> {
+    use opentelemetry::trace::{TraceContextExt, TraceFlags};
+    let span = cx.span();
+    let span_context = span.span_context();
+    span_context.is_valid().then(|| {
+        (
+            format!(
+                "00-{}-{}-{:02x}",
+                span_context.trace_id(),
+                span_context.span_id(),
+                span_context.trace_flags() & TraceFlags::SAMPLED
+            ),
+            span_context.trace_state().header(),
+        )
+    })
+}
+
 /// The trace id of `span` as 32 hex digits, when the OpenTelemetry layer is
 /// installed and gave it one.
 pub fn trace_id(span: &tracing::Span) -> Option<String> {
@@ -297,8 +318,35 @@ mod tests {
 
         let mut empty = http::HeaderMap::new();
         inject(&Context::new(), &mut empty);
+        assert_eq!(w3c_context(&Context::new()), None);
         assert!(empty.is_empty());
         assert!(!extract(&empty).span().span_context().is_valid());
+    }
+
+    #[test]
+    fn the_stored_trace_context_is_what_the_propagator_writes() {
+        for (flags, state) in [
+            (TraceFlags::SAMPLED, TraceState::default()),
+            (TraceFlags::default(), TraceState::default()),
+            (
+                TraceFlags::SAMPLED,
+                TraceState::from_key_value([("vendor", "value"), ("other", "x")]).unwrap(),
+            ),
+        ] {
+            let span_context = SpanContext::new(
+                TraceId::from_hex("0af7651916cd43dd8448eb211c80319c").unwrap(),
+                SpanId::from_hex("b7ad6b7169203331").unwrap(),
+                flags,
+                true,
+                state,
+            );
+            let cx = Context::new().with_remote_span_context(span_context);
+            let mut headers = http::HeaderMap::new();
+            inject(&cx, &mut headers);
+            let (traceparent, tracestate) = w3c_context(&cx).expect("a valid span");
+            assert_eq!(headers["traceparent"], traceparent.as_str());
+            assert_eq!(headers["tracestate"], tracestate.as_str());
+        }
     }
 
     /// Without an exporter a span records nothing, yet it continues the

@@ -3,7 +3,7 @@
 //! savepoint of the group-commit writer's transaction): which kind it is,
 //! its protobuf body (`proto/mesh/events/v1/orders.proto`, built from the
 //! order as it is in that unit), the row, and the [`Wake`] sent to the
-//! relay once the unit's commit is acknowledged. The relay's side (reading, publishing, marking) is
+//! relay once the unit's commit is acknowledged. The relay's side (reading, publishing, removing) is
 //! `crate::outbox`.
 
 use std::{
@@ -326,8 +326,8 @@ pub(crate) fn record_numbered_on_thread(
         let claimed = row
             .arg(cause.relay.clone())
             .arg(cause.lease_until_unix_ms)
-            .rows(connection, RECORD_CLAIMED, |_| Ok(()))?;
-        !claimed.is_empty()
+            .execute(connection, RECORD_CLAIMED_ROW)?;
+        claimed > 0
     } else {
         row.execute(connection, RECORD_ROW)?;
         let taken = NumberedArgs::new()
@@ -367,10 +367,22 @@ macro_rules! claimed_by_another {
 }
 pub(crate) use claimed_by_another;
 
-/// An order's first event ($1–$9), claimed for the relay $10 until $11.
-const RECORD_CLAIMED: &str = "\
-    INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error, claimed_by, claimed_until_unix_ms) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '', $10, $11) RETURNING claimed_by";
+/// An order's first event ($1–$9), claimed for the relay $10 until $11
+/// (the SQL text, for both statements below).
+macro_rules! record_claimed {
+    () => {
+        "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error, claimed_by, claimed_until_unix_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 0, 0, '', $10, $11)"
+    };
+}
+
+/// [`record_claimed!`] through the pool, answering the claim as a row.
+const RECORD_CLAIMED: &str = concat!(record_claimed!(), " RETURNING claimed_by");
+
+/// [`record_claimed!`] on the writer thread, where the rows changed answer
+/// it: SQLite runs `RETURNING` through a temporary table of its own, a cost
+/// on every order's commit path for an answer that is always the one row.
+const RECORD_CLAIMED_ROW: &str = record_claimed!();
 
 /// A later event's row ($1–$9) and the order's lease for $10 until $11
 /// unless another relay holds a live one at $9 (a lease row or a claim;

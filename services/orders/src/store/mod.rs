@@ -11,7 +11,7 @@
 //!
 //! Every write goes through the database's group-commit writer
 //! ([`mesh::storage::Writer`]; on a SQLite file its units run on the
-//! database's own thread, [`on_thread`], with the statements of the pool's
+//! database's own thread, `on_thread.rs`, with the statements of the pool's
 //! units below): a saga step returns only once its write
 //! is committed durably — before the remote call that depends on it — and
 //! the steps of concurrent orders share that commit. A multi-row write is
