@@ -1,5 +1,6 @@
-//! What `mesh-bench events` reads back: orders' outbox and shipping's
-//! shipments, from their SQLite databases (read-only), on the same clock.
+//! What `mesh-bench events` reads back: orders' orders and outbox and
+//! shipping's shipments, from their SQLite databases (read-only), on the
+//! same clock.
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
@@ -67,23 +68,24 @@ impl Probe {
             sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE published_at_unix_ms = 0")
                 .fetch_one(&self.orders)
                 .await?;
-        let confirmed: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM outbox WHERE event_type LIKE '%OrderConfirmed'",
-        )
-        .fetch_one(&self.orders)
-        .await?;
+        let confirmed: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM orders WHERE status = 'CONFIRMED'")
+                .fetch_one(&self.orders)
+                .await?;
         let shipments: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM shipments")
             .fetch_one(&self.shipping)
             .await?;
         Ok((pending, shipments, confirmed))
     }
 
-    /// (order confirmed at, event published at, shipment created at) of
-    /// every order confirmed since `since`.
-    async fn pairs_since(&self, since: i64) -> anyhow::Result<Vec<(i64, i64, i64)>> {
-        let confirmed: Vec<(String, i64, i64)> = sqlx::query_as(
-            "SELECT order_id, created_at_unix_ms, published_at_unix_ms FROM outbox \
-             WHERE event_type LIKE '%OrderConfirmed' AND created_at_unix_ms >= ?",
+    /// (order confirmed at, shipment created at) of every order confirmed
+    /// since `since`. The confirmation's time is the final write's
+    /// (`updated_at`), the unit that records the event; a published event
+    /// leaves the outbox, so its row cannot be read back.
+    async fn pairs_since(&self, since: i64) -> anyhow::Result<Vec<(i64, i64)>> {
+        let confirmed: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT order_id, updated_at_unix_ms FROM orders \
+             WHERE status = 'CONFIRMED' AND updated_at_unix_ms >= ?",
         )
         .bind(since)
         .fetch_all(&self.orders)
@@ -98,30 +100,22 @@ impl Probe {
         .collect();
         confirmed
             .into_iter()
-            .map(|(order_id, at, published)| {
+            .map(|(order_id, at)| {
                 let shipped = shipped
                     .get(&order_id)
                     .with_context(|| format!("order {order_id} has no shipment"))?;
-                Ok((at, published, *shipped))
+                Ok((at, *shipped))
             })
             .collect()
     }
 
-    /// (commit → shipment, commit → broker's confirmation), in ms, of
-    /// every order confirmed since `since`.
-    pub(crate) async fn latencies_since(&self, since: i64) -> anyhow::Result<(Vec<u64>, Vec<u64>)> {
+    /// Commit → shipment, in ms, of every order confirmed since `since`.
+    pub(crate) async fn latencies_since(&self, since: i64) -> anyhow::Result<Vec<u64>> {
         let pairs = self.pairs_since(since).await?;
-        let span = |from: i64, to: i64| (to - from).max(0) as u64;
-        Ok((
-            pairs
-                .iter()
-                .map(|(at, _, shipped)| span(*at, *shipped))
-                .collect(),
-            pairs
-                .iter()
-                .map(|(at, published, _)| span(*at, *published))
-                .collect(),
-        ))
+        Ok(pairs
+            .iter()
+            .map(|(at, shipped)| (shipped - at).max(0) as u64)
+            .collect())
     }
 
     /// How many orders were confirmed since `since`, and how fast their
@@ -129,16 +123,8 @@ impl Probe {
     /// to the last.
     pub(crate) async fn drain_rate_since(&self, since: i64) -> anyhow::Result<(usize, f64)> {
         let pairs = self.pairs_since(since).await?;
-        let first = pairs
-            .iter()
-            .map(|(_, _, shipped)| *shipped)
-            .min()
-            .unwrap_or(0);
-        let last = pairs
-            .iter()
-            .map(|(_, _, shipped)| *shipped)
-            .max()
-            .unwrap_or(0);
+        let first = pairs.iter().map(|(_, shipped)| *shipped).min().unwrap_or(0);
+        let last = pairs.iter().map(|(_, shipped)| *shipped).max().unwrap_or(0);
         let seconds = ((last - first).max(1) as f64) / 1000.0;
         Ok((pairs.len(), pairs.len().saturating_sub(1) as f64 / seconds))
     }

@@ -131,9 +131,6 @@ struct EventsReport {
     latency_p50_ms: u64,
     latency_p99_ms: u64,
     latency_max_ms: u64,
-    /// Commit → the broker's confirmation (the outbox's part).
-    relay_p50_ms: u64,
-    relay_p99_ms: u64,
     latency_aim_met: bool,
     backlog: usize,
     events_per_second: f64,
@@ -199,9 +196,8 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let since = measure::now_ms();
     fixed_rate(&on, &user_id, args.rate, args.seconds).await?;
     probe.wait_drained(Duration::from_secs(120)).await?;
-    let (mut latencies, mut relayed) = probe.latencies_since(since).await?;
+    let mut latencies = probe.latencies_since(since).await?;
     latencies.sort_unstable();
-    relayed.sort_unstable();
     let at = |sorted: &[u64], q: f64| {
         sorted
             .get(((sorted.len().max(1) - 1) as f64 * q).round() as usize)
@@ -213,7 +209,6 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         at(&latencies, 0.99),
         latencies.last().copied().unwrap_or(0),
     );
-    let (relay_p50, relay_p99) = (at(&relayed, 0.5), at(&relayed, 0.99));
 
     // 3. Throughput at saturation: a backlog in the outbox, then let go.
     shop.freeze_broker();
@@ -241,8 +236,6 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         latency_p50_ms: p50,
         latency_p99_ms: p99,
         latency_max_ms: max,
-        relay_p50_ms: relay_p50,
-        relay_p99_ms: relay_p99,
         latency_aim_met: p99 <= 100,
         backlog,
         events_per_second,
@@ -289,7 +282,7 @@ fn text(report: &EventsReport) -> String {
          outbox cost: PlaceOrder/s on/off per pair {}; median ratio {:.3} ({}: ≥ 0.95)\n\
          CPU µs per order on/off: total {:.0}/{:.0}, ratio off/on {:.3}; by process {}\n\
          both shops together: {}\n\
-         commit → shipment at {} orders/s: {} orders, p50 {} ms, p99 {} ms, max {} ms ({}: p99 ≤ 100 ms); of which commit → broker confirmed p50 {} ms, p99 {} ms\n\
+         commit → shipment at {} orders/s: {} orders, p50 {} ms, p99 {} ms, max {} ms ({}: p99 ≤ 100 ms)\n\
          saturation: a backlog of {} events drained at {:.0} events/s\n",
         report.broker,
         report.shipping_instances,
@@ -308,8 +301,6 @@ fn text(report: &EventsReport) -> String {
         report.latency_p99_ms,
         report.latency_max_ms,
         aim(report.latency_aim_met),
-        report.relay_p50_ms,
-        report.relay_p99_ms,
         report.backlog,
         report.events_per_second,
     )

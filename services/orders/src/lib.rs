@@ -142,7 +142,8 @@ pub struct Config {
           value_parser = mesh::config::duration::millis)]
     pub pause_before_publish: Option<Duration>,
 
-    /// Test-only: pause between the broker's confirmation and the mark.
+    /// Test-only: pause between the broker's confirmation and the removal
+    /// of the published events from the outbox.
     #[arg(value_name = "DURATION", long = "fault-pause-after-publish", env = "MESH_FAULT_PAUSE_AFTER_PUBLISH", hide = true,
           value_parser = mesh::config::duration::millis)]
     pub pause_after_publish: Option<Duration>,

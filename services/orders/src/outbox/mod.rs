@@ -3,7 +3,8 @@
 //! written **in the same database transaction** as the state change (see
 //! `Store::finish`), so an order is never CONFIRMED without its event, nor
 //! the reverse, whatever crashes when; the [`relay`] on every instance then
-//! publishes them with the broker's confirmation and marks them.
+//! publishes them with the broker's confirmation and removes them (the
+//! broker's stream or queue holds them from then on).
 //!
 //! Each event carries the order's sequence number (`orders.event_sequence`,
 //! incremented in the same transaction) and the W3C trace context of the

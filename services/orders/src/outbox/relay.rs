@@ -1,5 +1,6 @@
 //! The relay: on every orders instance, publishes pending outbox rows and
-//! marks them once the broker confirmed them.
+//! removes them once the broker confirmed them (the broker holds them
+//! from then on: the outbox holds pending events only).
 //!
 //! - It wakes when a transaction that recorded an event commits (no polling
 //!   delay on the happy path), and every `sweep_every` for anything left
@@ -8,7 +9,7 @@
 //!   them in sequence, stopping at the first failure: relays never publish
 //!   one order's events at the same time, and a later event never leaves
 //!   before an earlier one. A relay that dies between the broker's
-//!   confirmation and the mark publishes the event again after the lease
+//!   confirmation and the removal publishes the event again after the lease
 //!   expires: consumers deduplicate on the event id.
 //! - While the broker is down, rows wait; placing orders never waits for it.
 
@@ -47,7 +48,8 @@ pub struct RelayOptions {
     /// The longest gather, whatever the last round carried: the most
     /// latency batching adds to an event.
     pub gather: Duration,
-    /// How long published rows are kept (for people to look at).
+    /// How long rows that an earlier version marked published (it kept
+    /// them for people to look at) stay before the prune removes them.
     pub keep_published: Duration,
     /// How often the broker's retention is applied and old rows pruned.
     pub maintain_every: Duration,
@@ -55,7 +57,7 @@ pub struct RelayOptions {
     /// before publishing it (the fault campaign kills the process there).
     pub pause_before_publish: Option<Duration>,
     /// Test-only fault injection: wait this long after the broker's
-    /// confirmation and before marking the row.
+    /// confirmation and before removing the row.
     pub pause_after_publish: Option<Duration>,
 }
 
@@ -225,7 +227,7 @@ impl Relay {
     /// one lease statement for the orders no committing unit handed over,
     /// their publishes in waves (one exchange with the broker per wave: the
     /// next event of every order, so each order's events leave one at a
-    /// time in sequence; usually one wave), and one write unit marking what
+    /// time in sequence; usually one wave), and one write unit removing what
     /// the broker confirmed and releasing the leases.
     async fn round(&self, broker: &Broker) -> Result<Round, RelayError> {
         let owner = self.wake.owner();
@@ -280,7 +282,7 @@ impl Relay {
                             ..Outcome::default()
                         })
                         .collect();
-                    let _ = self.table.finish(owner, released, now_unix_ms()).await;
+                    let _ = self.table.finish(owner, released).await;
                     return Err(error.into());
                 }
             }
@@ -317,19 +319,19 @@ impl Relay {
         }
         round.published = outcomes.iter().map(|outcome| outcome.confirmed.len()).sum();
         let orders = outcomes.len();
-        // The marks and the releases: one write unit for the batch,
+        // The removals and the releases: one write unit for the batch,
         // sharing the writer's commit with whatever else is queued.
-        if let Err(error) = self.table.finish(owner, outcomes, now_unix_ms()).await {
-            // Published but not marked: they go out again after the leases
+        if let Err(error) = self.table.finish(owner, outcomes).await {
+            // Published but not removed: they go out again after the leases
             // expire (duplicates consumers drop).
-            tracing::warn!(%error, "cannot mark the published events; they will go out again");
+            tracing::warn!(%error, "cannot remove the published events from the outbox; they will go out again");
             return Ok(Round::default());
         }
         tracing::debug!(
             orders,
             lease_us = leased.as_micros(),
             publish_us = (sent - leased).as_micros(),
-            mark_and_release_us = (started.elapsed() - sent).as_micros(),
+            remove_and_release_us = (started.elapsed() - sent).as_micros(),
             "relay round"
         );
         Ok(round)
@@ -360,14 +362,14 @@ impl Relay {
             tracing::warn!(
                 events = wave.len(),
                 ?pause,
-                "fault injection: published, pausing before the mark"
+                "fault injection: published, pausing before the removal"
             );
             tokio::time::sleep(pause).await;
         }
         let now = now_unix_ms();
         for (row, answer) in wave.iter().zip(&answers) {
             if answer.is_ok() {
-                self.metrics.published();
+                self.metrics.published(now - row.created_at_unix_ms);
                 tracing::debug!(order_id = %row.order_id, sequence = row.sequence, event_id = %row.event_id, waited_ms = now - row.created_at_unix_ms, publish_us, "event published");
             } else {
                 self.metrics.publish_error();

@@ -103,7 +103,7 @@ impl Pause {
     pub fn marker(self) -> &'static str {
         match self {
             Self::BeforePublish => "committed, pausing before the publish",
-            Self::AfterPublish => "published, pausing before the mark",
+            Self::AfterPublish => "published, pausing before the removal",
             Self::BeforeAck => "effect committed, pausing before the acknowledgement",
         }
     }

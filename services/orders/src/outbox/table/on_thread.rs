@@ -5,37 +5,30 @@ use mesh::storage::NumberedArgs;
 use rusqlite::Connection;
 
 use super::{
-    bounded_error, failed_orders, leased_orders, mark_confirmed_sql, release_sql, unclaim_sql,
-    Outcome, FAILED_ATTEMPT,
+    bounded_error, failed_orders, leased_orders, release_sql, unclaim_sql, Outcome, FAILED_ATTEMPT,
+    REMOVE_ONE,
 };
 use crate::store::StoreError;
 
-/// Marks the confirmed events, records failed attempts, releases the
+/// Removes the confirmed events, records failed attempts, releases the
 /// leases and gives up the claims of failed orders, as
 /// [`super::Table::finish`] does through the pool.
 pub(super) fn finish(
     connection: &Connection,
     owner: &str,
     outcomes: &[Outcome],
-    now_unix_ms: i64,
 ) -> Result<(), StoreError> {
-    let confirmed: Vec<usize> = outcomes
-        .iter()
-        .map(|outcome| outcome.confirmed.len())
-        .filter(|confirmed| *confirmed > 0)
-        .collect();
-    if !confirmed.is_empty() {
-        let mut args = NumberedArgs::new().arg(now_unix_ms.max(1));
-        for outcome in outcomes
-            .iter()
-            .filter(|outcome| !outcome.confirmed.is_empty())
-        {
-            args.push(outcome.order_id.clone());
-            for event_id in &outcome.confirmed {
-                args.push(event_id.clone());
-            }
+    // One fixed statement per confirmed event, prepared once: on this
+    // thread a statement costs no round trip, and the batch's statement
+    // (the pool's) has a text of its own for every batch shape, which
+    // SQLite would parse anew at every round.
+    for outcome in outcomes {
+        for event_id in &outcome.confirmed {
+            NumberedArgs::new()
+                .arg(outcome.order_id.clone())
+                .arg(event_id.clone())
+                .execute(connection, REMOVE_ONE)?;
         }
-        args.execute(connection, &mark_confirmed_sql(&confirmed))?;
     }
     for outcome in outcomes {
         let Some((event_id, error)) = &outcome.failed else {
