@@ -257,11 +257,12 @@ impl Table {
     /// Records what publishing a batch of leased orders' events gave and
     /// gives `owner`'s leases on them up, in one write unit: exactly the
     /// confirmed events of each order leave the outbox (the broker holds
-    /// them now: one statement for the whole batch through the pool, one
-    /// prepared statement per event on SQLite's thread), each failed event gets its attempt
-    /// and error (kept, bounded, for people), and the leases are released
-    /// (one statement; a no-op for an order another relay has by now), as
-    /// are the claims of orders whose publish failed.
+    /// them now), each failed event gets its attempt and error (kept,
+    /// bounded, for people), and the leases are released (a no-op for an
+    /// order another relay has by now), as are the claims of orders whose
+    /// publish failed. Through the pool each of these is one statement for
+    /// the whole batch; on SQLite's thread, fixed statements prepared once
+    /// and run per event or per order.
     pub async fn finish(&self, owner: &str, outcomes: Vec<Outcome>) -> Result<(), StoreError> {
         if outcomes.is_empty() {
             return Ok(());

@@ -18,10 +18,11 @@ pub(super) fn finish(
     owner: &str,
     outcomes: &[Outcome],
 ) -> Result<(), StoreError> {
-    // One fixed statement per confirmed event, prepared once: on this
-    // thread a statement costs no round trip, and the batch's statement
-    // (the pool's) has a text of its own for every batch shape, which
-    // SQLite would parse anew at every round.
+    // Fixed statements, each prepared once and run per event or per order:
+    // on this thread a statement costs no round trip, while the pool's
+    // batch statements have a text of their own for every batch shape,
+    // which SQLite would parse anew at every round (and keep, in a slot of
+    // the connection's statement cache).
     for outcome in outcomes {
         for event_id in &outcome.confirmed {
             NumberedArgs::new()
@@ -47,11 +48,13 @@ pub(super) fn finish(
         if orders.is_empty() {
             continue;
         }
-        let mut args = NumberedArgs::new().arg(owner.to_owned());
-        for order_id in &orders {
-            args.push((*order_id).to_owned());
+        let for_one_order = sql(1);
+        for order_id in orders {
+            NumberedArgs::new()
+                .arg(owner.to_owned())
+                .arg(order_id.to_owned())
+                .execute(connection, &for_one_order)?;
         }
-        args.execute(connection, &sql(orders.len()))?;
     }
     Ok(())
 }
