@@ -454,8 +454,8 @@ const PENDING_OF: &str = "\
 const BACKLOG: &str = "SELECT COUNT(*) AS pending, MIN(created_at_unix_ms) AS oldest FROM outbox WHERE published_at_unix_ms = 0";
 
 /// A failed publish's attempt: $1 error, $2 event, $3 its order.
-const FAILED_ATTEMPT: &str =
-    "UPDATE outbox SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2 AND order_id = $3";
+const FAILED_ATTEMPT: &str = "UPDATE outbox SET attempts = attempts + 1, last_error = $1 \
+     WHERE published_at_unix_ms = 0 AND order_id = $3 AND event_id = $2";
 
 /// [`Table::prune`]'s rows: $1 published before.
 const PRUNE_PUBLISHED: &str =
@@ -509,10 +509,15 @@ fn unclaim_sql(orders: usize) -> String {
 /// leaves the outbox at once (ADR 0020, "The outbox holds pending events
 /// only"): the broker's stream or queue is its record from then on, and a
 /// `DELETE` costs the commit less than rewriting the row as published did.
+/// The orders' list up front lets the database find the rows through the
+/// index of pending rows by order; the terms then keep each id to its own
+/// order.
 fn remove_confirmed_sql(confirmed: &[usize]) -> String {
     let mut next = 1;
+    let mut orders = Vec::with_capacity(confirmed.len());
     let mut terms = Vec::with_capacity(confirmed.len());
     for &events in confirmed {
+        orders.push(format!("${next}"));
         terms.push(format!(
             "(order_id = ${next} AND event_id IN ({}))",
             placeholders(next + 1, events)
@@ -520,7 +525,8 @@ fn remove_confirmed_sql(confirmed: &[usize]) -> String {
         next += 1 + events;
     }
     format!(
-        "DELETE FROM outbox WHERE published_at_unix_ms = 0 AND ({})",
+        "DELETE FROM outbox WHERE published_at_unix_ms = 0 AND order_id IN ({}) AND ({})",
+        orders.join(", "),
         terms.join(" OR ")
     )
 }
@@ -624,28 +630,45 @@ mod tests {
     /// scans the table or a whole index of it: a scan would grow with the
     /// backlog, or with the published rows an earlier version kept. (An index of the
     /// pending rows alone, migration 0007, serves a lookup by order only
-    /// where the statement asks for pending rows.)
+    /// where the statement asks for pending rows.) The two statements that
+    /// want every pending row, the relay's read (it picks the orders that
+    /// waited longest) and the backlog's count, read them through that
+    /// index, never the published rows (migration 0008 keeps no other index
+    /// of pending rows).
     #[tokio::test]
     async fn every_statement_on_the_outbox_finds_its_rows_through_an_index() {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = open(dir.path()).await;
         let statements = [
-            ("the relay's read", PENDING_BATCH.to_owned()),
-            ("an order's pending events", PENDING_OF.to_owned()),
-            ("leased orders' pending events", pending_of_orders_sql(3)),
-            ("the relay's leases", lease_batch_sql(3)),
-            ("a unit's lease", crate::store::events::LEASE.to_owned()),
-            ("a failed publish", FAILED_ATTEMPT.to_owned()),
-            ("claims given up", unclaim_sql(3)),
+            ("the relay's read", PENDING_BATCH.to_owned(), true),
+            ("an order's pending events", PENDING_OF.to_owned(), false),
+            (
+                "leased orders' pending events",
+                pending_of_orders_sql(3),
+                false,
+            ),
+            ("the relay's leases", lease_batch_sql(3), false),
+            (
+                "a unit's lease",
+                crate::store::events::LEASE.to_owned(),
+                false,
+            ),
+            ("a failed publish", FAILED_ATTEMPT.to_owned(), false),
+            ("claims given up", unclaim_sql(3), false),
             (
                 "the removal of published events",
                 remove_confirmed_sql(&[2, 1]),
+                false,
             ),
-            ("the removal of one published event", REMOVE_ONE.to_owned()),
-            ("the backlog", BACKLOG.to_owned()),
-            ("the prune", PRUNE_PUBLISHED.to_owned()),
+            (
+                "the removal of one published event",
+                REMOVE_ONE.to_owned(),
+                false,
+            ),
+            ("the backlog", BACKLOG.to_owned(), true),
+            ("the prune", PRUNE_PUBLISHED.to_owned(), false),
         ];
-        for (name, sql) in statements {
+        for (name, sql, every_pending_row) in statements {
             let explain = format!("EXPLAIN QUERY PLAN {sql}");
             let mut query = sqlx::query(&explain);
             for _ in 0..highest_placeholder(&sql) {
@@ -659,7 +682,8 @@ mod tests {
                 .map(|row| row.try_get("detail").unwrap())
                 .collect();
             assert!(
-                !plan.iter().any(|step| scans_outbox(step)),
+                !plan.iter().any(|step| scans_outbox(step)
+                    && !(every_pending_row && reads_pending_rows_only(step))),
                 "{name} scans the outbox: {plan:#?}"
             );
         }
@@ -774,6 +798,48 @@ mod tests {
             .unwrap();
         assert!(table.pending_of("ord_old").await.unwrap().is_empty());
         assert_eq!(table.backlog().await.unwrap(), (1, Some(1)));
+        // The row published before the upgrade (at 5) goes with the prune,
+        // found through migration 0008's index of published rows.
+        assert_eq!(table.prune(4, 300).await.unwrap(), 0);
+        assert_eq!(table.prune(6, 300).await.unwrap(), 1);
+        assert_eq!(table.backlog().await.unwrap(), (1, Some(1)));
+    }
+
+    /// A pending row is in two b-trees of the outbox, the rows and the
+    /// index of pending rows by order (migration 0008): each is a page the
+    /// recording commit and the removal write to the WAL. The index of
+    /// published rows holds none of them.
+    #[tokio::test]
+    async fn a_pending_event_is_in_two_btrees() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table) = open(dir.path()).await;
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox' ORDER BY name",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        let names: Vec<&str> = indexes.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, ["outbox_pending_order", "outbox_published"]);
+        assert!(
+            indexes[0].1.ends_with("WHERE published_at_unix_ms = 0"),
+            "{indexes:?}"
+        );
+        assert!(
+            indexes[1].1.ends_with("WHERE published_at_unix_ms > 0"),
+            "{indexes:?}"
+        );
+
+        let fence = pending_order(&store, "ord_1", 10).await;
+        confirm_as_stored(&store, &fence, 20).await;
+        let in_published: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox INDEXED BY outbox_published WHERE published_at_unix_ms > 0",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(in_published, 0);
+        assert_eq!(table.backlog().await.unwrap(), (1, Some(20)));
     }
 
     /// The highest `$n` in `sql`.
@@ -796,14 +862,27 @@ mod tests {
         words.next() == Some("SCAN") && matches!(words.next(), Some("outbox" | "o" | "c"))
     }
 
+    /// A plan step that reads the index of pending rows (migration 0007's
+    /// partial index) from end to end: every pending row, no published one.
+    fn reads_pending_rows_only(step: &str) -> bool {
+        step.ends_with("USING INDEX outbox_pending_order")
+            || step.ends_with("USING COVERING INDEX outbox_pending_order")
+    }
+
     #[test]
     fn a_plan_step_that_reads_the_whole_outbox_is_told_from_one_that_searches_it() {
         assert!(scans_outbox("SCAN outbox"));
-        assert!(scans_outbox("SCAN o USING INDEX sqlite_autoindex_outbox_1"));
+        assert!(scans_outbox("SCAN o USING INDEX outbox_published"));
         assert!(!scans_outbox(
-            "SEARCH o USING INDEX outbox_pending (published_at_unix_ms=?)"
+            "SEARCH o USING INDEX outbox_pending_order (order_id=?)"
         ));
         assert!(!scans_outbox("SCAN outbox_leases"));
+        assert!(reads_pending_rows_only(
+            "SCAN outbox USING INDEX outbox_pending_order"
+        ));
+        assert!(!reads_pending_rows_only(
+            "SCAN outbox USING INDEX outbox_published"
+        ));
         assert!(!scans_outbox("SCAN waiting"));
         assert_eq!(highest_placeholder("a = $1 AND b IN ($12, $3)"), 12);
     }
