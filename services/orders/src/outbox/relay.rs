@@ -5,6 +5,10 @@
 //! - It wakes when a transaction that recorded an event commits (no polling
 //!   delay on the happy path), and every `sweep_every` for anything left
 //!   behind (another instance's rows, a failed publish, a relay that died).
+//! - On the happy path it publishes the events the committing units handed
+//!   over in memory with their leases (`Wake::take_ready`), with no read of
+//!   the outbox; it reads the outbox on the sweep, after a failure, and when
+//!   a commit's event could not be handed over whole (`Wake::notify_read`).
 //! - It takes an order's lease before publishing its events and publishes
 //!   them in sequence, stopping at the first failure: relays never publish
 //!   one order's events at the same time, and a later event never leaves
@@ -177,15 +181,22 @@ impl Relay {
         maintain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Duration::ZERO;
         loop {
+            // Whether this drain reads the outbox: on the sweep, after a
+            // failure, or when a commit asks for it (`Wake::notify_read`);
+            // otherwise it publishes what the committing units handed over.
+            let mut read = !backoff.is_zero();
             tokio::select! {
                 () = self.wake.notified() => {}
-                _ = sweep.tick() => {}
-                _ = maintain.tick() => self.maintain(broker).await,
+                _ = sweep.tick() => read = true,
+                _ = maintain.tick() => {
+                    self.maintain(broker).await;
+                    read = true;
+                }
             }
             if !backoff.is_zero() {
                 tokio::time::sleep(backoff).await;
             }
-            backoff = match self.drain(broker).await {
+            backoff = match self.drain(broker, read).await {
                 Ok(()) => Duration::ZERO,
                 Err(error) => {
                     let next =
@@ -204,11 +215,27 @@ impl Relay {
         }
     }
 
-    /// Publishes every pending event it can lease; an error when the outbox
-    /// could not be read or the broker failed every order it tried.
-    async fn drain(&self, broker: &Broker) -> Result<(), RelayError> {
+    /// Publishes the events handed over in memory, then, when `read` (or a
+    /// commit asks for it meanwhile), every pending event of the outbox it
+    /// can lease; an error when the outbox could not be read or the broker
+    /// failed every order it tried.
+    async fn drain(&self, broker: &Broker, mut read: bool) -> Result<(), RelayError> {
+        let batch = usize::try_from(self.options.batch).unwrap_or(1).max(1);
         loop {
-            let round = self.round(broker).await?;
+            let handed = self.wake.take_ready(batch, now_unix_ms());
+            let round = if handed.is_empty() {
+                read |= self.wake.take_read_needed();
+                if !read {
+                    return Ok(());
+                }
+                self.round(broker).await?
+            } else {
+                let full = handed.len() >= batch;
+                let round = self.publish_handed(broker, handed, full).await;
+                // A failed order's events wait in the outbox: read them.
+                read |= round.failure.is_some();
+                round
+            };
             match (round.progressed, round.failure) {
                 (false, Some(error)) => return Err(error.into()),
                 // Nothing pending, or everything left is leased by other
@@ -302,6 +329,49 @@ impl Relay {
             .collect();
         let published = publish_in_waves(orders, |wave| self.publish_wave(broker, wave)).await;
         let sent = started.elapsed();
+        let orders = published.len();
+        let round = self.settle(published, &claim_only, full).await;
+        tracing::debug!(
+            orders,
+            lease_us = leased.as_micros(),
+            publish_us = (sent - leased).as_micros(),
+            remove_and_release_us = (started.elapsed() - sent).as_micros(),
+            "relay round"
+        );
+        Ok(round)
+    }
+
+    /// One round over orders handed over in memory with their events
+    /// (`Wake::take_ready`: every event each order has had, under this
+    /// relay's lease): published in waves like a read round's, with no read
+    /// and no lease write, then removed like theirs.
+    async fn publish_handed(
+        &self,
+        broker: &Broker,
+        orders: Vec<(String, Vec<Pending>)>,
+        full: bool,
+    ) -> Round {
+        // An order handed only its first event is held by that event's
+        // claim: no lease row was written for it.
+        let claim_only: Vec<String> = orders
+            .iter()
+            .filter(|(_, events)| events.iter().all(|event| event.sequence == 1))
+            .map(|(order_id, _)| order_id.clone())
+            .collect();
+        let published = publish_in_waves(orders, |wave| self.publish_wave(broker, wave)).await;
+        self.settle(published, &claim_only, full).await
+    }
+
+    /// What a round's publishes give: one write unit removing what the
+    /// broker confirmed and releasing the orders' leases (none for the
+    /// orders in `claim_only`), sharing the writer's commit with whatever
+    /// else is queued.
+    async fn settle(
+        &self,
+        published: Vec<(Outcome, Option<BrokerError>)>,
+        claim_only: &[String],
+        full: bool,
+    ) -> Round {
         let mut round = Round {
             full,
             ..Round::default()
@@ -318,23 +388,13 @@ impl Relay {
             outcomes.push(outcome);
         }
         round.published = outcomes.iter().map(|outcome| outcome.confirmed.len()).sum();
-        let orders = outcomes.len();
-        // The removals and the releases: one write unit for the batch,
-        // sharing the writer's commit with whatever else is queued.
-        if let Err(error) = self.table.finish(owner, outcomes).await {
+        if let Err(error) = self.table.finish(self.wake.owner(), outcomes).await {
             // Published but not removed: they go out again after the leases
             // expire (duplicates consumers drop).
             tracing::warn!(%error, "cannot remove the published events from the outbox; they will go out again");
-            return Ok(Round::default());
+            return Round::default();
         }
-        tracing::debug!(
-            orders,
-            lease_us = leased.as_micros(),
-            publish_us = (sent - leased).as_micros(),
-            remove_and_release_us = (started.elapsed() - sent).as_micros(),
-            "relay round"
-        );
-        Ok(round)
+        round
     }
 
     /// Publishes one wave (at most one event per order) in one exchange

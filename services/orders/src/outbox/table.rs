@@ -904,16 +904,7 @@ mod tests {
         assert_eq!(body.sequence, 1);
 
         // The cancel that follows is the order's second event.
-        assert!(store.request_cancel("ord_1", 30).await.unwrap());
-        let cancelling = store
-            .try_lease("ord_1", "owner-2", 40, 5000)
-            .await
-            .unwrap()
-            .expect("a cancelling order is leased");
-        store
-            .cancelled(&cancelling, &order_of_the(&store, &cancelling).await, 50)
-            .await
-            .unwrap();
+        cancel_as_stored(&store, "ord_1", 30).await;
         let events = table.pending_of("ord_1").await.unwrap();
         let sequences: Vec<(i64, &str)> = events
             .iter()
@@ -1180,6 +1171,38 @@ mod tests {
             .fetch_optional(&table.pool)
             .await
             .unwrap()
+    }
+
+    /// What a committing unit hands its relay is the event its row holds,
+    /// every field of it: the relay publishes it from memory with no read.
+    /// An order's second event, handed before the relay took the first,
+    /// comes with it in sequence; once the first was taken, the second is
+    /// left to a read of the outbox, which knows whether the first is still
+    /// pending.
+    #[tokio::test]
+    async fn the_events_handed_over_in_memory_are_the_ones_in_the_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table, wake) = open_with_wake(dir.path()).await;
+        let fence = pending_order(&store, "ord_1", 10).await;
+        confirm_as_stored(&store, &fence, 20).await;
+        cancel_as_stored(&store, "ord_1", 30).await;
+        assert!(!wake.take_read_needed(), "both were handed over whole");
+        let ready = wake.take_ready(64, 60);
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].0, "ord_1");
+        assert_eq!(ready[0].1, table.pending_of("ord_1").await.unwrap());
+        assert_eq!(wake.take_handed("ord_1"), None, "taken once");
+
+        // A second order's first event is taken alone; its second comes
+        // after, without it.
+        let fence = pending_order(&store, "ord_2", 100).await;
+        confirm_as_stored(&store, &fence, 110).await;
+        let first = wake.take_ready(64, 120);
+        assert_eq!(first[0].1, table.pending_of("ord_2").await.unwrap());
+        cancel_as_stored(&store, "ord_2", 130).await;
+        assert!(wake.take_read_needed(), "the relay reads the outbox for it");
+        assert!(wake.take_ready(64, 160).is_empty());
+        assert_eq!(wake.take_handed("ord_2"), Some(150 + LEASE_MS));
     }
 
     #[tokio::test]
@@ -1531,6 +1554,25 @@ mod tests {
             assert_eq!(orders, ["ord_good"]);
         }
         assert!(table.pending_of("ord_bad").await.unwrap().is_empty());
+    }
+
+    /// A CONFIRMED order cancelled as the saga does it: requested at `at`,
+    /// leased at `at + 10`, CANCELLED at `at + 20`.
+    async fn cancel_as_stored(store: &Store, order_id: &str, at: i64) {
+        assert!(store.request_cancel(order_id, at).await.unwrap());
+        let cancelling = store
+            .try_lease(order_id, "owner-2", at + 10, 5000)
+            .await
+            .unwrap()
+            .expect("a cancelling order is leased");
+        store
+            .cancelled(
+                &cancelling,
+                &order_of_the(store, &cancelling).await,
+                at + 20,
+            )
+            .await
+            .unwrap();
     }
 
     async fn confirm_as_stored(store: &Store, fence: &Fence, at: i64) {

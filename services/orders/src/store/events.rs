@@ -6,106 +6,22 @@
 //! relay once the unit's commit is acknowledged. The relay's side (reading, publishing, removing) is
 //! `crate::outbox`.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
 use mesh::{
     proto::events::v1::{OrderCancelled, OrderConfirmed, OrderLine, OrderRejected},
     storage::NumberedArgs,
 };
 use prost::Message;
 use sqlx::AnyConnection;
-use tokio::sync::Notify;
 
+pub use super::handoff::{Handed, Wake};
 use super::Order;
-use crate::domain::OrderStatus;
+use crate::{domain::OrderStatus, outbox::table::Pending};
 
 /// The topic orders publishes to.
 pub const TOPIC: &str = "orders";
 
 /// The CloudEvents `source` of orders' events.
 pub const SOURCE: &str = "/mesh/orders";
-
-/// The hand-off between the units that record events and this instance's
-/// relay: the unit that records an event also takes the order's lease for
-/// this relay (when no other relay holds a live one), so on the happy path
-/// the relay publishes without a lease write of its own; once the unit's
-/// commit is acknowledged, the store hands the order over and wakes the
-/// relay.
-#[derive(Debug, Clone)]
-pub struct Wake(Arc<Handoff>);
-
-#[derive(Debug)]
-struct Handoff {
-    notify: Notify,
-    owner: String,
-    lease_ms: i64,
-    /// Orders whose lease a committed unit took for this relay, with the
-    /// lease's end.
-    handed: Mutex<HashMap<String, i64>>,
-}
-
-impl Wake {
-    /// The hand-off to the relay leasing as `owner` for `lease` at a time.
-    pub fn new(owner: impl Into<String>, lease: Duration) -> Self {
-        Self(Arc::new(Handoff {
-            notify: Notify::new(),
-            owner: owner.into(),
-            lease_ms: i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2),
-            handed: Mutex::new(HashMap::new()),
-        }))
-    }
-
-    /// Whom the leases are taken for.
-    pub fn owner(&self) -> &str {
-        &self.0.owner
-    }
-
-    /// How long a lease lasts, in ms.
-    pub fn lease_ms(&self) -> i64 {
-        self.0.lease_ms
-    }
-
-    /// A committed unit took `order_id`'s lease for this relay until
-    /// `until_unix_ms`.
-    pub(crate) fn hand_over(&self, order_id: String, until_unix_ms: i64) {
-        self.handed().insert(order_id, until_unix_ms);
-    }
-
-    /// The end of the lease a committed unit took on `order_id` for this
-    /// relay, if one did since the last call (the relay then holds it).
-    pub fn take_handed(&self, order_id: &str) -> Option<i64> {
-        self.handed().remove(order_id)
-    }
-
-    /// Forgets hand-offs whose lease ended before `now_unix_ms` (orders
-    /// another path published meanwhile), so the map stays bounded.
-    pub fn forget_ended(&self, now_unix_ms: i64) {
-        self.handed().retain(|_, until| *until > now_unix_ms);
-    }
-
-    fn handed(&self) -> std::sync::MutexGuard<'_, HashMap<String, i64>> {
-        // A panic while holding it cannot leave the map inconsistent.
-        self.0
-            .handed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Something was committed (a wake with no relay waiting is kept for
-    /// its next wait).
-    pub fn notify(&self) {
-        self.0.notify.notify_one();
-    }
-
-    /// Waits for the next [`Wake::notify`].
-    pub async fn notified(&self) {
-        self.0.notify.notified().await;
-    }
-}
 
 /// Which final state the event announces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,15 +145,47 @@ impl Cause {
     }
 }
 
+impl Cause {
+    /// The event this cause makes of `order`, its `sequence`-th: what the
+    /// row holds, and what the relay publishes.
+    fn event(&self, order: &Order, sequence: i64) -> Pending {
+        Pending {
+            event_id: event_id(),
+            order_id: order.order_id.clone(),
+            sequence,
+            topic: TOPIC.to_owned(),
+            event_type: self.kind.event_type().to_owned(),
+            body: encode(
+                self.kind,
+                order,
+                u64::try_from(sequence).unwrap_or(0),
+                self.at_unix_ms,
+            ),
+            traceparent: self.traceparent.clone(),
+            tracestate: self.tracestate.clone(),
+            created_at_unix_ms: self.at_unix_ms,
+        }
+    }
+
+    /// `event` handed to the relay under the lease this cause took.
+    fn handed(&self, event: Pending) -> Handed {
+        Handed {
+            until_unix_ms: self.lease_until_unix_ms,
+            event,
+        }
+    }
+}
+
 /// Records `cause` about `order` — as it is now, inside the caller's write
 /// unit — as the order's next event, and takes the order's lease for the
 /// cause's relay unless another relay holds a live one: the end of that
-/// lease if taken (hand it over with [`Wake::hand_over`] once committed).
+/// lease if taken, with the event (hand it over with [`Wake::hand_over`]
+/// once committed).
 pub(crate) async fn record(
     connection: &mut AnyConnection,
     order: &Order,
     cause: &Cause,
-) -> Result<Option<i64>, sqlx::Error> {
+) -> Result<Option<Handed>, sqlx::Error> {
     let sequence: i64 = sqlx::query_scalar(NEXT_SEQUENCE)
         .bind(&order.order_id)
         .fetch_one(&mut *connection)
@@ -253,13 +201,8 @@ pub(crate) async fn record_numbered(
     order: &Order,
     cause: &Cause,
     sequence: i64,
-) -> Result<Option<i64>, sqlx::Error> {
-    let body = encode(
-        cause.kind,
-        order,
-        u64::try_from(sequence).unwrap_or(0),
-        cause.at_unix_ms,
-    );
+) -> Result<Option<Handed>, sqlx::Error> {
+    let event = cause.event(order, sequence);
     let query = sqlx::query_scalar::<_, String>(if sequence == 1 {
         // The order's first event: no relay can hold the order yet, so the
         // row carries its relay's lease itself (no lease row to write).
@@ -268,12 +211,12 @@ pub(crate) async fn record_numbered(
         // A later event: the row and the order's lease in one command.
         RECORD_AND_LEASE_POSTGRES
     })
-    .bind(event_id())
+    .bind(event.event_id.as_str())
     .bind(&order.order_id)
     .bind(sequence)
     .bind(TOPIC)
     .bind(cause.kind.event_type())
-    .bind(events::text_body::encode(&body))
+    .bind(events::text_body::encode(&event.body))
     .bind(cause.traceparent.as_str())
     .bind(cause.tracestate.as_str())
     .bind(cause.at_unix_ms)
@@ -281,7 +224,7 @@ pub(crate) async fn record_numbered(
     .bind(cause.lease_until_unix_ms);
     // Every row is read, so that every statement runs to its end.
     let leased = query.fetch_all(&mut *connection).await?;
-    Ok((!leased.is_empty()).then_some(cause.lease_until_unix_ms))
+    Ok((!leased.is_empty()).then(|| cause.handed(event)))
 }
 
 /// [`record`] in a unit on SQLite's writer thread.
@@ -289,7 +232,7 @@ pub(crate) fn record_on_thread(
     connection: &rusqlite::Connection,
     order: &Order,
     cause: &Cause,
-) -> Result<Option<i64>, rusqlite::Error> {
+) -> Result<Option<Handed>, rusqlite::Error> {
     let sequence: i64 = NumberedArgs::new()
         .arg(order.order_id.clone())
         .first_row(connection, NEXT_SEQUENCE, |row| row.get(0))?
@@ -305,20 +248,15 @@ pub(crate) fn record_numbered_on_thread(
     order: &Order,
     cause: &Cause,
     sequence: i64,
-) -> Result<Option<i64>, rusqlite::Error> {
-    let body = encode(
-        cause.kind,
-        order,
-        u64::try_from(sequence).unwrap_or(0),
-        cause.at_unix_ms,
-    );
+) -> Result<Option<Handed>, rusqlite::Error> {
+    let event = cause.event(order, sequence);
     let row = NumberedArgs::new()
-        .arg(event_id())
+        .arg(event.event_id.clone())
         .arg(order.order_id.clone())
         .arg(sequence)
         .arg(TOPIC.to_owned())
         .arg(cause.kind.event_type().to_owned())
-        .arg(events::text_body::encode(&body))
+        .arg(events::text_body::encode(&event.body))
         .arg(cause.traceparent.clone())
         .arg(cause.tracestate.clone())
         .arg(cause.at_unix_ms);
@@ -338,7 +276,7 @@ pub(crate) fn record_numbered_on_thread(
             .rows(connection, LEASE, |_| Ok(()))?;
         !taken.is_empty()
     };
-    Ok(leased.then_some(cause.lease_until_unix_ms))
+    Ok(leased.then(|| cause.handed(event)))
 }
 
 /// The next event number of an order: $1 the order.

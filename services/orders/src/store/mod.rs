@@ -29,6 +29,7 @@ use crate::domain::{
 };
 
 pub mod events;
+mod handoff;
 mod on_thread;
 
 use events::{Cause, Kind, Wake};
@@ -711,7 +712,7 @@ impl Store {
         let Some((order, handed)) = resolved else {
             return Err(self.not_parked(order_id).await);
         };
-        self.wake_relay(&order.order_id, handed);
+        self.wake_relay(handed);
         Ok(order)
     }
 
@@ -1059,20 +1060,21 @@ impl Store {
                 },
             )
             .await?;
-        self.wake_relay(&order.order_id, handed);
+        self.wake_relay(handed);
         Ok(order)
     }
 
-    /// Wakes the relay (if the outbox is on), handing it `order_id` when
-    /// the unit took the order's lease for it (until `handed`): called once
-    /// a unit that may have recorded an event is acknowledged, so after its
-    /// durable commit.
-    fn wake_relay(&self, order_id: &str, handed: Option<i64>) {
+    /// Wakes the relay (if the outbox is on), handing it the order's lease
+    /// and the event when the unit took the lease for it (`handed`): called
+    /// once a unit that may have recorded an event is acknowledged, so after
+    /// its durable commit. The relay reads the outbox unless the hand-off
+    /// lets it publish the event from memory.
+    fn wake_relay(&self, handed: Option<events::Handed>) {
         if let Some(wake) = &self.outbox {
-            if let Some(until_unix_ms) = handed {
-                wake.hand_over(order_id.to_owned(), until_unix_ms);
+            match handed.map(|handed| wake.hand_over(handed)) {
+                Some(true) => wake.notify(),
+                Some(false) | None => wake.notify_read(),
             }
-            wake.notify();
         }
     }
 

@@ -82,7 +82,7 @@ pub(super) fn resolve(
     reason: &str,
     now_unix_ms: i64,
     event: Option<Cause>,
-) -> Result<Option<(Order, Option<i64>)>, StoreError> {
+) -> Result<Option<(Order, Option<events::Handed>)>, StoreError> {
     let from: Option<String> = NumberedArgs::new().arg(order_id.to_owned()).first_row(
         connection,
         PARKED_STATUS,
@@ -149,7 +149,7 @@ pub(super) fn finish(
     order_id: &str,
     lines: Vec<Line>,
     event: Option<Cause>,
-) -> Result<(Order, Option<i64>), StoreError> {
+) -> Result<(Order, Option<events::Handed>), StoreError> {
     let written = args.first_row(connection, sql, |row| {
         Ok((order_from_row(row), row.get::<_, i64>("event_sequence")))
     })?;
