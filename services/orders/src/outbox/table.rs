@@ -5,6 +5,7 @@
 use mesh::storage::{NumberedArgs, Reader, Writer};
 use sqlx::{AnyPool, Row};
 
+pub use crate::store::Pending;
 use crate::store::{
     events::{claimed_by_another, lease_in, LEASE},
     Columns, Store, StoreError,
@@ -12,29 +13,6 @@ use crate::store::{
 
 mod on_thread;
 mod unreadable;
-
-/// One pending event, as the relay publishes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pending {
-    /// The CloudEvents id.
-    pub event_id: String,
-    /// The order (the event's subject).
-    pub order_id: String,
-    /// Its place among the order's events.
-    pub sequence: i64,
-    /// The topic.
-    pub topic: String,
-    /// The CloudEvents type.
-    pub event_type: String,
-    /// The protobuf body.
-    pub body: Vec<u8>,
-    /// W3C trace context of its cause.
-    pub traceparent: String,
-    /// W3C trace state.
-    pub tracestate: String,
-    /// When it was recorded.
-    pub created_at_unix_ms: i64,
-}
 
 #[cfg(test)]
 impl Pending {

@@ -15,7 +15,8 @@ use sqlx::AnyConnection;
 
 pub use super::handoff::{Handed, Wake};
 use super::Order;
-use crate::{domain::OrderStatus, outbox::table::Pending};
+use super::Pending;
+use crate::domain::OrderStatus;
 
 /// The topic orders publishes to.
 pub const TOPIC: &str = "orders";

@@ -24,7 +24,7 @@ use std::{
 
 use tokio::sync::Notify;
 
-use crate::outbox::table::Pending;
+use super::Pending;
 
 /// The most events the hand-off keeps for the relay at a time (their
 /// leases are kept whatever the count): beyond it, as when the broker is

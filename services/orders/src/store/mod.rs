@@ -31,8 +31,10 @@ use crate::domain::{
 pub mod events;
 mod handoff;
 mod on_thread;
+mod pending;
 
 use events::{Cause, Kind, Wake};
+pub use pending::Pending;
 
 /// A stored order line.
 #[derive(Debug, Clone, PartialEq, Eq)]
