@@ -215,31 +215,41 @@ impl Relay {
         }
     }
 
-    /// Publishes the events handed over in memory, then, when `read` (or a
-    /// commit asks for it meanwhile), every pending event of the outbox it
-    /// can lease; an error when the outbox could not be read or the broker
-    /// failed every order it tried.
+    /// Publishes what is pending: a read round of the outbox first when
+    /// `read` (or a commit asks for one meanwhile), again while a read finds
+    /// a whole batch, then the events handed over in memory; an error when
+    /// the outbox could not be read or the broker failed every order it
+    /// tried. A read is served before the next hand-off, so a steady stream
+    /// of hand-offs never keeps the relay from the events only the outbox
+    /// has (a later event handed without its first, another relay's).
     async fn drain(&self, broker: &Broker, mut read: bool) -> Result<(), RelayError> {
         let batch = usize::try_from(self.options.batch).unwrap_or(1).max(1);
         loop {
-            let handed = self.wake.take_ready(batch, now_unix_ms());
-            let round = if handed.is_empty() {
-                read |= self.wake.take_read_needed();
-                if !read {
+            read |= self.wake.take_read_needed();
+            let round = if read {
+                let round = self.round(broker).await?;
+                if !round.progressed && round.failure.is_none() {
+                    // Nothing in the outbox this relay can take now.
+                    read = false;
+                    continue;
+                }
+                // A whole batch: more may be waiting in the outbox.
+                read = round.full;
+                round
+            } else {
+                let handed = self.wake.take_ready(batch, now_unix_ms());
+                if handed.is_empty() {
                     return Ok(());
                 }
-                self.round(broker).await?
-            } else {
                 let full = handed.len() >= batch;
                 let round = self.publish_handed(broker, handed, full).await;
                 // A failed order's events wait in the outbox: read them.
-                read |= round.failure.is_some();
+                read = round.failure.is_some();
                 round
             };
             match (round.progressed, round.failure) {
                 (false, Some(error)) => return Err(error.into()),
-                // Nothing pending, or everything left is leased by other
-                // relays.
+                // The removal failed: the events go out again later.
                 (false, None) => return Ok(()),
                 _ => {}
             }

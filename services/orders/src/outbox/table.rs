@@ -1183,6 +1183,79 @@ mod tests {
         assert_eq!(wake.take_handed("ord_2"), Some(150 + LEASE_MS));
     }
 
+    /// A relay kept busy by a steady stream of hand-offs still reads the
+    /// outbox when asked: an event nothing handed over (here a row with no
+    /// claim, as another instance's or a recovered one would be) is
+    /// published while orders keep being confirmed. Real Redis; the sweep
+    /// is an hour away, so only the commit's request for a read can find
+    /// the row, and the gather (50 ms an event) makes every memory round
+    /// find more hand-offs waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steady_stream_of_hand_offs_does_not_keep_the_relay_from_reading() {
+        let redis = testkit::RedisServer::start();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, table, wake) = open_with_wake(dir.path()).await;
+        let settings = events::BrokerSettings::new(events::BrokerUrl::parse(&redis.url()).unwrap());
+        let relay = crate::outbox::Relay::new(
+            table.clone(),
+            wake.clone(),
+            crate::outbox::RelayOptions {
+                sweep_every: std::time::Duration::from_secs(3600),
+                gather_per_event: std::time::Duration::from_millis(50),
+                gather: std::time::Duration::from_millis(200),
+                ..crate::outbox::RelayOptions::default()
+            },
+        );
+        let running = tokio::spawn(relay.run(move || {
+            let settings = settings.clone();
+            async move { events::connect(&settings) }
+        }));
+        // The relay's first sweep (at once) has found nothing.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        let stream = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for at in 0.. {
+                    let now = mesh::storage::now_unix_ms();
+                    let fence = pending_order(&store, &format!("ord_stream_{at}"), now).await;
+                    confirm_as_stored(&store, &fence, now).await;
+                }
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let now = mesh::storage::now_unix_ms();
+        sqlx::query(
+            "INSERT INTO outbox (event_id, order_id, sequence, topic, event_type, payload_hex, traceparent, tracestate, created_at_unix_ms, published_at_unix_ms, attempts, last_error) \
+             VALUES ('e-left', 'ord_left', 1, 'orders', 'mesh.events.v1.OrderConfirmed', '', '', '', $1, 0, 0, '')",
+        )
+        .bind(now)
+        .execute(store.pool())
+        .await
+        .unwrap();
+        wake.notify_read();
+
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut published = false;
+        while std::time::Instant::now() < deadline {
+            if table.pending_of("ord_left").await.unwrap().is_empty() {
+                published = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let streaming = !stream.is_finished();
+        stream.abort();
+        running.abort();
+        assert!(published, "the row nothing handed over is still pending");
+        assert!(streaming, "the hand-offs kept coming meanwhile");
+        let stream_length = redis.cli(&["XLEN", "mesh.events.orders"]);
+        assert!(
+            stream_length.trim().parse::<u64>().unwrap() > 1,
+            "handed events were published too: {stream_length}"
+        );
+    }
+
     #[tokio::test]
     async fn a_committed_event_is_leased_to_its_instances_relay_until_the_lease_ends() {
         let dir = tempfile::tempdir().unwrap();
