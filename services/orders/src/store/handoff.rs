@@ -195,7 +195,8 @@ impl Wake {
     }
 
     /// How many events the hand-off keeps now.
-    pub fn kept_events(&self) -> usize {
+    #[cfg(test)]
+    fn kept_events(&self) -> usize {
         self.orders().kept_events
     }
 
