@@ -18,7 +18,9 @@
 //!    callers each) and compare, within each round, the CPU of an order with
 //!    and without the outbox (`together.rs`): both see the same machine at
 //!    the same moment, so the machine's swings cancel out of each round's
-//!    ratio. Aim: median ≥ 0.95.
+//!    ratio. Aim: median ≥ 0.95. `--control` runs these rounds with both
+//!    shops **without** the outbox: their ratio is then 1.0 but for the
+//!    protocol's own bias and noise, the yardstick for any run's result.
 //! 2. **Latency at a fixed rate**: `--rate` orders/s (open loop) for
 //!    `--seconds`, then per order the time from its commit (the outbox
 //!    row's time, written in the order's own write unit) to its shipment's
@@ -68,8 +70,10 @@ pub(crate) struct EventsArgs {
     /// The broker.
     #[arg(long, value_enum, default_value_t = BrokerKind::Redis)]
     broker: BrokerKind,
-    /// Interleaved on/off pairs for the outbox's cost.
-    #[arg(long, default_value_t = 6)]
+    /// Interleaved on/off pairs for the outbox's cost: an even number, so
+    /// that each shop goes first in as many pairs as the other (see
+    /// [`even_rounds`]).
+    #[arg(long, default_value_t = 6, value_parser = even_rounds)]
     rounds: u32,
     /// Rounds with both shops loaded at the same time (half the callers
     /// each), the outbox's cost measured within each round; 0 skips them.
@@ -99,6 +103,17 @@ pub(crate) struct EventsArgs {
     /// One JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// A control run: both shops start **without** the outbox, so the
+    /// together rounds compare two identical shops. Their ratio should be
+    /// 1.0; how far each run lands from it is the protocol's own bias and
+    /// spread, the least difference a run can show. Runs the together
+    /// rounds only.
+    #[arg(long)]
+    control: bool,
+    /// Start the orders without the outbox before the one with it (by
+    /// default the one with it starts first).
+    #[arg(long)]
+    outbox_last: bool,
 }
 
 /// What one run measured.
@@ -142,7 +157,14 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let dir = tempfile::Builder::new()
         .prefix("mesh-bench-events-")
         .tempdir()?;
-    let mut shop = EventsShop::start(args.broker, usize::from(args.shipping), &bin, dir.path())?;
+    let mut shop = EventsShop::start(
+        args.broker,
+        usize::from(args.shipping),
+        &bin,
+        dir.path(),
+        !args.control,
+        args.outbox_last,
+    )?;
     let user_id = seed(shop.users_addr, shop.inventory_addr).await?;
     let on = OrdersClient::new(channel(shop.orders_on.addr)?);
     let off = OrdersClient::new(channel(shop.orders_off.addr)?);
@@ -188,6 +210,20 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let together_cost_ratio = median(together.iter().map(|r| r.cost_ratio()).collect());
     let together_placed_ratio = median(together.iter().map(|r| r.placed_ratio()).collect());
+    if args.control {
+        let report = ControlReport {
+            broker: args.broker,
+            load_average: load_average(),
+            rounds,
+            outbox_ratio,
+            cpu_ratio,
+            together,
+            together_cost_ratio,
+            together_placed_ratio,
+        };
+        crate::print_report(&report, args.json, control_text)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     shop.start_shipping()?;
     let mut probe = measure::Probe::open(&shop.data).await?;
     probe.wait_drained(Duration::from_secs(300)).await?;
@@ -243,6 +279,52 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     crate::print_report(&report, args.json, text)?;
     drop(shop);
     Ok(ExitCode::SUCCESS)
+}
+
+/// What a control run (`--control`: both shops without the outbox)
+/// measured.
+#[derive(Debug, Serialize)]
+struct ControlReport {
+    broker: BrokerKind,
+    /// The load average (1 min) when the run ended.
+    load_average: f64,
+    /// PlaceOrder/s per interleaved pair, first shop and second.
+    rounds: Vec<(f64, f64)>,
+    /// Median of first/second per pair.
+    outbox_ratio: f64,
+    /// Total CPU per order over the pairs, second over first.
+    cpu_ratio: f64,
+    /// The together rounds, "on" being the first shop (also without).
+    together: Vec<together::TogetherRound>,
+    /// Their median cost ratio: 1.0 but for the protocol's bias and noise.
+    together_cost_ratio: f64,
+    /// Their median ratio of orders placed, first shop over second.
+    together_placed_ratio: f64,
+}
+
+fn control_text(report: &ControlReport) -> String {
+    let rounds: Vec<String> = report
+        .together
+        .iter()
+        .map(|round| format!("{:.3}", round.cost_ratio()))
+        .collect();
+    let pairs: Vec<String> = report
+        .rounds
+        .iter()
+        .map(|(first, second)| format!("{first:.0}/{second:.0}"))
+        .collect();
+    format!(
+        "control run (both shops without the outbox; load average {:.2})\n\
+         interleaved pairs: PlaceOrder/s first/second {}; median ratio {:.3}, CPU per order second/first {:.3}\n\
+         both shops together: CPU per order second/first per round {}; median {:.3} (1.0 but for the protocol's bias and noise), orders placed first/second median {:.3}\n",
+        report.load_average,
+        pairs.join(", "),
+        report.outbox_ratio,
+        report.cpu_ratio,
+        rounds.join(", "),
+        report.together_cost_ratio,
+        report.together_placed_ratio
+    )
 }
 
 fn text(report: &EventsReport) -> String {
@@ -431,6 +513,28 @@ async fn fixed_rate(
     Ok(())
 }
 
+/// `--rounds`: an even number of pairs (0 skips them). The pairs alternate
+/// which shop goes first, and with an odd count one shop goes first once
+/// more than the other. That tilts the together rounds that follow:
+/// control runs (`--control`, two identical shops) with one pair measured
+/// the shop that went first at 0.973–0.998 (median 0.980) of the other,
+/// and with two pairs or none at 0.991–0.999 (docs/BENCHMARKS.md, "A
+/// control run").
+fn even_rounds(value: &str) -> Result<u32, String> {
+    let rounds: u32 = value
+        .parse()
+        .map_err(|error| format!("{value:?} is not a number of rounds: {error}"))?;
+    if rounds % 2 == 1 {
+        return Err(format!(
+            "{rounds} is odd: the pairs alternate which shop goes first, so use an even number \
+             ({} or {}) to have each go first as often as the other",
+            rounds - 1,
+            rounds + 1
+        ));
+    }
+    Ok(rounds)
+}
+
 /// The median (0 of none).
 pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
@@ -447,4 +551,21 @@ pub(crate) fn load_average() -> f64 {
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_closed_loop_pairs_are_an_even_number() {
+        assert_eq!(even_rounds("0"), Ok(0));
+        assert_eq!(even_rounds("6"), Ok(6));
+        let odd = even_rounds("1").unwrap_err();
+        assert!(
+            odd.contains("1 is odd") && odd.contains("(0 or 2)"),
+            "{odd}"
+        );
+        assert!(even_rounds("two").unwrap_err().contains("not a number"));
+    }
 }

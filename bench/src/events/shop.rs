@@ -79,12 +79,15 @@ pub(crate) struct EventsShop {
 
 impl EventsShop {
     /// Starts the broker and every service in `dir`, with the binaries of
-    /// `bin` (the folder `mesh-bench` is in, by default).
+    /// `bin` (the folder `mesh-bench` is in, by default); the first orders
+    /// with its outbox when `outbox`, without it in a control run.
     pub(crate) fn start(
         kind: BrokerKind,
         shipping_instances: usize,
         bin: &Path,
         dir: &Path,
+        outbox: bool,
+        outbox_last: bool,
     ) -> anyhow::Result<Self> {
         let cancel = Cancel::default();
         let (broker, broker_url) = match kind {
@@ -136,14 +139,19 @@ impl EventsShop {
         let mut on = upstream_args.clone();
         on.extend([
             "--events".into(),
-            "on".into(),
+            if outbox { "on" } else { "off" }.into(),
             "--broker-url".into(),
             broker_url.clone(),
         ]);
-        let orders_on = start("orders", &data, on)?;
         let mut off = upstream_args;
         off.extend(["--events".into(), "off".into()]);
-        let orders_off = start("orders", &dir.join("off"), off)?;
+        let (orders_on, orders_off) = if outbox_last {
+            let orders_off = start("orders", &dir.join("off"), off)?;
+            (start("orders", &data, on)?, orders_off)
+        } else {
+            let orders_on = start("orders", &data, on)?;
+            (orders_on, start("orders", &dir.join("off"), off)?)
+        };
         let (users_addr, inventory_addr) = (users.addr, inventory.addr);
         let mut shop = Self {
             broker,

@@ -73,12 +73,23 @@ pub(crate) async fn measure(
 ) -> anyhow::Result<Vec<TogetherRound>> {
     let half = (concurrency / 2).max(1);
     let mut measured = Vec::new();
-    for _ in 0..rounds {
+    for round in 0..rounds {
+        // Alternate whose callers start first: neither shop always gets
+        // the head start.
+        let on_first = round % 2 == 0;
         let before = groups.sample();
-        let (with, without) = tokio::join!(
-            super::saturate(on, user_id, half, length),
-            super::saturate(off, user_id, half, length)
-        );
+        let (with, without) = if on_first {
+            tokio::join!(
+                super::saturate(on, user_id, half, length),
+                super::saturate(off, user_id, half, length)
+            )
+        } else {
+            let (without, with) = tokio::join!(
+                super::saturate(off, user_id, half, length),
+                super::saturate(on, user_id, half, length)
+            );
+            (with, without)
+        };
         let used = groups.sample().since(&before);
         measured.push(TogetherRound::from_sample(&used, with?.1, without?.1));
     }
