@@ -215,7 +215,7 @@ pub(crate) async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             broker: args.broker,
             load_average: load_average(),
             rounds,
-            outbox_ratio,
+            pair_ratio: outbox_ratio,
             cpu_ratio,
             together,
             together_cost_ratio,
@@ -291,7 +291,7 @@ struct ControlReport {
     /// PlaceOrder/s per interleaved pair, first shop and second.
     rounds: Vec<(f64, f64)>,
     /// Median of first/second per pair.
-    outbox_ratio: f64,
+    pair_ratio: f64,
     /// Total CPU per order over the pairs, second over first.
     cpu_ratio: f64,
     /// The together rounds, "on" being the first shop (also without).
@@ -319,7 +319,7 @@ fn control_text(report: &ControlReport) -> String {
          both shops together: CPU per order second/first per round {}; median {:.3} (1.0 but for the protocol's bias and noise), orders placed first/second median {:.3}\n",
         report.load_average,
         pairs.join(", "),
-        report.outbox_ratio,
+        report.pair_ratio,
         report.cpu_ratio,
         rounds.join(", "),
         report.together_cost_ratio,
@@ -518,7 +518,7 @@ async fn fixed_rate(
 /// more than the other. That tilts the together rounds that follow:
 /// control runs (`--control`, two identical shops) with one pair measured
 /// the shop that went first at 0.973–0.998 (median 0.980) of the other,
-/// and with two pairs or none at 0.991–0.999 (docs/BENCHMARKS.md, "A
+/// and with none, two or four at 0.991–1.015 (docs/BENCHMARKS.md, "A
 /// control run").
 fn even_rounds(value: &str) -> Result<u32, String> {
     let rounds: u32 = value
@@ -529,7 +529,7 @@ fn even_rounds(value: &str) -> Result<u32, String> {
             "{rounds} is odd: the pairs alternate which shop goes first, so use an even number \
              ({} or {}) to have each go first as often as the other",
             rounds - 1,
-            rounds + 1
+            u64::from(rounds) + 1
         ));
     }
     Ok(rounds)
@@ -566,6 +566,9 @@ mod tests {
             odd.contains("1 is odd") && odd.contains("(0 or 2)"),
             "{odd}"
         );
+        assert!(even_rounds("4294967295")
+            .unwrap_err()
+            .contains("(4294967294 or 4294967296)"));
         assert!(even_rounds("two").unwrap_err().contains("not a number"));
     }
 }
